@@ -1,0 +1,124 @@
+// swift-tools-version:6.2
+// Cairn: a software storage array. One module per layer; dependencies point one way:
+//   cairn (executable) → CairnCLI → CairnDaemon → {NBDServer, CairnControl, CairnEngine}
+//   NBDServer → NBDProtocol (wire only, NIOCore) ; CairnEngine → CairnIO → CCairnIO (syscall shim)
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "cairn",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cairn", targets: ["cairn"]),
+        .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
+        .library(name: "CairnEngine", targets: ["CairnEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        // Syscall layer: Linux calls Glibc does not import, built with _GNU_SOURCE.
+        .target(name: "CCairnIO"),
+        .target(
+            name: "CairnIO",
+            dependencies: [
+                "CCairnIO",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        // Storage engine: pool, chunk store, maps, durability. No networking.
+        .target(
+            name: "CairnEngine",
+            dependencies: [
+                "CairnIO",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // NBD wire protocol: types, frame parser, reply encoder, handshake state machine. NIOCore only.
+        .target(
+            name: "NBDProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // NBD server: channel handlers, back-pressure, export catalog. Storage behind a protocol.
+        .target(
+            name: "NBDServer",
+            dependencies: [
+                "NBDProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Management API types shared by the daemon and the CLI (Codable, no dependencies).
+        .target(name: "CairnAPI", swiftSettings: strict),
+        // Management API server (HTTP/JSON on a unix socket).
+        .target(
+            name: "CairnControl",
+            dependencies: [
+                "CairnAPI",
+                "CairnEngine",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The daemon: wires engine, NBD server and control API into one service group.
+        .target(
+            name: "CairnDaemon",
+            dependencies: [
+                "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Command implementations (serve, volume, pool) talking to the daemon's API.
+        .target(
+            name: "CairnCLI",
+            dependencies: [
+                "CairnAPI", "CairnDaemon", "CairnEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: strict),
+
+        .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
+        .testTarget(name: "CairnEngineTests", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),
+        .testTarget(
+            name: "NBDProtocolTests",
+            dependencies: ["NBDProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NBDServerTests",
+            dependencies: [
+                "NBDServer", "NBDProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "InteropTests", dependencies: ["CairnAPI"], swiftSettings: strict),
+    ]
+)
