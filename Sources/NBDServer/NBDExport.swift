@@ -1,0 +1,159 @@
+import NIOCore
+
+/// What an export can do; the server turns this into transmission flags and refuses commands the export lacks.
+public struct NBDExportCapabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Writes, TRIM and WRITE_ZEROES are refused with EPERM.
+    public static let readOnly = NBDExportCapabilities(rawValue: 1 << 0)
+    /// FLUSH is supported (and so is the FUA command flag, see `fua`).
+    public static let flush = NBDExportCapabilities(rawValue: 1 << 1)
+    /// FUA on write-type commands is honoured by the export itself.
+    public static let fua = NBDExportCapabilities(rawValue: 1 << 2)
+    /// TRIM gives space back.
+    public static let trim = NBDExportCapabilities(rawValue: 1 << 3)
+    /// WRITE_ZEROES is supported (with NO_HOLE).
+    public static let writeZeroes = NBDExportCapabilities(rawValue: 1 << 4)
+    /// WRITE_ZEROES with FAST_ZERO can fail fast with ENOTSUP instead of writing slowly.
+    public static let fastZero = NBDExportCapabilities(rawValue: 1 << 5)
+    /// CACHE (read-ahead hint) is supported.
+    public static let cache = NBDExportCapabilities(rawValue: 1 << 6)
+    /// A FLUSH on any connection covers writes completed on every connection to this export.
+    public static let multiConnection = NBDExportCapabilities(rawValue: 1 << 7)
+    /// The `base:allocation` meta context is available.
+    public static let blockStatus = NBDExportCapabilities(rawValue: 1 << 8)
+    /// Advertise NBD_FLAG_ROTATIONAL (hint to the client's I/O scheduler).
+    public static let rotational = NBDExportCapabilities(rawValue: 1 << 9)
+}
+
+/// Block size constraints advertised with NBD_INFO_BLOCK_SIZE (proto.md "Block size constraints").
+public struct NBDBlockSizes: Sendable, Hashable {
+    /// Smallest addressable unit; requests not aligned to it are refused with EINVAL.
+    public var minimum: UInt32
+    /// Size below which the export has to read-modify-write.
+    public var preferred: UInt32
+    /// Largest payload the export accepts for READ and WRITE.
+    public var maximumPayload: UInt32
+
+    public init(minimum: UInt32, preferred: UInt32, maximumPayload: UInt32) {
+        self.minimum = minimum
+        self.preferred = preferred
+        self.maximumPayload = maximumPayload
+    }
+}
+
+/// A contiguous piece of a READ reply, in export coordinates.
+public enum NBDReadSegment: Sendable {
+    /// Bytes that were read; `data.readableBytes` is the length.
+    case data(offset: UInt64, data: ByteBuffer)
+    /// A range that reads as zeros and may be sent as NBD_REPLY_TYPE_OFFSET_HOLE.
+    case hole(offset: UInt64, length: UInt32)
+}
+
+/// One extent of a BLOCK_STATUS answer. `flags` are the context's own bits (for base:allocation
+/// NBD_STATE_HOLE = 1, NBD_STATE_ZERO = 2).
+public struct NBDExtent: Sendable, Hashable {
+    public var length: UInt64
+    public var flags: UInt32
+    public init(length: UInt64, flags: UInt32) {
+        self.length = length
+        self.flags = flags
+    }
+}
+
+/// An error an export reports; the server maps `code` to the wire error and may send `message` in a
+/// structured error chunk. Never carries raw errno values to the wire.
+public struct NBDExportError: Error, Sendable, Hashable {
+    public enum Code: Sendable, Hashable {
+        case permissionDenied  // EPERM
+        case ioError  // EIO
+        case outOfMemory  // ENOMEM
+        case invalid  // EINVAL
+        case noSpace  // ENOSPC
+        case overflow  // EOVERFLOW
+        case notSupported  // ENOTSUP
+        case shuttingDown  // ESHUTDOWN
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// One client's view of an open export. The server calls these from its event loop; an implementation
+/// that blocks must hop to its own thread pool and complete the future on `eventLoop`.
+public protocol NBDExport: AnyObject, Sendable {
+    /// Export name as the client asked for it.
+    var name: String { get }
+    /// Free-text description for NBD_INFO_DESCRIPTION (nil: not sent).
+    var exportDescription: String? { get }
+    /// Size in bytes, read at GO/EXPORT_NAME time and for bounds checks.
+    var size: UInt64 { get }
+    var capabilities: NBDExportCapabilities { get }
+    var blockSizes: NBDBlockSizes { get }
+    /// Meta context names this export answers BLOCK_STATUS for (e.g. "base:allocation").
+    var metaContexts: [String] { get }
+
+    func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]>
+    func write(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func trim(offset: UInt64, length: UInt64, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    /// `punch`: the client did not set NO_HOLE, so the range may be deallocated.
+    /// `fast`: FAST_ZERO; fail with `.notSupported` rather than write zeros slowly.
+    func writeZeroes(
+        offset: UInt64,
+        length: UInt64,
+        punch: Bool,
+        fast: Bool,
+        fua: Bool,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void>
+    func cache(offset: UInt64, length: UInt64, eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    /// Extents from `offset` covering at most `length` bytes (at least one extent, the first starting at
+    /// `offset`; fewer bytes than asked is fine, the server trims to the request and to REQ_ONE).
+    func blockStatus(
+        context: String,
+        offset: UInt64,
+        length: UInt64,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<[NBDExtent]>
+}
+
+/// Who is connecting; passed to the catalog so it can apply policy and track sessions.
+public struct NBDSessionInfo: Sendable, Hashable {
+    /// Server-unique, increasing connection number (useful in logs).
+    public var id: UInt64
+    /// Remote address as text ("127.0.0.1:53412"), for logs and access control.
+    public var remoteAddress: String
+    public init(id: UInt64, remoteAddress: String) {
+        self.id = id
+        self.remoteAddress = remoteAddress
+    }
+}
+
+/// A line of NBD_OPT_LIST.
+public struct NBDExportListing: Sendable, Hashable {
+    public var name: String
+    public var description: String?
+    public init(name: String, description: String?) {
+        self.name = name
+        self.description = description
+    }
+}
+
+/// The set of exports a server offers. Implemented by the daemon over the storage engine.
+public protocol NBDExportCatalog: Sendable {
+    /// Exports this session may see (NBD_OPT_LIST).
+    func listExports(session: NBDSessionInfo) -> [NBDExportListing]
+    /// Describe an export without attaching to it (NBD_OPT_INFO, LIST_META_CONTEXT). nil: unknown.
+    func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)?
+    /// Attach a session to an export (NBD_OPT_GO / EXPORT_NAME). Throws `NBDExportError` when refused.
+    func attach(name: String, session: NBDSessionInfo) throws -> any NBDExport
+    /// The session that attached has gone (DISC, disconnect, or server shutdown).
+    func detach(_ export: any NBDExport, session: NBDSessionInfo)
+}
