@@ -103,8 +103,15 @@ let package = Package(
         ),
         .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: strict),
 
+        // Test doubles for one layer: media that lose unsynced writes like a power cut does.
+        .target(name: "CairnTestSupport", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),
+
         .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
-        .testTarget(name: "CairnEngineTests", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnEngineTests",
+            dependencies: ["CairnEngine", "CairnIO", "CairnTestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "NBDProtocolTests",
             dependencies: ["NBDProtocol", .product(name: "NIOCore", package: "swift-nio")],

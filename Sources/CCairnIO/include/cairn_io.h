@@ -1,1 +1,43 @@
+// A thin shim over Linux calls that Swift's Glibc module does not import (or imports awkwardly).
+// Every function returns 0 / a non-negative count on success and -errno on failure, so Swift never
+// has to read the thread-local errno after a call that may have been interleaved with others.
 #pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): deallocate, reads return zeros.
+int cairn_punch_hole(int fd, uint64_t offset, uint64_t length);
+
+/// fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE): allocated zeros.
+int cairn_zero_range(int fd, uint64_t offset, uint64_t length);
+
+/// fallocate(0): reserve space (extends the file when past EOF).
+int cairn_allocate(int fd, uint64_t offset, uint64_t length);
+
+/// One copy_file_range() call; returns bytes copied (may be short) or -errno.
+int64_t cairn_copy_file_range(int fd_in, uint64_t off_in, int fd_out, uint64_t off_out, uint64_t length);
+
+/// ioctl(FICLONERANGE): share the source extent (reflink). Offsets/length must be fs-block aligned.
+int cairn_clone_range(int src_fd, uint64_t src_offset, uint64_t length, int dst_fd, uint64_t dst_offset);
+
+/// pwritev2(RWF_DSYNC) of one buffer: the write is durable when this returns. Returns bytes or -errno.
+int64_t cairn_pwrite_dsync(int fd, const void *buffer, uint64_t length, uint64_t offset);
+
+/// pread()/pwrite() returning -errno instead of setting errno.
+int64_t cairn_pread(int fd, void *buffer, uint64_t length, uint64_t offset);
+int64_t cairn_pwrite(int fd, const void *buffer, uint64_t length, uint64_t offset);
+
+/// lseek(SEEK_DATA / SEEK_HOLE). Returns the offset, or -ENXIO past the last data / end of file.
+int64_t cairn_seek_data(int fd, uint64_t offset);
+int64_t cairn_seek_hole(int fd, uint64_t offset);
+
+/// fdatasync() / fsync() returning -errno.
+int cairn_fdatasync(int fd);
+int cairn_fsync(int fd);
+
+/// flock(LOCK_EX | LOCK_NB): 0, or -EWOULDBLOCK when another process holds it.
+int cairn_lock_exclusive(int fd);
+
+/// Allocated bytes of an open file (st_blocks * 512).
+int64_t cairn_allocated_bytes(int fd);

@@ -1,0 +1,96 @@
+import CairnIO
+
+/// An extent of allocation status (NBD `base:allocation`).
+public struct AllocationExtent: Sendable, Hashable {
+    public var length: UInt64
+    /// Nothing is allocated: the range reads as zeros (NBD_STATE_HOLE | NBD_STATE_ZERO).
+    public var isHole: Bool
+
+    public init(length: UInt64, isHole: Bool) {
+        self.length = length
+        self.isHole = isHole
+    }
+}
+
+extension Pool {
+    /// Most extents one block status answer carries. NBD lets a server describe less than asked; the
+    /// client asks again from where the answer stopped (qemu and nbdinfo do).
+    public static let maximumAllocationExtents = 2048
+
+    /// Allocation status of the live volume from `offset`, covering at most `length` bytes and at most
+    /// `maximumAllocationExtents` extents. The first extent starts at `offset`.
+    public func allocationExtents(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> [AllocationExtent] {
+        try monitor.withLock {
+            let volume = try state.liveVolume(volumeID)
+            guard offset < volume.record.size else {
+                throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume")
+            }
+            let end = min(volume.record.size, offset + min(length, volume.record.size - offset))
+            let g = volume.geometry
+            let sub = UInt64(g.subBlockSize)
+            var extents: [AllocationExtent] = []
+            func add(_ length: UInt64, hole: Bool) {
+                guard length > 0 else { return }
+                if let last = extents.last, last.isHole == hole {
+                    extents[extents.count - 1].length += length
+                } else {
+                    extents.append(AllocationExtent(length: length, isHole: hole))
+                }
+            }
+            var indexes = [volume.present]
+            var link = volume.record.parent
+            while let current = link, let parent = state.volumes[current.volumeID] {
+                indexes.append(parent.present)
+                link = parent.record.parent
+            }
+            var position = offset
+            while position < end && extents.count < Self.maximumAllocationExtents {
+                let chunk = g.chunk(containing: position)
+                guard let next = indexes.compactMap({ $0.next(atOrAfter: chunk) }).min() else {
+                    add(end - position, hole: true)
+                    break
+                }
+                if next > chunk {
+                    let holeEnd = min(end, g.start(of: next))
+                    add(holeEnd - position, hole: true)
+                    position = holeEnd
+                    continue
+                }
+                let chunkStart = g.start(of: chunk)
+                let chunkEnd = min(end, chunkStart + UInt64(g.chunkSize))
+                let mask = state.resolveLive(volume, chunk).version?.mask ?? 0
+                while position < chunkEnd {
+                    let bit = (position - chunkStart) / sub
+                    let runEnd = min(chunkEnd, chunkStart + (bit + 1) * sub)
+                    add(runEnd - position, hole: mask & (UInt64(1) << bit) == 0)
+                    position = runEnd
+                }
+            }
+            return extents
+        }
+    }
+
+    /// Records that a session uses the volume; `deleteVolume` and shrinking refuse while any is attached.
+    public func attach(volumeID: UInt64) throws {
+        try monitor.withLock {
+            _ = try state.liveVolume(volumeID)
+            state.volumes[volumeID]!.attachments += 1
+        }
+    }
+
+    public func detach(volumeID: UInt64) {
+        monitor.withLock {
+            if state.volumes[volumeID] != nil { state.volumes[volumeID]!.attachments -= 1 }
+        }
+    }
+
+    /// Current size of a volume (NBD export size at attach time).
+    public func size(volumeID: UInt64) throws -> UInt64 {
+        try monitor.withLock { try state.liveVolume(volumeID).record.size }
+    }
+
+    /// Resolves a volume name to its id (stable across renames).
+    public func volumeID(named name: String) throws -> UInt64 {
+        try monitor.withLock { try state.volumeID(named: name) }
+    }
+}

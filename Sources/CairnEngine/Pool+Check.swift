@@ -1,0 +1,166 @@
+import CairnIO
+import Logging
+
+/// What `cairn pool check` found.
+public struct PoolCheckReport: Sendable, Hashable {
+    public var volumes = 0
+    public var snapshots = 0
+    public var mappings = 0
+    public var referencedSlots = 0
+    /// Unreferenced slots that still occupy disk space (space not yet given back).
+    public var leakedSlots = 0
+    public var leakedBytes: UInt64 = 0
+    /// Leaked slots whose space was given back because `repair` was set.
+    public var repairedSlots = 0
+    /// Broken invariants; empty means the pool is consistent.
+    public var errors: [String] = []
+
+    public var isHealthy: Bool { errors.isEmpty }
+}
+
+extension Pool {
+    /// Most errors listed in one report: a badly broken pool would otherwise produce millions of lines.
+    static let maximumReportedErrors = 100
+
+    /// Commits, then verifies the committed metadata on its own (structure, references, slot bounds), that
+    /// it matches the in-memory state, and that no unreferenced slot still holds space. With `repair`,
+    /// leaked space is punched out; nothing else is changed.
+    public func check(repair: Bool = false) throws -> PoolCheckReport {
+        try flush()
+        var report = PoolCheckReport()
+        func problem(_ text: String) {
+            if report.errors.count < Self.maximumReportedErrors { report.errors.append(text) }
+        }
+        for line in try metadata.integrityCheck() { problem(line) }
+
+        var rows: [ChunkKey: [ChunkVersion]] = [:]
+        let catalog = try metadata.load { row in
+            rows[ChunkKey(volume: row.volumeID, chunk: row.chunk), default: []].append(row.version)
+        }
+        report.volumes = catalog.volumes.count
+        report.snapshots = catalog.snapshots.count
+        report.mappings = rows.values.reduce(0) { $0 + $1.count }
+        let slotFiles = Dictionary(uniqueKeysWithValues: catalog.slotFiles.map { ($0.id, $0) })
+        let volumes = Dictionary(uniqueKeysWithValues: catalog.volumes.map { ($0.id, $0) })
+        let snapshotsByVolume = Dictionary(grouping: catalog.snapshots, by: \.volumeID)
+
+        for volume in catalog.volumes {
+            let snaps = snapshotsByVolume[volume.id] ?? []
+            for snapshot in snaps where snapshot.epoch >= volume.epoch {
+                problem("snapshot \(volume.name)@\(snapshot.name) has epoch \(snapshot.epoch) >= volume epoch \(volume.epoch)")
+            }
+            if let parent = volume.parent {
+                if volumes[parent.volumeID] == nil {
+                    problem("clone \(volume.name) refers to missing volume \(parent.volumeID)")
+                } else if !(snapshotsByVolume[parent.volumeID] ?? []).contains(where: { $0.epoch == parent.epoch }) {
+                    problem("clone \(volume.name) refers to a missing snapshot (epoch \(parent.epoch))")
+                }
+            }
+            if !slotFiles.values.contains(where: { $0.chunkSize == volume.chunkSize }) {
+                problem("volume \(volume.name) has no slot file for chunk size \(volume.chunkSize)")
+            }
+        }
+
+        var references: [SlotAddress: Int] = [:]
+        let fileSizes = monitor.withLock { files }.mapValues { (try? $0.size()) ?? 0 }
+        for (key, versions) in rows {
+            guard let volume = volumes[key.volume] else {
+                problem("mappings of missing volume \(key.volume)")
+                continue
+            }
+            guard let geometry = try? ChunkGeometry(chunkSize: volume.chunkSize) else { continue }
+            let maximumSize = ([volume.size] + (snapshotsByVolume[volume.id] ?? []).map(\.size)).max()!
+            if key.chunk >= geometry.chunkCount(for: maximumSize) {
+                problem("\(volume.name) chunk \(key.chunk) is past the end of the volume and its snapshots")
+            }
+            for (index, version) in versions.enumerated() {
+                let place = "\(volume.name) chunk \(key.chunk) version \(version.birth)"
+                if index > 0 && versions[index - 1].birth >= version.birth { problem("\(place): births not increasing") }
+                if version.birth > volume.epoch { problem("\(place): born after the volume's epoch \(volume.epoch)") }
+                if version.mask & ~geometry.fullMask != 0 { problem("\(place): mask has bits past the chunk") }
+                if version.isTombstone {
+                    if version.mask != 0 { problem("\(place): tombstone with data bits") }
+                    continue
+                }
+                guard let file = slotFiles[version.slot.file], file.chunkSize == volume.chunkSize else {
+                    problem("\(place): slot \(version.slot) is not in a slot file of chunk size \(volume.chunkSize)")
+                    continue
+                }
+                let highestByte = version.slot.index * UInt64(file.chunkSize)
+                    + UInt64(64 - version.mask.leadingZeroBitCount) * UInt64(geometry.subBlockSize)
+                if version.mask != 0 && highestByte > fileSizes[file.id] ?? 0 {
+                    problem("\(place): slot \(version.slot) lies past the end of \(file.name)")
+                }
+                references[version.slot, default: 0] += 1
+            }
+        }
+        report.referencedSlots = references.count
+
+        try compareWithMemory(rows, references: references, problem: problem)
+        try scanForLeaks(repair: repair, report: &report)
+        logger.info(
+            "pool check finished",
+            metadata: ["errors": "\(report.errors.count)", "leaked_slots": "\(report.leakedSlots)"])
+        return report
+    }
+
+    /// The maps and reference counts in memory must equal what a restart would load.
+    private func compareWithMemory(
+        _ rows: [ChunkKey: [ChunkVersion]], references: [SlotAddress: Int], problem: (String) -> Void
+    ) throws {
+        monitor.withLock {
+            var memoryCount = 0
+            for (id, volume) in state.volumes {
+                for (chunk, list) in volume.map {
+                    memoryCount += 1
+                    if rows[ChunkKey(volume: id, chunk: chunk)] != list.versions {
+                        problem("\(volume.record.name) chunk \(chunk): memory and committed metadata differ")
+                    }
+                }
+            }
+            let committedChunks = Set(rows.keys.map { $0 })
+            if committedChunks.count != memoryCount {
+                problem("committed metadata has \(committedChunks.count) mapped chunks, memory has \(memoryCount)")
+            }
+            for (slot, count) in references where state.refcount(slot) != UInt32(count) {
+                problem("slot \(slot): \(count) references in metadata, reference count \(state.refcount(slot))")
+            }
+        }
+    }
+
+    /// Unreferenced slots that still hold data are leaked space (for example after a crash between a
+    /// write to a fresh slot and the commit that would have mapped it). They are harmless, since nothing
+    /// reads them, and `repair` punches them out.
+    private func scanForLeaks(repair: Bool, report: inout PoolCheckReport) throws {
+        let targets = monitor.withLock {
+            state.allocators.map { (id, allocator) in
+                (id, files[id]!, UInt64(allocator.chunkSize), allocator.reusableIndexes(), allocator.highWater)
+            }
+        }
+        for (fileID, file, chunkSize, free, highWater) in targets {
+            for index in free {
+                let start = index * chunkSize
+                guard let data = try file.nextData(from: start), data < start + chunkSize else { continue }
+                report.leakedSlots += 1
+                report.leakedBytes += chunkSize
+                if repair {
+                    // Claim the slot so the allocator cannot hand it out while it is being punched.
+                    let claimed = monitor.withLock { state.allocators[fileID]!.claimIfReusable(index) }
+                    guard claimed else { continue }
+                    defer { monitor.withLock { state.allocators[fileID]!.abandon(index) } }
+                    try file.punchHole(at: start, length: chunkSize)
+                    report.repairedSlots += 1
+                }
+            }
+            if let data = try file.nextData(from: highWater * chunkSize) {
+                report.leakedBytes += (try file.size()) - data
+                if repair, let posix = file as? PosixStorageFile {
+                    // Under the monitor: no slot past the high-water mark can be handed out meanwhile.
+                    try monitor.withLock {
+                        try posix.truncate(to: state.allocators[fileID]!.highWater * chunkSize)
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import CairnIO
+import Logging
+
+extension Pool {
+    /// What one commit captured from the dirty state.
+    private struct CommitCapture {
+        var transaction = MetadataTransaction()
+        var frees: [SlotAddress] = []
+        var files: [UInt16: any StorageFile] = [:]
+        var chunkSizes: [UInt16: UInt32] = [:]
+    }
+
+    /// One group commit: capture the dirty metadata, fdatasync the slot files, commit the metadata,
+    /// then let freed slots be reused. Runs on the commit thread (or in `close`), never concurrently.
+    ///
+    /// The order is the durability rule of docs/ARCHITECTURE.md: every version in the transaction was
+    /// installed after its data write completed, so syncing the files *after* the capture makes all the
+    /// data the transaction references durable before the transaction is.
+    func commitOnce() {
+        guard let capture = captureDirtyState() else { return }
+        do {
+            for file in capture.files.values { try file.sync() }
+            try metadata.commit(capture.transaction)
+        } catch {
+            let failure = EngineError(
+                .ioFailure,
+                "the pool could not make data durable and no longer accepts writes; check the disk and "
+                    + "restart the daemon (data acknowledged by FLUSH before this point is safe)",
+                cause: error)
+            logger.critical("commit failed", metadata: ["error": "\(error)"])
+            monitor.withLock { state.failure = failure }
+            return
+        }
+        // The frees are durable: punch the space back to the filesystem (best effort: a failure only
+        // costs space until the slot is reused) and hand the slots to the allocator.
+        for slot in capture.frees {
+            guard let file = capture.files[slot.file], let chunkSize = capture.chunkSizes[slot.file]
+            else { continue }
+            do {
+                try file.punchHole(at: slot.index * UInt64(chunkSize), length: UInt64(chunkSize))
+            } catch {
+                logger.warning("could not punch a freed slot", metadata: ["slot": "\(slot)", "error": "\(error)"])
+            }
+        }
+        monitor.withLock {
+            state.committingChunks = []
+            state.sharedInCommit = []
+            for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
+        }
+        monitor.broadcast()
+    }
+
+    private func captureDirtyState() -> CommitCapture? {
+        monitor.withLock { () -> CommitCapture? in
+            guard state.failure == nil else { return nil }
+            let dirty = state.dirty
+            guard !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty else {
+                return nil
+            }
+            var capture = CommitCapture()
+            var t = MetadataTransaction()
+            t.upsertSlotFiles = dirty.slotFiles
+            t.deleteVolumes = dirty.deletedVolumes
+            t.upsertVolumes = dirty.volumes.compactMap { state.volumes[$0]?.record }
+            t.deleteSnapshots = dirty.deletedSnapshots
+            t.upsertSnapshots = dirty.snapshots
+            t.chunks.reserveCapacity(dirty.chunks.count)
+            for key in dirty.chunks {
+                // A deleted volume's rows go with `deleteVolumes`.
+                guard let volume = state.volumes[key.volume] else { continue }
+                t.chunks.append((key.volume, key.chunk, volume.map[key.chunk]?.versions ?? []))
+            }
+            capture.transaction = t
+            capture.frees = state.pendingFrees
+            capture.files = files
+            capture.chunkSizes = state.slotFileRecords.mapValues(\.chunkSize)
+            state.committingChunks = dirty.chunks
+            state.sharedInCommit = state.sharedUntilCommit
+            state.sharedUntilCommit = []
+            state.pendingFrees = []
+            state.dirty = DirtySet()
+            return capture
+        }
+    }
+}

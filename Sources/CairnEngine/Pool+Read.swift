@@ -1,0 +1,139 @@
+import CairnIO
+
+/// A piece of a read result: data that came from a slot, or a range that reads as zeros because
+/// nothing is allocated there (sent as NBD OFFSET_HOLE).
+public struct ReadExtent: Sendable, Hashable {
+    /// Offset in the volume.
+    public var offset: UInt64
+    public var length: UInt64
+    public var isHole: Bool
+
+    public init(offset: UInt64, length: UInt64, isHole: Bool) {
+        self.offset = offset
+        self.length = length
+        self.isHole = isHole
+    }
+}
+
+/// One positional read from a slot file into the caller's buffer.
+private struct SlotRead {
+    var file: UInt16
+    var fileOffset: UInt64
+    var bufferOffset: Int
+    var length: Int
+}
+
+extension Pool {
+    /// Reads `buffer.count` bytes at `offset` of the live volume into `buffer`. Returns the data and hole
+    /// extents in order; holes are zero-filled in `buffer`.
+    public func read(volumeID: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
+        -> [ReadExtent]
+    {
+        guard !buffer.isEmpty else { return [] }
+        let length = UInt64(buffer.count)
+        var reads: [SlotRead] = []
+        var extents: [ReadExtent] = []
+        var locked: [UInt64] = []
+        let slotFiles = try monitor.withLock { () -> [UInt16: any StorageFile] in
+            while true {
+                if state.closed { throw EngineError(.closed, "the pool is closed") }
+                let volume = try state.liveVolume(volumeID)
+                try Self.checkBounds(volume, offset: offset, length: length)
+                // Own, mapped chunks are read under a shared chunk lock so that nothing can remap or
+                // free their slot mid-read; inherited versions are pinned by the parent's snapshot.
+                let g = volume.geometry
+                let firstChunk = g.chunk(containing: offset)
+                let lastChunk = g.chunk(containing: offset + length - 1)
+                locked = volume.present.chunks(in: firstChunk..<(lastChunk + 1))
+                if !locked.allSatisfy({ volume.locks.isAvailable($0, exclusive: false) }) {
+                    monitor.wait()
+                    continue
+                }
+                for chunk in locked { state.volumes[volumeID]!.locks.acquire(chunk, exclusive: false) }
+                planRead(volume, offset: offset, length: length, reads: &reads, extents: &extents)
+                return files
+            }
+        }
+        defer {
+            monitor.withLock {
+                if state.volumes[volumeID] != nil {
+                    for chunk in locked { state.volumes[volumeID]!.locks.release(chunk, exclusive: false) }
+                }
+            }
+            if !locked.isEmpty { monitor.broadcast() }
+        }
+        for extent in extents where extent.isHole {
+            let start = Int(extent.offset - offset)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(extent.length))])
+                .initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        do {
+            for read in reads {
+                try slotFiles[read.file]!.read(
+                    into: UnsafeMutableRawBufferPointer(
+                        rebasing: buffer[read.bufferOffset..<(read.bufferOffset + read.length)]),
+                    at: read.fileOffset)
+            }
+        } catch {
+            throw EngineError.io("reading volume data", error)
+        }
+        return extents
+    }
+
+    /// Builds the slot reads (coalesced when slots are consecutive) and the extent list (monitor held).
+    private func planRead(
+        _ volume: VolumeState, offset: UInt64, length: UInt64, reads: inout [SlotRead], extents: inout [ReadExtent]
+    ) {
+        let g = volume.geometry
+        let sub = UInt64(g.subBlockSize)
+        let end = offset + length
+        var position = offset
+        func add(_ extent: ReadExtent) {
+            if let last = extents.last, last.isHole == extent.isHole, last.offset + last.length == extent.offset {
+                extents[extents.count - 1].length += extent.length
+            } else {
+                extents.append(extent)
+            }
+        }
+        while position < end {
+            let chunk = g.chunk(containing: position)
+            let chunkStart = g.start(of: chunk)
+            let chunkEnd = min(chunkStart + UInt64(g.chunkSize), end)
+            let version = state.resolveLive(volume, chunk).version
+            guard let version, version.mask != 0 else {
+                add(ReadExtent(offset: position, length: chunkEnd - position, isHole: true))
+                position = chunkEnd
+                continue
+            }
+            // Walk sub-block runs of equal state inside [position, chunkEnd).
+            while position < chunkEnd {
+                let bit = (position - chunkStart) / sub
+                let isData = version.mask & (UInt64(1) << bit) != 0
+                var runEnd = chunkStart + (bit + 1) * sub
+                while runEnd < chunkEnd,
+                    (version.mask & (UInt64(1) << ((runEnd - chunkStart) / sub)) != 0) == isData
+                {
+                    runEnd += sub
+                }
+                runEnd = min(runEnd, chunkEnd)
+                add(ReadExtent(offset: position, length: runEnd - position, isHole: !isData))
+                if isData {
+                    let fileOffset = version.slot.index * UInt64(g.chunkSize) + (position - chunkStart)
+                    let bufferOffset = Int(position - offset)
+                    let count = Int(runEnd - position)
+                    if let last = reads.last, last.file == version.slot.file,
+                        last.fileOffset + UInt64(last.length) == fileOffset, last.bufferOffset + last.length == bufferOffset
+                    {
+                        reads[reads.count - 1].length += count
+                    } else {
+                        reads.append(
+                            SlotRead(
+                                file: version.slot.file, fileOffset: fileOffset, bufferOffset: bufferOffset,
+                                length: count))
+                    }
+                }
+                position = runEnd
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import CairnIO
+import Foundation
+import Logging
+
+/// Tunables of a pool. Defaults are what the daemon uses.
+public struct PoolOptions: Sendable {
+    /// Longest time a metadata change waits for a commit when nobody sends FLUSH. dm-thin commits
+    /// every second by default; so do we.
+    public var commitIntervalNanoseconds: UInt64 = 1_000_000_000
+    /// Space kept free on the filesystem for metadata and the WAL; chunk allocations fail with ENOSPC
+    /// below it rather than letting a metadata commit fail.
+    public var reservedBytes: UInt64 = 64 << 20
+    public var logger = Logger(label: "cairn.engine")
+
+    public init() {}
+}
+
+/// A storage pool: thin volumes whose chunks live in slot files and whose maps live in memory, made
+/// durable by group commits to a metadata store. See docs/ARCHITECTURE.md.
+///
+/// Thread safety: every method may be called from any thread. Data-path methods block on file I/O;
+/// call them from the I/O executor, never from an event loop.
+public final class Pool: @unchecked Sendable {
+    // @unchecked: `state` and `files` are only touched with `monitor` held; the other stored
+    // properties are immutable after init.
+    let monitor = Monitor()
+    var state = PoolState()
+    var files: [UInt16: any StorageFile] = [:]
+
+    public let media: any PoolMedia
+    let metadata: any MetadataStore
+    public let poolID: String
+    /// How breaking sharing copies data on these media (reflink, copy_file_range, userspace).
+    public let copyMethod: CopyMethod
+    let options: PoolOptions
+    var logger: Logger { options.logger }
+    private var committer: GroupCommitter!
+
+    /// Opens the pool in `directory`, creating it when absent.
+    public static func open(directory: String, options: PoolOptions = PoolOptions()) throws -> Pool {
+        try Pool(media: DirectoryMedia(directory: directory), options: options)
+    }
+
+    /// Opens a pool on `media`: loads the committed metadata and rebuilds maps, reference counts and
+    /// free lists. No repair step exists or is needed after a crash (docs/ARCHITECTURE.md).
+    public init(media: any PoolMedia, options: PoolOptions = PoolOptions()) throws {
+        self.media = media
+        self.options = options
+        self.metadata = try media.openMetadataStore()
+        self.copyMethod = media.probeCopyMethod()
+        var loaded = PoolState()
+        var slotFilesByChunkSize: [UInt32: UInt16] = [:]
+        let catalog: PoolCatalog
+        do {
+            var volumesByID: [UInt64: VolumeState] = [:]
+            var pendingRows: [MappingRow] = []
+            catalog = try metadata.load { row in pendingRows.append(row) }
+            for file in catalog.slotFiles {
+                loaded.slotFileRecords[file.id] = file
+                loaded.allocators[file.id] = SlotAllocator(fileID: file.id, chunkSize: file.chunkSize)
+                slotFilesByChunkSize[file.chunkSize] = file.id
+            }
+            for record in catalog.volumes {
+                let geometry = try ChunkGeometry(chunkSize: record.chunkSize)
+                guard let fileID = slotFilesByChunkSize[record.chunkSize] else {
+                    throw EngineError(.corrupt, "volume '\(record.name)' has no slot file for its chunk size")
+                }
+                volumesByID[record.id] = VolumeState(record: record, geometry: geometry, slotFile: fileID)
+                loaded.volumeIDs[record.name] = record.id
+                loaded.nextVolumeID = max(loaded.nextVolumeID, record.id + 1)
+            }
+            for snapshot in catalog.snapshots {
+                volumesByID[snapshot.volumeID]?.snapshots.append(snapshot)
+            }
+            try Self.loadMappings(pendingRows, into: &volumesByID, allocators: &loaded.allocators)
+            for id in loaded.allocators.keys { loaded.allocators[id]!.finishLoading() }
+            loaded.volumes = volumesByID
+        }
+        self.poolID = catalog.poolID
+        self.state = loaded
+        for (id, record) in loaded.slotFileRecords {
+            files[id] = try media.openSlotFile(named: record.name)
+        }
+        committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [unowned self] in
+            self.commitOnce()
+        }
+        logger.info(
+            "pool opened",
+            metadata: [
+                "pool": "\(media.location)", "volumes": "\(loaded.volumes.count)", "copy": "\(copyMethod.rawValue)",
+            ])
+    }
+
+    private static func loadMappings(
+        _ rows: [MappingRow], into volumes: inout [UInt64: VolumeState], allocators: inout [UInt16: SlotAllocator]
+    ) throws {
+        var index = 0
+        while index < rows.count {
+            let first = rows[index]
+            var versions: [ChunkVersion] = []
+            while index < rows.count && rows[index].volumeID == first.volumeID && rows[index].chunk == first.chunk {
+                versions.append(rows[index].version)
+                index += 1
+            }
+            guard volumes[first.volumeID] != nil else {
+                throw EngineError(.corrupt, "mapping for unknown volume \(first.volumeID)")
+            }
+            for version in versions where !version.isTombstone {
+                guard allocators[version.slot.file] != nil else {
+                    throw EngineError(.corrupt, "mapping points at unknown slot file \(version.slot.file)")
+                }
+                allocators[version.slot.file]!.retain(version.slot.index)
+            }
+            volumes[first.volumeID]!.setVersions(first.chunk, VersionList(versions))
+        }
+    }
+
+    /// Commits everything, stops the commit thread and closes the metadata store. Further calls fail
+    /// with `.closed`.
+    public func close() {
+        let alreadyClosed = monitor.withLock {
+            defer { state.closed = true }
+            return state.closed
+        }
+        guard !alreadyClosed else { return }
+        committer.stop()
+        commitOnce()
+        metadata.close()
+        logger.info("pool closed", metadata: ["pool": "\(media.location)"])
+    }
+
+    /// Makes every write that completed before this call durable (NBD FLUSH). Pool-wide, so a FLUSH on
+    /// one connection covers writes completed on all of them.
+    public func flush() throws {
+        try monitor.withLock { try checkWritable() }
+        committer.commitAndWait()
+        try monitor.withLock {
+            if let failure = state.failure { throw failure }
+        }
+    }
+
+    /// Throws when the pool can no longer accept writes. Call with the monitor held.
+    func checkWritable() throws {
+        if let failure = state.failure { throw failure }
+        if state.closed { throw EngineError(.closed, "the pool is closed") }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}

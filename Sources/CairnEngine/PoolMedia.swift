@@ -1,0 +1,94 @@
+import CairnIO
+import Foundation
+
+/// Where a pool's bytes live: its metadata store and its slot files. The daemon uses a directory on
+/// a local filesystem; tests substitute media that simulate power loss.
+public protocol PoolMedia: Sendable {
+    /// For messages ("/var/lib/cairn").
+    var location: String { get }
+    func openMetadataStore() throws -> any MetadataStore
+    /// Opens the slot file `name`, creating it empty if it does not exist.
+    func openSlotFile(named name: String) throws -> any StorageFile
+    /// The fastest copy method slot files on these media support (probed once at open).
+    func probeCopyMethod() -> CopyMethod
+    /// Space the filesystem can still give the pool, in bytes (nil: unknown).
+    func availableBytes() -> UInt64?
+}
+
+/// A pool in a directory: `metadata.sqlite` and `data/slots-<chunk size>.dat`.
+public final class DirectoryMedia: PoolMedia {
+    public let location: String
+    private let lock: ExclusiveFileLock
+    private let copyMethod: CopyMethod
+
+    /// Name of the file the owning process holds an exclusive flock on.
+    public static let lockFileName = "pool.lock"
+
+    /// Opens (creating when absent) the pool directory and takes its lock: only one process may own
+    /// a pool.
+    public init(directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
+        } catch {
+            throw EngineError(.ioFailure, "cannot create the pool directory \(directory)", cause: error)
+        }
+        do {
+            lock = try ExclusiveFileLock(path: directory + "/" + Self.lockFileName)
+        } catch let error as IOError where error.kind == .busy {
+            throw EngineError(
+                .poolLocked,
+                "the pool in \(directory) is in use by another cairn process; stop it or use another --data-dir")
+        } catch {
+            throw EngineError.io("locking the pool in \(directory)", error)
+        }
+        location = directory
+        copyMethod = Self.probeCopyMethod(in: directory + "/data")
+    }
+
+    public func openMetadataStore() throws -> any MetadataStore {
+        try SQLiteMetadataStore(path: location + "/metadata.sqlite")
+    }
+
+    public func openSlotFile(named name: String) throws -> any StorageFile {
+        let file: PosixStorageFile
+        do {
+            file = try PosixStorageFile(path: location + "/data/" + name, create: true)
+        } catch {
+            throw EngineError.io("opening slot file \(name)", error)
+        }
+        switch copyMethod {
+        case .reflink: break
+        case .copyFileRange: file.disableReflink()
+        case .userspace:
+            file.disableReflink()
+            file.disableCopyFileRange()
+        }
+        return file
+    }
+
+    public func probeCopyMethod() -> CopyMethod { copyMethod }
+
+    /// Copies one page inside a scratch file and checks the result: the first method that works is
+    /// what breaking sharing will use.
+    private static func probeCopyMethod(in directory: String) -> CopyMethod {
+        let path = directory + "/.copy-probe"
+        defer { unlink(path) }
+        guard let file = try? PosixStorageFile(path: path, create: true) else { return .userspace }
+        let page = 4096
+        let pattern = [UInt8](repeating: 0x5a, count: page)
+        guard (try? pattern.withUnsafeBytes({ try file.write($0, at: 0) })) != nil,
+            let method = try? file.copy(from: file, at: 0, to: UInt64(page), length: UInt64(page))
+        else { return .userspace }
+        var check = [UInt8](repeating: 0, count: page)
+        guard (try? check.withUnsafeMutableBytes({ try file.read(into: $0, at: UInt64(page)) })) != nil,
+            check == pattern
+        else { return .userspace }
+        return method
+    }
+
+    public func availableBytes() -> UInt64? {
+        var info = statvfs()
+        guard statvfs(location, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+}

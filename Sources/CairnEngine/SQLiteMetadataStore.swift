@@ -1,0 +1,203 @@
+import Foundation
+import GRDB
+
+/// Durable metadata in SQLite (through GRDB): WAL journal, synchronous=FULL, one transaction per group
+/// commit. SQLite is only touched at open, at commit and by management operations, never by an
+/// ordinary read or write.
+public final class SQLiteMetadataStore: MetadataStore {
+    /// Version of the on-disk format this code writes. Bumped on any incompatible schema change;
+    /// opening a pool with another version fails with `.corrupt` instead of guessing.
+    public static let formatVersion = 1
+
+    private let queue: DatabaseQueue
+    public let path: String
+
+    /// Opens (creating when absent) the metadata database at `path`.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.label = "cairn.metadata"
+        configuration.prepareDatabase { db in
+            // WAL: a commit is one append + fsync of the log; readers (pool check) never block it.
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            // FULL: the WAL is fsynced at every commit, so a committed transaction survives power loss.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            queue = try DatabaseQueue(path: path, configuration: configuration)
+        } catch {
+            throw EngineError(.ioFailure, "cannot open the metadata database \(path)", cause: error)
+        }
+        self.path = path
+        try migrate()
+    }
+
+    private func migrate() throws {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE pool (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+                    CREATE TABLE slot_files (
+                        id INTEGER PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL UNIQUE,
+                        chunk_size INTEGER NOT NULL);
+                    CREATE TABLE volumes (
+                        id INTEGER PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL UNIQUE,
+                        size INTEGER NOT NULL,
+                        chunk_size INTEGER NOT NULL,
+                        epoch INTEGER NOT NULL,
+                        parent_id INTEGER,
+                        parent_epoch INTEGER,
+                        created_at INTEGER NOT NULL);
+                    CREATE TABLE snapshots (
+                        volume_id INTEGER NOT NULL,
+                        name TEXT NOT NULL,
+                        epoch INTEGER NOT NULL,
+                        size INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (volume_id, name));
+                    CREATE TABLE mappings (
+                        volume_id INTEGER NOT NULL,
+                        chunk INTEGER NOT NULL,
+                        birth INTEGER NOT NULL,
+                        slot INTEGER NOT NULL,
+                        mask INTEGER NOT NULL,
+                        PRIMARY KEY (volume_id, chunk, birth)) WITHOUT ROWID;
+                    """)
+            try db.execute(
+                sql: "INSERT INTO pool (key, value) VALUES ('pool_id', ?), ('format_version', ?)",
+                arguments: [UUID().uuidString.lowercased(), String(Self.formatVersion)])
+        }
+        do {
+            try migrator.migrate(queue)
+        } catch {
+            throw EngineError(.corrupt, "cannot prepare the metadata database \(path)", cause: error)
+        }
+    }
+
+    public func load(mappings visit: (MappingRow) throws -> Void) throws -> PoolCatalog {
+        do {
+            return try queue.read { db in
+                let settings = try Dictionary(
+                    uniqueKeysWithValues: Row.fetchAll(db, sql: "SELECT key, value FROM pool").map {
+                        ($0["key"] as String, $0["value"] as String)
+                    })
+                let version = Int(settings["format_version"] ?? "") ?? -1
+                guard version == Self.formatVersion else {
+                    throw EngineError(
+                        .corrupt,
+                        "the pool's metadata is format \(version); this cairn reads format \(Self.formatVersion)")
+                }
+                let slotFiles = try Row.fetchAll(db, sql: "SELECT id, name, chunk_size FROM slot_files").map {
+                    SlotFileRecord(id: UInt16($0["id"] as Int64), name: $0["name"], chunkSize: UInt32($0["chunk_size"] as Int64))
+                }
+                let volumes = try Row.fetchAll(db, sql: "SELECT * FROM volumes ORDER BY id").map(Self.volume)
+                let snapshots = try Row.fetchAll(db, sql: "SELECT * FROM snapshots ORDER BY volume_id, epoch").map {
+                    SnapshotRecord(
+                        volumeID: UInt64($0["volume_id"] as Int64), name: $0["name"], epoch: UInt32($0["epoch"] as Int64),
+                        size: UInt64($0["size"] as Int64), createdAt: $0["created_at"])
+                }
+                let cursor = try Row.fetchCursor(
+                    db, sql: "SELECT volume_id, chunk, birth, slot, mask FROM mappings ORDER BY volume_id, chunk, birth")
+                while let row = try cursor.next() {
+                    try visit(
+                        MappingRow(
+                            volumeID: UInt64(row[0] as Int64),
+                            chunk: UInt64(row[1] as Int64),
+                            version: ChunkVersion(
+                                birth: UInt32(row[2] as Int64),
+                                slot: SlotAddress(rawValue: UInt64(bitPattern: row[3] as Int64)),
+                                mask: UInt64(bitPattern: row[4] as Int64))))
+                }
+                return PoolCatalog(
+                    poolID: settings["pool_id"] ?? "", formatVersion: version, slotFiles: slotFiles, volumes: volumes,
+                    snapshots: snapshots)
+            }
+        } catch let error as EngineError {
+            throw error
+        } catch {
+            throw EngineError(.corrupt, "cannot read the metadata database \(path)", cause: error)
+        }
+    }
+
+    private static func volume(_ row: Row) -> VolumeRecord {
+        let parentID: Int64? = row["parent_id"]
+        let parentEpoch: Int64? = row["parent_epoch"]
+        return VolumeRecord(
+            id: UInt64(row["id"] as Int64), name: row["name"], size: UInt64(row["size"] as Int64),
+            chunkSize: UInt32(row["chunk_size"] as Int64), epoch: UInt32(row["epoch"] as Int64),
+            parent: parentID.map { ParentLink(volumeID: UInt64($0), epoch: UInt32(parentEpoch ?? 0)) },
+            createdAt: row["created_at"])
+    }
+
+    public func commit(_ transaction: MetadataTransaction) throws {
+        guard !transaction.isEmpty else { return }
+        do {
+            try queue.inTransaction(.immediate) { db in
+                try Self.apply(transaction, to: db)
+                return .commit
+            }
+        } catch {
+            throw EngineError(.ioFailure, "metadata commit failed", cause: error)
+        }
+    }
+
+    private static func apply(_ t: MetadataTransaction, to db: Database) throws {
+        for file in t.upsertSlotFiles {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO slot_files (id, name, chunk_size) VALUES (?, ?, ?)")
+                .execute(arguments: [Int64(file.id), file.name, Int64(file.chunkSize)])
+        }
+        for id in t.deleteVolumes {
+            let key = Int64(bitPattern: id)
+            try db.cachedStatement(sql: "DELETE FROM mappings WHERE volume_id = ?").execute(arguments: [key])
+            try db.cachedStatement(sql: "DELETE FROM snapshots WHERE volume_id = ?").execute(arguments: [key])
+            try db.cachedStatement(sql: "DELETE FROM volumes WHERE id = ?").execute(arguments: [key])
+        }
+        for v in t.upsertVolumes {
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO volumes (id, name, size, chunk_size, epoch, parent_id, parent_epoch, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET name = excluded.name, size = excluded.size, epoch = excluded.epoch
+                    """
+            ).execute(arguments: [
+                Int64(bitPattern: v.id), v.name, Int64(v.size), Int64(v.chunkSize), Int64(v.epoch),
+                v.parent.map { Int64(bitPattern: $0.volumeID) }, v.parent.map { Int64($0.epoch) }, v.createdAt,
+            ])
+        }
+        for s in t.deleteSnapshots {
+            try db.cachedStatement(sql: "DELETE FROM snapshots WHERE volume_id = ? AND name = ?")
+                .execute(arguments: [Int64(bitPattern: s.volumeID), s.name])
+        }
+        for s in t.upsertSnapshots {
+            try db.cachedStatement(
+                sql: "INSERT OR REPLACE INTO snapshots (volume_id, name, epoch, size, created_at) VALUES (?, ?, ?, ?, ?)"
+            ).execute(arguments: [Int64(bitPattern: s.volumeID), s.name, Int64(s.epoch), Int64(s.size), s.createdAt])
+        }
+        let delete = try db.cachedStatement(sql: "DELETE FROM mappings WHERE volume_id = ? AND chunk = ?")
+        let insert = try db.cachedStatement(
+            sql: "INSERT INTO mappings (volume_id, chunk, birth, slot, mask) VALUES (?, ?, ?, ?, ?)")
+        for entry in t.chunks {
+            let volume = Int64(bitPattern: entry.volumeID)
+            let chunk = Int64(bitPattern: entry.chunk)
+            try delete.execute(arguments: [volume, chunk])
+            for v in entry.versions {
+                try insert.execute(arguments: [
+                    volume, chunk, Int64(v.birth), Int64(bitPattern: v.slot.rawValue), Int64(bitPattern: v.mask),
+                ])
+            }
+        }
+    }
+
+    public func integrityCheck() throws -> [String] {
+        try queue.read { db in
+            let lines = try String.fetchAll(db, sql: "PRAGMA integrity_check")
+            return lines == ["ok"] ? [] : lines.map { "sqlite: \($0)" }
+        }
+    }
+
+    public func close() {
+        try? queue.close()
+    }
+}

@@ -1,0 +1,42 @@
+import CairnIO
+
+/// A volume as management commands show it.
+public struct VolumeInfo: Sendable, Hashable {
+    public var id: UInt64
+    public var name: String
+    /// Virtual size in bytes.
+    public var size: UInt64
+    public var chunkSize: UInt32
+    /// Bytes holding data in this volume's own chunks (sub-blocks with their mask bit set).
+    public var allocatedBytes: UInt64
+    /// Chunks with at least one version of their own.
+    public var mappedChunks: Int
+    public var snapshotCount: Int
+    /// Sessions attached (NBD connections).
+    public var attachments: Int
+    public var createdAt: Int64
+    /// For a clone: "volume@snapshot" it was cloned from.
+    public var origin: String?
+}
+
+/// The pool as `cairn pool status` shows it.
+public struct PoolStatus: Sendable, Hashable {
+    public var poolID: String
+    public var location: String
+    public var copyMethod: CopyMethod
+    public var volumeCount: Int
+    /// Sum of volume sizes (what thin provisioning promised).
+    public var provisionedBytes: UInt64
+    /// Slots referenced by at least one version, in bytes.
+    public var usedBytes: UInt64
+    /// Slots referenced more than once (snapshots, clones, dedup), counted once, in bytes.
+    public var sharedBytes: UInt64
+    /// Freed slots waiting for the next commit before they can be reused, in bytes.
+    public var pendingFreeBytes: UInt64
+    /// Disk space the slot files occupy.
+    public var fileBytes: UInt64
+    /// Free space left on the filesystem under the pool (nil: unknown).
+    public var filesystemAvailableBytes: UInt64?
+    /// Set when the pool stopped accepting writes after a durability failure.
+    public var failure: String?
+}

@@ -1,0 +1,242 @@
+import CCairnIO
+import Glibc
+import Synchronization
+
+/// A `StorageFile` on a real file descriptor: positional I/O with short-transfer loops, fdatasync,
+/// fallocate-based hole punching, and in-kernel copies. Capabilities the filesystem lacks are latched
+/// off after the first EOPNOTSUPP (as nbdkit's file plugin does), so the fallback costs one failed
+/// syscall per file, not one per request.
+public final class PosixStorageFile: StorageFile {
+    public let path: String
+    public let descriptor: Int32
+    private let latched = Atomic<UInt8>(0)
+
+    /// Capability bits that turned out not to work on this file.
+    private enum Unsupported: UInt8 {
+        case punchHole = 1
+        case zeroRange = 2
+        case dsyncWrite = 4
+        case reflink = 8
+        case copyFileRange = 16
+    }
+
+    /// Size of the bounce buffer for userspace copies and zero writes (1 MiB: large enough to stream,
+    /// small enough to keep per-thread memory bounded).
+    static let bounceBufferSize = 1 << 20
+
+    /// Opens (and with `create`, creates with mode 0600) a file for reading and writing.
+    public init(path: String, create: Bool = false) throws {
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
+        let fd = open(path, flags, 0o600)
+        guard fd >= 0 else { throw IOError(operation: "open", path: path, errno: errno) }
+        self.path = path
+        self.descriptor = fd
+    }
+
+    deinit { Glibc.close(descriptor) }
+
+    private func isLatched(_ capability: Unsupported) -> Bool {
+        latched.load(ordering: .relaxed) & capability.rawValue != 0
+    }
+
+    private func latch(_ capability: Unsupported) {
+        latched.bitwiseOr(capability.rawValue, ordering: .relaxed)
+    }
+
+    /// Marks reflink unusable for this file (set by the pool's capability probe).
+    public func disableReflink() { latch(.reflink) }
+    /// Marks copy_file_range unusable for this file (set by the pool's capability probe).
+    public func disableCopyFileRange() { latch(.copyFileRange) }
+
+    /// The copy method `copy(from:...)` will try first.
+    public var preferredCopyMethod: CopyMethod {
+        if !isLatched(.reflink) { return .reflink }
+        if !isLatched(.copyFileRange) { return .copyFileRange }
+        return .userspace
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = cairn_pread(
+                descriptor, buffer.baseAddress! + done, UInt64(buffer.count - done), offset + UInt64(done))
+            if n == -Int64(EINTR) { continue }
+            if n < 0 { throw IOError("pread", path, result: n) }
+            if n == 0 {
+                // Past the end of the file: a sparse slot file reads as zeros there.
+                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
+                return
+            }
+            done += Int(n)
+        }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        try writeAll(buffer, at: offset) { fd, pointer, length, position in
+            cairn_pwrite(fd, pointer, length, position)
+        }
+    }
+
+    public func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        if !isLatched(.dsyncWrite) {
+            do {
+                try writeAll(buffer, at: offset) { fd, pointer, length, position in
+                    cairn_pwrite_dsync(fd, pointer, length, position)
+                }
+                return
+            } catch let error as IOError where error.kind == .notSupported {
+                latch(.dsyncWrite)
+            }
+        }
+        try write(buffer, at: offset)
+        try sync()
+    }
+
+    private func writeAll(
+        _ buffer: UnsafeRawBufferPointer,
+        at offset: UInt64,
+        _ call: (Int32, UnsafeRawPointer, UInt64, UInt64) -> Int64
+    ) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = call(descriptor, buffer.baseAddress! + done, UInt64(buffer.count - done), offset + UInt64(done))
+            if n == -Int64(EINTR) { continue }
+            if n < 0 { throw IOError("pwrite", path, result: n) }
+            done += Int(n)
+        }
+    }
+
+    public func sync() throws {
+        while true {
+            let rc = cairn_fdatasync(descriptor)
+            if rc == -EINTR { continue }
+            if rc < 0 { throw IOError("fdatasync", path, result: Int64(rc)) }
+            return
+        }
+    }
+
+    public func punchHole(at offset: UInt64, length: UInt64) throws {
+        guard length > 0 else { return }
+        if !isLatched(.punchHole) {
+            let rc = cairn_punch_hole(descriptor, offset, length)
+            if rc == 0 { return }
+            let error = IOError("fallocate(PUNCH_HOLE)", path, result: Int64(rc))
+            guard error.kind == .notSupported else { throw error }
+            latch(.punchHole)
+        }
+        try writeZeros(at: offset, length: length)
+    }
+
+    public func zeroRange(at offset: UInt64, length: UInt64) throws {
+        guard length > 0 else { return }
+        if !isLatched(.zeroRange) {
+            let rc = cairn_zero_range(descriptor, offset, length)
+            if rc == 0 { return }
+            let error = IOError("fallocate(ZERO_RANGE)", path, result: Int64(rc))
+            guard error.kind == .notSupported else { throw error }
+            latch(.zeroRange)
+        }
+        try writeZeros(at: offset, length: length)
+    }
+
+    private func writeZeros(at offset: UInt64, length: UInt64) throws {
+        let zeros = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: min(Int(length), Self.bounceBufferSize), alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var done: UInt64 = 0
+        while done < length {
+            let n = min(UInt64(zeros.count), length - done)
+            try write(UnsafeRawBufferPointer(rebasing: zeros[0..<Int(n)]), at: offset + done)
+            done += n
+        }
+    }
+
+    @discardableResult
+    public func copy(from source: any StorageFile, at sourceOffset: UInt64, to offset: UInt64, length: UInt64) throws
+        -> CopyMethod
+    {
+        guard length > 0 else { return preferredCopyMethod }
+        if let source = source as? PosixStorageFile {
+            if !isLatched(.reflink) {
+                let rc = cairn_clone_range(source.descriptor, sourceOffset, length, descriptor, offset)
+                if rc == 0 { return .reflink }
+                let error = IOError("ioctl(FICLONERANGE)", path, result: Int64(rc))
+                // EINVAL: unaligned range or a filesystem without reflink; either way fall back, and
+                // latch only when the filesystem says it cannot do it at all.
+                guard error.kind == .notSupported || error.kind == .invalid else { throw error }
+                if error.kind == .notSupported { latch(.reflink) }
+            }
+            if !isLatched(.copyFileRange) {
+                do {
+                    try copyFileRange(from: source, at: sourceOffset, to: offset, length: length)
+                    return .copyFileRange
+                } catch let error as IOError where error.kind == .notSupported {
+                    latch(.copyFileRange)
+                }
+            }
+        }
+        try copyThroughUserspace(from: source, at: sourceOffset, to: offset, length: length)
+        return .userspace
+    }
+
+    private func copyFileRange(from source: PosixStorageFile, at sourceOffset: UInt64, to offset: UInt64, length: UInt64)
+        throws
+    {
+        var done: UInt64 = 0
+        while done < length {
+            let n = cairn_copy_file_range(
+                source.descriptor, sourceOffset + done, descriptor, offset + done, length - done)
+            if n == -Int64(EINTR) { continue }
+            if n < 0 { throw IOError("copy_file_range", path, result: n) }
+            if n == 0 {
+                // Source ended early (sparse tail): the rest reads as zeros.
+                try writeZeros(at: offset + done, length: length - done)
+                return
+            }
+            done += UInt64(n)
+        }
+    }
+
+    private func copyThroughUserspace(from source: any StorageFile, at sourceOffset: UInt64, to offset: UInt64,
+        length: UInt64) throws
+    {
+        let bounce = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: min(Int(length), Self.bounceBufferSize), alignment: 4096)
+        defer { bounce.deallocate() }
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(UInt64(bounce.count), length - done))
+            let part = UnsafeMutableRawBufferPointer(rebasing: bounce[0..<n])
+            try source.read(into: part, at: sourceOffset + done)
+            try write(UnsafeRawBufferPointer(part), at: offset + done)
+            done += UInt64(n)
+        }
+    }
+
+    public func size() throws -> UInt64 {
+        var st = stat()
+        guard fstat(descriptor, &st) == 0 else { throw IOError(operation: "fstat", path: path, errno: errno) }
+        return UInt64(st.st_size)
+    }
+
+    public func allocatedBytes() throws -> UInt64 {
+        let n = cairn_allocated_bytes(descriptor)
+        if n < 0 { throw IOError("fstat", path, result: n) }
+        return UInt64(n)
+    }
+
+    public func nextData(from offset: UInt64) throws -> UInt64? {
+        let n = cairn_seek_data(descriptor, offset)
+        if n == -Int64(ENXIO) { return nil }
+        if n < 0 { throw IOError("lseek(SEEK_DATA)", path, result: n) }
+        return UInt64(n)
+    }
+
+    /// Sets the file length (used to trim the tail after slots are freed).
+    public func truncate(to length: UInt64) throws {
+        guard ftruncate(descriptor, off_t(length)) == 0 else {
+            throw IOError(operation: "ftruncate", path: path, errno: errno)
+        }
+    }
+}

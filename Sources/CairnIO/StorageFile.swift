@@ -1,0 +1,43 @@
+/// How `StorageFile.copy` moved the bytes, fastest first. Shown in `cairn pool status`.
+public enum CopyMethod: String, Sendable, Codable, CaseIterable {
+    /// FICLONERANGE: the destination shares the source's blocks (XFS with reflink, btrfs). No data I/O.
+    case reflink
+    /// copy_file_range: the kernel copies (or offloads) without the data entering user space.
+    case copyFileRange = "copy_file_range"
+    /// pread + pwrite through a buffer.
+    case userspace
+}
+
+/// A random-access file of the chunk store. The engine talks to slot files only through this
+/// protocol, so tests can substitute a fault-injecting implementation that loses unsynced writes.
+///
+/// All methods are blocking and thread-safe (positional I/O, no shared file offset). They run on the
+/// I/O executor, never on an event loop.
+public protocol StorageFile: AnyObject, Sendable {
+    /// Where the file lives (for messages).
+    var path: String { get }
+
+    /// Fills `buffer` with the bytes at `offset`; bytes past the end of the file read as zeros.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+    /// Writes all of `buffer` at `offset` (extending the file if needed). Not durable until `sync()`.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
+    /// Writes all of `buffer` at `offset` and makes that data durable before returning (RWF_DSYNC).
+    func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
+    /// fdatasync: every write that completed before this call is durable when it returns.
+    func sync() throws
+    /// Deallocates the range; it then reads as zeros. Not durable until `sync()`.
+    func punchHole(at offset: UInt64, length: UInt64) throws
+    /// Makes the range read as zeros while keeping it allocated. Not durable until `sync()`.
+    func zeroRange(at offset: UInt64, length: UInt64) throws
+    /// Copies `length` bytes from `source` at `sourceOffset` to this file at `offset`, with the fastest
+    /// method both files allow. Not durable until `sync()`.
+    @discardableResult
+    func copy(from source: any StorageFile, at sourceOffset: UInt64, to offset: UInt64, length: UInt64) throws
+        -> CopyMethod
+    /// Current length of the file in bytes.
+    func size() throws -> UInt64
+    /// Bytes of disk space the file occupies.
+    func allocatedBytes() throws -> UInt64
+    /// The first offset at or after `offset` that holds data, or nil if there is none (SEEK_DATA).
+    func nextData(from offset: UInt64) throws -> UInt64?
+}

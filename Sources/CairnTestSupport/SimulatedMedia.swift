@@ -1,0 +1,58 @@
+import CairnEngine
+import CairnIO
+import Synchronization
+
+/// Pool media in memory that can be "power-cut": `crashImage` returns new media holding only what a
+/// real disk would still have — synced data, a random subset of unsynced writes (some torn), and the
+/// metadata of completed commits.
+public final class SimulatedMedia: PoolMedia {
+    public let location: String
+    public let store: SimulatedMetadataStore
+    let files: Mutex<[String: SimulatedStorageFile]>
+    let available: Mutex<UInt64?>
+
+    public init(location: String = "simulated") {
+        self.location = location
+        self.store = SimulatedMetadataStore()
+        self.files = Mutex([:])
+        self.available = Mutex(nil)
+    }
+
+    init(location: String, store: SimulatedMetadataStore, files: [String: SimulatedStorageFile]) {
+        self.location = location
+        self.store = store
+        self.files = Mutex(files)
+        self.available = Mutex(nil)
+    }
+
+    public func openMetadataStore() throws -> any MetadataStore { store }
+
+    public func openSlotFile(named name: String) throws -> any StorageFile {
+        files.withLock { files in
+            if let file = files[name] { return file }
+            let file = SimulatedStorageFile(path: "\(location)/\(name)")
+            files[name] = file
+            return file
+        }
+    }
+
+    public func slotFile(named name: String) -> SimulatedStorageFile? { files.withLock { $0[name] } }
+
+    public func probeCopyMethod() -> CopyMethod { .userspace }
+
+    public func availableBytes() -> UInt64? { available.withLock { $0 } }
+
+    /// Pretends the filesystem has only `bytes` free (nil: unlimited).
+    public func setAvailableBytes(_ bytes: UInt64?) { available.withLock { $0 = bytes } }
+
+    /// What survives a power cut right now.
+    public func crashImage(using random: inout some RandomNumberGenerator) -> SimulatedMedia {
+        let images = files.withLock { files in
+            files.mapValues { file in
+                SimulatedStorageFile(path: file.path, durable: file.crashImage(using: &random))
+            }
+        }
+        let metadata = SimulatedMetadataStore(store.durable.withLock { $0 })
+        return SimulatedMedia(location: location, store: metadata, files: images)
+    }
+}

@@ -1,0 +1,159 @@
+import CairnIO
+import Synchronization
+
+/// A slot file in memory that behaves like a file in a volatile page cache over a disk: every change
+/// is visible to reads at once, but only what was `sync()`ed is on the "disk". A simulated power cut
+/// (`crashImage`) keeps the synced bytes plus an arbitrary subset of later changes, some of them torn.
+public final class SimulatedStorageFile: StorageFile {
+    /// Granularity at which an unsynced write can be torn: a disk sector.
+    public static let tearGranularity = 512
+
+    enum Change {
+        case write(offset: Int, bytes: [UInt8])
+        case zero(offset: Int, length: Int)
+        /// A write made with RWF_DSYNC: on the disk when it returned, so a crash keeps all of it.
+        case durableWrite(offset: Int, bytes: [UInt8])
+    }
+
+    struct Contents {
+        var current: [UInt8] = []
+        var durable: [UInt8] = []
+        var unsynced: [Change] = []
+        var failSyncs = false
+    }
+
+    public let path: String
+    let contents: Mutex<Contents>
+
+    public init(path: String, durable: [UInt8] = []) {
+        self.path = path
+        contents = Mutex(Contents(current: durable, durable: durable))
+    }
+
+    /// Makes every later `sync()` fail with EIO (a dying disk).
+    public func failSyncs() { contents.withLock { $0.failSyncs = true } }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        contents.withLock { c in
+            let start = Int(offset)
+            let available = max(0, min(buffer.count, c.current.count - start))
+            if available > 0 {
+                c.current.withUnsafeBytes { source in
+                    buffer.baseAddress!.copyMemory(from: source.baseAddress! + start, byteCount: available)
+                }
+            }
+            if available < buffer.count {
+                (buffer.baseAddress! + available).initializeMemory(
+                    as: UInt8.self, repeating: 0, count: buffer.count - available)
+            }
+        }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        let bytes = Array(buffer)
+        contents.withLock { c in
+            Self.apply(.write(offset: Int(offset), bytes: bytes), to: &c.current)
+            c.unsynced.append(.write(offset: Int(offset), bytes: bytes))
+        }
+    }
+
+    public func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        let bytes = Array(buffer)
+        contents.withLock { c in
+            Self.apply(.write(offset: Int(offset), bytes: bytes), to: &c.current)
+            // Kept in order with the unsynced changes so that replaying an older one cannot undo it.
+            c.unsynced.append(.durableWrite(offset: Int(offset), bytes: bytes))
+        }
+    }
+
+    public func sync() throws {
+        try contents.withLock { c in
+            if c.failSyncs { throw IOError(operation: "fdatasync", path: path, errno: 5) }
+            c.durable = c.current
+            c.unsynced = []
+        }
+    }
+
+    public func punchHole(at offset: UInt64, length: UInt64) throws {
+        try zeroRange(at: offset, length: length)
+    }
+
+    public func zeroRange(at offset: UInt64, length: UInt64) throws {
+        contents.withLock { c in
+            let change = Change.zero(offset: Int(offset), length: Int(length))
+            Self.apply(change, to: &c.current)
+            c.unsynced.append(change)
+        }
+    }
+
+    public func copy(from source: any StorageFile, at sourceOffset: UInt64, to offset: UInt64, length: UInt64) throws
+        -> CopyMethod
+    {
+        var bytes = [UInt8](repeating: 0, count: Int(length))
+        try bytes.withUnsafeMutableBytes { try source.read(into: $0, at: sourceOffset) }
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+        return .userspace
+    }
+
+    public func size() throws -> UInt64 { contents.withLock { UInt64($0.current.count) } }
+
+    public func allocatedBytes() throws -> UInt64 {
+        contents.withLock { UInt64($0.current.count { $0 != 0 }) }
+    }
+
+    public func nextData(from offset: UInt64) throws -> UInt64? {
+        contents.withLock { c in
+            var i = Int(offset)
+            while i < c.current.count {
+                if c.current[i] != 0 { return UInt64(i) }
+                i += 1
+            }
+            return nil
+        }
+    }
+
+    /// The bytes a power cut would leave: the synced contents plus a random subset of the unsynced
+    /// changes, applied in order, each possibly torn at sector granularity.
+    public func crashImage(using random: inout some RandomNumberGenerator) -> [UInt8] {
+        contents.withLock { c in
+            var image = c.durable
+            for change in c.unsynced {
+                if case .durableWrite = change {
+                    Self.apply(change, to: &image)
+                    continue
+                }
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0: continue  // lost
+                case 1: Self.apply(Self.torn(change, using: &random), to: &image)
+                default: Self.apply(change, to: &image)
+                }
+            }
+            return image
+        }
+    }
+
+    static func torn(_ change: Change, using random: inout some RandomNumberGenerator) -> Change {
+        switch change {
+        case .write(let offset, let bytes):
+            let sectors = max(1, bytes.count / tearGranularity)
+            let kept = Int.random(in: 0...sectors, using: &random) * tearGranularity
+            return .write(offset: offset, bytes: Array(bytes.prefix(kept)))
+        case .durableWrite:
+            return change
+        case .zero(let offset, let length):
+            let kept = Int.random(in: 0...max(1, length / tearGranularity), using: &random) * tearGranularity
+            return .zero(offset: offset, length: min(kept, length))
+        }
+    }
+
+    static func apply(_ change: Change, to bytes: inout [UInt8]) {
+        switch change {
+        case .write(let offset, let data), .durableWrite(let offset, let data):
+            if bytes.count < offset + data.count { bytes += [UInt8](repeating: 0, count: offset + data.count - bytes.count) }
+            bytes.replaceSubrange(offset..<(offset + data.count), with: data)
+        case .zero(let offset, let length):
+            let end = min(bytes.count, offset + length)
+            if end > offset { bytes.replaceSubrange(offset..<end, with: repeatElement(0, count: end - offset)) }
+        }
+    }
+}
