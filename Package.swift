@@ -109,7 +109,9 @@ let package = Package(
         .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
         .testTarget(
             name: "CairnEngineTests",
-            dependencies: ["CairnEngine", "CairnIO", "CairnTestSupport"],
+            dependencies: [
+                "CairnEngine", "CairnIO", "CairnTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

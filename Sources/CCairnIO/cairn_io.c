@@ -23,7 +23,7 @@ int cairn_punch_hole(int fd, uint64_t offset, uint64_t length) {
 }
 
 int cairn_zero_range(int fd, uint64_t offset, uint64_t length) {
-    return result_of(fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length));
+    return result_of(fallocate(fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)length));
 }
 
 int cairn_allocate(int fd, uint64_t offset, uint64_t length) {

@@ -54,9 +54,12 @@ extension Pool {
         monitor.withLock { () -> CommitCapture? in
             guard state.failure == nil else { return nil }
             let dirty = state.dirty
-            guard !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty else {
+            guard !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty
+                || state.unsyncedData
+            else {
                 return nil
             }
+            state.unsyncedData = false
             var capture = CommitCapture()
             var t = MetadataTransaction()
             t.upsertSlotFiles = dirty.slotFiles

@@ -179,6 +179,7 @@ extension Pool {
                 return
             }
             let epoch = state.volumes[id]!.epoch
+            state.unsyncedData = true
             for item in work {
                 state.volumes[id]!.locks.release(item.chunk, exclusive: true)
                 if failure != nil {

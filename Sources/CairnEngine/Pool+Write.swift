@@ -283,6 +283,8 @@ extension Pool {
                 }
                 return
             }
+            // Even a failed write may have changed bytes on disk; the next FLUSH syncs them either way.
+            state.unsyncedData = true
             for chunk in plan.chunks {
                 state.volumes[id]!.locks.release(chunk.chunk, exclusive: chunk.lockExclusive)
                 guard succeeded else {

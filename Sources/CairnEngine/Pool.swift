@@ -129,6 +129,15 @@ public final class Pool: @unchecked Sendable {
         logger.info("pool closed", metadata: ["pool": "\(media.location)"])
     }
 
+    /// Stops the commit thread without committing anything, as if the process had been killed: what
+    /// the media hold is all a reopen will see. Tests use this to simulate crashes.
+    @_spi(Testing)
+    public func simulateProcessDeath() {
+        monitor.withLock { state.closed = true }
+        committer.stop()
+        metadata.close()
+    }
+
     /// Makes every write that completed before this call durable (NBD FLUSH). Pool-wide, so a FLUSH on
     /// one connection covers writes completed on all of them.
     public func flush() throws {

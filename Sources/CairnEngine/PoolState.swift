@@ -26,6 +26,9 @@ struct PoolState {
     var allocators: [UInt16: SlotAllocator] = [:]
     var slotFileRecords: [UInt16: SlotFileRecord] = [:]
     var dirty = DirtySet()
+    /// Data was written (in place or to fresh slots) since the last commit captured: a FLUSH must
+    /// fdatasync even when no metadata changed.
+    var unsyncedData = false
     /// Chunks whose metadata the commit in progress is writing (not yet durable).
     var committingChunks: Set<ChunkKey> = []
     /// Slots that became unreferenced since the last commit capture.

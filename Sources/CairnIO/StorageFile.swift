@@ -25,9 +25,11 @@ public protocol StorageFile: AnyObject, Sendable {
     func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// fdatasync: every write that completed before this call is durable when it returns.
     func sync() throws
-    /// Deallocates the range; it then reads as zeros. Not durable until `sync()`.
+    /// Deallocates the range; it then reads as zeros. Never changes the file size. Not durable until
+    /// `sync()`.
     func punchHole(at offset: UInt64, length: UInt64) throws
-    /// Makes the range read as zeros while keeping it allocated. Not durable until `sync()`.
+    /// Makes the range read as zeros while keeping it allocated, extending the file if needed (like a
+    /// write). Not durable until `sync()`.
     func zeroRange(at offset: UInt64, length: UInt64) throws
     /// Copies `length` bytes from `source` at `sourceOffset` to this file at `offset`, with the fastest
     /// method both files allow. Not durable until `sync()`.

@@ -74,16 +74,19 @@ public final class SimulatedStorageFile: StorageFile {
         }
     }
 
+    /// Punching keeps the file size, like FALLOC_FL_KEEP_SIZE.
     public func punchHole(at offset: UInt64, length: UInt64) throws {
-        try zeroRange(at: offset, length: length)
-    }
-
-    public func zeroRange(at offset: UInt64, length: UInt64) throws {
         contents.withLock { c in
             let change = Change.zero(offset: Int(offset), length: Int(length))
             Self.apply(change, to: &c.current)
             c.unsynced.append(change)
         }
+    }
+
+    /// Zeroing extends the file, like a write (FALLOC_FL_ZERO_RANGE without KEEP_SIZE).
+    public func zeroRange(at offset: UInt64, length: UInt64) throws {
+        let bytes = [UInt8](repeating: 0, count: Int(length))
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
     }
 
     public func copy(from source: any StorageFile, at sourceOffset: UInt64, to offset: UInt64, length: UInt64) throws

@@ -1,6 +1,7 @@
 import CairnEngine
 import CairnTestSupport
 import Foundation
+import Logging
 
 /// Reads `length` bytes of a volume into an array.
 func readBytes(_ pool: Pool, _ volume: UInt64, _ offset: UInt64, _ length: Int) throws -> [UInt8] {
@@ -28,5 +29,6 @@ func temporaryDirectory() -> String {
 func testOptions() -> PoolOptions {
     var options = PoolOptions()
     options.commitIntervalNanoseconds = 3_600_000_000_000
+    options.logger.logLevel = .warning
     return options
 }

@@ -9,7 +9,7 @@
 /// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): deallocate, reads return zeros.
 int cairn_punch_hole(int fd, uint64_t offset, uint64_t length);
 
-/// fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE): allocated zeros.
+/// fallocate(FALLOC_FL_ZERO_RANGE): allocated zeros, extending the file like a write would.
 int cairn_zero_range(int fd, uint64_t offset, uint64_t length);
 
 /// fallocate(0): reserve space (extends the file when past EOF).
