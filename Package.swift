@@ -72,7 +72,6 @@ let package = Package(
             name: "CairnControl",
             dependencies: [
                 "CairnAPI",
-                "CairnEngine",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],

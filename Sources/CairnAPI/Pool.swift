@@ -1,0 +1,90 @@
+/// GET /v1/pool
+public struct PoolStatusDTO: Codable, Sendable, Hashable {
+    public var poolID: String
+    public var dataDirectory: String
+    /// How breaking sharing copies chunks here: reflink, copy_file_range or userspace.
+    public var copyMethod: String
+    public var volumeCount: Int
+    public var provisionedBytes: UInt64
+    public var usedBytes: UInt64
+    public var sharedBytes: UInt64
+    public var pendingFreeBytes: UInt64
+    public var fileBytes: UInt64
+    public var filesystemAvailableBytes: UInt64?
+    /// Set when the pool stopped accepting writes after a durability failure.
+    public var failure: String?
+    /// NBD listener, "host:port".
+    public var nbdAddress: String?
+
+    public init(
+        poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,
+        usedBytes: UInt64, sharedBytes: UInt64, pendingFreeBytes: UInt64, fileBytes: UInt64,
+        filesystemAvailableBytes: UInt64?, failure: String?, nbdAddress: String?
+    ) {
+        self.poolID = poolID
+        self.dataDirectory = dataDirectory
+        self.copyMethod = copyMethod
+        self.volumeCount = volumeCount
+        self.provisionedBytes = provisionedBytes
+        self.usedBytes = usedBytes
+        self.sharedBytes = sharedBytes
+        self.pendingFreeBytes = pendingFreeBytes
+        self.fileBytes = fileBytes
+        self.filesystemAvailableBytes = filesystemAvailableBytes
+        self.failure = failure
+        self.nbdAddress = nbdAddress
+    }
+}
+
+/// POST /v1/pool/check
+public struct PoolCheckDTO: Codable, Sendable, Hashable {
+    public var healthy: Bool
+    public var volumes: Int
+    public var snapshots: Int
+    public var mappings: Int
+    public var referencedSlots: Int
+    public var leakedSlots: Int
+    public var leakedBytes: UInt64
+    public var repairedSlots: Int
+    public var errors: [String]
+
+    public init(
+        healthy: Bool, volumes: Int, snapshots: Int, mappings: Int, referencedSlots: Int, leakedSlots: Int,
+        leakedBytes: UInt64, repairedSlots: Int, errors: [String]
+    ) {
+        self.healthy = healthy
+        self.volumes = volumes
+        self.snapshots = snapshots
+        self.mappings = mappings
+        self.referencedSlots = referencedSlots
+        self.leakedSlots = leakedSlots
+        self.leakedBytes = leakedBytes
+        self.repairedSlots = repairedSlots
+        self.errors = errors
+    }
+}
+
+/// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
+public struct APIErrorBody: Codable, Sendable, Hashable {
+    public struct Detail: Codable, Sendable, Hashable {
+        /// Stable machine-readable code (the engine's error codes: not_found, already_exists, ...).
+        public var code: String
+        /// A sentence a person can act on.
+        public var message: String
+    }
+
+    public var error: Detail
+
+    public init(code: String, message: String) {
+        error = Detail(code: code, message: message)
+    }
+}
+
+/// Paths of the management API, shared by server and client so they cannot drift apart.
+public enum APIPath {
+    public static let pool = "/v1/pool"
+    public static let poolCheck = "/v1/pool/check"
+    public static let volumes = "/v1/volumes"
+    public static func volume(_ name: String) -> String { "/v1/volumes/\(name)" }
+    public static let health = "/v1/health"
+}
