@@ -25,7 +25,10 @@ final class MemoryExport: NBDExport {
         var pages: [UInt64: [UInt8]] = [:]
         var counters = Counters()
         var failures: [NBDCommandType: NBDExportError] = [:]
-        var delay: TimeAmount?
+        var delays: [NBDCommandType: TimeAmount] = [:]
+        var defaultDelay: TimeAmount?
+        var running = 0
+        var maxRunning = 0
     }
 
     let name: String
@@ -64,10 +67,15 @@ final class MemoryExport: NBDExport {
         state.withLock { $0.failures[command] = error }
     }
 
-    /// Completes every later command after `delay` (nil: at once).
-    func setDelay(_ delay: TimeAmount?) {
-        state.withLock { $0.delay = delay }
+    /// Completes later `command`s (every command if nil) after `delay` (nil: at once).
+    func setDelay(_ delay: TimeAmount?, for command: NBDCommandType? = nil) {
+        state.withLock { state in
+            if let command { state.delays[command] = delay } else { state.defaultDelay = delay }
+        }
     }
+
+    /// The most export calls that were running at the same time.
+    var maxRunning: Int { state.withLock { $0.maxRunning } }
 
     /// Bytes as a client would read them (holes are zeroes).
     func contents(offset: UInt64, length: Int) -> [UInt8] {
@@ -86,11 +94,20 @@ final class MemoryExport: NBDExport {
         _ body: (inout State) -> Value
     ) -> EventLoopFuture<Value> {
         let (result, delay): (Result<Value, NBDExportError>, TimeAmount?) = state.withLock { state in
-            if let failure = state.failures.removeValue(forKey: command) { return (.failure(failure), state.delay) }
-            return (.success(body(&state)), state.delay)
+            state.running += 1
+            state.maxRunning = max(state.maxRunning, state.running)
+            let delay = state.delays[command] ?? state.defaultDelay
+            if let failure = state.failures.removeValue(forKey: command) { return (.failure(failure), delay) }
+            return (.success(body(&state)), delay)
         }
-        guard let delay else { return eventLoop.makeCompletedFuture(result.mapError { $0 as any Error }) }
-        return eventLoop.scheduleTask(in: delay) { try result.get() }.futureResult
+        guard let delay else {
+            state.withLock { $0.running -= 1 }
+            return eventLoop.makeCompletedFuture(result.mapError { $0 as any Error })
+        }
+        return eventLoop.scheduleTask(in: delay) {
+            self.state.withLock { $0.running -= 1 }
+            return try result.get()
+        }.futureResult
     }
 
     /// Calls `body(page, offsetInPage, length)` for each page piece of [offset, offset + length).

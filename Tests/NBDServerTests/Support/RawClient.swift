@@ -3,7 +3,10 @@ import NBDProtocol
 import NIOCore
 
 /// A deliberately dumb blocking TCP client for speaking raw (and wrong) NBD to the server.
-final class RawClient {
+///
+/// `@unchecked Sendable`: a test uses one client from one blocking closure at a time (see `blocking`), so
+/// the file descriptor is never touched concurrently.
+final class RawClient: @unchecked Sendable {
     enum Failure: Error { case connect(Int32), closed, timeout }
 
     let fd: Int32
@@ -202,5 +205,12 @@ final class RawClient {
         var chunks: [Chunk] = []
         repeat { chunks.append(try receiveChunk()) } while !chunks.last!.flags.contains(.done)
         return chunks
+    }
+}
+
+/// Runs blocking socket work off Swift's cooperative pool, which has only as many threads as cores.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
     }
 }
