@@ -21,6 +21,7 @@ extension NBDFrameParser {
                 return nil
             }
             pendingRequest = nil
+            pending.request.payload = .discarded(length: Self.payloadLength(of: pending.request))
             return pending.request
         }
         guard pending.payloadLength > 0 else {
