@@ -1,0 +1,88 @@
+import Logging
+import NBDProtocol
+import NIOCore
+
+extension NBDConnectionHandler {
+    /// Executes one handshake action.
+    func run(_ action: NBDHandshakeStateMachine.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .sendGreeting(let flags):
+            var buffer = context.channel.allocator.buffer(capacity: 18)
+            buffer.writeNBDGreeting(flags: flags)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        case .reply(let option, let replies):
+            context.writeAndFlush(wrapOutboundOut(encode(replies, option: option, context: context)), promise: nil)
+        case .attach(let name, let option):
+            attach(name: name, option: option)
+        case .enterTransmission(let entry):
+            enterTransmission(entry, context: context)
+        case .replyAndClose(let option, let replies):
+            context.write(wrapOutboundOut(encode(replies, option: option, context: context)), promise: nil)
+            softClose("client aborted negotiation")
+        case .startTLS:
+            // Unreachable while `start` refuses TLS modes; a TLS transport would send ACK, add its handler
+            // in front of this one, and call `tlsEstablished()` after its handshake.
+            hardClose("STARTTLS without a TLS transport")
+        case .close(let reason):
+            hardClose(reason)
+        }
+    }
+
+    private func encode(
+        _ replies: [NBDOptionReply],
+        option: NBDOptionCode,
+        context: ChannelHandlerContext
+    ) -> ByteBuffer {
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        for reply in replies {
+            buffer.writeNBDOptionReply(reply, option: option)
+        }
+        return buffer
+    }
+
+    /// Asks the catalog to attach; the handshake state machine decides what the answer means.
+    private func attach(name: String, option: NBDOptionCode) {
+        guard case .handshake(var machine) = phase else { return }
+        let action: NBDHandshakeStateMachine.Action
+        do {
+            let export = try catalog.attach(name: name, session: session)
+            attachedExport = export
+            action = machine.attachSucceeded(NBDExportDescription(export: export, maximumPayload: NBDLimits.maximumPayload))
+        } catch let error as NBDExportError {
+            logger.info("NBD attach refused", metadata: ["nbd.export": "\(name)", "error": "\(error.message)"])
+            action = machine.attachFailed(error.optionReplyType, message: error.message)
+        } catch {
+            logger.warning("NBD attach failed", metadata: ["nbd.export": "\(name)", "error": "\(error)"])
+            action = machine.attachFailed(.errorUnknown, message: "export is not available")
+        }
+        phase = .handshake(machine)
+        run(action)
+    }
+
+    private func enterTransmission(_ entry: NBDTransmissionEntry, context: ChannelHandlerContext) {
+        guard let export = attachedExport else { return hardClose("transmission without an export") }
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        switch entry.reply {
+        case .optionReplies(let option, let replies):
+            for reply in replies { buffer.writeNBDOptionReply(reply, option: option) }
+        case .exportName(let size, let flags, let noZeroes):
+            buffer.writeNBDExportNameReply(size: size, flags: flags, noZeroes: noZeroes)
+        }
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+        parser.enterTransmission(extendedHeaders: entry.session.extendedHeaders)
+        phase = .transmission(NBDTransmissionStateMachine(session: entry.session, limits: configuration.flowControl), export)
+        logger.info(
+            "NBD transmission started",
+            metadata: [
+                "nbd.export": "\(entry.session.export.name)",
+                "nbd.replies": "\(entry.session.replyStyle)",
+                "nbd.contexts": "\(entry.session.metaContexts.map(\.name))",
+            ]
+        )
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import NBDProtocol
+import NIOCore
+
+/// A deliberately dumb blocking TCP client for speaking raw (and wrong) NBD to the server.
+///
+/// `@unchecked Sendable`: a test uses one client from one blocking closure at a time (see `blocking`), so
+/// the file descriptor is never touched concurrently.
+final class RawClient: @unchecked Sendable {
+    enum Failure: Error { case connect(Int32), closed, timeout }
+
+    let fd: Int32
+
+    init(port: Int, timeout: Double = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Foundation.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw Failure.connect(errno)
+        }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ buffer: ByteBuffer) throws {
+        let bytes = Array(buffer.readableBytesView)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw Failure.closed }
+            sent += n
+        }
+    }
+
+    /// Exactly `count` bytes, or `.closed` / `.timeout`.
+    func receive(_ count: Int) throws -> ByteBuffer {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var received = 0
+        while received < count {
+            let n = bytes[received...].withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { throw Failure.closed }
+            if n < 0 { throw errno == EAGAIN || errno == EWOULDBLOCK ? Failure.timeout : Failure.closed }
+            received += n
+        }
+        return ByteBuffer(bytes: bytes)
+    }
+
+    /// True if the server closed the connection (EOF or reset) before sending anything more.
+    func isClosedByServer() -> Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, 0)
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    }
+
+    /// Closes the write side only (the client "vanishes" mid-frame but can still see what the server does).
+    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    // MARK: NBD helpers
+
+    /// Reads the greeting and answers with `flags`.
+    func greet(flags: NBDClientFlags = [.fixedNewstyle, .noZeroes]) throws {
+        var greeting = try receive(18)
+        precondition(greeting.readInteger(as: UInt64.self) == NBDMagic.initPassword)
+        var reply = ByteBuffer()
+        reply.writeInteger(flags.rawValue)
+        try send(reply)
+    }
+
+    func sendOption(_ code: NBDOptionCode, data: ByteBuffer = ByteBuffer()) throws {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(NBDMagic.option)
+        buffer.writeInteger(code.rawValue)
+        buffer.writeInteger(UInt32(data.readableBytes))
+        buffer.writeImmutableBuffer(data)
+        try send(buffer)
+    }
+
+    /// One option reply: (option, type, data).
+    func receiveOptionReply() throws -> (option: UInt32, type: NBDOptionReplyType, data: ByteBuffer) {
+        var header = try receive(20)
+        precondition(header.readInteger(as: UInt64.self) == NBDMagic.optionReply)
+        let option = header.readInteger(as: UInt32.self)!
+        let type = NBDOptionReplyType(rawValue: header.readInteger(as: UInt32.self)!)
+        let length = Int(header.readInteger(as: UInt32.self)!)
+        return (option, type, try receive(length))
+    }
+
+    /// Option replies up to and including the final one (ACK or an error).
+    func receiveOptionReplies() throws -> [(type: NBDOptionReplyType, data: ByteBuffer)] {
+        var replies: [(NBDOptionReplyType, ByteBuffer)] = []
+        while true {
+            let reply = try receiveOptionReply()
+            replies.append((reply.type, reply.data))
+            if reply.type == .ack || reply.type.isError { return replies }
+        }
+    }
+
+    /// Negotiates (optionally) structured replies / extended headers and base:allocation, then GO.
+    func handshake(export: String, structured: Bool = true, extended: Bool = false, metaContext: Bool = true) throws {
+        try greet()
+        if extended {
+            try sendOption(.extendedHeaders)
+            let replies = try receiveOptionReplies()
+            precondition(replies.last?.type == .ack)
+        } else if structured {
+            try sendOption(.structuredReply)
+            let replies = try receiveOptionReplies()
+            precondition(replies.last?.type == .ack)
+        }
+        if metaContext && (structured || extended) {
+            try sendOption(.setMetaContext, data: Self.metaContextData(export: export, queries: ["base:allocation"]))
+            _ = try receiveOptionReplies()
+        }
+        var go = ByteBuffer()
+        go.writeInteger(UInt32(export.utf8.count))
+        go.writeString(export)
+        go.writeInteger(UInt16(0))
+        try sendOption(.go, data: go)
+        let replies = try receiveOptionReplies()
+        precondition(replies.last?.type == .ack, "GO failed: \(replies.map(\.type))")
+    }
+
+    static func metaContextData(export: String, queries: [String]) -> ByteBuffer {
+        var data = ByteBuffer()
+        data.writeInteger(UInt32(export.utf8.count))
+        data.writeString(export)
+        data.writeInteger(UInt32(queries.count))
+        for query in queries {
+            data.writeInteger(UInt32(query.utf8.count))
+            data.writeString(query)
+        }
+        return data
+    }
+
+    func sendRequest(
+        _ type: NBDCommandType,
+        flags: NBDCommandFlags = [],
+        cookie: UInt64,
+        offset: UInt64,
+        length: UInt64,
+        payload: ByteBuffer? = nil,
+        extended: Bool = false
+    ) throws {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(extended ? NBDMagic.extendedRequest : NBDMagic.request)
+        buffer.writeInteger(flags.rawValue)
+        buffer.writeInteger(type.rawValue)
+        buffer.writeInteger(cookie)
+        buffer.writeInteger(offset)
+        if extended { buffer.writeInteger(length) } else { buffer.writeInteger(UInt32(length)) }
+        if let payload { buffer.writeImmutableBuffer(payload) }
+        try send(buffer)
+    }
+
+    /// A simple reply header: (error, cookie).
+    func receiveSimpleReply() throws -> (error: UInt32, cookie: UInt64) {
+        var header = try receive(16)
+        precondition(header.readInteger(as: UInt32.self) == NBDMagic.simpleReply)
+        return (header.readInteger()!, header.readInteger()!)
+    }
+
+    struct Chunk {
+        var magic: UInt32
+        var flags: NBDReplyFlags
+        var type: NBDReplyType
+        var cookie: UInt64
+        var offset: UInt64?
+        var payload: ByteBuffer
+    }
+
+    /// One structured (20-byte header) or extended (32-byte header) chunk, told apart by its magic.
+    func receiveChunk() throws -> Chunk {
+        var magicBytes = try receive(4)
+        let magic = magicBytes.readInteger(as: UInt32.self)!
+        if magic == NBDMagic.extendedReply {
+            var header = try receive(28)
+            let flags = NBDReplyFlags(rawValue: header.readInteger()!)
+            let type = NBDReplyType(rawValue: header.readInteger()!)
+            let cookie: UInt64 = header.readInteger()!
+            let offset: UInt64 = header.readInteger()!
+            let length: UInt64 = header.readInteger()!
+            return Chunk(magic: magic, flags: flags, type: type, cookie: cookie, offset: offset, payload: try receive(Int(length)))
+        }
+        precondition(magic == NBDMagic.structuredReply, "unexpected reply magic 0x\(String(magic, radix: 16))")
+        var header = try receive(16)
+        let flags = NBDReplyFlags(rawValue: header.readInteger()!)
+        let type = NBDReplyType(rawValue: header.readInteger()!)
+        let cookie: UInt64 = header.readInteger()!
+        let length: UInt32 = header.readInteger()!
+        return Chunk(magic: magic, flags: flags, type: type, cookie: cookie, offset: nil, payload: try receive(Int(length)))
+    }
+
+    /// Chunks up to and including the one with DONE.
+    func receiveChunks() throws -> [Chunk] {
+        var chunks: [Chunk] = []
+        repeat { chunks.append(try receiveChunk()) } while !chunks.last!.flags.contains(.done)
+        return chunks
+    }
+}
+
+/// Runs blocking socket work off Swift's cooperative pool, which has only as many threads as cores.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
