@@ -1,1 +1,3 @@
-print("cairn")
+import CairnCLI
+
+await CairnMain.main()

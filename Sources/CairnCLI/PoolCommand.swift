@@ -1,0 +1,70 @@
+import ArgumentParser
+import CairnAPI
+import Foundation
+import NIOHTTP1
+
+/// `cairn pool ...`
+struct PoolCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pool",
+        abstract: "Pool status and consistency check.",
+        subcommands: [Status.self, Check.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Space, capabilities and health of the pool.")
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            try await runClient {
+                let status = try await options.client.get(APIPath.pool, as: PoolStatusDTO.self)
+                if options.json { return try Output.json(status) }
+                var pairs: [(String, String)] = [
+                    ("pool", status.poolID),
+                    ("data directory", status.dataDirectory),
+                    ("nbd", status.nbdAddress ?? "-"),
+                    ("volumes", "\(status.volumeCount)"),
+                    ("provisioned", Output.size(status.provisionedBytes)),
+                    ("used", Output.size(status.usedBytes)),
+                    ("shared", Output.size(status.sharedBytes)),
+                    ("pending free", Output.size(status.pendingFreeBytes)),
+                    ("on disk", Output.size(status.fileBytes)),
+                    ("filesystem free", status.filesystemAvailableBytes.map(Output.size) ?? "unknown"),
+                    ("copy offload", status.copyMethod),
+                ]
+                pairs.append(("health", status.failure.map { "FAILED: \($0)" } ?? "ok"))
+                Output.fields(pairs)
+            }
+        }
+    }
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Verify metadata against the chunk store; report leaks and corruption.",
+            discussion: "Exit status 6 when problems are found. --repair gives leaked space back; nothing else is changed.")
+        @OptionGroup var options: ClientOptions
+        @Flag(help: "Punch out space held by unreferenced slots.") var repair = false
+
+        func run() async throws {
+            try await runClient {
+                let report = try await options.client.send(
+                    .POST, APIPath.poolCheck + (repair ? "?repair=true" : ""), body: nil)
+                let check = try JSONDecoder().decode(PoolCheckDTO.self, from: report)
+                if options.json {
+                    try Output.json(check)
+                } else {
+                    Output.fields([
+                        ("result", check.healthy ? "healthy" : "PROBLEMS FOUND"),
+                        ("volumes", "\(check.volumes)"),
+                        ("snapshots", "\(check.snapshots)"),
+                        ("mappings", "\(check.mappings)"),
+                        ("referenced slots", "\(check.referencedSlots)"),
+                        ("leaked slots", "\(check.leakedSlots) (\(Output.size(check.leakedBytes)))"),
+                        ("repaired slots", "\(check.repairedSlots)"),
+                    ])
+                    for error in check.errors { print("error: \(error)") }
+                }
+                if !check.healthy { throw ArgumentParser.ExitCode(ExitStatus.unhealthy) }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import CairnAPI
+import CairnControl
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import NBDServer
+import ServiceLifecycle
+import UnixSignals
+
+/// `cairn serve`: one process owning one pool, serving its volumes over NBD and its management API,
+/// shutting down gracefully on SIGTERM or SIGINT (NBD sessions drain, the pool commits and closes).
+public enum Daemon {
+    /// The addresses a running daemon serves on, written to `daemon.json` for scripts and tests.
+    public struct RuntimeInfo: Codable, Sendable {
+        public var pid: Int32
+        public var nbd: String
+        public var api: String
+    }
+
+    public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
+        let pool = try Pool.open(directory: configuration.dataDirectory, options: poolOptions(logger))
+        let executor = IOExecutor(threadCount: configuration.ioThreads, queueCapacity: configuration.ioQueueCapacity)
+        defer {
+            executor.shutdown()
+        }
+        let catalog = VolumeCatalog(pool: pool, executor: executor)
+        let nbd: NBDServer
+        do {
+            nbd = try await NBDServer.start(
+                catalog: catalog,
+                configuration: NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort),
+                logger: logger)
+        } catch {
+            pool.close()
+            throw EngineError(
+                .busy, "cannot listen for NBD on \(configuration.nbdHost):\(configuration.nbdPort): \(error)")
+        }
+        let nbdAddress = "\(configuration.nbdHost):\(nbd.port)"
+        let endpoint = configuration.resolvedAPIEndpoint
+        let management = PoolManagement(pool: pool, executor: executor, nbdAddress: nbdAddress)
+        let api = ControlServer.makeApplication(service: management, endpoint: endpoint, logger: logger)
+        let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
+        try writeRuntimeInfo(
+            RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)
+        logger.info(
+            "cairn serving",
+            metadata: [
+                "pool": "\(configuration.dataDirectory)", "nbd": "\(nbdAddress)", "api": "\(describe(endpoint))",
+            ])
+
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: api),
+                    .init(service: NBDService(server: nbd, logger: logger)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            logger.error("service failed", metadata: ["error": "\(error)"])
+        }
+        // Services are down: no session can issue I/O any more. Commit and release the pool.
+        await nbd.close()
+        pool.close()
+        unlink(runtimeFile)
+        if case .unixSocket(let path) = endpoint { unlink(path) }
+        logger.info("cairn stopped")
+    }
+
+    static func poolOptions(_ logger: Logger) -> PoolOptions {
+        var options = PoolOptions()
+        options.logger = logger
+        return options
+    }
+
+    static func describe(_ endpoint: ControlServer.Endpoint) -> String {
+        switch endpoint {
+        case .unixSocket(let path): "unix:\(path)"
+        case .loopback(let port): "http://127.0.0.1:\(port)"
+        }
+    }
+
+    static func writeRuntimeInfo(_ info: RuntimeInfo, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = try encoder.encode(info)
+        // Write-then-rename so readers never see a half-written file.
+        try data.write(to: URL(fileURLWithPath: path + ".tmp"))
+        rename(path + ".tmp", path)
+    }
+}
+
+/// Runs the NBD server inside the service group: waits for the shutdown signal, then drains
+/// sessions (requests in flight finish, new ones get ESHUTDOWN).
+struct NBDService: Service {
+    let server: NBDServer
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await server.shutdown()
+    }
+}

@@ -1,0 +1,82 @@
+import CairnAPI
+import CairnControl
+import CairnEngine
+import CairnIO
+import Foundation
+
+/// The management API's service over the pool: runs each engine call on the I/O executor and turns
+/// engine errors into API errors with the same codes.
+struct PoolManagement: ManagementService {
+    let pool: Pool
+    let executor: IOExecutor
+    /// "host:port" of the NBD listener, for export URIs.
+    let nbdAddress: String
+
+    private func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        do {
+            return try await executor.run(work)
+        } catch let error as EngineError {
+            throw ManagementError(code: error.code.rawValue, message: error.message)
+        }
+    }
+
+    func poolStatus() async throws -> PoolStatusDTO {
+        let status = try await run { pool.status() }
+        return PoolStatusDTO(
+            poolID: status.poolID, dataDirectory: status.location, copyMethod: status.copyMethod.rawValue,
+            volumeCount: status.volumeCount, provisionedBytes: status.provisionedBytes, usedBytes: status.usedBytes,
+            sharedBytes: status.sharedBytes, pendingFreeBytes: status.pendingFreeBytes, fileBytes: status.fileBytes,
+            filesystemAvailableBytes: status.filesystemAvailableBytes, failure: status.failure, nbdAddress: nbdAddress)
+    }
+
+    func checkPool(repair: Bool) async throws -> PoolCheckDTO {
+        let r = try await run { try pool.check(repair: repair) }
+        return PoolCheckDTO(
+            healthy: r.isHealthy, volumes: r.volumes, snapshots: r.snapshots, mappings: r.mappings,
+            referencedSlots: r.referencedSlots, leakedSlots: r.leakedSlots, leakedBytes: r.leakedBytes,
+            repairedSlots: r.repairedSlots, errors: r.errors)
+    }
+
+    func listVolumes() async throws -> [VolumeDTO] {
+        try await run { pool.listVolumes() }.map(dto)
+    }
+
+    func volume(named name: String) async throws -> VolumeDTO {
+        dto(try await run { try pool.volumeInfo(named: name) })
+    }
+
+    func createVolume(_ request: CreateVolumeRequest) async throws -> VolumeDTO {
+        dto(try await run { try pool.createVolume(name: request.name, size: request.size, chunkSize: request.chunkSize) })
+    }
+
+    func updateVolume(named name: String, _ request: UpdateVolumeRequest) async throws -> VolumeDTO {
+        guard request.size != nil || request.name != nil else {
+            throw ManagementError(code: "invalid_argument", message: "nothing to change: give a new size or a new name")
+        }
+        return dto(
+            try await run {
+                var current = name
+                if let size = request.size {
+                    try pool.resizeVolume(name: current, size: size, force: request.force ?? false)
+                }
+                if let newName = request.name {
+                    try pool.renameVolume(from: current, to: newName)
+                    current = newName
+                }
+                return try pool.volumeInfo(named: current)
+            })
+    }
+
+    func deleteVolume(named name: String, force: Bool) async throws {
+        try await run { try pool.deleteVolume(name: name, force: force) }
+    }
+
+    private func dto(_ info: VolumeInfo) -> VolumeDTO {
+        let created = Date(timeIntervalSince1970: Double(info.createdAt) / 1000)
+        return VolumeDTO(
+            name: info.name, size: info.size, chunkSize: info.chunkSize, allocatedBytes: info.allocatedBytes,
+            snapshotCount: info.snapshotCount, attachments: info.attachments,
+            createdAt: ISO8601DateFormatter().string(from: created), origin: info.origin,
+            exportURI: "nbd://\(nbdAddress)/\(info.name)")
+    }
+}
