@@ -36,7 +36,9 @@ final class RawClient: @unchecked Sendable {
         let bytes = Array(buffer.readableBytesView)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[sent...].withUnsafeBytes {
+                Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard n > 0 else { throw Failure.closed }
             sent += n
         }
@@ -189,7 +191,14 @@ final class RawClient: @unchecked Sendable {
             let cookie: UInt64 = header.readInteger()!
             let offset: UInt64 = header.readInteger()!
             let length: UInt64 = header.readInteger()!
-            return Chunk(magic: magic, flags: flags, type: type, cookie: cookie, offset: offset, payload: try receive(Int(length)))
+            return Chunk(
+                magic: magic,
+                flags: flags,
+                type: type,
+                cookie: cookie,
+                offset: offset,
+                payload: try receive(Int(length))
+            )
         }
         precondition(magic == NBDMagic.structuredReply, "unexpected reply magic 0x\(String(magic, radix: 16))")
         var header = try receive(16)
@@ -197,7 +206,14 @@ final class RawClient: @unchecked Sendable {
         let type = NBDReplyType(rawValue: header.readInteger()!)
         let cookie: UInt64 = header.readInteger()!
         let length: UInt32 = header.readInteger()!
-        return Chunk(magic: magic, flags: flags, type: type, cookie: cookie, offset: nil, payload: try receive(Int(length)))
+        return Chunk(
+            magic: magic,
+            flags: flags,
+            type: type,
+            cookie: cookie,
+            offset: nil,
+            payload: try receive(Int(length))
+        )
     }
 
     /// Chunks up to and including the one with DONE.
