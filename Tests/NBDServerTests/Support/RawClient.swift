@@ -180,10 +180,27 @@ final class RawClient: @unchecked Sendable {
         var payload: ByteBuffer
     }
 
+    /// A simple reply header or a chunk, told apart by their magic (structured replies allow both).
+    enum Reply {
+        case simple(error: UInt32, cookie: UInt64)
+        case chunk(Chunk)
+    }
+
+    func receiveReply() throws -> Reply {
+        var magicBytes = try receive(4)
+        let magic = magicBytes.readInteger(as: UInt32.self)!
+        guard magic == NBDMagic.simpleReply else { return .chunk(try receiveChunk(magic: magic)) }
+        var header = try receive(12)
+        return .simple(error: header.readInteger()!, cookie: header.readInteger()!)
+    }
+
     /// One structured (20-byte header) or extended (32-byte header) chunk, told apart by its magic.
     func receiveChunk() throws -> Chunk {
         var magicBytes = try receive(4)
-        let magic = magicBytes.readInteger(as: UInt32.self)!
+        return try receiveChunk(magic: magicBytes.readInteger(as: UInt32.self)!)
+    }
+
+    private func receiveChunk(magic: UInt32) throws -> Chunk {
         if magic == NBDMagic.extendedReply {
             var header = try receive(28)
             let flags = NBDReplyFlags(rawValue: header.readInteger()!)
