@@ -57,7 +57,8 @@ struct FioInteropTests {
                 Tools.fio,
                 [
                     "--name=verify", "--ioengine=nbd", "--uri=\(server.uri("disk"))", "--rw=randwrite", "--bs=4k",
-                    "--size=16m", "--iodepth=16", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--output-format=terse",
+                    "--size=16m", "--iodepth=16", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0",
+                    "--output-format=terse",
                 ],
                 timeout: 120
             )
