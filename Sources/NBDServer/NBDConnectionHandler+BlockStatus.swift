@@ -34,7 +34,10 @@ extension NBDConnectionHandler {
                             requestOne: request.flags.contains(.requestOne)
                         )
                     else {
-                        self.logger.error("NBD export returned no extents", metadata: ["nbd.context": "\(metaContext.name)"])
+                        self.logger.error(
+                            "NBD export returned no extents",
+                            metadata: ["nbd.context": "\(metaContext.name)"]
+                        )
                         let rejection = NBDRequestRejection(.ioError, "internal error")
                         return self.sendCompletion(rejection, for: request, style: style, ticket: ticket)
                     }

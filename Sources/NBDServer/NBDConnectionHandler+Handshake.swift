@@ -50,7 +50,9 @@ extension NBDConnectionHandler {
         do {
             let export = try catalog.attach(name: name, session: session)
             attachedExport = export
-            action = machine.attachSucceeded(NBDExportDescription(export: export, maximumPayload: NBDLimits.maximumPayload))
+            action = machine.attachSucceeded(
+                NBDExportDescription(export: export, maximumPayload: NBDLimits.maximumPayload)
+            )
         } catch let error as NBDExportError {
             logger.info("NBD attach refused", metadata: ["nbd.export": "\(name)", "error": "\(error.message)"])
             action = machine.attachFailed(error.optionReplyType, message: error.message)
@@ -75,7 +77,10 @@ extension NBDConnectionHandler {
         handshakeTimer?.cancel()
         handshakeTimer = nil
         parser.enterTransmission(extendedHeaders: entry.session.extendedHeaders)
-        phase = .transmission(NBDTransmissionStateMachine(session: entry.session, limits: configuration.flowControl), export)
+        phase = .transmission(
+            NBDTransmissionStateMachine(session: entry.session, limits: configuration.flowControl),
+            export
+        )
         logger.info(
             "NBD transmission started",
             metadata: [

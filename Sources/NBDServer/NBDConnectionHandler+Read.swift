@@ -17,7 +17,8 @@ extension NBDConnectionHandler {
         whenExportCompletes(future) { result in
             switch result {
             case .success(let segments):
-                guard let segments = NBDReadLayout.validated(segments, offset: request.offset, length: request.length) else {
+                guard let segments = NBDReadLayout.validated(segments, offset: request.offset, length: request.length)
+                else {
                     self.logger.error("NBD export returned read segments that do not tile the request")
                     let rejection = NBDRequestRejection(.ioError, "internal error")
                     return self.sendCompletion(rejection, for: request, style: style, ticket: ticket)
@@ -25,7 +26,12 @@ extension NBDConnectionHandler {
                 self.send(self.readReply(request, segments: segments, style: style), ticket: ticket)
             case .failure(let error):
                 // Simple replies: "If it chooses not to [disconnect], it MUST NOT send any payload".
-                self.sendCompletion(self.rejection(for: error, request: request), for: request, style: style, ticket: ticket)
+                self.sendCompletion(
+                    self.rejection(for: error, request: request),
+                    for: request,
+                    style: style,
+                    ticket: ticket
+                )
             }
         }
     }

@@ -15,7 +15,9 @@ extension NBDConnectionHandler {
         case .reject(let request, let rejection, let ticket):
             logger.debug(
                 "NBD request refused",
-                metadata: ["nbd.command": "\(request.type)", "error": "\(rejection.error)", "reason": "\(rejection.message)"]
+                metadata: [
+                    "nbd.command": "\(request.type)", "error": "\(rejection.error)", "reason": "\(rejection.message)",
+                ]
             )
             sendCompletion(rejection, for: request, style: machine.session.replyStyle, ticket: ticket)
         case .disconnect(let closeNow):
@@ -46,7 +48,12 @@ extension NBDConnectionHandler {
             return blockStatus(request, from: export, style: style, ticket: ticket)
         case .write:
             guard case .data(let data) = request.payload else {
-                return sendCompletion(NBDRequestRejection(.invalid, "WRITE without payload"), for: request, style: style, ticket: ticket)
+                return sendCompletion(
+                    NBDRequestRejection(.invalid, "WRITE without payload"),
+                    for: request,
+                    style: style,
+                    ticket: ticket
+                )
             }
             completion = export.write(offset: request.offset, data: data, fua: fua, eventLoop: eventLoop)
         case .flush:
@@ -65,14 +72,24 @@ extension NBDConnectionHandler {
         case .cache:
             completion = export.cache(offset: request.offset, length: request.length, eventLoop: eventLoop)
         default:
-            return sendCompletion(NBDRequestRejection(.invalid, "unknown command"), for: request, style: style, ticket: ticket)
+            return sendCompletion(
+                NBDRequestRejection(.invalid, "unknown command"),
+                for: request,
+                style: style,
+                ticket: ticket
+            )
         }
         whenExportCompletes(completion) { result in
             switch result {
             case .success:
                 self.sendCompletion(nil, for: request, style: style, ticket: ticket)
             case .failure(let error):
-                self.sendCompletion(self.rejection(for: error, request: request), for: request, style: style, ticket: ticket)
+                self.sendCompletion(
+                    self.rejection(for: error, request: request),
+                    for: request,
+                    style: style,
+                    ticket: ticket
+                )
             }
         }
     }
@@ -95,13 +112,20 @@ extension NBDConnectionHandler {
         let rejection = NBDRequestRejection(exportFailure: error, request: request)
         logger.info(
             "NBD export error",
-            metadata: ["nbd.command": "\(request.type)", "error": "\(rejection.error)", "reason": "\(rejection.message)"]
+            metadata: [
+                "nbd.command": "\(request.type)", "error": "\(rejection.error)", "reason": "\(rejection.message)",
+            ]
         )
         return rejection
     }
 
     /// Replies success or one error to a request without reply data.
-    func sendCompletion(_ rejection: NBDRequestRejection?, for request: NBDRequest, style: NBDReplyStyle, ticket: Ticket) {
+    func sendCompletion(
+        _ rejection: NBDRequestRejection?,
+        for request: NBDRequest,
+        style: NBDReplyStyle,
+        ticket: Ticket
+    ) {
         guard let context else { return finish(ticket) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeNBDCompletion(rejection, for: request, style: style)

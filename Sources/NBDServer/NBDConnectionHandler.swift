@@ -52,7 +52,11 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         self.catalog = catalog
         self.configuration = configuration
         self.logger = logger
-        let directory = NBDCatalogDirectory(catalog: catalog, session: session, maximumPayload: NBDLimits.maximumPayload)
+        let directory = NBDCatalogDirectory(
+            catalog: catalog,
+            session: session,
+            maximumPayload: NBDLimits.maximumPayload
+        )
         self.phase = .handshake(NBDHandshakeStateMachine(configuration: configuration.handshake, directory: directory))
     }
 

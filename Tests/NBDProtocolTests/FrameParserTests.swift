@@ -156,7 +156,11 @@ struct FrameParserTests {
             }
             #expect(malformedCode == code)
         }
-        #expect(try options(Wire.option(.exportName, ByteBuffer(repeating: 0x61, count: 4096))) == [.exportName(String(repeating: "a", count: 4096))])
+        #expect(
+            try options(Wire.option(.exportName, ByteBuffer(repeating: 0x61, count: 4096))) == [
+                .exportName(String(repeating: "a", count: 4096))
+            ]
+        )
     }
 
     @Test("bad option magic and oversized option data are protocol errors")
@@ -166,7 +170,9 @@ struct FrameParserTests {
         bytes.writeInteger(UInt32(1))
         bytes.writeInteger(UInt64(0x1234))
         bytes.writeInteger(UInt64(0))
-        #expect(throws: NBDProtocolError(.badOptionMagic, "option magic 0x1234 is not IHAVEOPT")) { try parser.feed(bytes) }
+        #expect(throws: NBDProtocolError(.badOptionMagic, "option magic 0x1234 is not IHAVEOPT")) {
+            try parser.feed(bytes)
+        }
 
         var big = NBDFrameParser()
         var header = ByteBuffer()
@@ -226,8 +232,12 @@ struct FrameParserTests {
     func extendedRequests() throws {
         var parser = try transmissionParser(extended: true)
         var stream = Wire.request(.write, offset: 8, length: 3, payload: [7, 8, 9], extended: true)
-        stream.writeImmutableBuffer(Wire.request(.write, flags: .payloadLength, length: 2, payload: [1, 1], extended: true))
-        stream.writeImmutableBuffer(Wire.request(.blockStatus, flags: .payloadLength, length: 4, payload: [0, 0, 0, 1], extended: true))
+        stream.writeImmutableBuffer(
+            Wire.request(.write, flags: .payloadLength, length: 2, payload: [1, 1], extended: true)
+        )
+        stream.writeImmutableBuffer(
+            Wire.request(.blockStatus, flags: .payloadLength, length: 4, payload: [0, 0, 0, 1], extended: true)
+        )
         stream.writeImmutableBuffer(Wire.request(.trim, offset: 0, length: 1 << 40, extended: true))
         let parsed = requests(try parser.feedBytewise(stream))
         #expect(parsed.map(\.payload.bufferedBytes) == [3, 2, 4, 0])
@@ -277,7 +287,9 @@ struct FrameParserTests {
         var parser = try transmissionParser()
         parser.close()
         #expect(try parser.feed(ByteBuffer()).isEmpty)
-        #expect { try parser.feed(ByteBuffer(bytes: [1])) } throws: { ($0 as? NBDProtocolError)?.code == .unexpectedData }
+        #expect { try parser.feed(ByteBuffer(bytes: [1])) } throws: {
+            ($0 as? NBDProtocolError)?.code == .unexpectedData
+        }
     }
 
     /// Random splits of a random request stream parse to the same requests. Prints its seed on failure.
@@ -289,7 +301,14 @@ struct FrameParserTests {
         for cookie in 0..<200 {
             let size = Int(rng.next() % 5000)
             if rng.next() % 2 == 0 {
-                stream.writeImmutableBuffer(Wire.request(.write, cookie: UInt64(cookie), length: UInt64(size), payload: [UInt8](repeating: UInt8(cookie % 256), count: size)))
+                stream.writeImmutableBuffer(
+                    Wire.request(
+                        .write,
+                        cookie: UInt64(cookie),
+                        length: UInt64(size),
+                        payload: [UInt8](repeating: UInt8(cookie % 256), count: size)
+                    )
+                )
                 expected.append((.write, size))
             } else {
                 stream.writeImmutableBuffer(Wire.request(.read, cookie: UInt64(cookie), length: UInt64(size)))
@@ -306,7 +325,11 @@ struct FrameParserTests {
         for (index, request) in parsed.enumerated() {
             #expect(request.cookie == UInt64(index) && request.type == expected[index].0, "seed \(seed)")
             if case .data(let data) = request.payload {
-                #expect(data.readableBytes == expected[index].1 && data.readableBytesView.allSatisfy { $0 == UInt8(index % 256) }, "seed \(seed)")
+                #expect(
+                    data.readableBytes == expected[index].1
+                        && data.readableBytesView.allSatisfy { $0 == UInt8(index % 256) },
+                    "seed \(seed)"
+                )
             }
         }
     }

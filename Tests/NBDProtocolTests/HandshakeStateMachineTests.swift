@@ -51,10 +51,15 @@ struct HandshakeStateMachineTests {
     }
 
     /// GO to `name` and attach successfully; returns the entry.
-    func go(_ machine: inout NBDHandshakeStateMachine, _ name: String, requests: [NBDInfoType] = []) -> NBDTransmissionEntry? {
+    func go(
+        _ machine: inout NBDHandshakeStateMachine,
+        _ name: String,
+        requests: [NBDInfoType] = []
+    ) -> NBDTransmissionEntry? {
         let action = machine.optionReceived(.go(NBDInfoRequest(exportName: name, requests: requests)))
         guard action == .attach(exportName: name, option: .go) else { return nil }
-        guard case .enterTransmission(let entry) = machine.attachSucceeded(directory.describeExport(named: name)!) else { return nil }
+        guard case .enterTransmission(let entry) = machine.attachSucceeded(directory.describeExport(named: name)!)
+        else { return nil }
         return entry
     }
 
@@ -90,7 +95,10 @@ struct HandshakeStateMachineTests {
             Issue.record("no transmission")
             return
         }
-        #expect(entry.reply == .exportName(size: 1 << 30, flags: [.hasFlags, .sendFlush, .sendFUA, .sendTrim], noZeroes: false))
+        #expect(
+            entry.reply
+                == .exportName(size: 1 << 30, flags: [.hasFlags, .sendFlush, .sendFUA, .sendTrim], noZeroes: false)
+        )
         #expect(entry.session.replyStyle == .simple && machine.isInTransmission)
 
         var unknown = negotiating()
@@ -102,7 +110,10 @@ struct HandshakeStateMachineTests {
         #expect(isClose(malformed.optionReceived(.malformed(.exportName, reason: "bad"))))
         var extended = negotiating()
         _ = extended.optionReceived(.extendedHeaders)
-        #expect(isClose(extended.optionReceived(.exportName("disk"))), "EXPORT_NAME is forbidden after EXTENDED_HEADERS")
+        #expect(
+            isClose(extended.optionReceived(.exportName("disk"))),
+            "EXPORT_NAME is forbidden after EXTENDED_HEADERS"
+        )
     }
 
     @Test("ABORT: ACK then close, even during shutdown")
@@ -119,14 +130,20 @@ struct HandshakeStateMachineTests {
         var machine = negotiating(configuration: .init(tlsMode: .selective))
         #expect(
             machine.optionReceived(.list)
-                == .reply(.list, [.server(name: "disk", description: "main disk"), .server(name: "plain", description: nil), .ack]))
+                == .reply(
+                    .list,
+                    [.server(name: "disk", description: "main disk"), .server(name: "plain", description: nil), .ack]
+                )
+        )
         #expect(replyType(machine.optionReceived(.malformed(.list, reason: "data"))) == .errorInvalid)
     }
 
     @Test("INFO: EXPORT always, NAME and DESCRIPTION on request, BLOCK_SIZE always, then ACK; unknown export")
     func info() {
         var machine = negotiating()
-        let action = machine.optionReceived(.info(NBDInfoRequest(exportName: "disk", requests: [.name, .description, NBDInfoType(rawValue: 77)])))
+        let action = machine.optionReceived(
+            .info(NBDInfoRequest(exportName: "disk", requests: [.name, .description, NBDInfoType(rawValue: 77)]))
+        )
         let sizes = NBDBlockSizeConstraints(minimum: 512, preferred: 4096, maximumPayload: 1 << 25)
         #expect(
             action
@@ -135,11 +152,24 @@ struct HandshakeStateMachineTests {
                     [
                         .info(.export(size: 1 << 30, flags: [.hasFlags, .sendFlush, .sendFUA, .sendTrim])),
                         .info(.name("disk")), .info(.description("main disk")), .info(.blockSize(sizes)), .ack,
-                    ]))
+                    ]
+                )
+        )
         let plain = machine.optionReceived(.info(NBDInfoRequest(exportName: "plain", requests: [.description])))
         // No description to give; FAST_ZERO is dropped because WRITE_ZEROES is not advertised.
-        #expect(plain == .reply(.info, [.info(.export(size: 4096, flags: [.hasFlags, .readOnly])), .info(.blockSize(.protocolDefault)), .ack]))
-        #expect(replyType(machine.optionReceived(.info(NBDInfoRequest(exportName: "nope", requests: [])))) == .errorUnknown)
+        #expect(
+            plain
+                == .reply(
+                    .info,
+                    [
+                        .info(.export(size: 4096, flags: [.hasFlags, .readOnly])), .info(.blockSize(.protocolDefault)),
+                        .ack,
+                    ]
+                )
+        )
+        #expect(
+            replyType(machine.optionReceived(.info(NBDInfoRequest(exportName: "nope", requests: [])))) == .errorUnknown
+        )
         #expect(!machine.isInTransmission)
     }
 
@@ -152,15 +182,22 @@ struct HandshakeStateMachineTests {
             Issue.record("\(String(describing: entry))")
             return
         }
-        #expect(replies.first == .info(.export(size: 1 << 30, flags: [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendDF])))
+        #expect(
+            replies.first
+                == .info(.export(size: 1 << 30, flags: [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendDF]))
+        )
         #expect(replies.last == .ack)
         #expect(entry?.session.replyStyle == .structured && entry?.session.transmissionFlags.contains(.sendDF) == true)
 
         var unknown = negotiating()
-        #expect(replyType(unknown.optionReceived(.go(NBDInfoRequest(exportName: "nope", requests: [])))) == .errorUnknown)
+        #expect(
+            replyType(unknown.optionReceived(.go(NBDInfoRequest(exportName: "nope", requests: [])))) == .errorUnknown
+        )
         var refused = negotiating()
         _ = refused.optionReceived(.go(NBDInfoRequest(exportName: "disk", requests: [])))
-        #expect(refused.attachFailed(.errorPolicy, message: "busy") == .reply(.go, [.error(.errorPolicy, message: "busy")]))
+        #expect(
+            refused.attachFailed(.errorPolicy, message: "busy") == .reply(.go, [.error(.errorPolicy, message: "busy")])
+        )
         #expect(refused.optionReceived(.list) != .none, "negotiation goes on after a failed GO")
     }
 
@@ -175,7 +212,9 @@ struct HandshakeStateMachineTests {
         #expect(replyType(extended.optionReceived(.structuredReply)) == .errorExtendedHeaderRequired)
     }
 
-    @Test("EXTENDED_HEADERS: ACK once (implies chunked replies), ERR_INVALID when repeated or with data, UNSUP if disabled")
+    @Test(
+        "EXTENDED_HEADERS: ACK once (implies chunked replies), ERR_INVALID when repeated or with data, UNSUP if disabled"
+    )
     func extendedHeaders() {
         var machine = negotiating()
         #expect(machine.optionReceived(.extendedHeaders) == .reply(.extendedHeaders, [.ack]))
@@ -191,21 +230,31 @@ struct HandshakeStateMachineTests {
     @Test("LIST_META_CONTEXT: all contexts, namespace wildcard, exact names, unknown omitted")
     func listMetaContext() {
         var machine = negotiating()
-        #expect(replyType(machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: "disk", queries: [])))) == .errorInvalid)
+        #expect(
+            replyType(machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: "disk", queries: []))))
+                == .errorInvalid
+        )
         _ = machine.optionReceived(.structuredReply)
         func list(_ queries: [String], export: String = "disk") -> Action {
             machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: export, queries: queries)))
         }
-        let all: [NBDOptionReply] = [.metaContext(id: 0, name: "base:allocation"), .metaContext(id: 0, name: "qemu:dirty-bitmap:b0"), .ack]
+        let all: [NBDOptionReply] = [
+            .metaContext(id: 0, name: "base:allocation"), .metaContext(id: 0, name: "qemu:dirty-bitmap:b0"), .ack,
+        ]
         #expect(list([]) == .reply(.listMetaContext, all))
         #expect(list(["base:"]) == .reply(.listMetaContext, [.metaContext(id: 0, name: "base:allocation"), .ack]))
         #expect(list(["qemu:"]) == .reply(.listMetaContext, [.metaContext(id: 0, name: "qemu:dirty-bitmap:b0"), .ack]))
-        #expect(list(["base:allocation", "base:nope", "x-other:thing", "nocolon"]) == .reply(.listMetaContext, [.metaContext(id: 0, name: "base:allocation"), .ack]))
+        #expect(
+            list(["base:allocation", "base:nope", "x-other:thing", "nocolon"])
+                == .reply(.listMetaContext, [.metaContext(id: 0, name: "base:allocation"), .ack])
+        )
         #expect(list(["base:nope"]) == .reply(.listMetaContext, [.ack]))
         #expect(replyType(list([], export: "nope")) == .errorUnknown)
     }
 
-    @Test("SET_META_CONTEXT: needs chunked replies, stable ids, base: ignored, unknown export, reset by failure and by GO elsewhere")
+    @Test(
+        "SET_META_CONTEXT: needs chunked replies, stable ids, base: ignored, unknown export, reset by failure and by GO elsewhere"
+    )
     func setMetaContext() {
         func set(_ machine: inout NBDHandshakeStateMachine, _ queries: [String], export: String = "disk") -> Action {
             machine.optionReceived(.setMetaContext(NBDMetaContextRequest(exportName: export, queries: queries)))
@@ -215,8 +264,21 @@ struct HandshakeStateMachineTests {
 
         var machine = negotiating()
         _ = machine.optionReceived(.structuredReply)
-        #expect(set(&machine, ["base:", "qemu:dirty-bitmap:b0", "base:allocation", "base:allocation"]) == .reply(.setMetaContext, [.metaContext(id: 2, name: "qemu:dirty-bitmap:b0"), .metaContext(id: 1, name: "base:allocation"), .ack]))
-        #expect(set(&machine, ["base:allocation"]) == .reply(.setMetaContext, [.metaContext(id: 1, name: "base:allocation"), .ack]), "ids are stable")
+        #expect(
+            set(&machine, ["base:", "qemu:dirty-bitmap:b0", "base:allocation", "base:allocation"])
+                == .reply(
+                    .setMetaContext,
+                    [
+                        .metaContext(id: 2, name: "qemu:dirty-bitmap:b0"), .metaContext(id: 1, name: "base:allocation"),
+                        .ack,
+                    ]
+                )
+        )
+        #expect(
+            set(&machine, ["base:allocation"])
+                == .reply(.setMetaContext, [.metaContext(id: 1, name: "base:allocation"), .ack]),
+            "ids are stable"
+        )
         let kept = go(&machine, "disk")
         #expect(kept?.session.metaContexts == [NBDSelectedMetaContext(id: 1, name: "base:allocation")])
 
@@ -249,7 +311,10 @@ struct HandshakeStateMachineTests {
     func shutdown() {
         var machine = negotiating()
         machine.shutdownRequested()
-        for option: NBDOption in [.list, .structuredReply, .go(NBDInfoRequest(exportName: "disk", requests: [])), .unknown(NBDOptionCode(rawValue: 50))] {
+        for option: NBDOption in [
+            .list, .structuredReply, .go(NBDInfoRequest(exportName: "disk", requests: [])),
+            .unknown(NBDOptionCode(rawValue: 50)),
+        ] {
             #expect(replyType(machine.optionReceived(option)) == .errorShutdown, "\(option)")
         }
         #expect(isClose(machine.optionReceived(.exportName("disk"))))
@@ -272,7 +337,10 @@ struct HandshakeStateMachineTests {
     func tlsRequired() {
         var machine = negotiating(configuration: .init(tlsMode: .required))
         #expect(replyType(machine.optionReceived(.list)) == .errorTLSRequired)
-        #expect(replyType(machine.optionReceived(.go(NBDInfoRequest(exportName: "disk", requests: [])))) == .errorTLSRequired)
+        #expect(
+            replyType(machine.optionReceived(.go(NBDInfoRequest(exportName: "disk", requests: []))))
+                == .errorTLSRequired
+        )
         #expect(machine.optionReceived(.startTLS) == .startTLS)
         #expect(isClose(machine.optionReceived(.list)), "nothing may arrive before the TLS handshake")
 
@@ -290,10 +358,21 @@ struct HandshakeStateMachineTests {
     @Test("TLS selective: TLS-only exports need the upgrade; state negotiated before STARTTLS is forgotten")
     func tlsSelective() {
         var machine = negotiating(configuration: .init(tlsMode: .selective))
-        #expect(replyType(machine.optionReceived(.go(NBDInfoRequest(exportName: "secret", requests: [])))) == .errorTLSRequired)
-        #expect(replyType(machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: "secret", queries: [])))) == .errorInvalid)
+        #expect(
+            replyType(machine.optionReceived(.go(NBDInfoRequest(exportName: "secret", requests: []))))
+                == .errorTLSRequired
+        )
+        #expect(
+            replyType(
+                machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: "secret", queries: [])))
+            ) == .errorInvalid
+        )
         _ = machine.optionReceived(.structuredReply)
-        #expect(replyType(machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: "secret", queries: [])))) == .errorPolicy)
+        #expect(
+            replyType(
+                machine.optionReceived(.listMetaContext(NBDMetaContextRequest(exportName: "secret", queries: [])))
+            ) == .errorPolicy
+        )
         #expect(isClose(negotiatingSelectiveExportName()))
         #expect(machine.optionReceived(.startTLS) == .startTLS)
         _ = machine.tlsEstablished()

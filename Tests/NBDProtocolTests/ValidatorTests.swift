@@ -6,7 +6,9 @@ import Testing
 @Suite("request validator")
 struct ValidatorTests {
     static func session(
-        flags: NBDTransmissionFlags = [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .sendFastZero, .sendCache, .sendDF],
+        flags: NBDTransmissionFlags = [
+            .hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .sendFastZero, .sendCache, .sendDF,
+        ],
         style: NBDReplyStyle = .structured,
         contexts: [NBDSelectedMetaContext] = [NBDSelectedMetaContext(id: 1, name: "base:allocation")],
         minimum: UInt32 = 512,
@@ -32,7 +34,15 @@ struct ValidatorTests {
         session: NBDNegotiatedSession = ValidatorTests.session()
     ) -> NBDWireError? {
         let payload = payload ?? (type == .write ? .data(ByteBuffer(repeating: 0, count: Int(length))) : .none)
-        let request = NBDRequest(flags: flags, type: type, cookie: 1, offset: offset, length: length, payload: payload, isExtended: extended)
+        let request = NBDRequest(
+            flags: flags,
+            type: type,
+            cookie: 1,
+            offset: offset,
+            length: length,
+            payload: payload,
+            isExtended: extended
+        )
         return NBDRequestValidator.validate(request, session: session)?.error
     }
 
@@ -47,7 +57,10 @@ struct ValidatorTests {
         #expect(error(.blockStatus, flags: .requestOne) == nil)
         #expect(error(.write, flags: .payloadLength, extended: true) == nil)
         // Commands without a payload may exceed the maximum payload.
-        #expect(error(.trim, length: 8 << 20) == nil && error(.writeZeroes, length: 8 << 20) == nil && error(.blockStatus, length: 8 << 20) == nil)
+        #expect(
+            error(.trim, length: 8 << 20) == nil && error(.writeZeroes, length: 8 << 20) == nil
+                && error(.blockStatus, length: 8 << 20) == nil
+        )
     }
 
     @Test("unknown commands, including RESIZE: EINVAL (\"SHOULD return NBD_EINVAL if it receives an unknown command\")")
@@ -64,15 +77,23 @@ struct ValidatorTests {
         #expect(error(.read, flags: .requestOne) == .invalid)
         #expect(error(.trim, flags: .fastZero) == .invalid)
         #expect(error(.read, flags: .payloadLength, extended: true) == .invalid, "payload on a command that takes none")
-        #expect(error(.write, flags: .payloadLength, extended: false) == .invalid, "PAYLOAD_LEN without extended headers")
+        #expect(
+            error(.write, flags: .payloadLength, extended: false) == .invalid,
+            "PAYLOAD_LEN without extended headers"
+        )
     }
 
     @Test("flags whose feature was not advertised: FUA, DF without structured replies, FAST_ZERO")
     func unadvertisedFlags() {
         #expect(error(.write, flags: .fua, session: Self.session(flags: [.hasFlags])) == .invalid)
         #expect(error(.read, flags: .fua) == nil, "FUA is valid on every command once advertised")
-        #expect(error(.read, flags: .dontFragment, session: Self.session(flags: [.hasFlags], style: .simple)) == .invalid)
-        #expect(error(.writeZeroes, flags: .fastZero, session: Self.session(flags: [.hasFlags, .sendWriteZeroes])) == .invalid)
+        #expect(
+            error(.read, flags: .dontFragment, session: Self.session(flags: [.hasFlags], style: .simple)) == .invalid
+        )
+        #expect(
+            error(.writeZeroes, flags: .fastZero, session: Self.session(flags: [.hasFlags, .sendWriteZeroes]))
+                == .invalid
+        )
     }
 
     @Test("read-only: WRITE, TRIM, WRITE_ZEROES get EPERM (\"SHOULD return NBD_EPERM\")")
@@ -111,7 +132,10 @@ struct ValidatorTests {
         for type: NBDCommandType in [.read, .trim, .cache, .blockStatus] {
             #expect(error(type, offset: end - 512, length: 1024) == .invalid, "\(type)")
         }
-        #expect(error(.trim, offset: UInt64.max - 511, length: 1024, extended: true) == .invalid, "overflowing offset + length")
+        #expect(
+            error(.trim, offset: UInt64.max - 511, length: 1024, extended: true) == .invalid,
+            "overflowing offset + length"
+        )
         #expect(error(.read, offset: end - 512, length: 512) == nil, "the last block is fine")
     }
 
@@ -130,7 +154,9 @@ struct ValidatorTests {
         #expect(error(.write, length: 40 << 20, payload: .discarded(length: 40 << 20)) == .invalid)
     }
 
-    @Test("zero lengths: no-ops except BLOCK_STATUS, which gets EINVAL (spec: behaviour unspecified, SHOULD NOT disconnect)")
+    @Test(
+        "zero lengths: no-ops except BLOCK_STATUS, which gets EINVAL (spec: behaviour unspecified, SHOULD NOT disconnect)"
+    )
     func zeroLength() {
         for type: NBDCommandType in [.read, .write, .trim, .writeZeroes, .cache] {
             #expect(error(type, length: 0) == nil, "\(type)")
@@ -228,13 +254,25 @@ struct BlockStatusShaperTests {
     @Test("clips to the request, drops empty extents, merges equal neighbours")
     func shape() {
         let extents = [d(0, 1), d(512, 3), d(512, 3), d(1024, 0), d(4096, 3)]
-        #expect(NBDBlockStatusShaper.descriptors(from: extents, requestLength: 1536, requestOne: false) == [d(1024, 3), d(512, 0)])
-        #expect(NBDBlockStatusShaper.descriptors(from: extents, requestLength: 1 << 20, requestOne: false) == [d(1024, 3), d(1024, 0), d(4096, 3)])
+        #expect(
+            NBDBlockStatusShaper.descriptors(from: extents, requestLength: 1536, requestOne: false) == [
+                d(1024, 3), d(512, 0),
+            ]
+        )
+        #expect(
+            NBDBlockStatusShaper.descriptors(from: extents, requestLength: 1 << 20, requestOne: false) == [
+                d(1024, 3), d(1024, 0), d(4096, 3),
+            ]
+        )
     }
 
     @Test("REQ_ONE: exactly one descriptor, no longer than the request")
     func requestOne() {
-        #expect(NBDBlockStatusShaper.descriptors(from: [d(8192, 0), d(512, 3)], requestLength: 4096, requestOne: true) == [d(4096, 0)])
+        #expect(
+            NBDBlockStatusShaper.descriptors(from: [d(8192, 0), d(512, 3)], requestLength: 4096, requestOne: true) == [
+                d(4096, 0)
+            ]
+        )
     }
 
     @Test("nothing usable: nil")

@@ -27,7 +27,10 @@ struct LibnbdInteropTests {
             #expect(export["export-size"] as? Int == 8 << 20, "\(result)")
             #expect(export["description"] as? String == "test disk", "\(result)")
             #expect(export["is_read_only"] as? Bool == false, "\(result)")
-            for flag in ["can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_df", "can_multi_conn"] {
+            for flag in [
+                "can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_df",
+                "can_multi_conn",
+            ] {
                 #expect(export[flag] as? Bool == true, "\(flag): \(result)")
             }
             #expect(export["is_rotational"] as? Bool == false, "\(result)")
@@ -60,7 +63,9 @@ struct LibnbdInteropTests {
             #expect(write.status == 0, "\(write)")
             let result = try await runProcess(Tools.nbdinfo, ["--map", server.uri("disk")])
             #expect(result.status == 0, "\(result)")
-            let lines = result.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+            let lines = result.stdout.split(separator: "\n").map {
+                $0.split(separator: " ", omittingEmptySubsequences: true)
+            }
             let summary = lines.map { "\($0[0]) \($0[1]) \($0[2])" }
             #expect(summary == ["0 1048576 3", "1048576 1048576 0", "2097152 6291456 3"], "\(result)")
         }

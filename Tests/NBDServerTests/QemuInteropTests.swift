@@ -27,7 +27,10 @@ struct QemuInteropTests {
             #expect(export.counters.fuaWrites == 2)
 
             // The check really checks: a wrong pattern is reported.
-            let mismatch = try await runProcess(Tools.qemuIO, ["-f", "raw", server.uri("disk"), "-c", "read -P 0x11 0 4k"])
+            let mismatch = try await runProcess(
+                Tools.qemuIO,
+                ["-f", "raw", server.uri("disk"), "-c", "read -P 0x11 0 4k"]
+            )
             #expect(mismatch.stdout.contains("Pattern verification failed"), "\(mismatch)")
         }
     }
@@ -88,25 +91,43 @@ struct QemuInteropTests {
         #expect(create.status == 0, "\(create)")
         let fill = try await runProcess(
             Tools.qemuIO,
-            ["-f", "raw", source, "-c", "write -P 0x11 0 1m", "-c", "write -P 0x22 5m 2m", "-c", "write -P 0x33 32704k 64k"]
+            [
+                "-f", "raw", source, "-c", "write -P 0x11 0 1m", "-c", "write -P 0x22 5m 2m", "-c",
+                "write -P 0x33 32704k 64k",
+            ]
         )
         #expect(fill.status == 0, "\(fill)")
         try await withServer([export]) { server, _ in
-            let into = try await runProcess(Tools.qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", source, server.uri("disk")])
+            let into = try await runProcess(
+                Tools.qemuImg,
+                ["convert", "-n", "-f", "raw", "-O", "raw", source, server.uri("disk")]
+            )
             #expect(into.status == 0, "\(into)")
-            let compare = try await runProcess(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, server.uri("disk")])
+            let compare = try await runProcess(
+                Tools.qemuImg,
+                ["compare", "-f", "raw", "-F", "raw", source, server.uri("disk")]
+            )
             #expect(compare.status == 0, "\(compare)")
             #expect(compare.stdout.contains("Images are identical"), "\(compare)")
 
-            let out = try await runProcess(Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", server.uri("disk"), copy])
+            let out = try await runProcess(
+                Tools.qemuImg,
+                ["convert", "-f", "raw", "-O", "raw", server.uri("disk"), copy]
+            )
             #expect(out.status == 0, "\(out)")
             let again = try await runProcess(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, copy])
             #expect(again.status == 0, "\(again)")
 
             // compare must notice a difference, or it proves nothing.
-            let change = try await runProcess(Tools.qemuIO, ["-f", "raw", server.uri("disk"), "-c", "write -P 0x44 10m 4k"])
+            let change = try await runProcess(
+                Tools.qemuIO,
+                ["-f", "raw", server.uri("disk"), "-c", "write -P 0x44 10m 4k"]
+            )
             #expect(change.status == 0, "\(change)")
-            let differ = try await runProcess(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, server.uri("disk")])
+            let differ = try await runProcess(
+                Tools.qemuImg,
+                ["compare", "-f", "raw", "-F", "raw", source, server.uri("disk")]
+            )
             #expect(differ.status == 1, "\(differ)")
         }
     }
@@ -115,10 +136,16 @@ struct QemuInteropTests {
     func readOnlyExport() async throws {
         let export = MemoryExport(name: "ro", size: 1 << 20, capabilities: [.readOnly, .blockStatus])
         try await withServer([export]) { server, _ in
-            let result = try await runProcess(Tools.qemuIO, ["-f", "raw", "-r", server.uri("ro"), "-c", "read -P 0 0 64k"])
+            let result = try await runProcess(
+                Tools.qemuIO,
+                ["-f", "raw", "-r", server.uri("ro"), "-c", "read -P 0 0 64k"]
+            )
             #expect(result.status == 0, "\(result)")
             let write = try await runProcess(Tools.qemuIO, ["-f", "raw", server.uri("ro"), "-c", "write 0 4k"])
-            #expect(write.status != 0 || write.stderr.contains("read-only") || write.stdout.contains("read-only"), "\(write)")
+            #expect(
+                write.status != 0 || write.stderr.contains("read-only") || write.stdout.contains("read-only"),
+                "\(write)"
+            )
             #expect(export.counters.writes == 0)
         }
     }

@@ -100,7 +100,13 @@ struct RawProtocolTests {
                 let client = try RawClient(port: server.port, timeout: 20)
                 try client.handshake(export: "disk")
                 let length = 40 << 20  // above the 32 MiB payload limit, below the 64 MiB discard limit
-                try client.sendRequest(.write, cookie: 7, offset: 0, length: UInt64(length), payload: Self.payload(3, length))
+                try client.sendRequest(
+                    .write,
+                    cookie: 7,
+                    offset: 0,
+                    length: UInt64(length),
+                    payload: Self.payload(3, length)
+                )
                 let chunk = try client.receiveChunk()
                 #expect(chunk.type == .error && chunk.cookie == 7 && chunk.flags.contains(.done))
                 #expect(chunk.payload.getInteger(at: 0, as: UInt32.self) == NBDWireError.invalid.rawValue)
@@ -267,16 +273,37 @@ struct RawProtocolTests {
             try await blocking {
                 let client = try RawClient(port: server.port)
                 try client.handshake(export: "disk", extended: true)
-                try client.sendRequest(.write, cookie: 1, offset: 0, length: 4096, payload: Self.payload(8, 4096), extended: true)
+                try client.sendRequest(
+                    .write,
+                    cookie: 1,
+                    offset: 0,
+                    length: 4096,
+                    payload: Self.payload(8, 4096),
+                    extended: true
+                )
                 let plain = try client.receiveChunk()
                 #expect(plain.magic == NBDMagic.extendedReply && plain.type == .none && plain.flags.contains(.done))
                 #expect(plain.cookie == 1 && plain.offset == 0)
                 try client.sendRequest(
-                    .write, flags: .payloadLength, cookie: 2, offset: 65536, length: 4096, payload: Self.payload(9, 4096),
-                    extended: true)
+                    .write,
+                    flags: .payloadLength,
+                    cookie: 2,
+                    offset: 65536,
+                    length: 4096,
+                    payload: Self.payload(9, 4096),
+                    extended: true
+                )
                 #expect(try client.receiveChunk().type == .none)
                 // PAYLOAD_LEN on a READ: the payload is consumed and the command refused.
-                try client.sendRequest(.read, flags: .payloadLength, cookie: 3, offset: 0, length: 16, payload: Self.payload(0, 16), extended: true)
+                try client.sendRequest(
+                    .read,
+                    flags: .payloadLength,
+                    cookie: 3,
+                    offset: 0,
+                    length: 16,
+                    payload: Self.payload(0, 16),
+                    extended: true
+                )
                 let refused = try client.receiveChunk()
                 #expect(refused.type == .error && refused.cookie == 3)
 

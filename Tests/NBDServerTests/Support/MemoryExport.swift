@@ -152,7 +152,9 @@ final class MemoryExport: NBDExport {
             Self.forEachPiece(offset: offset, length: UInt64(data.readableBytes)) { page, inPage, piece in
                 let slice = source.readSlice(length: piece)!
                 state.pages[page, default: [UInt8](repeating: 0, count: Self.pageSize)].withUnsafeMutableBytes { page in
-                    slice.withUnsafeReadableBytes { page.baseAddress!.advanced(by: inPage).copyMemory(from: $0.baseAddress!, byteCount: piece) }
+                    slice.withUnsafeReadableBytes {
+                        page.baseAddress!.advanced(by: inPage).copyMemory(from: $0.baseAddress!, byteCount: piece)
+                    }
                 }
             }
         }
@@ -246,7 +248,9 @@ final class MemoryCatalog: NBDExportCatalog {
     var detachedSessions: [UInt64] { state.withLock { $0.detachedSessions } }
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
-        exports.values.sorted { $0.name < $1.name }.map { NBDExportListing(name: $0.name, description: $0.exportDescription) }
+        exports.values.sorted { $0.name < $1.name }.map {
+            NBDExportListing(name: $0.name, description: $0.exportDescription)
+        }
     }
 
     func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)? {

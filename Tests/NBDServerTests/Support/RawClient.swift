@@ -36,7 +36,9 @@ final class RawClient: @unchecked Sendable {
         let bytes = Array(buffer.readableBytesView)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[sent...].withUnsafeBytes {
+                Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard n > 0 else { throw Failure.closed }
             sent += n
         }
@@ -178,10 +180,27 @@ final class RawClient: @unchecked Sendable {
         var payload: ByteBuffer
     }
 
+    /// A simple reply header or a chunk, told apart by their magic (structured replies allow both).
+    enum Reply {
+        case simple(error: UInt32, cookie: UInt64)
+        case chunk(Chunk)
+    }
+
+    func receiveReply() throws -> Reply {
+        var magicBytes = try receive(4)
+        let magic = magicBytes.readInteger(as: UInt32.self)!
+        guard magic == NBDMagic.simpleReply else { return .chunk(try receiveChunk(magic: magic)) }
+        var header = try receive(12)
+        return .simple(error: header.readInteger()!, cookie: header.readInteger()!)
+    }
+
     /// One structured (20-byte header) or extended (32-byte header) chunk, told apart by its magic.
     func receiveChunk() throws -> Chunk {
         var magicBytes = try receive(4)
-        let magic = magicBytes.readInteger(as: UInt32.self)!
+        return try receiveChunk(magic: magicBytes.readInteger(as: UInt32.self)!)
+    }
+
+    private func receiveChunk(magic: UInt32) throws -> Chunk {
         if magic == NBDMagic.extendedReply {
             var header = try receive(28)
             let flags = NBDReplyFlags(rawValue: header.readInteger()!)
@@ -189,7 +208,14 @@ final class RawClient: @unchecked Sendable {
             let cookie: UInt64 = header.readInteger()!
             let offset: UInt64 = header.readInteger()!
             let length: UInt64 = header.readInteger()!
-            return Chunk(magic: magic, flags: flags, type: type, cookie: cookie, offset: offset, payload: try receive(Int(length)))
+            return Chunk(
+                magic: magic,
+                flags: flags,
+                type: type,
+                cookie: cookie,
+                offset: offset,
+                payload: try receive(Int(length))
+            )
         }
         precondition(magic == NBDMagic.structuredReply, "unexpected reply magic 0x\(String(magic, radix: 16))")
         var header = try receive(16)
@@ -197,7 +223,14 @@ final class RawClient: @unchecked Sendable {
         let type = NBDReplyType(rawValue: header.readInteger()!)
         let cookie: UInt64 = header.readInteger()!
         let length: UInt32 = header.readInteger()!
-        return Chunk(magic: magic, flags: flags, type: type, cookie: cookie, offset: nil, payload: try receive(Int(length)))
+        return Chunk(
+            magic: magic,
+            flags: flags,
+            type: type,
+            cookie: cookie,
+            offset: nil,
+            payload: try receive(Int(length))
+        )
     }
 
     /// Chunks up to and including the one with DONE.
