@@ -121,15 +121,22 @@ let package = Package(
             dependencies: ["NBDProtocol", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Runs real clients (qemu-io, nbdinfo, fio, ...) for the interop tests of every layer.
+        .target(name: "InteropSupport", path: "Tests/InteropSupport", swiftSettings: strict),
         .testTarget(
             name: "NBDServerTests",
             dependencies: [
-                "NBDServer", "NBDProtocol",
+                "NBDServer", "NBDProtocol", "InteropSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "InteropTests", dependencies: ["CairnAPI"], swiftSettings: strict),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: ["CairnAPI", "InteropSupport", "CairnTestSupport"],
+            swiftSettings: strict
+        ),
     ]
 )

@@ -1,11 +1,12 @@
 import Foundation
+import InteropSupport
 import NBDProtocol
 import NBDServer
 import Testing
 
 /// qemu 10 speaks NBD_OPT_EXTENDED_HEADERS: every request has the 32-byte header, every reply the 32-byte
 /// extended chunk header, and BLOCK_STATUS must come back as BLOCK_STATUS_EXT.
-@Suite("qemu 10 with extended headers", .enabled(if: Tools.hasQemu10, "qemu 10 binaries not extracted at /tmp/bpo"))
+@Suite("qemu 10 with extended headers")
 struct ExtendedHeadersInteropTests {
     @Test("write, read -P and map over extended headers")
     func writeReadMap() async throws {

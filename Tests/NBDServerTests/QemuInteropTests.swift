@@ -1,4 +1,5 @@
 import Foundation
+import InteropSupport
 import NBDProtocol
 import NBDServer
 import Testing

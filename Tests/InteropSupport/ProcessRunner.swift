@@ -1,17 +1,17 @@
 import Foundation
 
 /// The outcome of running a real client.
-struct ProcessResult: Sendable, CustomStringConvertible {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+public struct ProcessResult: Sendable, CustomStringConvertible {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
 
-    var description: String { "exit \(status)\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
+    public var description: String { "exit \(status)\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
 }
 
 /// Runs a program to completion (terminating it after `timeout` seconds) off the caller's thread.
 /// Output goes to temporary files, so a chatty child can never block on a full pipe.
-func runProcess(
+public func runProcess(
     _ executable: String,
     _ arguments: [String],
     environment: [String: String]? = nil,
@@ -65,17 +65,23 @@ private func runBlocking(
 }
 
 /// Paths of the real clients the interop tests drive.
-enum Tools {
-    static let qemuIO = "/usr/bin/qemu-io"
-    static let qemuImg = "/usr/bin/qemu-img"
-    static let nbdinfo = "/usr/bin/nbdinfo"
-    static let nbdcopy = "/usr/bin/nbdcopy"
-    static let fio = "/usr/bin/fio"
+public enum Tools {
+    public static let qemuIO = "/usr/bin/qemu-io"
+    public static let qemuImg = "/usr/bin/qemu-img"
+    public static let nbdinfo = "/usr/bin/nbdinfo"
+    public static let nbdcopy = "/usr/bin/nbdcopy"
+    public static let fio = "/usr/bin/fio"
     /// Debian's python3, which has the libnbd bindings (another python3 may come first on PATH).
-    static let python = "/usr/bin/python3"
-    /// qemu 10 binaries (extended headers), extracted from bookworm-backports; not a Debian 12 package.
-    static let qemu10IO = "/tmp/bpo/x/usr/bin/qemu-io"
-    static let qemu10Img = "/tmp/bpo/x/usr/bin/qemu-img"
-
-    static var hasQemu10: Bool { FileManager.default.isExecutableFile(atPath: qemu10IO) }
+    public static let python = "/usr/bin/python3"
+    /// qemu 10 binaries (extended headers), extracted from bookworm-backports by scripts/test into
+    /// .cache/qemu10 (or wherever CAIRN_QEMU10_BIN points); not a Debian 12 package.
+    public static let qemu10Directory: String = {
+        if let path = ProcessInfo.processInfo.environment["CAIRN_QEMU10_BIN"] { return path }
+        return packageRoot + "/.cache/qemu10/usr/bin"
+    }()
+    /// The repository root (this file is Tests/InteropSupport/ProcessRunner.swift).
+    public static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+    public static let qemu10IO = qemu10Directory + "/qemu-io"
+    public static let qemu10Img = qemu10Directory + "/qemu-img"
 }
