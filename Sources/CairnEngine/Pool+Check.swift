@@ -154,10 +154,10 @@ extension Pool {
             }
             if let data = try file.nextData(from: highWater * chunkSize) {
                 report.leakedBytes += (try file.size()) - data
-                if repair, let posix = file as? PosixStorageFile {
+                if repair {
                     // Under the monitor: no slot past the high-water mark can be handed out meanwhile.
                     try monitor.withLock {
-                        try posix.truncate(to: state.allocators[fileID]!.highWater * chunkSize)
+                        try file.truncate(to: state.allocators[fileID]!.highWater * chunkSize)
                     }
                 }
             }

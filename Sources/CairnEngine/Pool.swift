@@ -79,7 +79,12 @@ public final class Pool: @unchecked Sendable {
         self.poolID = catalog.poolID
         self.state = loaded
         for (id, record) in loaded.slotFileRecords {
-            files[id] = try media.openSlotFile(named: record.name)
+            let file = try media.openSlotFile(named: record.name)
+            // Slots past the high-water mark were written after the last commit before a crash: nothing
+            // maps them, so give their space back now rather than leak it until reuse.
+            let end = loaded.allocators[id]!.highWater * UInt64(record.chunkSize)
+            if try file.size() > end { try file.truncate(to: end) }
+            files[id] = file
         }
         committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [unowned self] in
             self.commitOnce()

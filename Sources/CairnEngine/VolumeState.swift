@@ -1,6 +1,9 @@
 /// In-memory state of one volume: its durable record, snapshots, chunk map, and the bookkeeping that
 /// coordinates I/O on it. Guarded by the pool mutex.
-struct VolumeState {
+///
+/// A class, not a struct: the map can hold millions of entries, and a value type would be copied
+/// whole (copy-on-write) whenever code held a copy of the volume while changing one chunk.
+final class VolumeState {
     var record: VolumeRecord
     let geometry: ChunkGeometry
     /// The slot file all of this volume's versions live in (one per chunk size).
@@ -44,7 +47,7 @@ struct VolumeState {
         return false
     }
 
-    mutating func setVersions(_ chunk: UInt64, _ list: VersionList?) {
+    func setVersions(_ chunk: UInt64, _ list: VersionList?) {
         if let list {
             map[chunk] = list
             present.insert(chunk)

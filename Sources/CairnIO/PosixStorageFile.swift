@@ -233,7 +233,6 @@ public final class PosixStorageFile: StorageFile {
         return UInt64(n)
     }
 
-    /// Sets the file length (used to trim the tail after slots are freed).
     public func truncate(to length: UInt64) throws {
         guard ftruncate(descriptor, off_t(length)) == 0 else {
             throw IOError(operation: "ftruncate", path: path, errno: errno)

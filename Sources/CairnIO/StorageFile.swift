@@ -38,6 +38,8 @@ public protocol StorageFile: AnyObject, Sendable {
         -> CopyMethod
     /// Current length of the file in bytes.
     func size() throws -> UInt64
+    /// Sets the length of the file (dropping or adding zeros at the end).
+    func truncate(to length: UInt64) throws
     /// Bytes of disk space the file occupies.
     func allocatedBytes() throws -> UInt64
     /// The first offset at or after `offset` that holds data, or nil if there is none (SEEK_DATA).

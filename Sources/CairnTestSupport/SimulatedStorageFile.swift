@@ -100,6 +100,19 @@ public final class SimulatedStorageFile: StorageFile {
 
     public func size() throws -> UInt64 { contents.withLock { UInt64($0.current.count) } }
 
+    /// Truncation is a metadata change: durable at the next sync, like a write.
+    public func truncate(to length: UInt64) throws {
+        contents.withLock { c in
+            let count = Int(length)
+            if c.current.count > count {
+                c.current.removeLast(c.current.count - count)
+                c.unsynced.append(.zero(offset: count, length: Int.max / 2))
+            } else {
+                c.current += [UInt8](repeating: 0, count: count - c.current.count)
+            }
+        }
+    }
+
     public func allocatedBytes() throws -> UInt64 {
         contents.withLock { UInt64($0.current.count { $0 != 0 }) }
     }

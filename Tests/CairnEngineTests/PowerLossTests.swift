@@ -55,7 +55,11 @@ private struct SectorModel {
     /// crash images taken at the instant a metadata commit becomes durable. Every image must reopen
     /// without repair, pass `pool check`, and hold only values the contract allows.
     @Test(arguments: [65536, 4096, 1 << 20])
-    func acknowledgedFlushedDataSurvivesPowerLoss(chunkSize: Int) throws {
+    func acknowledgedFlushedDataSurvivesPowerLoss(chunkSize: Int) async throws {
+        try await blocking { try Self.powerLossRun(chunkSize: chunkSize) }
+    }
+
+    static func powerLossRun(chunkSize: Int) throws {
         let seed = SeededGenerator.seedFromEnvironment()
         var random = SeededGenerator(seed: seed)
         var media = SimulatedMedia()

@@ -18,7 +18,7 @@ public final class TestDaemon: @unchecked Sendable {
     }()
 
     /// How long a daemon may take to start listening before the test fails.
-    static let startTimeout: Double = 30
+    static let startTimeout: Double = 60
 
     /// Starts a daemon on a fresh data directory (or `dataDirectory`, to reopen a pool).
     public init(dataDirectory: String? = nil, extraArguments: [String] = []) async throws {

@@ -31,7 +31,10 @@ import Testing
                 ]
                 if let baseline { arguments += ["--baseline", baseline] }
                 let workload = try Self.launch(Tools.python, arguments)
-                // Let it run long enough for commits, flushes and allocations to be in progress.
+                // Wait until operations are completing (python and libnbd start slowly on a loaded
+                // machine), then let it run long enough for commits, flushes and allocations to be in
+                // progress when the kill comes.
+                try await Self.waitForCompletions(in: log, process: workload)
                 let delay = UInt64.random(in: 200_000_000...1_500_000_000, using: &random)
                 try await Task.sleep(nanoseconds: delay)
                 try await daemon.kill9()
@@ -67,6 +70,15 @@ import Testing
             Tools.python,
             [script, "verify", daemon.uri("crash"), forged, "--blocks", "\(blocks)", "--state-out", work + "/forged.json"])
         #expect(result.status == 1 && result.stdout.contains("block 100"), "\(context): forged log passed: \(result)")
+    }
+
+    static func waitForCompletions(in log: String, process: Process) async throws {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && process.isRunning {
+            if let text = try? String(contentsOfFile: log, encoding: .utf8), text.contains("\nC ") { return }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        throw TestDaemonError("the workload did not get going: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")")
     }
 
     static func launch(_ executable: String, _ arguments: [String]) throws -> Process {

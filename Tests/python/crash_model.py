@@ -46,9 +46,13 @@ def identify(data, block):
 
 def run(args):
     rng = random.Random(args.seed)
-    h = nbd.NBD()
-    h.connect_uri(args.uri)
     log = open(args.log, "w", buffering=1)
+    h = nbd.NBD()
+    try:
+        h.connect_uri(args.uri)
+    except nbd.Error as error:
+        log.write(f"DISCONNECTED {error}\n")
+        return 0
     busy = {}  # block -> cookie
     inflight = {}  # cookie -> (id, blocks, buffer)
     next_id = args.id_base
