@@ -30,21 +30,32 @@ public final class IOExecutor: @unchecked Sendable {
     /// - Parameters:
     ///   - threadCount: worker threads; I/O depth the disk sees from this process.
     ///   - queueCapacity: jobs that may wait for a thread before `submit` fails.
-    public init(threadCount: Int, queueCapacity: Int) {
+    ///   - name: thread name prefix (shown by top -H and perf; at most 15 bytes with the index).
+    public init(threadCount: Int, queueCapacity: Int, name: String = "cairn-io") {
         precondition(threadCount > 0 && queueCapacity > 0)
         self.threadCount = threadCount
         self.queueCapacity = queueCapacity
         self.queue = Array(repeating: nil, count: queueCapacity)
-        for _ in 0..<threadCount {
-            let box = Unmanaged.passRetained(self)
+        for index in 0..<threadCount {
+            let box = Unmanaged.passRetained(Box(executor: self, name: "\(name)-\(index)"))
             var thread = pthread_t()
             let rc = pthread_create(&thread, nil, { raw in
-                let executor = Unmanaged<IOExecutor>.fromOpaque(raw!).takeRetainedValue()
-                executor.workerLoop()
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                pthread_setname_np(pthread_self(), String(box.name.prefix(15)))
+                box.executor.workerLoop()
                 return nil
             }, box.toOpaque())
             precondition(rc == 0, "pthread_create failed: \(rc)")
             threads.append(thread)
+        }
+    }
+
+    private final class Box {
+        let executor: IOExecutor
+        let name: String
+        init(executor: IOExecutor, name: String) {
+            self.executor = executor
+            self.name = name
         }
     }
 
