@@ -74,3 +74,7 @@ int64_t cairn_allocated_bytes(int fd) {
     if (fstat(fd, &st) < 0) return -(int64_t)errno;
     return (int64_t)st.st_blocks * 512;
 }
+
+#include <pthread.h>
+
+void cairn_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

@@ -24,7 +24,7 @@ final class GroupCommitter: @unchecked Sendable {
         let box = Unmanaged.passRetained(self)
         let rc = pthread_create(&thread, nil, { raw in
             let committer = Unmanaged<GroupCommitter>.fromOpaque(raw!).takeRetainedValue()
-            pthread_setname_np(pthread_self(), "cairn-commit")
+            setCurrentThreadName("cairn-commit")
             committer.run()
             return nil
         }, box.toOpaque())

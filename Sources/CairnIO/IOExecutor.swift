@@ -41,7 +41,7 @@ public final class IOExecutor: @unchecked Sendable {
             var thread = pthread_t()
             let rc = pthread_create(&thread, nil, { raw in
                 let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-                pthread_setname_np(pthread_self(), String(box.name.prefix(15)))
+                setCurrentThreadName(box.name)
                 box.executor.workerLoop()
                 return nil
             }, box.toOpaque())

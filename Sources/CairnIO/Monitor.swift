@@ -1,4 +1,10 @@
+import CCairnIO
 import Glibc
+
+/// Names the calling thread (top -H, perf); at most 15 bytes are kept.
+public func setCurrentThreadName(_ name: String) {
+    cairn_set_thread_name(String(name.prefix(15)))
+}
 
 /// A mutex with one condition variable (a Hoare/Mesa monitor). Used where a thread must wait for
 /// state another thread changes (chunk locks, executor queue); `Synchronization.Mutex` has no wait.

@@ -41,3 +41,6 @@ int cairn_lock_exclusive(int fd);
 
 /// Allocated bytes of an open file (st_blocks * 512).
 int64_t cairn_allocated_bytes(int fd);
+
+/// pthread_setname_np(pthread_self(), name): names the calling thread (at most 15 bytes), for top -H.
+void cairn_set_thread_name(const char *name);
