@@ -21,24 +21,32 @@ public struct SlotAddress: RawRepresentable, Hashable, Sendable, Comparable, Cus
     public var description: String { isNone ? "none" : "\(file):\(index)" }
 }
 
-/// One version of one chunk: written in epoch `birth`, stored in `slot`, with data in the sub-blocks of
-/// `mask` (clear bits read as zeros). A version without a slot is a tombstone.
+/// One version of one chunk, written in epoch `birth`.
+///
+/// A version *defines* the sub-blocks in `definedMask`: those in `dataMask` are read from `slot`, the
+/// other defined ones read as zeros. Sub-blocks it does not define fall through to the next older
+/// version (and for a clone, to its parent), the way qcow2 subclusters fall through to a backing file.
+/// That is what lets a 4 KiB write after a snapshot cost 4 KiB: the new version defines only what was
+/// written. A version without a slot holds no data (a tombstone when it defines everything).
 public struct ChunkVersion: Hashable, Sendable {
     public var birth: UInt32
     public var slot: SlotAddress
-    public var mask: UInt64
+    public var dataMask: UInt64
+    public var definedMask: UInt64
 
-    public init(birth: UInt32, slot: SlotAddress, mask: UInt64) {
+    public init(birth: UInt32, slot: SlotAddress, dataMask: UInt64, definedMask: UInt64) {
         self.birth = birth
         self.slot = slot
-        self.mask = mask
+        self.dataMask = dataMask
+        self.definedMask = definedMask
     }
 
-    public static func tombstone(birth: UInt32) -> ChunkVersion {
-        ChunkVersion(birth: birth, slot: .none, mask: 0)
+    /// A version that reads as zeros wherever it defines, hiding what is underneath.
+    public static func zeros(birth: UInt32, defining mask: UInt64) -> ChunkVersion {
+        ChunkVersion(birth: birth, slot: .none, dataMask: 0, definedMask: mask)
     }
 
-    public var isTombstone: Bool { slot.isNone }
+    public var hasSlot: Bool { !slot.isNone }
 }
 
 /// The versions of one chunk, oldest first. Almost every chunk has exactly one version, so that case

@@ -58,7 +58,7 @@ extension Pool {
                 }
                 let chunkStart = g.start(of: chunk)
                 let chunkEnd = min(end, chunkStart + UInt64(g.chunkSize))
-                let mask = state.resolveLive(volume, chunk).version?.mask ?? 0
+                let mask = state.resolve(volume, chunk, wanted: g.fullMask).dataMask
                 while position < chunkEnd {
                     let bit = (position - chunkStart) / sub
                     let runEnd = min(chunkEnd, chunkStart + (bit + 1) * sub)

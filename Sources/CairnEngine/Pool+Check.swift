@@ -77,18 +77,20 @@ extension Pool {
                 let place = "\(volume.name) chunk \(key.chunk) version \(version.birth)"
                 if index > 0 && versions[index - 1].birth >= version.birth { problem("\(place): births not increasing") }
                 if version.birth > volume.epoch { problem("\(place): born after the volume's epoch \(volume.epoch)") }
-                if version.mask & ~geometry.fullMask != 0 { problem("\(place): mask has bits past the chunk") }
-                if version.isTombstone {
-                    if version.mask != 0 { problem("\(place): tombstone with data bits") }
+                if version.definedMask & ~geometry.fullMask != 0 { problem("\(place): mask has bits past the chunk") }
+                if version.dataMask & ~version.definedMask != 0 { problem("\(place): data outside its defined mask") }
+                if !version.hasSlot {
+                    if version.dataMask != 0 { problem("\(place): data bits without a slot") }
                     continue
                 }
+                if version.dataMask == 0 { problem("\(place): a slot without data") }
                 guard let file = slotFiles[version.slot.file], file.chunkSize == volume.chunkSize else {
                     problem("\(place): slot \(version.slot) is not in a slot file of chunk size \(volume.chunkSize)")
                     continue
                 }
                 let highestByte = version.slot.index * UInt64(file.chunkSize)
-                    + UInt64(64 - version.mask.leadingZeroBitCount) * UInt64(geometry.subBlockSize)
-                if version.mask != 0 && highestByte > fileSizes[file.id] ?? 0 {
+                    + UInt64(64 - version.dataMask.leadingZeroBitCount) * UInt64(geometry.subBlockSize)
+                if version.dataMask != 0 && highestByte > fileSizes[file.id] ?? 0 {
                     problem("\(place): slot \(version.slot) lies past the end of \(file.name)")
                 }
                 references[version.slot, default: 0] += 1

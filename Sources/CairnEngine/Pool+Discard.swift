@@ -10,15 +10,15 @@ public enum DiscardMode: Sendable, Hashable {
     case zero
 }
 
-/// A chunk whose mask shrinks but keeps some data: the cleared sub-blocks are punched in place
-/// (exclusive version) or the rest is copied into a fresh slot (shared version).
+/// A chunk that keeps some data after a discard: the cleared sub-blocks are punched out of its own
+/// slot (exclusive version), or the rest is copied into a fresh slot (replace).
 private struct ChunkDiscard {
     var chunk: UInt64
-    var slot: SlotAddress
-    var clearMask: UInt64
-    var newMask: UInt64
-    /// Fresh slot when the version is shared; `.none` when punching in place.
-    var target: SlotAddress = .none
+    var old: ChunkVersion
+    var result: ChunkVersion
+    var clear: UInt64
+    /// True when `result` lives in a fresh slot that the kept data is copied into.
+    var copies: Bool { result.slot != old.slot }
 }
 
 extension Pool {
@@ -91,7 +91,7 @@ extension Pool {
 
     /// Chunks in `[first, last]` that may hold data for this volume: its own and its parents' mapped
     /// chunks (monitor held).
-    private func candidateChunks(_ volume: VolumeState, from first: UInt64, through last: UInt64, limit: Int)
+    func candidateChunks(_ volume: VolumeState, from first: UInt64, through last: UInt64, limit: Int)
         -> [UInt64]
     {
         var indexes = [volume.present]
@@ -114,8 +114,8 @@ extension Pool {
     private func deallocateBatch(volumeID id: UInt64, chunks: [UInt64], from: UInt64, to: UInt64,
         geometry g: ChunkGeometry) throws
     {
-        // Plan under the mutex: chunks that lose all their data change map-only, right here; chunks
-        // that keep some data need I/O and stay locked exclusive until it is done.
+        // Plan under the mutex. Most cases change the map only and are applied right here; chunks that
+        // keep data and need I/O stay locked exclusive until it is done.
         let (work, file) = try monitor.withLock { () -> ([ChunkDiscard], any StorageFile) in
             while true {
                 try checkWritable()
@@ -130,22 +130,13 @@ extension Pool {
                     let lower = UInt32(max(from, chunkStart) - chunkStart)
                     let upper = UInt32(min(to, chunkStart + UInt64(g.chunkSize)) - chunkStart)
                     let clear = g.coveredMask(from: lower, to: upper)
-                    let resolution = state.resolveLive(state.volumes[id]!, chunk)
-                    guard let version = resolution.version, version.mask & clear != 0 else { continue }
-                    let remaining = version.mask & ~clear
-                    if remaining == 0 {
-                        dropLiveData(volumeID: id, chunk: chunk, owned: resolution.owned)
-                        continue
+                    if let item = try planDiscard(volume, chunk, clear: clear) {
+                        volume.locks.acquire(chunk, exclusive: true)
+                        work.append(item)
                     }
-                    var item = ChunkDiscard(chunk: chunk, slot: version.slot, clearMask: clear, newMask: remaining)
-                    if !resolution.exclusive {
-                        item.target = state.allocators[state.volumes[id]!.slotFile]!.allocate()
-                    }
-                    state.volumes[id]!.locks.acquire(chunk, exclusive: true)
-                    work.append(item)
                 }
-                if !work.isEmpty { state.volumes[id]!.writesInFlight += 1 }
-                return (work, files[state.volumes[id]!.slotFile]!)
+                if !work.isEmpty { volume.writesInFlight += 1 }
+                return (work, files[volume.slotFile]!)
             }
         }
         guard !work.isEmpty else { return }
@@ -154,17 +145,17 @@ extension Pool {
         let sub = UInt64(g.subBlockSize)
         do {
             for item in work {
-                if item.target.isNone {
-                    try item.clearMask.forEachRun { first, count in
-                        try file.punchHole(
-                            at: item.slot.index * chunkBytes + UInt64(first) * sub, length: UInt64(count) * sub)
-                    }
-                } else {
-                    try item.newMask.forEachRun { first, count in
+                if item.copies {
+                    try item.result.dataMask.forEachRun { first, count in
                         let delta = UInt64(first) * sub
                         try file.copy(
-                            from: file, at: item.slot.index * chunkBytes + delta,
-                            to: item.target.index * chunkBytes + delta, length: UInt64(count) * sub)
+                            from: file, at: item.old.slot.index * chunkBytes + delta,
+                            to: item.result.slot.index * chunkBytes + delta, length: UInt64(count) * sub)
+                    }
+                } else {
+                    try (item.clear & item.old.dataMask).forEachRun { first, count in
+                        try file.punchHole(
+                            at: item.old.slot.index * chunkBytes + UInt64(first) * sub, length: UInt64(count) * sub)
                     }
                 }
             }
@@ -172,57 +163,65 @@ extension Pool {
             failure = error
         }
         monitor.withLock {
-            guard state.volumes[id] != nil else {
-                for item in work where !item.target.isNone {
-                    state.allocators[item.target.file]?.abandon(item.target.index)
+            guard let volume = state.volumes[id] else {
+                for item in work where item.copies {
+                    state.allocators[item.result.slot.file]?.abandon(item.result.slot.index)
                 }
                 return
             }
-            let epoch = state.volumes[id]!.epoch
             state.unsyncedData = true
             for item in work {
-                state.volumes[id]!.locks.release(item.chunk, exclusive: true)
-                if failure != nil {
-                    if !item.target.isNone { state.allocators[item.target.file]!.abandon(item.target.index) }
-                    continue
-                }
-                if item.target.isNone {
-                    var list = state.volumes[id]!.map[item.chunk]!
-                    var latest = list.latest
-                    latest.mask = item.newMask
-                    list.replaceLatest(with: latest)
-                    state.volumes[id]!.setVersions(item.chunk, list)
-                    state.markDirty(id, item.chunk)
-                } else {
-                    installVersion(
-                        ChunkVersion(birth: epoch, slot: item.target, mask: item.newMask), volumeID: id,
-                        chunk: item.chunk)
+                volume.locks.release(item.chunk, exclusive: true)
+                if failure == nil {
+                    replaceLatest(item.result, volume: volume, chunk: item.chunk)
+                } else if item.copies {
+                    state.allocators[item.result.slot.file]!.abandon(item.result.slot.index)
                 }
             }
-            state.volumes[id]!.writesInFlight -= 1
+            volume.writesInFlight -= 1
         }
         monitor.broadcast()
         if let failure { throw EngineError.io("discarding volume data", failure) }
     }
 
-    /// The live volume stops seeing any data in `chunk` (monitor held, chunk not locked by others).
-    /// The newest version goes away when nothing would show through it; otherwise a tombstone hides
-    /// what is underneath (older versions kept for snapshots, or a clone's parent).
-    func dropLiveData(volumeID id: UInt64, chunk: UInt64, owned: Bool) {
-        let volume = state.volumes[id]!
-        let tombstone = ChunkVersion.tombstone(birth: volume.epoch)
-        guard owned, let list = volume.map[chunk] else {
-            state.volumes[id]!.setVersions(chunk, .one(tombstone))
-            state.markDirty(id, chunk)
-            return
+    /// Makes the live volume read `clear` of `chunk` as zeros (monitor held, chunk not locked by anyone).
+    /// Applies map-only changes directly; returns the I/O to do for the rest.
+    private func planDiscard(_ volume: VolumeState, _ chunk: UInt64, clear: UInt64) throws -> ChunkDiscard? {
+        guard clear != 0, state.resolve(volume, chunk, wanted: clear).dataMask != 0 else { return nil }
+        let underneath = (volume.map[chunk]?.count ?? 0) > 1 || volume.record.parent != nil
+        switch state.access(volume, chunk) {
+        case .exclusive(let v):
+            var next = v
+            next.dataMask &= ~clear
+            // With nothing below, an undefined sub-block already reads as zeros.
+            if underneath { next.definedMask |= clear }
+            if next.dataMask == 0 {
+                if !underneath {
+                    dropLatest(volume: volume, chunk: chunk)
+                } else {
+                    next.slot = .none
+                    replaceLatest(next, volume: volume, chunk: chunk)
+                }
+                return nil
+            }
+            return ChunkDiscard(chunk: chunk, old: v, result: next, clear: clear)
+        case .shared(let v) where v.birth == volume.epoch:
+            // Born in this epoch but sharing its slot: keep the rest in a copy, replacing it.
+            var next = v
+            next.dataMask &= ~clear
+            next.definedMask |= clear
+            if next.dataMask == 0 {
+                next.slot = .none
+                replaceLatest(next, volume: volume, chunk: chunk)
+                return nil
+            }
+            try checkSpace(forChunks: 1, chunkSize: volume.geometry.chunkSize)
+            next.slot = state.allocators[volume.slotFile]!.allocate()
+            return ChunkDiscard(chunk: chunk, old: v, result: next, clear: clear)
+        case .shared, .absent:
+            // A snapshot (or a clone's parent) still reads what is there: hide it with zeros on top.
+            appendVersion(.zeros(birth: volume.epoch, defining: clear), volume: volume, chunk: chunk)
+            return nil
         }
-        let somethingUnderneath = list.count > 1 || volume.record.parent != nil
-        if !somethingUnderneath && !volume.isVisibleToSnapshot(list, index: 0) {
-            state.release(list.latest.slot)
-            state.volumes[id]!.setVersions(chunk, nil)
-        } else {
-            installVersion(tombstone, volumeID: id, chunk: chunk)
-        }
-        state.markDirty(id, chunk)
     }
 }

@@ -99,37 +99,34 @@ extension Pool {
             let chunk = g.chunk(containing: position)
             let chunkStart = g.start(of: chunk)
             let chunkEnd = min(chunkStart + UInt64(g.chunkSize), end)
-            let version = state.resolveLive(volume, chunk).version
-            guard let version, version.mask != 0 else {
+            let touched = g.touchedMask(from: UInt32(position - chunkStart), to: UInt32(chunkEnd - chunkStart))
+            let sources = state.resolve(volume, chunk, wanted: touched)
+            guard !sources.pieces.isEmpty else {
                 add(ReadExtent(offset: position, length: chunkEnd - position, isHole: true))
                 position = chunkEnd
                 continue
             }
-            // Walk sub-block runs of equal state inside [position, chunkEnd).
+            // Walk runs of sub-blocks read from the same slot (or all zeros) inside [position, chunkEnd).
+            func source(at offset: UInt64) -> SlotAddress? {
+                sources.slot(for: UInt64(1) << ((offset - chunkStart) / sub))
+            }
             while position < chunkEnd {
-                let bit = (position - chunkStart) / sub
-                let isData = version.mask & (UInt64(1) << bit) != 0
-                var runEnd = chunkStart + (bit + 1) * sub
-                while runEnd < chunkEnd,
-                    (version.mask & (UInt64(1) << ((runEnd - chunkStart) / sub)) != 0) == isData
-                {
-                    runEnd += sub
-                }
+                let slot = source(at: position)
+                var runEnd = (position - chunkStart) / sub * sub + sub + chunkStart
+                while runEnd < chunkEnd && source(at: runEnd) == slot { runEnd += sub }
                 runEnd = min(runEnd, chunkEnd)
-                add(ReadExtent(offset: position, length: runEnd - position, isHole: !isData))
-                if isData {
-                    let fileOffset = version.slot.index * UInt64(g.chunkSize) + (position - chunkStart)
+                add(ReadExtent(offset: position, length: runEnd - position, isHole: slot == nil))
+                if let slot {
+                    let fileOffset = slot.index * UInt64(g.chunkSize) + (position - chunkStart)
                     let bufferOffset = Int(position - offset)
                     let count = Int(runEnd - position)
-                    if let last = reads.last, last.file == version.slot.file,
+                    if let last = reads.last, last.file == slot.file,
                         last.fileOffset + UInt64(last.length) == fileOffset, last.bufferOffset + last.length == bufferOffset
                     {
                         reads[reads.count - 1].length += count
                     } else {
                         reads.append(
-                            SlotRead(
-                                file: version.slot.file, fileOffset: fileOffset, bufferOffset: bufferOffset,
-                                length: count))
+                            SlotRead(file: slot.file, fileOffset: fileOffset, bufferOffset: bufferOffset, length: count))
                     }
                 }
                 position = runEnd

@@ -171,10 +171,18 @@ extension Pool {
     // MARK: - Helpers (monitor held)
 
     func info(of volume: VolumeState) -> VolumeInfo {
+        // Data the live volume reads from its own versions (not from a clone's parent).
         var allocated: UInt64 = 0
-        for list in volume.map.values {
-            allocated += UInt64(list.latest.mask.nonzeroBitCount) * UInt64(volume.geometry.subBlockSize)
+        for (chunk, list) in volume.map {
+            var remaining = volume.geometry.fullMask
+            for version in list.versions.reversed() {
+                allocated += UInt64((remaining & version.dataMask).nonzeroBitCount)
+                remaining &= ~version.definedMask
+                if remaining == 0 { break }
+            }
+            _ = chunk
         }
+        allocated *= UInt64(volume.geometry.subBlockSize)
         var origin: String?
         if let parent = volume.record.parent, let source = state.volumes[parent.volumeID] {
             let snapshot = source.snapshots.first { $0.epoch == parent.epoch }?.name ?? "epoch-\(parent.epoch)"
@@ -190,10 +198,8 @@ extension Pool {
     func dataBytes(of volume: VolumeState, from offset: UInt64) -> UInt64 {
         let g = volume.geometry
         var total: UInt64 = 0
-        var cursor = g.chunk(containing: offset)
-        while let chunk = volume.present.next(atOrAfter: cursor) {
-            cursor = chunk + 1
-            var mask = volume.map[chunk]!.latest.mask
+        for chunk in candidateChunks(volume, from: g.chunk(containing: offset), through: .max, limit: .max) {
+            var mask = state.resolve(volume, chunk, wanted: g.fullMask).dataMask
             let start = g.start(of: chunk)
             if start < offset {
                 // Counts a sub-block that straddles `offset` as lost: masks do not know which of its

@@ -18,13 +18,18 @@ public enum WriteSource {
 /// The plan for one chunk of a write, made under the pool mutex and executed outside it.
 struct ChunkWrite {
     enum Kind {
-        /// Exclusive version, every touched sub-block already holds data: just write.
+        /// Exclusive version, every touched sub-block already holds data in its slot: just write.
         case inPlace
-        /// Exclusive version, some touched sub-block is new: write (padding it) and set mask bits.
-        case inPlaceGrowingMask
-        /// Shared, inherited or absent version: write a fresh slot (copying what the write does not
-        /// cover from the old one) and install a new version. This is "breaking sharing".
-        case redirect
+        /// Exclusive version changed in place: sub-blocks gain data (completed from below at partial
+        /// edges), and a version without a slot gets one.
+        case update
+        /// A snapshot reads the newest version, or its slot is shared: a new version on top defines
+        /// only what this write touches and lets the rest fall through. Nothing is copied except the
+        /// partial sub-blocks at the write's edges. This is copy-on-write inside the engine.
+        case newVersion
+        /// The newest version was born in this epoch but its slot is shared (deduplicated): it is
+        /// replaced by a copy carrying the write (seed 001's COPY_AND_WRITE).
+        case replace
     }
 
     var chunk: UInt64
@@ -33,22 +38,23 @@ struct ChunkWrite {
     var segment: Range<UInt32>
     /// Where `segment` starts in the request.
     var requestOffset: UInt64
-    var target: SlotAddress
-    /// Slot to copy unwritten sub-blocks from, when redirecting a chunk that has data.
-    var copySource: SlotAddress = .none
-    var copyMask: UInt64 = 0
-    /// Zero-fill the start / end of the first / last touched sub-block (no data there yet).
+    /// The version after the write; its slot is where the data goes.
+    var result: ChunkVersion
+    /// `result.slot` is allocated for this write and goes back if the write fails.
+    var freshSlot = false
+    /// Copies into the target slot before the data is written: (source slot, sub-blocks).
+    var fills: [(source: SlotAddress, mask: UInt64)] = []
+    /// Zero-fill the start / end of the first / last touched sub-block.
     var padHead = false
     var padTail = false
-    var newMask: UInt64
 
+    var target: SlotAddress { result.slot }
     var lockExclusive: Bool { kind != .inPlace }
 }
 
 /// A planned write: the chunk plans plus what the install step needs.
 struct WritePlan {
     var volumeID: UInt64
-    var epoch: UInt32
     var geometry: ChunkGeometry
     var file: any StorageFile
     var chunks: [ChunkWrite] = []
@@ -60,9 +66,9 @@ struct WritePlan {
 extension Pool {
     /// Writes `source` at `offset` of volume `volumeID`. With `fua`, the data is durable on return.
     ///
-    /// One call, one completion: when a chunk is shared with a snapshot, a clone or a dedup twin, the
-    /// engine copies what the write does not cover into a new slot and writes the new data there; the
-    /// old data never leaves the engine.
+    /// One call, one completion: when a snapshot still reads a chunk, the write becomes a new version
+    /// that holds only what was written (plus the partial sub-blocks at its edges, copied inside the
+    /// engine); the old data stays where it is and never leaves the engine.
     public func write(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws {
         try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil)
     }
@@ -94,9 +100,7 @@ extension Pool {
                     monitor.wait()
                     continue
                 }
-                var plan = WritePlan(
-                    volumeID: volumeID, epoch: volume.epoch, geometry: volume.geometry,
-                    file: files[volume.slotFile]!)
+                var plan = WritePlan(volumeID: volumeID, geometry: volume.geometry, file: files[volume.slotFile]!)
                 plan.chunks = classify(volume, offset: offset, length: length)
                 let available = plan.chunks.allSatisfy {
                     volume.locks.isAvailable($0.chunk, exclusive: $0.lockExclusive)
@@ -106,10 +110,8 @@ extension Pool {
                     continue
                 }
                 try allocateSlots(&plan, volume: volume)
-                for chunk in plan.chunks {
-                    state.volumes[volumeID]!.locks.acquire(chunk.chunk, exclusive: chunk.lockExclusive)
-                }
-                state.volumes[volumeID]!.writesInFlight += 1
+                for chunk in plan.chunks { volume.locks.acquire(chunk.chunk, exclusive: chunk.lockExclusive) }
+                volume.writesInFlight += 1
                 plan.durableDataWriteSuffices = plan.chunks.allSatisfy {
                     $0.kind == .inPlace && !state.isDirty(volumeID, $0.chunk)
                 }
@@ -118,9 +120,11 @@ extension Pool {
         }
     }
 
-    /// Decides, per chunk, between writing in place and breaking sharing (monitor held).
+    /// Decides, per chunk, how the write changes it (monitor held). Chunks needing a slot are marked
+    /// `freshSlot`; `allocateSlots` gives them one once every chunk lock is known to be available.
     private func classify(_ volume: VolumeState, offset: UInt64, length: UInt64) -> [ChunkWrite] {
         let g = volume.geometry
+        let epoch = volume.epoch
         var result: [ChunkWrite] = []
         var position = offset
         let end = offset + length
@@ -131,24 +135,33 @@ extension Pool {
             let to = UInt32(min(end - chunkStart, UInt64(g.chunkSize)))
             let touched = g.touchedMask(from: from, to: to)
             let covered = g.coveredMask(from: from, to: to)
-            let resolution = state.resolveLive(volume, chunk)
             var plan: ChunkWrite
-            if resolution.exclusive, let version = resolution.version {
-                let growing = touched & ~version.mask != 0
-                plan = ChunkWrite(
-                    chunk: chunk, kind: growing ? .inPlaceGrowingMask : .inPlace, segment: from..<to,
-                    requestOffset: position - offset, target: version.slot, newMask: version.mask | touched)
-                plan.padHead = Self.needsPad(at: from, g: g, mask: version.mask)
-                plan.padTail = Self.needsPad(at: to, g: g, mask: version.mask)
-            } else {
-                let old = resolution.version
-                let copyMask = (old?.mask ?? 0) & ~covered
-                plan = ChunkWrite(
-                    chunk: chunk, kind: .redirect, segment: from..<to, requestOffset: position - offset,
-                    target: .none, copySource: copyMask == 0 ? .none : old!.slot, copyMask: copyMask,
-                    newMask: copyMask | touched)
-                plan.padHead = Self.needsPad(at: from, g: g, mask: copyMask)
-                plan.padTail = Self.needsPad(at: to, g: g, mask: copyMask)
+            func make(_ kind: ChunkWrite.Kind, _ version: ChunkVersion) -> ChunkWrite {
+                ChunkWrite(chunk: chunk, kind: kind, segment: from..<to, requestOffset: position - offset, result: version)
+            }
+            switch state.access(volume, chunk) {
+            case .exclusive(let v) where v.hasSlot && touched & ~v.dataMask == 0:
+                plan = make(.inPlace, v)
+            case .exclusive(let v):
+                var next = v
+                next.dataMask |= touched
+                next.definedMask |= touched
+                plan = make(.update, next)
+                plan.freshSlot = !v.hasSlot
+                fillEdges(&plan, volume: volume, present: v.dataMask)
+            case .shared(let v) where v.birth == epoch:
+                let kept = v.dataMask & ~covered
+                plan = make(
+                    .replace,
+                    ChunkVersion(birth: epoch, slot: .none, dataMask: kept | touched, definedMask: v.definedMask | touched))
+                plan.freshSlot = true
+                if kept != 0 { plan.fills.append((v.slot, kept)) }
+                fillEdges(&plan, volume: volume, present: kept)
+            case .shared, .absent:
+                let defined = state.hasUnderneath(volume, chunk) ? touched : g.fullMask
+                plan = make(.newVersion, ChunkVersion(birth: epoch, slot: .none, dataMask: touched, definedMask: defined))
+                plan.freshSlot = true
+                fillEdges(&plan, volume: volume, present: 0)
             }
             result.append(plan)
             position = chunkStart + UInt64(to)
@@ -156,28 +169,43 @@ extension Pool {
         return result
     }
 
-    /// A write edge inside a sub-block that holds no data yet must zero-fill the rest of that
-    /// sub-block: its mask bit is about to be set, and the slot may hold stale bytes there.
-    private static func needsPad(at edge: UInt32, g: ChunkGeometry, mask: UInt64) -> Bool {
-        guard edge % g.subBlockSize != 0 else { return false }
-        let bit = UInt64(1) << UInt64(edge / g.subBlockSize)
-        return mask & bit == 0
+    /// A write edge inside a sub-block whose bytes are not in the target slot yet (`present`) must
+    /// complete that sub-block before its data bit is set: with what a reader sees there now (copied
+    /// from the slot below), or with zeros. The target slot may hold stale bytes there, so this is
+    /// never skipped (monitor held).
+    private func fillEdges(_ plan: inout ChunkWrite, volume: VolumeState, present: UInt64) {
+        let sub = volume.geometry.subBlockSize
+        let head: UInt64? = plan.segment.lowerBound % sub == 0 ? nil : 1 << UInt64(plan.segment.lowerBound / sub)
+        let tail: UInt64? = plan.segment.upperBound % sub == 0 ? nil : 1 << UInt64(plan.segment.upperBound / sub)
+        for bit in Set([head, tail].compactMap { $0 }) where present & bit == 0 {
+            if let source = state.resolve(volume, plan.chunk, wanted: bit).slot(for: bit) {
+                plan.fills.append((source, bit))
+            } else {
+                if bit == head { plan.padHead = true }
+                if bit == tail { plan.padTail = true }
+            }
+        }
     }
 
-    /// Gives every redirected chunk a fresh slot, or fails with ENOSPC having changed nothing.
+    /// Gives every chunk that needs one a fresh slot, or fails with ENOSPC having changed nothing.
     private func allocateSlots(_ plan: inout WritePlan, volume: VolumeState) throws {
-        let needed = plan.chunks.lazy.filter { $0.kind == .redirect }.count
+        let needed = plan.chunks.lazy.filter(\.freshSlot).count
         guard needed > 0 else { return }
+        try checkSpace(forChunks: needed, chunkSize: volume.geometry.chunkSize)
+        for index in plan.chunks.indices where plan.chunks[index].freshSlot {
+            plan.chunks[index].result.slot = state.allocators[volume.slotFile]!.allocate()
+        }
+    }
+
+    /// Refuses new allocations when the filesystem is down to its reserve (monitor held).
+    func checkSpace(forChunks count: Int, chunkSize: UInt32) throws {
         if let available = media.availableBytes(),
-            available < options.reservedBytes + UInt64(needed) * UInt64(volume.geometry.chunkSize)
+            available < options.reservedBytes + UInt64(count) * UInt64(chunkSize)
         {
             throw EngineError(
                 .noSpace,
                 "the pool is out of space (\(available) bytes free on \(media.location), "
                     + "\(options.reservedBytes) kept in reserve); delete snapshots or volumes, or grow the disk")
-        }
-        for index in plan.chunks.indices where plan.chunks[index].kind == .redirect {
-            plan.chunks[index].target = state.allocators[volume.slotFile]!.allocate()
         }
     }
 
@@ -190,16 +218,18 @@ extension Pool {
         }
     }
 
-    /// Copies, then writes, each chunk's data; coalesces plain writes to consecutive slots.
+    /// Fills, then writes, each chunk's data; coalesces plain writes to consecutive slots.
     private func execute(_ plan: WritePlan, source: WriteSource, durable: Bool) throws {
         let g = plan.geometry
         let chunkBytes = UInt64(g.chunkSize)
-        for chunk in plan.chunks where chunk.copyMask != 0 {
-            try chunk.copyMask.forEachRun { first, count in
-                let delta = UInt64(first) * UInt64(g.subBlockSize)
-                try plan.file.copy(
-                    from: plan.file, at: chunk.copySource.index * chunkBytes + delta,
-                    to: chunk.target.index * chunkBytes + delta, length: UInt64(count) * UInt64(g.subBlockSize))
+        for chunk in plan.chunks {
+            for fill in chunk.fills {
+                try fill.mask.forEachRun { first, count in
+                    let delta = UInt64(first) * UInt64(g.subBlockSize)
+                    try plan.file.copy(
+                        from: plan.file, at: fill.source.index * chunkBytes + delta,
+                        to: chunk.target.index * chunkBytes + delta, length: UInt64(count) * UInt64(g.subBlockSize))
+                }
             }
         }
         var pending: (fileOffset: UInt64, requestOffset: UInt64, length: UInt64)?
@@ -271,14 +301,13 @@ extension Pool {
         }
     }
 
-    /// Installs new versions and masks (or gives fresh slots back after a failure), releases the
-    /// chunk locks and wakes waiters.
+    /// Installs the new versions (or gives fresh slots back after a failure), releases the chunk locks
+    /// and wakes waiters.
     func finishWrite(_ plan: WritePlan, succeeded: Bool) {
         monitor.withLock {
-            let id = plan.volumeID
-            guard state.volumes[id] != nil else {
+            guard let volume = state.volumes[plan.volumeID] else {
                 // Deleted under us (forced delete): fresh slots were never referenced by any mapping.
-                for chunk in plan.chunks where chunk.kind == .redirect {
+                for chunk in plan.chunks where chunk.freshSlot {
                     state.allocators[chunk.target.file]?.abandon(chunk.target.index)
                 }
                 return
@@ -286,48 +315,48 @@ extension Pool {
             // Even a failed write may have changed bytes on disk; the next FLUSH syncs them either way.
             state.unsyncedData = true
             for chunk in plan.chunks {
-                state.volumes[id]!.locks.release(chunk.chunk, exclusive: chunk.lockExclusive)
+                volume.locks.release(chunk.chunk, exclusive: chunk.lockExclusive)
                 guard succeeded else {
-                    if chunk.kind == .redirect { state.allocators[chunk.target.file]!.abandon(chunk.target.index) }
+                    if chunk.freshSlot { state.allocators[chunk.target.file]!.abandon(chunk.target.index) }
                     continue
                 }
                 switch chunk.kind {
-                case .inPlace:
-                    break
-                case .inPlaceGrowingMask:
-                    var list = state.volumes[id]!.map[chunk.chunk]!
-                    var latest = list.latest
-                    latest.mask = chunk.newMask
-                    list.replaceLatest(with: latest)
-                    state.volumes[id]!.setVersions(chunk.chunk, list)
-                    state.markDirty(id, chunk.chunk)
-                case .redirect:
-                    installVersion(
-                        ChunkVersion(birth: plan.epoch, slot: chunk.target, mask: chunk.newMask), volumeID: id,
-                        chunk: chunk.chunk)
+                case .inPlace: break
+                case .update, .replace: replaceLatest(chunk.result, volume: volume, chunk: chunk.chunk)
+                case .newVersion: appendVersion(chunk.result, volume: volume, chunk: chunk.chunk)
                 }
             }
-            state.volumes[id]!.writesInFlight -= 1
+            volume.writesInFlight -= 1
         }
         monitor.broadcast()
     }
 
-    /// Makes `version` the newest version of a chunk: it replaces the current newest when no snapshot
-    /// can see that one, and is appended otherwise (monitor held, chunk locked exclusive).
-    func installVersion(_ version: ChunkVersion, volumeID id: UInt64, chunk: UInt64) {
-        let volume = state.volumes[id]!
+    /// Puts `version` in place of the newest version of a chunk, releasing the old slot when the new
+    /// version does not keep it (monitor held, chunk locked exclusive).
+    func replaceLatest(_ version: ChunkVersion, volume: VolumeState, chunk: UInt64) {
+        var list = volume.map[chunk]!
+        if list.latest.slot != version.slot { state.release(list.latest.slot) }
+        list.replaceLatest(with: version)
+        volume.setVersions(chunk, list)
+        state.markDirty(volume.id, chunk)
+    }
+
+    /// Adds `version` as the newest version of a chunk (monitor held, chunk locked exclusive).
+    func appendVersion(_ version: ChunkVersion, volume: VolumeState, chunk: UInt64) {
         if var list = volume.map[chunk] {
-            let latestIndex = list.count - 1
-            if list.latest.birth == version.birth || !volume.isVisibleToSnapshot(list, index: latestIndex) {
-                state.release(list.latest.slot)
-                list.replaceLatest(with: version)
-            } else {
-                list.append(version)
-            }
-            state.volumes[id]!.setVersions(chunk, list)
+            list.append(version)
+            volume.setVersions(chunk, list)
         } else {
-            state.volumes[id]!.setVersions(chunk, .one(version))
+            volume.setVersions(chunk, .one(version))
         }
-        state.markDirty(id, chunk)
+        state.markDirty(volume.id, chunk)
+    }
+
+    /// Removes the newest version of a chunk and its slot reference (monitor held, chunk locked exclusive).
+    func dropLatest(volume: VolumeState, chunk: UInt64) {
+        let list = volume.map[chunk]!
+        state.release(list.latest.slot)
+        volume.setVersions(chunk, list.droppingLatest())
+        state.markDirty(volume.id, chunk)
     }
 }

@@ -110,7 +110,7 @@ public final class Pool: @unchecked Sendable {
             guard volumes[first.volumeID] != nil else {
                 throw EngineError(.corrupt, "mapping for unknown volume \(first.volumeID)")
             }
-            for version in versions where !version.isTombstone {
+            for version in versions where version.hasSlot {
                 guard allocators[version.slot.file] != nil else {
                     throw EngineError(.corrupt, "mapping points at unknown slot file \(version.slot.file)")
                 }

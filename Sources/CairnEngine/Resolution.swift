@@ -1,38 +1,79 @@
-/// What the live volume reads for one chunk, and whether it may be modified in place.
-struct Resolution {
-    /// The version live reads see; nil reads as zeros (no version, a tombstone, or nothing in the
-    /// clone's parents).
-    var version: ChunkVersion?
-    /// The version is the newest one in this volume's own map (not inherited from a clone parent).
-    var owned: Bool
-    /// Writing the version's slot in place cannot change what any snapshot, clone, dedup sharer or
-    /// crash recovery sees.
-    var exclusive: Bool
+/// Where the data sub-blocks of one chunk are read from, as a reader at some epoch sees them. Sub-blocks
+/// asked for that are in no piece read as zeros.
+struct SubBlockSources {
+    /// (slot, sub-blocks read from it); newest layer first, masks disjoint.
+    var pieces: [(slot: SlotAddress, mask: UInt64)] = []
+
+    var dataMask: UInt64 { pieces.reduce(0) { $0 | $1.mask } }
+
+    /// The slot a single sub-block is read from, or nil when it reads as zeros.
+    func slot(for bit: UInt64) -> SlotAddress? {
+        pieces.first { $0.mask & bit != 0 }?.slot
+    }
+}
+
+/// How the live volume may change one chunk (see docs/ARCHITECTURE.md, "Writing").
+enum ChunkAccess {
+    /// No version of its own (the chunk reads as zeros or from a clone's parent).
+    case absent
+    /// The newest own version may be changed in place: no snapshot reads it, and its slot (if any) is
+    /// referenced by nothing else, now or in the last durable metadata.
+    case exclusive(ChunkVersion)
+    /// The newest own version must stay as it is: a snapshot reads it, or its slot is shared.
+    case shared(ChunkVersion)
 }
 
 extension PoolState {
-    /// Resolves chunk `chunk` of `volume` as the live volume sees it (docs/ARCHITECTURE.md, "Writing").
-    func resolveLive(_ volume: VolumeState, _ chunk: UInt64) -> Resolution {
-        if let list = volume.map[chunk] {
-            let latest = list.latest
-            if latest.isTombstone { return Resolution(version: nil, owned: true, exclusive: false) }
-            let seenBySnapshot = (volume.newestSnapshotEpoch ?? 0) >= latest.birth && !volume.snapshots.isEmpty
-            let shared = seenBySnapshot || refcount(latest.slot) > 1 || mayBeDurablyShared(latest.slot)
-            return Resolution(version: latest, owned: true, exclusive: !shared)
+    /// Classifies the newest own version of a chunk of the live volume.
+    func access(_ volume: VolumeState, _ chunk: UInt64) -> ChunkAccess {
+        guard let latest = volume.map[chunk]?.latest else { return .absent }
+        if let newest = volume.newestSnapshotEpoch, newest >= latest.birth { return .shared(latest) }
+        if latest.hasSlot && (refcount(latest.slot) > 1 || mayBeDurablyShared(latest.slot)) {
+            return .shared(latest)
         }
-        return Resolution(version: inherited(volume, chunk), owned: false, exclusive: false)
+        return .exclusive(latest)
     }
 
-    /// A clone's view of a chunk it has no version of: its parent as of the clone's epoch, recursively.
-    func inherited(_ volume: VolumeState, _ chunk: UInt64) -> ChunkVersion? {
-        var link = volume.record.parent
-        while let current = link, let parent = volumes[current.volumeID] {
-            if let version = parent.map[chunk]?.visible(at: current.epoch) {
-                return version.isTombstone ? nil : version
+    /// True when a new version of `chunk` would have something below it to fall through to: an
+    /// older own version, or a clone parent.
+    func hasUnderneath(_ volume: VolumeState, _ chunk: UInt64) -> Bool {
+        volume.map[chunk] != nil || volume.record.parent != nil
+    }
+
+    /// Resolves the `wanted` sub-blocks of `chunk` for a reader of `volume` at `epoch` (`UInt32.max`:
+    /// the live volume): each sub-block comes from the newest version at or before `epoch` that defines
+    /// it, then from the clone parent at its snapshot epoch, recursively; undefined everywhere is zero.
+    func resolve(_ volume: VolumeState, _ chunk: UInt64, epoch: UInt32 = .max, wanted: UInt64) -> SubBlockSources {
+        var sources = SubBlockSources()
+        var remaining = wanted
+        var current: VolumeState? = volume
+        var limit = epoch
+        while let layer = current, remaining != 0 {
+            if let list = layer.map[chunk] {
+                // Fast path: one version (almost every chunk).
+                if case .one(let version) = list {
+                    if version.birth <= limit { take(version, &remaining, &sources) }
+                } else {
+                    for version in list.versions.reversed() where version.birth <= limit {
+                        take(version, &remaining, &sources)
+                        if remaining == 0 { break }
+                    }
+                }
             }
-            link = parent.record.parent
+            guard let link = layer.record.parent else { break }
+            current = volumes[link.volumeID]
+            limit = link.epoch
         }
-        return nil
+        return sources
+    }
+
+    @inline(__always)
+    private func take(_ version: ChunkVersion, _ remaining: inout UInt64, _ sources: inout SubBlockSources) {
+        let decided = remaining & version.definedMask
+        guard decided != 0 else { return }
+        let data = decided & version.dataMask
+        if data != 0 { sources.pieces.append((version.slot, data)) }
+        remaining &= ~decided
     }
 
     /// Looks up a volume by id, failing when it was deleted under a session.

@@ -62,7 +62,8 @@ public final class SQLiteMetadataStore: MetadataStore {
                         chunk INTEGER NOT NULL,
                         birth INTEGER NOT NULL,
                         slot INTEGER NOT NULL,
-                        mask INTEGER NOT NULL,
+                        data_mask INTEGER NOT NULL,
+                        defined_mask INTEGER NOT NULL,
                         PRIMARY KEY (volume_id, chunk, birth)) WITHOUT ROWID;
                     """)
             try db.execute(
@@ -99,7 +100,11 @@ public final class SQLiteMetadataStore: MetadataStore {
                         size: UInt64($0["size"] as Int64), createdAt: $0["created_at"])
                 }
                 let cursor = try Row.fetchCursor(
-                    db, sql: "SELECT volume_id, chunk, birth, slot, mask FROM mappings ORDER BY volume_id, chunk, birth")
+                    db,
+                    sql: """
+                        SELECT volume_id, chunk, birth, slot, data_mask, defined_mask
+                        FROM mappings ORDER BY volume_id, chunk, birth
+                        """)
                 while let row = try cursor.next() {
                     try visit(
                         MappingRow(
@@ -108,7 +113,8 @@ public final class SQLiteMetadataStore: MetadataStore {
                             version: ChunkVersion(
                                 birth: UInt32(row[2] as Int64),
                                 slot: SlotAddress(rawValue: UInt64(bitPattern: row[3] as Int64)),
-                                mask: UInt64(bitPattern: row[4] as Int64))))
+                                dataMask: UInt64(bitPattern: row[4] as Int64),
+                                definedMask: UInt64(bitPattern: row[5] as Int64))))
                 }
                 return PoolCatalog(
                     poolID: settings["pool_id"] ?? "", formatVersion: version, slotFiles: slotFiles, volumes: volumes,
@@ -177,14 +183,17 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
         let delete = try db.cachedStatement(sql: "DELETE FROM mappings WHERE volume_id = ? AND chunk = ?")
         let insert = try db.cachedStatement(
-            sql: "INSERT INTO mappings (volume_id, chunk, birth, slot, mask) VALUES (?, ?, ?, ?, ?)")
+            sql: """
+                INSERT INTO mappings (volume_id, chunk, birth, slot, data_mask, defined_mask) VALUES (?, ?, ?, ?, ?, ?)
+                """)
         for entry in t.chunks {
             let volume = Int64(bitPattern: entry.volumeID)
             let chunk = Int64(bitPattern: entry.chunk)
             try delete.execute(arguments: [volume, chunk])
             for v in entry.versions {
                 try insert.execute(arguments: [
-                    volume, chunk, Int64(v.birth), Int64(bitPattern: v.slot.rawValue), Int64(bitPattern: v.mask),
+                    volume, chunk, Int64(v.birth), Int64(bitPattern: v.slot.rawValue), Int64(bitPattern: v.dataMask),
+                    Int64(bitPattern: v.definedMask),
                 ])
             }
         }
