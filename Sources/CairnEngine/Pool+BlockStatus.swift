@@ -17,15 +17,19 @@ extension Pool {
     /// client asks again from where the answer stopped (qemu and nbdinfo do).
     public static let maximumAllocationExtents = 2048
 
-    /// Allocation status of the live volume from `offset`, covering at most `length` bytes and at most
-    /// `maximumAllocationExtents` extents. The first extent starts at `offset`.
-    public func allocationExtents(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> [AllocationExtent] {
+    /// Allocation status of the live volume (or of its snapshot at `snapshotEpoch`) from `offset`,
+    /// covering at most `length` bytes and at most `maximumAllocationExtents` extents. The first extent
+    /// starts at `offset`.
+    public func allocationExtents(volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, length: UInt64)
+        throws -> [AllocationExtent]
+    {
         try monitor.withLock {
             let volume = try state.liveVolume(volumeID)
-            guard offset < volume.record.size else {
+            let size = try snapshotEpoch.map { try volume.snapshot(atEpoch: $0).size } ?? volume.record.size
+            guard offset < size else {
                 throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume")
             }
-            let end = min(volume.record.size, offset + min(length, volume.record.size - offset))
+            let end = offset + min(length, size - offset)
             let g = volume.geometry
             let sub = UInt64(g.subBlockSize)
             var extents: [AllocationExtent] = []
@@ -58,7 +62,7 @@ extension Pool {
                 }
                 let chunkStart = g.start(of: chunk)
                 let chunkEnd = min(end, chunkStart + UInt64(g.chunkSize))
-                let mask = state.resolve(volume, chunk, wanted: g.fullMask).dataMask
+                let mask = state.resolve(volume, chunk, epoch: snapshotEpoch ?? .max, wanted: g.fullMask).dataMask
                 while position < chunkEnd {
                     let bit = (position - chunkStart) / sub
                     let runEnd = min(chunkEnd, chunkStart + (bit + 1) * sub)

@@ -24,11 +24,11 @@ private struct SlotRead {
 }
 
 extension Pool {
-    /// Reads `buffer.count` bytes at `offset` of the live volume into `buffer`. Returns the data and hole
-    /// extents in order; holes are zero-filled in `buffer`.
-    public func read(volumeID: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
-        -> [ReadExtent]
-    {
+    /// Reads `buffer.count` bytes at `offset` into `buffer`: of the live volume, or of its snapshot at
+    /// `snapshotEpoch`. Returns the data and hole extents in order; holes are zero-filled in `buffer`.
+    public func read(
+        volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
+    ) throws -> [ReadExtent] {
         guard !buffer.isEmpty else { return [] }
         let length = UInt64(buffer.count)
         var reads: [SlotRead] = []
@@ -38,7 +38,19 @@ extension Pool {
             while true {
                 if state.closed { throw EngineError(.closed, "the pool is closed") }
                 let volume = try state.liveVolume(volumeID)
+                if let snapshotEpoch {
+                    // Every version a snapshot reads is immutable until the snapshot is deleted, and a
+                    // snapshot with readers attached cannot be deleted: no chunk locks needed.
+                    let snapshot = try volume.snapshot(atEpoch: snapshotEpoch)
+                    try Self.checkBounds(volume, offset: offset, length: length, end: snapshot.size)
+                    planRead(volume, epoch: snapshotEpoch, offset: offset, length: length, reads: &reads, extents: &extents)
+                    return files
+                }
                 try Self.checkBounds(volume, offset: offset, length: length)
+                if volume.readsBlocked {
+                    monitor.wait()
+                    continue
+                }
                 // Own, mapped chunks are read under a shared chunk lock so that nothing can remap or
                 // free their slot mid-read; inherited versions are pinned by the parent's snapshot.
                 let g = volume.geometry
@@ -49,15 +61,15 @@ extension Pool {
                     monitor.wait()
                     continue
                 }
-                for chunk in locked { state.volumes[volumeID]!.locks.acquire(chunk, exclusive: false) }
-                planRead(volume, offset: offset, length: length, reads: &reads, extents: &extents)
+                for chunk in locked { volume.locks.acquire(chunk, exclusive: false) }
+                planRead(volume, epoch: .max, offset: offset, length: length, reads: &reads, extents: &extents)
                 return files
             }
         }
         defer {
             monitor.withLock {
-                if state.volumes[volumeID] != nil {
-                    for chunk in locked { state.volumes[volumeID]!.locks.release(chunk, exclusive: false) }
+                if let volume = state.volumes[volumeID] {
+                    for chunk in locked { volume.locks.release(chunk, exclusive: false) }
                 }
             }
             if !locked.isEmpty { monitor.broadcast() }
@@ -82,7 +94,8 @@ extension Pool {
 
     /// Builds the slot reads (coalesced when slots are consecutive) and the extent list (monitor held).
     private func planRead(
-        _ volume: VolumeState, offset: UInt64, length: UInt64, reads: inout [SlotRead], extents: inout [ReadExtent]
+        _ volume: VolumeState, epoch: UInt32, offset: UInt64, length: UInt64, reads: inout [SlotRead],
+        extents: inout [ReadExtent]
     ) {
         let g = volume.geometry
         let sub = UInt64(g.subBlockSize)
@@ -100,7 +113,7 @@ extension Pool {
             let chunkStart = g.start(of: chunk)
             let chunkEnd = min(chunkStart + UInt64(g.chunkSize), end)
             let touched = g.touchedMask(from: UInt32(position - chunkStart), to: UInt32(chunkEnd - chunkStart))
-            let sources = state.resolve(volume, chunk, wanted: touched)
+            let sources = state.resolve(volume, chunk, epoch: epoch, wanted: touched)
             guard !sources.pieces.isEmpty else {
                 add(ReadExtent(offset: position, length: chunkEnd - position, isHole: true))
                 position = chunkEnd

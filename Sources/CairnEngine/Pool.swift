@@ -34,6 +34,8 @@ public final class Pool: @unchecked Sendable {
     public let copyMethod: CopyMethod
     let options: PoolOptions
     var logger: Logger { options.logger }
+    /// Background jobs (reclaim after snapshot deletion, dedup) and their progress.
+    public let jobs = JobRegistry()
     private var committer: GroupCommitter!
 
     /// Opens the pool in `directory`, creating it when absent.

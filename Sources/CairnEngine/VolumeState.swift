@@ -20,6 +20,12 @@ final class VolumeState {
     var writesInFlight = 0
     /// Set while a snapshot is being taken: new writes wait.
     var epochChangePending = false
+    /// Set while a rollback rewrites the map: new reads wait too.
+    var readsBlocked = false
+    /// Snapshots whose deletion is being committed: hidden from users, still protecting their versions.
+    var deletingSnapshots: Set<String> = []
+    /// NBD sessions (or other readers) attached to each snapshot, by name.
+    var snapshotAttachments: [String: Int] = [:]
     /// NBD sessions (or other users) attached to the volume.
     var attachments = 0
 
@@ -35,16 +41,20 @@ final class VolumeState {
     /// Epoch of the newest snapshot, if any: a version born at or before it is visible to a snapshot.
     var newestSnapshotEpoch: UInt32? { snapshots.last?.epoch }
 
-    /// True when some snapshot of this volume reads `version` (a version `index` of `list`).
-    func isVisibleToSnapshot(_ list: VersionList, index: Int) -> Bool {
-        let versions = list.versions
-        let birth = versions[index].birth
-        let nextBirth = index + 1 < versions.count ? versions[index + 1].birth : UInt32.max
-        // Snapshots are few and sorted; the first snapshot at or after `birth` decides.
-        for snapshot in snapshots where snapshot.epoch >= birth {
-            return snapshot.epoch < nextBirth
+    /// The snapshot taken at `epoch` (hidden ones included: they still read their versions).
+    func snapshot(atEpoch epoch: UInt32) throws -> SnapshotRecord {
+        guard let snapshot = snapshots.first(where: { $0.epoch == epoch }) else {
+            throw EngineError(.notFound, "the snapshot was deleted")
         }
-        return false
+        return snapshot
+    }
+
+    /// A visible snapshot by name.
+    func snapshot(named name: String) throws -> SnapshotRecord {
+        guard let snapshot = snapshots.first(where: { $0.name == name }), !deletingSnapshots.contains(name) else {
+            throw EngineError(.notFound, "snapshot '\(record.name)@\(name)' does not exist")
+        }
+        return snapshot
     }
 
     func setVersions(_ chunk: UInt64, _ list: VersionList?) {

@@ -56,10 +56,14 @@ private struct SectorModel {
     /// without repair, pass `pool check`, and hold only values the contract allows.
     @Test(arguments: [65536, 4096, 1 << 20])
     func acknowledgedFlushedDataSurvivesPowerLoss(chunkSize: Int) async throws {
-        try await blocking { try Self.powerLossRun(chunkSize: chunkSize) }
+        // Runs on its own thread; failures come back as text and are recorded here, in the test's task.
+        for failure in try await blocking({ try Self.powerLossRun(chunkSize: chunkSize) }) {
+            Issue.record(Comment(rawValue: failure))
+        }
     }
 
-    static func powerLossRun(chunkSize: Int) throws {
+    static func powerLossRun(chunkSize: Int) throws -> [String] {
+        var failures: [String] = []
         let seed = SeededGenerator.seedFromEnvironment()
         var random = SeededGenerator(seed: seed)
         var media = SimulatedMedia()
@@ -84,14 +88,14 @@ private struct SectorModel {
         func verify(_ image: SimulatedMedia, _ what: String) throws -> Pool {
             let reopened = try Pool(media: image, options: testOptions())
             let report = try reopened.check()
-            #expect(report.isHealthy, "seed \(seed) chunk \(chunkSize) \(what): \(report.errors)")
+            if !report.isHealthy { failures.append("seed \(seed) chunk \(chunkSize) \(what): \(report.errors)") }
             let id = try reopened.volumeID(named: "v")
             let bytes = try readBytes(reopened, id, 0, Self.volumeSize)
             for sector in 0..<model.current.count {
                 let got = Array(bytes[(sector * SectorModel.sector)..<((sector + 1) * SectorModel.sector)])
                 let ok = model.allowed(sector).contains { SectorModel.bytes($0, sector: sector) == got }
                 if !ok {
-                    Issue.record(
+                    failures.append(
                         "seed \(seed) chunk \(chunkSize) \(what): sector \(sector) holds \(got.prefix(8)), allowed values \(model.allowed(sector))")
                     break
                 }
@@ -171,11 +175,12 @@ private struct SectorModel {
                 where Array(bytes[(s * SectorModel.sector)..<((s + 1) * SectorModel.sector)])
                     != SectorModel.bytes(model.current[s], sector: s)
                 {
-                    Issue.record("seed \(seed) chunk \(chunkSize): live sector \(s) differs from the model at step \(step)")
+                    failures.append("seed \(seed) chunk \(chunkSize): live sector \(s) differs from the model at step \(step)")
                     break
                 }
             }
         }
         pool.close()
+        return failures
     }
 }

@@ -1,0 +1,89 @@
+import Foundation
+import Synchronization
+
+/// A long-running background operation (snapshot reclaim, dedup, ...) as users see it.
+public struct JobInfo: Sendable, Hashable {
+    public enum State: String, Sendable, Hashable {
+        case running
+        case succeeded
+        case failed
+        case cancelled
+    }
+
+    public var id: UInt64
+    /// "reclaim", "dedup", ...
+    public var kind: String
+    /// What it works on ("vol@snap", "pool").
+    public var target: String
+    public var state: State
+    /// Units done / total (chunks, bytes: see `unit`).
+    public var done: UInt64
+    public var total: UInt64
+    public var unit: String
+    public var startedAt: Date
+    public var finishedAt: Date?
+    /// Why it failed; or a one-line summary when it succeeded.
+    public var message: String?
+}
+
+/// The jobs of a pool: progress, state, cancellation. Finished jobs are kept (the most recent
+/// `retainedFinishedJobs`) so a user can still see how they ended.
+public final class JobRegistry: Sendable {
+    /// Enough history to see recent runs without growing forever.
+    static let retainedFinishedJobs = 64
+
+    private struct State {
+        var nextID: UInt64 = 1
+        var jobs: [UInt64: JobInfo] = [:]
+        var cancelRequested: Set<UInt64> = []
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Registers a running job and returns its id.
+    public func start(kind: String, target: String, total: UInt64, unit: String) -> UInt64 {
+        state.withLock { s in
+            let id = s.nextID
+            s.nextID += 1
+            s.jobs[id] = JobInfo(
+                id: id, kind: kind, target: target, state: .running, done: 0, total: total, unit: unit,
+                startedAt: Date(), finishedAt: nil, message: nil)
+            return id
+        }
+    }
+
+    public func progress(_ id: UInt64, done: UInt64, total: UInt64? = nil) {
+        state.withLock { s in
+            s.jobs[id]?.done = done
+            if let total { s.jobs[id]?.total = total }
+        }
+    }
+
+    public func finish(_ id: UInt64, _ outcome: JobInfo.State, message: String? = nil) {
+        state.withLock { s in
+            s.jobs[id]?.state = outcome
+            s.jobs[id]?.finishedAt = Date()
+            s.jobs[id]?.message = message
+            s.cancelRequested.remove(id)
+            let finished = s.jobs.values.filter { $0.state != .running }.sorted { $0.id < $1.id }
+            for old in finished.dropLast(Self.retainedFinishedJobs) { s.jobs[old.id] = nil }
+        }
+    }
+
+    /// Asks a running job to stop at its next checkpoint. Returns false if there is no such running job.
+    public func cancel(_ id: UInt64) -> Bool {
+        state.withLock { s in
+            guard s.jobs[id]?.state == .running else { return false }
+            s.cancelRequested.insert(id)
+            return true
+        }
+    }
+
+    public func isCancelled(_ id: UInt64) -> Bool { state.withLock { $0.cancelRequested.contains(id) } }
+
+    public func list() -> [JobInfo] { state.withLock { $0.jobs.values.sorted { $0.id < $1.id } } }
+
+    public func job(_ id: UInt64) -> JobInfo? { state.withLock { $0.jobs[id] } }
+}

@@ -1,0 +1,160 @@
+import CairnIO
+import Foundation
+import Logging
+
+/// A version that keeps some readers but holds data none of them reads any more: that data is punched
+/// out of its (unshared) slot.
+private struct DeadData {
+    var chunk: UInt64
+    var birth: UInt32
+    var slot: SlotAddress
+    var dead: UInt64
+}
+
+extension Pool {
+    /// Chunks examined per pass under the pool mutex.
+    static let reclaimBatchChunks = 256
+
+    /// Starts reclaiming what no reader of the volume needs any more (after a snapshot deletion, or at
+    /// open in case a crash interrupted one). Returns the job id.
+    @discardableResult
+    func startReclaim(volumeID: UInt64, target: String) -> UInt64 {
+        let total = monitor.withLock { UInt64(state.volumes[volumeID]?.present.count ?? 0) }
+        let job = jobs.start(kind: "reclaim", target: target, total: total, unit: "chunks")
+        let thread = Thread { [self] in
+            setCurrentThreadName("cairn-reclaim")
+            runReclaim(volumeID: volumeID, job: job)
+        }
+        thread.start()
+        return job
+    }
+
+    /// Runs reclaim synchronously (tests and startup).
+    func runReclaim(volumeID: UInt64, job: UInt64) {
+        var examined: UInt64 = 0
+        var droppedVersions = 0
+        var cursor: UInt64 = 0
+        do {
+            while true {
+                if jobs.isCancelled(job) {
+                    jobs.finish(job, .cancelled, message: "stopped after \(examined) chunks")
+                    return
+                }
+                let scan = monitor.withLock { () -> (chunks: [UInt64], next: UInt64?)? in
+                    guard let volume = state.volumes[volumeID] else { return nil }
+                    var chunks: [UInt64] = []
+                    var next = cursor
+                    var scanned = 0
+                    while scanned < Self.reclaimBatchChunks, let chunk = volume.present.next(atOrAfter: next) {
+                        scanned += 1
+                        next = chunk + 1
+                        if volume.map[chunk]!.count > 1 {
+                            chunks.append(chunk)
+                        }
+                    }
+                    return (chunks, scanned < Self.reclaimBatchChunks ? nil : next)
+                }
+                guard let scan else { break }
+                droppedVersions += try reclaimBatch(volumeID: volumeID, chunks: scan.chunks)
+                examined += UInt64(scan.chunks.count)
+                jobs.progress(job, done: examined)
+                guard let next = scan.next else { break }
+                cursor = next
+            }
+            try flush()
+            jobs.finish(job, .succeeded, message: "dropped \(droppedVersions) versions no reader needed")
+        } catch {
+            jobs.finish(job, .failed, message: "\(error)")
+            logger.error("reclaim failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Drops versions no reader uses and punches out data nobody reads. Returns versions dropped.
+    private func reclaimBatch(volumeID id: UInt64, chunks: [UInt64]) throws -> Int {
+        guard !chunks.isEmpty else { return 0 }
+        var dropped = 0
+        let (work, file, geometry) = try monitor.withLock { () -> ([DeadData], any StorageFile, ChunkGeometry) in
+            while true {
+                let volume = try state.liveVolume(id)
+                guard chunks.allSatisfy({ volume.locks.isAvailable($0, exclusive: true) }) else {
+                    monitor.wait()
+                    continue
+                }
+                // Readers: every snapshot (hidden ones included until their deletion is durable; clones
+                // pin snapshots) and the live volume.
+                let readers = volume.snapshots.map(\.epoch) + [UInt32.max]
+                var work: [DeadData] = []
+                for chunk in chunks {
+                    guard let list = volume.map[chunk] else { continue }
+                    var versions = list.versions
+                    var used = [UInt64](repeating: 0, count: versions.count)
+                    for epoch in readers {
+                        var remaining = volume.geometry.fullMask
+                        for index in versions.indices.reversed() where versions[index].birth <= epoch {
+                            let take = remaining & versions[index].definedMask
+                            used[index] |= take
+                            remaining &= ~take
+                            if remaining == 0 { break }
+                        }
+                    }
+                    var kept: [ChunkVersion] = []
+                    for (index, version) in versions.enumerated() {
+                        if used[index] == 0 {
+                            state.release(version.slot)
+                            dropped += 1
+                            continue
+                        }
+                        let dead = version.dataMask & ~used[index]
+                        if dead != 0 && version.hasSlot && state.refcount(version.slot) == 1
+                            && !state.mayBeDurablyShared(version.slot)
+                        {
+                            work.append(DeadData(chunk: chunk, birth: version.birth, slot: version.slot, dead: dead))
+                        }
+                        kept.append(version)
+                    }
+                    if kept.count != versions.count {
+                        versions = kept
+                        volume.setVersions(chunk, versions.isEmpty ? nil : VersionList(versions))
+                        state.markDirty(id, chunk)
+                    }
+                }
+                for chunk in Set(work.map(\.chunk)) { volume.locks.acquire(chunk, exclusive: true) }
+                return (work, files[volume.slotFile]!, volume.geometry)
+            }
+        }
+        guard !work.isEmpty else { return dropped }
+        let sub = UInt64(geometry.subBlockSize)
+        var failure: (any Error)?
+        do {
+            for item in work {
+                try item.dead.forEachRun { first, count in
+                    try file.punchHole(
+                        at: item.slot.index * UInt64(geometry.chunkSize) + UInt64(first) * sub, length: UInt64(count) * sub)
+                }
+            }
+        } catch {
+            failure = error
+        }
+        monitor.withLock {
+            guard let volume = state.volumes[id] else { return }
+            for chunk in Set(work.map(\.chunk)) { volume.locks.release(chunk, exclusive: true) }
+            guard failure == nil else { return }
+            state.unsyncedData = true
+            for item in work {
+                guard var versions = volume.map[item.chunk]?.versions,
+                    let index = versions.firstIndex(where: { $0.birth == item.birth })
+                else { continue }
+                versions[index].dataMask &= ~item.dead
+                if versions[index].dataMask == 0 {
+                    state.release(versions[index].slot)
+                    versions[index].slot = .none
+                }
+                volume.setVersions(item.chunk, VersionList(versions))
+                state.markDirty(id, item.chunk)
+            }
+        }
+        monitor.broadcast()
+        if let failure { throw EngineError.io("reclaiming space", failure) }
+        return dropped
+    }
+}

@@ -1,0 +1,261 @@
+import CairnIO
+import Foundation
+import Logging
+
+/// A snapshot as management commands show it.
+public struct SnapshotInfo: Sendable, Hashable {
+    public var volume: String
+    public var name: String
+    /// The epoch it reads at; stable for its lifetime.
+    public var epoch: UInt32
+    /// Volume size when the snapshot was taken.
+    public var size: UInt64
+    public var createdAt: Int64
+    /// Sessions reading it (NBD exports `volume@name`).
+    public var attachments: Int
+    /// Clones made from it (they keep it alive).
+    public var clones: [String]
+}
+
+extension Pool {
+    /// Snapshots per volume. Creation and copy-on-write do not slow down with more (a write consults
+    /// only the newest snapshot), but reclaim and listing walk the list; a few hundred is plenty for
+    /// scheduled snapshots, and the bound keeps a runaway script from making them slow.
+    public static let maximumSnapshotsPerVolume = 1024
+
+    /// Takes a snapshot of a volume: every write acknowledged before this call is in it, none that
+    /// starts after it returns. O(1) in the size of the volume.
+    ///
+    /// Data already written is made durable first, without stopping anyone; then writes pause only
+    /// while the ones in flight finish and the epoch changes, and the small remainder is committed.
+    @discardableResult
+    public func createSnapshot(volume name: String, snapshot snapshotName: String) throws -> SnapshotInfo {
+        try NameRules.validate(snapshotName, what: "snapshot")
+        try flush()
+        let info = try monitor.withLock { () -> SnapshotInfo in
+            try checkWritable()
+            let volume = try state.volume(named: name)
+            guard !volume.snapshots.contains(where: { $0.name == snapshotName }) else {
+                throw EngineError(.alreadyExists, "snapshot '\(name)@\(snapshotName)' already exists")
+            }
+            guard volume.snapshots.count < Self.maximumSnapshotsPerVolume else {
+                throw EngineError(
+                    .invalidArgument,
+                    "volume '\(name)' has \(Self.maximumSnapshotsPerVolume) snapshots, the maximum; delete some first")
+            }
+            guard volume.epoch < UInt32.max - 1 else {
+                throw EngineError(.invalidArgument, "volume '\(name)' has used up its snapshot epochs")
+            }
+            while volume.epochChangePending {
+                monitor.wait()
+            }
+            volume.epochChangePending = true
+            while volume.writesInFlight > 0 { monitor.wait() }
+            let record = SnapshotRecord(
+                volumeID: volume.id, name: snapshotName, epoch: volume.epoch, size: volume.record.size,
+                createdAt: Self.now())
+            volume.snapshots.append(record)
+            volume.record.epoch += 1
+            volume.epochChangePending = false
+            state.dirty.snapshots.append(record)
+            state.dirty.volumes.insert(volume.id)
+            return snapshotInfo(volume, record)
+        }
+        monitor.broadcast()
+        try flush()
+        logger.info("snapshot created", metadata: ["snapshot": "\(name)@\(snapshotName)", "epoch": "\(info.epoch)"])
+        return info
+    }
+
+    /// Snapshots of one volume (or of every volume), oldest first.
+    public func listSnapshots(volume name: String? = nil) throws -> [SnapshotInfo] {
+        try monitor.withLock {
+            let volumes = try name.map { [try state.volume(named: $0)] } ?? state.volumes.values.sorted {
+                $0.record.name < $1.record.name
+            }
+            return volumes.flatMap { volume in
+                volume.snapshots.filter { !volume.deletingSnapshots.contains($0.name) }.map { snapshotInfo(volume, $0) }
+            }
+        }
+    }
+
+    public func snapshotInfo(volume name: String, snapshot snapshotName: String) throws -> SnapshotInfo {
+        try monitor.withLock {
+            let volume = try state.volume(named: name)
+            return snapshotInfo(volume, try volume.snapshot(named: snapshotName))
+        }
+    }
+
+    /// Deletes a snapshot. Refused while clones depend on it or sessions read it. The snapshot is gone
+    /// (durably) when this returns; the space only it held is reclaimed by a background job whose id is
+    /// returned.
+    @discardableResult
+    public func deleteSnapshot(volume name: String, snapshot snapshotName: String) throws -> UInt64 {
+        let volumeID = try monitor.withLock { () -> UInt64 in
+            try checkWritable()
+            let volume = try state.volume(named: name)
+            let snapshot = try volume.snapshot(named: snapshotName)
+            let clones = self.clones(of: volume, epoch: snapshot.epoch)
+            guard clones.isEmpty else {
+                throw EngineError(
+                    .busy,
+                    "snapshot '\(name)@\(snapshotName)' has clone(s) \(clones.joined(separator: ", ")); delete them first")
+            }
+            let readers = volume.snapshotAttachments[snapshotName] ?? 0
+            guard readers == 0 else {
+                throw EngineError(
+                    .busy, "snapshot '\(name)@\(snapshotName)' is exported to \(readers) session(s); disconnect them first")
+            }
+            // Hidden from now on, but it keeps protecting its versions until its deletion is durable:
+            // otherwise a write could change in place a version that a crash would bring back.
+            volume.deletingSnapshots.insert(snapshotName)
+            state.dirty.deletedSnapshots.append((volume.id, snapshotName))
+            return volume.id
+        }
+        try flush()
+        monitor.withLock {
+            guard let volume = state.volumes[volumeID] else { return }
+            volume.snapshots.removeAll { $0.name == snapshotName }
+            volume.deletingSnapshots.remove(snapshotName)
+        }
+        monitor.broadcast()
+        logger.info("snapshot deleted", metadata: ["snapshot": "\(name)@\(snapshotName)"])
+        return startReclaim(volumeID: volumeID, target: "\(name)@\(snapshotName)")
+    }
+
+    /// Returns a volume to the content of one of its snapshots. Snapshots newer than it would no longer
+    /// fit in the volume's history and are destroyed, so that needs `force`; so does a volume with
+    /// sessions attached (they see their disk change under them).
+    public func rollback(volume name: String, snapshot snapshotName: String, force: Bool = false) throws {
+        let volumeID = try monitor.withLock { () -> UInt64 in
+            try checkWritable()
+            let volume = try state.volume(named: name)
+            let target = try volume.snapshot(named: snapshotName)
+            let newer = volume.snapshots.filter { $0.epoch > target.epoch }
+            if !newer.isEmpty && !force {
+                throw EngineError(
+                    .wouldLoseData,
+                    "rolling '\(name)' back to '\(snapshotName)' destroys the newer snapshot(s) "
+                        + "\(newer.map(\.name).joined(separator: ", ")); use --force to do it")
+            }
+            for snapshot in newer {
+                let clones = self.clones(of: volume, epoch: snapshot.epoch)
+                if !clones.isEmpty {
+                    throw EngineError(
+                        .busy, "snapshot '\(name)@\(snapshot.name)' has clone(s) \(clones.joined(separator: ", "))")
+                }
+                if (volume.snapshotAttachments[snapshot.name] ?? 0) > 0 {
+                    throw EngineError(.busy, "snapshot '\(name)@\(snapshot.name)' is exported; disconnect its sessions")
+                }
+            }
+            if volume.attachments > 0 && !force {
+                throw EngineError(
+                    .busy,
+                    "volume '\(name)' is exported to \(volume.attachments) session(s); their disk would change under "
+                        + "them. Disconnect them or use --force")
+            }
+            // Stop all I/O on the volume: no read may see a half-rolled-back map.
+            while volume.epochChangePending || volume.readsBlocked { monitor.wait() }
+            volume.epochChangePending = true
+            volume.readsBlocked = true
+            while volume.writesInFlight > 0 || !volume.locks.isEmpty { monitor.wait() }
+            for chunk in volume.present.chunks(in: 0..<UInt64.max) {
+                var versions = volume.map[chunk]!.versions
+                while let last = versions.last, last.birth > target.epoch {
+                    state.release(last.slot)
+                    versions.removeLast()
+                }
+                volume.setVersions(chunk, versions.isEmpty ? nil : VersionList(versions))
+                state.markDirty(volume.id, chunk)
+            }
+            for snapshot in newer {
+                state.dirty.deletedSnapshots.append((volume.id, snapshot.name))
+                volume.snapshotAttachments[snapshot.name] = nil
+            }
+            volume.snapshots.removeAll { $0.epoch > target.epoch }
+            volume.record.size = target.size
+            state.dirty.volumes.insert(volume.id)
+            volume.epochChangePending = false
+            volume.readsBlocked = false
+            return volume.id
+        }
+        monitor.broadcast()
+        try flush()
+        _ = volumeID
+        logger.info("volume rolled back", metadata: ["volume": "\(name)", "snapshot": "\(snapshotName)"])
+    }
+
+    /// Creates a writable clone of a snapshot: a new volume that reads the snapshot wherever it has not
+    /// been written. O(1); the snapshot cannot be deleted while the clone exists.
+    @discardableResult
+    public func cloneVolume(volume name: String, snapshot snapshotName: String, as cloneName: String) throws
+        -> VolumeInfo
+    {
+        try NameRules.validate(cloneName)
+        let info = try monitor.withLock { () -> VolumeInfo in
+            try checkWritable()
+            let source = try state.volume(named: name)
+            let snapshot = try source.snapshot(named: snapshotName)
+            guard state.volumeIDs[cloneName] == nil else {
+                throw EngineError(.alreadyExists, "volume '\(cloneName)' already exists")
+            }
+            let id = state.nextVolumeID
+            state.nextVolumeID += 1
+            let record = VolumeRecord(
+                id: id, name: cloneName, size: snapshot.size, chunkSize: source.record.chunkSize, epoch: 1,
+                parent: ParentLink(volumeID: source.id, epoch: snapshot.epoch), createdAt: Self.now())
+            let clone = VolumeState(record: record, geometry: source.geometry, slotFile: source.slotFile)
+            state.volumes[id] = clone
+            state.volumeIDs[cloneName] = id
+            state.dirty.volumes.insert(id)
+            return self.info(of: clone)
+        }
+        try flush()
+        logger.info("volume cloned", metadata: ["volume": "\(cloneName)", "origin": "\(name)@\(snapshotName)"])
+        return info
+    }
+
+    /// Pins a snapshot for a reader (an NBD export of `volume@snapshot`): deletion is refused meanwhile.
+    /// Returns the volume id, the snapshot epoch and its size.
+    public func attachSnapshot(volume name: String, snapshot snapshotName: String) throws
+        -> (volumeID: UInt64, epoch: UInt32, size: UInt64)
+    {
+        try monitor.withLock {
+            let volume = try state.volume(named: name)
+            let snapshot = try volume.snapshot(named: snapshotName)
+            volume.snapshotAttachments[snapshotName, default: 0] += 1
+            return (volume.id, snapshot.epoch, snapshot.size)
+        }
+    }
+
+    public func detachSnapshot(volumeID: UInt64, epoch: UInt32) {
+        monitor.withLock {
+            guard let volume = state.volumes[volumeID],
+                let snapshot = volume.snapshots.first(where: { $0.epoch == epoch })
+            else { return }
+            let remaining = (volume.snapshotAttachments[snapshot.name] ?? 1) - 1
+            volume.snapshotAttachments[snapshot.name] = remaining > 0 ? remaining : nil
+        }
+    }
+
+    // MARK: - Helpers (monitor held)
+
+    func snapshotInfo(_ volume: VolumeState, _ record: SnapshotRecord) -> SnapshotInfo {
+        SnapshotInfo(
+            volume: volume.record.name, name: record.name, epoch: record.epoch, size: record.size,
+            createdAt: record.createdAt, attachments: volume.snapshotAttachments[record.name] ?? 0,
+            clones: clones(of: volume, epoch: record.epoch))
+    }
+
+    /// Names of the clones made from `volume` at `epoch`.
+    func clones(of volume: VolumeState, epoch: UInt32) -> [String] {
+        state.volumes.values.filter { $0.record.parent == ParentLink(volumeID: volume.id, epoch: epoch) }
+            .map(\.record.name).sorted()
+    }
+}
+
+extension PoolState {
+    func volume(named name: String) throws -> VolumeState {
+        volumes[try volumeID(named: name)]!
+    }
+}

@@ -1,0 +1,219 @@
+@_spi(Testing) import CairnEngine
+import CairnTestSupport
+import Glibc
+import Synchronization
+import Testing
+
+/// The dm test suite's "pattern stomper", generalised: random writes, TRIMs, zeroes, flushes, snapshots,
+/// clones, snapshot deletions (with reclaim) and rollbacks over several volumes, with power cuts in
+/// between. Every snapshot must read back exactly as it was taken, forever; every live volume must hold,
+/// sector by sector, a value the block-device contract allows.
+@Suite struct SnapshotModelTests {
+    static let sectors = 2048  // 1 MiB volumes
+    static let sector = 512
+
+    /// Expected content of one live volume (see PowerLossTests' SectorModel).
+    struct LiveImage {
+        var current: [UInt32]
+        var durable: [UInt32]
+        var since: [[UInt32]]
+
+        init(_ content: [UInt32]) {
+            current = content
+            durable = content
+            since = Array(repeating: [], count: content.count)
+        }
+
+        mutating func set(_ sector: Int, _ value: UInt32, durably: Bool) {
+            current[sector] = value
+            if durably {
+                durable[sector] = value
+                since[sector] = []
+            } else {
+                since[sector].append(value)
+            }
+        }
+
+        mutating func flushed() { self = LiveImage(current) }
+        func allowed(_ sector: Int) -> [UInt32] { [durable[sector]] + since[sector] }
+    }
+
+    struct Model {
+        var live: [String: LiveImage] = [:]
+        /// "volume@snapshot" → exact content.
+        var snapshots: [String: [UInt32]] = [:]
+        /// clone name → "volume@snapshot" it came from (the snapshot cannot be deleted meanwhile).
+        var origins: [String: String] = [:]
+
+        mutating func flushedAll() { for name in live.keys { live[name]!.flushed() } }
+    }
+
+    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] {
+        guard value != 0 else { return [UInt8](repeating: 0, count: Self.sector) }
+        var out = [UInt8](repeating: 0, count: Self.sector)
+        withUnsafeBytes(of: value.littleEndian) { out.replaceSubrange(0..<4, with: $0) }
+        withUnsafeBytes(of: UInt32(sector).littleEndian) { out.replaceSubrange(4..<8, with: $0) }
+        for i in 8..<Self.sector { out[i] = UInt8(truncatingIfNeeded: Int(value) &* 131 &+ sector &* 7 &+ i) }
+        return out
+    }
+
+    @Test(arguments: [65536, 4096, 1 << 20])
+    func snapshotsNeverChangeAcrossPowerLoss(chunkSize: Int) async throws {
+        // Runs on its own thread; failures come back as text and are recorded here, in the test's task.
+        for failure in try await blocking({ try Self.run(chunkSize: UInt32(chunkSize)) }) {
+            Issue.record(Comment(rawValue: failure))
+        }
+    }
+
+    static func run(chunkSize: UInt32) throws -> [String] {
+        var failures: [String] = []
+        let seed = SeededGenerator.seedFromEnvironment()
+        var random = SeededGenerator(seed: seed)
+        var media = SimulatedMedia()
+        var pool = try Pool(media: media, options: testOptions())
+        var model = Model()
+        var nextValue: UInt32 = 1
+        var serial = 0
+        let context = "seed \(seed) chunk \(chunkSize)"
+        for name in ["a", "b"] {
+            try pool.createVolume(name: name, size: UInt64(sectors * sector), chunkSize: chunkSize)
+            model.live[name] = LiveImage(Array(repeating: 0, count: sectors))
+        }
+
+        func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
+            let id = try pool.volumeID(named: volume)
+            var epoch: UInt32?
+            if let snapshot { epoch = try pool.snapshotInfo(volume: volume, snapshot: snapshot).epoch }
+            var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
+            _ = try buffer.withUnsafeMutableBytes {
+                try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0)
+            }
+            return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
+        }
+
+        func verifyAll(_ pool: Pool, afterCrash: Bool, _ what: String) throws -> Bool {
+            for (key, expected) in model.snapshots {
+                let parts = key.split(separator: "@").map(String.init)
+                let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                if let bad = (0..<sectors).first(where: { got[$0] != bytes(expected[$0], sector: $0) }) {
+                    failures.append("\(context) \(what): snapshot \(key) sector \(bad) changed")
+                    return false
+                }
+            }
+            for (name, image) in model.live {
+                let got = try readImage(pool, volume: name, snapshot: nil)
+                for s in 0..<sectors {
+                    let ok =
+                        afterCrash
+                        ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
+                        : got[s] == bytes(image.current[s], sector: s)
+                    if !ok {
+                        failures.append(
+                            "\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4)), allowed \(afterCrash ? image.allowed(s) : [image.current[s]])")
+                        return false
+                    }
+                }
+            }
+            let report = try pool.check()
+            if !report.isHealthy {
+                failures.append("\(context) \(what): pool check: \(report.errors)")
+                return false
+            }
+            return true
+        }
+
+        func waitForJobs(_ pool: Pool) {
+            while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
+        }
+
+        for step in 0..<400 {
+            let volumes = model.live.keys.sorted()
+            let volume = volumes[Int.random(in: 0..<volumes.count, using: &random)]
+            let id = try pool.volumeID(named: volume)
+            let first = Int.random(in: 0..<sectors, using: &random)
+            let count = min(sectors - first, Int.random(in: 1...(Bool.random(using: &random) ? 8 : 200), using: &random))
+            let op = Int.random(in: 0..<100, using: &random)
+            switch op {
+            case 0..<45:
+                let fua = Int.random(in: 0..<6, using: &random) == 0
+                let value = nextValue
+                nextValue += 1
+                let data = (first..<(first + count)).flatMap { bytes(value, sector: $0) }
+                try writeBytes(pool, id, UInt64(first * sector), data, fua: fua)
+                for s in first..<(first + count) { model.live[volume]!.set(s, value, durably: fua) }
+            case 45..<55:
+                let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
+                try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
+                // TRIM frees whole sub-blocks only: learn from the volume which sectors read zero now.
+                let after = try readImage(pool, volume: volume, snapshot: nil)
+                for s in first..<(first + count)
+                where after[s] == bytes(0, sector: s) && model.live[volume]!.current[s] != 0 {
+                    model.live[volume]!.set(s, 0, durably: false)
+                }
+                if mode == .zero && !(first..<(first + count)).allSatisfy({ after[$0] == bytes(0, sector: $0) }) {
+                    failures.append("\(context): WRITE_ZEROES left data at step \(step)")
+                    return failures
+                }
+            case 55..<65:
+                try pool.flush()
+                model.flushedAll()
+            case 65..<73:
+                serial += 1
+                let name = "s\(serial)"
+                try pool.createSnapshot(volume: volume, snapshot: name)
+                model.live[volume]!.flushed()
+                model.snapshots["\(volume)@\(name)"] = model.live[volume]!.current
+            case 73..<78:
+                let candidates = model.snapshots.keys.filter { !model.origins.values.contains($0) }.sorted()
+                guard let key = candidates.randomElement(using: &random) else { continue }
+                let parts = key.split(separator: "@").map(String.init)
+                try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                model.snapshots[key] = nil
+                waitForJobs(pool)
+            case 78..<82:
+                let candidates = model.snapshots.keys.sorted()
+                guard model.live.count < 6, let key = candidates.randomElement(using: &random) else { continue }
+                serial += 1
+                let parts = key.split(separator: "@").map(String.init)
+                let clone = "c\(serial)"
+                try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: clone)
+                model.live[clone] = LiveImage(model.snapshots[key]!)
+                model.origins[clone] = key
+            case 82..<85:
+                let own = model.snapshots.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
+                guard let key = own.randomElement(using: &random) else { continue }
+                let parts = key.split(separator: "@").map(String.init)
+                let epoch = try pool.snapshotInfo(volume: volume, snapshot: parts[1]).epoch
+                let newer = try pool.listSnapshots(volume: volume).filter { $0.epoch > epoch }
+                // Newer snapshots with clones block a rollback.
+                guard newer.allSatisfy({ $0.clones.isEmpty }) else { continue }
+                try pool.rollback(volume: volume, snapshot: parts[1], force: true)
+                for snapshot in newer { model.snapshots["\(volume)@\(snapshot.name)"] = nil }
+                model.live[volume] = LiveImage(model.snapshots[key]!)
+                waitForJobs(pool)
+            case 85..<90:
+                guard try verifyAll(pool, afterCrash: false, "live check at step \(step)") else { return failures }
+            default:
+                // Power cut between operations: what the disk kept must be a state the contract allows.
+                waitForJobs(pool)
+                let image = media.crashImage(using: &random)
+                pool.simulateProcessDeath()
+                pool = try Pool(media: image, options: testOptions())
+                media = image
+                guard try verifyAll(pool, afterCrash: true, "power cut at step \(step)") else { return failures }
+                for name in model.live.keys {
+                    let got = try readImage(pool, volume: name, snapshot: nil)
+                    for s in 0..<sectors {
+                        model.live[name]!.current[s] =
+                            model.live[name]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? 0
+                    }
+                }
+                model.flushedAll()
+            }
+        }
+        waitForJobs(pool)
+        _ = try verifyAll(pool, afterCrash: false, "final check")
+        pool.close()
+        return failures
+    }
+}
