@@ -86,5 +86,14 @@ public enum APIPath {
     public static let poolCheck = "/v1/pool/check"
     public static let volumes = "/v1/volumes"
     public static func volume(_ name: String) -> String { "/v1/volumes/\(name)" }
+    public static func snapshots(of volume: String) -> String { "/v1/volumes/\(volume)/snapshots" }
+    public static func snapshot(_ volume: String, _ name: String) -> String { "/v1/volumes/\(volume)/snapshots/\(name)" }
+    public static func rollback(_ volume: String, _ name: String) -> String { snapshot(volume, name) + "/rollback" }
+    public static func clone(_ volume: String, _ name: String) -> String { snapshot(volume, name) + "/clone" }
+    public static func changes(of volume: String) -> String { "/v1/volumes/\(volume)/changes" }
+    public static let allSnapshots = "/v1/snapshots"
+    public static let jobs = "/v1/jobs"
+    public static func job(_ id: UInt64) -> String { "/v1/jobs/\(id)" }
+    public static func cancelJob(_ id: UInt64) -> String { "/v1/jobs/\(id)/cancel" }
     public static let health = "/v1/health"
 }

@@ -7,8 +7,8 @@ import NIOHTTP1
 struct VolumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "volume",
-        abstract: "Create, list, show, resize, rename and delete thin volumes.",
-        subcommands: [Create.self, List.self, Show.self, Resize.self, Rename.self, Delete.self])
+        abstract: "Create, list, show, resize, rename, delete and clone thin volumes.",
+        subcommands: [Create.self, List.self, Show.self, Resize.self, Rename.self, Delete.self, CloneCommand.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a thin volume (it costs no space until written).")

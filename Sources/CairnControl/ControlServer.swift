@@ -64,6 +64,67 @@ public enum ControlServer {
             try await service.deleteVolume(named: context.parameters.require("name"), force: force)
             return HTTPResponse.Status.noContent
         }
+        addSnapshotRoutes(to: router, service: service)
+    }
+
+    static func addSnapshotRoutes(to router: Router<BasicRequestContext>, service: any ManagementService) {
+        router.get(RouterPath(APIPath.allSnapshots)) { request, _ in
+            try await Encoded(service.listSnapshots(volume: request.uri.queryParameters.get("volume")))
+        }
+        let snapshots = RouterPath(APIPath.volumes + "/:name/snapshots")
+        router.get(snapshots) { _, context in
+            try await Encoded(service.listSnapshots(volume: context.parameters.require("name")))
+        }
+        router.post(snapshots) { request, context in
+            let body = try await request.decode(as: CreateSnapshotRequest.self, context: context)
+            let snapshot = try await service.createSnapshot(volume: context.parameters.require("name"), name: body.name)
+            return EditedResponse(status: .created, response: Encoded(snapshot))
+        }
+        let one = RouterPath(APIPath.volumes + "/:name/snapshots/:snapshot")
+        router.get(one) { _, context in
+            try await Encoded(
+                service.snapshot(volume: context.parameters.require("name"), name: context.parameters.require("snapshot")))
+        }
+        router.delete(one) { _, context in
+            try await Encoded(
+                service.deleteSnapshot(
+                    volume: context.parameters.require("name"), name: context.parameters.require("snapshot")))
+        }
+        router.post(RouterPath(APIPath.volumes + "/:name/snapshots/:snapshot/rollback")) { request, context in
+            try await Encoded(
+                service.rollback(
+                    volume: context.parameters.require("name"), snapshot: context.parameters.require("snapshot"),
+                    force: request.uri.queryParameters.get("force") == "true"))
+        }
+        router.post(RouterPath(APIPath.volumes + "/:name/snapshots/:snapshot/clone")) { request, context in
+            let body = try await request.decode(as: CloneRequest.self, context: context)
+            let clone = try await service.clone(
+                volume: context.parameters.require("name"), snapshot: context.parameters.require("snapshot"),
+                as: body.name)
+            return EditedResponse(status: .created, response: Encoded(clone))
+        }
+        router.get(RouterPath(APIPath.volumes + "/:name/changes")) { request, context in
+            guard let from = request.uri.queryParameters.get("from") else {
+                throw ManagementError(code: "invalid_argument", message: "say which snapshot to compare from (?from=NAME)")
+            }
+            return try await Encoded(
+                service.changes(
+                    volume: context.parameters.require("name"), from: from, to: request.uri.queryParameters.get("to")))
+        }
+        router.get(RouterPath(APIPath.jobs)) { _, _ in try await Encoded(service.listJobs()) }
+        router.get(RouterPath(APIPath.jobs + "/:id")) { _, context in
+            try await Encoded(service.job(id: jobID(context)))
+        }
+        router.post(RouterPath(APIPath.jobs + "/:id/cancel")) { _, context in
+            try await Encoded(service.cancelJob(id: jobID(context)))
+        }
+    }
+
+    static func jobID(_ context: BasicRequestContext) throws -> UInt64 {
+        guard let id = UInt64(try context.parameters.require("id")) else {
+            throw ManagementError(code: "invalid_argument", message: "a job id is a number")
+        }
+        return id
     }
 }
 

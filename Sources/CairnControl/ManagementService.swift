@@ -10,6 +10,18 @@ public protocol ManagementService: Sendable {
     func createVolume(_ request: CreateVolumeRequest) async throws -> VolumeDTO
     func updateVolume(named name: String, _ request: UpdateVolumeRequest) async throws -> VolumeDTO
     func deleteVolume(named name: String, force: Bool) async throws
+
+    func listSnapshots(volume: String?) async throws -> [SnapshotDTO]
+    func snapshot(volume: String, name: String) async throws -> SnapshotDTO
+    func createSnapshot(volume: String, name: String) async throws -> SnapshotDTO
+    func deleteSnapshot(volume: String, name: String) async throws -> SnapshotDeletionDTO
+    func rollback(volume: String, snapshot: String, force: Bool) async throws -> VolumeDTO
+    func clone(volume: String, snapshot: String, as name: String) async throws -> VolumeDTO
+    func changes(volume: String, from: String, to: String?) async throws -> ChangesDTO
+
+    func listJobs() async throws -> [JobDTO]
+    func job(id: UInt64) async throws -> JobDTO
+    func cancelJob(id: UInt64) async throws -> JobDTO
 }
 
 /// A refusal or failure the API reports to its client: a stable code and a sentence to act on.

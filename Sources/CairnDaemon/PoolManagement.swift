@@ -12,7 +12,7 @@ struct PoolManagement: ManagementService {
     /// "host:port" of the NBD listener, for export URIs.
     let nbdAddress: String
 
-    private func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         do {
             return try await executor.run(work)
         } catch let error as EngineError {
@@ -71,12 +71,11 @@ struct PoolManagement: ManagementService {
         try await run { try pool.deleteVolume(name: name, force: force) }
     }
 
-    private func dto(_ info: VolumeInfo) -> VolumeDTO {
-        let created = Date(timeIntervalSince1970: Double(info.createdAt) / 1000)
-        return VolumeDTO(
+    func dto(_ info: VolumeInfo) -> VolumeDTO {
+        VolumeDTO(
             name: info.name, size: info.size, chunkSize: info.chunkSize, allocatedBytes: info.allocatedBytes,
             snapshotCount: info.snapshotCount, attachments: info.attachments,
-            createdAt: ISO8601DateFormatter().string(from: created), origin: info.origin,
+            createdAt: Self.timestamp(milliseconds: info.createdAt), origin: info.origin,
             exportURI: "nbd://\(nbdAddress)/\(info.name)")
     }
 }

@@ -14,19 +14,40 @@ final class VolumeCatalog: NBDExportCatalog {
     }
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
-        pool.listVolumes().map {
+        let volumes = pool.listVolumes().map {
             NBDExportListing(name: $0.name, description: "cairn volume, \($0.size) bytes")
         }
+        let snapshots = ((try? pool.listSnapshots()) ?? []).map {
+            NBDExportListing(name: "\($0.volume)@\($0.name)", description: "cairn snapshot (read-only), \($0.size) bytes")
+        }
+        return volumes + snapshots
+    }
+
+    /// "volume" or "volume@snapshot".
+    static func split(_ name: String) -> (volume: String, snapshot: String?) {
+        guard let at = name.firstIndex(of: "@") else { return (name, nil) }
+        return (String(name[..<at]), String(name[name.index(after: at)...]))
     }
 
     func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)? {
-        guard let id = try? pool.volumeID(named: name) else { return nil }
-        return VolumeExport(pool: pool, executor: executor, volumeID: id, name: name)
+        let (volume, snapshot) = Self.split(name)
+        guard let id = try? pool.volumeID(named: volume) else { return nil }
+        guard let snapshot else { return VolumeExport(pool: pool, executor: executor, volumeID: id, name: name) }
+        guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
+        return VolumeExport(
+            pool: pool, executor: executor, volumeID: id, name: name, snapshotEpoch: info.epoch, snapshotSize: info.size)
     }
 
     func attach(name: String, session: NBDSessionInfo) throws -> any NBDExport {
+        let (volume, snapshot) = Self.split(name)
         do {
-            let id = try pool.volumeID(named: name)
+            if let snapshot {
+                let pinned = try pool.attachSnapshot(volume: volume, snapshot: snapshot)
+                return VolumeExport(
+                    pool: pool, executor: executor, volumeID: pinned.volumeID, name: name, snapshotEpoch: pinned.epoch,
+                    snapshotSize: pinned.size)
+            }
+            let id = try pool.volumeID(named: volume)
             try pool.attach(volumeID: id)
             return VolumeExport(pool: pool, executor: executor, volumeID: id, name: name)
         } catch let error as EngineError where error.code == .notFound {
@@ -38,6 +59,10 @@ final class VolumeCatalog: NBDExportCatalog {
 
     func detach(_ export: any NBDExport, session: NBDSessionInfo) {
         guard let export = export as? VolumeExport else { return }
-        pool.detach(volumeID: export.volumeID)
+        if let epoch = export.snapshotEpoch {
+            pool.detachSnapshot(volumeID: export.volumeID, epoch: epoch)
+        } else {
+            pool.detach(volumeID: export.volumeID)
+        }
     }
 }

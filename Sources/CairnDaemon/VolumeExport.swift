@@ -3,36 +3,57 @@ import CairnIO
 import NBDServer
 import NIOCore
 
-/// One NBD session's view of a volume: every call runs the blocking engine operation on the I/O
-/// executor and completes its future back on the connection's event loop.
+/// One NBD session's view of a volume (read-write) or of one of its snapshots (read-only, exported as
+/// `volume@snapshot`): every call runs the blocking engine operation on the I/O executor and completes
+/// its future back on the connection's event loop.
 final class VolumeExport: NBDExport {
     let pool: Pool
     let executor: IOExecutor
     let volumeID: UInt64
     let name: String
+    /// The snapshot this export reads, or nil for the live volume.
+    let snapshotEpoch: UInt32?
+    /// Size of the snapshot (a snapshot's size never changes).
+    let snapshotSize: UInt64
 
     /// Block sizes: 512-byte sectors are the smallest unit (volume sizes are whole sectors); 4 KiB is a
     /// sub-block, below which a write into unwritten space pads; 32 MiB is the NBD payload convention
     /// (qemu's NBD_MAX_BUFFER_SIZE, nbdkit's default).
     static let blockSizes = NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 32 << 20)
     static let allocationContext = "base:allocation"
+    /// qemu's naming for a dirty bitmap context; qemu-img and `nbdinfo --map=CONTEXT` read it. Here the
+    /// bitmap named after a snapshot marks what changed since that snapshot.
+    static let dirtyBitmapPrefix = "qemu:dirty-bitmap:"
+    /// NBD_STATE_DIRTY: the extent changed.
+    static let dirtyFlag: UInt32 = 1
     /// NBD_STATE_HOLE | NBD_STATE_ZERO: unallocated, reads as zeros.
     static let holeFlags: UInt32 = 3
 
-    init(pool: Pool, executor: IOExecutor, volumeID: UInt64, name: String) {
+    init(
+        pool: Pool, executor: IOExecutor, volumeID: UInt64, name: String, snapshotEpoch: UInt32? = nil,
+        snapshotSize: UInt64 = 0
+    ) {
         self.pool = pool
         self.executor = executor
         self.volumeID = volumeID
         self.name = name
+        self.snapshotEpoch = snapshotEpoch
+        self.snapshotSize = snapshotSize
     }
 
-    var exportDescription: String? { "cairn volume" }
-    var size: UInt64 { (try? pool.size(volumeID: volumeID)) ?? 0 }
+    var exportDescription: String? { snapshotEpoch == nil ? "cairn volume" : "cairn snapshot (read-only)" }
+    var size: UInt64 { snapshotEpoch == nil ? ((try? pool.size(volumeID: volumeID)) ?? 0) : snapshotSize }
     var capabilities: NBDExportCapabilities {
-        [.flush, .fua, .trim, .writeZeroes, .fastZero, .cache, .multiConnection, .blockStatus]
+        snapshotEpoch == nil
+            ? [.flush, .fua, .trim, .writeZeroes, .fastZero, .cache, .multiConnection, .blockStatus]
+            : [.readOnly, .cache, .multiConnection, .blockStatus]
     }
     var blockSizes: NBDBlockSizes { Self.blockSizes }
-    var metaContexts: [String] { [Self.allocationContext] }
+    /// base:allocation, plus one dirty bitmap per older snapshot (changes since it).
+    var metaContexts: [String] {
+        let older = pool.snapshotEpochs(volumeID: volumeID).filter { $0.epoch < (snapshotEpoch ?? .max) }
+        return [Self.allocationContext] + older.map { Self.dirtyBitmapPrefix + $0.name }
+    }
 
     /// Runs `work` on the I/O executor; its result or error completes a future on `eventLoop`.
     private func run<T: Sendable>(on eventLoop: any EventLoop, _ work: @escaping @Sendable () throws -> T)
@@ -56,12 +77,13 @@ final class VolumeExport: NBDExport {
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]> {
         let pool = self.pool
         let volumeID = self.volumeID
+        let epoch = snapshotEpoch
         return run(on: eventLoop) {
             var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
             var extents: [ReadExtent] = []
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
                 let target = UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)])
-                extents = try pool.read(volumeID: volumeID, offset: offset, into: target)
+                extents = try pool.read(volumeID: volumeID, snapshotEpoch: epoch, offset: offset, into: target)
                 return Int(length)
             }
             return extents.map { extent in
@@ -118,21 +140,54 @@ final class VolumeExport: NBDExport {
     func blockStatus(context: String, offset: UInt64, length: UInt64, eventLoop: any EventLoop)
         -> EventLoopFuture<[NBDExtent]>
     {
-        guard context == Self.allocationContext else {
-            return eventLoop.makeFailedFuture(NBDExportError(.invalid, "unknown meta context \(context)"))
-        }
         let pool = self.pool
         let volumeID = self.volumeID
+        let epoch = snapshotEpoch
         // Map lookups only, no file I/O: answered on the event loop.
         return eventLoop.makeCompletedFuture {
             do {
-                return try pool.allocationExtents(volumeID: volumeID, offset: offset, length: length).map {
-                    NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0)
+                if context == Self.allocationContext {
+                    return try pool.allocationExtents(volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length)
+                        .map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
                 }
+                guard context.hasPrefix(Self.dirtyBitmapPrefix),
+                    let since = pool.snapshotEpochs(volumeID: volumeID).first(where: {
+                        Self.dirtyBitmapPrefix + $0.name == context
+                    })
+                else {
+                    throw NBDExportError(.invalid, "unknown meta context \(context)")
+                }
+                let end = offset + min(length, Self.maximumDirtyBitmapSpan)
+                let changed = try pool.changedExtents(
+                    volumeID: volumeID, after: since.epoch, upTo: epoch ?? .max, offset: offset, length: end - offset,
+                    limit: Pool.maximumAllocationExtents)
+                return Self.tile(changed, from: offset, to: end)
+            } catch let error as NBDExportError {
+                throw error
             } catch {
                 throw Self.wireError(error)
             }
         }
+    }
+
+    /// Largest range one dirty-bitmap answer covers; clients ask again from where it stopped.
+    static let maximumDirtyBitmapSpan: UInt64 = 1 << 30
+
+    /// Changed ranges as a tiling of `[from, to)`: dirty extents and clean gaps. When the list was cut
+    /// short, the answer stops after the last changed extent.
+    static func tile(_ changed: [ChangedExtent], from: UInt64, to: UInt64) -> [NBDExtent] {
+        var extents: [NBDExtent] = []
+        var position = from
+        for extent in changed where extent.offset + extent.length > position {
+            if extent.offset > position { extents.append(NBDExtent(length: extent.offset - position, flags: 0)) }
+            let start = max(extent.offset, position)
+            extents.append(NBDExtent(length: extent.offset + extent.length - start, flags: dirtyFlag))
+            position = extent.offset + extent.length
+        }
+        if changed.count < Pool.maximumAllocationExtents && position < to {
+            extents.append(NBDExtent(length: to - position, flags: 0))
+        }
+        return extents.isEmpty ? [NBDExtent(length: to - from, flags: 0)] : extents
     }
 
     /// Maps engine and executor errors to NBD errors (never raw errno).

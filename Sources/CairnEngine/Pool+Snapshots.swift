@@ -228,6 +228,14 @@ extension Pool {
         }
     }
 
+    /// Names and epochs of a volume's snapshots, oldest first (cheap: for NBD meta context lists).
+    public func snapshotEpochs(volumeID: UInt64) -> [(name: String, epoch: UInt32)] {
+        monitor.withLock {
+            guard let volume = state.volumes[volumeID] else { return [] }
+            return volume.snapshots.filter { !volume.deletingSnapshots.contains($0.name) }.map { ($0.name, $0.epoch) }
+        }
+    }
+
     public func detachSnapshot(volumeID: UInt64, epoch: UInt32) {
         monitor.withLock {
             guard let volume = state.volumes[volumeID],

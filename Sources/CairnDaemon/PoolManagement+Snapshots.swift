@@ -1,0 +1,77 @@
+import CairnAPI
+import CairnControl
+import CairnEngine
+import Foundation
+
+extension PoolManagement {
+    func listSnapshots(volume: String?) async throws -> [SnapshotDTO] {
+        try await run { try pool.listSnapshots(volume: volume) }.map(dto)
+    }
+
+    func snapshot(volume: String, name: String) async throws -> SnapshotDTO {
+        dto(try await run { try pool.snapshotInfo(volume: volume, snapshot: name) })
+    }
+
+    func createSnapshot(volume: String, name: String) async throws -> SnapshotDTO {
+        dto(try await run { try pool.createSnapshot(volume: volume, snapshot: name) })
+    }
+
+    func deleteSnapshot(volume: String, name: String) async throws -> SnapshotDeletionDTO {
+        let job = try await run { try pool.deleteSnapshot(volume: volume, snapshot: name) }
+        return SnapshotDeletionDTO(deleted: "\(volume)@\(name)", job: pool.jobs.job(job).map(Self.dto))
+    }
+
+    func rollback(volume: String, snapshot: String, force: Bool) async throws -> VolumeDTO {
+        dto(
+            try await run {
+                try pool.rollback(volume: volume, snapshot: snapshot, force: force)
+                return try pool.volumeInfo(named: volume)
+            })
+    }
+
+    func clone(volume: String, snapshot: String, as name: String) async throws -> VolumeDTO {
+        dto(try await run { try pool.cloneVolume(volume: volume, snapshot: snapshot, as: name) })
+    }
+
+    func changes(volume: String, from: String, to: String?) async throws -> ChangesDTO {
+        let extents = try await run { try pool.changedExtents(volume: volume, from: from, to: to) }
+        return ChangesDTO(
+            volume: volume, from: from, to: to, changedBytes: extents.reduce(0) { $0 + $1.length },
+            extents: extents.map { ChangesDTO.Extent(offset: $0.offset, length: $0.length) })
+    }
+
+    func listJobs() async throws -> [JobDTO] { pool.jobs.list().map(Self.dto) }
+
+    func job(id: UInt64) async throws -> JobDTO {
+        guard let job = pool.jobs.job(id) else {
+            throw ManagementError(code: "not_found", message: "job \(id) does not exist (finished jobs are kept for a while)")
+        }
+        return Self.dto(job)
+    }
+
+    func cancelJob(id: UInt64) async throws -> JobDTO {
+        guard pool.jobs.cancel(id) else {
+            throw ManagementError(code: "not_found", message: "job \(id) is not running")
+        }
+        return try await job(id: id)
+    }
+
+    func dto(_ snapshot: SnapshotInfo) -> SnapshotDTO {
+        SnapshotDTO(
+            volume: snapshot.volume, name: snapshot.name, size: snapshot.size,
+            createdAt: Self.timestamp(milliseconds: snapshot.createdAt), attachments: snapshot.attachments,
+            clones: snapshot.clones, exportURI: "nbd://\(nbdAddress)/\(snapshot.volume)@\(snapshot.name)")
+    }
+
+    static func dto(_ job: JobInfo) -> JobDTO {
+        let formatter = ISO8601DateFormatter()
+        return JobDTO(
+            id: job.id, kind: job.kind, target: job.target, state: job.state.rawValue, done: job.done, total: job.total,
+            unit: job.unit, startedAt: formatter.string(from: job.startedAt),
+            finishedAt: job.finishedAt.map { formatter.string(from: $0) }, message: job.message)
+    }
+
+    static func timestamp(milliseconds: Int64) -> String {
+        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+}
