@@ -46,17 +46,18 @@ extension Pool {
             guard volume.epoch < UInt32.max - 1 else {
                 throw EngineError(.invalidArgument, "volume '\(name)' has used up its snapshot epochs")
             }
-            while volume.epochChangePending {
-                monitor.wait()
+            let record = try withEpochBarrier(volume) {
+                // Checked again: the barrier may have waited for another snapshot of the same name.
+                guard !volume.snapshots.contains(where: { $0.name == snapshotName }) else {
+                    throw EngineError(.alreadyExists, "snapshot '\(name)@\(snapshotName)' already exists")
+                }
+                let record = SnapshotRecord(
+                    volumeID: volume.id, name: snapshotName, epoch: volume.epoch, size: volume.record.size,
+                    createdAt: Self.now())
+                volume.snapshots.append(record)
+                volume.record.epoch += 1
+                return record
             }
-            volume.epochChangePending = true
-            while volume.writesInFlight > 0 { monitor.wait() }
-            let record = SnapshotRecord(
-                volumeID: volume.id, name: snapshotName, epoch: volume.epoch, size: volume.record.size,
-                createdAt: Self.now())
-            volume.snapshots.append(record)
-            volume.record.epoch += 1
-            volume.epochChangePending = false
             state.dirty.snapshots.append(record)
             state.dirty.volumes.insert(volume.id)
             return snapshotInfo(volume, record)

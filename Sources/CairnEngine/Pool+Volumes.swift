@@ -151,14 +151,28 @@ extension Pool {
         let fileList = monitor.withLock { Array(files.values) }
         let fileBytes = fileList.reduce(UInt64(0)) { $0 + ((try? $1.allocatedBytes()) ?? 0) }
         return monitor.withLock {
+            // Slot files are sparse: a slot costs what its data sub-blocks hold. Count each slot once,
+            // with the union of the data its versions keep there.
+            var slotData: [SlotAddress: (mask: UInt64, references: Int, subBlock: UInt64)] = [:]
+            for volume in state.volumes.values {
+                let sub = UInt64(volume.geometry.subBlockSize)
+                for list in volume.map.values {
+                    for version in list.versions where version.hasSlot {
+                        let entry = slotData[version.slot] ?? (0, 0, sub)
+                        slotData[version.slot] = (entry.mask | version.dataMask, entry.references + 1, sub)
+                    }
+                }
+            }
             var used: UInt64 = 0
             var shared: UInt64 = 0
+            for entry in slotData.values {
+                let bytes = UInt64(entry.mask.nonzeroBitCount) * entry.subBlock
+                used += bytes
+                if entry.references > 1 { shared += bytes }
+            }
             var pending: UInt64 = 0
             for (id, allocator) in state.allocators {
-                let chunk = UInt64(state.slotFileRecords[id]!.chunkSize)
-                used += UInt64(allocator.referencedCount) * chunk
-                pending += UInt64(allocator.pendingCount) * chunk
-                shared += UInt64(allocator.refcounts.lazy.filter { $0 > 1 }.count) * chunk
+                pending += UInt64(allocator.pendingCount) * UInt64(state.slotFileRecords[id]!.chunkSize)
             }
             return PoolStatus(
                 poolID: poolID, location: media.location, copyMethod: copyMethod, volumeCount: state.volumes.count,

@@ -219,7 +219,7 @@ extension Pool {
     }
 
     /// Fills, then writes, each chunk's data; coalesces plain writes to consecutive slots.
-    private func execute(_ plan: WritePlan, source: WriteSource, durable: Bool) throws {
+    func execute(_ plan: WritePlan, source: WriteSource, durable: Bool) throws {
         let g = plan.geometry
         let chunkBytes = UInt64(g.chunkSize)
         for chunk in plan.chunks {

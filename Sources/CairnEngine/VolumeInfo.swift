@@ -27,9 +27,9 @@ public struct PoolStatus: Sendable, Hashable {
     public var volumeCount: Int
     /// Sum of volume sizes (what thin provisioning promised).
     public var provisionedBytes: UInt64
-    /// Slots referenced by at least one version, in bytes.
+    /// Data held in slots (each slot counted once, whatever shares it), in bytes.
     public var usedBytes: UInt64
-    /// Slots referenced more than once (snapshots, clones, dedup), counted once, in bytes.
+    /// Of `usedBytes`, data in slots referenced more than once (dedup, COPY_AND_WRITE sources).
     public var sharedBytes: UInt64
     /// Freed slots waiting for the next commit before they can be reused, in bytes.
     public var pendingFreeBytes: UInt64

@@ -20,6 +20,8 @@ public final class SimulatedStorageFile: StorageFile {
         var durable: [UInt8] = []
         var unsynced: [Change] = []
         var failSyncs = false
+        /// Bytes written by writes, zeroing and copies (write amplification measurements).
+        var bytesWritten: UInt64 = 0
     }
 
     public let path: String
@@ -29,6 +31,9 @@ public final class SimulatedStorageFile: StorageFile {
         self.path = path
         contents = Mutex(Contents(current: durable, durable: durable))
     }
+
+    /// Bytes written to this file so far (data, zeros and copies).
+    public var bytesWritten: UInt64 { contents.withLock { $0.bytesWritten } }
 
     /// Makes every later `sync()` fail with EIO (a dying disk).
     public func failSyncs() { contents.withLock { $0.failSyncs = true } }
@@ -54,6 +59,7 @@ public final class SimulatedStorageFile: StorageFile {
         contents.withLock { c in
             Self.apply(.write(offset: Int(offset), bytes: bytes), to: &c.current)
             c.unsynced.append(.write(offset: Int(offset), bytes: bytes))
+            c.bytesWritten += UInt64(bytes.count)
         }
     }
 
@@ -61,6 +67,7 @@ public final class SimulatedStorageFile: StorageFile {
         let bytes = Array(buffer)
         contents.withLock { c in
             Self.apply(.write(offset: Int(offset), bytes: bytes), to: &c.current)
+            c.bytesWritten += UInt64(bytes.count)
             // Kept in order with the unsynced changes so that replaying an older one cannot undo it.
             c.unsynced.append(.durableWrite(offset: Int(offset), bytes: bytes))
         }
