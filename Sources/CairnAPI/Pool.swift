@@ -93,7 +93,14 @@ public enum APIPath {
     public static func changes(of volume: String) -> String { "/v1/volumes/\(volume)/changes" }
     public static let allSnapshots = "/v1/snapshots"
     public static let jobs = "/v1/jobs"
+    public static let dedup = "/v1/dedup"
     public static func job(_ id: UInt64) -> String { "/v1/jobs/\(id)" }
     public static func cancelJob(_ id: UInt64) -> String { "/v1/jobs/\(id)/cancel" }
     public static let health = "/v1/health"
+}
+
+/// POST /v1/dedup: which volumes to deduplicate (all when empty). Answers with the job.
+public struct DedupRequest: Codable, Sendable {
+    public var volumes: [String]
+    public init(volumes: [String]) { self.volumes = volumes }
 }

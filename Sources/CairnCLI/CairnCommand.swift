@@ -9,7 +9,10 @@ public struct CairnCommand: AsyncParsableCommand {
             Start the daemon with `cairn serve`; the other commands talk to it through its management API
             (the unix socket cairn.sock in the pool directory).
             """,
-        subcommands: [ServeCommand.self, VolumeCommand.self, SnapshotCommand.self, PoolCommand.self, JobCommand.self]
+        subcommands: [
+            ServeCommand.self, VolumeCommand.self, SnapshotCommand.self, DedupCommand.self, PoolCommand.self,
+            JobCommand.self,
+        ]
     )
 
     public init() {}

@@ -111,6 +111,10 @@ public enum ControlServer {
                 service.changes(
                     volume: context.parameters.require("name"), from: from, to: request.uri.queryParameters.get("to")))
         }
+        router.post(RouterPath(APIPath.dedup)) { request, context in
+            let body = try await request.decode(as: DedupRequest.self, context: context)
+            return EditedResponse(status: .accepted, response: Encoded(try await service.startDedup(volumes: body.volumes)))
+        }
         router.get(RouterPath(APIPath.jobs)) { _, _ in try await Encoded(service.listJobs()) }
         router.get(RouterPath(APIPath.jobs + "/:id")) { _, context in
             try await Encoded(service.job(id: jobID(context)))

@@ -19,6 +19,7 @@ public protocol ManagementService: Sendable {
     func clone(volume: String, snapshot: String, as name: String) async throws -> VolumeDTO
     func changes(volume: String, from: String, to: String?) async throws -> ChangesDTO
 
+    func startDedup(volumes: [String]) async throws -> JobDTO
     func listJobs() async throws -> [JobDTO]
     func job(id: UInt64) async throws -> JobDTO
     func cancelJob(id: UInt64) async throws -> JobDTO

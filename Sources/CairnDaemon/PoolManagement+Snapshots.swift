@@ -40,6 +40,11 @@ extension PoolManagement {
             extents: extents.map { ChangesDTO.Extent(offset: $0.offset, length: $0.length) })
     }
 
+    func startDedup(volumes: [String]) async throws -> JobDTO {
+        let id = try await run { try pool.startDedup(volumes: volumes.isEmpty ? nil : volumes) }
+        return try await job(id: id)
+    }
+
     func listJobs() async throws -> [JobDTO] { pool.jobs.list().map(Self.dto) }
 
     func job(id: UInt64) async throws -> JobDTO {
