@@ -62,6 +62,7 @@ extension Pool {
             state.unsyncedData = false
             var capture = CommitCapture()
             var t = MetadataTransaction()
+            t.upsertStores = dirty.stores
             t.upsertSlotFiles = dirty.slotFiles
             t.deleteVolumes = dirty.deletedVolumes
             t.upsertVolumes = dirty.volumes.compactMap { state.volumes[$0]?.record }

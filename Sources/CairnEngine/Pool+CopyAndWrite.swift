@@ -77,7 +77,7 @@ extension Pool {
                 volume.locks.acquire(targetChunk, exclusive: true)
                 if let sourceLock { volume.locks.acquire(sourceLock, exclusive: false) }
                 volume.writesInFlight += 1
-                var plan = WritePlan(volumeID: volumeID, geometry: g, file: files[volume.slotFile]!)
+                var plan = WritePlan(volumeID: volumeID, geometry: g, files: files)
                 plan.chunks = [chunk]
                 plan.durableDataWriteSuffices = false
                 return (plan, sourceLock)

@@ -116,7 +116,7 @@ extension Pool {
     {
         // Plan under the mutex. Most cases change the map only and are applied right here; chunks that
         // keep data and need I/O stay locked exclusive until it is done.
-        let (work, file) = try monitor.withLock { () -> ([ChunkDiscard], any StorageFile) in
+        let (work, slotFiles) = try monitor.withLock { () -> ([ChunkDiscard], [UInt16: any StorageFile]) in
             while true {
                 try checkWritable()
                 let volume = try state.liveVolume(id)
@@ -136,7 +136,7 @@ extension Pool {
                     }
                 }
                 if !work.isEmpty { volume.writesInFlight += 1 }
-                return (work, files[volume.slotFile]!)
+                return (work, files)
             }
         }
         guard !work.isEmpty else { return }
@@ -148,13 +148,13 @@ extension Pool {
                 if item.copies {
                     try item.result.dataMask.forEachRun { first, count in
                         let delta = UInt64(first) * sub
-                        try file.copy(
-                            from: file, at: item.old.slot.index * chunkBytes + delta,
+                        try slotFiles[item.result.slot.file]!.copy(
+                            from: slotFiles[item.old.slot.file]!, at: item.old.slot.index * chunkBytes + delta,
                             to: item.result.slot.index * chunkBytes + delta, length: UInt64(count) * sub)
                     }
                 } else {
                     try (item.clear & item.old.dataMask).forEachRun { first, count in
-                        try file.punchHole(
+                        try slotFiles[item.old.slot.file]!.punchHole(
                             at: item.old.slot.index * chunkBytes + UInt64(first) * sub, length: UInt64(count) * sub)
                     }
                 }

@@ -73,7 +73,8 @@ extension Pool {
     private func reclaimBatch(volumeID id: UInt64, chunks: [UInt64]) throws -> Int {
         guard !chunks.isEmpty else { return 0 }
         var dropped = 0
-        let (work, file, geometry) = try monitor.withLock { () -> ([DeadData], any StorageFile, ChunkGeometry) in
+        let (work, slotFiles, geometry) = try monitor.withLock {
+            () -> ([DeadData], [UInt16: any StorageFile], ChunkGeometry) in
             while true {
                 let volume = try state.liveVolume(id)
                 guard chunks.allSatisfy({ volume.locks.isAvailable($0, exclusive: true) }) else {
@@ -119,7 +120,7 @@ extension Pool {
                     }
                 }
                 for chunk in Set(work.map(\.chunk)) { volume.locks.acquire(chunk, exclusive: true) }
-                return (work, files[volume.slotFile]!, volume.geometry)
+                return (work, files, volume.geometry)
             }
         }
         guard !work.isEmpty else { return dropped }
@@ -128,7 +129,7 @@ extension Pool {
         do {
             for item in work {
                 try item.dead.forEachRun { first, count in
-                    try file.punchHole(
+                    try slotFiles[item.slot.file]!.punchHole(
                         at: item.slot.index * UInt64(geometry.chunkSize) + UInt64(first) * sub, length: UInt64(count) * sub)
                 }
             }

@@ -1,5 +1,6 @@
 import CairnIO
 import Logging
+import Synchronization
 
 extension Pool {
     /// Largest volume: 256 TiB. The in-memory map grows with written data, not with size, but a bound
@@ -10,7 +11,9 @@ extension Pool {
 
     /// Creates an empty thin volume; it costs no space until written.
     @discardableResult
-    public func createVolume(name: String, size: UInt64, chunkSize: UInt32? = nil) throws -> VolumeInfo {
+    public func createVolume(name: String, size: UInt64, chunkSize: UInt32? = nil, preserveStore: String? = nil) throws
+        -> VolumeInfo
+    {
         try NameRules.validate(name)
         try Self.validateSize(size)
         let geometry = try ChunkGeometry(chunkSize: chunkSize ?? ChunkGeometry.defaultChunkSize)
@@ -19,12 +22,16 @@ extension Pool {
             guard state.volumeIDs[name] == nil else {
                 throw EngineError(.alreadyExists, "volume '\(name)' already exists")
             }
+            if let preserveStore, state.stores[preserveStore] == nil {
+                throw EngineError(.notFound, "store '\(preserveStore)' does not exist; add it with `cairn pool store add`")
+            }
             let fileID = try slotFile(forChunkSize: geometry.chunkSize)
             let id = state.nextVolumeID
             state.nextVolumeID += 1
             let record = VolumeRecord(
                 id: id, name: name, size: size, chunkSize: geometry.chunkSize, epoch: 1, parent: nil,
-                createdAt: Self.now())
+                createdAt: Self.now(), preserveStore: preserveStore)
+            if preserveStore != nil { preserveStoresInUse.store(true, ordering: .relaxed) }
             state.volumes[id] = VolumeState(record: record, geometry: geometry, slotFile: fileID)
             state.volumeIDs[name] = id
             state.dirty.volumes.insert(id)
@@ -205,7 +212,8 @@ extension Pool {
         return VolumeInfo(
             id: volume.id, name: volume.record.name, size: volume.record.size, chunkSize: volume.record.chunkSize,
             allocatedBytes: allocated, mappedChunks: volume.map.count, snapshotCount: volume.snapshots.count,
-            attachments: volume.attachments, createdAt: volume.record.createdAt, origin: origin)
+            attachments: volume.attachments, createdAt: volume.record.createdAt, origin: origin,
+            preserveStore: volume.record.preserveStore)
     }
 
     /// Bytes of live data at or past `offset`.
@@ -225,14 +233,15 @@ extension Pool {
         return total
     }
 
-    /// The slot file for `chunkSize`, created (and queued for commit) on first use.
-    func slotFile(forChunkSize chunkSize: UInt32) throws -> UInt16 {
-        if let existing = state.slotFileRecords.values.first(where: { $0.chunkSize == chunkSize }) {
+    /// The slot file for `chunkSize` in the pool (or in `store`), created (and queued for commit) on first
+    /// use.
+    func slotFile(forChunkSize chunkSize: UInt32, store: String? = nil) throws -> UInt16 {
+        if let existing = state.slotFileRecords.values.first(where: { $0.chunkSize == chunkSize && $0.store == store }) {
             return existing.id
         }
         let id = (state.slotFileRecords.keys.max() ?? 0) + 1
-        let record = SlotFileRecord(id: id, name: "slots-\(chunkSize).dat", chunkSize: chunkSize)
-        files[id] = try media.openSlotFile(named: record.name)
+        let record = SlotFileRecord(id: id, name: "slots-\(chunkSize).dat", chunkSize: chunkSize, store: store)
+        files[id] = try media.openSlotFile(named: record.name, in: store.flatMap { state.stores[$0]?.path })
         state.slotFileRecords[id] = record
         state.allocators[id] = SlotAllocator(fileID: id, chunkSize: chunkSize)
         state.dirty.slotFiles.append(record)

@@ -56,7 +56,9 @@ struct ChunkWrite {
 struct WritePlan {
     var volumeID: UInt64
     var geometry: ChunkGeometry
-    var file: any StorageFile
+    /// Slot files by id: a chunk's versions may live in different files (a preserve store), so every
+    /// operation goes to the file of the slot it names.
+    var files: [UInt16: any StorageFile]
     var chunks: [ChunkWrite] = []
     /// FUA can be met by a durable data write alone: nothing to install, and every mapping touched is
     /// already committed.
@@ -77,6 +79,7 @@ extension Pool {
     func write(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool, end: UInt64?) throws {
         let length = source.length
         guard length > 0 else { return }
+        try copyOutBeforeWrite(volumeID: volumeID, offset: offset, length: length)
         let plan = try planWrite(volumeID: volumeID, offset: offset, length: length, end: end)
         var failure: (any Error)?
         do {
@@ -100,7 +103,7 @@ extension Pool {
                     monitor.wait()
                     continue
                 }
-                var plan = WritePlan(volumeID: volumeID, geometry: volume.geometry, file: files[volume.slotFile]!)
+                var plan = WritePlan(volumeID: volumeID, geometry: volume.geometry, files: files)
                 plan.chunks = classify(volume, offset: offset, length: length)
                 let available = plan.chunks.allSatisfy {
                     volume.locks.isAvailable($0.chunk, exclusive: $0.lockExclusive)
@@ -226,17 +229,18 @@ extension Pool {
             for fill in chunk.fills {
                 try fill.mask.forEachRun { first, count in
                     let delta = UInt64(first) * UInt64(g.subBlockSize)
-                    try plan.file.copy(
-                        from: plan.file, at: fill.source.index * chunkBytes + delta,
+                    try plan.files[chunk.target.file]!.copy(
+                        from: plan.files[fill.source.file]!, at: fill.source.index * chunkBytes + delta,
                         to: chunk.target.index * chunkBytes + delta, length: UInt64(count) * UInt64(g.subBlockSize))
                 }
             }
         }
-        var pending: (fileOffset: UInt64, requestOffset: UInt64, length: UInt64)?
+        var pending: (file: UInt16, fileOffset: UInt64, requestOffset: UInt64, length: UInt64)?
         func flushPending() throws {
             guard let run = pending else { return }
             pending = nil
-            try writeRun(plan.file, source: source, fileOffset: run.fileOffset, requestOffset: run.requestOffset,
+            try writeRun(
+                plan.files[run.file]!, source: source, fileOffset: run.fileOffset, requestOffset: run.requestOffset,
                 length: run.length, durable: durable)
         }
         for chunk in plan.chunks {
@@ -244,13 +248,13 @@ extension Pool {
             let length = UInt64(chunk.segment.count)
             if !chunk.padHead && !chunk.padTail {
                 let fileOffset = slotStart + UInt64(chunk.segment.lowerBound)
-                if let run = pending, run.fileOffset + run.length == fileOffset,
+                if let run = pending, run.file == chunk.target.file, run.fileOffset + run.length == fileOffset,
                     run.requestOffset + run.length == chunk.requestOffset
                 {
                     pending!.length += length
                 } else {
                     try flushPending()
-                    pending = (fileOffset, chunk.requestOffset, length)
+                    pending = (chunk.target.file, fileOffset, chunk.requestOffset, length)
                 }
                 continue
             }
@@ -278,11 +282,12 @@ extension Pool {
         durable: Bool) throws
     {
         let sub = plan.geometry.subBlockSize
+        let file = plan.files[chunk.target.file]!
         let from = chunk.padHead ? chunk.segment.lowerBound / sub * sub : chunk.segment.lowerBound
         let to = chunk.padTail ? (chunk.segment.upperBound + sub - 1) / sub * sub : chunk.segment.upperBound
         switch source {
         case .zeros:
-            try writeRun(plan.file, source: source, fileOffset: slotStart + UInt64(from), requestOffset: 0,
+            try writeRun(file, source: source, fileOffset: slotStart + UInt64(from), requestOffset: 0,
                 length: UInt64(to - from), durable: durable)
         case .bytes(let buffer):
             let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(to - from), alignment: 4096)
@@ -294,9 +299,9 @@ extension Pool {
                 .copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[start..<(start + chunk.segment.count)]))
             let bytes = UnsafeRawBufferPointer(staging)
             if durable {
-                try plan.file.writeDurably(bytes, at: slotStart + UInt64(from))
+                try file.writeDurably(bytes, at: slotStart + UInt64(from))
             } else {
-                try plan.file.write(bytes, at: slotStart + UInt64(from))
+                try file.write(bytes, at: slotStart + UInt64(from))
             }
         }
     }

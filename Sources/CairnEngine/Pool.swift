@@ -1,6 +1,7 @@
 import CairnIO
 import Foundation
 import Logging
+import Synchronization
 
 /// Tunables of a pool. Defaults are what the daemon uses.
 public struct PoolOptions: Sendable {
@@ -36,6 +37,8 @@ public final class Pool: @unchecked Sendable {
     var logger: Logger { options.logger }
     /// Background jobs (reclaim after snapshot deletion, dedup) and their progress.
     public let jobs = JobRegistry()
+    /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
+    let preserveStoresInUse = Atomic<Bool>(false)
     private var committer: GroupCommitter!
 
     /// Opens the pool in `directory`, creating it when absent.
@@ -57,10 +60,11 @@ public final class Pool: @unchecked Sendable {
             var volumesByID: [UInt64: VolumeState] = [:]
             var pendingRows: [MappingRow] = []
             catalog = try metadata.load { row in pendingRows.append(row) }
+            for store in catalog.stores { loaded.stores[store.name] = store }
             for file in catalog.slotFiles {
                 loaded.slotFileRecords[file.id] = file
                 loaded.allocators[file.id] = SlotAllocator(fileID: file.id, chunkSize: file.chunkSize)
-                slotFilesByChunkSize[file.chunkSize] = file.id
+                if file.store == nil { slotFilesByChunkSize[file.chunkSize] = file.id }
             }
             for record in catalog.volumes {
                 let geometry = try ChunkGeometry(chunkSize: record.chunkSize)
@@ -80,8 +84,11 @@ public final class Pool: @unchecked Sendable {
         }
         self.poolID = catalog.poolID
         self.state = loaded
+        if loaded.volumes.values.contains(where: { $0.record.preserveStore != nil }) {
+            preserveStoresInUse.store(true, ordering: .relaxed)
+        }
         for (id, record) in loaded.slotFileRecords {
-            let file = try media.openSlotFile(named: record.name)
+            let file = try media.openSlotFile(named: record.name, in: record.store.flatMap { loaded.stores[$0]?.path })
             // Slots past the high-water mark were written after the last commit before a crash: nothing
             // maps them, so give their space back now rather than leak it until reuse.
             let end = loaded.allocators[id]!.highWater * UInt64(record.chunkSize)
@@ -144,6 +151,16 @@ public final class Pool: @unchecked Sendable {
         committer.stop()
         metadata.close()
     }
+
+    /// The versions of one chunk, oldest first (tests and debugging).
+    @_spi(Testing)
+    public func versions(volume name: String, chunk: UInt64) -> [ChunkVersion] {
+        monitor.withLock { (try? state.volume(named: name))?.map[chunk]?.versions ?? [] }
+    }
+
+    /// Reference count of a slot (tests and debugging).
+    @_spi(Testing)
+    public func refcount(of slot: SlotAddress) -> UInt32 { monitor.withLock { state.refcount(slot) } }
 
     /// Makes every write that completed before this call durable (NBD FLUSH). Pool-wide, so a FLUSH on
     /// one connection covers writes completed on all of them.

@@ -7,8 +7,11 @@ public protocol PoolMedia: Sendable {
     /// For messages ("/var/lib/cairn").
     var location: String { get }
     func openMetadataStore() throws -> any MetadataStore
-    /// Opens the slot file `name`, creating it empty if it does not exist.
-    func openSlotFile(named name: String) throws -> any StorageFile
+    /// Opens the slot file `name` in the pool's data directory, or in the directory `store` (another
+    /// disk), creating it empty if it does not exist.
+    func openSlotFile(named name: String, in store: String?) throws -> any StorageFile
+    /// Creates (when missing) and checks a directory that is to hold slot files of a store.
+    func prepareStore(at path: String) throws
     /// The fastest copy method slot files on these media support (probed once at open).
     func probeCopyMethod() -> CopyMethod
     /// Space the filesystem can still give the pool, in bytes (nil: unknown).
@@ -49,10 +52,12 @@ public final class DirectoryMedia: PoolMedia {
         try SQLiteMetadataStore(path: location + "/metadata.sqlite")
     }
 
-    public func openSlotFile(named name: String) throws -> any StorageFile {
+    public func openSlotFile(named name: String, in store: String?) throws -> any StorageFile {
         let file: PosixStorageFile
         do {
-            file = try PosixStorageFile(path: location + "/data/" + name, create: true)
+            let directory = store ?? location + "/data"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            file = try PosixStorageFile(path: directory + "/" + name, create: true)
         } catch {
             throw EngineError.io("opening slot file \(name)", error)
         }
@@ -67,6 +72,17 @@ public final class DirectoryMedia: PoolMedia {
     }
 
     public func probeCopyMethod() -> CopyMethod { copyMethod }
+
+    public func prepareStore(at path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw EngineError(.invalidArgument, "cannot create the store directory \(path)", cause: error)
+        }
+        guard FileManager.default.isWritableFile(atPath: path) else {
+            throw EngineError(.permissionDenied, "the store directory \(path) is not writable")
+        }
+    }
 
     /// Copies one page inside a scratch file and checks the result: the first method that works is
     /// what breaking sharing will use.

@@ -12,9 +12,10 @@ struct DirtySet {
     var snapshots: [SnapshotRecord] = []
     var deletedSnapshots: [(volumeID: UInt64, name: String)] = []
     var slotFiles: [SlotFileRecord] = []
+    var stores: [StoreRecord] = []
 
     var isEmpty: Bool {
-        chunks.isEmpty && volumes.isEmpty && deletedVolumes.isEmpty && snapshots.isEmpty
+        stores.isEmpty && chunks.isEmpty && volumes.isEmpty && deletedVolumes.isEmpty && snapshots.isEmpty
             && deletedSnapshots.isEmpty && slotFiles.isEmpty
     }
 }
@@ -25,6 +26,7 @@ struct PoolState {
     var volumeIDs: [String: UInt64] = [:]
     var allocators: [UInt16: SlotAllocator] = [:]
     var slotFileRecords: [UInt16: SlotFileRecord] = [:]
+    var stores: [String: StoreRecord] = [:]
     var dirty = DirtySet()
     /// Data was written (in place or to fresh slots) since the last commit captured: a FLUSH must
     /// fdatasync even when no metadata changed.

@@ -11,10 +11,13 @@ public struct VolumeRecord: Hashable, Sendable {
     public var parent: ParentLink?
     /// Milliseconds since 1970.
     public var createdAt: Int64
+    /// Store that data preserved for snapshots is copied out to on first overwrite (seed 000's LUN map);
+    /// nil keeps it where it is, in the pool.
+    public var preserveStore: String?
 
     public init(
         id: UInt64, name: String, size: UInt64, chunkSize: UInt32, epoch: UInt32, parent: ParentLink?,
-        createdAt: Int64
+        createdAt: Int64, preserveStore: String? = nil
     ) {
         self.id = id
         self.name = name
@@ -23,6 +26,7 @@ public struct VolumeRecord: Hashable, Sendable {
         self.epoch = epoch
         self.parent = parent
         self.createdAt = createdAt
+        self.preserveStore = preserveStore
     }
 }
 
@@ -57,14 +61,29 @@ public struct SnapshotRecord: Hashable, Sendable {
 /// A slot file (one row of `slot_files`): all slots in it are `chunkSize` bytes.
 public struct SlotFileRecord: Hashable, Sendable {
     public var id: UInt16
-    /// File name relative to the pool's data directory.
+    /// File name, inside the pool's data directory or inside `store`'s directory.
     public var name: String
     public var chunkSize: UInt32
+    /// The store the file lives in (nil: the pool's own data directory).
+    public var store: String?
 
-    public init(id: UInt16, name: String, chunkSize: UInt32) {
+    public init(id: UInt16, name: String, chunkSize: UInt32, store: String? = nil) {
         self.id = id
         self.name = name
         self.chunkSize = chunkSize
+        self.store = store
+    }
+}
+
+/// Another directory (usually on another disk) that holds slot files: where a volume's preserved data
+/// can be placed (one row of `stores`).
+public struct StoreRecord: Hashable, Sendable {
+    public var name: String
+    public var path: String
+
+    public init(name: String, path: String) {
+        self.name = name
+        self.path = path
     }
 }
 
@@ -85,6 +104,7 @@ public struct MappingRow: Hashable, Sendable {
 public struct PoolCatalog: Sendable {
     public var poolID: String
     public var formatVersion: Int
+    public var stores: [StoreRecord] = []
     public var slotFiles: [SlotFileRecord]
     public var volumes: [VolumeRecord]
     public var snapshots: [SnapshotRecord]
@@ -103,6 +123,7 @@ public struct PoolCatalog: Sendable {
 
 /// The changes one group commit makes durable, applied atomically.
 public struct MetadataTransaction: Sendable {
+    public var upsertStores: [StoreRecord] = []
     public var upsertSlotFiles: [SlotFileRecord] = []
     public var upsertVolumes: [VolumeRecord] = []
     /// Volumes to remove, with all their mappings and snapshots.
@@ -115,7 +136,7 @@ public struct MetadataTransaction: Sendable {
     public init() {}
 
     public var isEmpty: Bool {
-        upsertSlotFiles.isEmpty && upsertVolumes.isEmpty && deleteVolumes.isEmpty && upsertSnapshots.isEmpty
+        upsertStores.isEmpty && upsertSlotFiles.isEmpty && upsertVolumes.isEmpty && deleteVolumes.isEmpty && upsertSnapshots.isEmpty
             && deleteSnapshots.isEmpty && chunks.isEmpty
     }
 }

@@ -70,6 +70,16 @@ public final class SQLiteMetadataStore: MetadataStore {
                 sql: "INSERT INTO pool (key, value) VALUES ('pool_id', ?), ('format_version', ?)",
                 arguments: [UUID().uuidString.lowercased(), String(Self.formatVersion)])
         }
+        migrator.registerMigration("v2-stores") { db in
+            // Stores: other directories (disks) slot files can live in; a volume may send the data it
+            // preserves for snapshots to one of them.
+            try db.execute(
+                sql: """
+                    CREATE TABLE stores (name TEXT PRIMARY KEY NOT NULL, path TEXT NOT NULL);
+                    ALTER TABLE slot_files ADD COLUMN store TEXT;
+                    ALTER TABLE volumes ADD COLUMN preserve_store TEXT;
+                    """)
+        }
         do {
             try migrator.migrate(queue)
         } catch {
@@ -90,8 +100,13 @@ public final class SQLiteMetadataStore: MetadataStore {
                         .corrupt,
                         "the pool's metadata is format \(version); this cairn reads format \(Self.formatVersion)")
                 }
-                let slotFiles = try Row.fetchAll(db, sql: "SELECT id, name, chunk_size FROM slot_files").map {
-                    SlotFileRecord(id: UInt16($0["id"] as Int64), name: $0["name"], chunkSize: UInt32($0["chunk_size"] as Int64))
+                let slotFiles = try Row.fetchAll(db, sql: "SELECT id, name, chunk_size, store FROM slot_files").map {
+                    SlotFileRecord(
+                        id: UInt16($0["id"] as Int64), name: $0["name"], chunkSize: UInt32($0["chunk_size"] as Int64),
+                        store: $0["store"])
+                }
+                let stores = try Row.fetchAll(db, sql: "SELECT name, path FROM stores ORDER BY name").map {
+                    StoreRecord(name: $0["name"], path: $0["path"])
                 }
                 let volumes = try Row.fetchAll(db, sql: "SELECT * FROM volumes ORDER BY id").map(Self.volume)
                 let snapshots = try Row.fetchAll(db, sql: "SELECT * FROM snapshots ORDER BY volume_id, epoch").map {
@@ -116,9 +131,11 @@ public final class SQLiteMetadataStore: MetadataStore {
                                 dataMask: UInt64(bitPattern: row[4] as Int64),
                                 definedMask: UInt64(bitPattern: row[5] as Int64))))
                 }
-                return PoolCatalog(
+                var catalog = PoolCatalog(
                     poolID: settings["pool_id"] ?? "", formatVersion: version, slotFiles: slotFiles, volumes: volumes,
                     snapshots: snapshots)
+                catalog.stores = stores
+                return catalog
             }
         } catch let error as EngineError {
             throw error
@@ -134,7 +151,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             id: UInt64(row["id"] as Int64), name: row["name"], size: UInt64(row["size"] as Int64),
             chunkSize: UInt32(row["chunk_size"] as Int64), epoch: UInt32(row["epoch"] as Int64),
             parent: parentID.map { ParentLink(volumeID: UInt64($0), epoch: UInt32(parentEpoch ?? 0)) },
-            createdAt: row["created_at"])
+            createdAt: row["created_at"], preserveStore: row["preserve_store"])
     }
 
     public func commit(_ transaction: MetadataTransaction) throws {
@@ -150,9 +167,14 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private static func apply(_ t: MetadataTransaction, to db: Database) throws {
+        for store in t.upsertStores {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO stores (name, path) VALUES (?, ?)")
+                .execute(arguments: [store.name, store.path])
+        }
         for file in t.upsertSlotFiles {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO slot_files (id, name, chunk_size) VALUES (?, ?, ?)")
-                .execute(arguments: [Int64(file.id), file.name, Int64(file.chunkSize)])
+            try db.cachedStatement(
+                sql: "INSERT OR REPLACE INTO slot_files (id, name, chunk_size, store) VALUES (?, ?, ?, ?)"
+            ).execute(arguments: [Int64(file.id), file.name, Int64(file.chunkSize), file.store])
         }
         for id in t.deleteVolumes {
             let key = Int64(bitPattern: id)
@@ -163,13 +185,16 @@ public final class SQLiteMetadataStore: MetadataStore {
         for v in t.upsertVolumes {
             try db.cachedStatement(
                 sql: """
-                    INSERT INTO volumes (id, name, size, chunk_size, epoch, parent_id, parent_epoch, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET name = excluded.name, size = excluded.size, epoch = excluded.epoch
+                    INSERT INTO volumes (
+                        id, name, size, chunk_size, epoch, parent_id, parent_epoch, created_at, preserve_store)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET name = excluded.name, size = excluded.size, epoch = excluded.epoch,
+                        preserve_store = excluded.preserve_store
                     """
             ).execute(arguments: [
                 Int64(bitPattern: v.id), v.name, Int64(v.size), Int64(v.chunkSize), Int64(v.epoch),
                 v.parent.map { Int64(bitPattern: $0.volumeID) }, v.parent.map { Int64($0.epoch) }, v.createdAt,
+                v.preserveStore,
             ])
         }
         for s in t.deleteSnapshots {

@@ -17,6 +17,8 @@ public struct VolumeInfo: Sendable, Hashable {
     public var createdAt: Int64
     /// For a clone: "volume@snapshot" it was cloned from.
     public var origin: String?
+    /// Store that preserved data is copied out to (nil: it stays in the pool).
+    public var preserveStore: String?
 }
 
 /// The pool as `cairn pool status` shows it.

@@ -27,18 +27,22 @@ public final class SimulatedMedia: PoolMedia {
 
     public func openMetadataStore() throws -> any MetadataStore { store }
 
-    public func openSlotFile(named name: String) throws -> any StorageFile {
-        files.withLock { files in
-            if let file = files[name] { return file }
-            let file = SimulatedStorageFile(path: "\(location)/\(name)")
-            files[name] = file
+    public func openSlotFile(named name: String, in store: String?) throws -> any StorageFile {
+        let key = store.map { "\($0)/\(name)" } ?? name
+        return files.withLock { files in
+            if let file = files[key] { return file }
+            let file = SimulatedStorageFile(path: "\(location)/\(key)")
+            files[key] = file
             return file
         }
     }
 
+    /// A slot file by name (`store/name` for one in a store).
     public func slotFile(named name: String) -> SimulatedStorageFile? { files.withLock { $0[name] } }
 
     public func probeCopyMethod() -> CopyMethod { .userspace }
+
+    public func prepareStore(at path: String) throws {}
 
     public func availableBytes() -> UInt64? { available.withLock { $0 } }
 

@@ -40,6 +40,10 @@ public final class SimulatedMetadataStore: MetadataStore {
             throw EngineError(.ioFailure, "simulated metadata commit failure")
         }
         durable.withLock { d in
+            for store in t.upsertStores {
+                d.catalog.stores.removeAll { $0.name == store.name }
+                d.catalog.stores.append(store)
+            }
             for file in t.upsertSlotFiles {
                 d.catalog.slotFiles.removeAll { $0.id == file.id }
                 d.catalog.slotFiles.append(file)

@@ -200,4 +200,40 @@ import Testing
         #expect(try pool.check().isHealthy)
         pool.close()
     }
+
+    @Test func preservedDataMovesToTheOtherStoreOnFirstOverwrite() throws {
+        try pool.addStore(name: "disk2", path: "/disk2")
+        let v = try pool.createVolume(name: "v", size: 4 << 20, preserveStore: "disk2").id
+        try writeBytes(pool, v, 0, pattern(1, 1 << 20))
+        try pool.createSnapshot(volume: "v", snapshot: "s")
+        let preserved = "/disk2/slots-65536.dat"
+        // One host write; the engine copies the old chunk to the other store, then writes in place.
+        try writeBytes(pool, v, 4096, pattern(2, 4096))
+        #expect(media.slotFile(named: preserved)?.bytesWritten == 65536)
+        // The live volume keeps its data in the pool; the snapshot reads the preserved copy.
+        var expected = pattern(1, 1 << 20)
+        expected.replaceSubrange(4096..<8192, with: pattern(2, 4096))
+        #expect(try readBytes(pool, v, 0, 1 << 20) == expected)
+        #expect(try snapshotRead("v", "s", 0, 1 << 20) == pattern(1, 1 << 20))
+        // Later writes to the same chunk are in place, no further copy.
+        try writeBytes(pool, v, 8192, pattern(3, 4096))
+        #expect(media.slotFile(named: preserved)?.bytesWritten == 65536)
+        #expect(try pool.check().isHealthy)
+        // A power cut right after: the snapshot is intact, the flushed state is back.
+        try pool.flush()
+        var random = SeededGenerator(seed: 3)
+        let image = media.crashImage(using: &random)
+        pool.simulateProcessDeath()
+        let reopened = try Pool(media: image, options: testOptions())
+        defer { reopened.close() }
+        let epoch = try reopened.snapshotInfo(volume: "v", snapshot: "s").epoch
+        var snapshot = [UInt8](repeating: 0, count: 1 << 20)
+        _ = try snapshot.withUnsafeMutableBytes {
+            try reopened.read(volumeID: try reopened.volumeID(named: "v"), snapshotEpoch: epoch, offset: 0, into: $0)
+        }
+        #expect(snapshot == pattern(1, 1 << 20))
+        #expect(try reopened.volumeInfo(named: "v").preserveStore == "disk2")
+        #expect(try reopened.check().isHealthy)
+        #expect(throws: EngineError.self) { try reopened.createVolume(name: "w", size: 1 << 20, preserveStore: "nope") }
+    }
 }

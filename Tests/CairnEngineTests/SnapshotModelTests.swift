@@ -75,8 +75,11 @@ import Testing
         var nextValue: UInt32 = 1
         var serial = 0
         let context = "seed \(seed) chunk \(chunkSize)"
+        // "b" sends what its snapshots preserve to another store (seed 000's LUN map: copy-out).
+        try pool.addStore(name: "disk2", path: "/disk2")
         for name in ["a", "b"] {
-            try pool.createVolume(name: name, size: UInt64(sectors * sector), chunkSize: chunkSize)
+            try pool.createVolume(
+                name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: name == "b" ? "disk2" : nil)
             model.live[name] = LiveImage(Array(repeating: 0, count: sectors))
         }
 
@@ -96,7 +99,21 @@ import Testing
                 let parts = key.split(separator: "@").map(String.init)
                 let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
                 if let bad = (0..<sectors).first(where: { got[$0] != bytes(expected[$0], sector: $0) }) {
-                    failures.append("\(context) \(what): snapshot \(key) sector \(bad) changed")
+                    let chunk = UInt64(bad * sector) / UInt64(chunkSize)
+                    failures.append(
+                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), expected \(expected[bad]); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshotInfo(volume: parts[0], snapshot: parts[1]).epoch)")
+                    for slot in pool.versions(volume: parts[0], chunk: chunk).map(\.slot) {
+                        failures.append("  refcount of \(slot): \(pool.refcount(of: slot))")
+                    }
+                    for name in model.live.keys.sorted() {
+                        for c in 0..<UInt64(sectors * sector) / UInt64(chunkSize) {
+                            let vs = pool.versions(volume: name, chunk: c)
+                            let mine = pool.versions(volume: parts[0], chunk: chunk).map(\.slot)
+                            if vs.contains(where: { v in mine.contains(v.slot) && v.hasSlot }) && !(name == parts[0] && c == chunk) {
+                                failures.append("  shared slot with \(name) chunk \(c): \(vs)")
+                            }
+                        }
+                    }
                     return false
                 }
             }
@@ -126,13 +143,21 @@ import Testing
             while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
         }
 
+        let trace = getenv("CAIRN_TRACE") != nil
+        let onlyChunk = getenv("CAIRN_CHUNK").map { UInt32(String(cString: $0)) ?? 0 }
+        if let onlyChunk, onlyChunk != chunkSize { return [] }
+        let verifyEach = getenv("CAIRN_VERIFY_EACH") != nil
         for step in 0..<400 {
+            if verifyEach, step > 0 {
+                guard try verifyAll(pool, afterCrash: false, "check before step \(step)") else { return failures }
+            }
             let volumes = model.live.keys.sorted()
             let volume = volumes[Int.random(in: 0..<volumes.count, using: &random)]
             let id = try pool.volumeID(named: volume)
             let first = Int.random(in: 0..<sectors, using: &random)
             let count = min(sectors - first, Int.random(in: 1...(Bool.random(using: &random) ? 8 : 200), using: &random))
             let op = Int.random(in: 0..<100, using: &random)
+            if trace { print("step \(step) op \(op) volume \(volume) first \(first) count \(count)") }
             switch op {
             case 0..<45:
                 let fua = Int.random(in: 0..<6, using: &random) == 0
@@ -141,6 +166,7 @@ import Testing
                 let data = (first..<(first + count)).flatMap { bytes(value, sector: $0) }
                 try writeBytes(pool, id, UInt64(first * sector), data, fua: fua)
                 for s in first..<(first + count) { model.live[volume]!.set(s, value, durably: fua) }
+                if trace { print("  write value \(value) fua \(fua)") }
             case 45..<55:
                 let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
                 try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
@@ -161,6 +187,7 @@ import Testing
                 serial += 1
                 let name = "s\(serial)"
                 try pool.createSnapshot(volume: volume, snapshot: name)
+                if trace { print("  snapshot \(volume)@\(name)") }
                 model.live[volume]!.flushed()
                 model.snapshots["\(volume)@\(name)"] = model.live[volume]!.current
             case 73..<78:
@@ -168,6 +195,7 @@ import Testing
                 guard let key = candidates.randomElement(using: &random) else { continue }
                 let parts = key.split(separator: "@").map(String.init)
                 try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                if trace { print("  delete \(key)") }
                 model.snapshots[key] = nil
                 waitForJobs(pool)
             case 78..<82:
@@ -177,6 +205,7 @@ import Testing
                 let parts = key.split(separator: "@").map(String.init)
                 let clone = "c\(serial)"
                 try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: clone)
+                if trace { print("  clone \(key) as \(clone)") }
                 model.live[clone] = LiveImage(model.snapshots[key]!)
                 model.origins[clone] = key
             case 82..<85:
@@ -188,10 +217,19 @@ import Testing
                 // Newer snapshots with clones block a rollback.
                 guard newer.allSatisfy({ $0.clones.isEmpty }) else { continue }
                 try pool.rollback(volume: volume, snapshot: parts[1], force: true)
+                if trace { print("  rollback \(key), dropping \(newer.map(\.name))") }
                 for snapshot in newer { model.snapshots["\(volume)@\(snapshot.name)"] = nil }
                 model.live[volume] = LiveImage(model.snapshots[key]!)
                 waitForJobs(pool)
-            case 85..<90:
+            case 85..<87:
+                // Dedup shares identical versions (stamps repeat across snapshots and clones).
+                try pool.startDedup()
+                waitForJobs(pool)
+                if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
+                    failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
+                    return failures
+                }
+            case 87..<90:
                 guard try verifyAll(pool, afterCrash: false, "live check at step \(step)") else { return failures }
             default:
                 // Power cut between operations: what the disk kept must be a state the contract allows.
