@@ -120,7 +120,7 @@ struct PythonLibnbdDaemonTests {
         attempt(out, "cache", lambda: h.cache(65536, 0))
         attempt(out, "df_read", lambda: h.pread(65536, 0, flags=nbd.CMD_FLAG_DF))
         attempt(out, "read_max_payload", lambda: h.pread(32 << 20, 0))
-        attempt(out, "write_max_payload", lambda: h.pwrite(b"\\x3c" * (32 << 20), 0))
+        attempt(out, "write_max_payload", lambda: h.pwrite(b"\\x3c" * (32 << 20), 8 << 20))
         data = h.pread(16384, 65536)
         out["after"] = [data[0], data[4095], data[4096], data[8191], data[8192]]
         # After all these refusals the connection still works.
@@ -134,6 +134,7 @@ struct PythonLibnbdDaemonTests {
                            lambda ctx, off, ents, err: got.append([ctx, off] + list(ents)) or 0,
                            flags=nbd.CMD_FLAG_REQ_ONE)
             out[name] = got
+        h.trim((1 << 20) - 4096, size - (1 << 20))
         full = []
         h.block_status(1 << 20, size - (1 << 20), lambda ctx, off, ents, err: full.append(list(ents)) or 0)
         out["full"] = full
@@ -185,8 +186,8 @@ struct PythonLibnbdDaemonTests {
             if let extent = hole.first, extent.count == 4, let length = extent[2] as? Int {
                 #expect(length > 0 && length <= MiB - 4096 && extent[3] as? Int == 3, "\(hole)")
             }
-            // Without REQ_ONE the extents cover the whole request: the last MiB, whose last sub-block
-            // holds the sector written last.
+            // Without REQ_ONE the extents cover the whole request: the last MiB, trimmed except for the
+            // sub-block holding the sector written last.
             let full = out["full"] as? [[Int]] ?? []
             if let entries = full.first {
                 let lengths = stride(from: 0, to: entries.count, by: 2).map { entries[$0] }
