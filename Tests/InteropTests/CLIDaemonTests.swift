@@ -321,28 +321,63 @@ struct CLIDaemonTests {
         }
     }
 
-    @Test("no daemon running: exit 69 with a sentence that says what to do")
+    /// How long a client command may take to say the daemon is not there. Connecting to a missing unix
+    /// socket or a closed loopback port fails at once; a script should not wait longer than this.
+    static let unreachableBudget: Double = 10
+
+    @Test("no daemon running: exit 69 within seconds, with a sentence that says what to do")
     func daemonNotRunning() async throws {
         let scratch = try ScratchDirectory("nodaemon")
         defer { scratch.remove() }
-        for arguments in [["volume", "list"], ["pool", "status"], ["volume", "create", "x", "1M"], ["pool", "check"]] {
-            let result = try await runProcess(TestDaemon.binary, arguments + ["--data-dir", scratch.path])
-            #expect(result.status == 69, "\(arguments): \(result)")
-            #expect(result.stderr.contains("cairn serve") && result.stderr.contains(scratch.path), "\(result)")
-            #expect(result.stderr.split(separator: "\n").count <= 3, "one short explanation: \(result)")
+        // A pool whose daemon has stopped (clean shutdown removes the socket) and one whose daemon was
+        // killed (the socket file stays behind, nobody listens).
+        try await withDaemon { stopped in
+            try await withDaemon { killed in
+                try await Self.probeUnreachable(scratch: scratch, stopped: stopped, killed: killed)
+            }
         }
-        // Also after a daemon has stopped on that pool, and through --api.
-        try await withDaemon { daemon in
-            try await daemon.createVolume("v", "1M")
-            let socket = daemon.dataDirectory + "/cairn.sock"
-            let viaAPI = try await runProcess(TestDaemon.binary, ["volume", "list", "--json", "--api", "unix:" + socket])
-            #expect(viaAPI.status == 0 && viaAPI.stdout.contains("\"v\""), "\(viaAPI)")
-            try await daemon.stop()
-            #expect(daemon.process.terminationStatus == 0)
-            let after = try await daemon.cli(["volume", "list"])
-            #expect(after.status == 69, "\(after)")
-            let bad = try await runProcess(TestDaemon.binary, ["volume", "list", "--api", "http://127.0.0.1:1"])
-            #expect(bad.status == 69, "\(bad)")
+    }
+
+    static func probeUnreachable(scratch: ScratchDirectory, stopped: TestDaemon, killed: TestDaemon) async throws {
+        try await stopped.createVolume("v", "1M")
+        let viaAPI = try await runProcess(
+            TestDaemon.binary, ["volume", "list", "--json", "--api", "unix:" + stopped.dataDirectory + "/cairn.sock"])
+        #expect(viaAPI.status == 0 && viaAPI.stdout.contains("\"v\""), "--api works while running: \(viaAPI)")
+        try await stopped.stop()
+        #expect(stopped.process.terminationStatus == 0)
+        try await killed.kill9()
+
+        let probes: [(arguments: [String], mentions: String?)] = [
+            (["volume", "list", "--data-dir", scratch.path], scratch.path),
+            (["pool", "status", "--data-dir", scratch.path], scratch.path),
+            (["volume", "create", "x", "1M", "--data-dir", scratch.path], scratch.path),
+            (["pool", "check", "--data-dir", scratch.path], scratch.path),
+            (["volume", "list", "--data-dir", stopped.dataDirectory], stopped.dataDirectory),
+            (["volume", "show", "v", "--data-dir", killed.dataDirectory], killed.dataDirectory),
+            (["volume", "list", "--api", "http://127.0.0.1:1"], "127.0.0.1:1"),
+        ]
+        // Run concurrently, each with the budget as its timeout (killed by SIGTERM past it: exit 15).
+        let results = try await withThrowingTaskGroup(of: (Int, ProcessResult, Double).self) { group in
+            for (index, probe) in probes.enumerated() {
+                group.addTask {
+                    let start = Date()
+                    let result = try await runProcess(TestDaemon.binary, probe.arguments, timeout: Self.unreachableBudget)
+                    return (index, result, Date().timeIntervalSince(start))
+                }
+            }
+            var collected: [(Int, ProcessResult, Double)] = []
+            for try await item in group { collected.append(item) }
+            return collected.sorted { $0.0 < $1.0 }
+        }
+        for (index, result, elapsed) in results {
+            let probe = probes[index]
+            #expect(
+                result.status == 69,
+                "\(probe.arguments): exit \(result.status) after \(elapsed) s (15 = still trying after \(Self.unreachableBudget) s): \(result)")
+            guard result.status == 69 else { continue }
+            #expect(result.stderr.contains("cairn serve"), "says what to do: \(result)")
+            if let mentions = probe.mentions { #expect(result.stderr.contains(mentions), "says where it looked: \(result)") }
+            #expect(result.stderr.split(separator: "\n").count <= 3, "one short explanation: \(result)")
         }
     }
 
