@@ -53,15 +53,30 @@ public final class BackgroundProcess: @unchecked Sendable {
     public let stdoutPath: String
     public let stderrPath: String
 
-    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+    /// Runs a program with every signal unblocked, then execs `argv[1:]` (same PID). Children of the test
+    /// runner inherit a signal mask with SIGTERM, SIGINT and SIGHUP blocked; a program that relies on
+    /// them for a clean stop (qemu-storage-daemon unmounting its FUSE export) needs them back.
+    static let unblockSignals =
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, set()); os.execv(sys.argv[1], sys.argv[1:])"
+
+    /// - Parameter unblockingSignals: start the program with an empty signal mask (see `unblockSignals`).
+    public init(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        unblockingSignals: Bool = false
+    ) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-bg-\(UUID().uuidString)").path
         stdoutPath = base + ".out"
         stderrPath = base + ".err"
         FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        if unblockingSignals {
+            process.executableURL = URL(fileURLWithPath: Tools.python)
+            process.arguments = ["-c", Self.unblockSignals, executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
         if let environment {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }

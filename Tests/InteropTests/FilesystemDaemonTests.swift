@@ -32,7 +32,8 @@ struct FilesystemDaemonTests {
                     "--blockdev",
                     "driver=nbd,node-name=n0,server.type=inet,server.host=127.0.0.1,server.port=\(daemon.nbdPort),export=\(volume)",
                     "--export", "type=fuse,id=e0,node-name=n0,mountpoint=\(mountpoint),writable=on",
-                ])
+                ],
+                unblockingSignals: true)
             let up = try await poll(timeout: 20) { FilesystemDaemonTests.isMounted(mountpoint) || !self.process.isRunning }
             guard up, process.isRunning else { throw TestDaemonError("FUSE export did not come up: \(process.summary)") }
         }
@@ -42,6 +43,7 @@ struct FilesystemDaemonTests {
             process.signal(SIGTERM)
             let status = try await process.wait(timeout: 20)
             if status == nil { process.cleanUp() }
+            #expect(status == 0, "qemu-storage-daemon did not stop cleanly on SIGTERM: \(process.summary)")
             if FilesystemDaemonTests.isMounted(mountpoint) {
                 _ = try? await runProcess(MoreTools.umount, ["-l", mountpoint])
             }
@@ -62,8 +64,12 @@ struct FilesystemDaemonTests {
         // Files of awkward sizes with seeded contents, kept in memory to compare against.
         var files: [(name: String, data: [UInt8])] = []
         for (index, size) in [0, 1, 511, 4096, 4097, 65_537, 1_000_003, 3 * MiB + 17].enumerated() {
-            var data = [UInt8](repeating: 0, count: size)
-            for i in data.indices { data[i] = UInt8.random(in: 0...255, using: &random) }
+            var data = [UInt8](repeating: 0, count: (size + 7) / 8 * 8)
+            data.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for i in words.indices { words[i] = random.next() }
+            }
+            data.removeLast(data.count - size)
             files.append(("f\(index)-\(size)", data))
         }
         try await withDaemon { daemon in
