@@ -47,70 +47,113 @@ public struct ScratchDirectory: Sendable {
 
 /// A client process that keeps running while the test does something else (fio during a shutdown, a
 /// held-open NBD session, qemu-storage-daemon). Output goes to files; stop it by PID.
+///
+/// Started with posix_spawn and a clean signal state: children of the test runner otherwise inherit a
+/// signal mask with SIGTERM, SIGINT, SIGHUP, SIGALRM and SIGCHLD blocked (and SIGPIPE ignored), so a
+/// SIGTERM never reaches them: `runProcess`'s timeout cannot stop a hung client, qemu-storage-daemon
+/// cannot unmount its FUSE export and `nbdkit --run` never returns.
 public final class BackgroundProcess: @unchecked Sendable {
-    // @unchecked: `process` is set once in init; Process itself is thread-safe for these calls.
-    public let process: Process
+    // @unchecked: `pid` is immutable; `exitStatus` is only touched under `lock`.
+    public let pid: pid_t
     public let stdoutPath: String
     public let stderrPath: String
+    private let lock = NSLock()
+    private var exitStatus: Int32?
 
-    /// Runs a program with every signal unblocked, then execs `argv[1:]` (same PID). Children of the test
-    /// runner inherit a signal mask with SIGTERM, SIGINT and SIGHUP blocked; a program that relies on
-    /// them for a clean stop (qemu-storage-daemon unmounting its FUSE export) needs them back.
-    static let unblockSignals =
-        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, set()); os.execv(sys.argv[1], sys.argv[1:])"
+    /// Signals reset to their default action in the child.
+    static let defaultSignals: [Int32] = [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD]
 
-    /// - Parameter unblockingSignals: start the program with an empty signal mask (see `unblockSignals`).
-    public init(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-        unblockingSignals: Bool = false
-    ) throws {
+    /// glibc ≥ 2.34's posix_spawn_file_actions_addclosefrom_np (Swift does not import it; looked up at run time).
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+    }()
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-bg-\(UUID().uuidString)").path
         stdoutPath = base + ".out"
         stderrPath = base + ".err"
-        FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process = Process()
-        if unblockingSignals {
-            process.executableURL = URL(fileURLWithPath: Tools.python)
-            process.arguments = ["-c", Self.unblockSignals, executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in Self.defaultSignals { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // Nothing else of the test process leaks into the child (a file another test is writing on a
+        // mounted filesystem would keep that filesystem busy; a FIFO's write end would keep it open).
+        if let closeFrom = Self.addCloseFrom {
+            _ = closeFrom(&actions, 3)
         }
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        var environmentStrings: [String] = []
+        let merged = ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }
+        for (key, value) in merged { environmentStrings.append("\(key)=\(value)") }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environmentStrings.map { strdup($0) } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
         }
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        var child: pid_t = 0
+        let result = posix_spawn(&child, executable, &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            throw TestDaemonError("cannot start \(executable): \(String(cString: strerror(result)))")
+        }
+        pid = child
     }
 
-    public var pid: Int32 { process.processIdentifier }
-    public var isRunning: Bool { process.isRunning }
+    /// Reaps the child if it has exited (never blocks).
+    private func reap() -> Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let exitStatus { return exitStatus }
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        guard result == pid else { return nil }
+        // Exit code, or 128 + signal number like a shell.
+        let signal = status & 0x7f
+        exitStatus = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        return exitStatus
+    }
+
+    public var isRunning: Bool { reap() == nil }
+    /// Exit code (128 + N when killed by signal N); nil while running.
+    public var terminationStatus: Int32? { reap() }
     public var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
     public var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
     /// Sends `signal` to this process only.
     public func signal(_ signal: Int32) {
-        if process.isRunning { Glibc.kill(process.processIdentifier, signal) }
+        if isRunning { Glibc.kill(pid, signal) }
     }
 
     /// Waits for the process to exit; returns its status, or nil when it is still running after `timeout`.
     public func wait(timeout: Double) async throws -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning {
+        while true {
+            if let status = reap() { return status }
             if Date() >= deadline { return nil }
-            try await Task.sleep(nanoseconds: 20_000_000)
+            try await Task.sleep(nanoseconds: 10_000_000)
         }
-        return process.terminationStatus
     }
 
     /// SIGKILL if still running, reap it and delete the output files.
     public func cleanUp() {
-        if process.isRunning {
-            Glibc.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        if reap() == nil {
+            Glibc.kill(pid, SIGKILL)
+            while reap() == nil { usleep(5_000) }
         }
         try? FileManager.default.removeItem(atPath: stdoutPath)
         try? FileManager.default.removeItem(atPath: stderrPath)
@@ -118,9 +161,29 @@ public final class BackgroundProcess: @unchecked Sendable {
 
     /// "exit N / stdout / stderr" for failure messages.
     public var summary: String {
-        let status = process.isRunning ? "running" : "exit \(process.terminationStatus)"
+        let status = reap().map { "exit \($0)" } ?? "running"
         return "\(status)\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)"
     }
+}
+
+/// Runs a client to completion like `runProcess`, but with a clean signal state (see
+/// `BackgroundProcess`) and a timeout that works: SIGTERM, then SIGKILL two seconds later. A client
+/// stopped by the timeout reports exit 128 + signal (143 or 137) and says so on stderr.
+public func runTool(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil, timeout: Double = 120
+) async throws -> ProcessResult {
+    let child = try BackgroundProcess(executable, arguments, environment: environment)
+    defer { child.cleanUp() }
+    var status = try await child.wait(timeout: timeout)
+    var note = ""
+    if status == nil {
+        child.signal(SIGTERM)
+        status = try await child.wait(timeout: 2)
+        if status == nil { child.signal(SIGKILL) }
+        status = try await child.wait(timeout: 10)
+        note = "\n[runTool: \(executable) still running after \(timeout) s; stopped]"
+    }
+    return ProcessResult(status: status ?? -1, stdout: child.stdout, stderr: child.stderr + note)
 }
 
 /// Polls `condition` every 50 ms for up to `timeout` seconds; returns whether it became true.
@@ -158,7 +221,7 @@ public func allocatedBytes(atPath path: String) -> UInt64 {
 
 /// Runs a Python script with Debian's python3 (the one with libnbd), arguments after the script.
 public func runPython(_ script: String, _ arguments: [String], timeout: Double = 60) async throws -> ProcessResult {
-    try await runProcess(Tools.python, ["-c", script] + arguments, timeout: timeout)
+    try await runTool(Tools.python, ["-c", script] + arguments, timeout: timeout)
 }
 
 /// Extra tools the interop suites need beyond `Tools`.

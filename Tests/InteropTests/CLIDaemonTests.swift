@@ -167,7 +167,7 @@ struct CLIDaemonTests {
             #expect(shrink.status == 4 && shrink.stderr.contains("attached"), "\(shrink)")
             #expect(try await daemon.volume("ra").size == UInt64(6 * MiB))
             // A new session sees the new size at once.
-            let info = try await runProcess(Tools.nbdinfo, ["--size", daemon.uri("ra")])
+            let info = try await runTool(Tools.nbdinfo, ["--size", daemon.uri("ra")])
             #expect(info.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(6 * MiB)", "\(info)")
         }
     }
@@ -187,7 +187,7 @@ struct CLIDaemonTests {
             let read = try await holder.send("read 0 131072")
             #expect(read == "113,114", "bytes seen by the renamed session: \(read)")
             try await holder.send("flush")
-            #expect(try await runProcess(Tools.nbdinfo, [daemon.uri("old")]).status != 0)
+            #expect(try await runTool(Tools.nbdinfo, [daemon.uri("old")]).status != 0)
             try await daemon.qemuIOOK("new", ["read -P 0x71 0 64k", "read -P 0x72 64k 64k"])
             // Deleting is still refused while it is attached under its new name.
             let delete = try await daemon.cli(["volume", "delete", "new"])
@@ -316,7 +316,7 @@ struct CLIDaemonTests {
                 let result = try await daemon.cli(arguments)
                 #expect(result.status == 64, "\(arguments): \(result)")
             }
-            let help = try await runProcess(TestDaemon.binary, ["--help"])
+            let help = try await runTool(TestDaemon.binary, ["--help"])
             #expect(help.status == 0 && help.stdout.contains("volume"), "\(help)")
         }
     }
@@ -340,7 +340,7 @@ struct CLIDaemonTests {
 
     static func probeUnreachable(scratch: ScratchDirectory, stopped: TestDaemon, killed: TestDaemon) async throws {
         try await stopped.createVolume("v", "1M")
-        let viaAPI = try await runProcess(
+        let viaAPI = try await runTool(
             TestDaemon.binary, ["volume", "list", "--json", "--api", "unix:" + stopped.dataDirectory + "/cairn.sock"])
         #expect(viaAPI.status == 0 && viaAPI.stdout.contains("\"v\""), "--api works while running: \(viaAPI)")
         try await stopped.stop()
@@ -356,12 +356,12 @@ struct CLIDaemonTests {
             (["volume", "show", "v", "--data-dir", killed.dataDirectory], killed.dataDirectory),
             (["volume", "list", "--api", "http://127.0.0.1:1"], "127.0.0.1:1"),
         ]
-        // Run concurrently, each with the budget as its timeout (killed by SIGTERM past it: exit 15).
+        // Run concurrently, each with the budget as its timeout (stopped by SIGTERM past it: exit 143).
         let results = try await withThrowingTaskGroup(of: (Int, ProcessResult, Double).self) { group in
             for (index, probe) in probes.enumerated() {
                 group.addTask {
                     let start = Date()
-                    let result = try await runProcess(TestDaemon.binary, probe.arguments, timeout: Self.unreachableBudget)
+                    let result = try await runTool(TestDaemon.binary, probe.arguments, timeout: Self.unreachableBudget)
                     return (index, result, Date().timeIntervalSince(start))
                 }
             }
@@ -373,7 +373,7 @@ struct CLIDaemonTests {
             let probe = probes[index]
             #expect(
                 result.status == 69,
-                "\(probe.arguments): exit \(result.status) after \(elapsed) s (15 = still trying after \(Self.unreachableBudget) s): \(result)")
+                "\(probe.arguments): exit \(result.status) after \(elapsed) s (143 = still trying after \(Self.unreachableBudget) s, stopped by SIGTERM): \(result)")
             guard result.status == 69 else { continue }
             #expect(result.stderr.contains("cairn serve"), "says what to do: \(result)")
             if let mentions = probe.mentions { #expect(result.stderr.contains(mentions), "says where it looked: \(result)") }
@@ -385,7 +385,7 @@ struct CLIDaemonTests {
     func secondDaemonRefused() async throws {
         try await withDaemon { daemon in
             try await daemon.createVolume("v", "1M")
-            let second = try await runProcess(
+            let second = try await runTool(
                 TestDaemon.binary, ["serve", "--data-dir", daemon.dataDirectory, "--nbd-port", "0"], timeout: 30)
             #expect(second.status != 0, "\(second)")
             #expect(try await daemon.volumes().map(\.name) == ["v"], "the first daemon still answers")
@@ -444,7 +444,7 @@ final class HeldConnection: @unchecked Sendable {
         // The reader opens the FIFO right after printing "ready"; until it has, a non-blocking open for
         // writing fails with ENXIO, so this never hangs on a reader that died.
         let opened = try await poll(timeout: 20) {
-            self.commandFD = open(self.fifo, O_WRONLY | O_NONBLOCK)
+            self.commandFD = open(self.fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
             return self.commandFD >= 0 || !self.process.isRunning
         }
         guard opened, commandFD >= 0 else { throw TestDaemonError("cannot open the command FIFO: \(process.summary)") }

@@ -36,7 +36,7 @@ struct ExtendedHeadersDaemonTests {
             ]
             #expect(dataRanges(map) == expected, "\(map)")
             // Both generations of qemu agree on the contents.
-            let compare = try await runProcess(
+            let compare = try await runTool(
                 Tools.qemu10Img, ["compare", "-f", "raw", "-F", "raw", daemon.uri("x"), daemon.uri("x")])
             #expect(compare.status == 0, "\(compare)")
             try await daemon.expectHealthy()

@@ -32,8 +32,7 @@ struct FilesystemDaemonTests {
                     "--blockdev",
                     "driver=nbd,node-name=n0,server.type=inet,server.host=127.0.0.1,server.port=\(daemon.nbdPort),export=\(volume)",
                     "--export", "type=fuse,id=e0,node-name=n0,mountpoint=\(mountpoint),writable=on",
-                ],
-                unblockingSignals: true)
+                ])
             let up = try await poll(timeout: 20) { FilesystemDaemonTests.isMounted(mountpoint) || !self.process.isRunning }
             guard up, process.isRunning else { throw TestDaemonError("FUSE export did not come up: \(process.summary)") }
         }
@@ -45,7 +44,7 @@ struct FilesystemDaemonTests {
             if status == nil { process.cleanUp() }
             #expect(status == 0, "qemu-storage-daemon did not stop cleanly on SIGTERM: \(process.summary)")
             if FilesystemDaemonTests.isMounted(mountpoint) {
-                _ = try? await runProcess(MoreTools.umount, ["-l", mountpoint])
+                _ = try? await runTool(MoreTools.umount, ["-l", mountpoint])
             }
         }
     }
@@ -82,9 +81,9 @@ struct FilesystemDaemonTests {
                 if Self.isMounted(image) { _ = umount2(image, Int32(MNT_DETACH)) }
             }
             #expect(try await daemon.volume("ext4").attachments == 1)
-            let mkfs = try await runProcess(MoreTools.mkfsExt4, ["-q", "-F", "-b", "4096", image], timeout: 120)
+            let mkfs = try await runTool(MoreTools.mkfsExt4, ["-q", "-F", "-b", "4096", image], timeout: 120)
             try #require(mkfs.status == 0, "seed \(seed): \(mkfs)")
-            let mount = try await runProcess(MoreTools.mount, ["-o", "loop", image, directory])
+            let mount = try await runTool(MoreTools.mount, ["-o", "loop", image, directory])
             try #require(mount.status == 0, "\(mount)")
             mounted = true
             for file in files {
@@ -96,13 +95,13 @@ struct FilesystemDaemonTests {
             try Data(repeating: 0xaa, count: 8 * MiB).write(to: URL(fileURLWithPath: directory + "/gone"))
             sync()
             try FileManager.default.removeItem(atPath: directory + "/gone")
-            let fstrim = try await runProcess("/usr/sbin/fstrim", ["-v", directory])
+            let fstrim = try await runTool("/usr/sbin/fstrim", ["-v", directory])
             #expect(fstrim.status == 0, "fstrim: \(fstrim)")
-            let umount = try await runProcess(MoreTools.umount, [directory])
+            let umount = try await runTool(MoreTools.umount, [directory])
             try #require(umount.status == 0, "\(umount)")
             mounted = false
 
-            let fsck = try await runProcess(MoreTools.fsckExt4, ["-n", "-f", image], timeout: 120)
+            let fsck = try await runTool(MoreTools.fsckExt4, ["-n", "-f", image], timeout: 120)
             #expect(fsck.status == 0, "seed \(seed): fsck after the first mount: \(fsck)")
 
             // Restart the whole chain: FUSE export gone, daemon restarted, new export.
@@ -110,9 +109,9 @@ struct FilesystemDaemonTests {
             try await daemon.stop()
             try await daemon.restart()
             export = try await FuseExport(daemon: daemon, volume: "ext4", mountpoint: image, binary: binary)
-            let fsckAgain = try await runProcess(MoreTools.fsckExt4, ["-n", "-f", image], timeout: 120)
+            let fsckAgain = try await runTool(MoreTools.fsckExt4, ["-n", "-f", image], timeout: 120)
             #expect(fsckAgain.status == 0, "seed \(seed): fsck after a daemon restart: \(fsckAgain)")
-            let remount = try await runProcess(MoreTools.mount, ["-o", "loop,ro", image, directory])
+            let remount = try await runTool(MoreTools.mount, ["-o", "loop,ro", image, directory])
             try #require(remount.status == 0, "\(remount)")
             mounted = true
             for file in files {
@@ -122,7 +121,7 @@ struct FilesystemDaemonTests {
             let nested = try String(contentsOfFile: directory + "/sub/deeper/n.txt", encoding: .utf8)
             #expect(nested == "nested\n")
             #expect(!FileManager.default.fileExists(atPath: directory + "/gone"))
-            let umountAgain = try await runProcess(MoreTools.umount, [directory])
+            let umountAgain = try await runTool(MoreTools.umount, [directory])
             #expect(umountAgain.status == 0, "\(umountAgain)")
             mounted = false
             try await export.stop()
@@ -134,12 +133,12 @@ struct FilesystemDaemonTests {
             #expect(volume.attachments == 0)
             // Independent check of what the pool stores: dump the volume over NBD, fsck and read a file.
             let dump = scratch.file("dump.raw")
-            let convert = try await runProcess(Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("ext4"), dump])
+            let convert = try await runTool(Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("ext4"), dump])
             try #require(convert.status == 0, "\(convert)")
-            let fsckDump = try await runProcess(MoreTools.fsckExt4, ["-n", "-f", dump], timeout: 120)
+            let fsckDump = try await runTool(MoreTools.fsckExt4, ["-n", "-f", dump], timeout: 120)
             #expect(fsckDump.status == 0, "\(fsckDump)")
             let out = scratch.file("extracted")
-            let debugfs = try await runProcess("/usr/sbin/debugfs", ["-R", "dump /\(files[6].name) \(out)", dump])
+            let debugfs = try await runTool("/usr/sbin/debugfs", ["-R", "dump /\(files[6].name) \(out)", dump])
             #expect(debugfs.status == 0, "\(debugfs)")
             let extracted = try? [UInt8](Data(contentsOf: URL(fileURLWithPath: out)))
             #expect(extracted == files[6].data, "seed \(seed): the file read straight from the dump differs")

@@ -32,7 +32,7 @@ struct FioDaemonTests {
         let seed = TestSeed.make()
         try await withDaemon { daemon in
             try await daemon.createVolume("fio", "64M")
-            let run = try await runProcess(
+            let run = try await runTool(
                 Tools.fio, Self.arguments(uri: daemon.uri("fio"), seed: seed, verifyOnly: false), timeout: 180)
             #expect(run.status == 0, "seed \(seed): \(run)")
             #expect(!run.stderr.contains("verify:") && !run.stdout.contains("bad magic"), "seed \(seed): \(run)")
@@ -44,7 +44,7 @@ struct FioDaemonTests {
 
             try await daemon.stop()
             try await daemon.restart()
-            let again = try await runProcess(
+            let again = try await runTool(
                 Tools.fio, Self.arguments(uri: daemon.uri("fio"), seed: seed, verifyOnly: true), timeout: 180)
             #expect(again.status == 0, "seed \(seed): verify after restart: \(again)")
             try await daemon.expectHealthy()
@@ -60,11 +60,11 @@ struct FioDaemonTests {
                 "--name=w", "--ioengine=nbd", "--uri=\(daemon.uri("neg"))", "--rw=write", "--bs=64k", "--size=4m",
                 "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--randseed=\(seed)",
             ]
-            let write = try await runProcess(Tools.fio, arguments, timeout: 120)
+            let write = try await runTool(Tools.fio, arguments, timeout: 120)
             try #require(write.status == 0, "\(write)")
             // Overwrite one block's middle behind fio's back, then verify only.
             try await daemon.qemuIOOK("neg", ["write -P 0x42 \(MiB + 4096) 512"])
-            let verify = try await runProcess(Tools.fio, arguments + ["--verify_only"], timeout: 120)
+            let verify = try await runTool(Tools.fio, arguments + ["--verify_only"], timeout: 120)
             #expect(verify.status != 0, "fio must report the corrupted block: \(verify)")
         }
     }

@@ -9,7 +9,7 @@ extension TestDaemon {
     /// `cairn COMMAND --data-dir DIR OPTIONS -- POSITIONALS`: positionals after "--" may start with '-'
     /// (`cli` appends --data-dir at the end, where "--" would swallow it).
     func cli(_ command: [String], positionals: [String], options: [String] = []) async throws -> ProcessResult {
-        try await runProcess(TestDaemon.binary, command + ["--data-dir", dataDirectory] + options + ["--"] + positionals)
+        try await runTool(TestDaemon.binary, command + ["--data-dir", dataDirectory] + options + ["--"] + positionals)
     }
 
     /// `cairn volume create NAME SIZE` (exit 0 or the test fails with the output).
@@ -53,7 +53,7 @@ extension TestDaemon {
     func qemuIO(_ volume: String, _ commands: [String], binary: String = Tools.qemuIO, timeout: Double = 120)
         async throws -> ProcessResult
     {
-        try await runProcess(binary, ["-f", "raw", uri(volume)] + commands.flatMap { ["-c", $0] }, timeout: timeout)
+        try await runTool(binary, ["-f", "raw", uri(volume)] + commands.flatMap { ["-c", $0] }, timeout: timeout)
     }
 
     /// qemu-io that must succeed with every pattern check passing.
@@ -72,7 +72,7 @@ extension TestDaemon {
 
     /// `qemu-img map --output=json` of a volume, as [start, length, data, zero] rows.
     func qemuImgMap(_ volume: String, binary: String = Tools.qemuImg) async throws -> [MapExtent] {
-        let map = try await runProcess(binary, ["map", "-f", "raw", "--output=json", uri(volume)])
+        let map = try await runTool(binary, ["map", "-f", "raw", "--output=json", uri(volume)])
         guard map.status == 0 else { throw TestDaemonError("qemu-img map: \(map)") }
         return try JSONDecoder().decode([MapExtent].self, from: Data(map.stdout.utf8))
     }

@@ -80,7 +80,7 @@ struct ManagementAPIDaemonTests {
             let check = try JSONDecoder().decode(PoolCheckDTO.self, from: Data(replies[10].body.utf8))
             #expect(check.healthy && check.volumes == 1, "\(check)")
             // Created through the API, exported at once.
-            let info = try await runProcess(Tools.nbdinfo, ["--size", daemon.uri("api4")])
+            let info = try await runTool(Tools.nbdinfo, ["--size", daemon.uri("api4")])
             #expect(info.stdout.hasPrefix("\(3 * MiB)"), "\(info)")
         }
     }

@@ -12,9 +12,9 @@ struct MultiConnectionDaemonTests {
         let scratch = try ScratchDirectory("multi")
         defer { scratch.remove() }
         let source = scratch.file("source.raw")
-        let create = try await runProcess(Tools.qemuImg, ["create", "-f", "raw", source, "8M"])
+        let create = try await runTool(Tools.qemuImg, ["create", "-f", "raw", source, "8M"])
         try #require(create.status == 0, "\(create)")
-        let fill = try await runProcess(
+        let fill = try await runTool(
             Tools.qemuIO, ["-f", "raw", source, "-c", "write -P 0x3c 0 3m", "-c", "write -P 0x3d 5m 1m"])
         try #require(fill.status == 0, "\(fill)")
         try await withDaemon { daemon in
@@ -35,7 +35,7 @@ struct MultiConnectionDaemonTests {
             }
             async let runA = daemon.qemuIO("mc", a, timeout: 180)
             async let runB = daemon.qemuIO("mc", b, timeout: 180)
-            async let copy = runProcess(
+            async let copy = runTool(
                 Tools.nbdcopy, ["--connections=2", source, daemon.uri("side")], timeout: 180)
             let (resultA, resultB, resultCopy) = try await (runA, runB, copy)
             #expect(resultA.status == 0 && !resultA.stdout.contains("failed"), "A: \(resultA.stderr)")
@@ -50,7 +50,7 @@ struct MultiConnectionDaemonTests {
             reads.append("read -P 0 \(12 * MiB) 20m")
             let verify = try await daemon.qemuIO("mc", reads, timeout: 180)
             #expect(verify.status == 0 && !verify.qemuIOPatternFailed, "\(verify.stdout.prefix(2000))")
-            let side = try await runProcess(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("side")])
+            let side = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("side")])
             #expect(side.status == 0, "\(side)")
             #expect(try await daemon.volume("mc").allocatedBytes == UInt64(12 * MiB))
             try await daemon.expectHealthy()

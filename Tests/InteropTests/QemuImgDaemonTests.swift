@@ -11,9 +11,9 @@ struct QemuImgDaemonTests {
     /// file (qemu-img must still treat them as zeros), a 3 MiB run across several 2 MiB convert buffers,
     /// and the last 64 KiB.
     static func makeSource(_ path: String) async throws {
-        let create = try await runProcess(Tools.qemuImg, ["create", "-f", "raw", path, "40M"])
+        let create = try await runTool(Tools.qemuImg, ["create", "-f", "raw", path, "40M"])
         try #require(create.status == 0, "\(create)")
-        let fill = try await runProcess(
+        let fill = try await runTool(
             Tools.qemuIO,
             [
                 "-f", "raw", path,
@@ -36,10 +36,10 @@ struct QemuImgDaemonTests {
             try await daemon.createVolume("img", "40M")
             // Dirty the volume first: convert -n must zero what the source does not have.
             try await daemon.qemuIOOK("img", ["write -P 0xee 0 16m", "write -P 0xef \(30 * MiB) 2m"])
-            let into = try await runProcess(
+            let into = try await runTool(
                 Tools.qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", source, daemon.uri("img")], timeout: 120)
             try #require(into.status == 0, "\(into)")
-            let compare = try await runProcess(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("img")])
+            let compare = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("img")])
             #expect(compare.status == 0 && compare.stdout.contains("Images are identical"), "\(compare)")
 
             // Holes of the source became holes of the volume (convert zeroes with MAY_UNMAP): what stays
@@ -56,10 +56,10 @@ struct QemuImgDaemonTests {
 
             for format in ["raw", "qcow2"] {
                 let copy = scratch.file("copy.\(format)")
-                let out = try await runProcess(
+                let out = try await runTool(
                     Tools.qemuImg, ["convert", "-f", "raw", "-O", format, daemon.uri("img"), copy], timeout: 120)
                 try #require(out.status == 0, "\(out)")
-                let again = try await runProcess(Tools.qemuImg, ["compare", "-f", "raw", "-F", format, source, copy])
+                let again = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", format, source, copy])
                 #expect(again.status == 0 && again.stdout.contains("Images are identical"), "\(format): \(again)")
                 // The copy is sparse too: qemu-img saw the holes through BLOCK_STATUS.
                 #expect(allocatedBytes(atPath: copy) < UInt64(8 * MiB), "\(format) copy is not sparse")
@@ -71,14 +71,14 @@ struct QemuImgDaemonTests {
             // Negative control: one byte changed at an odd offset inside a hole, then inside data.
             for offset in [20 * MiB + 4097, 12 * MiB + 333] {
                 try await daemon.qemuIOOK("img", ["write -P 0x99 \(offset) 1"])
-                let differ = try await runProcess(
+                let differ = try await runTool(
                     Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("img")])
                 #expect(differ.status == 1, "compare must report a difference: \(differ)")
                 // qemu-img reports the first differing sector-aligned offset or the byte itself.
                 let reported = differ.stdout.split(separator: "offset ").last.flatMap { Int($0.prefix { $0.isNumber }) }
                 #expect(reported.map { $0 <= offset && offset - $0 < 512 } == true, "\(differ)")
                 // Restore the byte so the next probe starts from an identical image.
-                let restore = try await runProcess(
+                let restore = try await runTool(
                     Tools.qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", source, daemon.uri("img")], timeout: 120)
                 try #require(restore.status == 0, "\(restore)")
             }
@@ -91,16 +91,16 @@ struct QemuImgDaemonTests {
         try await withDaemon { daemon in
             try await daemon.createVolume("q", "32M")
             // A qcow2 image written straight onto the NBD export, then used through two layers.
-            let create = try await runProcess(Tools.qemuImg, ["create", "-f", "qcow2", daemon.uri("q"), "24M"])
+            let create = try await runTool(Tools.qemuImg, ["create", "-f", "qcow2", daemon.uri("q"), "24M"])
             try #require(create.status == 0, "\(create)")
-            let io = try await runProcess(
+            let io = try await runTool(
                 Tools.qemuIO,
                 ["-f", "qcow2", daemon.uri("q"), "-c", "write -P 0x61 1m 3m", "-c", "read -P 0x61 1m 3m",
                  "-c", "read -P 0 0 1m"])
             #expect(io.status == 0 && !io.stdout.contains("failed"), "\(io)")
-            let check = try await runProcess(Tools.qemuImg, ["check", "-f", "qcow2", daemon.uri("q")])
+            let check = try await runTool(Tools.qemuImg, ["check", "-f", "qcow2", daemon.uri("q")])
             #expect(check.status == 0 && check.stdout.contains("No errors"), "\(check)")
-            let info = try await runProcess(Tools.qemuImg, ["info", "--output=json", "-f", "raw", daemon.uri("q")])
+            let info = try await runTool(Tools.qemuImg, ["info", "--output=json", "-f", "raw", daemon.uri("q")])
             let object = try parseJSON(info.stdout) as? [String: Any]
             #expect(object?["virtual-size"] as? Int == 32 * MiB, "\(info)")
             try await daemon.expectHealthy()
