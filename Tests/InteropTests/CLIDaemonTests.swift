@@ -172,6 +172,38 @@ struct CLIDaemonTests {
         }
     }
 
+    @Test("shrink --force under an attached client: its writes past the new end fail and never come back")
+    func forcedShrinkUnderClient() async throws {
+        try await withDaemon { daemon in
+            try await daemon.createVolume("fs", "4M")
+            let holder = try HeldConnection(uri: daemon.uri("fs"))
+            defer { holder.close() }
+            try await holder.waitUntilReady()
+            try await holder.send("write \(3 * MiB) 0x33 65536")
+            try await holder.send("write 0 0x34 65536")
+            try await daemon.cliOK(["volume", "resize", "fs", "2M", "--force"])
+            #expect(try await daemon.volume("fs").allocatedBytes == 65536)
+            // The session still believes in 4 MiB; the server must refuse what lies past 2 MiB now.
+            // (proto.md: a write "beyond the size of the device" SHOULD fail with ENOSPC.)
+            let past = try await holder.send("write \(3 * MiB) 0x35 65536", allowError: true)
+            #expect(past.hasPrefix("error"), "a write past the new end must fail: \(past)")
+            // The same errno a write past the end gets before the shrink (NBDRequestValidator: ENOSPC).
+            #expect(past.hasPrefix("error \(ENOSPC)"), "proto.md SHOULD: ENOSPC for a write beyond the end: \(past)")
+            let straddle = try await holder.send("write \(2 * MiB - 4096) 0x36 8192", allowError: true)
+            #expect(straddle.hasPrefix("error"), "a write straddling the new end must fail: \(straddle)")
+            let readPast = try await holder.send("read \(3 * MiB) 4096", allowError: true)
+            #expect(readPast.hasPrefix("error"), "\(readPast)")
+            // Inside the new size the session keeps working.
+            #expect(try await holder.send("read 0 65536") == "52")
+            holder.close()
+            _ = try await poll(timeout: 10) { try await daemon.volume("fs").attachments == 0 }
+            try await daemon.cliOK(["volume", "resize", "fs", "4M"])
+            try await daemon.qemuIOOK("fs", ["read -P 0x34 0 64k", "read -P 0 64k \(4 * MiB - 65536)"])
+            #expect(try await daemon.volume("fs").allocatedBytes == 65536)
+            try await daemon.expectHealthy()
+        }
+    }
+
     @Test("rename keeps an attached session working; the old export name disappears")
     func renameWithAttachedSession() async throws {
         try await withDaemon { daemon in
