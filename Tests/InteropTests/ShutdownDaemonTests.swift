@@ -79,6 +79,35 @@ struct ShutdownDaemonTests {
         }
     }
 
+    /// A client in option negotiation holds nothing the server must finish: SIGTERM should not wait for
+    /// it to send another option (or for the 10 s handshake timeout).
+    @Test("SIGTERM with a client idle in option negotiation: exit within seconds")
+    func sigtermWithClientInNegotiation() async throws {
+        let script = """
+            import sys, time, nbd
+            h = nbd.NBD()
+            h.set_opt_mode(True)
+            h.connect_uri(sys.argv[1])
+            names = []
+            h.opt_list(lambda name, description: names.append(name) or 0)
+            print("negotiating", names, flush=True)
+            time.sleep(60)
+            """
+        try await withDaemon(extraArguments: ["--log-level", "info"]) { daemon in
+            try await daemon.createVolume("neg", "1M")
+            let client = try BackgroundProcess(Tools.python, ["-c", script, daemon.uri("neg")])
+            defer { client.cleanUp() }
+            let ready = try await poll(timeout: 20) { client.stdout.contains("negotiating") || !client.isRunning }
+            try #require(ready && client.isRunning, "\(client.summary)")
+            let signalled = Date()
+            daemon.process.terminate()
+            let exited = try await poll(timeout: 20) { !daemon.process.isRunning }
+            let elapsed = Date().timeIntervalSince(signalled)
+            #expect(exited && daemon.process.terminationStatus == 0, "\(daemon.log)")
+            #expect(elapsed < 5, "cairn serve took \(elapsed) s to stop with one client in negotiation\n\(daemon.log.suffix(3000))")
+        }
+    }
+
     @Test("SIGINT is graceful too, and unflushed writes of a clean stop are kept")
     func sigintCommits() async throws {
         try await withDaemon { daemon in
