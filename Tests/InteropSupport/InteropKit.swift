@@ -61,7 +61,9 @@ public final class BackgroundProcess: @unchecked Sendable {
     private var exitStatus: Int32?
 
     /// Signals reset to their default action in the child.
-    static let defaultSignals: [Int32] = [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD]
+    static let defaultSignals: [Int32] = [
+        SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD,
+    ]
 
     /// glibc ≥ 2.34's posix_spawn_file_actions_addclosefrom_np (Swift does not import it; looked up at run time).
     typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
@@ -242,14 +244,15 @@ public enum MoreTools {
 }
 
 /// qemu-io's verdict lines: a run "passes" only with exit 0 and no failed pattern check or I/O error.
-public extension ProcessResult {
-    var qemuIOClean: Bool {
-        status == 0 && !stdout.contains("Pattern verification failed") && !stderr.contains("Pattern verification failed")
+extension ProcessResult {
+    public var qemuIOClean: Bool {
+        status == 0 && !stdout.contains("Pattern verification failed")
+            && !stderr.contains("Pattern verification failed")
             && !stdout.contains("error") && !stderr.contains("error")
     }
 
     /// `qemu-io` reports a read -P mismatch on stdout and still exits 0 (7.2) or 1 (10).
-    var qemuIOPatternFailed: Bool {
+    public var qemuIOPatternFailed: Bool {
         stdout.contains("Pattern verification failed") || stderr.contains("Pattern verification failed")
     }
 }

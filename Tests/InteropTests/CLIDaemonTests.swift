@@ -17,7 +17,9 @@ struct CLIDaemonTests {
     @Test("volume create refuses bad sizes and bad names with exit 64, and creates nothing")
     func createRefusesBadInput() async throws {
         try await withDaemon { daemon in
-            for size in ["10X", "0", "1000", "511", "1.3K", "", "1P", "300T", "18446744073709551616", "0x100", "1e6", "G"] {
+            for size in [
+                "10X", "0", "1000", "511", "1.3K", "", "1P", "300T", "18446744073709551616", "0x100", "1e6", "G",
+            ] {
                 let result = try await daemon.cli(["volume", "create", "v", size])
                 #expect(result.status == 64, "size '\(size)': \(result)")
                 #expect(!result.stderr.isEmpty, "size '\(size)' explains itself")
@@ -261,7 +263,9 @@ struct CLIDaemonTests {
         try await withDaemon { daemon in
             let created = try await daemon.cliOK(["volume", "create", "j", "3M", "--json"])
             let object = try #require(try parseJSON(created.stdout) as? [String: Any], "\(created)")
-            for key in ["name", "size", "chunkSize", "allocatedBytes", "snapshotCount", "attachments", "createdAt", "exportURI"] {
+            for key in [
+                "name", "size", "chunkSize", "allocatedBytes", "snapshotCount", "attachments", "createdAt", "exportURI",
+            ] {
                 #expect(object[key] != nil, "create --json lacks \(key): \(created)")
             }
             let volume = try decode(VolumeDTO.self, created)
@@ -280,19 +284,22 @@ struct CLIDaemonTests {
             let deleted = try await daemon.cliOK(["volume", "delete", "k", "--json"])
             #expect(try parseJSON(deleted.stdout) as? [String: String] == ["deleted": "k"], "\(deleted)")
             let emptyList = try await daemon.cliOK(["volume", "list", "--json"])
-            #expect(try parseJSON(emptyList.stdout) as? [Any] != nil, "an empty list is still a JSON array: \(emptyList)")
+            #expect(
+                try parseJSON(emptyList.stdout) as? [Any] != nil, "an empty list is still a JSON array: \(emptyList)")
 
             let status = try await daemon.poolStatus()
-            #expect(status.dataDirectory == daemon.dataDirectory || status.dataDirectory.hasSuffix(daemon.dataDirectory))
+            #expect(
+                status.dataDirectory == daemon.dataDirectory || status.dataDirectory.hasSuffix(daemon.dataDirectory))
             #expect(status.nbdAddress == "127.0.0.1:\(daemon.nbdPort)")
             #expect(["reflink", "copy_file_range", "userspace"].contains(status.copyMethod), "\(status)")
             #expect(status.volumeCount == 0 && status.usedBytes == 0 && status.failure == nil)
             #expect(!status.poolID.isEmpty && status.filesystemAvailableBytes != nil)
             let statusText = try await daemon.cliOK(["pool", "status", "--json"])
             let statusObject = try #require(try parseJSON(statusText.stdout) as? [String: Any])
-            for key in ["poolID", "dataDirectory", "copyMethod", "volumeCount", "provisionedBytes", "usedBytes",
-                "sharedBytes", "pendingFreeBytes", "fileBytes", "nbdAddress"]
-            {
+            for key in [
+                "poolID", "dataDirectory", "copyMethod", "volumeCount", "provisionedBytes", "usedBytes",
+                "sharedBytes", "pendingFreeBytes", "fileBytes", "nbdAddress",
+            ] {
                 #expect(statusObject[key] != nil, "pool status --json lacks \(key)")
             }
             let (check, code) = try await daemon.poolCheck()
@@ -319,14 +326,17 @@ struct CLIDaemonTests {
             #expect(lines.dropFirst().first?.hasPrefix("h1 ") == true, "sorted by name: \(list)")
             #expect(list.stdout.contains(daemon.uri("h2")), "\(list)")
             let show = try await daemon.cliOK(["volume", "show", "h2"])
-            for field in ["name:", "size:", "allocated:", "chunk size:", "snapshots:", "sessions:", "created:", "export:"] {
+            for field in [
+                "name:", "size:", "allocated:", "chunk size:", "snapshots:", "sessions:", "created:", "export:",
+            ] {
                 #expect(show.stdout.contains(field), "show lacks \(field): \(show)")
             }
             #expect(show.stdout.contains("1 MiB"), "\(show)")
             let status = try await daemon.cliOK(["pool", "status"])
-            for field in ["pool:", "data directory:", "nbd:", "volumes:", "provisioned:", "used:", "shared:",
-                "pending free:", "on disk:", "filesystem free:", "copy offload:", "health:"]
-            {
+            for field in [
+                "pool:", "data directory:", "nbd:", "volumes:", "provisioned:", "used:", "shared:",
+                "pending free:", "on disk:", "filesystem free:", "copy offload:", "health:",
+            ] {
                 #expect(status.stdout.contains(field), "pool status lacks \(field): \(status)")
             }
             #expect(status.stdout.contains("health:") && status.stdout.contains("ok"), "\(status)")
@@ -405,10 +415,13 @@ struct CLIDaemonTests {
             let probe = probes[index]
             #expect(
                 result.status == 69,
-                "\(probe.arguments): exit \(result.status) after \(elapsed) s (143 = still trying after \(Self.unreachableBudget) s, stopped by SIGTERM): \(result)")
+                "\(probe.arguments): exit \(result.status) after \(elapsed) s (143 = still trying after \(Self.unreachableBudget) s, stopped by SIGTERM): \(result)"
+            )
             guard result.status == 69 else { continue }
             #expect(result.stderr.contains("cairn serve"), "says what to do: \(result)")
-            if let mentions = probe.mentions { #expect(result.stderr.contains(mentions), "says where it looked: \(result)") }
+            if let mentions = probe.mentions {
+                #expect(result.stderr.contains(mentions), "says where it looked: \(result)")
+            }
             #expect(result.stderr.split(separator: "\n").count <= 3, "one short explanation: \(result)")
         }
     }

@@ -15,7 +15,8 @@ struct ExtendedHeadersDaemonTests {
             try await daemon.qemuIOOK(
                 "x",
                 [
-                    "write -P 0x42 0 1m", "write -z 1m 1m", "write -P 0x43 4m 64k", "write -P 0x44 \(5 * MiB + 777) 5555",
+                    "write -P 0x42 0 1m", "write -z 1m 1m", "write -P 0x43 4m 64k",
+                    "write -P 0x44 \(5 * MiB + 777) 5555",
                     "writev -P 0x45 8m 4k 512 3584", "write -P 0x46 \(12 * MiB) 32m", "discard \(13 * MiB) 1m",
                 ],
                 binary: Tools.qemu10IO)
@@ -49,7 +50,8 @@ struct ExtendedHeadersDaemonTests {
         try await withDaemon { daemon in
             try await daemon.createVolume("big", "12G", chunkSize: "1M")
             let at = 9 * (1 << 30) + 512
-            try await daemon.qemuIOOK("big", ["write -P 0x77 \(at) 64k", "read -P 0x77 \(at) 64k"], binary: Tools.qemu10IO)
+            try await daemon.qemuIOOK(
+                "big", ["write -P 0x77 \(at) 64k", "read -P 0x77 \(at) 64k"], binary: Tools.qemu10IO)
             let map10 = coalesce(try await daemon.qemuImgMap("big", binary: Tools.qemu10Img))
             // 1 MiB chunks have 16 KiB sub-blocks: [9G, 9G+80k) holds the data.
             let dataStart = 9 * (1 << 30)

@@ -33,16 +33,20 @@ struct FilesystemDaemonTests {
                     "driver=nbd,node-name=n0,server.type=inet,server.host=127.0.0.1,server.port=\(daemon.nbdPort),export=\(volume)",
                     "--export", "type=fuse,id=e0,node-name=n0,mountpoint=\(mountpoint),writable=on",
                 ])
-            let up = try await poll(timeout: 20) { FilesystemDaemonTests.isMounted(mountpoint) || !self.process.isRunning }
-            guard up, process.isRunning else { throw TestDaemonError("FUSE export did not come up: \(process.summary)") }
+            let up = try await poll(timeout: 20) {
+                FilesystemDaemonTests.isMounted(mountpoint) || !self.process.isRunning
+            }
+            guard up, process.isRunning else {
+                throw TestDaemonError("FUSE export did not come up: \(process.summary)")
+            }
         }
 
         /// SIGTERM: qemu-storage-daemon flushes, disconnects from NBD and unmounts.
         func stop() async throws {
             process.signal(SIGTERM)
             let status = try await process.wait(timeout: 20)
-            if status == nil { process.cleanUp() }
             #expect(status == 0, "qemu-storage-daemon did not stop cleanly on SIGTERM: \(process.summary)")
+            process.cleanUp()
             if FilesystemDaemonTests.isMounted(mountpoint) {
                 _ = try? await runTool(MoreTools.umount, ["-l", mountpoint])
             }
@@ -51,7 +55,8 @@ struct FilesystemDaemonTests {
 
     @Test("mkfs.ext4, mount, write files, umount, fsck clean, remount and verify; the pool holds the filesystem")
     func ext4RoundTrip() async throws {
-        let binary = try #require(Self.storageDaemon, "qemu-storage-daemon missing (qemu-system-common or .cache/qemu10)")
+        let binary = try #require(
+            Self.storageDaemon, "qemu-storage-daemon missing (qemu-system-common or .cache/qemu10)")
         let seed = TestSeed.make()
         var random = SeededGenerator(seed: seed)
         let scratch = try ScratchDirectory("fs")
@@ -89,7 +94,8 @@ struct FilesystemDaemonTests {
             for file in files {
                 try Data(file.data).write(to: URL(fileURLWithPath: directory + "/" + file.name))
             }
-            try FileManager.default.createDirectory(atPath: directory + "/sub/deeper", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: directory + "/sub/deeper", withIntermediateDirectories: true)
             try Data("nested\n".utf8).write(to: URL(fileURLWithPath: directory + "/sub/deeper/n.txt"))
             // A deleted file: ext4 discards its blocks only on fstrim, which goes down as NBD TRIM.
             try Data(repeating: 0xaa, count: 8 * MiB).write(to: URL(fileURLWithPath: directory + "/gone"))
@@ -133,7 +139,8 @@ struct FilesystemDaemonTests {
             #expect(volume.attachments == 0)
             // Independent check of what the pool stores: dump the volume over NBD, fsck and read a file.
             let dump = scratch.file("dump.raw")
-            let convert = try await runTool(Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("ext4"), dump])
+            let convert = try await runTool(
+                Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("ext4"), dump])
             try #require(convert.status == 0, "\(convert)")
             let fsckDump = try await runTool(MoreTools.fsckExt4, ["-n", "-f", dump], timeout: 120)
             #expect(fsckDump.status == 0, "\(fsckDump)")

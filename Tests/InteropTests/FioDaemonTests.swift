@@ -23,7 +23,10 @@ struct FioDaemonTests {
         ]
         return global
             + jobs.flatMap {
-                ["--name=\($0.name)", "--bs=\($0.bs)", "--offset=\($0.offset)", "--size=\($0.size)", "--iodepth=\($0.depth)"]
+                [
+                    "--name=\($0.name)", "--bs=\($0.bs)", "--offset=\($0.offset)", "--size=\($0.size)",
+                    "--iodepth=\($0.depth)",
+                ]
             }
     }
 

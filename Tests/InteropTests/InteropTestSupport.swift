@@ -45,7 +45,9 @@ extension TestDaemon {
     /// Expects `cairn pool check` to report a healthy pool with exit status 0.
     func expectHealthy(sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let (report, status) = try await poolCheck()
-        #expect(status == 0 && report.healthy && report.errors.isEmpty, "pool check: \(report)", sourceLocation: sourceLocation)
+        #expect(
+            status == 0 && report.healthy && report.errors.isEmpty, "pool check: \(report)",
+            sourceLocation: sourceLocation)
         #expect(report.leakedSlots == 0, "pool check found leaked slots: \(report)", sourceLocation: sourceLocation)
     }
 

@@ -21,7 +21,9 @@ struct LibnbdToolsDaemonTests {
             #expect(export["export-size"] as? Int == 96 * MiB, "\(export)")
             #expect(export["is_read_only"] as? Bool == false, "\(export)")
             // Everything the daemon advertises (VolumeExport.capabilities) must reach the client.
-            for flag in ["can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_multi_conn"] {
+            for flag in [
+                "can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_multi_conn",
+            ] {
                 #expect(export[flag] as? Bool == true, "\(flag): \(export)")
             }
             #expect(export["can_df"] as? Bool == true, "structured replies give DF: \(export)")
@@ -72,12 +74,16 @@ struct LibnbdToolsDaemonTests {
             try await daemon.createVolume("m", "8M", chunkSize: "256K")
             try await daemon.qemuIOOK(
                 "m",
-                ["write -P 1 0 4k", "write -P 2 12k 512", "write -P 3 \(256 * KiB - 4096) 8k", "write -z 1m 64k",
-                 "write -P 4 \(8 * MiB - 4096) 4k"])
+                [
+                    "write -P 1 0 4k", "write -P 2 12k 512", "write -P 3 \(256 * KiB - 4096) 8k", "write -z 1m 64k",
+                    "write -P 4 \(8 * MiB - 4096) 4k",
+                ])
             let result = try await runTool(Tools.nbdinfo, ["--map", "--json", daemon.uri("m")])
             try #require(result.status == 0, "\(result)")
             let rows = try #require(try parseJSON(result.stdout) as? [[String: Any]], "\(result)")
-            let extents = rows.map { ($0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1) }
+            let extents = rows.map {
+                ($0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1)
+            }
             let expected: [(Int, Int, Int)] = [
                 (0, 4096, 0), (4096, 8192, 3), (12288, 4096, 0), (16384, 256 * KiB - 4096 - 16384, 3),
                 (256 * KiB - 4096, 8192, 0), (256 * KiB + 4096, MiB - 256 * KiB - 4096, 3), (MiB, 64 * KiB, 0),
@@ -134,8 +140,12 @@ struct LibnbdToolsDaemonTests {
             // qemu-img's view of the same layout (one REQ_ONE request per extent) is checked side by side
             // with nbdkit in ReferenceServerDaemonTests.
             // And the contents: every data sub-block has its own pattern.
-            let check = try await daemon.qemuIO("many", ["read -P 1 0 4k", "read -P 0 4k 4k", "read -P 1 \(250 * 8192) 4k", "read -P 250 \(249 * 8192) 4k",
-                "read -P \(1 + 3071 % 250) \(3071 * 8192) 4k", "read -P 0 \(24 * MiB - 4096) \(8 * MiB + 4096)"])
+            let check = try await daemon.qemuIO(
+                "many",
+                [
+                    "read -P 1 0 4k", "read -P 0 4k 4k", "read -P 1 \(250 * 8192) 4k", "read -P 250 \(249 * 8192) 4k",
+                    "read -P \(1 + 3071 % 250) \(3071 * 8192) 4k", "read -P 0 \(24 * MiB - 4096) \(8 * MiB + 4096)",
+                ])
             #expect(check.status == 0 && !check.qemuIOPatternFailed, "\(check)")
         }
     }
@@ -171,7 +181,8 @@ struct LibnbdToolsDaemonTests {
             let across = try await runTool(
                 Tools.nbdcopy, ["--connections=2", daemon.uri("c"), daemon.uri("c2")], timeout: 120)
             try #require(across.status == 0, "\(across)")
-            let compare = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("c2")])
+            let compare = try await runTool(
+                Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("c2")])
             #expect(compare.status == 0, "\(compare)")
             try await daemon.expectHealthy()
         }

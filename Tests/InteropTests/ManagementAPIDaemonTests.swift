@@ -100,7 +100,10 @@ struct ManagementAPIDaemonTests {
                 (("POST", "/v1/volumes", #"{"name": "x", "size": 1000}"#), 400, "invalid_argument"),
                 (("POST", "/v1/volumes", #"{"name": "x", "size": 18446744073709551615}"#), 400, "invalid_argument"),
                 (("POST", "/v1/volumes", #"{"name": "x", "size": 18446744073709551616}"#), 400, "invalid_request"),
-                (("POST", "/v1/volumes", #"{"name": "x", "size": 1048576, "chunkSize": 3000}"#), 400, "invalid_argument"),
+                (
+                    ("POST", "/v1/volumes", #"{"name": "x", "size": 1048576, "chunkSize": 3000}"#), 400,
+                    "invalid_argument"
+                ),
                 (("POST", "/v1/volumes", #"{"name": "x", "size": 1048576, "chunkSize": 0}"#), 400, "invalid_argument"),
                 (("POST", "/v1/volumes", #"{"name": "a/b", "size": 512}"#), 400, "invalid_argument"),
                 (("POST", "/v1/volumes", #"{"name": "a@b", "size": 512}"#), 400, "invalid_argument"),
@@ -124,7 +127,8 @@ struct ManagementAPIDaemonTests {
                 let expected = cases[index]
                 #expect(
                     reply.status == expected.status && reply.errorCode == expected.code,
-                    "\(expected.request.0) \(expected.request.1) \(expected.request.2 ?? ""): got \(reply.status) \(reply.body)")
+                    "\(expected.request.0) \(expected.request.1) \(expected.request.2 ?? ""): got \(reply.status) \(reply.body)"
+                )
                 #expect(reply.errorMessage.map { !$0.isEmpty } == true, "every error has a message: \(reply.body)")
                 // Control characters never come back raw in a message.
                 #expect(!reply.body.contains("\u{1b}"), "\(reply.body)")

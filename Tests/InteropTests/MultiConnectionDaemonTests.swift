@@ -50,7 +50,8 @@ struct MultiConnectionDaemonTests {
             reads.append("read -P 0 \(12 * MiB) 20m")
             let verify = try await daemon.qemuIO("mc", reads, timeout: 180)
             #expect(verify.status == 0 && !verify.qemuIOPatternFailed, "\(verify.stdout.prefix(2000))")
-            let side = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("side")])
+            let side = try await runTool(
+                Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("side")])
             #expect(side.status == 0, "\(side)")
             #expect(try await daemon.volume("mc").allocatedBytes == UInt64(12 * MiB))
             try await daemon.expectHealthy()
@@ -88,8 +89,10 @@ struct MultiConnectionDaemonTests {
             var reads: [String] = []
             for i in 0..<16 { reads.append("read -P \(0x60 + i) \(i * 131072) 64k") }
             for i in 0..<16 { reads.append("read -P 0 \(i * 131072 + 65536) 64k") }
-            reads += ["read -P 0 4m 64k", "read -P 0xee \(4 * MiB + 65536) \(MiB - 65536)",
-                      "read -P 0 5m 64k", "read -P 0xee \(5 * MiB + 65536) \(MiB - 65536)"]
+            reads += [
+                "read -P 0 4m 64k", "read -P 0xee \(4 * MiB + 65536) \(MiB - 65536)",
+                "read -P 0 5m 64k", "read -P 0xee \(5 * MiB + 65536) \(MiB - 65536)",
+            ]
             try await daemon.qemuIOOK("fl", reads)
             try await daemon.expectHealthy()
         }
@@ -205,12 +208,14 @@ struct MultiConnectionDaemonTests {
             }
             func verify(_ when: String) async throws {
                 let dump = scratch.file("dump-\(when).raw")
-                let convert = try await runTool(Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("st"), dump])
+                let convert = try await runTool(
+                    Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("st"), dump])
                 try #require(convert.status == 0, "\(convert)")
                 let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dump)))
                 if let first = bytes.indices.first(where: { bytes[$0] != expected[$0] }) {
                     Issue.record(
-                        "seed \(seed), \(when): byte \(first) (stripe \(first / stripe), connection \(first / stripe % connections)) is \(bytes[first]), expected \(expected[first])")
+                        "seed \(seed), \(when): byte \(first) (stripe \(first / stripe), connection \(first / stripe % connections)) is \(bytes[first]), expected \(expected[first])"
+                    )
                 }
             }
             try await verify("live")

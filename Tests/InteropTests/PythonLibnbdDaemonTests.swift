@@ -225,8 +225,11 @@ struct PythonLibnbdDaemonTests {
             try await daemon.restart()
             try await daemon.qemuIOOK(
                 "f",
-                ["read -P 0xa1 0 64k", "read -P 0xa2 1m 64k", "read -P 0 2m 64k", "read -P 0xff \(2 * MiB + 65536) 960k",
-                 "read -P 0xa3 3m 4k"])
+                [
+                    "read -P 0xa1 0 64k", "read -P 0xa2 1m 64k", "read -P 0 2m 64k",
+                    "read -P 0xff \(2 * MiB + 65536) 960k",
+                    "read -P 0xa3 3m 4k",
+                ])
             try await daemon.expectHealthy()
         }
     }

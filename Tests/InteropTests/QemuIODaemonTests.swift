@@ -38,9 +38,9 @@ struct QemuIODaemonTests {
                     "read -P 0x11 0 512", "read -P 0x22 512 512", "read -P 0x11 1024 63k",
                     "read -P 0 \(chunk) 1536", "read -P 0x23 \(chunk + 1536) 1024", "read -P 0 \(chunk + 2560) 1536",
                     // The sub-block around the odd write was padded with zeros, not with stale bytes.
-                    "read -P 0 \(1000001 / 4096 * 4096) \(1000001 % 4096)",
+                    "read -P 0 \(1_000_001 / 4096 * 4096) \(1_000_001 % 4096)",
                     "read -P 0x33 1000001 12345",
-                    "read -P 0 \(1000001 + 12345) \(4096 - (1000001 + 12345) % 4096)",
+                    "read -P 0 \(1_000_001 + 12345) \(4096 - (1_000_001 + 12345) % 4096)",
                     "read -P 0 \(3 * chunk - 4096) 4089", "read -P 0x34 \(3 * chunk - 7) 13",
                     "read -P 0 \(3 * chunk + 6) 4090",
                     "read -P 0 \(2 * MiB - 4096) 512", "read -P 0x44 \(2 * MiB - 3584) 7680",
@@ -53,7 +53,7 @@ struct QemuIODaemonTests {
             // Negative control: a wrong expected pattern is reported, so the checks above can fail.
             let wrong = try await daemon.qemuIO("d", ["read -P 0x12 0 4k"])
             #expect(wrong.qemuIOPatternFailed, "qemu-io must notice a wrong pattern: \(wrong)")
-            let wrongInZeros = try await daemon.qemuIO("d", ["read -P 0 \(1000001 - 1) 2"])
+            let wrongInZeros = try await daemon.qemuIO("d", ["read -P 0 \(1_000_001 - 1) 2"])
             #expect(wrongInZeros.qemuIOPatternFailed, "a one-byte mismatch at an odd offset is seen: \(wrongInZeros)")
             try await daemon.expectHealthy()
         }
@@ -81,7 +81,8 @@ struct QemuIODaemonTests {
                 [
                     "read -P 0x5a 0 64k", "read -P 0 64k 256k", "read -P 0x5a 320k \(MiB - 320 * KiB + 512)",
                     "read -P 0 \(MiB + 512) 512k", "read -P 0x5a \(MiB + 512 * KiB + 512) \(512 * KiB - 512)",
-                    "read -P 0x5a \(2 * MiB) 4k", "read -P 0 \(2 * MiB + 4096) 4k", "read -P 0x5a \(2 * MiB + 8192) 1016k",
+                    "read -P 0x5a \(2 * MiB) 4k", "read -P 0 \(2 * MiB + 4096) 4k",
+                    "read -P 0x5a \(2 * MiB + 8192) 1016k",
                     "read -P 0 \(3 * MiB) 13m",
                 ])
             let map = coalesce(try await daemon.qemuImgMap("z"))
@@ -171,13 +172,16 @@ struct QemuIODaemonTests {
             let scratch = try ScratchDirectory("model")
             defer { scratch.remove() }
             let dump = scratch.file("dump.raw")
-            let convert = try await runTool(Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("r"), dump])
+            let convert = try await runTool(
+                Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", daemon.uri("r"), dump])
             try #require(convert.status == 0, "seed \(seed): \(convert)")
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dump)))
             try #require(bytes.count == size, "seed \(seed)")
             if let first = bytes.indices.first(where: { bytes[$0] != model[$0] }) {
                 let history = commands.joined(separator: "\n")
-                Issue.record("seed \(seed) chunk \(chunkSize): byte \(first) is \(bytes[first]), model says \(model[first]); commands:\n\(history)")
+                Issue.record(
+                    "seed \(seed) chunk \(chunkSize): byte \(first) is \(bytes[first]), model says \(model[first]); commands:\n\(history)"
+                )
             }
             let map = try await daemon.qemuImgMap("r")
             var reported = [Bool](repeating: false, count: size / sub)

@@ -39,7 +39,8 @@ struct QemuImgDaemonTests {
             let into = try await runTool(
                 Tools.qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", source, daemon.uri("img")], timeout: 120)
             try #require(into.status == 0, "\(into)")
-            let compare = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("img")])
+            let compare = try await runTool(
+                Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", source, daemon.uri("img")])
             #expect(compare.status == 0 && compare.stdout.contains("Images are identical"), "\(compare)")
 
             // Holes of the source became holes of the volume (convert zeroes with MAY_UNMAP): what stays
@@ -95,8 +96,10 @@ struct QemuImgDaemonTests {
             try #require(create.status == 0, "\(create)")
             let io = try await runTool(
                 Tools.qemuIO,
-                ["-f", "qcow2", daemon.uri("q"), "-c", "write -P 0x61 1m 3m", "-c", "read -P 0x61 1m 3m",
-                 "-c", "read -P 0 0 1m"])
+                [
+                    "-f", "qcow2", daemon.uri("q"), "-c", "write -P 0x61 1m 3m", "-c", "read -P 0x61 1m 3m",
+                    "-c", "read -P 0 0 1m",
+                ])
             #expect(io.status == 0 && !io.stdout.contains("failed"), "\(io)")
             let check = try await runTool(Tools.qemuImg, ["check", "-f", "qcow2", daemon.uri("q")])
             #expect(check.status == 0 && check.stdout.contains("No errors"), "\(check)")

@@ -83,7 +83,10 @@ struct ReferenceServerDaemonTests {
 
             let run = try await runPython(
                 Self.walk,
-                [daemon.uri("frag"), "nbd+unix:///?socket=\(socket)", "\(daemon.process.processIdentifier)", "\(nbdkit.pid)"],
+                [
+                    daemon.uri("frag"), "nbd+unix:///?socket=\(socket)", "\(daemon.process.processIdentifier)",
+                    "\(nbdkit.pid)",
+                ],
                 timeout: 300)
             try #require(run.status == 0, "\(run)")
             let out = try #require(try parseJSON(run.stdout) as? [String: Any], "\(run)")
@@ -95,7 +98,8 @@ struct ReferenceServerDaemonTests {
             let referenceData = extents[1].filter { $0[2] & 1 == 0 }.map { $0[0]..<($0[0] + $0[1]) }
             #expect(cairnData == referenceData, "Cairn and nbdkit disagree on the data extents")
             #expect(cairnData.count == 3072)
-            let compare = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", file, daemon.uri("frag")], timeout: 120)
+            let compare = try await runTool(
+                Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", file, daemon.uri("frag")], timeout: 120)
             #expect(compare.status == 0, "\(compare)")
 
             // A server that answers REQ_ONE in time proportional to one extent walks this with a fraction of
@@ -106,7 +110,8 @@ struct ReferenceServerDaemonTests {
             let perRequest = seconds.map { $0 / Double(max(extents[0].count, 1)) * 1000 }
             #expect(
                 cpu[0] < max(1, 10 * cpu[1]),
-                "REQ_ONE walk over \(extents[0].count) extents: Cairn used \(cpu[0]) CPU s (\(seconds[0]) s wall, \(perRequest[0]) ms per request), nbdkit \(cpu[1]) CPU s (\(seconds[1]) s wall, \(perRequest[1]) ms)")
+                "REQ_ONE walk over \(extents[0].count) extents: Cairn used \(cpu[0]) CPU s (\(seconds[0]) s wall, \(perRequest[0]) ms per request), nbdkit \(cpu[1]) CPU s (\(seconds[1]) s wall, \(perRequest[1]) ms)"
+            )
         }
     }
 }

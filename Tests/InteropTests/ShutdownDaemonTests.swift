@@ -37,7 +37,8 @@ struct ShutdownDaemonTests {
             let elapsed = Date().timeIntervalSince(signalled)
             #expect(exited, "cairn serve still running \(elapsed) s after SIGTERM\n\(daemon.log)")
             if exited {
-                #expect(daemon.process.terminationReason == .exit && daemon.process.terminationStatus == 0,
+                #expect(
+                    daemon.process.terminationReason == .exit && daemon.process.terminationStatus == 0,
                     "exit status \(daemon.process.terminationStatus)\n\(daemon.log)")
                 #expect(elapsed < 10, "took \(elapsed) s\n\(daemon.log.suffix(6000))")
             }
@@ -104,7 +105,9 @@ struct ShutdownDaemonTests {
             let exited = try await poll(timeout: 20) { !daemon.process.isRunning }
             let elapsed = Date().timeIntervalSince(signalled)
             #expect(exited && daemon.process.terminationStatus == 0, "\(daemon.log)")
-            #expect(elapsed < 5, "cairn serve took \(elapsed) s to stop with one client in negotiation\n\(daemon.log.suffix(3000))")
+            #expect(
+                elapsed < 5,
+                "cairn serve took \(elapsed) s to stop with one client in negotiation\n\(daemon.log.suffix(3000))")
         }
     }
 

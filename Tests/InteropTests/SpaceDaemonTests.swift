@@ -57,7 +57,9 @@ struct SpaceDaemonTests {
             #expect(half.usedBytes == UInt64(8 * MiB), "no chunk was emptied: \(half)")
             #expect(try await daemon.volume("p").allocatedBytes == UInt64(6 * MiB))
             let afterPartial = Self.slotFileBytes(daemon)
-            #expect(afterPartial <= full - UInt64(2 * MiB) + UInt64(64 * KiB), "punched in place: \(full) → \(afterPartial)")
+            #expect(
+                afterPartial <= full - UInt64(2 * MiB) + UInt64(64 * KiB), "punched in place: \(full) → \(afterPartial)"
+            )
             // NO_HOLE keeps the space allocated (the range still reads as zeros).
             try await daemon.qemuIOOK("p", ["write -z 4m 2m", "flush", "read -P 0 4m 2m"])
             #expect(try await daemon.volume("p").allocatedBytes == UInt64(6 * MiB))
@@ -89,12 +91,14 @@ struct SpaceDaemonTests {
             let duAfter = allocatedBytes(atPath: daemon.dataDirectory)
             #expect(duAfter + UInt64(23 * MiB) <= duBefore, "du shrank: \(duBefore) → \(duAfter)")
             // The freed 1 MiB slots are reused by a new volume of the same chunk size: the file does not grow.
-            let fileSizeBefore = (try? FileManager.default.attributesOfItem(
-                atPath: daemon.dataDirectory + "/data/slots-1048576.dat")[.size] as? UInt64) ?? 0
+            let fileSizeBefore =
+                (try? FileManager.default.attributesOfItem(
+                    atPath: daemon.dataDirectory + "/data/slots-1048576.dat")[.size] as? UInt64) ?? 0
             try await daemon.createVolume("again", "32M", chunkSize: "1M")
             try await daemon.qemuIOOK("again", ["write -P 3 0 8m", "read -P 3 0 8m"])
-            let fileSizeAfter = (try? FileManager.default.attributesOfItem(
-                atPath: daemon.dataDirectory + "/data/slots-1048576.dat")[.size] as? UInt64) ?? 0
+            let fileSizeAfter =
+                (try? FileManager.default.attributesOfItem(
+                    atPath: daemon.dataDirectory + "/data/slots-1048576.dat")[.size] as? UInt64) ?? 0
             #expect(fileSizeAfter <= max(fileSizeBefore, UInt64(24 * MiB)), "\(fileSizeBefore) → \(fileSizeAfter)")
             try await daemon.qemuIOOK("keep", ["read -P 1 0 4m", "read -P 0 4m 4m"])
             try await daemon.expectHealthy()
@@ -111,11 +115,14 @@ struct SpaceDaemonTests {
             try await daemon.stop()
             try await daemon.restart()
             let after = try await daemon.poolStatus()
-            #expect(after.usedBytes == before.usedBytes && after.provisionedBytes == before.provisionedBytes, "\(before) vs \(after)")
+            #expect(
+                after.usedBytes == before.usedBytes && after.provisionedBytes == before.provisionedBytes,
+                "\(before) vs \(after)")
             let volumeAfter = try await daemon.volume("r")
             #expect(volumeAfter.allocatedBytes == volumeBefore.allocatedBytes && volumeAfter.size == volumeBefore.size)
             #expect(volumeAfter.allocatedBytes == UInt64(5 * MiB + 4096))
-            try await daemon.qemuIOOK("r", ["read -P 5 0 1m", "read -P 0 1m 1m", "read -P 5 2m 4m", "read -P 6 \(10 * MiB + 100) 1"])
+            try await daemon.qemuIOOK(
+                "r", ["read -P 5 0 1m", "read -P 0 1m 1m", "read -P 5 2m 4m", "read -P 6 \(10 * MiB + 100) 1"])
             try await daemon.expectHealthy()
         }
     }
