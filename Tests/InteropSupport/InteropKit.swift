@@ -230,12 +230,10 @@ public func runPython(_ script: String, _ arguments: [String], timeout: Double =
 public enum MoreTools {
     public static let qemuStorageDaemon = "/usr/bin/qemu-storage-daemon"
     public static let qemu10StorageDaemon = Tools.qemu10Directory + "/qemu-storage-daemon"
-    public static let nbdsh = "/usr/bin/nbdsh"
     public static let mkfsExt4 = "/usr/sbin/mkfs.ext4"
     public static let fsckExt4 = "/usr/sbin/fsck.ext4"
     public static let mount = "/usr/bin/mount"
     public static let umount = "/usr/bin/umount"
-    public static let mountpoint = "/usr/bin/mountpoint"
 
     /// The first of `paths` that exists and is executable.
     public static func firstExecutable(_ paths: [String]) -> String? {
@@ -243,14 +241,8 @@ public enum MoreTools {
     }
 }
 
-/// qemu-io's verdict lines: a run "passes" only with exit 0 and no failed pattern check or I/O error.
-extension ProcessResult {
-    public var qemuIOClean: Bool {
-        status == 0 && !stdout.contains("Pattern verification failed")
-            && !stderr.contains("Pattern verification failed")
-            && !stdout.contains("error") && !stderr.contains("error")
-    }
-
+/// qemu-io's verdict on pattern checks.
+public extension ProcessResult {
     /// `qemu-io` reports a read -P mismatch on stdout and still exits 0 (7.2) or 1 (10).
     public var qemuIOPatternFailed: Bool {
         stdout.contains("Pattern verification failed") || stderr.contains("Pattern verification failed")

@@ -258,6 +258,49 @@ struct CLIDaemonTests {
         }
     }
 
+    /// `delete --force` refuses with "I/O in flight; try again" (exit 4) while a request is running on the
+    /// volume (Pool.deleteVolume), so under a busy client it may take a few attempts. It must get there,
+    /// the client must fail rather than hang, and nothing may leak.
+    @Test("delete --force under a busy fio client: succeeds within a few attempts, fio fails fast, no leak")
+    func forceDeleteUnderLoad() async throws {
+        try await withDaemon { daemon in
+            try await daemon.createVolume("hot", "32M")
+            try await daemon.createVolume("cold", "4M")
+            try await daemon.qemuIOOK("cold", ["write -P 0x43 0 1m"])
+            let fio = try BackgroundProcess(
+                Tools.fio,
+                [
+                    "--name=hot", "--ioengine=nbd", "--uri=\(daemon.uri("hot"))", "--rw=randrw", "--bs=16k",
+                    "--size=32m", "--iodepth=32", "--time_based", "--runtime=60", "--output-format=terse",
+                ])
+            defer { fio.cleanUp() }
+            let busy = try await poll(timeout: 20) {
+                try await daemon.volume("hot").allocatedBytes > UInt64(MiB) || !fio.isRunning
+            }
+            try #require(busy && fio.isRunning, "fio did not start: \(fio.summary)")
+            var refusals: [String] = []
+            var deleted = false
+            for _ in 0..<30 {
+                let result = try await daemon.cli(["volume", "delete", "hot", "--force"])
+                if result.status == 0 {
+                    deleted = true
+                    break
+                }
+                #expect(result.status == 4, "only 'try again' is acceptable: \(result)")
+                refusals.append(result.stderr)
+                try await Task.sleep(nanoseconds: 200_000_000)
+            }
+            #expect(deleted, "delete --force never got through a busy volume: \(refusals.prefix(3))")
+            let fioStatus = try await fio.wait(timeout: 20)
+            #expect(fioStatus != nil && fioStatus != 0, "fio must fail, not hang: \(fio.summary)")
+            #expect(try await daemon.volumes().map(\.name) == ["cold"])
+            let status = try await daemon.poolStatus()
+            #expect(status.usedBytes == UInt64(MiB) && status.pendingFreeBytes == 0, "\(status)")
+            try await daemon.qemuIOOK("cold", ["read -P 0x43 0 1m"])
+            try await daemon.expectHealthy()
+        }
+    }
+
     @Test("--json output of every command parses and has the documented fields")
     func jsonOutput() async throws {
         try await withDaemon { daemon in
