@@ -242,7 +242,7 @@ public enum MoreTools {
 }
 
 /// qemu-io's verdict on pattern checks.
-public extension ProcessResult {
+extension ProcessResult {
     /// `qemu-io` reports a read -P mismatch on stdout and still exits 0 (7.2) or 1 (10).
     public var qemuIOPatternFailed: Bool {
         stdout.contains("Pattern verification failed") || stderr.contains("Pattern verification failed")

@@ -25,7 +25,7 @@ struct FilesystemDaemonTests {
 
         init(daemon: TestDaemon, volume: String, mountpoint: String, binary: String) async throws {
             self.mountpoint = mountpoint
-            FileManager.default.createFile(atPath: mountpoint, contents: nil)
+            _ = FileManager.default.createFile(atPath: mountpoint, contents: nil)
             process = try BackgroundProcess(
                 binary,
                 [
