@@ -16,13 +16,14 @@
 #   RAMP*         seconds of warm-up per job, not measured [5; quick 1]
 #   CHUNK_SIZE    Cairn volume chunk size, e.g. 64K, 1M [Cairn's default, 64K]
 #   NUMJOBS       fio jobs = NBD connections per target; queue depth is per job [1]
-#   ROUNDS*       repeat all targets this many times, rotating the order; report medians [1]
+#   ROUNDS        repeat all targets this many times, rotating the order; report medians [1]
 #   TARGETS       subset/order of: cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file [all]
 #   WRITE_FSYNC   if > 0, write jobs send a FLUSH every N writes (fio --fsync=N) [0: none]
 #   DROP_CACHES   1: sync and drop the page cache before each read job (machine-wide!) [0]
 #   PROFILE       1: perf record Cairn during its 4k randread job (round 1) [0]
 #   BENCH_WORKDIR where the data files go; must not be tmpfs [/tmp if on the repo's filesystem]
 #   RESULTS_DIR   where JSON results go [bench/results/<timestamp>]
+#   NBD_PYTHON    python with libnbd's binding, for the FLUSH after write jobs [/usr/bin/python3]
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -319,6 +320,17 @@ stop_target() { # $1 = target, $2 = round
 }
 
 # ------------------------------------------------------------------------------------------ fio
+# Runs fio in the background and waits for it: a signal then interrupts `wait` at once (bash would run
+# the trap only after a foreground fio finished) and the cleanup stops fio with the servers.
+run_fio() {
+    fio "$@" &
+    local pid=$! status=0
+    PIDS+=("$pid")
+    wait "$pid" || status=$?
+    forget_pid "$pid"
+    return $status
+}
+
 # fio arguments that address the target.
 target_args() { # $1 = target
     if [[ "$1" == raw-file ]]; then
@@ -348,7 +360,7 @@ print(f"{time.monotonic() - t:.3f}"); h.shutdown()' "$URI"
 fill_target() { # $1 = target, $2 = output dir, $3 = round
     local t0=$SECONDS
     # shellcheck disable=SC2046
-    fio --name=fill $(target_args "$1") --rw=write --bs=1M --iodepth=8 --numjobs=1 --size="$SIZE_BYTES" \
+    run_fio --name=fill $(target_args "$1") --rw=write --bs=1M --iodepth=8 --numjobs=1 --size="$SIZE_BYTES" \
         --end_fsync=1 --output-format=json --output="$2/fill.r$3.json" >/dev/null ||
         die "fill of $1 failed (see $2/fill.r$3.json)"
     log "  fill: $SIZE in $((SECONDS - t0))s"
@@ -385,7 +397,7 @@ run_job() { # $1 = target, $2 = job name, $3 = rw, $4 = bs, $5 = iodepth, $6 = o
     "$PYTHON" "$HELPER" snapshot "$SERVER_PID" >"$base.cpu-before"
     local status=0
     # shellcheck disable=SC2046
-    fio --name="$job" $(target_args "$target") --rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs="$NUMJOBS" \
+    run_fio --name="$job" $(target_args "$target") --rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs="$NUMJOBS" \
         --group_reporting --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" "${extra[@]}" \
         --output-format=json --output="$base.json" >/dev/null 2>"$base.stderr" || status=$?
     "$PYTHON" "$HELPER" snapshot "$SERVER_PID" >"$base.cpu-after"
