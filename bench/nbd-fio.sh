@@ -20,7 +20,8 @@
 #   TARGETS       subset/order of: cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file [all]
 #   WRITE_FSYNC   if > 0, write jobs send a FLUSH every N writes (fio --fsync=N) [0: none]
 #   DROP_CACHES   1: sync and drop the page cache before each read job (machine-wide!) [0]
-#   PROFILE       1: perf record Cairn during its 4k randread job (round 1) [0]
+#   PROFILE       1: perf record the Cairn daemon during PROFILE_JOBS (round 1 only) [0]
+#   PROFILE_JOBS  jobs to profile with PROFILE=1 [randread-4k randwrite-4k]
 #   BENCH_WORKDIR where the data files go; must not be tmpfs [/tmp if on the repo's filesystem]
 #   RESULTS_DIR   where JSON results go [bench/results/<timestamp>]
 #   NBD_PYTHON    python with libnbd's binding, for the FLUSH after write jobs [/usr/bin/python3]
@@ -33,6 +34,14 @@ NBD_PYTHON=${NBD_PYTHON:-/usr/bin/python3} # a python with libnbd's binding (pyt
 ALL_TARGETS="cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+# The command as typed, with the knobs that were set in the environment (for meta.json and the docs).
+COMMAND=""
+for knob in CAIRN_BIN SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC DROP_CACHES PROFILE PROFILE_JOBS \
+    BENCH_WORKDIR RESULTS_DIR NBD_PYTHON; do
+    if [[ -n "${!knob:-}" ]]; then printf -v q '%q' "${!knob}"; COMMAND+="$knob=$q "; fi
+done
+COMMAND+="${BASH_SOURCE[0]}${*:+ $*}"
 
 QUICK=0
 for arg in "$@"; do
@@ -54,6 +63,7 @@ TARGETS=${TARGETS:-$ALL_TARGETS}
 WRITE_FSYNC=${WRITE_FSYNC:-0}
 DROP_CACHES=${DROP_CACHES:-0}
 PROFILE=${PROFILE:-0}
+PROFILE_JOBS=${PROFILE_JOBS:-randread-4k randwrite-4k}
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -153,7 +163,6 @@ if [[ " $TARGETS " == *" cairn "* ]]; then
 fi
 
 # ------------------------------------------------------------------------------------------ metadata
-COMMAND="$0 $*"
 export COMMAND SIZE SIZE_BYTES RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC DROP_CACHES QUICK WORK REPO
 export CAIRN_BIN=${CAIRN_BIN:-}
 "$PYTHON" - "$RESULTS_DIR/meta.json" <<'EOF'
@@ -177,6 +186,7 @@ meta = {
     "quick": e["QUICK"] == "1",
     "cairn_bin": e["CAIRN_BIN"],
     "cairn_commit": sh("git", "-C", e["REPO"], "rev-parse", "HEAD"),
+    "cairn_sources_commit": sh("git", "-C", e["REPO"], "log", "-1", "--format=%H %s", "--", "Sources", "Package.swift"),
     "cairn_dirty": sh("git", "-C", e["REPO"], "status", "--porcelain", "--untracked-files=no") != "",
     "versions": {"fio": sh("fio", "--version"), "qemu-nbd": sh("qemu-nbd", "--version").splitlines()[0],
                  "nbdkit": sh("nbdkit", "--version"), "kernel": platform.version()},
@@ -384,12 +394,12 @@ run_job() { # $1 = target, $2 = job name, $3 = rw, $4 = bs, $5 = iodepth, $6 = o
     if [[ "$rw" == *read ]] && [[ "$DROP_CACHES" == 1 ]]; then drop_caches; fi
 
     local profiler=0
-    if [[ "$PROFILE" == 1 && "$target" == cairn && "$job" == randread-4k && "$round" == 1 ]]; then
+    if [[ "$PROFILE" == 1 && "$target" == cairn && " $PROFILE_JOBS " == *" $job "* && "$round" == 1 ]]; then
         command -v perf >/dev/null || die "PROFILE=1 but perf is not installed"
         # Software clock: hardware counters are often unavailable in VMs. Starts after the ramp.
         (sleep "$RAMP"; exec perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" \
-            -o "$RESULTS_DIR/perf-cairn-randread.data" -- sleep "$RUNTIME") \
-            >"$RESULTS_DIR/perf-record.log" 2>&1 &
+            -o "$RESULTS_DIR/perf-cairn-$job.data" -- sleep "$RUNTIME") \
+            >>"$RESULTS_DIR/perf-record.log" 2>&1 &
         profiler=$!
         PIDS+=("$profiler")
     fi
@@ -455,14 +465,15 @@ json.dump(meta, open(sys.argv[1], "w"), indent=2)
 EOF
 top -b -n 1 -w 200 | head -25 >"$RESULTS_DIR/top-end.txt" 2>/dev/null || true
 
-if [[ -f "$RESULTS_DIR/perf-cairn-randread.data" ]]; then
-    demangle=cat
-    command -v swift-demangle >/dev/null && demangle="swift-demangle --simplified"
-    perf script -i "$RESULTS_DIR/perf-cairn-randread.data" 2>/dev/null | $demangle >"$RESULTS_DIR/perf-cairn-randread.script.txt" || true
-    "$PYTHON" "$HELPER" perf "$RESULTS_DIR/perf-cairn-randread.script.txt" >"$RESULTS_DIR/perf-cairn-randread.summary.txt" || true
-    rm -f "$RESULTS_DIR/perf-cairn-randread.script.txt"
-    log "perf profile of cairn during randread-4k: $RESULTS_DIR/perf-cairn-randread.summary.txt"
-fi
+demangle=cat
+command -v swift-demangle >/dev/null && demangle="swift-demangle --simplified"
+for data in "$RESULTS_DIR"/perf-cairn-*.data; do
+    [[ -f "$data" ]] || continue
+    perf script -i "$data" 2>/dev/null | $demangle >"${data%.data}.script.txt" || true
+    "$PYTHON" "$HELPER" perf "${data%.data}.script.txt" >"${data%.data}.summary.txt" || true
+    rm -f "${data%.data}.script.txt"
+    log "perf profile of the cairn daemon: ${data%.data}.summary.txt"
+done
 
 echo
 "$PYTHON" "$HELPER" report "$RESULTS_DIR"

@@ -202,6 +202,8 @@ def collect(results):
                 continue
             agg = {k: median([r.get(k) for r in rounds]) for k in rounds[0] if not k.startswith("server_") or k == "server_cores"}
             agg["server_cores"] = median([r.get("server_cores") for r in rounds])
+            agg["server_us_per_io"] = median(
+                [r["server_cores"] * 1e6 / r["iops"] for r in rounds if r.get("server_cores") is not None and r["iops"] > 0])
             agg["rounds"] = len(rounds)
             agg["iops_min"] = min(r["iops"] for r in rounds)
             agg["iops_max"] = max(r["iops"] for r in rounds)
@@ -246,7 +248,7 @@ def report(results):
     w("")
     header = (
         f"{'job':<13} {'target':<25} {'IOPS':>9} {'MiB/s':>8} {'mean ms':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'p99.9 ms':>8} {'max ms':>8} {'srv CPU':>7} {'fio CPU':>7} {'other':>6} {'flush s':>7}"
+        f"{'p99.9 ms':>8} {'max ms':>8} {'srv CPU':>7} {'us/IO':>6} {'fio CPU':>7} {'other':>6} {'flush s':>7}"
     )
     if rounds > 1:
         header += f" {'IOPS range':>17}"
@@ -261,7 +263,7 @@ def report(results):
                 f"{job:<13} {TARGET_LABEL.get(t, t):<25} {a['iops']:>9.0f} {a['mibps']:>8.1f} "
                 f"{fmt(a['lat_mean_ms'], '>8.3f')} {fmt(a['clat_p50_ms'], '>7.3f')} {fmt(a['clat_p99_ms'], '>7.3f')} "
                 f"{fmt(a['clat_p999_ms'], '>8.3f')} {fmt(a['clat_max_ms'], '>8.1f')} "
-                f"{fmt(a.get('server_cores'), '>7.2f')} {a['fio_cpu_pct'] / 100:>7.2f} {fmt(a.get('other_cores'), '>6.2f')} "
+                f"{fmt(a.get('server_cores'), '>7.2f')} {fmt(a.get('server_us_per_io'), '>6.1f')} {a['fio_cpu_pct'] / 100:>7.2f} {fmt(a.get('other_cores'), '>6.2f')} "
                 f"{fmt(a.get('flush_s'), '>7.2f')}"
             )
             if rounds > 1:
@@ -270,6 +272,7 @@ def report(results):
         w("")
     w("srv CPU / fio CPU / other: cores used by the server process / by fio / by everything else on the")
     w("machine (other engineers' builds and tests: the noise) over the job incl. ramp, out of {} cores.".format(os.cpu_count()))
+    w("us/IO: server CPU microseconds per request (srv CPU / IOPS).")
     w("flush s: time of one NBD FLUSH (fsync for raw file) sent right after the write job (not in IOPS).")
     w("")
 
