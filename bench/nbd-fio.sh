@@ -27,14 +27,6 @@
 #   NBD_PYTHON    python with libnbd's binding, for the FLUSH after write jobs [/usr/bin/python3]
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HELPER="$REPO/bench/nbd_fio_report.py"
-PYTHON=${PYTHON:-python3}
-NBD_PYTHON=${NBD_PYTHON:-/usr/bin/python3} # a python with libnbd's binding (python3-libnbd)
-ALL_TARGETS="cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
-
 # The command as typed, with the knobs that were set in the environment (for meta.json and the docs).
 COMMAND=""
 for knob in CAIRN_BIN SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC DROP_CACHES PROFILE PROFILE_JOBS \
@@ -42,6 +34,14 @@ for knob in CAIRN_BIN SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_
     if [[ -n "${!knob:-}" ]]; then printf -v q '%q' "${!knob}"; COMMAND+="$knob=$q "; fi
 done
 COMMAND+="${BASH_SOURCE[0]}${*:+ $*}"
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HELPER="$REPO/bench/nbd_fio_report.py"
+PYTHON=${PYTHON:-python3}
+NBD_PYTHON=${NBD_PYTHON:-/usr/bin/python3} # a python with libnbd's binding (python3-libnbd)
+ALL_TARGETS="cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
