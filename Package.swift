@@ -114,7 +114,8 @@ let package = Package(
         .testTarget(
             name: "CairnEngineTests",
             dependencies: [
-                "CairnEngine", "CairnIO", "CairnTestSupport", .product(name: "Logging", package: "swift-log"),
+                "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -137,7 +138,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["CairnAPI", "InteropSupport", "CairnTestSupport"],
+            dependencies: ["CairnAPI", "InteropSupport"],
             swiftSettings: strict
         ),
     ]

@@ -23,7 +23,10 @@ public enum ByteSize {
             let (value, overflow) = whole.multipliedReportingOverflow(by: multiplier)
             return overflow ? nil : value
         }
-        guard multiplier > 1, let fraction = Double(number), fraction >= 0, fraction.isFinite else { return nil }
+        // Fractions only as plain decimals with a unit ("1.5G"): no exponents, hex or signs.
+        guard multiplier > 1, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+            number.filter({ $0 == "." }).count == 1, let fraction = Double(number)
+        else { return nil }
         let value = fraction * Double(multiplier)
         guard value < 1.8e19, value == value.rounded() else { return nil }
         return UInt64(value)

@@ -80,23 +80,49 @@ public struct APIErrorBody: Codable, Sendable, Hashable {
     }
 }
 
-/// Paths of the management API, shared by server and client so they cannot drift apart.
+/// Paths of the management API, shared by server and client so they cannot drift apart. Names are
+/// percent-encoded as path components: a name is never allowed to carry a query string or another path.
 public enum APIPath {
     public static let pool = "/v1/pool"
     public static let poolCheck = "/v1/pool/check"
     public static let volumes = "/v1/volumes"
-    public static func volume(_ name: String) -> String { "/v1/volumes/\(name)" }
-    public static func snapshots(of volume: String) -> String { "/v1/volumes/\(volume)/snapshots" }
-    public static func snapshot(_ volume: String, _ name: String) -> String { "/v1/volumes/\(volume)/snapshots/\(name)" }
+    public static func volume(_ name: String) -> String { "/v1/volumes/\(component(name))" }
+    public static func snapshots(of volume: String) -> String { "/v1/volumes/\(component(volume))/snapshots" }
+    public static func snapshot(_ volume: String, _ name: String) -> String {
+        "/v1/volumes/\(component(volume))/snapshots/\(component(name))"
+    }
     public static func rollback(_ volume: String, _ name: String) -> String { snapshot(volume, name) + "/rollback" }
     public static func clone(_ volume: String, _ name: String) -> String { snapshot(volume, name) + "/clone" }
-    public static func changes(of volume: String) -> String { "/v1/volumes/\(volume)/changes" }
+    public static func changes(of volume: String) -> String { "/v1/volumes/\(component(volume))/changes" }
     public static let allSnapshots = "/v1/snapshots"
     public static let jobs = "/v1/jobs"
     public static let dedup = "/v1/dedup"
     public static func job(_ id: UInt64) -> String { "/v1/jobs/\(id)" }
     public static func cancelJob(_ id: UInt64) -> String { "/v1/jobs/\(id)/cancel" }
     public static let health = "/v1/health"
+
+    /// Percent-encodes everything but RFC 3986 unreserved characters, so '/', '?', '#', '%' and '@' in a
+    /// (bad) name stay inside its path component and the server rejects the name itself.
+    public static func component(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = Array("0123456789ABCDEF".unicodeScalars)
+                out.unicodeScalars.append("%")
+                out.unicodeScalars.append(hex[Int(byte >> 4)])
+                out.unicodeScalars.append(hex[Int(byte & 0xF)])
+            }
+        }
+        return out
+    }
+
+    /// A query parameter value, encoded like a path component.
+    public static func query(_ name: String, _ value: String) -> String { "\(name)=\(component(value))" }
 }
 
 /// POST /v1/dedup: which volumes to deduplicate (all when empty). Answers with the job.

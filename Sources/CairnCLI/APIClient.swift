@@ -16,7 +16,18 @@ struct CLIError: Error, CustomStringConvertible {
 struct APIClient {
     /// Where the API is: "unix:/path/cairn.sock" or "http://127.0.0.1:PORT".
     let endpoint: String
+    /// Long enough for a pool check or a large volume delete on a slow disk.
     private static let timeout: TimeAmount = .seconds(120)
+    /// A local daemon accepts at once or not at all: fail fast, without the default retries with backoff
+    /// (they turned "daemon not running" into a 90-second wait).
+    private static let connectTimeout: TimeAmount = .seconds(3)
+
+    private static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = HTTPClient.Configuration.Timeout(connect: connectTimeout, read: timeout)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
         try decode(try await send(.GET, path, body: nil), as: T.self)
@@ -40,7 +51,7 @@ struct APIClient {
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: Self.timeout)
+            response = try await Self.http.execute(request, timeout: Self.timeout)
             bytes = try await response.body.collect(upTo: 64 << 20)
         } catch {
             throw CLIError(

@@ -138,8 +138,8 @@ struct SnapshotCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await runClient {
-                var query = "?from=\(from.snapshot)"
-                if let to { query += "&to=\(to.snapshot)" }
+                var query = "?" + APIPath.query("from", from.snapshot)
+                if let to { query += "&" + APIPath.query("to", to.snapshot) }
                 let changes = try await options.client.get(APIPath.changes(of: from.volume) + query, as: ChangesDTO.self)
                 if options.json { return try Output.json(changes) }
                 Output.table(

@@ -13,6 +13,12 @@ struct ErrorBodyMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as ManagementError {
             return Self.response(code: error.code, message: error.message)
+        } catch let error as HTTPError where error.status == .notFound && error.body == nil {
+            // The router found no route (a name is always percent-encoded into one path component, so
+            // this is a client speaking another API version, not a missing volume).
+            return Self.response(
+                code: "not_found", message: "no such API call: \(request.method) \(request.uri.path)",
+                status: .notFound)
         } catch let error as HTTPError {
             let code = error.status == .notFound ? "not_found" : "invalid_request"
             return Self.response(code: code, message: error.body ?? error.status.reasonPhrase, status: error.status)

@@ -15,10 +15,10 @@ final class VolumeCatalog: NBDExportCatalog {
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
         let volumes = pool.listVolumes().map {
-            NBDExportListing(name: $0.name, description: "cairn volume, \($0.size) bytes")
+            NBDExportListing(name: $0.name, description: VolumeExport.volumeDescription)
         }
         let snapshots = ((try? pool.listSnapshots()) ?? []).map {
-            NBDExportListing(name: "\($0.volume)@\($0.name)", description: "cairn snapshot (read-only), \($0.size) bytes")
+            NBDExportListing(name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription)
         }
         return volumes + snapshots
     }

@@ -41,7 +41,11 @@ final class VolumeExport: NBDExport {
         self.snapshotSize = snapshotSize
     }
 
-    var exportDescription: String? { snapshotEpoch == nil ? "cairn volume" : "cairn snapshot (read-only)" }
+    /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
+    static let volumeDescription = "cairn volume"
+    static let snapshotDescription = "cairn snapshot (read-only)"
+
+    var exportDescription: String? { snapshotEpoch == nil ? Self.volumeDescription : Self.snapshotDescription }
     var size: UInt64 { snapshotEpoch == nil ? ((try? pool.size(volumeID: volumeID)) ?? 0) : snapshotSize }
     var capabilities: NBDExportCapabilities {
         snapshotEpoch == nil
@@ -55,17 +59,18 @@ final class VolumeExport: NBDExport {
         return [Self.allocationContext] + older.map { Self.dirtyBitmapPrefix + $0.name }
     }
 
-    /// Runs `work` on the I/O executor; its result or error completes a future on `eventLoop`.
-    private func run<T: Sendable>(on eventLoop: any EventLoop, _ work: @escaping @Sendable () throws -> T)
-        -> EventLoopFuture<T>
-    {
+    /// Runs `work` on the I/O executor; its result or error completes a future on `eventLoop`. `writing`:
+    /// the command writes, so a range past the end is ENOSPC (the spec's SHOULD), not EINVAL.
+    private func run<T: Sendable>(
+        on eventLoop: any EventLoop, writing: Bool = false, _ work: @escaping @Sendable () throws -> T
+    ) -> EventLoopFuture<T> {
         let promise = eventLoop.makePromise(of: T.self)
         do {
             try executor.submit {
                 do {
                     promise.succeed(try work())
                 } catch {
-                    promise.fail(Self.wireError(error))
+                    promise.fail(Self.wireError(error, writing: writing))
                 }
             }
         } catch {
@@ -97,7 +102,7 @@ final class VolumeExport: NBDExport {
     func write(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop) {
+        return run(on: eventLoop, writing: true) {
             try data.withUnsafeReadableBytes { bytes in
                 try pool.write(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
             }
@@ -112,7 +117,7 @@ final class VolumeExport: NBDExport {
     func trim(offset: UInt64, length: UInt64, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop) {
+        return run(on: eventLoop, writing: true) {
             try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
         }
     }
@@ -123,7 +128,7 @@ final class VolumeExport: NBDExport {
     ) -> EventLoopFuture<Void> {
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop) {
+        return run(on: eventLoop, writing: true) {
             if punch {
                 try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
             } else {
@@ -140,6 +145,13 @@ final class VolumeExport: NBDExport {
     func blockStatus(context: String, offset: UInt64, length: UInt64, eventLoop: any EventLoop)
         -> EventLoopFuture<[NBDExtent]>
     {
+        blockStatus(context: context, offset: offset, length: length, maximumExtents: nil, eventLoop: eventLoop)
+    }
+
+    func blockStatus(
+        context: String, offset: UInt64, length: UInt64, maximumExtents: Int?, eventLoop: any EventLoop
+    ) -> EventLoopFuture<[NBDExtent]> {
+        let limit = min(maximumExtents ?? Pool.maximumAllocationExtents, Pool.maximumAllocationExtents)
         let pool = self.pool
         let volumeID = self.volumeID
         let epoch = snapshotEpoch
@@ -147,8 +159,9 @@ final class VolumeExport: NBDExport {
         return eventLoop.makeCompletedFuture {
             do {
                 if context == Self.allocationContext {
-                    return try pool.allocationExtents(volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length)
-                        .map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
+                    return try pool.allocationExtents(
+                        volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length, maximumExtents: limit
+                    ).map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
                 }
                 guard context.hasPrefix(Self.dirtyBitmapPrefix),
                     let since = pool.snapshotEpochs(volumeID: volumeID).first(where: {
@@ -160,7 +173,7 @@ final class VolumeExport: NBDExport {
                 let end = offset + min(length, Self.maximumDirtyBitmapSpan)
                 let changed = try pool.changedExtents(
                     volumeID: volumeID, after: since.epoch, upTo: epoch ?? .max, offset: offset, length: end - offset,
-                    limit: Pool.maximumAllocationExtents)
+                    limit: limit)
                 return Self.tile(changed, from: offset, to: end)
             } catch let error as NBDExportError {
                 throw error
@@ -191,10 +204,11 @@ final class VolumeExport: NBDExport {
     }
 
     /// Maps engine and executor errors to NBD errors (never raw errno).
-    static func wireError(_ error: any Error) -> NBDExportError {
+    static func wireError(_ error: any Error, writing: Bool = false) -> NBDExportError {
         switch error {
         case let error as EngineError:
             switch error.code {
+            case .outOfRange: return NBDExportError(writing ? .noSpace : .invalid, error.message)
             case .invalidArgument: return NBDExportError(.invalid, error.message)
             case .noSpace: return NBDExportError(.noSpace, error.message)
             case .readOnly: return NBDExportError(.permissionDenied, error.message)

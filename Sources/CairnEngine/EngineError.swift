@@ -16,6 +16,8 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
         public static let alreadyExists = Code(rawValue: "already_exists")
         /// An argument is malformed or out of range (size, name, offset, chunk size).
         public static let invalidArgument = Code(rawValue: "invalid_argument")
+        /// An I/O range reaches past the end of the volume.
+        public static let outOfRange = Code(rawValue: "out_of_range")
         /// The operation would destroy data or break a dependency and needs an explicit force.
         public static let wouldLoseData = Code(rawValue: "would_lose_data")
         /// The object is in use (attached sessions, dependent clones).

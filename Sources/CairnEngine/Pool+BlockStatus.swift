@@ -20,10 +20,12 @@ extension Pool {
     /// Allocation status of the live volume (or of its snapshot at `snapshotEpoch`) from `offset`,
     /// covering at most `length` bytes and at most `maximumAllocationExtents` extents. The first extent
     /// starts at `offset`.
-    public func allocationExtents(volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, length: UInt64)
-        throws -> [AllocationExtent]
-    {
-        try monitor.withLock {
+    public func allocationExtents(
+        volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, length: UInt64,
+        maximumExtents: Int = Pool.maximumAllocationExtents
+    ) throws -> [AllocationExtent] {
+        let limit = max(1, min(maximumExtents, Self.maximumAllocationExtents))
+        return try monitor.withLock {
             let volume = try state.liveVolume(volumeID)
             let size = try snapshotEpoch.map { try volume.snapshot(atEpoch: $0).size } ?? volume.record.size
             guard offset < size else {
@@ -48,7 +50,8 @@ extension Pool {
                 link = parent.record.parent
             }
             var position = offset
-            while position < end && extents.count < Self.maximumAllocationExtents {
+            // One more than the limit is gathered so the last kept extent is known to be complete.
+            while position < end && extents.count <= limit {
                 let chunk = g.chunk(containing: position)
                 guard let next = indexes.compactMap({ $0.next(atOrAfter: chunk) }).min() else {
                     add(end - position, hole: true)
@@ -70,7 +73,9 @@ extension Pool {
                     position = runEnd
                 }
             }
-            return extents
+            // An extent cut off by the limit would understate its length; extents always end at a real
+            // state change or the end of the asked range, except the one in progress when the loop stopped.
+            return Array(extents.prefix(limit))
         }
     }
 

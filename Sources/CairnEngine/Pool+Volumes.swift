@@ -138,9 +138,9 @@ extension Pool {
                     .busy,
                     "volume '\(name)' has \(volume.snapshots.count) snapshot(s); delete them first or use --force")
             }
-            if !volume.locks.isEmpty || volume.writesInFlight > 0 {
-                throw EngineError(.busy, "volume '\(name)' has I/O in flight; try again")
-            }
+            // Forced: new I/O on the volume fails from now on; wait for what is in flight to finish.
+            volume.deleting = true
+            while !volume.locks.isEmpty || volume.writesInFlight > 0 { monitor.wait() }
             for list in volume.map.values {
                 for version in list.versions { state.release(version.slot) }
             }

@@ -216,7 +216,7 @@ extension Pool {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= limit ?? volume.record.size else {
             throw EngineError(
-                .invalidArgument,
+                .outOfRange,
                 "range \(offset)+\(length) is past the end of volume '\(volume.record.name)' (\(volume.record.size) bytes)")
         }
     }

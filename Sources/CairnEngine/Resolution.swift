@@ -78,7 +78,7 @@ extension PoolState {
 
     /// Looks up a volume by id, failing when it was deleted under a session.
     func liveVolume(_ id: UInt64) throws -> VolumeState {
-        guard let volume = volumes[id] else {
+        guard let volume = volumes[id], !volume.deleting else {
             throw EngineError(.notFound, "the volume was deleted")
         }
         return volume

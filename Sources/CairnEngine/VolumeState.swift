@@ -28,6 +28,8 @@ final class VolumeState {
     var snapshotAttachments: [String: Int] = [:]
     /// NBD sessions (or other users) attached to the volume.
     var attachments = 0
+    /// A forced delete is waiting for I/O in flight; new I/O fails as if the volume were gone.
+    var deleting = false
 
     init(record: VolumeRecord, geometry: ChunkGeometry, slotFile: UInt16) {
         self.record = record

@@ -13,6 +13,8 @@ extension NBDConnectionHandler {
                 context: metaContext.name,
                 offset: request.offset,
                 length: request.length,
+                // REQ_ONE: the reply carries one extent, so the export need not compute more.
+                maximumExtents: request.flags.contains(.requestOne) ? 1 : nil,
                 eventLoop: context.eventLoop
             )
         }

@@ -60,6 +60,10 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         self.phase = .handshake(NBDHandshakeStateMachine(configuration: configuration.handshake, directory: directory))
     }
 
+    /// Time a client still negotiating gets, after shutdown starts, to read its ERR_SHUTDOWN replies and
+    /// leave on its own before the connection is closed.
+    static let handshakeShutdownGrace: TimeAmount = .milliseconds(500)
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
@@ -109,6 +113,13 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         case .handshake(var machine):
             machine.shutdownRequested()
             phase = .handshake(machine)
+            // Options arriving now get ERR_SHUTDOWN; a client that sends none (idle in negotiation) must not
+            // hold the server up for the whole handshake timeout.
+            handshakeTimer?.cancel()
+            handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.handshakeShutdownGrace) {
+                guard case .handshake = self.phase else { return }
+                self.hardClose("server shutting down during negotiation")
+            }
         case .transmission(var machine, let export):
             let closeNow = machine.shutdownRequested()
             phase = .transmission(machine, export)

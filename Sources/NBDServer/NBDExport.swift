@@ -122,6 +122,27 @@ public protocol NBDExport: AnyObject, Sendable {
         length: UInt64,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<[NBDExtent]>
+    /// The same with a hint: at most `maximumExtents` extents will be used (1 for REQ_ONE; nil: as many as
+    /// the export likes). Exports that can stop early implement this; the default ignores the hint.
+    func blockStatus(
+        context: String,
+        offset: UInt64,
+        length: UInt64,
+        maximumExtents: Int?,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<[NBDExtent]>
+}
+
+extension NBDExport {
+    public func blockStatus(
+        context: String,
+        offset: UInt64,
+        length: UInt64,
+        maximumExtents: Int?,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<[NBDExtent]> {
+        blockStatus(context: context, offset: offset, length: length, eventLoop: eventLoop)
+    }
 }
 
 /// Who is connecting; passed to the catalog so it can apply policy and track sessions.

@@ -1,5 +1,6 @@
 @testable import CairnEngine
 import CairnTestSupport
+import InteropSupport
 import Testing
 
 @Suite struct GeometryTests {

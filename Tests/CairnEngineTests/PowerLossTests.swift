@@ -1,5 +1,6 @@
 @_spi(Testing) import CairnEngine
 import CairnTestSupport
+import InteropSupport
 import Glibc
 import Synchronization
 import Testing

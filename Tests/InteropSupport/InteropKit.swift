@@ -13,10 +13,15 @@ public enum TestSeed {
     }
 }
 
-/// SplitMix64: small, fast and reproducible from a seed (SystemRandomNumberGenerator is not).
+/// SplitMix64: small, fast and reproducible from a seed (SystemRandomNumberGenerator is not). The one
+/// generator every randomized test in the project uses.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
     private var state: UInt64
     public init(seed: UInt64) { state = seed }
+
+    /// $CAIRN_SEED when set (to replay a failure), else a fresh seed; tests print it on failure.
+    public static func seedFromEnvironment() -> UInt64 { TestSeed.make() }
+
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// The outcome of running a real client.
 public struct ProcessResult: Sendable, CustomStringConvertible {
@@ -53,7 +54,9 @@ private func runBlocking(
     process.standardError = try FileHandle(forWritingTo: errURL)
     process.standardInput = FileHandle.nullDevice
     try process.run()
-    let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    // SIGKILL: children of the test runner start with SIGTERM blocked, so terminate() would not stop a
+    // hung client.
+    let killer = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
     process.waitUntilExit()
     killer.cancel()

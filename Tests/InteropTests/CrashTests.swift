@@ -1,4 +1,3 @@
-import CairnTestSupport
 import Foundation
 import InteropSupport
 import Testing
