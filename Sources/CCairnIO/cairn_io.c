@@ -51,6 +51,15 @@ int64_t cairn_pwrite_dsync(int fd, const void *buffer, uint64_t length, uint64_t
     return result64_of(pwritev2(fd, &iov, 1, (off_t)offset, RWF_DSYNC));
 }
 
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+
+int64_t cairn_pread_nowait(int fd, void *buffer, uint64_t length, uint64_t offset) {
+    struct iovec iov = {.iov_base = buffer, .iov_len = (size_t)length};
+    return result64_of(preadv2(fd, &iov, 1, (off_t)offset, RWF_NOWAIT));
+}
+
 int64_t cairn_pread(int fd, void *buffer, uint64_t length, uint64_t offset) {
     return result64_of(pread(fd, buffer, (size_t)length, (off_t)offset));
 }

@@ -91,11 +91,32 @@ final class VolumeExport: NBDExport {
                 extents = try pool.read(volumeID: volumeID, snapshotEpoch: epoch, offset: offset, into: target)
                 return Int(length)
             }
-            return extents.map { extent in
-                if extent.isHole { return .hole(offset: extent.offset, length: UInt32(extent.length)) }
-                let slice = buffer.getSlice(at: Int(extent.offset - offset), length: Int(extent.length))!
-                return .data(offset: extent.offset, data: slice)
-            }
+            return Self.segments(extents, buffer: buffer, offset: offset)
+        }
+    }
+
+    /// Reads of data in the page cache are served on the event loop: `readIfCached` never blocks (no chunk
+    /// lock waits, RWF_NOWAIT). Anything else returns nil and goes through the I/O threads.
+    func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? {
+        guard length <= Self.immediateReadLimit else { return nil }
+        var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
+        var extents: [ReadExtent]?
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
+            let target = UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)])
+            extents = try? pool.readIfCached(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: target)
+            return extents == nil ? 0 : Int(length)
+        }
+        return extents.map { Self.segments($0, buffer: buffer, offset: offset) }
+    }
+
+    /// Largest read answered on the event loop: copying more than this from the page cache would hold the
+    /// loop (and every other connection on it) for too long.
+    static let immediateReadLimit: UInt32 = 256 << 10
+
+    static func segments(_ extents: [ReadExtent], buffer: ByteBuffer, offset: UInt64) -> [NBDReadSegment] {
+        extents.map { extent in
+            if extent.isHole { return .hole(offset: extent.offset, length: UInt32(extent.length)) }
+            return .data(offset: extent.offset, data: buffer.getSlice(at: Int(extent.offset - offset), length: Int(extent.length))!)
         }
     }
 

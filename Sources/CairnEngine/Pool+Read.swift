@@ -29,12 +29,28 @@ extension Pool {
     public func read(
         volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
     ) throws -> [ReadExtent] {
+        try read(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: true)!
+    }
+
+    /// The same read if it can be done without blocking: no chunk lock to wait for, and every byte in the
+    /// page cache (RWF_NOWAIT). Returns nil otherwise, having changed nothing. This is what lets a read of
+    /// hot data be answered on the network event loop without a trip through the I/O threads.
+    public func readIfCached(
+        volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
+    ) throws -> [ReadExtent]? {
+        try read(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: false)
+    }
+
+    private func read(
+        volumeID: UInt64, snapshotEpoch: UInt32?, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer,
+        mayBlock: Bool
+    ) throws -> [ReadExtent]? {
         guard !buffer.isEmpty else { return [] }
         let length = UInt64(buffer.count)
         var reads: [SlotRead] = []
         var extents: [ReadExtent] = []
         var locked: [UInt64] = []
-        let slotFiles = try monitor.withLock { () -> [UInt16: any StorageFile] in
+        let planned = try monitor.withLock { () -> [UInt16: any StorageFile]? in
             while true {
                 if state.closed { throw EngineError(.closed, "the pool is closed") }
                 let volume = try state.liveVolume(volumeID)
@@ -47,17 +63,14 @@ extension Pool {
                     return files
                 }
                 try Self.checkBounds(volume, offset: offset, length: length)
-                if volume.readsBlocked {
-                    monitor.wait()
-                    continue
-                }
                 // Own, mapped chunks are read under a shared chunk lock so that nothing can remap or
                 // free their slot mid-read; inherited versions are pinned by the parent's snapshot.
                 let g = volume.geometry
                 let firstChunk = g.chunk(containing: offset)
                 let lastChunk = g.chunk(containing: offset + length - 1)
                 locked = volume.present.chunks(in: firstChunk..<(lastChunk + 1))
-                if !locked.allSatisfy({ volume.locks.isAvailable($0, exclusive: false) }) {
+                if volume.readsBlocked || !locked.allSatisfy({ volume.locks.isAvailable($0, exclusive: false) }) {
+                    guard mayBlock else { return nil }
                     monitor.wait()
                     continue
                 }
@@ -66,6 +79,7 @@ extension Pool {
                 return files
             }
         }
+        guard let slotFiles = planned else { return nil }
         defer {
             monitor.withLock {
                 if let volume = state.volumes[volumeID] {
@@ -74,20 +88,23 @@ extension Pool {
             }
             if !locked.isEmpty { monitor.broadcast() }
         }
+        do {
+            for read in reads {
+                let target = UnsafeMutableRawBufferPointer(
+                    rebasing: buffer[read.bufferOffset..<(read.bufferOffset + read.length)])
+                if mayBlock {
+                    try slotFiles[read.file]!.read(into: target, at: read.fileOffset)
+                } else if try !slotFiles[read.file]!.readIfCached(into: target, at: read.fileOffset) {
+                    return nil
+                }
+            }
+        } catch {
+            throw EngineError.io("reading volume data", error)
+        }
         for extent in extents where extent.isHole {
             let start = Int(extent.offset - offset)
             UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(extent.length))])
                 .initializeMemory(as: UInt8.self, repeating: 0)
-        }
-        do {
-            for read in reads {
-                try slotFiles[read.file]!.read(
-                    into: UnsafeMutableRawBufferPointer(
-                        rebasing: buffer[read.bufferOffset..<(read.bufferOffset + read.length)]),
-                    at: read.fileOffset)
-            }
-        } catch {
-            throw EngineError.io("reading volume data", error)
         }
         return extents
     }

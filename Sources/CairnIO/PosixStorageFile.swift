@@ -18,6 +18,7 @@ public final class PosixStorageFile: StorageFile {
         case dsyncWrite = 4
         case reflink = 8
         case copyFileRange = 16
+        case nowaitRead = 32
     }
 
     /// Size of the bounce buffer for userspace copies and zero writes (1 MiB: large enough to stream,
@@ -69,6 +70,20 @@ public final class PosixStorageFile: StorageFile {
             }
             done += Int(n)
         }
+    }
+
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool {
+        guard !isLatched(.nowaitRead) else { return false }
+        let n = cairn_pread_nowait(descriptor, buffer.baseAddress!, UInt64(buffer.count), offset)
+        if n == Int64(buffer.count) { return true }
+        if n == -Int64(EOPNOTSUPP) || n == -Int64(EINVAL) {
+            latch(.nowaitRead)
+            return false
+        }
+        // EAGAIN (not cached), a short read (partly cached, or the end of the file), EINTR: let the
+        // blocking path handle it.
+        if n >= 0 || n == -Int64(EAGAIN) || n == -Int64(EINTR) { return false }
+        throw IOError("preadv2(RWF_NOWAIT)", path, result: n)
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {

@@ -19,6 +19,10 @@ public protocol StorageFile: AnyObject, Sendable {
 
     /// Fills `buffer` with the bytes at `offset`; bytes past the end of the file read as zeros.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+    /// Fills `buffer` only if every byte can be had without waiting for the disk (the page cache holds it);
+    /// returns false otherwise, having possibly filled part of it. Never blocks on I/O, so it may run where
+    /// blocking is forbidden (an event loop).
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool
     /// Writes all of `buffer` at `offset` (extending the file if needed). Not durable until `sync()`.
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Writes all of `buffer` at `offset` and makes that data durable before returning (RWF_DSYNC).

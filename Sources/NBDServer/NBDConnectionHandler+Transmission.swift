@@ -139,8 +139,21 @@ extension NBDConnectionHandler {
         for buffer in buffers.dropLast() {
             context.write(wrapOutboundOut(buffer), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
+        context.write(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
             self.finish(ticket)
+        }
+        scheduleFlush()
+    }
+
+    /// Flushes once for every reply queued in this pass of the event loop: replies completing together
+    /// (a burst of cached reads, completions arriving from the export's threads) share one writev instead
+    /// of one each, as qemu-nbd corks its socket.
+    func scheduleFlush() {
+        guard let context, !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.context?.flush()
         }
     }
 

@@ -38,6 +38,8 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     /// A `read()` is outstanding: do not issue another until `channelReadComplete`.
     var readPending = false
     var handshakeTimer: Scheduled<Void>?
+    /// A flush of queued replies is scheduled on the event loop.
+    var flushScheduled = false
     /// The export the catalog attached, until it is detached (exactly once).
     var attachedExport: (any NBDExport)?
     var requestsRunning = 0

@@ -100,6 +100,9 @@ public protocol NBDExport: AnyObject, Sendable {
     var metaContexts: [String] { get }
 
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]>
+    /// A read the export can answer at once without blocking (data already in memory), called on the event
+    /// loop before `read`; nil means "use `read`". The default always says nil.
+    func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]?
     func write(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void>
     func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void>
     func trim(offset: UInt64, length: UInt64, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void>
@@ -134,6 +137,8 @@ public protocol NBDExport: AnyObject, Sendable {
 }
 
 extension NBDExport {
+    public func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? { nil }
+
     public func blockStatus(
         context: String,
         offset: UInt64,

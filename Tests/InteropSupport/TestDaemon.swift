@@ -43,7 +43,7 @@ public final class TestDaemon: @unchecked Sendable {
         unlink(runtime)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--data-dir", directory, "--nbd-port", "0", "--log-level", "notice"] + extra
+        process.arguments = ["serve", "--data-dir", directory, "--nbd-port", "0", "--log-level", "info"] + extra
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()

@@ -24,6 +24,10 @@ int cairn_clone_range(int src_fd, uint64_t src_offset, uint64_t length, int dst_
 /// pwritev2(RWF_DSYNC) of one buffer: the write is durable when this returns. Returns bytes or -errno.
 int64_t cairn_pwrite_dsync(int fd, const void *buffer, uint64_t length, uint64_t offset);
 
+/// preadv2(RWF_NOWAIT) of one buffer: reads only what is already in the page cache and never blocks;
+/// -EAGAIN when the data would have to come from the disk. Returns bytes (maybe short) or -errno.
+int64_t cairn_pread_nowait(int fd, void *buffer, uint64_t length, uint64_t offset);
+
 /// pread()/pwrite() returning -errno instead of setting errno.
 int64_t cairn_pread(int fd, void *buffer, uint64_t length, uint64_t offset);
 int64_t cairn_pwrite(int fd, const void *buffer, uint64_t length, uint64_t offset);
