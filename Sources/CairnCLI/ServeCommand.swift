@@ -25,7 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     var apiPort: Int?
 
     @Option(name: .long, help: "Threads doing blocking file I/O.")
-    var ioThreads = 8
+    var ioThreads = DaemonConfiguration(dataDirectory: "").ioThreads
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"

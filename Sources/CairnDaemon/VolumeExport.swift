@@ -29,12 +29,16 @@ final class VolumeExport: NBDExport {
     /// NBD_STATE_HOLE | NBD_STATE_ZERO: unallocated, reads as zeros.
     static let holeFlags: UInt32 = 3
 
+    /// Completions go back to event loops in batches (shared by every export of the daemon).
+    let batchers: CompletionBatchers
+
     init(
-        pool: Pool, executor: IOExecutor, volumeID: UInt64, name: String, snapshotEpoch: UInt32? = nil,
-        snapshotSize: UInt64 = 0
+        pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, volumeID: UInt64, name: String,
+        snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0
     ) {
         self.pool = pool
         self.executor = executor
+        self.batchers = batchers
         self.volumeID = volumeID
         self.name = name
         self.snapshotEpoch = snapshotEpoch
@@ -65,13 +69,11 @@ final class VolumeExport: NBDExport {
         on eventLoop: any EventLoop, writing: Bool = false, _ work: @escaping @Sendable () throws -> T
     ) -> EventLoopFuture<T> {
         let promise = eventLoop.makePromise(of: T.self)
+        let batcher = batchers.batcher(for: eventLoop)
         do {
             try executor.submit {
-                do {
-                    promise.succeed(try work())
-                } catch {
-                    promise.fail(Self.wireError(error, writing: writing))
-                }
+                let result = Result { try work() }.mapError { Self.wireError($0, writing: writing) as any Error }
+                batcher.complete { promise.completeWith(result) }
             }
         } catch {
             promise.fail(Self.wireError(error))
@@ -125,14 +127,23 @@ final class VolumeExport: NBDExport {
         let volumeID = self.volumeID
         return run(on: eventLoop, writing: true) {
             try data.withUnsafeReadableBytes { bytes in
-                try pool.write(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
+                try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
             }
+        }.flatMap { needsCommit in
+            // FUA that changed metadata: the reply waits for a group commit, but no I/O thread does.
+            needsCommit ? self.flush(eventLoop: eventLoop) : eventLoop.makeSucceededVoidFuture()
         }
     }
 
+    /// FLUSH: a group commit; the commit thread completes it, no I/O thread waits.
     func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let pool = self.pool
-        return run(on: eventLoop) { try pool.flush() }
+        let promise = eventLoop.makePromise(of: Void.self)
+        let batcher = batchers.batcher(for: eventLoop)
+        pool.flush { error in
+            let result: Result<Void, any Error> = error.map { .failure(Self.wireError($0)) } ?? .success(())
+            batcher.complete { promise.completeWith(result) }
+        }
+        return promise.futureResult
     }
 
     func trim(offset: UInt64, length: UInt64, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {

@@ -11,14 +11,17 @@ final class GroupCommitter: @unchecked Sendable {
     private var completed: UInt64 = 0
     private var wanted: UInt64 = 0
     private var stopping = false
+    /// Callers that asked for a commit without waiting: (commit that must complete, callback).
+    private var callbacks: [(target: UInt64, callback: @Sendable () -> Void)] = []
     private var thread = pthread_t()
     private let intervalNanoseconds: UInt64
-    private let commit: () -> Void
+    private let commit: (_ requested: Bool) -> Void
 
     /// - Parameters:
     ///   - intervalNanoseconds: longest time a metadata change stays uncommitted without a FLUSH.
-    ///   - commit: does one commit; records its own failure (the pool turns read-only).
-    init(intervalNanoseconds: UInt64, commit: @escaping () -> Void) {
+    ///   - commit: does one commit; `requested` is false for a timer commit (nobody waits for it, so it
+    ///     may skip syncing data that no metadata depends on). Records its own failure.
+    init(intervalNanoseconds: UInt64, commit: @escaping (_ requested: Bool) -> Void) {
         self.intervalNanoseconds = intervalNanoseconds
         self.commit = commit
         let box = Unmanaged.passRetained(self)
@@ -44,6 +47,23 @@ final class GroupCommitter: @unchecked Sendable {
         }
     }
 
+    /// Like `commitAndWait`, but returns at once and calls `callback` on the commit thread once a commit
+    /// that started after this call has finished: a FLUSH need not park an I/O thread while it waits.
+    func commit(then callback: @escaping @Sendable () -> Void) {
+        let runNow = monitor.withLock { () -> Bool in
+            if stopping { return true }
+            let target = started + 1
+            wanted = max(wanted, target)
+            callbacks.append((target, callback))
+            return false
+        }
+        if runNow {
+            callback()
+        } else {
+            monitor.broadcast()
+        }
+    }
+
     /// Stops the thread after any commit in progress. Later `commitAndWait` calls return at once; the
     /// owner does its final commit itself.
     func stop() {
@@ -59,20 +79,33 @@ final class GroupCommitter: @unchecked Sendable {
 
     private func run() {
         while true {
-            let shouldRun: Bool? = monitor.withLock {
+            let requested: Bool? = monitor.withLock {
                 if wanted <= started && !stopping {
                     monitor.wait(timeoutNanoseconds: intervalNanoseconds)
                 }
                 if stopping { return nil }
+                let requested = wanted > started
                 started += 1
-                return true
+                return requested
             }
-            guard shouldRun != nil else { break }
-            commit()
-            monitor.withLock { completed = started }
+            guard let requested else { break }
+            commit(requested)
+            let ready = monitor.withLock { () -> [@Sendable () -> Void] in
+                completed = started
+                let ready = callbacks.filter { $0.target <= completed }.map(\.callback)
+                callbacks.removeAll { $0.target <= completed }
+                return ready
+            }
             monitor.broadcast()
+            for callback in ready { callback() }
         }
-        monitor.withLock { completed = started }
+        let remaining = monitor.withLock { () -> [@Sendable () -> Void] in
+            completed = started
+            defer { callbacks.removeAll() }
+            return callbacks.map(\.callback)
+        }
         monitor.broadcast()
+        // Stopping: the owner's final commit follows; these callers learn the outcome from the pool state.
+        for callback in remaining { callback() }
     }
 }

@@ -16,8 +16,12 @@ extension Pool {
     /// The order is the durability rule of docs/ARCHITECTURE.md: every version in the transaction was
     /// installed after its data write completed, so syncing the files *after* the capture makes all the
     /// data the transaction references durable before the transaction is.
-    func commitOnce() {
-        guard let capture = captureDirtyState() else { return }
+    ///
+    /// A timer commit (`requested == false`) with no metadata to write does nothing: syncing data that no
+    /// metadata depends on is the job of FLUSH, and doing it every second anyway would put pages under
+    /// writeback exactly while the host overwrites them (ext4 then stalls those writes).
+    func commitOnce(requested: Bool = true) {
+        guard let capture = captureDirtyState(requested: requested) else { return }
         do {
             for file in capture.files.values { try file.sync() }
             try metadata.commit(capture.transaction)
@@ -50,13 +54,12 @@ extension Pool {
         monitor.broadcast()
     }
 
-    private func captureDirtyState() -> CommitCapture? {
+    private func captureDirtyState(requested: Bool) -> CommitCapture? {
         monitor.withLock { () -> CommitCapture? in
             guard state.failure == nil else { return nil }
             let dirty = state.dirty
-            guard !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty
-                || state.unsyncedData
-            else {
+            let metadataChanged = !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty
+            guard metadataChanged || (requested && state.unsyncedData) else {
                 return nil
             }
             state.unsyncedData = false

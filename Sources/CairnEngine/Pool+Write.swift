@@ -66,19 +66,42 @@ struct WritePlan {
 }
 
 extension Pool {
+    /// Largest single pwrite the engine issues; longer runs are split. Measured on this machine's ext4
+    /// (kernel 6.18): the page cache sizes folios after the write, and 1 MiB writes make 1 MiB folios;
+    /// later 4 KiB overwrites of those are 4-7x slower (53k vs 228k writes/s single-threaded), and
+    /// streaming 1 MiB pwrites ran at 0.5-1 GiB/s against 1.8 GiB/s for 64 KiB pieces.
+    static let maximumWriteSegment: UInt64 = 64 << 10
+
     /// Writes `source` at `offset` of volume `volumeID`. With `fua`, the data is durable on return.
     ///
     /// One call, one completion: when a snapshot still reads a chunk, the write becomes a new version
     /// that holds only what was written (plus the partial sub-blocks at its edges, copied inside the
     /// engine); the old data stays where it is and never leaves the engine.
     public func write(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil)
+        if try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true) {
+            try flush()
+        }
+    }
+
+    /// Writes, and with `fua` makes the data durable unless that takes a metadata commit: then returns
+    /// true and leaves the commit to the caller (`flush(completion:)`), so no I/O thread waits for it.
+    public func writeDeferringCommit(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true)
     }
 
     /// `end` replaces the volume size in the bounds check (shrinking zeroes past the new size).
     func write(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool, end: UInt64?) throws {
+        if try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: end, commitLater: true) {
+            try flush()
+        }
+    }
+
+    /// Returns true when FUA still needs a commit (only ever with `commitLater`).
+    private func write(
+        volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool, end: UInt64?, commitLater: Bool
+    ) throws -> Bool {
         let length = source.length
-        guard length > 0 else { return }
+        guard length > 0 else { return false }
         try copyOutBeforeWrite(volumeID: volumeID, offset: offset, length: length)
         let plan = try planWrite(volumeID: volumeID, offset: offset, length: length, end: end)
         var failure: (any Error)?
@@ -89,7 +112,7 @@ extension Pool {
         }
         finishWrite(plan, succeeded: failure == nil)
         if let failure { throw EngineError.io("writing volume data", failure) }
-        if fua && !plan.durableDataWriteSuffices { try flush() }
+        return fua && !plan.durableDataWriteSuffices
     }
 
     /// Takes the chunk locks, classifies every chunk and allocates fresh slots, atomically.
@@ -269,8 +292,18 @@ extension Pool {
     {
         switch source {
         case .bytes(let buffer):
-            let part = UnsafeRawBufferPointer(rebasing: buffer[Int(requestOffset)..<Int(requestOffset + length)])
-            if durable { try file.writeDurably(part, at: fileOffset) } else { try file.write(part, at: fileOffset) }
+            var done: UInt64 = 0
+            while done < length {
+                let piece = min(length - done, Self.maximumWriteSegment)
+                let start = Int(requestOffset + done)
+                let part = UnsafeRawBufferPointer(rebasing: buffer[start..<(start + Int(piece))])
+                if durable {
+                    try file.writeDurably(part, at: fileOffset + done)
+                } else {
+                    try file.write(part, at: fileOffset + done)
+                }
+                done += piece
+            }
         case .zeros:
             try file.zeroRange(at: fileOffset, length: length)
             if durable { try file.sync() }

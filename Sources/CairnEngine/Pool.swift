@@ -95,8 +95,8 @@ public final class Pool: @unchecked Sendable {
             if try file.size() > end { try file.truncate(to: end) }
             files[id] = file
         }
-        committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [unowned self] in
-            self.commitOnce()
+        committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [unowned self] requested in
+            self.commitOnce(requested: requested)
         }
         logger.info(
             "pool opened",
@@ -169,6 +169,20 @@ public final class Pool: @unchecked Sendable {
         committer.commitAndWait()
         try monitor.withLock {
             if let failure = state.failure { throw failure }
+        }
+    }
+
+    /// `flush()` without blocking the caller: `completion` runs on the commit thread with nil once every
+    /// write completed before this call is durable, or with the error that stopped the pool.
+    public func flush(completion: @escaping @Sendable ((any Error)?) -> Void) {
+        if let error = monitor.withLock({ () -> (any Error)? in
+            do { try checkWritable() } catch { return error }
+            return nil
+        }) {
+            return completion(error)
+        }
+        committer.commit { [self] in
+            completion(monitor.withLock { state.failure ?? (state.closed ? EngineError(.closed, "the pool is closed") : nil) })
         }
     }
 

@@ -128,6 +128,12 @@ public final class BackgroundProcess: @unchecked Sendable {
         if let exitStatus { return exitStatus }
         var status: Int32 = 0
         let result = waitpid(pid, &status, WNOHANG)
+        if result == -1 && errno == ECHILD {
+            // Reaped by someone else (Foundation's own child watcher): the process is gone, and its pid may
+            // already belong to another process, which must never be signalled in its place.
+            exitStatus = -1
+            return exitStatus
+        }
         guard result == pid else { return nil }
         // Exit code, or 128 + signal number like a shell.
         let signal = status & 0x7f
