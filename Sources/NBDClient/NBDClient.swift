@@ -149,7 +149,11 @@ public final class NBDClient: Sendable {
         var command = command
         let reply = channel.eventLoop.makePromise(of: NBDClientReply.self)
         command.reply = reply
-        channel.writeAndFlush(command, promise: nil)
+        // On a closed channel the write never reaches the handler, which would otherwise answer: fail
+        // the reply here too (a second completion of a promise is a no-op).
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in reply.fail(NBDClientError.connectionClosed) }
+        channel.writeAndFlush(command, promise: written)
         return try await reply.futureResult.get()
     }
 

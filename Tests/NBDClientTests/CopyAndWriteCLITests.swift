@@ -17,7 +17,8 @@ struct CopyAndWriteCLITests {
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "vol", "8M", "--chunk-size", "64K"])
             let client = try await daemon.client("vol")
-            try await client.write(offset: 0, data: ByteBuffer(repeating: 0x5a, count: 65536))
+            // Three source chunks of data: --count 3 below walks over them.
+            try await client.write(offset: 0, data: ByteBuffer(repeating: 0x5a, count: 3 * 65536))
             await client.disconnect()
             try await daemon.cliOK(["snapshot", "create", "vol@s"])
 

@@ -129,7 +129,7 @@ struct ClientCodecTests {
         stream.writeNBDReplyChunk(.none, flags: .done, cookie: 6, requestOffset: 0, extendedHeaders: false)
         var parser = transmissionParser()
         let messages = try serverMessages(stream, parser: &parser)
-        #expect(messages.count == 9)
+        #expect(messages.count == 8)
         guard case .simpleReply(let firstCookie, let firstError) = messages[0],
             case .simpleReply(let secondCookie, let secondError) = messages[1]
         else { Issue.record("simple replies: \(messages.prefix(2))"); return }
