@@ -29,6 +29,11 @@ public final class NBDClient: Sendable {
         self.counters = counters
     }
 
+    /// A client dropped without `disconnect()` still closes its socket (a hard disconnect).
+    deinit {
+        channel.close(promise: nil)
+    }
+
     /// How long the server may take to finish the handshake; qemu-nbd's `--handshake-limit` default.
     public static let defaultHandshakeTimeout = TimeAmount.seconds(10)
 
@@ -128,8 +133,12 @@ public final class NBDClient: Sendable {
         guard let id = session.metaContextID(of: context) else {
             throw NBDClientError.notNegotiated("meta context \(context)")
         }
-        try checkRange(offset, min(length, UInt64(UInt32.max)), payload: false)
-        let command = NBDClientCommand(type: .blockStatus, offset: offset, length: min(length, UInt64(UInt32.max)))
+        // A compact header's length is 32 bits; ask for the largest aligned length that fits, and no more
+        // than the export has (the server may answer less anyway).
+        let minimum = UInt64(max(session.blockSizes.minimum, 1))
+        let asked = min(length, UInt64(UInt32.max) / minimum * minimum, size - min(offset, size))
+        try checkRange(offset, asked, payload: false)
+        let command = NBDClientCommand(type: .blockStatus, offset: offset, length: asked)
         guard case .extents(let byContext) = try await send(command), let descriptors = byContext[id] else {
             throw NBDClientError.protocolViolation("BLOCK_STATUS reply without a chunk for \(context)")
         }

@@ -58,7 +58,7 @@ final class NBDClientHandler: ChannelDuplexHandler {
         counters.received(bytes.readableBytes)
         parser.append(bytes)
         do {
-            while let message = try parser.next() {
+            while !isClosed, let message = try parser.next() {
                 try handle(message, context: context)
             }
         } catch let error as NBDClientError {
@@ -180,20 +180,21 @@ final class NBDClientHandler: ChannelDuplexHandler {
 
     // MARK: failure
 
+    private var isClosed: Bool {
+        if case .closed = phase { return true }
+        return false
+    }
+
     /// Fails the handshake or every request in flight with `error`, once, and closes the connection.
     private func fail(_ error: NBDClientError, _ context: ChannelHandlerContext) {
+        let wasNegotiating: Bool
         switch phase {
         case .handshake:
             timeout?.cancel()
             negotiated.fail(error)
-            if case .negotiationFailed(let negotiation) = error, negotiation.refusedOption != nil {
-                // The server refused something we need: proto.md wants a soft disconnect (NBD_OPT_ABORT).
-                var abort = context.channel.allocator.buffer(capacity: 16)
-                abort.writeNBDOption(.abort)
-                context.writeAndFlush(wrapOutboundOut(abort), promise: nil)
-            }
+            wasNegotiating = true
         case .transmission:
-            break
+            wasNegotiating = false
         case .closed:
             return
         }
@@ -202,6 +203,18 @@ final class NBDClientHandler: ChannelDuplexHandler {
         let requests = inFlight.values
         inFlight = [:]
         for request in requests { request.promise.fail(error) }
+        if wasNegotiating, case .negotiationFailed(let negotiation) = error, negotiation.refusedOption != nil {
+            // The server refused something this client needs, which is no protocol violation: proto.md
+            // wants a soft disconnect (NBD_OPT_ABORT), and a server "SHOULD gracefully handle the client
+            // sending an NBD_OPT_ABORT and closing the connection without waiting for a reply".
+            var abort = context.channel.allocator.buffer(capacity: 16)
+            abort.writeNBDOption(.abort)
+            counters.sent(abort.readableBytes)
+            context.writeAndFlush(wrapOutboundOut(abort)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
         context.close(promise: nil)
     }
 }

@@ -34,7 +34,16 @@ struct NBDClientDaemonTests {
             } catch let error as NBDClientError {
                 #expect(error == .connectionClosed)
             }
-            await #expect(throws: NBDClientError.self) { _ = try await daemon.client("missing") }
+            do {
+                _ = try await daemon.client("missing")
+                Issue.record("connected to a missing export")
+            } catch NBDClientError.negotiationFailed(let failure) {
+                #expect(failure.refusedOption == .go && failure.reply == .errorUnknown, "\(failure)")
+            }
+            // The server is fine after a refused GO (the client ended it with NBD_OPT_ABORT).
+            let again = try await daemon.client("disk")
+            #expect(again.size == 16 << 20)
+            await again.disconnect()
         }
     }
 
