@@ -22,7 +22,8 @@ struct CopyAndWriteCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: ClientOptions
-    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI.") var volume: String
+    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI.")
+    var volume: String
     @Option(help: "Offset of the chunk to copy (chunk-aligned; K, M, G suffixes).") var source: String
     @Option(help: "Offset of the chunk to create (chunk-aligned).") var target: String
     @Option(help: "Copy-on-write chunk size (default: the volume's; required with a URI).") var chunkSize: String?
@@ -31,11 +32,14 @@ struct CopyAndWriteCommand: AsyncParsableCommand {
     @Option(help: "Byte to fill the buffer with (0xab or 171); needs --length.") var pattern: String?
     @Option(help: "Buffer length with --pattern, e.g. 4K.") var length: String?
     @Flag(help: "Force unit access: durable before the reply.") var fua = false
-    @Flag(help: "READ + WRITE + WRITE from this host instead of one COPY_AND_WRITE, for comparison.") var hostSide = false
+    @Flag(help: "READ + WRITE + WRITE from this host instead of one COPY_AND_WRITE, for comparison.")
+    var hostSide = false
     @Option(help: "Repeat over N consecutive chunks (source and target advance a chunk each time).") var count = 1
 
     func validate() throws {
-        guard (dataFile == nil) != (pattern == nil) else { throw ValidationError("give either --data-file or --pattern") }
+        guard (dataFile == nil) != (pattern == nil) else {
+            throw ValidationError("give either --data-file or --pattern")
+        }
         guard (pattern == nil) == (length == nil) else { throw ValidationError("--pattern and --length go together") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
     }
@@ -43,7 +47,9 @@ struct CopyAndWriteCommand: AsyncParsableCommand {
     func run() async throws {
         try await runClient {
             let resolved = try await NBDVolume.resolve(volume, options: options)
-            guard let copySize = try chunkSize.map({ try parseSize($0, what: "chunk size") }) ?? resolved.chunkSize.map(UInt64.init)
+            guard
+                let copySize = try chunkSize.map({ try parseSize($0, what: "chunk size") })
+                    ?? resolved.chunkSize.map(UInt64.init)
             else { throw ValidationError("--chunk-size is required with an nbd:// URI") }
             let operation = try CopyAndWriteOperation(
                 source: parseSize(source, what: "source offset"),
@@ -56,9 +62,7 @@ struct CopyAndWriteCommand: AsyncParsableCommand {
             let contexts = hostSide ? [] : [NBDCopyOnWrite.contextName]
             let report = try await withNBDClient(uri, metaContexts: contexts) { client in
                 if !hostSide, !client.supportsCopyAndWrite {
-                    throw CLIError(
-                        message: "\(uri) does not offer \(NBDCopyOnWrite.contextName) (a snapshot, or not a Cairn volume)",
-                        exitCode: ExitStatus.failure)
+                    throw CLIError.copyOnWriteNotOffered(uri)
                 }
                 return try await operation.measure(on: client, hostSide: hostSide, count: count)
             }

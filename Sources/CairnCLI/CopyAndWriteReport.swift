@@ -38,7 +38,8 @@ struct LatencySummary: Codable, Sendable {
     var maximumMicroseconds: Double
 
     init(_ samples: [Duration]) {
-        let micros = samples.map { Double($0.components.seconds) * 1e6 + Double($0.components.attoseconds) / 1e12 }.sorted()
+        let micros = samples.map { Double($0.components.seconds) * 1e6 + Double($0.components.attoseconds) / 1e12 }
+            .sorted()
         minimumMicroseconds = micros.first ?? 0
         maximumMicroseconds = micros.last ?? 0
         meanMicroseconds = micros.isEmpty ? 0 : micros.reduce(0, +) / Double(micros.count)

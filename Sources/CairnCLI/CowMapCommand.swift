@@ -15,7 +15,8 @@ struct CowMapCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: ClientOptions
-    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI.") var volume: String
+    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI.")
+    var volume: String
     @Option(help: "Start of the range (default 0).") var offset = "0"
     @Option(help: "Length of the range (default: to the end).") var length: String?
 
@@ -32,9 +33,7 @@ struct CowMapCommand: AsyncParsableCommand {
             let uri = try await NBDVolume.resolve(volume, options: options).uri
             let extents = try await withNBDClient(uri, metaContexts: [NBDCopyOnWrite.contextName]) { client in
                 guard client.supportsCopyAndWrite else {
-                    throw CLIError(
-                        message: "\(uri) does not offer \(NBDCopyOnWrite.contextName) (a snapshot, or not a Cairn volume)",
-                        exitCode: ExitStatus.failure)
+                    throw CLIError.copyOnWriteNotOffered(uri)
                 }
                 let end = min(client.size, requested.map { start + $0 } ?? client.size)
                 return try await Self.map(client, from: start, to: end)

@@ -14,7 +14,8 @@ struct NBDVolume: Sendable {
         if argument.hasPrefix("nbd://") { return NBDVolume(uri: argument) }
         let volume = try await options.client.get(APIPath.volume(argument), as: VolumeDTO.self)
         guard let uri = volume.exportURI else {
-            throw CLIError(message: "the daemon did not report an NBD address for \(argument)", exitCode: ExitStatus.failure)
+            throw CLIError(
+                message: "the daemon did not report an NBD address for \(argument)", exitCode: ExitStatus.failure)
         }
         return NBDVolume(uri: uri, chunkSize: volume.chunkSize)
     }
@@ -47,6 +48,13 @@ func withNBDClient<T: Sendable>(
 }
 
 extension CLIError {
+    /// The export did not select `x-cairn:copy-on-write`.
+    static func copyOnWriteNotOffered(_ uri: String) -> CLIError {
+        CLIError(
+            message: "\(uri) does not offer \(NBDCopyOnWrite.contextName) (a snapshot, or not a Cairn volume)",
+            exitCode: ExitStatus.failure)
+    }
+
     init(_ error: NBDClientError, uri: String) {
         let code: Int32 =
             switch error {

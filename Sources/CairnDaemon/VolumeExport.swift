@@ -153,8 +153,9 @@ final class VolumeExport: NBDExport {
                         .map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
                 }
                 if context == NBDMetaContext.cairnCopyOnWrite, epoch == nil {
+                    let shared = NBDCopyOnWriteState.shared.rawValue
                     return try pool.sharingExtents(volumeID: volumeID, offset: offset, length: length)
-                        .map { NBDExtent(length: $0.length, flags: $0.shared ? NBDCopyOnWriteState.shared.rawValue : 0) }
+                        .map { NBDExtent(length: $0.length, flags: $0.shared ? shared : 0) }
                 }
                 guard context.hasPrefix(Self.dirtyBitmapPrefix),
                     let since = pool.snapshotEpochs(volumeID: volumeID).first(where: {

@@ -26,16 +26,19 @@ extension NBDClient {
         bufferOffset: UInt32,
         fua: Bool = false
     ) async throws {
-        guard supportsCopyAndWrite else { throw NBDClientError.notNegotiated("meta context \(NBDCopyOnWrite.contextName)") }
+        guard supportsCopyAndWrite else {
+            throw NBDClientError.notNegotiated("meta context \(NBDCopyOnWrite.contextName)")
+        }
         try checkWritable()
         try checkRange(target, UInt64(copySize), payload: false)
         try checkRange(source, UInt64(copySize), payload: false)
         guard buffer.readableBytes > 0, UInt64(bufferOffset) + UInt64(buffer.readableBytes) <= UInt64(copySize) else {
-            throw NBDClientError.invalidArgument("the buffer must be nonempty and fit inside the \(copySize)-byte chunk")
+            throw NBDClientError.invalidArgument(
+                "the buffer must be nonempty and fit inside the \(copySize)-byte chunk")
         }
         let payload = NBDCopyAndWritePayload(
             sourceOffset: source, copySize: copySize, bufferOffset: bufferOffset, buffer: buffer)
-        guard payload.encodedLength <= Int(min(session.blockSizes.maximumPayload, UInt32(NBDLimits.maximumPayload))) else {
+        guard payload.encodedLength <= maximumPayload else {
             throw NBDClientError.invalidArgument("a \(buffer.readableBytes)-byte buffer exceeds the maximum payload")
         }
         var header = channel.allocator.buffer(capacity: NBDCopyOnWrite.payloadHeaderLength)

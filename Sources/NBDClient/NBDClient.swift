@@ -85,8 +85,8 @@ public final class NBDClient: Sendable {
     /// NBD_CMD_READ: `length` bytes at `offset`, holes as zeroes.
     public func read(offset: UInt64, length: Int) async throws -> ByteBuffer {
         try checkRange(offset, UInt64(length), payload: true)
-        guard case .data(let data) = try await send(NBDClientCommand(type: .read, offset: offset, length: UInt64(length)))
-        else { throw NBDClientError.protocolViolation("READ answered without data") }
+        let reply = try await send(NBDClientCommand(type: .read, offset: offset, length: UInt64(length)))
+        guard case .data(let data) = reply else { throw NBDClientError.protocolViolation("READ answered without data") }
         return data
     }
 
@@ -194,8 +194,11 @@ public final class NBDClient: Sendable {
         guard offset % minimum == 0, length % minimum == 0 else {
             throw .invalidArgument("[\(offset), +\(length)) is not aligned to \(minimum) bytes")
         }
-        if payload, length > UInt64(min(sizes.maximumPayload, UInt32(NBDLimits.maximumPayload))) {
-            throw .invalidArgument("\(length) bytes exceed the maximum payload of \(sizes.maximumPayload)")
+        if payload, length > UInt64(maximumPayload) {
+            throw .invalidArgument("\(length) bytes exceed the maximum payload of \(maximumPayload)")
         }
     }
+
+    /// The server's maximum payload, capped at the 32 MiB the frame parser buffers.
+    var maximumPayload: Int { Int(min(session.blockSizes.maximumPayload, UInt32(NBDLimits.maximumPayload))) }
 }

@@ -162,7 +162,8 @@ final class NBDClientHandler: ChannelDuplexHandler {
         var header = context.channel.allocator.buffer(capacity: 28)
         header.writeNBDRequestHeader(
             type: command.type, flags: command.flags, cookie: cookie, offset: command.offset, length: command.length)
-        counters.sent(header.readableBytes + command.payload.reduce(0) { $0 + $1.readableBytes }, request: command.reply != nil)
+        counters.sent(
+            header.readableBytes + command.payload.reduce(0) { $0 + $1.readableBytes }, request: command.reply != nil)
         if let reply = command.reply {
             let pending = NBDPendingReply(
                 type: command.type, offset: command.offset, length: command.length,

@@ -138,9 +138,9 @@ public struct NBDClientHandshake: Sendable {
     }
 
     /// Decodes a reply to `expected`; an error reply ends the handshake.
-    private func decode(_ option: NBDOptionCode, _ type: NBDOptionReplyType, _ data: ByteBuffer, expecting expected: NBDOptionCode)
-        throws(NBDNegotiationError) -> NBDOptionReply?
-    {
+    private func decode(
+        _ option: NBDOptionCode, _ type: NBDOptionReplyType, _ data: ByteBuffer, expecting expected: NBDOptionCode
+    ) throws(NBDNegotiationError) -> NBDOptionReply? {
         guard option == expected else {
             throw NBDNegotiationError("reply to \(option) while waiting for \(expected)")
         }

@@ -20,7 +20,8 @@ extension NBDOptionReply {
         case .server:
             guard let length = data.readInteger(as: UInt32.self), let name = data.readString(length: Int(length))
             else { throw malformed("SERVER reply name does not fit") }
-            return .server(name: name, description: data.readableBytes > 0 ? data.readString(length: data.readableBytes) : nil)
+            return .server(
+                name: name, description: data.readableBytes > 0 ? data.readString(length: data.readableBytes) : nil)
         case .metaContext:
             guard let id = data.readInteger(as: UInt32.self), let name = data.readString(length: data.readableBytes)
             else { throw malformed("META_CONTEXT reply shorter than 4 bytes") }

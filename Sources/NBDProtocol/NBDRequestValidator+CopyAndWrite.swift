@@ -20,7 +20,8 @@ extension NBDRequestValidator {
         }
         let export = session.export
         if request.length > UInt64(export.blockSizes.maximumPayload) {
-            return NBDRequestRejection(.invalid, "\(request.type) of \(request.length) bytes exceeds the maximum payload")
+            return NBDRequestRejection(
+                .invalid, "\(request.type) of \(request.length) bytes exceeds the maximum payload")
         }
         guard case .data(let bytes) = request.payload, let payload = NBDCopyAndWritePayload(decoding: bytes),
             payload.bufferLength > 0
@@ -35,7 +36,8 @@ extension NBDRequestValidator {
             return NBDRequestRejection(.invalid, "\(request.type) not aligned to \(minimum) bytes")
         }
         guard copySize > 0, UInt64(payload.bufferOffset) + UInt64(payload.bufferLength) <= copySize else {
-            return NBDRequestRejection(.invalid, "\(request.type) buffer does not fit inside the \(copySize)-byte chunk")
+            return NBDRequestRejection(
+                .invalid, "\(request.type) buffer does not fit inside the \(copySize)-byte chunk")
         }
         if Self.exceeds(request.offset, copySize, export.size) {
             return NBDRequestRejection(.noSpace, "\(request.type) target beyond the end of the export")

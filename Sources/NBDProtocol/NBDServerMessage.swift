@@ -38,7 +38,9 @@ public struct NBDReceivedChunk: Sendable {
         var bytes = payload
         switch type {
         case .none:
-            guard bytes.readableBytes == 0, isFinal else { throw malformed("NONE chunk with a payload or without DONE") }
+            guard bytes.readableBytes == 0, isFinal else {
+                throw malformed("NONE chunk with a payload or without DONE")
+            }
             return .none
         case .offsetData:
             guard bytes.readableBytes >= 9 else { throw malformed("OFFSET_DATA chunk shorter than 9 bytes") }

@@ -17,20 +17,36 @@ struct StandardClientsTests {
             #expect(write.status == 0, "\(write)")
             try await daemon.cliOK(["snapshot", "create", "disk@s"])
             let cow = try await runProcess(
-                Tools.qemuIO, ["-f", "raw", uri, "-c", "write -P 0x62 1M 4k", "-c", "read -P 0x62 1M 4k", "-c", "read -P 0x61 1028k 4k"])
+                Tools.qemuIO,
+                [
+                    "-f", "raw", uri, "-c", "write -P 0x62 1M 4k", "-c", "read -P 0x62 1M 4k", "-c",
+                    "read -P 0x61 1028k 4k",
+                ])
             #expect(cow.status == 0 && !cow.stdout.contains("verification failed"), "\(cow)")
 
             let map = try await runProcess(Tools.qemuImg, ["map", "--output=json", "-f", "raw", uri])
             #expect(map.status == 0 && map.stdout.contains("\"data\": true"), "\(map)")
 
             let nbdinfoMap = try await runProcess(Tools.nbdinfo, ["--map", uri])
-            let rows = nbdinfoMap.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
-            #expect(nbdinfoMap.status == 0 && rows.map { "\($0[0]) \($0[1]) \($0[2])" } == ["0 1048576 3", "1048576 1048576 0", "2097152 6291456 3"], "\(nbdinfoMap)")
+            let rows = nbdinfoMap.stdout.split(separator: "\n").map {
+                $0.split(separator: " ", omittingEmptySubsequences: true)
+            }
+            #expect(
+                nbdinfoMap.status == 0
+                    && rows.map { "\($0[0]) \($0[1]) \($0[2])" } == [
+                        "0 1048576 3", "1048576 1048576 0", "2097152 6291456 3",
+                    ], "\(nbdinfoMap)")
 
             // Asked for by name, nbdinfo prints the extension's map like any other context's.
             let cowMap = try await runProcess(Tools.nbdinfo, ["--map=x-cairn:copy-on-write", uri])
-            let cowRows = cowMap.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
-            #expect(cowMap.status == 0 && cowRows.map { "\($0[0]) \($0[1]) \($0[2])" } == ["0 1114112 0", "1114112 983040 1", "2097152 6291456 0"], "the written chunk is unshared: \(cowMap)")
+            let cowRows = cowMap.stdout.split(separator: "\n").map {
+                $0.split(separator: " ", omittingEmptySubsequences: true)
+            }
+            #expect(
+                cowMap.status == 0
+                    && cowRows.map { "\($0[0]) \($0[1]) \($0[2])" } == [
+                        "0 1114112 0", "1114112 983040 1", "2097152 6291456 0",
+                    ], "the written chunk is unshared: \(cowMap)")
 
             let info = try await runProcess(Tools.nbdinfo, ["--json", uri])
             let json = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]

@@ -22,11 +22,13 @@ struct CopyAndWriteCLITests {
             await client.disconnect()
             try await daemon.cliOK(["snapshot", "create", "vol@s"])
 
-            let offloaded = try json(
-                try await daemon.cliOK([
-                    "copy-and-write", "vol", "--source", "0", "--target", "1M", "--offset", "4K", "--pattern", "0xcd",
-                    "--length", "8K", "--json",
-                ])) as? [String: Any]
+            let offloaded =
+                try json(
+                    try await daemon.cliOK([
+                        "copy-and-write", "vol", "--source", "0", "--target", "1M", "--offset", "4K", "--pattern",
+                        "0xcd",
+                        "--length", "8K", "--json",
+                    ])) as? [String: Any]
             #expect(offloaded?["roundTrips"] as? Int == 1, "\(String(describing: offloaded))")
             #expect(offloaded?["bytesSent"] as? Int == 28 + 16 + 8192)
             #expect(offloaded?["chunkSize"] as? Int == 65536, "the chunk size comes from the volume")
@@ -38,11 +40,13 @@ struct CopyAndWriteCLITests {
             await verify.disconnect()
 
             let uri = daemon.uri("vol")
-            let hostSide = try json(
-                try await daemon.cliOK([
-                    "copy-and-write", uri, "--source", "0", "--target", "2M", "--chunk-size", "64K", "--pattern", "1",
-                    "--length", "4K", "--host-side", "--count", "3", "--json",
-                ])) as? [String: Any]
+            let hostSide =
+                try json(
+                    try await daemon.cliOK([
+                        "copy-and-write", uri, "--source", "0", "--target", "2M", "--chunk-size", "64K", "--pattern",
+                        "1",
+                        "--length", "4K", "--host-side", "--count", "3", "--json",
+                    ])) as? [String: Any]
             #expect(hostSide?["roundTrips"] as? Int == 3 && hostSide?["runs"] as? Int == 3)
             #expect((hostSide?["bytesReceived"] as? Int ?? 0) > 65536, "the old chunk came to the host")
             #expect((hostSide?["bytesSent"] as? Int ?? 0) > 65536 + 4096, "and went back")
@@ -66,7 +70,9 @@ struct CopyAndWriteCLITests {
                 "copy-and-write", "vol", "--source", "0", "--target", "128K", "--pattern", "7", "--length", "4K",
             ])
             let map = try json(try await daemon.cliOK(["cow-map", "vol", "--json"])) as? [[String: Any]] ?? []
-            let runs = map.map { ($0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["shared"] as? Bool ?? false) }
+            let runs = map.map {
+                ($0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["shared"] as? Bool ?? false)
+            }
             #expect(runs.map(\.0) == [0, 131072, 196608, 262144], "\(map)")
             #expect(runs.map(\.2) == [true, false, true, false])
             #expect(runs.last?.1 == (1 << 20) - 262144)

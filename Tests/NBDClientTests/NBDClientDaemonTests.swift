@@ -21,9 +21,13 @@ struct NBDClientDaemonTests {
     func negotiation() async throws {
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "disk", "16M"])
-            let client = try await daemon.client("disk", contexts: ["base:allocation", NBDCopyOnWrite.contextName, "x-unknown:thing"])
+            let client = try await daemon.client(
+                "disk", contexts: ["base:allocation", NBDCopyOnWrite.contextName, "x-unknown:thing"])
             #expect(client.size == 16 << 20)
-            #expect(client.flags.isSuperset(of: [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .canMultiConn]))
+            #expect(
+                client.flags.isSuperset(of: [
+                    .hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .canMultiConn,
+                ]))
             #expect(client.session.blockSizes.minimum == 512)
             #expect(client.session.metaContexts.map(\.name) == ["base:allocation", NBDCopyOnWrite.contextName])
             #expect(client.supportsCopyAndWrite)
@@ -69,7 +73,8 @@ struct NBDClientDaemonTests {
                 }
                 for try await (index, data) in group {
                     let bytes = Array(data.readableBytesView)
-                    #expect(bytes[..<4096].allSatisfy { $0 == UInt8(index + 1) } && bytes[4096...].allSatisfy { $0 == 0 })
+                    #expect(
+                        bytes[..<4096].allSatisfy { $0 == UInt8(index + 1) } && bytes[4096...].allSatisfy { $0 == 0 })
                 }
             }
             try await client.write(offset: 1 << 20, data: ByteBuffer(repeating: 9, count: 65536), fua: true)
@@ -108,7 +113,9 @@ struct NBDClientDaemonTests {
             try await daemon.cliOK(["snapshot", "create", "vol@before"])
 
             let shared = try await client.copyOnWriteStatus(offset: 0, length: 8 * chunk)
-            #expect(shared.first?.flags == NBDCopyOnWriteState.shared.rawValue && shared.first?.length == chunk, "\(shared)")
+            #expect(
+                shared.first?.flags == NBDCopyOnWriteState.shared.rawValue && shared.first?.length == chunk, "\(shared)"
+            )
 
             let before = client.statistics
             try await client.copyAndWrite(
@@ -129,24 +136,30 @@ struct NBDClientDaemonTests {
 
             let snapshot = try await daemon.client("vol@before", contexts: [NBDCopyOnWrite.contextName])
             #expect(!snapshot.supportsCopyAndWrite, "snapshots are read-only and do not offer the context")
-            #expect(try await snapshot.read(offset: 4 * chunk, length: Int(chunk)).readableBytesView.allSatisfy { $0 == 0xbb })
+            #expect(
+                try await snapshot.read(offset: 4 * chunk, length: Int(chunk)).readableBytesView.allSatisfy {
+                    $0 == 0xbb
+                })
             await #expect(throws: NBDClientError.self) {
                 try await snapshot.copyAndWrite(
-                    source: 0, target: 0, copySize: UInt32(chunk), buffer: ByteBuffer(repeating: 1, count: 512), bufferOffset: 0)
+                    source: 0, target: 0, copySize: UInt32(chunk), buffer: ByteBuffer(repeating: 1, count: 512),
+                    bufferOffset: 0)
             }
             await snapshot.disconnect()
 
             // The engine's copy size is the volume's chunk size; the server says so.
             do {
                 try await client.copyAndWrite(
-                    source: 0, target: 8 * chunk, copySize: 32768, buffer: ByteBuffer(repeating: 1, count: 512), bufferOffset: 0)
+                    source: 0, target: 8 * chunk, copySize: 32768, buffer: ByteBuffer(repeating: 1, count: 512),
+                    bufferOffset: 0)
                 Issue.record("a copy size other than the chunk size was accepted")
             } catch NBDClientError.commandFailed(let command, let error, let message) {
                 #expect(command == .cairnCopyAndWrite && error == .invalid && message.contains("65536"), "\(message)")
             }
             // Source == target: the shared chunk is unshared in place, as a host-side COW would.
             try await client.copyAndWrite(
-                source: 0, target: 0, copySize: UInt32(chunk), buffer: ByteBuffer(repeating: 0xdd, count: 512), bufferOffset: 0)
+                source: 0, target: 0, copySize: UInt32(chunk), buffer: ByteBuffer(repeating: 0xdd, count: 512),
+                bufferOffset: 0)
             #expect(try await client.copyOnWriteStatus(offset: 0, length: chunk).first?.flags == 0)
             let snapshotAgain = try await daemon.client("vol@before")
             #expect(try await snapshotAgain.read(offset: 0, length: 512).readableBytesView.allSatisfy { $0 == 0xaa })

@@ -23,14 +23,18 @@ struct ClientCodecTests {
             .info(NBDInfoRequest(exportName: "a", requests: [.blockSize, .name])),
             .go(NBDInfoRequest(exportName: "", requests: [])),
             .listMetaContext(NBDMetaContextRequest(exportName: "d", queries: [])),
-            .setMetaContext(NBDMetaContextRequest(exportName: "d", queries: ["base:allocation", "x-cairn:copy-on-write"])),
+            .setMetaContext(
+                NBDMetaContextRequest(exportName: "d", queries: ["base:allocation", "x-cairn:copy-on-write"])),
         ]
         var stream = ByteBuffer()
         stream.writeNBDClientFlags([.fixedNewstyle, .noZeroes])
         for option in options { stream.writeNBDOption(option) }
         var parser = NBDFrameParser()
         let messages = try parser.feedBytewise(stream)
-        guard case .clientFlags(let flags) = messages.first else { Issue.record("no client flags"); return }
+        guard case .clientFlags(let flags) = messages.first else {
+            Issue.record("no client flags")
+            return
+        }
         #expect(flags == [.fixedNewstyle, .noZeroes])
         #expect(messages.dropFirst().compactMap { if case .option(let o) = $0 { o } else { nil } } == options)
     }
@@ -39,12 +43,18 @@ struct ClientCodecTests {
     func requestHeaders() throws {
         var header = ByteBuffer()
         header.writeNBDRequestHeader(type: .write, flags: .fua, cookie: 0x0102, offset: 0x1000, length: 4)
-        #expect(Array(header.readableBytesView) == Array(Wire.request(.write, flags: .fua, cookie: 0x0102, offset: 0x1000, length: 4).readableBytesView))
+        #expect(
+            Array(header.readableBytesView)
+                == Array(Wire.request(.write, flags: .fua, cookie: 0x0102, offset: 0x1000, length: 4).readableBytesView)
+        )
         header.writeBytes([9, 9, 9, 9])
         var parser = NBDFrameParser()
         _ = try parser.feed(ByteBuffer(bytes: [0, 0, 0, 1]))
         parser.enterTransmission(extendedHeaders: false)
-        guard case .request(let request) = try parser.feed(header).first else { Issue.record("no request"); return }
+        guard case .request(let request) = try parser.feed(header).first else {
+            Issue.record("no request")
+            return
+        }
         #expect(request.type == .write && request.cookie == 0x0102 && request.payload.bufferedBytes == 4)
     }
 
@@ -68,11 +78,17 @@ struct ClientCodecTests {
         for (option, reply) in replies { stream.writeNBDOptionReply(reply, option: option) }
         var parser = NBDServerFrameParser()
         let messages = try serverMessages(stream, parser: &parser)
-        guard case .greeting(let flags) = messages.first else { Issue.record("no greeting"); return }
+        guard case .greeting(let flags) = messages.first else {
+            Issue.record("no greeting")
+            return
+        }
         #expect(flags == [.fixedNewstyle, .noZeroes])
         #expect(messages.count == replies.count + 1)
         for (message, (option, reply)) in zip(messages.dropFirst(), replies) {
-            guard case .optionReply(let code, let type, let data) = message else { Issue.record("\(message)"); return }
+            guard case .optionReply(let code, let type, let data) = message else {
+                Issue.record("\(message)")
+                return
+            }
             #expect(code == option && type == reply.type)
             #expect(try NBDOptionReply.decoded(type: type, data: data) == reply)
         }
@@ -119,20 +135,31 @@ struct ClientCodecTests {
         var stream = ByteBuffer()
         stream.writeNBDSimpleReply(error: nil, cookie: 1)
         stream.writeNBDSimpleReply(error: .invalid, cookie: 2)
-        stream.writeNBDReplyChunk(.offsetData(offset: 4096, dataLength: 3), flags: [], cookie: 3, requestOffset: 0, extendedHeaders: false)
+        stream.writeNBDReplyChunk(
+            .offsetData(offset: 4096, dataLength: 3), flags: [], cookie: 3, requestOffset: 0, extendedHeaders: false)
         stream.writeBytes([7, 8, 9])
-        stream.writeNBDReplyChunk(.offsetHole(offset: 4099, length: 509), flags: .done, cookie: 3, requestOffset: 0, extendedHeaders: false)
+        stream.writeNBDReplyChunk(
+            .offsetHole(offset: 4099, length: 509), flags: .done, cookie: 3, requestOffset: 0, extendedHeaders: false)
         let descriptors = [NBDBlockDescriptor(length: 65536, flags: 1), NBDBlockDescriptor(length: 512, flags: 0)]
-        stream.writeNBDReplyChunk(.blockStatus(contextID: 2, descriptors: descriptors), flags: .done, cookie: 4, requestOffset: 0, extendedHeaders: false)
-        stream.writeNBDReplyChunk(.error(.permissionDenied, message: "read-only"), flags: .done, cookie: 5, requestOffset: 0, extendedHeaders: false)
-        stream.writeNBDReplyChunk(.errorOffset(.ioError, message: "", offset: 512), flags: [], cookie: 6, requestOffset: 0, extendedHeaders: false)
+        stream.writeNBDReplyChunk(
+            .blockStatus(contextID: 2, descriptors: descriptors), flags: .done, cookie: 4, requestOffset: 0,
+            extendedHeaders: false)
+        stream.writeNBDReplyChunk(
+            .error(.permissionDenied, message: "read-only"), flags: .done, cookie: 5, requestOffset: 0,
+            extendedHeaders: false)
+        stream.writeNBDReplyChunk(
+            .errorOffset(.ioError, message: "", offset: 512), flags: [], cookie: 6, requestOffset: 0,
+            extendedHeaders: false)
         stream.writeNBDReplyChunk(.none, flags: .done, cookie: 6, requestOffset: 0, extendedHeaders: false)
         var parser = transmissionParser()
         let messages = try serverMessages(stream, parser: &parser)
         #expect(messages.count == 8)
         guard case .simpleReply(let firstCookie, let firstError) = messages[0],
             case .simpleReply(let secondCookie, let secondError) = messages[1]
-        else { Issue.record("simple replies: \(messages.prefix(2))"); return }
+        else {
+            Issue.record("simple replies: \(messages.prefix(2))")
+            return
+        }
         #expect(firstCookie == 1 && firstError == nil && secondCookie == 2 && secondError == .invalid)
         let chunks = messages.dropFirst(2).compactMap { if case .chunk(let c) = $0 { c } else { nil } }
         #expect(chunks.map(\.cookie) == [3, 3, 4, 5, 6, 6])
@@ -169,7 +196,8 @@ struct ClientCodecTests {
         let future = chunk(NBDReplyType(rawValue: 0x8000 | 99), [0, 0, 0, 5, 0, 1, 65])
         #expect(try future.content() == .error(.ioError, message: "A", offset: nil))
         var parser = transmissionParser()
-        parser.append(ByteBuffer(bytes: [0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]))
+        parser.append(
+            ByteBuffer(bytes: [0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]))
         #expect { try parser.next() } throws: { ($0 as? NBDProtocolError)?.code == .replyTooLarge }
         var magic = transmissionParser()
         magic.append(ByteBuffer(bytes: [1, 2, 3, 4]))

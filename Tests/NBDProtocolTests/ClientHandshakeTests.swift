@@ -84,7 +84,9 @@ struct ClientHandshakeTests {
     func selectsCopyOnWrite() throws {
         var directory = FakeDirectory()
         directory.exports[0].metaContexts.append(NBDCopyOnWrite.contextName)
-        let session = try negotiate(NBDClientHandshake(exportName: "disk", metaContexts: [NBDCopyOnWrite.contextName]), directory: directory).get()
+        let session = try negotiate(
+            NBDClientHandshake(exportName: "disk", metaContexts: [NBDCopyOnWrite.contextName]), directory: directory
+        ).get()
         #expect(session.metaContexts == [NBDSelectedMetaContext(id: 3, name: NBDCopyOnWrite.contextName)])
     }
 
@@ -121,9 +123,13 @@ struct ClientHandshakeTests {
         var export = ByteBuffer()
         export.writeNBDOptionReply(.ack, option: .go)
         #expect(fail([.greeting([])])?.message.contains("fixed newstyle") == true)
-        let refused = fail([greeting, .optionReply(option: .structuredReply, type: .errorUnsupported, data: ByteBuffer())])
+        let refused = fail([
+            greeting, .optionReply(option: .structuredReply, type: .errorUnsupported, data: ByteBuffer()),
+        ])
         #expect(refused?.refusedOption == .structuredReply && refused?.reply == .errorUnsupported)
-        #expect(fail([greeting, .optionReply(option: .go, type: .ack, data: ByteBuffer())]) != nil, "reply to another option")
+        #expect(
+            fail([greeting, .optionReply(option: .go, type: .ack, data: ByteBuffer())]) != nil,
+            "reply to another option")
         let noExportInfo: [NBDServerMessage] = [
             greeting,
             .optionReply(option: .structuredReply, type: .ack, data: ByteBuffer()),
@@ -138,7 +144,10 @@ struct ClientHandshakeTests {
     func clientFlags() throws {
         for offered: NBDHandshakeFlags in [[.fixedNewstyle], [.fixedNewstyle, .noZeroes]] {
             var client = NBDClientHandshake(exportName: "disk")
-            guard case .send(var bytes) = try client.receive(.greeting(offered)) else { Issue.record("nothing sent"); return }
+            guard case .send(var bytes) = try client.receive(.greeting(offered)) else {
+                Issue.record("nothing sent")
+                return
+            }
             let flags = NBDClientFlags(rawValue: bytes.readInteger(as: UInt32.self)!)
             #expect(flags == (offered.contains(.noZeroes) ? [.fixedNewstyle, .noZeroes] : [.fixedNewstyle]))
         }

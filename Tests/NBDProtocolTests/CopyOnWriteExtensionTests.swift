@@ -12,7 +12,8 @@ struct CopyOnWriteExtensionTests {
     static func payload(source: UInt64, copySize: UInt32, bufferOffset: UInt32, buffer: [UInt8]) -> [UInt8] {
         var bytes = ByteBuffer()
         bytes.writeNBDCopyAndWritePayloadHeader(
-            NBDCopyAndWritePayload(sourceOffset: source, copySize: copySize, bufferOffset: bufferOffset, buffer: ByteBuffer()))
+            NBDCopyAndWritePayload(
+                sourceOffset: source, copySize: copySize, bufferOffset: bufferOffset, buffer: ByteBuffer()))
         return Array(bytes.readableBytesView) + buffer
     }
 
@@ -26,10 +27,13 @@ struct CopyOnWriteExtensionTests {
 
     @Test("payload golden bytes: source 64, copy size 32, buffer offset 32, buffer")
     func payloadLayout() throws {
-        let bytes = Self.payload(source: 0x0102_0304_0506_0708, copySize: 0x0001_0000, bufferOffset: 0x4000, buffer: [0xaa, 0xbb])
+        let bytes = Self.payload(
+            source: 0x0102_0304_0506_0708, copySize: 0x0001_0000, bufferOffset: 0x4000, buffer: [0xaa, 0xbb])
         #expect(bytes == [1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 0, 0, 0, 0x40, 0, 0xaa, 0xbb])
         let decoded = try #require(NBDCopyAndWritePayload(decoding: ByteBuffer(bytes: bytes)))
-        #expect(decoded.sourceOffset == 0x0102_0304_0506_0708 && decoded.copySize == 65536 && decoded.bufferOffset == 0x4000)
+        #expect(
+            decoded.sourceOffset == 0x0102_0304_0506_0708 && decoded.copySize == 65536 && decoded.bufferOffset == 0x4000
+        )
         #expect(Array(decoded.buffer.readableBytesView) == [0xaa, 0xbb] && decoded.encodedLength == 18)
         #expect(NBDCopyAndWritePayload(decoding: ByteBuffer(bytes: Array(bytes.prefix(15)))) == nil)
     }
@@ -55,7 +59,9 @@ struct CopyOnWriteExtensionTests {
         extendedStream.writeImmutableBuffer(
             Wire.request(.cairnCopyAndWrite, length: UInt64(body.count), payload: body, extended: true))
         extendedStream.writeImmutableBuffer(Wire.request(.flush, length: 0, extended: true))
-        let extendedParsed = try extended.feed(extendedStream).compactMap { if case .request(let r) = $0 { r } else { nil } }
+        let extendedParsed = try extended.feed(extendedStream).compactMap {
+            if case .request(let r) = $0 { r } else { nil }
+        }
         #expect(extendedParsed.map(\.payload.bufferedBytes) == [body.count, body.count, 0])
     }
 
@@ -70,7 +76,9 @@ struct CopyOnWriteExtensionTests {
         var sessionFlags: NBDTransmissionFlags = [.hasFlags, .sendFlush, .sendFUA]
         if readOnly { sessionFlags.insert(.readOnly) }
         let session = ValidatorTests.session(flags: sessionFlags, contexts: contexts)
-        let bytes = body ?? Self.payload(source: 0, copySize: 65536, bufferOffset: 4096, buffer: .init(repeating: 7, count: 512))
+        let bytes =
+            body
+            ?? Self.payload(source: 0, copySize: 65536, bufferOffset: 4096, buffer: .init(repeating: 7, count: 512))
         let request = NBDRequest(
             flags: flags, type: .cairnCopyAndWrite, cookie: 1, offset: offset, length: UInt64(bytes.count),
             payload: .data(ByteBuffer(bytes: bytes)), isExtended: extended)
@@ -91,14 +99,22 @@ struct CopyOnWriteExtensionTests {
         #expect(rejection(flags: .payloadLength)?.error == .invalid, "PAYLOAD_LEN needs extended headers")
         // Payload: too short, no buffer.
         #expect(rejection(body: [0, 0, 0])?.error == .invalid)
-        #expect(rejection(body: Self.payload(source: 0, copySize: 65536, bufferOffset: 0, buffer: []))?.error == .invalid)
+        #expect(
+            rejection(body: Self.payload(source: 0, copySize: 65536, bufferOffset: 0, buffer: []))?.error == .invalid)
         // Alignment to the 512-byte minimum block size: target, source, copy size, buffer offset and length.
         #expect(rejection(offset: 65537)?.error == .invalid)
         let buffer512 = [UInt8](repeating: 1, count: 512)
-        #expect(rejection(body: Self.payload(source: 100, copySize: 65536, bufferOffset: 0, buffer: buffer512))?.error == .invalid)
-        #expect(rejection(body: Self.payload(source: 0, copySize: 65000, bufferOffset: 0, buffer: buffer512))?.error == .invalid)
-        #expect(rejection(body: Self.payload(source: 0, copySize: 65536, bufferOffset: 1, buffer: buffer512))?.error == .invalid)
-        #expect(rejection(body: Self.payload(source: 0, copySize: 65536, bufferOffset: 0, buffer: [1]))?.error == .invalid)
+        #expect(
+            rejection(body: Self.payload(source: 100, copySize: 65536, bufferOffset: 0, buffer: buffer512))?.error
+                == .invalid)
+        #expect(
+            rejection(body: Self.payload(source: 0, copySize: 65000, bufferOffset: 0, buffer: buffer512))?.error
+                == .invalid)
+        #expect(
+            rejection(body: Self.payload(source: 0, copySize: 65536, bufferOffset: 1, buffer: buffer512))?.error
+                == .invalid)
+        #expect(
+            rejection(body: Self.payload(source: 0, copySize: 65536, bufferOffset: 0, buffer: [1]))?.error == .invalid)
         // The buffer must fit inside the chunk.
         let beyond = Self.payload(source: 0, copySize: 4096, bufferOffset: 4096, buffer: buffer512)
         #expect(rejection(body: beyond)?.error == .invalid)
@@ -109,7 +125,8 @@ struct CopyOnWriteExtensionTests {
         let overflow = Self.payload(source: UInt64.max - 511, copySize: 65536, bufferOffset: 0, buffer: buffer512)
         #expect(rejection(body: overflow)?.error == .invalid)
         // Above the advertised maximum payload (1 MiB in this session).
-        let huge = Self.payload(source: 0, copySize: 4 << 20, bufferOffset: 0, buffer: .init(repeating: 0, count: 2 << 20))
+        let huge = Self.payload(
+            source: 0, copySize: 4 << 20, bufferOffset: 0, buffer: .init(repeating: 0, count: 2 << 20))
         #expect(rejection(body: huge)?.error == .invalid)
         // Every refusal says why.
         #expect(rejection(readOnly: true)?.message.isEmpty == false)

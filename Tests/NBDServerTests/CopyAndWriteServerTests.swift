@@ -42,7 +42,8 @@ extension RawClient {
         flags: NBDCommandFlags = [], extended: Bool = false
     ) throws {
         var payload = ByteBuffer()
-        let fields = NBDCopyAndWritePayload(sourceOffset: source, copySize: copySize, bufferOffset: bufferOffset, buffer: buffer)
+        let fields = NBDCopyAndWritePayload(
+            sourceOffset: source, copySize: copySize, bufferOffset: bufferOffset, buffer: buffer)
         payload.writeNBDCopyAndWritePayloadHeader(fields)
         payload.writeImmutableBuffer(buffer)
         try sendRequest(
@@ -103,8 +104,13 @@ struct CopyAndWriteServerTests {
         try await withServer([export]) { server, _ in
             try await blocking {
                 let client = try RawClient(port: server.port)
-                #expect(try client.negotiate(export: "disk", contexts: ["base:allocation", Self.context]) == ["base:allocation", Self.context])
-                try client.sendRequest(.write, cookie: 1, offset: 0, length: UInt64(Self.chunk), payload: ByteBuffer(repeating: 0x11, count: Int(Self.chunk)))
+                #expect(
+                    try client.negotiate(export: "disk", contexts: ["base:allocation", Self.context]) == [
+                        "base:allocation", Self.context,
+                    ])
+                try client.sendRequest(
+                    .write, cookie: 1, offset: 0, length: UInt64(Self.chunk),
+                    payload: ByteBuffer(repeating: 0x11, count: Int(Self.chunk)))
                 _ = try client.receiveCompletion()
                 export.markShared(offset: 0, length: 4 * UInt64(Self.chunk))
                 try client.sendCopyAndWrite(
@@ -115,7 +121,8 @@ struct CopyAndWriteServerTests {
 
                 try client.sendRequest(.blockStatus, cookie: 3, offset: 0, length: 4 * UInt64(Self.chunk))
                 let chunks = try client.receiveChunks()
-                let cow = try #require(chunks.first { $0.payload.getInteger(at: $0.payload.readerIndex, as: UInt32.self) == 2 })
+                let cow = try #require(
+                    chunks.first { $0.payload.getInteger(at: $0.payload.readerIndex, as: UInt32.self) == 2 })
                 var descriptors = cow.payload
                 descriptors.moveReaderIndex(forwardBy: 4)
                 var status: [(UInt32, UInt32)] = []
@@ -194,13 +201,15 @@ struct CopyAndWriteServerTests {
                     #expect(reply.error == expected && !reply.message.isEmpty, "case \(index): \(reply)")
                 }
                 // A header without a buffer.
-                try client.sendRequest(.cairnCopyAndWrite, cookie: 9, offset: 0, length: 8, payload: ByteBuffer(repeating: 0, count: 8))
+                try client.sendRequest(
+                    .cairnCopyAndWrite, cookie: 9, offset: 0, length: 8, payload: ByteBuffer(repeating: 0, count: 8))
                 #expect(try client.receiveCompletion().error == .invalid)
 
                 let extended = try RawClient(port: server.port)
                 try extended.negotiate(export: "disk", contexts: [Self.context], extended: true)
                 try extended.sendCopyAndWrite(
-                    cookie: 10, target: UInt64(Self.chunk), source: 0, copySize: Self.chunk, bufferOffset: 0, buffer: buffer,
+                    cookie: 10, target: UInt64(Self.chunk), source: 0, copySize: Self.chunk, bufferOffset: 0,
+                    buffer: buffer,
                     flags: .payloadLength, extended: true)
                 #expect(try extended.receiveCompletion().error == nil)
             }

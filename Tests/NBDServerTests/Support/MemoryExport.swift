@@ -214,7 +214,9 @@ final class MemoryExport: NBDExport {
     ) -> EventLoopFuture<[NBDExtent]> {
         complete(.blockStatus, on: eventLoop) { state in
             state.counters.blockStatus += 1
-            if context == NBDMetaContext.cairnCopyOnWrite { return Self.sharing(state, offset: offset, length: length, size: size) }
+            if context == NBDMetaContext.cairnCopyOnWrite {
+                return Self.sharing(state, offset: offset, length: length, size: size)
+            }
             var extents: [NBDExtent] = []
             let hole = NBDAllocationState([.hole, .zero]).rawValue
             Self.forEachPiece(offset: offset, length: min(length, size - offset)) { page, _, piece in
@@ -309,7 +311,8 @@ extension MemoryExport {
             let sourcePage = source / UInt64(Self.pageSize)
             let targetPage = target / UInt64(Self.pageSize)
             var bytes = state.pages[sourcePage] ?? [UInt8](repeating: 0, count: Self.pageSize)
-            bytes.replaceSubrange(Int(bufferOffset)..<Int(bufferOffset) + buffer.readableBytes, with: buffer.readableBytesView)
+            let range = Int(bufferOffset)..<Int(bufferOffset) + buffer.readableBytes
+            bytes.replaceSubrange(range, with: buffer.readableBytesView)
             state.pages[targetPage] = bytes
             state.sharedPages.remove(targetPage)
         }
