@@ -65,6 +65,27 @@ struct CopyOnWriteExtensionTests {
         #expect(extendedParsed.map(\.payload.bufferedBytes) == [body.count, body.count, 0])
     }
 
+    @Test("payload limits are WRITE's: over the maximum it is discarded and refused, over the discard limit fatal")
+    func payloadLimits() throws {
+        var parser = NBDFrameParser(maximumPayload: 32, maximumDiscardedPayload: 64)
+        _ = try parser.feed(ByteBuffer(bytes: [0, 0, 0, 1]))
+        parser.enterTransmission(extendedHeaders: false)
+        let body = Self.payload(source: 0, copySize: 4096, bufferOffset: 0, buffer: .init(repeating: 1, count: 32))
+        var stream = Wire.request(.cairnCopyAndWrite, length: UInt64(body.count), payload: body)
+        stream.writeImmutableBuffer(Wire.request(.flush, length: 0))
+        let parsed = try parser.feed(stream).compactMap { if case .request(let r) = $0 { r } else { nil } }
+        guard case .discarded(let length) = parsed.first?.payload else {
+            Issue.record("\(parsed)")
+            return
+        }
+        #expect(length == 48 && parsed.map(\.type) == [.cairnCopyAndWrite, .flush])
+        let refused = NBDRequestValidator.validate(parsed[0], session: ValidatorTests.session(contexts: [Self.context]))
+        #expect(refused?.error == .invalid)
+        #expect { try parser.feed(Wire.request(.cairnCopyAndWrite, length: 65)) } throws: {
+            ($0 as? NBDProtocolError)?.code == .payloadTooLarge
+        }
+    }
+
     func rejection(
         offset: UInt64 = 65536,
         flags: NBDCommandFlags = [],
