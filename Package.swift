@@ -2,6 +2,7 @@
 // Cairn: a software storage array. One module per layer; dependencies point one way:
 //   cairn (executable) → CairnCLI → CairnDaemon → {NBDServer, CairnControl, CairnEngine}
 //   NBDServer → NBDProtocol (wire only, NIOCore) ; CairnEngine → CairnIO → CCairnIO (syscall shim)
+//   CairnCLI → NBDClient → NBDProtocol (a small async NBD client, for Cairn's extensions)
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -15,6 +16,7 @@ let package = Package(
     products: [
         .executable(name: "cairn", targets: ["cairn"]),
         .library(name: "NBDProtocol", targets: ["NBDProtocol"]),
+        .library(name: "NBDClient", targets: ["NBDClient"]),
         .library(name: "CairnEngine", targets: ["CairnEngine"]),
     ],
     dependencies: [
@@ -67,6 +69,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // NBD client: connect, negotiate (structured replies, meta contexts, GO), pipelined requests,
+        // and Cairn's COPY_AND_WRITE extension.
+        .target(
+            name: "NBDClient",
+            dependencies: [
+                "NBDProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Management API types shared by the daemon and the CLI (Codable, no dependencies).
         .target(name: "CairnAPI", swiftSettings: strict),
         // Management API server (HTTP/JSON on a unix socket).
@@ -96,7 +109,7 @@ let package = Package(
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnAPI", "CairnDaemon", "CairnEngine",
+                "CairnAPI", "CairnDaemon", "CairnEngine", "NBDClient", "NBDProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -133,6 +146,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // NBDClient against a real daemon, and the CLI commands built on it.
+        .testTarget(
+            name: "NBDClientTests",
+            dependencies: [
+                "NBDClient", "NBDProtocol", "InteropSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -1,5 +1,6 @@
 import CairnEngine
 import CairnIO
+import NBDProtocol
 import NBDServer
 import NIOCore
 
@@ -53,11 +54,12 @@ final class VolumeExport: NBDExport {
     var size: UInt64 { snapshotEpoch == nil ? ((try? pool.size(volumeID: volumeID)) ?? 0) : snapshotSize }
     var capabilities: NBDExportCapabilities {
         snapshotEpoch == nil
-            ? [.flush, .fua, .trim, .writeZeroes, .fastZero, .cache, .multiConnection, .blockStatus]
+            ? [.flush, .fua, .trim, .writeZeroes, .fastZero, .cache, .multiConnection, .blockStatus, .copyAndWrite]
             : [.readOnly, .cache, .multiConnection, .blockStatus]
     }
     var blockSizes: NBDBlockSizes { Self.blockSizes }
-    /// base:allocation, plus one dirty bitmap per older snapshot (changes since it).
+    /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
+    /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).
     var metaContexts: [String] {
         let older = pool.snapshotEpochs(volumeID: volumeID).filter { $0.epoch < (snapshotEpoch ?? .max) }
         return [Self.allocationContext] + older.map { Self.dirtyBitmapPrefix + $0.name }
@@ -195,6 +197,11 @@ final class VolumeExport: NBDExport {
                         volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length, maximumExtents: limit
                     ).map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
                 }
+                if context == NBDMetaContext.cairnCopyOnWrite, epoch == nil {
+                    let shared = NBDCopyOnWriteState.shared.rawValue
+                    return try pool.sharingExtents(volumeID: volumeID, offset: offset, length: length)
+                        .map { NBDExtent(length: $0.length, flags: $0.shared ? shared : 0) }
+                }
                 guard context.hasPrefix(Self.dirtyBitmapPrefix),
                     let since = pool.snapshotEpochs(volumeID: volumeID).first(where: {
                         Self.dirtyBitmapPrefix + $0.name == context
@@ -211,6 +218,23 @@ final class VolumeExport: NBDExport {
                 throw error
             } catch {
                 throw Self.wireError(error)
+            }
+        }
+    }
+
+    /// Seed 001's COPY_AND_WRITE through the engine: only the buffer crossed the wire, the chunk is
+    /// copied inside the pool, and the target chunk is left unshared (no further copy-on-write).
+    func copyAndWrite(
+        target: UInt64, source: UInt64, copySize: UInt32, buffer: ByteBuffer, bufferOffset: UInt32, fua: Bool,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        let pool = self.pool
+        let volumeID = self.volumeID
+        return run(on: eventLoop) {
+            try buffer.withUnsafeReadableBytes { bytes in
+                try pool.copyAndWrite(
+                    volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
+                    bufferOffset: bufferOffset, fua: fua)
             }
         }
     }

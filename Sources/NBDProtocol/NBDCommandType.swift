@@ -33,6 +33,7 @@ public struct NBDCommandType: RawRepresentable, Sendable, Hashable, CustomString
         case .writeZeroes: "WRITE_ZEROES"
         case .blockStatus: "BLOCK_STATUS"
         case .resize: "RESIZE"
+        case .cairnCopyAndWrite: "CAIRN_COPY_AND_WRITE"
         default: "command(\(rawValue))"
         }
     }

@@ -82,14 +82,18 @@ extension NBDFrameParser {
 
     /// How many payload bytes follow a header.
     ///
-    /// Compact headers: only WRITE has a payload. Extended headers: a payload follows when
-    /// NBD_CMD_FLAG_PAYLOAD_LEN is set (for any command; proto.md asks the server to consume it and fail the
-    /// command), and also for every WRITE, because qemu 10's client sends extended WRITEs without the flag.
+    /// Compact headers: WRITE and NBD_CMD_CAIRN_COPY_AND_WRITE have a payload of *length* bytes. The latter
+    /// is framed that way whether or not its context was negotiated, so refusing it never desynchronises
+    /// the stream. Extended headers: a payload follows when NBD_CMD_FLAG_PAYLOAD_LEN is set (for any
+    /// command; proto.md asks the server to consume it and fail the command), and also for every WRITE
+    /// (qemu 10's client sends extended WRITEs without the flag) and COPY_AND_WRITE, for the same reason.
     static func payloadLength(of request: NBDRequest) -> UInt64 {
-        if request.isExtended {
-            if request.flags.contains(.payloadLength) || request.type == .write { return request.length }
-            return 0
-        }
-        return request.type == .write ? request.length : 0
+        if request.isExtended, request.flags.contains(.payloadLength) { return request.length }
+        return carriesPayload(request.type) ? request.length : 0
+    }
+
+    /// Commands whose *length* is always the length of a payload that follows the header.
+    static func carriesPayload(_ type: NBDCommandType) -> Bool {
+        type == .write || type == .cairnCopyAndWrite
     }
 }

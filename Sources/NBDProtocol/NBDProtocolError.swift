@@ -14,6 +14,12 @@ public struct NBDProtocolError: Error, Sendable, Hashable, CustomStringConvertib
         case payloadTooLarge
         /// Bytes arrived while the protocol expected none (after ABORT or DISC, or before a TLS upgrade).
         case unexpectedData
+        /// Client side: the server's greeting, an option reply or a reply did not start with its magic.
+        case badReplyMagic
+        /// Client side: a reply longer than the client buffers (`NBDServerFrameParser`).
+        case replyTooLarge
+        /// Client side: a reply whose contents contradict its type or the request it answers.
+        case malformedReply
     }
 
     public var code: Code

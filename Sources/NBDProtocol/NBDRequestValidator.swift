@@ -14,7 +14,7 @@ public struct NBDRequestRejection: Error, Sendable, Hashable {
 public enum NBDRequestValidator {
     /// Commands the transmission phase executes (DISC is handled before validation).
     static let executableCommands: Set<NBDCommandType> = [
-        .read, .write, .flush, .trim, .cache, .writeZeroes, .blockStatus,
+        .read, .write, .flush, .trim, .cache, .writeZeroes, .blockStatus, .cairnCopyAndWrite,
     ]
 
     /// nil if the request may be executed, or the error to reply with.
@@ -28,6 +28,8 @@ public enum NBDRequestValidator {
             return NBDRequestRejection(.invalid, "unknown command \(request.type)")
         }
         if let rejection = validateFlags(request, session: session) { return rejection }
+        // Its *length* is a payload length and its range is in the payload: checked on its own.
+        if request.type == .cairnCopyAndWrite { return validateCopyAndWrite(request, session: session) }
         if let rejection = validateSupport(request, session: session) { return rejection }
         return validateRange(request, session: session)
     }
@@ -73,7 +75,7 @@ public enum NBDRequestValidator {
             }
             // The payload was consumed; "the flag will trigger an NBD_EINVAL error unless the server has
             // advertised support for an extension payload form for the command".
-            guard request.type == .write else {
+            guard NBDFrameParser.carriesPayload(request.type) else {
                 return NBDRequestRejection(.invalid, "\(request.type) takes no payload")
             }
         }

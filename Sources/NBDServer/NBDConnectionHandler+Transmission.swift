@@ -35,8 +35,8 @@ extension NBDConnectionHandler {
         guard let context else { return }
         let eventLoop = context.eventLoop
         let fua = request.flags.contains(.fua)
-        // A zero length is a successful no-op (see NBDRequestValidator.validateRange); BLOCK_STATUS of
-        // zero length was refused there.
+        // A zero length is a successful no-op (see NBDRequestValidator.validateRange); BLOCK_STATUS and
+        // COPY_AND_WRITE (whose payload is never empty) of zero length were refused there.
         if request.length == 0, request.type != .flush {
             return sendCompletion(nil, for: request, style: style, ticket: ticket)
         }
@@ -46,6 +46,8 @@ extension NBDConnectionHandler {
             return read(request, from: export, style: style, ticket: ticket)
         case .blockStatus:
             return blockStatus(request, from: export, style: style, ticket: ticket)
+        case .cairnCopyAndWrite:
+            return copyAndWrite(request, on: export, style: style, ticket: ticket)
         case .write:
             guard case .data(let data) = request.payload else {
                 return sendCompletion(
@@ -79,6 +81,16 @@ extension NBDConnectionHandler {
                 ticket: ticket
             )
         }
+        completeWithoutData(request, completion, style: style, ticket: ticket)
+    }
+
+    /// Replies success or the export's error once `completion` is done.
+    func completeWithoutData(
+        _ request: NBDRequest,
+        _ completion: EventLoopFuture<Void>,
+        style: NBDReplyStyle,
+        ticket: Ticket
+    ) {
         whenExportCompletes(completion) { result in
             switch result {
             case .success:

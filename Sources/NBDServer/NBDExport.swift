@@ -25,6 +25,10 @@ public struct NBDExportCapabilities: OptionSet, Sendable, Hashable {
     public static let blockStatus = NBDExportCapabilities(rawValue: 1 << 8)
     /// Advertise NBD_FLAG_ROTATIONAL (hint to the client's I/O scheduler).
     public static let rotational = NBDExportCapabilities(rawValue: 1 << 9)
+    /// Cairn's copy-on-write extension (docs/NBD-EXTENSIONS.md): the `x-cairn:copy-on-write` context is
+    /// offered, and a client that selects it may send NBD_CMD_CAIRN_COPY_AND_WRITE. The export implements
+    /// `copyAndWrite` and answers `blockStatus` for that context.
+    public static let copyAndWrite = NBDExportCapabilities(rawValue: 1 << 10)
 }
 
 /// Block size constraints advertised with NBD_INFO_BLOCK_SIZE (proto.md "Block size constraints").
@@ -134,6 +138,20 @@ public protocol NBDExport: AnyObject, Sendable {
         maximumExtents: Int?,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<[NBDExtent]>
+    /// Seed 001's COPY_AND_WRITE (NBD_CMD_CAIRN_COPY_AND_WRITE): the `copySize` bytes at `target` become a
+    /// copy of those at `source` with `buffer` written `bufferOffset` bytes in, the copy made without the
+    /// data leaving the storage. Afterwards the target needs no further copy-on-write. The server has
+    /// checked bounds, alignment and that the buffer fits the chunk; the export checks the copy size.
+    /// Only called with the `copyAndWrite` capability; the default fails with `.notSupported`.
+    func copyAndWrite(
+        target: UInt64,
+        source: UInt64,
+        copySize: UInt32,
+        buffer: ByteBuffer,
+        bufferOffset: UInt32,
+        fua: Bool,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void>
 }
 
 extension NBDExport {
@@ -147,6 +165,20 @@ extension NBDExport {
         eventLoop: any EventLoop
     ) -> EventLoopFuture<[NBDExtent]> {
         blockStatus(context: context, offset: offset, length: length, eventLoop: eventLoop)
+    }
+
+    /// Exports without the `copyAndWrite` capability never see the command; this is their answer if they
+    /// somehow do.
+    public func copyAndWrite(
+        target: UInt64,
+        source: UInt64,
+        copySize: UInt32,
+        buffer: ByteBuffer,
+        bufferOffset: UInt32,
+        fua: Bool,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        eventLoop.makeFailedFuture(NBDExportError(.notSupported, "COPY_AND_WRITE is not supported by this export"))
     }
 }
 

@@ -3,13 +3,18 @@ import NBDProtocol
 extension NBDExportDescription {
     /// Describes `export` for the handshake.
     ///
-    /// `base:allocation` is offered exactly when the export has the `blockStatus` capability; other
-    /// contexts come from `metaContexts`. The advertised maximum payload is capped at what the frame parser
-    /// buffers (`maximumPayload`), and the minimum block size is at least 1.
+    /// `base:allocation` is offered exactly when the export has the `blockStatus` capability, and
+    /// `x-cairn:copy-on-write` (last) exactly when it has `copyAndWrite`; other contexts come from
+    /// `metaContexts`. The advertised maximum payload is capped at what the frame parser buffers
+    /// (`maximumPayload`), and the minimum block size is at least 1.
     init(export: any NBDExport, maximumPayload: Int) {
-        var contexts = export.metaContexts.filter { $0 != NBDMetaContext.baseAllocation }
+        let capabilityContexts = [NBDMetaContext.baseAllocation, NBDMetaContext.cairnCopyOnWrite]
+        var contexts = export.metaContexts.filter { !capabilityContexts.contains($0) }
         if export.capabilities.contains(.blockStatus) {
             contexts.insert(NBDMetaContext.baseAllocation, at: 0)
+        }
+        if export.capabilities.contains(.copyAndWrite) {
+            contexts.append(NBDMetaContext.cairnCopyOnWrite)
         }
         let sizes = export.blockSizes
         self.init(

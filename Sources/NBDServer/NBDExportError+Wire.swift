@@ -14,7 +14,7 @@ extension NBDExportError {
         case .outOfMemory: .outOfMemory
         case .invalid: .invalid
         case .noSpace: .noSpace
-        case .overflow: command == .write ? .invalid : .overflow
+        case .overflow: command == .write || command == .cairnCopyAndWrite ? .invalid : .overflow
         case .notSupported: command == .writeZeroes && flags.contains(.fastZero) ? .notSupported : .invalid
         case .shuttingDown: .shutdown
         }

@@ -19,9 +19,10 @@ final class MemoryExport: NBDExport {
         var caches = 0
         var blockStatus = 0
         var fuaWrites = 0
+        var copyAndWrites = 0
     }
 
-    private struct State {
+    fileprivate struct State {
         var pages: [UInt64: [UInt8]] = [:]
         var counters = Counters()
         var failures: [NBDCommandType: NBDExportError] = [:]
@@ -29,6 +30,8 @@ final class MemoryExport: NBDExport {
         var defaultDelay: TimeAmount?
         var running = 0
         var maxRunning = 0
+        /// Pages a write would copy (`markShared`), for `x-cairn:copy-on-write`.
+        var sharedPages: Set<UInt64> = []
     }
 
     let name: String
@@ -37,7 +40,7 @@ final class MemoryExport: NBDExport {
     let capabilities: NBDExportCapabilities
     let blockSizes: NBDBlockSizes
     let metaContexts: [String]
-    private let state = Mutex(State())
+    fileprivate let state = Mutex(State())
 
     init(
         name: String,
@@ -88,7 +91,7 @@ final class MemoryExport: NBDExport {
         }
     }
 
-    private func complete<Value: Sendable>(
+    fileprivate func complete<Value: Sendable>(
         _ command: NBDCommandType,
         on eventLoop: any EventLoop,
         _ body: (inout State) -> Value
@@ -111,7 +114,7 @@ final class MemoryExport: NBDExport {
     }
 
     /// Calls `body(page, offsetInPage, length)` for each page piece of [offset, offset + length).
-    private static func forEachPiece(offset: UInt64, length: UInt64, _ body: (UInt64, Int, Int) -> Void) {
+    fileprivate static func forEachPiece(offset: UInt64, length: UInt64, _ body: (UInt64, Int, Int) -> Void) {
         var position = offset
         let end = offset + length
         while position < end {
@@ -211,6 +214,9 @@ final class MemoryExport: NBDExport {
     ) -> EventLoopFuture<[NBDExtent]> {
         complete(.blockStatus, on: eventLoop) { state in
             state.counters.blockStatus += 1
+            if context == NBDMetaContext.cairnCopyOnWrite {
+                return Self.sharing(state, offset: offset, length: length, size: size)
+            }
             var extents: [NBDExtent] = []
             let hole = NBDAllocationState([.hole, .zero]).rawValue
             Self.forEachPiece(offset: offset, length: min(length, size - offset)) { page, _, piece in
@@ -272,5 +278,56 @@ final class MemoryCatalog: NBDExportCatalog {
             $0.detachedSessions.append(session.id)
             $0.attached[session.id] = nil
         }
+    }
+}
+
+// MARK: x-cairn:copy-on-write (pages are the copy-on-write chunks)
+
+extension MemoryExport {
+    /// Marks the pages overlapping the range as shared, as a snapshot would.
+    func markShared(offset: UInt64, length: UInt64) {
+        state.withLock { state in
+            Self.forEachPiece(offset: offset, length: length) { page, _, _ in state.sharedPages.insert(page) }
+        }
+    }
+
+    /// Copies the source page to the target page with the buffer written in, and unshares the target;
+    /// a copy size other than the page size is refused, as Cairn refuses one other than its chunk size.
+    func copyAndWrite(
+        target: UInt64,
+        source: UInt64,
+        copySize: UInt32,
+        buffer: ByteBuffer,
+        bufferOffset: UInt32,
+        fua: Bool,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        guard copySize == UInt32(Self.pageSize) else {
+            return eventLoop.makeFailedFuture(NBDExportError(.invalid, "the copy size must be \(Self.pageSize)"))
+        }
+        return complete(.cairnCopyAndWrite, on: eventLoop) { state in
+            state.counters.copyAndWrites += 1
+            if fua { state.counters.fuaWrites += 1 }
+            let sourcePage = source / UInt64(Self.pageSize)
+            let targetPage = target / UInt64(Self.pageSize)
+            var bytes = state.pages[sourcePage] ?? [UInt8](repeating: 0, count: Self.pageSize)
+            let range = Int(bufferOffset)..<Int(bufferOffset) + buffer.readableBytes
+            bytes.replaceSubrange(range, with: buffer.readableBytesView)
+            state.pages[targetPage] = bytes
+            state.sharedPages.remove(targetPage)
+        }
+    }
+
+    fileprivate static func sharing(_ state: State, offset: UInt64, length: UInt64, size: UInt64) -> [NBDExtent] {
+        var extents: [NBDExtent] = []
+        forEachPiece(offset: offset, length: min(length, size - offset)) { page, _, piece in
+            let flags = state.sharedPages.contains(page) ? NBDCopyOnWriteState.shared.rawValue : 0
+            if let last = extents.last, last.flags == flags {
+                extents[extents.count - 1].length += UInt64(piece)
+            } else {
+                extents.append(NBDExtent(length: UInt64(piece), flags: flags))
+            }
+        }
+        return extents
     }
 }
