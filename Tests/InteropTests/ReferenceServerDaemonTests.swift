@@ -76,7 +76,7 @@ struct ReferenceServerDaemonTests {
             try await daemon.createVolume("frag", "32M")
             let fill = try await runPython(Self.fill, [daemon.uri("frag"), file], timeout: 120)
             try #require(fill.status == 0, "\(fill)")
-            let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-U", socket, "file", file])
+            let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-v", "-U", socket, "file", file])
             defer { nbdkit.cleanUp() }
             let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
             try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
@@ -88,7 +88,7 @@ struct ReferenceServerDaemonTests {
                     "\(nbdkit.pid)",
                 ],
                 timeout: 300)
-            try #require(run.status == 0, "\(run)")
+            try #require(run.status == 0, "\(run)\n--- nbdkit\n\(nbdkit.summary)")
             let out = try #require(try parseJSON(run.stdout) as? [String: Any], "\(run)")
             let seconds = out["seconds"] as? [Double] ?? []
             let cpu = out["cpu"] as? [Double] ?? []

@@ -77,7 +77,8 @@ struct RawProtocolTests {
             try await waitUntil { catalog.detachCount == 1 }
             #expect(export.counters.writes == 0, "half a payload never reaches the export")
 
-            export.setDelay(.milliseconds(300), for: .write)
+            // Long enough that a loaded machine still checks before the write completes.
+            export.setDelay(.milliseconds(1500), for: .write)
             try await blocking {
                 let client = try RawClient(port: server.port)
                 try client.handshake(export: "disk")
