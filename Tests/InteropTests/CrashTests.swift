@@ -80,6 +80,80 @@ import Testing
         throw TestDaemonError("the workload did not get going: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")")
     }
 
+    /// Snapshots taken while the workload runs must read back bit for bit after kill -9 and a restart,
+    /// every round, while reclaim of deleted snapshots may be running when the kill comes.
+    @Test func snapshotsNeverChangeAcrossKillNine() async throws {
+        let seed = SeededGenerator.seedFromEnvironment()
+        var random = SeededGenerator(seed: seed)
+        let rounds = Int(ProcessInfo.processInfo.environment["CAIRN_CRASH_ITERATIONS"] ?? "") ?? 4
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "crash", "\(Self.blocks * 512)"])
+            let work = daemon.dataDirectory + ".work"
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: work) }
+            var baseline: String? = nil
+            var digests: [String: String] = [:]
+            var order: [String] = []
+            var serial = 0
+            for round in 0..<rounds {
+                let context = "seed \(seed), round \(round)"
+                let log = "\(work)/snap-ops-\(round).log"
+                var arguments = [
+                    Self.script, "run", daemon.uri("crash"), log, "--seed", "\(random.next() >> 1)",
+                    "--blocks", "\(Self.blocks)", "--id-base", "\((round + 1) * 10_000_000)",
+                ]
+                if let baseline { arguments += ["--baseline", baseline] }
+                let workload = try Self.launch(Tools.python, arguments)
+                try await Self.waitForCompletions(in: log, process: workload)
+                // Snapshots under load; each one's digest is taken right away, while writes continue.
+                for _ in 0..<2 {
+                    serial += 1
+                    let name = "s\(serial)"
+                    try await daemon.cliOK(["snapshot", "create", "crash@\(name)"])
+                    digests[name] = try await Self.digest(daemon.uri("crash@\(name)"))
+                    order.append(name)
+                }
+                // Keep three: deleting the oldest starts a reclaim that the kill may interrupt.
+                if order.count > 3 {
+                    let oldest = order.removeFirst()
+                    try await daemon.cliOK(["snapshot", "delete", "crash@\(oldest)"])
+                    digests[oldest] = nil
+                }
+                try await Task.sleep(nanoseconds: UInt64.random(in: 50_000_000...600_000_000, using: &random))
+                try await daemon.kill9()
+                workload.waitUntilExit()
+                try await daemon.restart()
+                for (name, digest) in digests.sorted(by: { $0.key < $1.key }) {
+                    let after = try await Self.digest(daemon.uri("crash@\(name)"))
+                    #expect(after == digest, "\(context): snapshot \(name) changed across kill -9")
+                }
+                let state = "\(work)/snap-state-\(round).json"
+                var verify = [Self.script, "verify", daemon.uri("crash"), log, "--blocks", "\(Self.blocks)", "--state-out", state]
+                if let baseline { verify += ["--baseline", baseline] }
+                let result = try await runProcess(Tools.python, verify, timeout: 300)
+                #expect(result.status == 0, "\(context): \(result)")
+                guard result.status == 0 else { return }
+                let check = try await daemon.cli(["pool", "check", "--json"])
+                #expect(check.status == 0, "\(context): \(check)")
+                baseline = state
+            }
+        }
+    }
+
+    /// SHA-256 of a whole export, read through libnbd.
+    static func digest(_ uri: String) async throws -> String {
+        let script = """
+            import hashlib, sys, nbd
+            h = nbd.NBD(); h.connect_uri(sys.argv[1]); size = h.get_size(); digest = hashlib.sha256()
+            for offset in range(0, size, 4 << 20):
+                digest.update(h.pread(min(4 << 20, size - offset), offset))
+            print(digest.hexdigest())
+            """
+        let result = try await runProcess(Tools.python, ["-c", script, uri], timeout: 120)
+        guard result.status == 0 else { throw TestDaemonError("digest of \(uri): \(result)") }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     static func launch(_ executable: String, _ arguments: [String]) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
