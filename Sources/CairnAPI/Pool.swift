@@ -15,12 +15,23 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var failure: String?
     /// NBD listener, "host:port".
     public var nbdAddress: String?
+    /// Slot file I/O since the daemon started (write amplification = (written + copied + zeroed) / host
+    /// bytes written).
+    public var bytesWritten: UInt64
+    public var bytesCopied: UInt64
+    public var bytesZeroed: UInt64
+    public var bytesRead: UInt64
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,
         usedBytes: UInt64, sharedBytes: UInt64, pendingFreeBytes: UInt64, fileBytes: UInt64,
-        filesystemAvailableBytes: UInt64?, failure: String?, nbdAddress: String?
+        filesystemAvailableBytes: UInt64?, failure: String?, nbdAddress: String?, bytesWritten: UInt64 = 0,
+        bytesCopied: UInt64 = 0, bytesZeroed: UInt64 = 0, bytesRead: UInt64 = 0
     ) {
+        self.bytesWritten = bytesWritten
+        self.bytesCopied = bytesCopied
+        self.bytesZeroed = bytesZeroed
+        self.bytesRead = bytesRead
         self.poolID = poolID
         self.dataDirectory = dataDirectory
         self.copyMethod = copyMethod
@@ -97,6 +108,7 @@ public enum APIPath {
     public static let allSnapshots = "/v1/snapshots"
     public static let jobs = "/v1/jobs"
     public static let dedup = "/v1/dedup"
+    public static let stores = "/v1/stores"
     public static func job(_ id: UInt64) -> String { "/v1/jobs/\(id)" }
     public static func cancelJob(_ id: UInt64) -> String { "/v1/jobs/\(id)/cancel" }
     public static let health = "/v1/health"

@@ -8,7 +8,41 @@ struct PoolCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pool",
         abstract: "Pool status and consistency check.",
-        subcommands: [Status.self, Check.self])
+        subcommands: [Status.self, Check.self, Store.self])
+
+    struct Store: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stores: other disks that hold data volumes preserve for their snapshots.",
+            subcommands: [Add.self, List.self])
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Register a directory (created if missing).")
+            @OptionGroup var options: ClientOptions
+            @Argument var name: String
+            @Argument(help: "Absolute path, usually on another disk.") var path: String
+
+            func run() async throws {
+                try await runClient {
+                    let store = try await options.client.send(
+                        .POST, APIPath.stores, body: StoreDTO(name: name, path: path), as: StoreDTO.self)
+                    if options.json { try Output.json(store) } else { print("store \(store.name) at \(store.path)") }
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List stores.")
+            @OptionGroup var options: ClientOptions
+
+            func run() async throws {
+                try await runClient {
+                    let stores = try await options.client.get(APIPath.stores, as: [StoreDTO].self)
+                    if options.json { return try Output.json(stores) }
+                    Output.table(["STORE", "PATH"], stores.map { [$0.name, $0.path] })
+                }
+            }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Space, capabilities and health of the pool.")
@@ -30,6 +64,7 @@ struct PoolCommand: AsyncParsableCommand {
                     ("on disk", Output.size(status.fileBytes)),
                     ("filesystem free", status.filesystemAvailableBytes.map(Output.size) ?? "unknown"),
                     ("copy offload", status.copyMethod),
+                    ("written / copied", "\(Output.size(status.bytesWritten)) / \(Output.size(status.bytesCopied))"),
                 ]
                 pairs.append(("health", status.failure.map { "FAILED: \($0)" } ?? "ok"))
                 Output.fields(pairs)

@@ -8,7 +8,9 @@ struct VolumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "volume",
         abstract: "Create, list, show, resize, rename, delete and clone thin volumes.",
-        subcommands: [Create.self, List.self, Show.self, Resize.self, Rename.self, Delete.self, CloneCommand.self])
+        subcommands: [
+            Create.self, List.self, Show.self, Resize.self, Rename.self, Delete.self, CloneCommand.self, Preserve.self,
+        ])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a thin volume (it costs no space until written).")
@@ -16,6 +18,7 @@ struct VolumeCommand: AsyncParsableCommand {
         @Argument(help: "Volume name: letters, digits, '.', '_', '-'.") var name: String
         @Argument(help: "Size, e.g. 10G, 512M, 1T.") var size: String
         @Option(help: "Chunk size, a power of two from 4K to 4M (default 64K).") var chunkSize: String?
+        @Option(help: "Store (another disk) that data preserved for snapshots is moved to.") var preserveStore: String?
 
         func run() async throws {
             let bytes = try parseSize(size)
@@ -23,7 +26,9 @@ struct VolumeCommand: AsyncParsableCommand {
             try await runClient {
                 let volume = try await options.client.send(
                     .POST, APIPath.volumes,
-                    body: CreateVolumeRequest(name: name, size: bytes, chunkSize: chunk.map { UInt32(clamping: $0) }),
+                    body: CreateVolumeRequest(
+                        name: name, size: bytes, chunkSize: chunk.map { UInt32(clamping: $0) },
+                        preserveStore: preserveStore),
                     as: VolumeDTO.self)
                 if options.json { try Output.json(volume) } else { show(volume) }
             }
@@ -99,6 +104,29 @@ struct VolumeCommand: AsyncParsableCommand {
         }
     }
 
+    struct Preserve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send the data a volume preserves for its snapshots to a store, or keep it in the pool.",
+            discussion: "Takes effect for chunks first overwritten from now on (seed 000's LUN map).")
+        @OptionGroup var options: ClientOptions
+        @Argument var name: String
+        @Option(help: "Store name (see `cairn pool store list`).") var store: String?
+        @Flag(help: "Keep preserved data in the pool.") var none = false
+
+        func validate() throws {
+            guard (store != nil) != none else { throw ValidationError("give either --store NAME or --none") }
+        }
+
+        func run() async throws {
+            try await runClient {
+                let volume = try await options.client.send(
+                    .PATCH, APIPath.volume(name), body: UpdateVolumeRequest(preserveStore: store ?? ""),
+                    as: VolumeDTO.self)
+                if options.json { try Output.json(volume) } else { show(volume) }
+            }
+        }
+    }
+
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete a volume and give its space back.",
@@ -127,6 +155,7 @@ func show(_ volume: VolumeDTO) {
         ("created", volume.createdAt),
     ]
     if let origin = volume.origin { pairs.append(("origin", origin)) }
+    if let store = volume.preserveStore { pairs.append(("preserve store", store)) }
     if let uri = volume.exportURI { pairs.append(("export", uri)) }
     Output.fields(pairs)
 }

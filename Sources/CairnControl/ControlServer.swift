@@ -115,6 +115,11 @@ public enum ControlServer {
             let body = try await request.decode(as: DedupRequest.self, context: context)
             return EditedResponse(status: .accepted, response: Encoded(try await service.startDedup(volumes: body.volumes)))
         }
+        router.get(RouterPath(APIPath.stores)) { _, _ in try await Encoded(service.listStores()) }
+        router.post(RouterPath(APIPath.stores)) { request, context in
+            let body = try await request.decode(as: StoreDTO.self, context: context)
+            return EditedResponse(status: .created, response: Encoded(try await service.addStore(body)))
+        }
         router.get(RouterPath(APIPath.jobs)) { _, _ in try await Encoded(service.listJobs()) }
         router.get(RouterPath(APIPath.jobs + "/:id")) { _, context in
             try await Encoded(service.job(id: jobID(context)))

@@ -20,6 +20,8 @@ public protocol ManagementService: Sendable {
     func changes(volume: String, from: String, to: String?) async throws -> ChangesDTO
 
     func startDedup(volumes: [String]) async throws -> JobDTO
+    func listStores() async throws -> [StoreDTO]
+    func addStore(_ store: StoreDTO) async throws -> StoreDTO
     func listJobs() async throws -> [JobDTO]
     func job(id: UInt64) async throws -> JobDTO
     func cancelJob(id: UInt64) async throws -> JobDTO

@@ -45,6 +45,15 @@ extension PoolManagement {
         return try await job(id: id)
     }
 
+    func listStores() async throws -> [StoreDTO] {
+        pool.listStores().map { StoreDTO(name: $0.name, path: $0.path) }
+    }
+
+    func addStore(_ store: StoreDTO) async throws -> StoreDTO {
+        try await run { try pool.addStore(name: store.name, path: store.path) }
+        return store
+    }
+
     func listJobs() async throws -> [JobDTO] { pool.jobs.list().map(Self.dto) }
 
     func job(id: UInt64) async throws -> JobDTO {

@@ -26,7 +26,9 @@ struct PoolManagement: ManagementService {
             poolID: status.poolID, dataDirectory: status.location, copyMethod: status.copyMethod.rawValue,
             volumeCount: status.volumeCount, provisionedBytes: status.provisionedBytes, usedBytes: status.usedBytes,
             sharedBytes: status.sharedBytes, pendingFreeBytes: status.pendingFreeBytes, fileBytes: status.fileBytes,
-            filesystemAvailableBytes: status.filesystemAvailableBytes, failure: status.failure, nbdAddress: nbdAddress)
+            filesystemAvailableBytes: status.filesystemAvailableBytes, failure: status.failure, nbdAddress: nbdAddress,
+            bytesWritten: status.bytesWritten, bytesCopied: status.bytesCopied, bytesZeroed: status.bytesZeroed,
+            bytesRead: status.bytesRead)
     }
 
     func checkPool(repair: Bool) async throws -> PoolCheckDTO {
@@ -46,12 +48,18 @@ struct PoolManagement: ManagementService {
     }
 
     func createVolume(_ request: CreateVolumeRequest) async throws -> VolumeDTO {
-        dto(try await run { try pool.createVolume(name: request.name, size: request.size, chunkSize: request.chunkSize) })
+        dto(
+            try await run {
+                try pool.createVolume(
+                    name: request.name, size: request.size, chunkSize: request.chunkSize,
+                    preserveStore: request.preserveStore)
+            })
     }
 
     func updateVolume(named name: String, _ request: UpdateVolumeRequest) async throws -> VolumeDTO {
-        guard request.size != nil || request.name != nil else {
-            throw ManagementError(code: "invalid_argument", message: "nothing to change: give a new size or a new name")
+        guard request.size != nil || request.name != nil || request.preserveStore != nil else {
+            throw ManagementError(
+                code: "invalid_argument", message: "nothing to change: give a new size, a new name or a preserve store")
         }
         return dto(
             try await run {
@@ -62,6 +70,9 @@ struct PoolManagement: ManagementService {
                 if let newName = request.name {
                     try pool.renameVolume(from: current, to: newName)
                     current = newName
+                }
+                if let store = request.preserveStore {
+                    try pool.setPreserveStore(volume: current, store: store.isEmpty ? nil : store)
                 }
                 return try pool.volumeInfo(named: current)
             })
@@ -76,6 +87,6 @@ struct PoolManagement: ManagementService {
             name: info.name, size: info.size, chunkSize: info.chunkSize, allocatedBytes: info.allocatedBytes,
             snapshotCount: info.snapshotCount, attachments: info.attachments,
             createdAt: Self.timestamp(milliseconds: info.createdAt), origin: info.origin,
-            exportURI: "nbd://\(nbdAddress)/\(info.name)")
+            exportURI: "nbd://\(nbdAddress)/\(info.name)", preserveStore: info.preserveStore)
     }
 }

@@ -1,6 +1,11 @@
 import CairnIO
 import Logging
 
+extension Duration {
+    /// Whole milliseconds, for logs.
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
 extension Pool {
     /// What one commit captured from the dirty state.
     private struct CommitCapture {
@@ -22,9 +27,20 @@ extension Pool {
     /// writeback exactly while the host overwrites them (ext4 then stalls those writes).
     func commitOnce(requested: Bool = true) {
         guard let capture = captureDirtyState(requested: requested) else { return }
+        let started = ContinuousClock.now
+        var synced = started
         do {
             for file in capture.files.values { try file.sync() }
+            synced = ContinuousClock.now
             try metadata.commit(capture.transaction)
+            let finished = ContinuousClock.now
+            logger.debug(
+                "commit",
+                metadata: [
+                    "chunks": "\(capture.transaction.chunks.count)", "frees": "\(capture.frees.count)",
+                    "sync_ms": "\((synced - started).milliseconds)", "metadata_ms": "\((finished - synced).milliseconds)",
+                    "requested": "\(requested)",
+                ])
         } catch {
             let failure = EngineError(
                 .ioFailure,

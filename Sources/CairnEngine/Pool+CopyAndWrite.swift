@@ -97,6 +97,8 @@ extension Pool {
         if fua { try flush() }
     }
 
+    static let maximumSharingSpan: UInt64 = 1 << 30
+
     /// Whether a write to each chunk in `[offset, offset + length)` would copy (the chunk is shared with a
     /// snapshot, a clone's parent or a dedup twin): what a host-side mapping layer needs to know before
     /// it decides to call COPY_AND_WRITE. Returns (offset, length, shared) runs.
@@ -105,9 +107,12 @@ extension Pool {
     {
         try monitor.withLock {
             let volume = try state.liveVolume(volumeID)
-            try Self.checkBounds(volume, offset: offset, length: min(length, volume.record.size - min(offset, volume.record.size)))
+            guard offset < volume.record.size else {
+                throw EngineError(.outOfRange, "offset \(offset) is past the end of the volume")
+            }
             let g = volume.geometry
-            let end = min(volume.record.size, offset + min(length, 1 << 30))
+            // At most a gigabyte per answer: clients ask again from where it stopped.
+            let end = min(volume.record.size, offset + min(length, Self.maximumSharingSpan))
             var result: [(offset: UInt64, length: UInt64, shared: Bool)] = []
             var position = offset
             while position < end && result.count < Self.maximumAllocationExtents {

@@ -185,7 +185,11 @@ extension Pool {
                 poolID: poolID, location: media.location, copyMethod: copyMethod, volumeCount: state.volumes.count,
                 provisionedBytes: state.volumes.values.reduce(0) { $0 + $1.record.size },
                 usedBytes: used, sharedBytes: shared, pendingFreeBytes: pending, fileBytes: fileBytes,
-                filesystemAvailableBytes: media.availableBytes(), failure: state.failure?.message)
+                filesystemAvailableBytes: media.availableBytes(), failure: state.failure?.message,
+                bytesWritten: counters.bytesWritten.load(ordering: .relaxed),
+                bytesCopied: counters.bytesCopied.load(ordering: .relaxed),
+                bytesZeroed: counters.bytesZeroed.load(ordering: .relaxed),
+                bytesRead: counters.bytesRead.load(ordering: .relaxed))
         }
     }
 
@@ -241,7 +245,8 @@ extension Pool {
         }
         let id = (state.slotFileRecords.keys.max() ?? 0) + 1
         let record = SlotFileRecord(id: id, name: "slots-\(chunkSize).dat", chunkSize: chunkSize, store: store)
-        files[id] = try media.openSlotFile(named: record.name, in: store.flatMap { state.stores[$0]?.path })
+        files[id] = MeteredStorageFile(
+            try media.openSlotFile(named: record.name, in: store.flatMap { state.stores[$0]?.path }), counters: counters)
         state.slotFileRecords[id] = record
         state.allocators[id] = SlotAllocator(fileID: id, chunkSize: chunkSize)
         state.dirty.slotFiles.append(record)

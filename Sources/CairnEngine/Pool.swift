@@ -37,6 +37,8 @@ public final class Pool: @unchecked Sendable {
     var logger: Logger { options.logger }
     /// Background jobs (reclaim after snapshot deletion, dedup) and their progress.
     public let jobs = JobRegistry()
+    /// Bytes written, copied, zeroed and read in slot files since the pool opened.
+    public let counters = IOCounters()
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
     let preserveStoresInUse = Atomic<Bool>(false)
     private var committer: GroupCommitter!
@@ -88,7 +90,9 @@ public final class Pool: @unchecked Sendable {
             preserveStoresInUse.store(true, ordering: .relaxed)
         }
         for (id, record) in loaded.slotFileRecords {
-            let file = try media.openSlotFile(named: record.name, in: record.store.flatMap { loaded.stores[$0]?.path })
+            let file = MeteredStorageFile(
+                try media.openSlotFile(named: record.name, in: record.store.flatMap { loaded.stores[$0]?.path }),
+                counters: counters)
             // Slots past the high-water mark were written after the last commit before a crash: nothing
             // maps them, so give their space back now rather than leak it until reuse.
             let end = loaded.allocators[id]!.highWater * UInt64(record.chunkSize)

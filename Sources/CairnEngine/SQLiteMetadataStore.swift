@@ -80,6 +80,43 @@ public final class SQLiteMetadataStore: MetadataStore {
                     ALTER TABLE volumes ADD COLUMN preserve_store TEXT;
                     """)
         }
+        migrator.registerMigration("v3-chunk-blobs") { db in
+            // One row per chunk with its version list as a BLOB (see VersionCodec).
+            try db.execute(
+                sql: """
+                    CREATE TABLE chunks (
+                        volume_id INTEGER NOT NULL,
+                        chunk INTEGER NOT NULL,
+                        versions BLOB NOT NULL,
+                        PRIMARY KEY (volume_id, chunk)) WITHOUT ROWID;
+                    """)
+            let rows = try Row.fetchCursor(
+                db,
+                sql: "SELECT volume_id, chunk, birth, slot, data_mask, defined_mask FROM mappings ORDER BY volume_id, chunk, birth"
+            )
+            var current: (volume: Int64, chunk: Int64)?
+            var versions: [ChunkVersion] = []
+            func flushChunk() throws {
+                guard let key = current, !versions.isEmpty else { return }
+                try db.execute(
+                    sql: "INSERT INTO chunks (volume_id, chunk, versions) VALUES (?, ?, ?)",
+                    arguments: [key.volume, key.chunk, Data(VersionCodec.encode(versions))])
+                versions = []
+            }
+            while let row = try rows.next() {
+                let key = (row[0] as Int64, row[1] as Int64)
+                if current.map({ $0 != key }) ?? true {
+                    try flushChunk()
+                    current = key
+                }
+                versions.append(
+                    ChunkVersion(
+                        birth: UInt32(row[2] as Int64), slot: SlotAddress(rawValue: UInt64(bitPattern: row[3] as Int64)),
+                        dataMask: UInt64(bitPattern: row[4] as Int64), definedMask: UInt64(bitPattern: row[5] as Int64)))
+            }
+            try flushChunk()
+            try db.execute(sql: "DROP TABLE mappings")
+        }
         do {
             try migrator.migrate(queue)
         } catch {
@@ -115,21 +152,17 @@ public final class SQLiteMetadataStore: MetadataStore {
                         size: UInt64($0["size"] as Int64), createdAt: $0["created_at"])
                 }
                 let cursor = try Row.fetchCursor(
-                    db,
-                    sql: """
-                        SELECT volume_id, chunk, birth, slot, data_mask, defined_mask
-                        FROM mappings ORDER BY volume_id, chunk, birth
-                        """)
+                    db, sql: "SELECT volume_id, chunk, versions FROM chunks ORDER BY volume_id, chunk")
                 while let row = try cursor.next() {
-                    try visit(
-                        MappingRow(
-                            volumeID: UInt64(row[0] as Int64),
-                            chunk: UInt64(row[1] as Int64),
-                            version: ChunkVersion(
-                                birth: UInt32(row[2] as Int64),
-                                slot: SlotAddress(rawValue: UInt64(bitPattern: row[3] as Int64)),
-                                dataMask: UInt64(bitPattern: row[4] as Int64),
-                                definedMask: UInt64(bitPattern: row[5] as Int64))))
+                    let volume = UInt64(bitPattern: row[0] as Int64)
+                    let chunk = UInt64(bitPattern: row[1] as Int64)
+                    let blob: Data = row[2]
+                    guard let versions = VersionCodec.decode([UInt8](blob)), !versions.isEmpty else {
+                        throw EngineError(.corrupt, "volume \(volume) chunk \(chunk): malformed version list")
+                    }
+                    for version in versions {
+                        try visit(MappingRow(volumeID: volume, chunk: chunk, version: version))
+                    }
                 }
                 var catalog = PoolCatalog(
                     poolID: settings["pool_id"] ?? "", formatVersion: version, slotFiles: slotFiles, volumes: volumes,
@@ -178,7 +211,7 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
         for id in t.deleteVolumes {
             let key = Int64(bitPattern: id)
-            try db.cachedStatement(sql: "DELETE FROM mappings WHERE volume_id = ?").execute(arguments: [key])
+            try db.cachedStatement(sql: "DELETE FROM chunks WHERE volume_id = ?").execute(arguments: [key])
             try db.cachedStatement(sql: "DELETE FROM snapshots WHERE volume_id = ?").execute(arguments: [key])
             try db.cachedStatement(sql: "DELETE FROM volumes WHERE id = ?").execute(arguments: [key])
         }
@@ -206,20 +239,16 @@ public final class SQLiteMetadataStore: MetadataStore {
                 sql: "INSERT OR REPLACE INTO snapshots (volume_id, name, epoch, size, created_at) VALUES (?, ?, ?, ?, ?)"
             ).execute(arguments: [Int64(bitPattern: s.volumeID), s.name, Int64(s.epoch), Int64(s.size), s.createdAt])
         }
-        let delete = try db.cachedStatement(sql: "DELETE FROM mappings WHERE volume_id = ? AND chunk = ?")
-        let insert = try db.cachedStatement(
-            sql: """
-                INSERT INTO mappings (volume_id, chunk, birth, slot, data_mask, defined_mask) VALUES (?, ?, ?, ?, ?, ?)
-                """)
+        let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE volume_id = ? AND chunk = ?")
+        let upsert = try db.cachedStatement(
+            sql: "INSERT OR REPLACE INTO chunks (volume_id, chunk, versions) VALUES (?, ?, ?)")
         for entry in t.chunks {
             let volume = Int64(bitPattern: entry.volumeID)
             let chunk = Int64(bitPattern: entry.chunk)
-            try delete.execute(arguments: [volume, chunk])
-            for v in entry.versions {
-                try insert.execute(arguments: [
-                    volume, chunk, Int64(v.birth), Int64(bitPattern: v.slot.rawValue), Int64(bitPattern: v.dataMask),
-                    Int64(bitPattern: v.definedMask),
-                ])
+            if entry.versions.isEmpty {
+                try delete.execute(arguments: [volume, chunk])
+            } else {
+                try upsert.execute(arguments: [volume, chunk, Data(VersionCodec.encode(entry.versions))])
             }
         }
     }

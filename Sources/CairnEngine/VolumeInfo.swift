@@ -41,4 +41,10 @@ public struct PoolStatus: Sendable, Hashable {
     public var filesystemAvailableBytes: UInt64?
     /// Set when the pool stopped accepting writes after a durability failure.
     public var failure: String?
+    /// Slot file I/O since the pool opened: bytes written for hosts (with sub-block padding), copied by
+    /// the engine (copy-on-write edges, COPY_AND_WRITE, copy-out), zeroed, and read.
+    public var bytesWritten: UInt64
+    public var bytesCopied: UInt64
+    public var bytesZeroed: UInt64
+    public var bytesRead: UInt64
 }

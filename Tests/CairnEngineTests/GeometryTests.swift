@@ -112,3 +112,18 @@ import Testing
         #expect(index.chunks(in: 0..<50_000) == model.sorted(), "seed \(seed)")
     }
 }
+
+@Suite struct VersionCodecTests {
+    @Test func roundTripsAndRejectsTornBlobs() {
+        let versions = [
+            ChunkVersion(birth: 1, slot: SlotAddress(file: 1, index: 42), dataMask: 0xF0F0, definedMask: ~0),
+            ChunkVersion.zeros(birth: 7, defining: 0b1010),
+            ChunkVersion(birth: .max, slot: SlotAddress(file: 65535, index: SlotAddress.indexLimit - 1), dataMask: ~0, definedMask: ~0),
+        ]
+        let blob = VersionCodec.encode(versions)
+        #expect(blob.count == 3 * VersionCodec.recordSize)
+        #expect(VersionCodec.decode(blob) == versions)
+        #expect(VersionCodec.decode(Array(blob.dropLast())) == nil)
+        #expect(VersionCodec.decode([]) == [])
+    }
+}

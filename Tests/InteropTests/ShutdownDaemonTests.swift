@@ -67,10 +67,12 @@ struct ShutdownDaemonTests {
             try await holder.waitUntilReady()
             try await holder.send("write 0 0x4c 65536")
             try await holder.send("flush")
-            let signalled = Date()
+            // The held client never leaves by itself, so exiting at all proves the daemon did not wait for
+            // it. No wall-clock bound: on a loaded 2-core CI machine seconds say nothing.
             daemon.process.terminate()
-            let exited = try await poll(timeout: 15) { !daemon.process.isRunning }
-            #expect(exited && Date().timeIntervalSince(signalled) < 10, "\(daemon.log)")
+            let exited = try await poll(timeout: 60) { !daemon.process.isRunning }
+            #expect(exited, "cairn serve still running 60 s after SIGTERM\n\(daemon.log)")
+            #expect(holder.process.isRunning, "the client exited first, so the test proved nothing")
             #expect(daemon.process.terminationStatus == 0, "\(daemon.log)")
             // The held client's next request fails instead of hanging.
             let answer = try await holder.send("read 0 4096", allowError: true, timeout: 15)

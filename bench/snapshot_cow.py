@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""Snapshot and copy-on-write benchmarks (issue: snapshots with in-engine copy-on-write).
+
+Runs, one target at a time on this machine, 4 KiB random writes at QD32 into a fully written disk:
+
+  cairn-nosnap      Cairn volume, no snapshot (the baseline)
+  cairn-snap1       Cairn volume right after one snapshot: every first write to a chunk copies-on-write
+  cairn-snap100     Cairn volume after 100 snapshots (with writes between them)
+  qemu-qcow2-overlay   qemu-nbd serving a qcow2 overlay on a raw backing file (--cache=none --aio=native)
+  qemu-qcow2-snapshot  qemu-nbd serving a qcow2 image with an internal snapshot
+  nbdkit-cow        nbdkit's cow filter over a raw file
+
+and reports IOPS, the ratios the issue sets goals for, Cairn's backend bytes written per host byte (from
+the engine's slot-file counters in `cairn pool status --json`, and from /proc/PID/io), and snapshot
+create latency (server side, over the API socket) on an idle and a busy volume of 1 GiB and of the
+largest size Cairn accepts.
+
+Usage: bench/snapshot-cow.sh [--quick]   (environment: SIZE, RUNTIME, RAMP, CAIRN_BIN)
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = "--quick" in sys.argv
+SIZE = os.environ.get("SIZE", "512M" if QUICK else "2G")
+RUNTIME = int(os.environ.get("RUNTIME", "4" if QUICK else "15"))
+RAMP = int(os.environ.get("RAMP", "1" if QUICK else "3"))
+CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(REPO, ".build/release/cairn")
+LARGEST = 256 << 40  # Pool.maximumVolumeSize
+
+
+def size_bytes(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def log(message):
+    print(time.strftime("[%H:%M:%S] ") + message, file=sys.stderr, flush=True)
+
+
+def run(*args, check=True, **kwargs):
+    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr}{result.stdout}")
+    return result
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_nbd(uri):
+    for _ in range(300):
+        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no NBD server at {uri}")
+
+
+def fio(uri, rw, bs, depth, runtime=None, size=None, end_fsync=False, output=None):
+    args = ["fio", "--name=job", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+            f"--iodepth={depth}", "--output-format=json", f"--output={output}"]
+    if size:
+        args.append(f"--size={size}")
+    if runtime:
+        args += ["--time_based", f"--runtime={runtime}", f"--ramp_time={RAMP}", f"--size={SIZE}"]
+    if end_fsync:
+        args.append("--end_fsync=1")
+    run(*args)
+    job = json.load(open(output))["jobs"][0]
+    return job["write"]
+
+
+def proc_io(pid):
+    fields = dict(line.split(": ") for line in open(f"/proc/{pid}/io").read().splitlines())
+    return int(fields["write_bytes"])
+
+
+class Cairn:
+    def __init__(self, work, name):
+        self.dir = os.path.join(work, name)
+        os.makedirs(self.dir)
+        self.log = open(os.path.join(work, name + ".log"), "w")
+        self.process = subprocess.Popen(
+            [CAIRN, "serve", "--data-dir", self.dir, "--nbd-port", "0", "--log-level", "warning"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        for _ in range(300):
+            try:
+                info = json.load(open(os.path.join(self.dir, "daemon.json")))
+                if os.path.exists(os.path.join(self.dir, "cairn.sock")):
+                    self.port = int(info["nbd"].rsplit(":", 1)[1])
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("cairn serve did not start")
+        self.socket = os.path.join(self.dir, "cairn.sock")
+
+    def cli(self, *args):
+        return run(CAIRN, *args, "--data-dir", self.dir)
+
+    def uri(self, volume):
+        return f"nbd://127.0.0.1:{self.port}/{volume}"
+
+    def status(self):
+        return json.loads(self.cli("pool", "status", "--json").stdout)
+
+    def backend_bytes(self):
+        s = self.status()
+        return s["bytesWritten"] + s["bytesCopied"] + s["bytesZeroed"]
+
+    def snapshot_latency(self, volume, name):
+        """Seconds the API takes to create a snapshot (server side: curl's time_total on the socket)."""
+        out = run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--unix-socket", self.socket,
+                  "-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps({"name": name}),
+                  f"http://cairn/v1/volumes/{volume}/snapshots").stdout.split()
+        if out[0] != "201":
+            raise RuntimeError(f"snapshot create answered {out}")
+        return float(out[1])
+
+    def stop(self):
+        check = self.cli("pool", "check", "--json")
+        healthy = json.loads(check.stdout)["healthy"]
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        return healthy
+
+
+def cairn_randwrite(work, name, snapshots):
+    server = Cairn(work, name)
+    server.cli("volume", "create", "v", SIZE)
+    uri = server.uri("v")
+    wait_nbd(uri)
+    fio(uri, "write", "1M", 8, size=SIZE, end_fsync=True, output=os.path.join(work, f"{name}-fill.json"))
+    for i in range(snapshots):
+        server.cli("snapshot", "create", f"v@s{i}")
+        if snapshots > 1 and i % 10 == 9 and i != snapshots - 1:
+            # Writes between snapshots, so chunks carry version chains like a volume with a history.
+            run("fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=4k", "--iodepth=32",
+                f"--size={SIZE}", "--number_ios=2000", "--output-format=json",
+                f"--output={os.path.join(work, name + '-between.json')}")
+    before_engine = server.backend_bytes()
+    before_proc = proc_io(server.process.pid)
+    result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"))
+    after_engine = server.backend_bytes()
+    after_proc = proc_io(server.process.pid)
+    # fio counts only the measured period; the ramp's writes hit the engine too.
+    host_bytes = result["io_bytes"] * (RUNTIME + RAMP) / RUNTIME
+    healthy = server.stop()
+    return {"iops": result["iops"], "host_bytes": host_bytes, "engine_bytes": after_engine - before_engine,
+            "proc_write_bytes": after_proc - before_proc, "pool_check_healthy": healthy}
+
+
+def external(work, name, start):
+    """Runs a reference target: `start` returns (uri, process or pid) after its own preparation."""
+    uri, stopper = start()
+    wait_nbd(uri)
+    result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"))
+    stopper()
+    return {"iops": result["iops"]}
+
+
+def filled_raw(work, name):
+    path = os.path.join(work, name)
+    run("fio", "--name=fill", f"--filename={path}", "--rw=write", "--bs=1M", f"--size={SIZE}", "--ioengine=psync",
+        "--end_fsync=1", "--output-format=json", f"--output={path}.fill.json")
+    return path
+
+
+def qemu_nbd(image, fmt, work, tag):
+    port = free_port()
+    pidfile = os.path.join(work, tag + ".pid")
+    run("qemu-nbd", "-f", fmt, "-x", "disk", "-b", "127.0.0.1", "-p", str(port), "-t", "--cache=none",
+        "--aio=native", "-e", "8", "--fork", f"--pid-file={pidfile}", image)
+    for _ in range(100):
+        if os.path.exists(pidfile) and open(pidfile).read().strip():
+            break
+        time.sleep(0.1)
+    pid = int(open(pidfile).read())
+
+    def stop():
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(300):
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+            time.sleep(0.1)
+    return f"nbd://127.0.0.1:{port}/disk", stop
+
+
+def qcow2_overlay(work):
+    base = filled_raw(work, "overlay-base.raw")
+    overlay = os.path.join(work, "overlay.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", "-b", base, "-F", "raw", overlay)
+    return qemu_nbd(overlay, "qcow2", work, "overlay")
+
+
+def qcow2_snapshot(work):
+    image = os.path.join(work, "internal.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", image, SIZE)
+    uri, stop = qemu_nbd(image, "qcow2", work, "internal-fill")
+    wait_nbd(uri)
+    fio(uri, "write", "1M", 8, size=SIZE, end_fsync=True, output=os.path.join(work, "internal-fill.json"))
+    stop()
+    run("qemu-img", "snapshot", "-c", "s1", image)
+    return qemu_nbd(image, "qcow2", work, "internal")
+
+
+def nbdkit_cow(work):
+    base = filled_raw(work, "cow-base.raw")
+    port = free_port()
+    pidfile = os.path.join(work, "nbdkit.pid")
+    run("nbdkit", "-i", "127.0.0.1", "-p", str(port), "-P", pidfile, "--filter=cow", "file", base)
+    for _ in range(100):
+        if os.path.exists(pidfile) and open(pidfile).read().strip():
+            break
+        time.sleep(0.1)
+    pid = int(open(pidfile).read())
+
+    def stop():
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+    return f"nbd://127.0.0.1:{port}/", stop
+
+
+def snapshot_latencies(work):
+    """Snapshot create latency on volumes of 1 GiB and of the largest size, idle and under 4 KiB writes."""
+    server = Cairn(work, "latency")
+    results = {}
+    for label, volume_size in (("1GiB", 1 << 30), ("256TiB", LARGEST)):
+        volume = "v" + label
+        server.cli("volume", "create", volume, str(volume_size))
+        uri = server.uri(volume)
+        wait_nbd(uri)
+        run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1M", "--iodepth=8",
+            "--size=256M", "--end_fsync=1", "--output-format=json", f"--output={os.path.join(work, 'seed.json')}")
+        idle = [server.snapshot_latency(volume, f"idle{i}") for i in range(10)]
+        load = subprocess.Popen(
+            ["fio", "--name=load", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=4k", "--iodepth=32",
+             "--size=256M", "--time_based", "--runtime=600", "--output-format=json",
+             f"--output={os.path.join(work, 'load.json')}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)
+        busy = []
+        for i in range(20):
+            busy.append(server.snapshot_latency(volume, f"busy{i}"))
+            time.sleep(0.2)
+        load.send_signal(signal.SIGINT)
+        load.wait(timeout=60)
+        results[label] = {"idle": idle, "busy": busy}
+    server.stop()
+    return results
+
+
+def main():
+    if not os.access(CAIRN, os.X_OK):
+        sys.exit(f"{CAIRN} is not built: swift build -c release --product cairn, or set CAIRN_BIN")
+    work = tempfile.mkdtemp(prefix="csnap.", dir="/tmp")
+    results = {"size": SIZE, "runtime": RUNTIME, "ramp": RAMP,
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "commit": run("git", "-C", REPO, "rev-parse", "--short", "HEAD").stdout.strip(),
+               "loadavg": open("/proc/loadavg").read().split()[:3]}
+    try:
+        for name, snapshots in (("cairn-nosnap", 0), ("cairn-snap1", 1), ("cairn-snap100", 100)):
+            log(f"{name}")
+            results[name] = cairn_randwrite(work, name, snapshots)
+        for name, start in (("qemu-qcow2-overlay", lambda: qcow2_overlay(work)),
+                            ("qemu-qcow2-snapshot", lambda: qcow2_snapshot(work)),
+                            ("nbdkit-cow", lambda: nbdkit_cow(work))):
+            log(f"{name}")
+            results[name] = external(work, name, start)
+            subprocess.run(["sync"])
+        log("snapshot create latency")
+        results["latency"] = snapshot_latencies(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(results)
+    out = os.path.join(REPO, "bench/results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, time.strftime("snapshot-cow-%Y%m%d-%H%M%S.json")), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def report(r):
+    print(f"snapshot copy-on-write, {r['date']}, commit {r['commit']}, size {r['size']}, "
+          f"{r['runtime']}s + {r['ramp']}s ramp, load {' '.join(r['loadavg'])}")
+    print(f"\n{'target':22} {'4k randwrite IOPS':>18}")
+    for name in ("cairn-nosnap", "cairn-snap1", "cairn-snap100", "qemu-qcow2-overlay", "qemu-qcow2-snapshot",
+                 "nbdkit-cow"):
+        print(f"{name:22} {r[name]['iops']:18.0f}")
+    snap = r["cairn-snap1"]
+    ratios = [
+        ("after snapshot / no snapshot", snap["iops"] / r["cairn-nosnap"]["iops"], 0.8),
+        ("100 snapshots / 1 snapshot", r["cairn-snap100"]["iops"] / snap["iops"], 0.95),
+        ("cairn-snap1 / qcow2 overlay", snap["iops"] / r["qemu-qcow2-overlay"]["iops"], 2.0),
+        ("cairn-snap1 / qcow2 internal snapshot", snap["iops"] / r["qemu-qcow2-snapshot"]["iops"], 2.0),
+        ("cairn-snap1 / nbdkit cow filter", snap["iops"] / r["nbdkit-cow"]["iops"], 2.0),
+    ]
+    amplification = snap["engine_bytes"] / snap["host_bytes"]
+    print(f"\n{'ratio':40} {'value':>7} {'goal':>6}  met?")
+    for label, value, goal in ratios:
+        print(f"{label:40} {value:7.2f} {goal:6.2f}  {'yes' if value >= goal else 'NO'}")
+    print(f"{'backend bytes / host byte (engine)':40} {amplification:7.2f} {'<=2.0':>6}  "
+          f"{'yes' if amplification <= 2.0 else 'NO'}")
+    print(f"{'backend bytes / host byte (/proc io)':40} {snap['proc_write_bytes'] / snap['host_bytes']:7.2f}"
+          "   (page-cache writeback attributed to the daemon)")
+    print("\nsnapshot create latency (ms, API round trip on the unix socket; goal < 5 ms)")
+    for label, values in r["latency"].items():
+        for mode in ("idle", "busy"):
+            v = sorted(x * 1000 for x in values[mode])
+            print(f"  {label:7} {mode:5} median {statistics.median(v):6.2f}  p90 {v[int(len(v) * 0.9) - 1]:6.2f}  "
+                  f"max {v[-1]:6.2f}")
+    print(f"\npool check after each Cairn run: "
+          f"{all(r[n]['pool_check_healthy'] for n in ('cairn-nosnap', 'cairn-snap1', 'cairn-snap100'))}")
+
+
+if __name__ == "__main__":
+    main()
