@@ -109,7 +109,7 @@ let package = Package(
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnAPI", "CairnDaemon", "CairnEngine", "NBDClient", "NBDProtocol",
+                "CairnAPI", "CairnDaemon", "CairnEngine", "CairnIO", "NBDClient", "NBDProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

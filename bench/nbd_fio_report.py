@@ -92,9 +92,8 @@ def snapshot(pid):
 
 
 def thread_group(pid, tid, comm):
-    """Coarse class of a thread, from its name. Cairn's I/O executor threads do not name themselves: they
-    inherit the name of the thread that created them, a Swift concurrency thread
-    ("com.apple.root.default-qos", truncated by the kernel to "oot.default-qos")."""
+    """Coarse class of a thread, from its name (Cairn names its I/O threads cairn-io-N and its commit
+    thread cairn-commit; NIO names its event loops)."""
     if str(tid) == str(pid):
         return "main"
     if comm.startswith("NIO-ELT") or comm.startswith("NIO-SGLTN"):
@@ -315,9 +314,7 @@ def report(results):
             groups = sorted(a["server_groups"].items(), key=lambda kv: -(kv[1] or 0))
             w(f"  {job:<13} total {fmt(a.get('server_cores'), '.2f')}: " +
               ", ".join(f"{g} {v:.2f}" for g, v in groups if v and v >= 0.005))
-        w("  (Cairn's 8 I/O executor threads inherit the name of the Swift concurrency thread that created them,")
-        w("  so they are counted under 'oot.default-qos' together with Swift concurrency's own threads;")
-        w("  PROFILE=1 tells them apart by stack. Busiest threads in round 1:)")
+        w("  (Busiest threads in round 1:)")
         for job, *_ in JOBS:
             a = table["cairn"].get(job)
             if a and a.get("server_threads_r1"):
@@ -340,8 +337,8 @@ def perf_summary(path):
     """Summarizes `perf script` output (demangled) of the Cairn daemon by thread role.
 
     A thread's role comes from its stacks: IOExecutor.workerLoop -> I/O executor, SelectableEventLoop.run ->
-    NIO event loop (thread names do not tell: the I/O threads inherit the name of the Swift concurrency
-    thread that created them)."""
+    NIO event loop (by stack rather than by name, so that it also reads profiles of older builds whose
+    I/O threads were unnamed)."""
     header = re.compile(r"^(\S.*?)\s+(\d+)\s+[\d.]+:\s+\d+\s+\S+:")
     frame = re.compile(r"^\s+([0-9a-f]+)\s+(.*?)(?:\+0x[0-9a-f]+)?\s+\((.*)\)\s*$")
     samples = []  # (tid, comm, [(addr, sym, dso)] leaf first)

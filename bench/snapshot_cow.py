@@ -6,6 +6,8 @@ Runs, one target at a time on this machine, 4 KiB random writes at QD32 into a f
   cairn-nosnap      Cairn volume, no snapshot (the baseline)
   cairn-snap1       Cairn volume right after one snapshot: every first write to a chunk copies-on-write
   cairn-snap100     Cairn volume after 100 snapshots (with writes between them)
+  cairn-nosnap-flush, cairn-snap1-flush   the first two with a FLUSH every FSYNC_EVERY writes (equal
+                    durability: without FLUSHes only the snapshot run syncs, through its commits)
   qemu-qcow2-overlay   qemu-nbd serving a qcow2 overlay on a raw backing file (--cache=none --aio=native)
   qemu-qcow2-snapshot  qemu-nbd serving a qcow2 image with an internal snapshot
   nbdkit-cow        nbdkit's cow filter over a raw file
@@ -15,7 +17,7 @@ the engine's slot-file counters in `cairn pool status --json`, and from /proc/PI
 create latency (server side, over the API socket) on an idle and a busy volume of 1 GiB and of the
 largest size Cairn accepts.
 
-Usage: bench/snapshot-cow.sh [--quick]   (environment: SIZE, RUNTIME, RAMP, CAIRN_BIN)
+Usage: bench/snapshot-cow.sh [--quick]   (environment: SIZE, RUNTIME, RAMP, FSYNC_EVERY, CAIRN_BIN)
 """
 import json
 import os
@@ -33,6 +35,7 @@ QUICK = "--quick" in sys.argv
 SIZE = os.environ.get("SIZE", "512M" if QUICK else "2G")
 RUNTIME = int(os.environ.get("RUNTIME", "4" if QUICK else "15"))
 RAMP = int(os.environ.get("RAMP", "1" if QUICK else "3"))
+FSYNC_EVERY = int(os.environ.get("FSYNC_EVERY", "1024"))
 CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(REPO, ".build/release/cairn")
 LARGEST = 256 << 40  # Pool.maximumVolumeSize
 
@@ -67,9 +70,11 @@ def wait_nbd(uri):
     raise RuntimeError(f"no NBD server at {uri}")
 
 
-def fio(uri, rw, bs, depth, runtime=None, size=None, end_fsync=False, output=None):
+def fio(uri, rw, bs, depth, runtime=None, size=None, end_fsync=False, output=None, fsync_every=0):
     args = ["fio", "--name=job", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
             f"--iodepth={depth}", "--output-format=json", f"--output={output}"]
+    if fsync_every:
+        args.append(f"--fsync={fsync_every}")
     if size:
         args.append(f"--size={size}")
     if runtime:
@@ -121,13 +126,16 @@ class Cairn:
         return s["bytesWritten"] + s["bytesCopied"] + s["bytesZeroed"]
 
     def snapshot_latency(self, volume, name):
-        """Seconds the API takes to create a snapshot (server side: curl's time_total on the socket)."""
-        out = run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--unix-socket", self.socket,
+        """(API round trip, writes paused) in seconds for one snapshot creation: curl's time_total on the
+        socket, and the engine's own measure of its epoch barrier from the answer."""
+        out = run("curl", "-s", "-w", "\\n%{http_code} %{time_total}", "--unix-socket", self.socket,
                   "-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps({"name": name}),
-                  f"http://cairn/v1/volumes/{volume}/snapshots").stdout.split()
-        if out[0] != "201":
-            raise RuntimeError(f"snapshot create answered {out}")
-        return float(out[1])
+                  f"http://cairn/v1/volumes/{volume}/snapshots").stdout
+        body, status = out.rsplit("\n", 1)
+        code, total = status.split()
+        if code != "201":
+            raise RuntimeError(f"snapshot create answered {code}: {body}")
+        return float(total), json.loads(body)["creation"]["writesPausedMicroseconds"] / 1e6
 
     def stop(self):
         check = self.cli("pool", "check", "--json")
@@ -137,7 +145,7 @@ class Cairn:
         return healthy
 
 
-def cairn_randwrite(work, name, snapshots):
+def cairn_randwrite(work, name, snapshots, fsync_every=0):
     server = Cairn(work, name)
     server.cli("volume", "create", "v", SIZE)
     uri = server.uri("v")
@@ -152,7 +160,8 @@ def cairn_randwrite(work, name, snapshots):
                 f"--output={os.path.join(work, name + '-between.json')}")
     before_engine = server.backend_bytes()
     before_proc = proc_io(server.process.pid)
-    result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"))
+    result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"),
+                 fsync_every=fsync_every)
     after_engine = server.backend_bytes()
     after_proc = proc_io(server.process.pid)
     # fio counts only the measured period; the ramp's writes hit the engine too.
@@ -245,6 +254,8 @@ def snapshot_latencies(work):
         run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1M", "--iodepth=8",
             "--size=256M", "--end_fsync=1", "--output-format=json", f"--output={os.path.join(work, 'seed.json')}")
         idle = [server.snapshot_latency(volume, f"idle{i}") for i in range(10)]
+        idle_paused = [p for _, p in idle]
+        idle = [t for t, _ in idle]
         load = subprocess.Popen(
             ["fio", "--name=load", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=4k", "--iodepth=32",
              "--size=256M", "--time_based", "--runtime=600", "--output-format=json",
@@ -256,7 +267,9 @@ def snapshot_latencies(work):
             time.sleep(0.2)
         load.send_signal(signal.SIGINT)
         load.wait(timeout=60)
-        results[label] = {"idle": idle, "busy": busy}
+        busy_paused = [p for _, p in busy]
+        busy = [t for t, _ in busy]
+        results[label] = {"idle": idle, "busy": busy, "idle paused": idle_paused, "busy paused": busy_paused}
     server.stop()
     return results
 
@@ -265,7 +278,7 @@ def main():
     if not os.access(CAIRN, os.X_OK):
         sys.exit(f"{CAIRN} is not built: swift build -c release --product cairn, or set CAIRN_BIN")
     work = tempfile.mkdtemp(prefix="csnap.", dir="/tmp")
-    results = {"size": SIZE, "runtime": RUNTIME, "ramp": RAMP,
+    results = {"size": SIZE, "runtime": RUNTIME, "ramp": RAMP, "fsync_every": FSYNC_EVERY,
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "commit": run("git", "-C", REPO, "rev-parse", "--short", "HEAD").stdout.strip(),
                "loadavg": open("/proc/loadavg").read().split()[:3]}
@@ -273,6 +286,12 @@ def main():
         for name, snapshots in (("cairn-nosnap", 0), ("cairn-snap1", 1), ("cairn-snap100", 100)):
             log(f"{name}")
             results[name] = cairn_randwrite(work, name, snapshots)
+        # The same two with a FLUSH every FSYNC_EVERY writes: without FLUSHes the no-snapshot run never
+        # syncs anything (overwrites in place change no metadata), while the snapshot run's new versions
+        # are committed every second, and a commit syncs the data first. Equal durability, fair ratio.
+        for name, snapshots in (("cairn-nosnap-flush", 0), ("cairn-snap1-flush", 1)):
+            log(f"{name}")
+            results[name] = cairn_randwrite(work, name, snapshots, fsync_every=FSYNC_EVERY)
         for name, start in (("qemu-qcow2-overlay", lambda: qcow2_overlay(work)),
                             ("qemu-qcow2-snapshot", lambda: qcow2_snapshot(work)),
                             ("nbdkit-cow", lambda: nbdkit_cow(work))):
@@ -294,9 +313,10 @@ def report(r):
     print(f"snapshot copy-on-write, {r['date']}, commit {r['commit']}, size {r['size']}, "
           f"{r['runtime']}s + {r['ramp']}s ramp, load {' '.join(r['loadavg'])}")
     print(f"\n{'target':22} {'4k randwrite IOPS':>18}")
-    for name in ("cairn-nosnap", "cairn-snap1", "cairn-snap100", "qemu-qcow2-overlay", "qemu-qcow2-snapshot",
-                 "nbdkit-cow"):
+    for name in ("cairn-nosnap", "cairn-snap1", "cairn-snap100", "cairn-nosnap-flush", "cairn-snap1-flush",
+                 "qemu-qcow2-overlay", "qemu-qcow2-snapshot", "nbdkit-cow"):
         print(f"{name:22} {r[name]['iops']:18.0f}")
+    print(f"(-flush: a FLUSH every {r.get('fsync_every', FSYNC_EVERY)} writes)")
     snap = r["cairn-snap1"]
     ratios = [
         ("after snapshot / no snapshot", snap["iops"] / r["cairn-nosnap"]["iops"], 0.8),
@@ -304,6 +324,7 @@ def report(r):
         ("cairn-snap1 / qcow2 overlay", snap["iops"] / r["qemu-qcow2-overlay"]["iops"], 2.0),
         ("cairn-snap1 / qcow2 internal snapshot", snap["iops"] / r["qemu-qcow2-snapshot"]["iops"], 2.0),
         ("cairn-snap1 / nbdkit cow filter", snap["iops"] / r["nbdkit-cow"]["iops"], 2.0),
+        ("after snapshot / none, FLUSH every N", r["cairn-snap1-flush"]["iops"] / r["cairn-nosnap-flush"]["iops"], 0.8),
     ]
     amplification = snap["engine_bytes"] / snap["host_bytes"]
     print(f"\n{'ratio':40} {'value':>7} {'goal':>6}  met?")
@@ -313,14 +334,15 @@ def report(r):
           f"{'yes' if amplification <= 2.0 else 'NO'}")
     print(f"{'backend bytes / host byte (/proc io)':40} {snap['proc_write_bytes'] / snap['host_bytes']:7.2f}"
           "   (page-cache writeback attributed to the daemon)")
-    print("\nsnapshot create latency (ms, API round trip on the unix socket; goal < 5 ms)")
+    print("\nsnapshot create latency (ms; round trip: API call on the unix socket, including the commits "
+          "before and after the cut;\n  paused: how long the engine held host writes back; goal < 5 ms)")
     for label, values in r["latency"].items():
-        for mode in ("idle", "busy"):
+        for mode in ("idle", "busy", "idle paused", "busy paused"):
             v = sorted(x * 1000 for x in values[mode])
-            print(f"  {label:7} {mode:5} median {statistics.median(v):6.2f}  p90 {v[int(len(v) * 0.9) - 1]:6.2f}  "
+            print(f"  {label:7} {mode:11} median {statistics.median(v):6.2f}  p90 {v[int(len(v) * 0.9) - 1]:6.2f}  "
                   f"max {v[-1]:6.2f}")
     print(f"\npool check after each Cairn run: "
-          f"{all(r[n]['pool_check_healthy'] for n in ('cairn-nosnap', 'cairn-snap1', 'cairn-snap100'))}")
+          f"{all(r[n]['pool_check_healthy'] for n in ('cairn-nosnap', 'cairn-snap1', 'cairn-snap100', 'cairn-nosnap-flush', 'cairn-snap1-flush'))}")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,9 @@ int64_t cairn_allocated_bytes(int fd) {
 #include <pthread.h>
 
 void cairn_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+#include <malloc.h>
+
+int cairn_retain_heap_blocks(int bytes) {
+    return mallopt(M_MMAP_THRESHOLD, bytes) && mallopt(M_TRIM_THRESHOLD, bytes);
+}

@@ -12,11 +12,14 @@ public struct SnapshotDTO: Codable, Sendable, Hashable {
     public var clones: [String]
     /// Where a client reads it: nbd://host:port/volume@name (read-only).
     public var exportURI: String?
+    /// Only in the answer to a create: how long host writes were held back, and the whole creation.
+    public var creation: SnapshotCreationDTO?
 
     public init(
         volume: String, name: String, size: UInt64, createdAt: String, attachments: Int, clones: [String],
-        exportURI: String?
+        exportURI: String?, creation: SnapshotCreationDTO? = nil
     ) {
+        self.creation = creation
         self.volume = volume
         self.name = name
         self.size = size
@@ -24,6 +27,19 @@ public struct SnapshotDTO: Codable, Sendable, Hashable {
         self.attachments = attachments
         self.clones = clones
         self.exportURI = exportURI
+    }
+}
+
+/// Timing of one snapshot creation, in microseconds.
+public struct SnapshotCreationDTO: Codable, Sendable, Hashable {
+    /// The epoch barrier: writes in flight drained, no new write started.
+    public var writesPausedMicroseconds: Int64
+    /// The whole creation, including the commits before and after the barrier (host I/O runs on).
+    public var totalMicroseconds: Int64
+
+    public init(writesPausedMicroseconds: Int64, totalMicroseconds: Int64) {
+        self.writesPausedMicroseconds = writesPausedMicroseconds
+        self.totalMicroseconds = totalMicroseconds
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CairnControl
 import CairnDaemon
+import CairnIO
 import Logging
 
 /// `cairn serve`: run the daemon in the foreground.
@@ -42,7 +43,11 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
+    /// Largest I/O buffer kept in the heap for reuse (see `HeapTuning`): twice the largest NBD payload.
+    static let retainedHeapBlock = 64 << 20
+
     func run() async throws {
+        HeapTuning.retainHeapBlocks(upTo: Self.retainedHeapBlock)
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

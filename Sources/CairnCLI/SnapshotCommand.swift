@@ -177,5 +177,14 @@ func showSnapshot(_ snapshot: SnapshotDTO) {
         ("clones", snapshot.clones.isEmpty ? "-" : snapshot.clones.joined(separator: ", ")),
     ]
     if let uri = snapshot.exportURI { pairs.append(("export", "\(uri) (read-only)")) }
+    if let creation = snapshot.creation {
+        pairs.append(
+            (
+                "took",
+                String(
+                    format: "%.2f ms (writes paused %.3f ms)", Double(creation.totalMicroseconds) / 1000,
+                    Double(creation.writesPausedMicroseconds) / 1000)
+            ))
+    }
     Output.fields(pairs)
 }

@@ -48,3 +48,7 @@ int64_t cairn_allocated_bytes(int fd);
 
 /// pthread_setname_np(pthread_self(), name): names the calling thread (at most 15 bytes), for top -H.
 void cairn_set_thread_name(const char *name);
+
+/// mallopt(M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, bytes): heap blocks up to `bytes` come from and return to
+/// the heap instead of fresh mmaps. Returns 0 on failure.
+int cairn_retain_heap_blocks(int bytes);
