@@ -30,7 +30,10 @@ import Testing
     @Test func aWriteAfterASnapshotWritesOnlyWhatItWrites() throws {
         let v = try pool.createVolume(name: "v", size: 4 << 20).id
         try writeBytes(pool, v, 0, pattern(1, 4 << 20))
-        try pool.createSnapshot(volume: "v", snapshot: "s1")
+        let created = try pool.createSnapshot(volume: "v", snapshot: "s1")
+        let timing = try #require(created.creation)
+        #expect(timing.writesPaused >= .zero && timing.writesPaused <= timing.total)
+        #expect(try pool.snapshotInfo(volume: "v", snapshot: "s1").creation == nil)
         var before = slotFile.bytesWritten
         // 4 KiB aligned writes into chunks a snapshot shares: 4 KiB of backend writes each, no copy.
         for i in 0..<64 { try writeBytes(pool, v, UInt64(i) * 65536 + 8192, pattern(2, 4096)) }

@@ -24,7 +24,15 @@ struct SnapshotDaemonTests {
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "v", "64M"])
             _ = try await Self.qemuIO(daemon, "v", ["write -P 0x11 0 8m", "write -P 0x12 20m 1m"])
-            try await daemon.cliOK(["snapshot", "create", "v@before"])
+            // The answer to a create says how long writes were held back, which is part of the whole.
+            let created = try await daemon.cliOK(["snapshot", "create", "v@before", "--json"])
+            let creation = try #require(
+                (try parseJSON(created.stdout) as? [String: Any])?["creation"] as? [String: Any], "\(created)")
+            let paused = try #require(creation["writesPausedMicroseconds"] as? Int, "\(created)")
+            let total = try #require(creation["totalMicroseconds"] as? Int, "\(created)")
+            #expect(paused >= 0 && total > 0 && paused <= total, "\(created)")
+            let shown = try await daemon.cliOK(["snapshot", "show", "v@before", "--json"])
+            #expect(!shown.stdout.contains("creation"), "only a create reports its timing: \(shown)")
             _ = try await Self.qemuIO(daemon, "v", ["write -P 0x21 4k 4k", "write -P 0x22 1m 3m", "write -z 20m 512k"])
             _ = try await Self.qemuIO(
                 daemon, "v@before", readOnly: true,
