@@ -76,19 +76,31 @@ struct ReferenceServerDaemonTests {
             try await daemon.createVolume("frag", "32M")
             let fill = try await runPython(Self.fill, [daemon.uri("frag"), file], timeout: 120)
             try #require(fill.status == 0, "\(fill)")
-            let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-v", "-U", socket, "file", file])
-            defer { nbdkit.cleanUp() }
-            let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
-            try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
-
-            let run = try await runPython(
-                Self.walk,
-                [
-                    daemon.uri("frag"), "nbd+unix:///?socket=\(socket)", "\(daemon.process.processIdentifier)",
-                    "\(nbdkit.pid)",
-                ],
-                timeout: 300)
-            try #require(run.status == 0, "\(run)\n--- nbdkit\n\(nbdkit.summary)")
+            // nbdkit exits 0 only when a signal stops it. In full suite runs it has been stopped that way
+            // mid-walk, by a signal from outside this test (suspected: a stale pid signalled after this
+            // machine's 32768 pids wrapped). The walk is then repeated once with a fresh nbdkit; a second
+            // such stop, or any other failure, fails the test.
+            var run = ProcessResult(status: -1, stdout: "", stderr: "")
+            for attempt in 1...2 {
+                try? FileManager.default.removeItem(atPath: socket)
+                let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-v", "-U", socket, "file", file])
+                defer { nbdkit.cleanUp() }
+                let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
+                try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
+                run = try await runPython(
+                    Self.walk,
+                    [
+                        daemon.uri("frag"), "nbd+unix:///?socket=\(socket)", "\(daemon.process.processIdentifier)",
+                        "\(nbdkit.pid)",
+                    ],
+                    timeout: 300)
+                if run.status == 0 { break }
+                let stoppedFromOutside = nbdkit.terminationStatus == 0
+                try #require(
+                    stoppedFromOutside && attempt == 1,
+                    "attempt \(attempt): \(run)\n--- nbdkit\n\(nbdkit.summary.suffix(8000))")
+                print("fragmentedMap: nbdkit was stopped from outside during the walk; walking again")
+            }
             let out = try #require(try parseJSON(run.stdout) as? [String: Any], "\(run)")
             let seconds = out["seconds"] as? [Double] ?? []
             let cpu = out["cpu"] as? [Double] ?? []

@@ -12,7 +12,7 @@ extension RawClient {
         try greet()
         try sendOption(extended ? .extendedHeaders : .structuredReply)
         let negotiated = try receiveOptionReplies()
-        precondition(negotiated.last?.type == .ack)
+        try check(negotiated.last?.type == .ack)
         try sendOption(.setMetaContext, data: Self.metaContextData(export: export, queries: contexts))
         let selected = try receiveOptionReplies().compactMap { reply -> String? in
             guard reply.type == .metaContext else { return nil }
@@ -24,7 +24,7 @@ extension RawClient {
         go.writeInteger(UInt16(0))
         try sendOption(.go, data: go)
         let entered = try receiveOptionReplies()
-        precondition(entered.last?.type == .ack, "GO failed: \(entered.map(\.type))")
+        try check(entered.last?.type == .ack, "GO failed: \(entered.map(\.type))")
         return selected
     }
 
@@ -57,7 +57,7 @@ extension RawClient {
         case .simple(let error, let cookie):
             return (cookie, error == 0 ? nil : NBDWireError(rawValue: error), "")
         case .chunk(let chunk):
-            precondition(chunk.flags.contains(.done))
+            try check(chunk.flags.contains(.done))
             guard chunk.type.isError else { return (chunk.cookie, nil, "") }
             var payload = chunk.payload
             let error = NBDWireError(rawValue: payload.readInteger()!)

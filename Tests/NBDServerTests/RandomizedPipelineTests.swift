@@ -101,7 +101,7 @@ struct RandomizedPipelineTests {
         while !outstanding.isEmpty {
             if style == .simple {
                 let reply = try client.receiveSimpleReply()
-                precondition(reply.error == 0, "request \(reply.cookie) failed")
+                try check(reply.error == 0, "request \(reply.cookie) failed")
                 if let read = reads[reply.cookie] {
                     data[reply.cookie] = Array(try client.receive(read.length).readableBytesView)
                 }
@@ -112,12 +112,12 @@ struct RandomizedPipelineTests {
             guard case .chunk(var chunk) = reply else {
                 // Structured replies may answer a successful WRITE with a simple reply.
                 if case .simple(let error, let cookie) = reply {
-                    precondition(error == 0 && writes.contains(cookie), "unexpected simple reply to \(cookie)")
+                    try check(error == 0 && writes.contains(cookie), "unexpected simple reply to \(cookie)")
                     outstanding.remove(cookie)
                 }
                 continue
             }
-            precondition(!chunk.type.isError, "request \(chunk.cookie) failed")
+            try check(!chunk.type.isError, "request \(chunk.cookie) failed")
             if let read = reads[chunk.cookie], chunk.type == .offsetData {
                 let offset = Int(chunk.payload.readInteger(as: UInt64.self)!) - read.offset
                 let bytes = Array(chunk.payload.readableBytesView)
