@@ -112,6 +112,8 @@ public enum APIPath {
     public static func job(_ id: UInt64) -> String { "/v1/jobs/\(id)" }
     public static func cancelJob(_ id: UInt64) -> String { "/v1/jobs/\(id)/cancel" }
     public static let health = "/v1/health"
+    /// Prometheus text format (not versioned: scrapers are configured with a fixed path).
+    public static let metrics = "/metrics"
 
     /// Percent-encodes everything but RFC 3986 unreserved characters, so '/', '?', '#', '%' and '@' in a
     /// (bad) name stay inside its path component and the server rejects the name itself.

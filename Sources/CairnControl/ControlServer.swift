@@ -42,6 +42,11 @@ public enum ControlServer {
 
     static func addRoutes(to router: Router<BasicRequestContext>, service: any ManagementService) {
         router.get(RouterPath(APIPath.health)) { _, _ in "ok\n" }
+        router.get(RouterPath(APIPath.metrics)) { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: try await service.metrics())))
+        }
         router.get(RouterPath(APIPath.pool)) { _, _ in try await Encoded(service.poolStatus()) }
         router.post(RouterPath(APIPath.poolCheck)) { request, _ in
             let repair = request.uri.queryParameters.get("repair") == "true"

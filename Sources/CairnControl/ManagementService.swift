@@ -25,6 +25,9 @@ public protocol ManagementService: Sendable {
     func listJobs() async throws -> [JobDTO]
     func job(id: UInt64) async throws -> JobDTO
     func cancelJob(id: UInt64) async throws -> JobDTO
+
+    /// Every metric in the Prometheus text exposition format.
+    func metrics() async throws -> String
 }
 
 /// A refusal or failure the API reports to its client: a stable code and a sentence to act on.

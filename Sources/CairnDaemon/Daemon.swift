@@ -24,7 +24,8 @@ public enum Daemon {
         defer {
             executor.shutdown()
         }
-        let catalog = VolumeCatalog(pool: pool, executor: executor)
+        let metrics = DaemonMetrics()
+        let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics)
         let nbd: NBDServer
         do {
             nbd = try await NBDServer.start(
@@ -38,7 +39,9 @@ public enum Daemon {
         }
         let nbdAddress = "\(configuration.nbdHost):\(nbd.port)"
         let endpoint = configuration.resolvedAPIEndpoint
-        let management = PoolManagement(pool: pool, executor: executor, nbdAddress: nbdAddress)
+        let management = PoolManagement(
+            pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
+            connectionCount: { nbd.connectionCount })
         let api = ControlServer.makeApplication(service: management, endpoint: endpoint, logger: logger)
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(

@@ -11,6 +11,16 @@ struct PoolManagement: ManagementService {
     let executor: IOExecutor
     /// "host:port" of the NBD listener, for export URIs.
     let nbdAddress: String
+    let metricsRegistry: DaemonMetrics
+    /// Open NBD connections, for the metrics.
+    let connectionCount: @Sendable () -> Int
+
+    func metrics() async throws -> String {
+        let status = try await poolStatus()
+        let volumes = try await listVolumes()
+        let jobs = try await listJobs()
+        return metricsRegistry.render(pool: status, volumes: volumes, jobs: jobs, connections: connectionCount())
+    }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         do {

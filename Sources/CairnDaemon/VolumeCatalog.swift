@@ -8,10 +8,12 @@ final class VolumeCatalog: NBDExportCatalog {
     let pool: Pool
     let executor: IOExecutor
     let batchers = CompletionBatchers()
+    let metrics: DaemonMetrics
 
-    init(pool: Pool, executor: IOExecutor) {
+    init(pool: Pool, executor: IOExecutor, metrics: DaemonMetrics) {
         self.pool = pool
         self.executor = executor
+        self.metrics = metrics
     }
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
@@ -33,10 +35,15 @@ final class VolumeCatalog: NBDExportCatalog {
     func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)? {
         let (volume, snapshot) = Self.split(name)
         guard let id = try? pool.volumeID(named: volume) else { return nil }
-        guard let snapshot else { return VolumeExport(pool: pool, executor: executor, batchers: batchers, volumeID: id, name: name) }
+        guard let snapshot else {
+            return VolumeExport(
+                pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
+                name: name)
+        }
         guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
         return VolumeExport(
-            pool: pool, executor: executor, batchers: batchers, volumeID: id, name: name, snapshotEpoch: info.epoch,
+            pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id, name: name,
+            snapshotEpoch: info.epoch,
             snapshotSize: info.size)
     }
 
@@ -46,12 +53,15 @@ final class VolumeCatalog: NBDExportCatalog {
             if let snapshot {
                 let pinned = try pool.attachSnapshot(volume: volume, snapshot: snapshot)
                 return VolumeExport(
-                    pool: pool, executor: executor, batchers: batchers, volumeID: pinned.volumeID, name: name,
+                    pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name),
+                    volumeID: pinned.volumeID, name: name,
                     snapshotEpoch: pinned.epoch, snapshotSize: pinned.size)
             }
             let id = try pool.volumeID(named: volume)
             try pool.attach(volumeID: id)
-            return VolumeExport(pool: pool, executor: executor, batchers: batchers, volumeID: id, name: name)
+            return VolumeExport(
+                pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
+                name: name)
         } catch let error as EngineError where error.code == .notFound {
             throw NBDExportError(.invalid, "no export named '\(name)'")
         } catch {

@@ -3,6 +3,7 @@ import CairnIO
 import NBDProtocol
 import NBDServer
 import NIOCore
+import Prometheus
 
 /// One NBD session's view of a volume (read-write) or of one of its snapshots (read-only, exported as
 /// `volume@snapshot`): every call runs the blocking engine operation on the I/O executor and completes
@@ -32,11 +33,14 @@ final class VolumeExport: NBDExport {
 
     /// Completions go back to event loops in batches (shared by every export of the daemon).
     let batchers: CompletionBatchers
+    /// Request counters and latencies of this export name.
+    let metrics: ExportMetrics
 
     init(
-        pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, volumeID: UInt64, name: String,
-        snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0
+        pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
+        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0
     ) {
+        self.metrics = metrics
         self.pool = pool
         self.executor = executor
         self.batchers = batchers
@@ -65,6 +69,19 @@ final class VolumeExport: NBDExport {
         return [Self.allocationContext] + older.map { Self.dirtyBitmapPrefix + $0.name }
     }
 
+    /// Counts `future`'s request when it completes (started at `start`); `bytes` on success.
+    private func measured<T>(
+        _ operation: ExportMetrics.Operation, since start: ContinuousClock.Instant, bytes: Counter? = nil,
+        length: UInt64 = 0, _ future: EventLoopFuture<T>
+    ) -> EventLoopFuture<T> {
+        let metrics = self.metrics
+        future.whenComplete { result in
+            if case .success = result { bytes?.increment(by: Int64(length)) }
+            metrics.record(operation, since: start, failed: { if case .failure = result { true } else { false } }())
+        }
+        return future
+    }
+
     /// Runs `work` on the I/O executor; its result or error completes a future on `eventLoop`. `writing`:
     /// the command writes, so a range past the end is ENOSPC (the spec's SHOULD), not EINVAL.
     private func run<T: Sendable>(
@@ -84,10 +101,11 @@ final class VolumeExport: NBDExport {
     }
 
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]> {
+        let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
         let epoch = snapshotEpoch
-        return run(on: eventLoop) {
+        return measured(.read, since: start, bytes: metrics.bytesRead, length: UInt64(length), run(on: eventLoop) {
             var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
             var extents: [ReadExtent] = []
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
@@ -96,13 +114,14 @@ final class VolumeExport: NBDExport {
                 return Int(length)
             }
             return Self.segments(extents, buffer: buffer, offset: offset)
-        }
+        })
     }
 
     /// Reads of data in the page cache are served on the event loop: `readIfCached` never blocks (no chunk
     /// lock waits, RWF_NOWAIT). Anything else returns nil and goes through the I/O threads.
     func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? {
         guard length <= Self.immediateReadLimit else { return nil }
+        let start = ContinuousClock.now
         var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
         var extents: [ReadExtent]?
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
@@ -110,7 +129,10 @@ final class VolumeExport: NBDExport {
             extents = try? pool.readIfCached(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: target)
             return extents == nil ? 0 : Int(length)
         }
-        return extents.map { Self.segments($0, buffer: buffer, offset: offset) }
+        guard let extents else { return nil }
+        metrics.bytesRead.increment(by: Int64(length))
+        metrics.record(.read, since: start)
+        return Self.segments(extents, buffer: buffer, offset: offset)
     }
 
     /// Largest read answered on the event loop: copying more than this from the page cache would hold the
@@ -125,20 +147,26 @@ final class VolumeExport: NBDExport {
     }
 
     func write(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop, writing: true) {
+        let written = run(on: eventLoop, writing: true) {
             try data.withUnsafeReadableBytes { bytes in
                 try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
             }
         }.flatMap { needsCommit in
             // FUA that changed metadata: the reply waits for a group commit, but no I/O thread does.
-            needsCommit ? self.flush(eventLoop: eventLoop) : eventLoop.makeSucceededVoidFuture()
+            needsCommit ? self.commit(eventLoop: eventLoop) : eventLoop.makeSucceededVoidFuture()
         }
+        return measured(.write, since: start, bytes: metrics.bytesWritten, length: UInt64(data.readableBytes), written)
     }
 
     /// FLUSH: a group commit; the commit thread completes it, no I/O thread waits.
     func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        measured(.flush, since: .now, commit(eventLoop: eventLoop))
+    }
+
+    private func commit(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let promise = eventLoop.makePromise(of: Void.self)
         let batcher = batchers.batcher(for: eventLoop)
         pool.flush { error in
@@ -149,31 +177,34 @@ final class VolumeExport: NBDExport {
     }
 
     func trim(offset: UInt64, length: UInt64, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop, writing: true) {
+        return measured(.trim, since: start, run(on: eventLoop, writing: true) {
             try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
-        }
+        })
     }
 
     /// Both forms are fast here (map changes, or fallocate(ZERO_RANGE)), so FAST_ZERO never fails.
     func writeZeroes(
         offset: UInt64, length: UInt64, punch: Bool, fast: Bool, fua: Bool, eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
+        let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop, writing: true) {
+        return measured(.writeZeroes, since: start, run(on: eventLoop, writing: true) {
             if punch {
                 try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
             } else {
                 try pool.write(volumeID: volumeID, offset: offset, source: .zeros(length: length), fua: fua)
             }
-        }
+        })
     }
 
     /// CACHE is a hint; the page cache already holds what was recently read or written.
     func cache(offset: UInt64, length: UInt64, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        eventLoop.makeSucceededVoidFuture()
+        metrics.record(.cache, since: .now)
+        return eventLoop.makeSucceededVoidFuture()
     }
 
     func blockStatus(context: String, offset: UInt64, length: UInt64, eventLoop: any EventLoop)
@@ -185,12 +216,13 @@ final class VolumeExport: NBDExport {
     func blockStatus(
         context: String, offset: UInt64, length: UInt64, maximumExtents: Int?, eventLoop: any EventLoop
     ) -> EventLoopFuture<[NBDExtent]> {
+        let start = ContinuousClock.now
         let limit = min(maximumExtents ?? Pool.maximumAllocationExtents, Pool.maximumAllocationExtents)
         let pool = self.pool
         let volumeID = self.volumeID
         let epoch = snapshotEpoch
         // Map lookups only, no file I/O: answered on the event loop.
-        return eventLoop.makeCompletedFuture {
+        return measured(.blockStatus, since: start, eventLoop.makeCompletedFuture {
             do {
                 if context == Self.allocationContext {
                     return try pool.allocationExtents(
@@ -219,7 +251,7 @@ final class VolumeExport: NBDExport {
             } catch {
                 throw Self.wireError(error)
             }
-        }
+        })
     }
 
     /// Seed 001's COPY_AND_WRITE through the engine: only the buffer crossed the wire, the chunk is
@@ -228,15 +260,17 @@ final class VolumeExport: NBDExport {
         target: UInt64, source: UInt64, copySize: UInt32, buffer: ByteBuffer, bufferOffset: UInt32, fua: Bool,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
+        let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return run(on: eventLoop) {
-            try buffer.withUnsafeReadableBytes { bytes in
-                try pool.copyAndWrite(
-                    volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
-                    bufferOffset: bufferOffset, fua: fua)
-            }
-        }
+        return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
+            run(on: eventLoop) {
+                try buffer.withUnsafeReadableBytes { bytes in
+                    try pool.copyAndWrite(
+                        volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
+                        bufferOffset: bufferOffset, fua: fua)
+                }
+            })
     }
 
     /// Largest range one dirty-bitmap answer covers; clients ask again from where it stopped.

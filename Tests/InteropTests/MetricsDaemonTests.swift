@@ -1,0 +1,84 @@
+import Foundation
+import InteropSupport
+import Testing
+
+/// `GET /metrics` scraped the way Prometheus does, before and after real client I/O.
+@Suite("Prometheus metrics of cairn serve")
+struct MetricsDaemonTests {
+    /// One scrape: every sample, keyed by the metric name and its sorted labels, e.g.
+    /// `cairn_nbd_requests_total{command="write",export="m"}`.
+    static func scrape(_ daemon: TestDaemon) async throws -> [String: Double] {
+        let result = try await runTool(
+            "/usr/bin/curl", ["-sS", "--fail", "--unix-socket", daemon.dataDirectory + "/cairn.sock", "http://cairn/metrics"])
+        try #require(result.status == 0, "\(result)")
+        var samples: [String: Double] = [:]
+        for line in result.stdout.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                Issue.record("not a sample line: \(line)")
+                continue
+            }
+            samples[canonical(String(line[..<space]))] = value
+        }
+        return samples
+    }
+
+    /// `name{b="2",a="1"}` → `name{a="1",b="2"}`, so a test does not depend on the label order emitted.
+    static func canonical(_ series: String) -> String {
+        guard let brace = series.firstIndex(of: "{"), series.hasSuffix("}") else { return series }
+        let labels = series[series.index(after: brace)..<series.index(before: series.endIndex)]
+            .split(separator: ",").map(String.init).sorted()
+        return String(series[..<brace]) + "{" + labels.joined(separator: ",") + "}"
+    }
+
+    @Test("request counters, bytes and latency move with a fio run; pool, volume and connection gauges are right")
+    func metricsMoveWithIO() async throws {
+        try await withDaemon { daemon in
+            try await daemon.createVolume("m", "64M")
+            let before = try await Self.scrape(daemon)
+            #expect(before["cairn_volume_space_bytes{kind=\"size\",volume=\"m\"}"] == Double(64 << 20), "\(before)")
+            #expect(before["cairn_nbd_connections"] == 0)
+
+            let writes = 3000
+            let fio = try await runTool(
+                "/usr/bin/fio",
+                [
+                    "--name=w", "--ioengine=nbd", "--uri=\(daemon.uri("m"))", "--rw=randwrite", "--bs=4k",
+                    "--iodepth=16", "--size=64M", "--number_ios=\(writes)", "--end_fsync=1",
+                ])
+            try #require(fio.status == 0, "\(fio)")
+            let reads = try await runTool(
+                "/usr/bin/fio",
+                [
+                    "--name=r", "--ioengine=nbd", "--uri=\(daemon.uri("m"))", "--rw=randread", "--bs=4k",
+                    "--iodepth=16", "--size=64M", "--number_ios=1000",
+                ])
+            try #require(reads.status == 0, "\(reads)")
+            let after = try await Self.scrape(daemon)
+            func delta(_ series: String) -> Double { (after[series] ?? 0) - (before[series] ?? 0) }
+
+            let written = delta("cairn_nbd_requests_total{command=\"write\",export=\"m\"}")
+            #expect(written >= Double(writes), "\(after)")
+            #expect(delta("cairn_nbd_data_bytes_total{direction=\"write\",export=\"m\"}") == written * 4096)
+            #expect(delta("cairn_nbd_request_duration_seconds_count{command=\"write\",export=\"m\"}") == written)
+            #expect(delta("cairn_nbd_requests_total{command=\"flush\",export=\"m\"}") >= 1)
+            #expect(delta("cairn_nbd_requests_total{command=\"read\",export=\"m\"}") >= 1000)
+            #expect(delta("cairn_nbd_data_bytes_total{direction=\"read\",export=\"m\"}") >= 1000 * 4096)
+            #expect(delta("cairn_nbd_request_errors_total{command=\"write\",export=\"m\"}") == 0)
+            // The engine wrote at least what the host wrote, and the volume now uses space.
+            #expect(delta("cairn_pool_backend_bytes_total{kind=\"written\"}") >= written * 4096)
+            #expect((after["cairn_pool_space_bytes{kind=\"used\"}"] ?? 0) > 0)
+            #expect((after["cairn_volume_space_bytes{kind=\"allocated\",volume=\"m\"}"] ?? 0) > 0)
+
+            // A client attached shows as a connection; a deleted volume disappears from the gauges.
+            let holder = try HeldConnection(uri: daemon.uri("m"))
+            defer { holder.close() }
+            try await holder.waitUntilReady()
+            #expect(try await Self.scrape(daemon)["cairn_nbd_connections"] == 1)
+            holder.close()
+            try await daemon.cliOK(["volume", "create", "gone", "1M"])
+            #expect(try await Self.scrape(daemon)["cairn_volume_space_bytes{kind=\"size\",volume=\"gone\"}"] == Double(1 << 20))
+            try await daemon.cliOK(["volume", "delete", "gone"])
+            #expect(try await Self.scrape(daemon)["cairn_volume_space_bytes{kind=\"size\",volume=\"gone\"}"] == nil)
+        }
+    }
+}
