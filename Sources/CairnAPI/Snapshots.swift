@@ -95,11 +95,17 @@ public struct JobDTO: Codable, Sendable, Hashable {
     public var startedAt: String
     public var finishedAt: String?
     public var message: String?
+    /// Units per second since the job started (until it finished).
+    public var rate: Double
+    /// Seconds left at that rate; nil when the job is not running or has not made progress yet.
+    public var etaSeconds: Double?
 
     public init(
         id: UInt64, kind: String, target: String, state: String, done: UInt64, total: UInt64, unit: String,
-        startedAt: String, finishedAt: String?, message: String?
+        startedAt: String, finishedAt: String?, message: String?, rate: Double = 0, etaSeconds: Double? = nil
     ) {
+        self.rate = rate
+        self.etaSeconds = etaSeconds
         self.id = id
         self.kind = kind
         self.target = target

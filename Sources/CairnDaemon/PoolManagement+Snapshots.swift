@@ -82,11 +82,17 @@ extension PoolManagement {
     }
 
     static func dto(_ job: JobInfo) -> JobDTO {
+        let now = Date()
         let formatter = ISO8601DateFormatter()
+        let elapsed = (job.finishedAt ?? now).timeIntervalSince(job.startedAt)
+        let rate = elapsed > 0 ? Double(job.done) / elapsed : 0
+        let eta: Double? =
+            job.state == .running && rate > 0 && job.total >= job.done ? Double(job.total - job.done) / rate : nil
         return JobDTO(
             id: job.id, kind: job.kind, target: job.target, state: job.state.rawValue, done: job.done, total: job.total,
             unit: job.unit, startedAt: formatter.string(from: job.startedAt),
-            finishedAt: job.finishedAt.map { formatter.string(from: $0) }, message: job.message)
+            finishedAt: job.finishedAt.map { formatter.string(from: $0) }, message: job.message, rate: rate,
+            etaSeconds: eta)
     }
 
     static func timestamp(milliseconds: Int64) -> String {

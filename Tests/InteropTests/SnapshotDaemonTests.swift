@@ -152,6 +152,9 @@ struct SnapshotDaemonTests {
             let before = try await daemon.cliOK(["pool", "status", "--json"])
             let job = try await daemon.cliOK(["dedup", "--wait", "--json"])
             #expect(job.stdout.contains("\"state\" : \"succeeded\""), "\(job.stdout)")
+            // A finished job has a rate (it did work) and no ETA.
+            let finished = try #require(try parseJSON(job.stdout) as? [String: Any], "\(job.stdout)")
+            #expect((finished["rate"] as? Double ?? 0) > 0 && finished["etaSeconds"] == nil, "\(job.stdout)")
             let after = try await daemon.cliOK(["pool", "status", "--json"])
             func used(_ text: String) -> Int {
                 ((try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any])?["usedBytes"] as? Int ?? -1
