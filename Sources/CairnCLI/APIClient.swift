@@ -16,6 +16,8 @@ struct CLIError: Error, CustomStringConvertible {
 struct APIClient {
     /// Where the API is: "unix:/path/cairn.sock" or "http://127.0.0.1:PORT".
     let endpoint: String
+    /// Bearer token for an API on TCP.
+    var token: String? = nil
     /// Long enough for a pool check or a large volume delete on a slow disk.
     private static let timeout: TimeAmount = .seconds(120)
     /// A local daemon accepts at once or not at all: fail fast, without the default retries with backoff
@@ -44,6 +46,7 @@ struct APIClient {
     func send(_ method: HTTPMethod, _ path: String, body: Data?) async throws -> Data {
         var request = HTTPClientRequest(url: try url(for: path))
         request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -106,12 +109,15 @@ enum ExitStatus {
     static let usage: Int32 = 64
     /// The daemon cannot be reached (sysexits EX_UNAVAILABLE).
     static let unavailable: Int32 = 69
+    /// The API refused the token (sysexits EX_NOPERM).
+    static let notAuthorized: Int32 = 77
 
     static func forAPICode(_ code: String) -> Int32 {
         switch code {
         case "not_found": notFound
         case "already_exists", "busy", "would_lose_data", "read_only": conflict
         case "no_space": noSpace
+        case "unauthorized": notAuthorized
         case "invalid_argument", "invalid_request": usage
         default: failure
         }

@@ -11,13 +11,25 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "Management API endpoint: unix:/path/to/cairn.sock or http://127.0.0.1:PORT.")
     var api: String?
 
+    @Option(
+        name: .long,
+        help: "Token for an API on TCP (default: $CAIRN_API_TOKEN, else the api.token file of the data directory).")
+    var apiToken: String?
+
     @Flag(name: .long, help: "Print JSON instead of tables.")
     var json = false
 
     var client: APIClient {
-        if let api { return APIClient(endpoint: api) }
         let directory = resolveDataDirectory(dataDir)
-        return APIClient(endpoint: "unix:" + DaemonConfiguration.defaultSocketPath(dataDirectory: directory))
+        guard let api else {
+            return APIClient(endpoint: "unix:" + DaemonConfiguration.defaultSocketPath(dataDirectory: directory))
+        }
+        let token =
+            apiToken ?? ProcessInfo.processInfo.environment["CAIRN_API_TOKEN"]
+            ?? (try? String(
+                contentsOfFile: DaemonConfiguration.defaultTokenFile(dataDirectory: directory), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return APIClient(endpoint: api, token: token)
     }
 }
 

@@ -25,6 +25,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Serve the management API on 127.0.0.1:PORT instead of a unix socket.")
     var apiPort: Int?
 
+    @Option(
+        name: .long,
+        help: "With --api-port: file holding the API token clients must present (default: <data-dir>/api.token, made if missing).")
+    var apiTokenFile: String?
+
     @Option(name: .long, help: "Threads doing blocking file I/O.")
     var ioThreads = DaemonConfiguration(dataDirectory: "").ioThreads
 
@@ -59,6 +64,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.nbdHost = nbdHost
         configuration.nbdPort = nbdPort
         configuration.ioThreads = ioThreads
+        configuration.apiTokenFile = apiTokenFile
         if let apiPort {
             configuration.apiEndpoint = .loopback(port: apiPort)
         } else if let apiSocket {

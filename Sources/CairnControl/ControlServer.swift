@@ -13,12 +13,14 @@ public enum ControlServer {
         case loopback(port: Int)
     }
 
-    /// Builds the HTTP application; run it as a swift-service-lifecycle service.
+    /// Builds the HTTP application; run it as a swift-service-lifecycle service. With a `token`, every
+    /// call must present it as `Authorization: Bearer TOKEN` (required on TCP, see `Daemon`).
     public static func makeApplication(
-        service: any ManagementService, endpoint: Endpoint, logger: Logger
+        service: any ManagementService, endpoint: Endpoint, token: String? = nil, logger: Logger
     ) -> some ApplicationProtocol {
         let router = Router()
         router.middlewares.add(ErrorBodyMiddleware())
+        if let token { router.middlewares.add(BearerTokenMiddleware(token: token)) }
         addRoutes(to: router, service: service)
         let address: BindAddress
         switch endpoint {

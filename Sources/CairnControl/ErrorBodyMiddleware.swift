@@ -37,6 +37,7 @@ struct ErrorBodyMiddleware<Context: RequestContext>: RouterMiddleware {
         case "invalid_argument", "invalid_request": .badRequest
         case "no_space": .init(code: 507, reasonPhrase: "Insufficient Storage")
         case "closed": .serviceUnavailable
+        case "unauthorized": .unauthorized
         default: .internalServerError
         }
     }

@@ -42,7 +42,20 @@ public enum Daemon {
         let management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
             connectionCount: { nbd.connectionCount })
-        let api = ControlServer.makeApplication(service: management, endpoint: endpoint, logger: logger)
+        var token: String?
+        if case .loopback = endpoint {
+            do {
+                token = try APIToken.load(
+                    from: configuration.apiTokenFile
+                        ?? DaemonConfiguration.defaultTokenFile(dataDirectory: configuration.dataDirectory),
+                    createIfMissing: configuration.apiTokenFile == nil)
+            } catch {
+                await nbd.close()
+                pool.close()
+                throw error
+            }
+        }
+        let api = ControlServer.makeApplication(service: management, endpoint: endpoint, token: token, logger: logger)
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(
             RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)

@@ -23,6 +23,12 @@ public struct DaemonConfiguration: Sendable {
     }
 
     /// The API endpoint after defaults.
+    /// File holding the management API's token when it listens on TCP; nil: `api.token` in the data
+    /// directory, created with a random token if missing.
+    public var apiTokenFile: String?
+
+    public static func defaultTokenFile(dataDirectory: String) -> String { dataDirectory + "/api.token" }
+
     public var resolvedAPIEndpoint: ControlServer.Endpoint {
         apiEndpoint ?? .unixSocket(path: Self.defaultSocketPath(dataDirectory: dataDirectory))
     }

@@ -1,0 +1,38 @@
+import CairnEngine
+import Foundation
+
+/// The management API's bearer token for TCP listeners: read from a file, or made once and kept in the
+/// data directory (mode 0600) so that local tools with access to the pool can read it.
+enum APIToken {
+    /// Random bytes in a generated token (hex-encoded: 64 characters).
+    static let generatedBytes = 32
+    /// Shortest token accepted from a file: anything shorter is guessable.
+    static let minimumLength = 16
+
+    static func load(from path: String, createIfMissing: Bool) throws -> String {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.count >= minimumLength, token.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+                throw EngineError(
+                    .invalidArgument,
+                    "the API token in \(path) must be at least \(minimumLength) printable ASCII characters")
+            }
+            return token
+        }
+        guard createIfMissing else {
+            throw EngineError(.notFound, "cannot read the API token file \(path)")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let token = (0..<generatedBytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
+            .joined()
+        // Created 0600 before the token is written: never readable by others, not even for a moment.
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw EngineError(.ioFailure, "cannot create the API token file \(path): errno \(errno)") }
+        defer { close(fd) }
+        let bytes = Array((token + "\n").utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
+            throw EngineError(.ioFailure, "cannot write the API token file \(path): errno \(errno)")
+        }
+        return token
+    }
+}
