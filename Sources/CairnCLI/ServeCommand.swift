@@ -2,6 +2,7 @@ import ArgumentParser
 import CairnControl
 import CairnDaemon
 import CairnIO
+import Foundation
 import Logging
 
 /// `cairn serve`: run the daemon in the foreground.
@@ -10,14 +11,20 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the daemon: serve the pool's volumes over NBD and the management API.")
 
+    @Option(name: .long, help: "Configuration file (YAML, see docs/OPERATIONS.md; default: $CAIRN_CONFIG). Flags override it.")
+    var config: String?
+
+    @Flag(name: .long, help: "Validate the configuration (file and flags), print it, and exit without serving.")
+    var checkConfig = false
+
     @Option(name: .long, help: "Pool directory (default: $CAIRN_DATA or ./.cairn); created when missing.")
     var dataDir: String?
 
-    @Option(name: .long, help: "Address the NBD listener binds to.")
-    var nbdHost = "127.0.0.1"
+    @Option(name: .long, help: "Address the NBD listener binds to (default: 127.0.0.1).")
+    var nbdHost: String?
 
-    @Option(name: .long, help: "NBD port (0 picks a free one; the daemon writes it to daemon.json).")
-    var nbdPort = 10809
+    @Option(name: .long, help: "NBD port (default 10809; 0 picks a free one, written to daemon.json).")
+    var nbdPort: Int?
 
     @Option(name: .long, help: "Management API socket (default: <data-dir>/cairn.sock).")
     var apiSocket: String?
@@ -30,52 +37,92 @@ struct ServeCommand: AsyncParsableCommand {
         help: "With --api-port: file holding the API token clients must present (default: <data-dir>/api.token, made if missing).")
     var apiTokenFile: String?
 
-    @Option(name: .long, help: "Threads doing blocking file I/O.")
-    var ioThreads = DaemonConfiguration(dataDirectory: "").ioThreads
+    @Option(name: .long, help: "Threads doing blocking file I/O (default: 4).")
+    var ioThreads: Int?
 
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel = "info"
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
+    var logLevel: String?
 
-    func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("unknown log level '\(logLevel)'")
+    /// The settings after the file and the flags, checked.
+    struct Settings {
+        var daemon: DaemonConfiguration
+        var logLevel: Logger.Level
+    }
+
+    /// File first, then flags over it; every value checked whichever place it came from.
+    func resolvedSettings() throws -> Settings {
+        let file = try (config ?? ProcessInfo.processInfo.environment["CAIRN_CONFIG"]).map(ServeConfigFile.load)
+        var daemon = DaemonConfiguration(dataDirectory: resolveDataDirectory(dataDir ?? file?.dataDir))
+        daemon.nbdHost = nbdHost ?? file?.nbd?.host ?? daemon.nbdHost
+        daemon.nbdPort = nbdPort ?? file?.nbd?.port ?? daemon.nbdPort
+        daemon.ioThreads = ioThreads ?? file?.io?.threads ?? daemon.ioThreads
+        daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
+        let levelName = logLevel ?? file?.log?.level ?? "info"
+        guard let level = Logger.Level(rawValue: levelName) else {
+            throw ConfigError("unknown log level '\(levelName)' (trace, debug, info, notice, warning, error, critical)")
         }
-        guard (0...65535).contains(nbdPort) else { throw ValidationError("--nbd-port must be 0...65535") }
-        if let apiPort, !(1...65535).contains(apiPort) { throw ValidationError("--api-port must be 1...65535") }
-        guard (1...256).contains(ioThreads) else { throw ValidationError("--io-threads must be 1...256") }
-        if let apiSocket, apiSocket.utf8.count >= 108 {
-            throw ValidationError("--api-socket path is too long for a unix socket (108 bytes)")
+        guard (0...65535).contains(daemon.nbdPort) else { throw ConfigError("the NBD port must be 0...65535") }
+        guard !daemon.nbdHost.isEmpty else { throw ConfigError("the NBD host cannot be empty") }
+        guard (1...256).contains(daemon.ioThreads) else { throw ConfigError("I/O threads must be 1...256") }
+        // A flag for one kind of API endpoint replaces the file's, whichever kind the file chose.
+        let fromFlags = apiPort != nil || apiSocket != nil
+        let port = fromFlags ? apiPort : file?.api?.port
+        let socket = fromFlags ? apiSocket : file?.api?.socket
+        if port != nil && socket != nil { throw ConfigError("choose an API socket or an API port, not both") }
+        if let port {
+            guard (1...65535).contains(port) else { throw ConfigError("the API port must be 1...65535") }
+            daemon.apiEndpoint = .loopback(port: port)
+        } else if let socket {
+            daemon.apiEndpoint = .unixSocket(path: socket)
         }
+        if case .unixSocket(let path) = daemon.resolvedAPIEndpoint, path.utf8.count >= 108 {
+            throw ConfigError(
+                "the API socket path \(path) is too long for a unix socket (108 bytes); use a shorter data directory or API socket")
+        }
+        return Settings(daemon: daemon, logLevel: level)
+    }
+
+    static func describe(_ settings: Settings) -> String {
+        let api: String
+        switch settings.daemon.resolvedAPIEndpoint {
+        case .unixSocket(let path): api = "unix:\(path)"
+        case .loopback(let port):
+            api = "http://127.0.0.1:\(port) (token: \(settings.daemon.apiTokenFile ?? settings.daemon.dataDirectory + "/api.token"))"
+        }
+        return """
+            data directory  \(settings.daemon.dataDirectory)
+            nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
+            api             \(api)
+            io threads      \(settings.daemon.ioThreads)
+            log level       \(settings.logLevel)
+            """
     }
 
     /// Largest I/O buffer kept in the heap for reuse (see `HeapTuning`): twice the largest NBD payload.
     static let retainedHeapBlock = 64 << 20
 
     func run() async throws {
+        let settings: Settings
+        do {
+            settings = try resolvedSettings()
+        } catch {
+            printError("\(error)")
+            throw ArgumentParser.ExitCode(ExitStatus.usage)
+        }
+        if checkConfig {
+            print(Self.describe(settings))
+            print("configuration OK")
+            return
+        }
         HeapTuning.retainHeapBlocks(upTo: Self.retainedHeapBlock)
-        let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
+            handler.logLevel = settings.logLevel
             return handler
         }
         let logger = Logger(label: "cairn")
-        var configuration = DaemonConfiguration(dataDirectory: resolveDataDirectory(dataDir))
-        configuration.nbdHost = nbdHost
-        configuration.nbdPort = nbdPort
-        configuration.ioThreads = ioThreads
-        configuration.apiTokenFile = apiTokenFile
-        if let apiPort {
-            configuration.apiEndpoint = .loopback(port: apiPort)
-        } else if let apiSocket {
-            configuration.apiEndpoint = .unixSocket(path: apiSocket)
-        }
-        if case .unixSocket(let path) = configuration.resolvedAPIEndpoint, path.utf8.count >= 108 {
-            printError("the API socket path \(path) is too long for a unix socket; use a shorter --data-dir or --api-socket")
-            throw ArgumentParser.ExitCode(ExitStatus.usage)
-        }
         do {
-            try await Daemon.run(configuration, logger: logger)
+            try await Daemon.run(settings.daemon, logger: logger)
         } catch {
             printError("\(error)")
             throw ArgumentParser.ExitCode(ExitStatus.failure)

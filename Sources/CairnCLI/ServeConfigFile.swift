@@ -1,0 +1,141 @@
+import Foundation
+import Yams
+
+/// `cairn serve --config FILE`: the daemon's settings in YAML. Every key is optional; command-line flags
+/// override the file. Unknown keys are errors (a misspelt `prot:` must not silently leave the default).
+///
+/// ```yaml
+/// data_dir: /var/lib/cairn
+/// nbd: {host: 127.0.0.1, port: 10809}
+/// api: {socket: /run/cairn/cairn.sock}      # or {port: 7800, token_file: /etc/cairn/api.token}
+/// io: {threads: 4}
+/// log: {level: info}
+/// ```
+struct ServeConfigFile: Decodable, Equatable {
+    struct NBD: Decodable, Equatable {
+        var host: String?
+        var port: Int?
+        enum CodingKeys: String, CodingKey, CaseIterable { case host, port }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            host = try c.decodeIfPresent(String.self, forKey: .host)
+            port = try c.decodeIfPresent(Int.self, forKey: .port)
+        }
+    }
+
+    struct API: Decodable, Equatable {
+        var socket: String?
+        var port: Int?
+        var tokenFile: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case socket, port
+            case tokenFile = "token_file"
+        }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            socket = try c.decodeIfPresent(String.self, forKey: .socket)
+            port = try c.decodeIfPresent(Int.self, forKey: .port)
+            tokenFile = try c.decodeIfPresent(String.self, forKey: .tokenFile)
+        }
+    }
+
+    struct IO: Decodable, Equatable {
+        var threads: Int?
+        enum CodingKeys: String, CodingKey, CaseIterable { case threads }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            threads = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Int.self, forKey: .threads)
+        }
+    }
+
+    struct Log: Decodable, Equatable {
+        var level: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case level }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            level = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(String.self, forKey: .level)
+        }
+    }
+
+    var dataDir: String?
+    var nbd: NBD?
+    var api: API?
+    var io: IO?
+    var log: Log?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case dataDir = "data_dir"
+        case nbd, api, io, log
+    }
+
+    init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        dataDir = try c.decodeIfPresent(String.self, forKey: .dataDir)
+        nbd = try c.decodeIfPresent(NBD.self, forKey: .nbd)
+        api = try c.decodeIfPresent(API.self, forKey: .api)
+        io = try c.decodeIfPresent(IO.self, forKey: .io)
+        log = try c.decodeIfPresent(Log.self, forKey: .log)
+    }
+
+    /// Largest configuration file read: a few hundred bytes are expected.
+    static let maximumFileSize = 1 << 20
+
+    /// Reads and decodes `path`; the error says where and what.
+    static func load(_ path: String) throws -> ServeConfigFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError("cannot read the configuration file \(path)")
+        }
+        guard data.count <= maximumFileSize else { throw ConfigError("\(path) is larger than \(maximumFileSize) bytes") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ConfigError("\(path) is not UTF-8 text") }
+        if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return try YAMLDecoder().decode(from: "{}") }
+        do {
+            return try YAMLDecoder().decode(ServeConfigFile.self, from: text)
+        } catch let error as DecodingError {
+            throw ConfigError("\(path): \(describe(error))")
+        } catch {
+            throw ConfigError("\(path): not valid YAML: \(error)")
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ keys: [any CodingKey]) -> String { keys.map(\.stringValue).joined(separator: ".") }
+        switch error {
+        case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
+            return "\(path(context.codingPath)): expected \(type == Int.self ? "a number" : "\(type)")"
+        case .keyNotFound(let key, let context):
+            return "\(path(context.codingPath + [key])): missing"
+        case .dataCorrupted(let context):
+            guard context.codingPath.isEmpty else { return "\(path(context.codingPath)): \(context.debugDescription)" }
+            return "not valid YAML: " + (context.underlyingError.map { "\($0)" } ?? context.debugDescription)
+        @unknown default:
+            return "\(error)"
+        }
+    }
+}
+
+struct ConfigError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Any key of a mapping, to find the ones a section does not know.
+private struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+private func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_ decoder: any Decoder, _ known: Keys.Type) throws {
+    let container = try decoder.container(keyedBy: AnyKey.self)
+    let names = Set(Keys.allCases.map(\.stringValue))
+    if let unknown = container.allKeys.first(where: { !names.contains($0.stringValue) }) {
+        throw DecodingError.dataCorrupted(
+            DecodingError.Context(
+                codingPath: decoder.codingPath + [unknown],
+                debugDescription: "unknown key (known here: \(names.sorted().joined(separator: ", ")))"))
+    }
+}
