@@ -4,6 +4,7 @@ import CairnDaemon
 import CairnIO
 import Foundation
 import Logging
+import NBDProtocol
 
 /// `cairn serve`: run the daemon in the foreground.
 struct ServeCommand: AsyncParsableCommand {
@@ -37,6 +38,18 @@ struct ServeCommand: AsyncParsableCommand {
         help: "With --api-port: file holding the API token clients must present (default: <data-dir>/api.token, made if missing).")
     var apiTokenFile: String?
 
+    @Option(name: .long, help: "NBD over TLS: off, selective (offered) or required (default: required with --tls-cert, else off).")
+    var tls: String?
+
+    @Option(name: .long, help: "PEM certificate chain of the NBD server (TLS).")
+    var tlsCert: String?
+
+    @Option(name: .long, help: "PEM private key of the NBD server (TLS).")
+    var tlsKey: String?
+
+    @Option(name: .long, help: "PEM CA that client certificates must chain to (TLS; default: no client certificates).")
+    var tlsCa: String?
+
     @Option(name: .long, help: "Threads doing blocking file I/O (default: 4).")
     var ioThreads: Int?
 
@@ -64,6 +77,23 @@ struct ServeCommand: AsyncParsableCommand {
         guard (0...65535).contains(daemon.nbdPort) else { throw ConfigError("the NBD port must be 0...65535") }
         guard !daemon.nbdHost.isEmpty else { throw ConfigError("the NBD host cannot be empty") }
         guard (1...256).contains(daemon.ioThreads) else { throw ConfigError("I/O threads must be 1...256") }
+        daemon.tlsCertificate = tlsCert ?? file?.tls?.cert
+        daemon.tlsKey = tlsKey ?? file?.tls?.key
+        daemon.tlsClientCA = tlsCa ?? file?.tls?.ca
+        let mode = tls ?? file?.tls?.mode ?? (daemon.tlsCertificate == nil ? "off" : "required")
+        switch mode {
+        case "off": daemon.tlsMode = .disabled
+        case "selective": daemon.tlsMode = .selective
+        case "required": daemon.tlsMode = .required
+        default: throw ConfigError("unknown TLS mode '\(mode)' (off, selective, required)")
+        }
+        if daemon.tlsMode != .disabled, daemon.tlsCertificate == nil || daemon.tlsKey == nil {
+            throw ConfigError("TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key)")
+        }
+        for path in [daemon.tlsCertificate, daemon.tlsKey, daemon.tlsClientCA].compactMap({ $0 })
+        where !FileManager.default.isReadableFile(atPath: path) {
+            throw ConfigError("cannot read \(path)")
+        }
         // A flag for one kind of API endpoint replaces the file's, whichever kind the file chose.
         let fromFlags = apiPort != nil || apiSocket != nil
         let port = fromFlags ? apiPort : file?.api?.port
@@ -82,6 +112,16 @@ struct ServeCommand: AsyncParsableCommand {
         return Settings(daemon: daemon, logLevel: level)
     }
 
+    static func describeTLS(_ daemon: DaemonConfiguration) -> String {
+        switch daemon.tlsMode {
+        case .disabled: return "off"
+        case .selective, .required:
+            let mode = daemon.tlsMode == .required ? "required" : "selective"
+            let clients = daemon.tlsClientCA.map { ", client certificates from \($0)" } ?? ""
+            return "\(mode) (\(daemon.tlsCertificate ?? "?"), \(daemon.tlsKey ?? "?")\(clients))"
+        }
+    }
+
     static func describe(_ settings: Settings) -> String {
         let api: String
         switch settings.daemon.resolvedAPIEndpoint {
@@ -93,6 +133,7 @@ struct ServeCommand: AsyncParsableCommand {
             data directory  \(settings.daemon.dataDirectory)
             nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
             api             \(api)
+            tls             \(Self.describeTLS(settings.daemon))
             io threads      \(settings.daemon.ioThreads)
             log level       \(settings.logLevel)
             """

@@ -8,6 +8,7 @@ import Yams
 /// data_dir: /var/lib/cairn
 /// nbd: {host: 127.0.0.1, port: 10809}
 /// api: {socket: /run/cairn/cairn.sock}      # or {port: 7800, token_file: /etc/cairn/api.token}
+/// tls: {mode: required, cert: /etc/cairn/server-cert.pem, key: /etc/cairn/server-key.pem}
 /// io: {threads: 4}
 /// log: {level: info}
 /// ```
@@ -41,6 +42,22 @@ struct ServeConfigFile: Decodable, Equatable {
         }
     }
 
+    struct TLS: Decodable, Equatable {
+        var mode: String?
+        var cert: String?
+        var key: String?
+        var ca: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case mode, cert, key, ca }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            mode = try c.decodeIfPresent(String.self, forKey: .mode)
+            cert = try c.decodeIfPresent(String.self, forKey: .cert)
+            key = try c.decodeIfPresent(String.self, forKey: .key)
+            ca = try c.decodeIfPresent(String.self, forKey: .ca)
+        }
+    }
+
     struct IO: Decodable, Equatable {
         var threads: Int?
         enum CodingKeys: String, CodingKey, CaseIterable { case threads }
@@ -62,12 +79,13 @@ struct ServeConfigFile: Decodable, Equatable {
     var dataDir: String?
     var nbd: NBD?
     var api: API?
+    var tls: TLS?
     var io: IO?
     var log: Log?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDir = "data_dir"
-        case nbd, api, io, log
+        case nbd, api, tls, io, log
     }
 
     init(from decoder: any Decoder) throws {
@@ -76,6 +94,7 @@ struct ServeConfigFile: Decodable, Equatable {
         dataDir = try c.decodeIfPresent(String.self, forKey: .dataDir)
         nbd = try c.decodeIfPresent(NBD.self, forKey: .nbd)
         api = try c.decodeIfPresent(API.self, forKey: .api)
+        tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
         io = try c.decodeIfPresent(IO.self, forKey: .io)
         log = try c.decodeIfPresent(Log.self, forKey: .log)
     }

@@ -4,6 +4,7 @@ import CairnEngine
 import CairnIO
 import Foundation
 import Logging
+import NBDProtocol
 import NBDServer
 import ServiceLifecycle
 import UnixSignals
@@ -26,12 +27,23 @@ public enum Daemon {
         }
         let metrics = DaemonMetrics()
         let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics)
+        var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
+        nbdConfiguration.handshake.tlsMode = configuration.tlsMode
+        if configuration.tlsMode != .disabled {
+            do {
+                guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
+                    throw EngineError(.invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                }
+                nbdConfiguration.tls = try NBDServerTLS.load(
+                    certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA)
+            } catch {
+                pool.close()
+                throw error
+            }
+        }
         let nbd: NBDServer
         do {
-            nbd = try await NBDServer.start(
-                catalog: catalog,
-                configuration: NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort),
-                logger: logger)
+            nbd = try await NBDServer.start(catalog: catalog, configuration: nbdConfiguration, logger: logger)
         } catch {
             pool.close()
             throw EngineError(

@@ -1,4 +1,5 @@
 import CairnControl
+import NBDProtocol
 
 /// Everything `cairn serve` needs to know.
 public struct DaemonConfiguration: Sendable {
@@ -17,6 +18,14 @@ public struct DaemonConfiguration: Sendable {
     /// Jobs waiting for an I/O thread. The NBD server caps requests in flight per connection and the
     /// number of connections, so this bound is a safety net, sized above their product.
     public var ioQueueCapacity = 16384
+
+    /// NBD over TLS (STARTTLS): off, selective (offered; every export also works without it) or required.
+    public var tlsMode: NBDTLSMode = .disabled
+    /// PEM files: the server's certificate chain and key, and the CA client certificates must chain to
+    /// (optional: without it clients are not asked for a certificate).
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    public var tlsClientCA: String?
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

@@ -1,6 +1,7 @@
 import Logging
 import NBDProtocol
 import NIOCore
+import NIOSSL
 
 extension NBDConnectionHandler {
     /// Executes one handshake action.
@@ -23,12 +24,43 @@ extension NBDConnectionHandler {
             context.write(wrapOutboundOut(encode(replies, option: option, context: context)), promise: nil)
             softClose("client aborted negotiation")
         case .startTLS:
-            // Unreachable while `start` refuses TLS modes; a TLS transport would send ACK, add its handler
-            // in front of this one, and call `tlsEstablished()` after its handshake.
-            hardClose("STARTTLS without a TLS transport")
+            startTLS(context: context)
         case .close(let reason):
             hardClose(reason)
         }
+    }
+
+    /// proto.md: the server replies ACK in plaintext, then "the client and server SHOULD immediately start
+    /// the TLS handshake". The TLS handler goes in front of this one in the same event-loop turn as the ACK
+    /// write, so no byte of the client's handshake can reach the NBD parser; a client that sent anything
+    /// after STARTTLS before the ACK broke the protocol and is disconnected.
+    private func startTLS(context: ChannelHandlerContext) {
+        guard let tls = configuration.tls else { return hardClose("STARTTLS without a TLS configuration") }
+        guard parser.bufferedBytes == 0 else { return hardClose("data after STARTTLS before the TLS handshake") }
+        var buffer = context.channel.allocator.buffer(capacity: 20)
+        buffer.writeNBDOptionReply(.ack, option: .startTLS)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        awaitingTLS = true
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .before(self))
+        } catch {
+            return hardClose("cannot start TLS: \(error)")
+        }
+        // With autoRead off the TLS handler keeps reading by itself until the handshake is done.
+        readPending = true
+        context.read()
+    }
+
+    /// The TLS handshake finished: negotiation starts over, encrypted.
+    func tlsEstablished() {
+        guard case .handshake(var machine) = phase, awaitingTLS else { return hardClose("unexpected TLS handshake") }
+        awaitingTLS = false
+        let action = machine.tlsEstablished()
+        phase = .handshake(machine)
+        logger.debug("NBD TLS established")
+        run(action)
+        readPending = false
+        processInput()
     }
 
     private func encode(

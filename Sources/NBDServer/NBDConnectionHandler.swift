@@ -1,6 +1,8 @@
 import Logging
 import NBDProtocol
 import NIOCore
+import NIOSSL
+import NIOTLS
 
 /// One client connection: owns the frame parser and the protocol state machines, and is the single place
 /// their actions are executed. All state is confined to the channel's event loop.
@@ -43,6 +45,8 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     /// The export the catalog attached, until it is detached (exactly once).
     var attachedExport: (any NBDExport)?
     var requestsRunning = 0
+    /// STARTTLS was answered: nothing is parsed until the TLS handshake completes.
+    var awaitingTLS = false
 
     init(
         session: NBDSessionInfo,
@@ -110,6 +114,7 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent { return tlsEstablished() }
         guard event is ShutdownEvent else { return context.fireUserInboundEventTriggered(event) }
         switch phase {
         case .handshake(var machine):
@@ -155,7 +160,7 @@ final class NBDConnectionHandler: ChannelInboundHandler {
 
     private var mayParse: Bool {
         switch phase {
-        case .handshake: true
+        case .handshake: !awaitingTLS
         case .transmission(let machine, _): machine.canAcceptRequest
         case .closed: false
         }

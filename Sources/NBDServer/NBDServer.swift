@@ -47,8 +47,8 @@ public final class NBDServer: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "cairn.nbd")
     ) async throws -> NBDServer {
-        guard configuration.handshake.tlsMode == .disabled else {
-            throw NBDServerConfigurationError(description: "TLS is not available in this build of the NBD server")
+        guard configuration.handshake.tlsMode == .disabled || configuration.tls != nil else {
+            throw NBDServerConfigurationError(description: "a TLS mode needs a certificate and a private key")
         }
         let connections = NBDConnectionRegistry(maximumConnections: configuration.maximumConnections)
         let channel = try await ServerBootstrap(group: group)

@@ -13,9 +13,10 @@ public struct NBDServerConfiguration: Sendable {
     public var flowControl: NBDTransmissionStateMachine.Limits
     /// Handshake behaviour (TLS mode, extended headers, option count).
     ///
-    /// TLS modes other than `.disabled` need a TLS transport this server does not have yet; `start` refuses
-    /// them.
+    /// TLS modes other than `.disabled` need `tls` (the certificate and key); `start` refuses them without.
     public var handshake: NBDHandshakeConfiguration
+    /// What NBD_OPT_STARTTLS upgrades to.
+    public var tls: NBDServerTLS?
     /// A client that has not entered transmission after this long is disconnected. qemu-nbd's
     /// `--handshake-limit` defaults to 10 seconds.
     public var handshakeTimeout: TimeAmount
@@ -33,8 +34,10 @@ public struct NBDServerConfiguration: Sendable {
         flowControl: NBDTransmissionStateMachine.Limits = .init(),
         handshake: NBDHandshakeConfiguration = .init(),
         handshakeTimeout: TimeAmount = .seconds(10),
-        shutdownGracePeriod: TimeAmount = .seconds(10)
+        shutdownGracePeriod: TimeAmount = .seconds(10),
+        tls: NBDServerTLS? = nil
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.maximumConnections = maximumConnections

@@ -1,0 +1,147 @@
+import Foundation
+import InteropSupport
+import Testing
+
+/// NBD over TLS (STARTTLS with X.509) with the real clients: libnbd's nbdinfo, qemu-io and qemu-img
+/// (both GnuTLS), certificates made by openssl for each test.
+@Suite("NBD over TLS")
+struct TLSDaemonTests {
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate, laid out the way the clients
+    /// want them: `client/` holds only the CA (libnbd `tls-certificates=`, qemu `tls-creds-x509,dir=`),
+    /// `withcert/` adds client-cert.pem and client-key.pem.
+    struct Certificates {
+        let directory: String
+        var serverCert: String { directory + "/server-cert.pem" }
+        var serverKey: String { directory + "/server-key.pem" }
+        var ca: String { directory + "/ca-cert.pem" }
+        var clientOnlyCA: String { directory + "/client" }
+        var clientWithCert: String { directory + "/withcert" }
+
+        init(in scratch: ScratchDirectory) async throws {
+            directory = scratch.path
+            let script = """
+                set -e
+                cd "$1"
+                openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca-cert.pem -days 2 -subj "/CN=Cairn test CA"
+                openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj "/CN=localhost"
+                printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > server.ext
+                openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 2 -extfile server.ext
+                openssl req -newkey rsa:2048 -nodes -keyout client-key.pem -out client.csr -subj "/CN=backup-host"
+                printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+                openssl x509 -req -in client.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -out client-cert.pem -days 2 -extfile client.ext
+                mkdir client withcert
+                cp ca-cert.pem client/
+                cp ca-cert.pem client-cert.pem client-key.pem withcert/
+                """
+            let made = try await runTool("/bin/sh", ["-c", script, "sh", directory])
+            try #require(made.status == 0, "openssl: \(made)")
+        }
+    }
+
+    static func tlsURI(_ daemon: TestDaemon, _ export: String, certificates: String) -> String {
+        "nbds://127.0.0.1:\(daemon.nbdPort)/\(export)?tls-certificates=\(certificates)"
+    }
+
+    /// qemu's way: a tls-creds-x509 object and the NBD driver's tls-creds option.
+    static func qemuArguments(_ daemon: TestDaemon, _ export: String, certificates: String) -> [String] {
+        [
+            "--object", "tls-creds-x509,id=tls0,dir=\(certificates),endpoint=client", "--image-opts",
+            "driver=nbd,host=127.0.0.1,port=\(daemon.nbdPort),export=\(export),tls-creds=tls0",
+        ]
+    }
+
+    @Test("required: nbdinfo, qemu-io and qemu-img work over TLS; a plaintext client is refused")
+    func required() async throws {
+        let scratch = try ScratchDirectory("tls")
+        defer { scratch.remove() }
+        let certificates = try await Certificates(in: scratch)
+        try await withDaemon(extraArguments: [
+            "--tls", "required", "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey,
+        ]) { daemon in
+            try await daemon.createVolume("secure", "16M")
+            let info = try await runTool(
+                Tools.nbdinfo, [Self.tlsURI(daemon, "secure", certificates: certificates.clientOnlyCA)])
+            #expect(info.status == 0 && info.stdout.contains("with TLS") && info.stdout.contains("16777216"), "\(info)")
+            let list = try await runTool(
+                Tools.nbdinfo, ["--list", Self.tlsURI(daemon, "", certificates: certificates.clientOnlyCA)])
+            #expect(list.status == 0 && list.stdout.contains("secure"), "\(list)")
+
+            let io = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "secure", certificates: certificates.clientOnlyCA) + [
+                    "-c", "write -P 0x5a 0 1m", "-c", "write -P 0x5b 8m 64k", "-c", "flush", "-c", "read -P 0x5a 0 1m",
+                ])
+            #expect(io.status == 0 && !io.stdout.contains("failed") && !io.stderr.contains("failed"), "\(io)")
+            let image = try await runTool(
+                Tools.qemuImg, ["info"] + Self.qemuArguments(daemon, "secure", certificates: certificates.clientOnlyCA))
+            #expect(image.status == 0 && image.stdout.contains("16 MiB"), "\(image)")
+
+            // Plaintext: every option but STARTTLS gets ERR_TLS_REQD, so the client cannot get in.
+            let plain = try await runTool(Tools.nbdinfo, [daemon.uri("secure")])
+            #expect(plain.status != 0, "a plaintext client got in: \(plain)")
+            let plainList = try await runTool(Tools.nbdinfo, ["--list", daemon.uri("")])
+            #expect(plainList.status != 0 || !plainList.stdout.contains("secure"), "LIST leaked exports: \(plainList)")
+            // A second TLS session reads back what the first one wrote.
+            let check = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "secure", certificates: certificates.clientOnlyCA) + [
+                    "-r", "-c", "read -P 0x5b 8m 64k", "-c", "read -P 0 9m 1m",
+                ])
+            #expect(check.status == 0 && !check.stdout.contains("failed"), "\(check)")
+        }
+    }
+
+    @Test("a client CA: clients without a certificate from it are refused, clients with one get in")
+    func clientCertificates() async throws {
+        let scratch = try ScratchDirectory("tls-ca")
+        defer { scratch.remove() }
+        let certificates = try await Certificates(in: scratch)
+        try await withDaemon(extraArguments: [
+            "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey, "--tls-ca", certificates.ca,
+        ]) { daemon in
+            try await daemon.createVolume("vault", "4M")
+            let anonymous = try await runTool(
+                Tools.nbdinfo, ["--size", Self.tlsURI(daemon, "vault", certificates: certificates.clientOnlyCA)])
+            #expect(anonymous.status != 0, "a client without a certificate got in: \(anonymous)")
+            let known = try await runTool(
+                Tools.nbdinfo, ["--size", Self.tlsURI(daemon, "vault", certificates: certificates.clientWithCert)])
+            #expect(known.status == 0 && known.stdout.contains("4194304"), "\(known)")
+            let io = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "vault", certificates: certificates.clientWithCert) + [
+                    "-c", "write -P 0x77 0 64k", "-c", "read -P 0x77 0 64k",
+                ])
+            #expect(io.status == 0 && !io.stdout.contains("failed"), "\(io)")
+        }
+    }
+
+    @Test("selective: TLS is offered and plaintext still works; bad TLS settings stop the daemon with the reason")
+    func selectiveAndBadSettings() async throws {
+        let scratch = try ScratchDirectory("tls-sel")
+        defer { scratch.remove() }
+        let certificates = try await Certificates(in: scratch)
+        try await withDaemon(extraArguments: [
+            "--tls", "selective", "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey,
+        ]) { daemon in
+            try await daemon.createVolume("either", "1M")
+            let secure = try await runTool(
+                Tools.nbdinfo, [Self.tlsURI(daemon, "either", certificates: certificates.clientOnlyCA)])
+            #expect(secure.status == 0 && secure.stdout.contains("with TLS"), "\(secure)")
+            let plain = try await runTool(Tools.nbdinfo, [daemon.uri("either")])
+            #expect(plain.status == 0 && plain.stdout.contains("without TLS"), "\(plain)")
+        }
+        let noKey = try await runTool(
+            TestDaemon.binary, ["serve", "--tls", "required", "--tls-cert", certificates.serverCert, "--check-config"])
+        #expect(noKey.status == 64 && noKey.stderr.contains("private key"), "\(noKey)")
+        // A key that does not belong to the certificate: the daemon says so and exits.
+        let directory = TestDaemon.makeDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let mismatched = try await runTool(
+            TestDaemon.binary,
+            [
+                "serve", "--data-dir", directory, "--nbd-port", "0", "--tls-cert", certificates.serverCert,
+                "--tls-key", certificates.directory + "/client-key.pem",
+            ], timeout: 60)
+        #expect(mismatched.status != 0 && mismatched.stderr.contains("TLS"), "\(mismatched)")
+    }
+}
