@@ -90,6 +90,16 @@ struct ServeCommand: AsyncParsableCommand {
         if daemon.tlsMode != .disabled, daemon.tlsCertificate == nil || daemon.tlsKey == nil {
             throw ConfigError("TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key)")
         }
+        switch file?.tls?.clientCertificates ?? "required" {
+        case "required": daemon.tlsRequireClientCertificate = true
+        case "optional": daemon.tlsRequireClientCertificate = false
+        case let other: throw ConfigError("tls.client_certificates is required or optional, not '\(other)'")
+        }
+        if let rules = file?.access {
+            daemon.access = ExportAccessPolicy(rules: try rules.enumerated().map { index, rule in
+                try Self.accessRule(rule, at: index)
+            })
+        }
         for path in [daemon.tlsCertificate, daemon.tlsKey, daemon.tlsClientCA].compactMap({ $0 })
         where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigError("cannot read \(path)")
@@ -110,6 +120,28 @@ struct ServeCommand: AsyncParsableCommand {
                 "the API socket path \(path) is too long for a unix socket (108 bytes); use a shorter data directory or API socket")
         }
         return Settings(daemon: daemon, logLevel: level)
+    }
+
+    static func accessRule(_ rule: ServeConfigFile.AccessRule, at index: Int) throws -> ExportAccessPolicy.Rule {
+        let place = "access[\(index)]"
+        guard !rule.exports.isEmpty, rule.exports.allSatisfy({ !$0.isEmpty }) else {
+            throw ConfigError("\(place).exports must name at least one volume or pattern")
+        }
+        let addresses = try rule.addresses.map { texts in
+            try texts.map { text in
+                guard let range = AddressRange(text) else {
+                    throw ConfigError("\(place).addresses: '\(text)' is not an IP address or CIDR range")
+                }
+                return range
+            }
+        }
+        let readOnly: Bool
+        switch rule.mode ?? "read-write" {
+        case "read-write": readOnly = false
+        case "read-only": readOnly = true
+        case let other: throw ConfigError("\(place).mode is read-write or read-only, not '\(other)'")
+        }
+        return ExportAccessPolicy.Rule(exports: rule.exports, clients: rule.clients, addresses: addresses, readOnly: readOnly)
     }
 
     static func describeTLS(_ daemon: DaemonConfiguration) -> String {
@@ -134,6 +166,7 @@ struct ServeCommand: AsyncParsableCommand {
             nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
+            access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")
             io threads      \(settings.daemon.ioThreads)
             log level       \(settings.logLevel)
             """

@@ -9,6 +9,9 @@ import Yams
 /// nbd: {host: 127.0.0.1, port: 10809}
 /// api: {socket: /run/cairn/cairn.sock}      # or {port: 7800, token_file: /etc/cairn/api.token}
 /// tls: {mode: required, cert: /etc/cairn/server-cert.pem, key: /etc/cairn/server-key.pem}
+/// access:                                    # without rules: everyone, everything, read-write
+///   - {exports: ["vm-*"], clients: ["CN=backup-host"], mode: read-only}
+///   - {exports: ["*"], addresses: ["127.0.0.0/8", "::1"]}
 /// io: {threads: 4}
 /// log: {level: info}
 /// ```
@@ -47,14 +50,38 @@ struct ServeConfigFile: Decodable, Equatable {
         var cert: String?
         var key: String?
         var ca: String?
-        enum CodingKeys: String, CodingKey, CaseIterable { case mode, cert, key, ca }
+        /// With `ca`: "required" (default) or "optional" (clients without a certificate get in, with no
+        /// identity).
+        var clientCertificates: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case mode, cert, key, ca
+            case clientCertificates = "client_certificates"
+        }
         init(from decoder: any Decoder) throws {
             try rejectUnknownKeys(decoder, CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
+            clientCertificates = try c.decodeIfPresent(String.self, forKey: .clientCertificates)
             mode = try c.decodeIfPresent(String.self, forKey: .mode)
             cert = try c.decodeIfPresent(String.self, forKey: .cert)
             key = try c.decodeIfPresent(String.self, forKey: .key)
             ca = try c.decodeIfPresent(String.self, forKey: .ca)
+        }
+    }
+
+    /// One export access rule (see `ExportAccessPolicy`).
+    struct AccessRule: Decodable, Equatable {
+        var exports: [String]
+        var clients: [String]?
+        var addresses: [String]?
+        var mode: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case exports, clients, addresses, mode }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            exports = try c.decode([String].self, forKey: .exports)
+            clients = try c.decodeIfPresent([String].self, forKey: .clients)
+            addresses = try c.decodeIfPresent([String].self, forKey: .addresses)
+            mode = try c.decodeIfPresent(String.self, forKey: .mode)
         }
     }
 
@@ -80,12 +107,13 @@ struct ServeConfigFile: Decodable, Equatable {
     var nbd: NBD?
     var api: API?
     var tls: TLS?
+    var access: [AccessRule]?
     var io: IO?
     var log: Log?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDir = "data_dir"
-        case nbd, api, tls, io, log
+        case nbd, api, tls, access, io, log
     }
 
     init(from decoder: any Decoder) throws {
@@ -95,6 +123,7 @@ struct ServeConfigFile: Decodable, Equatable {
         nbd = try c.decodeIfPresent(NBD.self, forKey: .nbd)
         api = try c.decodeIfPresent(API.self, forKey: .api)
         tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
+        access = try c.decodeIfPresent([AccessRule].self, forKey: .access)
         io = try c.decodeIfPresent(IO.self, forKey: .io)
         log = try c.decodeIfPresent(Log.self, forKey: .log)
     }

@@ -26,7 +26,7 @@ public enum Daemon {
             executor.shutdown()
         }
         let metrics = DaemonMetrics()
-        let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics)
+        let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics, access: configuration.access)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
@@ -35,7 +35,8 @@ public enum Daemon {
                     throw EngineError(.invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
                 }
                 nbdConfiguration.tls = try NBDServerTLS.load(
-                    certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA)
+                    certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
+                    requireClientCertificate: configuration.tlsRequireClientCertificate)
             } catch {
                 pool.close()
                 throw error

@@ -26,6 +26,10 @@ public struct DaemonConfiguration: Sendable {
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var tlsClientCA: String?
+    /// With a client CA: false also admits TLS clients without a certificate (no identity).
+    public var tlsRequireClientCertificate = true
+    /// Export access rules; nil: everyone may open everything read-write.
+    public var access: ExportAccessPolicy?
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

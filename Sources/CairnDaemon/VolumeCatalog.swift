@@ -9,11 +9,19 @@ final class VolumeCatalog: NBDExportCatalog {
     let executor: IOExecutor
     let batchers = CompletionBatchers()
     let metrics: DaemonMetrics
+    /// nil: every session may open every export read-write.
+    let access: ExportAccessPolicy?
 
-    init(pool: Pool, executor: IOExecutor, metrics: DaemonMetrics) {
+    init(pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil) {
         self.pool = pool
         self.executor = executor
         self.metrics = metrics
+        self.access = access
+    }
+
+    /// What the access rules let `session` do with `name`; `.readWrite` without rules.
+    func grant(_ name: String, _ session: NBDSessionInfo) -> ExportAccessPolicy.Grant? {
+        access.map { $0.grant(export: name, session: session) } ?? .readWrite
     }
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
@@ -23,7 +31,7 @@ final class VolumeCatalog: NBDExportCatalog {
         let snapshots = ((try? pool.listSnapshots()) ?? []).map {
             NBDExportListing(name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription)
         }
-        return volumes + snapshots
+        return (volumes + snapshots).filter { grant($0.name, session) != nil }
     }
 
     /// "volume" or "volume@snapshot".
@@ -33,6 +41,12 @@ final class VolumeCatalog: NBDExportCatalog {
     }
 
     func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)? {
+        guard let grant = grant(name, session) else { return nil }
+        let export = describeVolume(name: name)
+        return grant == .readOnly ? export?.grantedReadOnly() : export
+    }
+
+    private func describeVolume(name: String) -> VolumeExport? {
         let (volume, snapshot) = Self.split(name)
         guard let id = try? pool.volumeID(named: volume) else { return nil }
         guard let snapshot else {
@@ -48,6 +62,14 @@ final class VolumeCatalog: NBDExportCatalog {
     }
 
     func attach(name: String, session: NBDSessionInfo) throws -> any NBDExport {
+        // Refused exactly like a name that does not exist: a client learns nothing about exports it
+        // may not open.
+        guard let grant = grant(name, session) else { throw NBDExportError(.invalid, "no export named '\(name)'") }
+        let export = try attachVolume(name: name)
+        return grant == .readOnly ? export.grantedReadOnly() : export
+    }
+
+    private func attachVolume(name: String) throws -> VolumeExport {
         let (volume, snapshot) = Self.split(name)
         do {
             if let snapshot {

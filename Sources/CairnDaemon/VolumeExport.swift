@@ -38,8 +38,9 @@ final class VolumeExport: NBDExport {
 
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
-        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0
+        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false
     ) {
+        self.readOnlyGrant = readOnlyGrant
         self.metrics = metrics
         self.pool = pool
         self.executor = executor
@@ -50,6 +51,13 @@ final class VolumeExport: NBDExport {
         self.snapshotSize = snapshotSize
     }
 
+    /// The same export, read-only for this session.
+    func grantedReadOnly() -> VolumeExport {
+        VolumeExport(
+            pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
+            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true)
+    }
+
     /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
     static let volumeDescription = "cairn volume"
     static let snapshotDescription = "cairn snapshot (read-only)"
@@ -57,10 +65,12 @@ final class VolumeExport: NBDExport {
     var exportDescription: String? { snapshotEpoch == nil ? Self.volumeDescription : Self.snapshotDescription }
     var size: UInt64 { snapshotEpoch == nil ? ((try? pool.size(volumeID: volumeID)) ?? 0) : snapshotSize }
     var capabilities: NBDExportCapabilities {
-        snapshotEpoch == nil
+        snapshotEpoch == nil && !readOnlyGrant
             ? [.flush, .fua, .trim, .writeZeroes, .fastZero, .cache, .multiConnection, .blockStatus, .copyAndWrite]
             : [.readOnly, .cache, .multiConnection, .blockStatus]
     }
+    /// The session was granted read-only access to a live volume (an access rule).
+    let readOnlyGrant: Bool
     var blockSizes: NBDBlockSizes { Self.blockSizes }
     /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
     /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).

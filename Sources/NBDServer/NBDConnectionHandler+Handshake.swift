@@ -2,6 +2,8 @@ import Logging
 import NBDProtocol
 import NIOCore
 import NIOSSL
+import SwiftASN1
+import X509
 
 extension NBDConnectionHandler {
     /// Executes one handshake action.
@@ -52,9 +54,21 @@ extension NBDConnectionHandler {
     }
 
     /// The TLS handshake finished: negotiation starts over, encrypted.
+    /// The verified client certificate's subject, when the server asked for one (a client CA is set).
+    private func peerIdentity(context: ChannelHandlerContext?) -> String? {
+        guard configuration.tls?.verifiesClients == true, let context,
+            let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+            let der = try? handler.peerCertificate?.toDERBytes(),
+            let certificate = try? Certificate(derEncoded: der)
+        else { return nil }
+        return certificate.subject.description
+    }
+
     func tlsEstablished() {
         guard case .handshake(var machine) = phase, awaitingTLS else { return hardClose("unexpected TLS handshake") }
         awaitingTLS = false
+        sessionReference.info.tls = true
+        sessionReference.info.clientIdentity = peerIdentity(context: self.context)
         let action = machine.tlsEstablished()
         phase = .handshake(machine)
         logger.debug("NBD TLS established")

@@ -30,7 +30,8 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         case closed
     }
 
-    let session: NBDSessionInfo
+    let sessionReference: NBDSessionReference
+    var session: NBDSessionInfo { sessionReference.info }
     let catalog: any NBDExportCatalog
     let configuration: NBDServerConfiguration
     let logger: Logger
@@ -54,13 +55,13 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         configuration: NBDServerConfiguration,
         logger: Logger
     ) {
-        self.session = session
+        self.sessionReference = NBDSessionReference(session)
         self.catalog = catalog
         self.configuration = configuration
         self.logger = logger
         let directory = NBDCatalogDirectory(
             catalog: catalog,
-            session: session,
+            sessionReference: sessionReference,
             maximumPayload: NBDLimits.maximumPayload
         )
         self.phase = .handshake(NBDHandshakeStateMachine(configuration: configuration.handshake, directory: directory))

@@ -188,10 +188,30 @@ public struct NBDSessionInfo: Sendable, Hashable {
     public var id: UInt64
     /// Remote address as text ("127.0.0.1:53412"), for logs and access control.
     public var remoteAddress: String
-    public init(id: UInt64, remoteAddress: String) {
+    /// The remote IP address alone ("127.0.0.1", "::1"), for access control.
+    public var remoteIP: String?
+    /// The subject of the client's certificate ("CN=backup-host,O=Example"), once TLS with a verified
+    /// client certificate is up; nil otherwise.
+    public var clientIdentity: String?
+    /// True once the session runs over TLS.
+    public var tls: Bool
+
+    public init(
+        id: UInt64, remoteAddress: String, remoteIP: String? = nil, clientIdentity: String? = nil, tls: Bool = false
+    ) {
         self.id = id
         self.remoteAddress = remoteAddress
+        self.remoteIP = remoteIP
+        self.clientIdentity = clientIdentity
+        self.tls = tls
     }
+}
+
+/// The session as it is now: created at accept, updated when TLS comes up. Confined to the
+/// connection's event loop (the handler and the handshake state machine's directory share it).
+final class NBDSessionReference: @unchecked Sendable {
+    var info: NBDSessionInfo
+    init(_ info: NBDSessionInfo) { self.info = info }
 }
 
 /// A line of NBD_OPT_LIST.

@@ -35,8 +35,9 @@ extension NBDExportDescription {
 /// The export catalog seen through the handshake's read-only lens, for one session.
 struct NBDCatalogDirectory: NBDExportDirectory {
     let catalog: any NBDExportCatalog
-    let session: NBDSessionInfo
+    let sessionReference: NBDSessionReference
     let maximumPayload: Int
+    var session: NBDSessionInfo { sessionReference.info }
 
     func listExports() -> [NBDExportSummary] {
         catalog.listExports(session: session).map { NBDExportSummary(name: $0.name, description: $0.description) }

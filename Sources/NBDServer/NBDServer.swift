@@ -103,7 +103,7 @@ public final class NBDServer: Sendable {
         connectionLogger[metadataKey: "nbd.connection"] = "\(id)"
         connectionLogger[metadataKey: "nbd.remote"] = "\(remote)"
         let handler = NBDConnectionHandler(
-            session: NBDSessionInfo(id: id, remoteAddress: remote),
+            session: NBDSessionInfo(id: id, remoteAddress: remote, remoteIP: channel.remoteAddress?.ipAddress),
             catalog: catalog,
             configuration: configuration,
             logger: connectionLogger

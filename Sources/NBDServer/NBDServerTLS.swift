@@ -8,11 +8,15 @@ import NIOSSL
 /// libnbd) negotiate TLS 1.3 PSK with GnuTLS's own identity format; this server offers X.509 only.
 public struct NBDServerTLS: Sendable {
     let context: NIOSSLContext
-    /// True when clients must present a certificate signed by the configured CA.
+    /// True when client certificates are checked against a CA (required, or checked when presented).
     public let verifiesClients: Bool
 
-    /// Loads the PEM files; the error names the file that could not be used.
-    public static func load(certificateChain: String, privateKey: String, clientCA: String? = nil) throws -> NBDServerTLS {
+    /// Loads the PEM files; the error names the file that could not be used. With `clientCA`, a client
+    /// certificate must chain to it; `requireClientCertificate: false` also admits clients without one
+    /// (they have no identity for access rules).
+    public static func load(
+        certificateChain: String, privateKey: String, clientCA: String? = nil, requireClientCertificate: Bool = true
+    ) throws -> NBDServerTLS {
         let chain: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do { chain = try NIOSSLCertificate.fromPEMFile(certificateChain) } catch {
@@ -34,7 +38,8 @@ public struct NBDServerTLS: Sendable {
                 throw NBDServerConfigurationError(description: "cannot load the client CA \(clientCA): \(error)")
             }
             // Client certificates carry no host name to check: the chain to the CA is the identity.
-            configuration.certificateVerification = .noHostnameVerification
+            configuration.certificateVerification =
+                requireClientCertificate ? .noHostnameVerification : .optionalVerification
         }
         do {
             return NBDServerTLS(context: try NIOSSLContext(configuration: configuration), verifiesClients: clientCA != nil)

@@ -63,9 +63,9 @@ struct APITokenDaemonTests {
                 #expect(answer.status == "401" && answer.body.contains("\"unauthorized\""), "\(path): \(answer)")
             }
         }
-        var info = stat()
         let tokenFile = directory + "/api.token"
-        #expect(stat(tokenFile, &info) == 0 && info.st_mode & 0o777 == 0o600, "mode \(String(info.st_mode, radix: 8))")
+        let mode = (try? FileManager.default.attributesOfItem(atPath: tokenFile))?[.posixPermissions] as? Int
+        #expect(mode == 0o600, "mode \(String(mode ?? -1, radix: 8))")
         let token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(token.count == 64)
         let answer = try await Self.get(api + "/v1/pool", token: token)

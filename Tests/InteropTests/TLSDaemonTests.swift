@@ -144,4 +144,62 @@ struct TLSDaemonTests {
             ], timeout: 60)
         #expect(mismatched.status != 0 && mismatched.stderr.contains("TLS"), "\(mismatched)")
     }
+
+    @Test("access rules: LIST shows only what a client may open, others are refused like unknown names, read-only grants refuse writes")
+    func accessRules() async throws {
+        let scratch = try ScratchDirectory("tls-acl")
+        defer { scratch.remove() }
+        let certificates = try await Certificates(in: scratch)
+        let config = scratch.file("cairn.yaml")
+        try """
+            tls: {mode: required, cert: \(certificates.serverCert), key: \(certificates.serverKey), ca: \(certificates.ca), client_certificates: optional}
+            access:
+              - {exports: ["pub*"], mode: read-only}
+              - {exports: ["vault"], clients: ["CN=backup-host"]}
+              - {exports: ["far-*"], addresses: ["10.0.0.0/8"]}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        try await withDaemon(extraArguments: ["--config", config]) { daemon in
+            for name in ["pub1", "vault", "far-away"] { try await daemon.createVolume(name, "1M") }
+            func list(_ certificatesDirectory: String) async throws -> ProcessResult {
+                try await runTool(Tools.nbdinfo, ["--list", Self.tlsURI(daemon, "", certificates: certificatesDirectory)])
+            }
+            let anonymous = try await list(certificates.clientOnlyCA)
+            #expect(anonymous.stdout.contains("pub1"), "\(anonymous)")
+            #expect(!anonymous.stdout.contains("vault") && !anonymous.stdout.contains("far-away"), "\(anonymous)")
+            let known = try await list(certificates.clientWithCert)
+            #expect(known.stdout.contains("pub1") && known.stdout.contains("vault"), "\(known)")
+            #expect(!known.stdout.contains("far-away"), "\(known)")
+
+            // Refused exactly like a name that does not exist.
+            let hidden = try await runTool(
+                Tools.nbdinfo, [Self.tlsURI(daemon, "vault", certificates: certificates.clientOnlyCA)])
+            let unknown = try await runTool(
+                Tools.nbdinfo, [Self.tlsURI(daemon, "no-such-volume", certificates: certificates.clientOnlyCA)])
+            #expect(hidden.status != 0 && unknown.status != 0)
+            #expect(
+                hidden.stderr.replacingOccurrences(of: "vault", with: "X")
+                    == unknown.stderr.replacingOccurrences(of: "no-such-volume", with: "X"),
+                "\(hidden)\n\(unknown)")
+
+            // Read-write where a rule grants it, read-only where only a read-only rule matches.
+            let vaultIO = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "vault", certificates: certificates.clientWithCert) + [
+                    "-c", "write -P 0x42 0 64k", "-c", "read -P 0x42 0 64k",
+                ])
+            #expect(vaultIO.status == 0 && !vaultIO.stdout.contains("failed"), "\(vaultIO)")
+            let pubInfo = try await runTool(Tools.nbdinfo, [Self.tlsURI(daemon, "pub1", certificates: certificates.clientWithCert)])
+            #expect(pubInfo.stdout.contains("is_read_only: true"), "\(pubInfo)")
+            let pubWrite = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "pub1", certificates: certificates.clientWithCert) + [
+                    "-c", "write -P 0x43 0 64k",
+                ])
+            #expect(pubWrite.status != 0 || pubWrite.stdout.contains("failed") || pubWrite.stderr.contains("failed"), "\(pubWrite)")
+            let pubRead = try await runTool(
+                Tools.qemuIO,
+                ["-r"] + Self.qemuArguments(daemon, "pub1", certificates: certificates.clientOnlyCA) + ["-c", "read -P 0 0 64k"])
+            #expect(pubRead.status == 0 && !pubRead.stdout.contains("failed"), "\(pubRead)")
+        }
+    }
 }
