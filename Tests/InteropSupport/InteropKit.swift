@@ -60,6 +60,8 @@ public struct ScratchDirectory: Sendable {
 public final class BackgroundProcess: @unchecked Sendable {
     // @unchecked: `pid` is immutable; `exitStatus` is only touched under `lock`.
     public let pid: pid_t
+    /// Signals go through this, never through `kill(pid)` (see `ProcessHandle`).
+    private let handle: ProcessHandle
     public let stdoutPath: String
     public let stderrPath: String
     private let lock = NSLock()
@@ -123,6 +125,7 @@ public final class BackgroundProcess: @unchecked Sendable {
             throw TestDaemonError("cannot start \(executable): \(String(cString: strerror(result)))")
         }
         pid = child
+        handle = ProcessHandle(pid: child)
     }
 
     /// Reaps the child if it has exited (never blocks).
@@ -138,7 +141,14 @@ public final class BackgroundProcess: @unchecked Sendable {
             exitStatus = -1
             return exitStatus
         }
-        guard result == pid else { return nil }
+        guard result == pid else {
+            // Still ours and running, unless someone else reaped it and the pid now names another child.
+            if result == 0, handle.hasExited {
+                exitStatus = -1
+                return exitStatus
+            }
+            return nil
+        }
         // Exit code, or 128 + signal number like a shell.
         let signal = status & 0x7f
         exitStatus = signal == 0 ? (status >> 8) & 0xff : 128 + signal
@@ -153,7 +163,7 @@ public final class BackgroundProcess: @unchecked Sendable {
 
     /// Sends `signal` to this process only.
     public func signal(_ signal: Int32) {
-        if isRunning { Glibc.kill(pid, signal) }
+        if isRunning { handle.signal(signal) }
     }
 
     /// Waits for the process to exit; returns its status, or nil when it is still running after `timeout`.
@@ -169,9 +179,10 @@ public final class BackgroundProcess: @unchecked Sendable {
     /// SIGKILL if still running, reap it and delete the output files.
     public func cleanUp() {
         if reap() == nil {
-            Glibc.kill(pid, SIGKILL)
+            handle.signal(SIGKILL)
             while reap() == nil { usleep(5_000) }
         }
+        handle.close()
         try? FileManager.default.removeItem(atPath: stdoutPath)
         try? FileManager.default.removeItem(atPath: stderrPath)
     }

@@ -62,7 +62,9 @@ private func runBlocking(
     try process.run()
     // SIGKILL: children of the test runner start with SIGTERM blocked, so terminate() would not stop a
     // hung client.
-    let killer = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    let handle = ProcessHandle(pid: process.processIdentifier)
+    defer { handle.close() }
+    let killer = DispatchWorkItem { if process.isRunning { handle.signal(SIGKILL) } }
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
     process.waitUntilExit()
     killer.cancel()

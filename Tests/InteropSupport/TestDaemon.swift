@@ -8,6 +8,8 @@ public final class TestDaemon: @unchecked Sendable {
     // @unchecked: `process` is only replaced by `restart`, which tests call from one task.
     public let dataDirectory: String
     public private(set) var process: Process
+    /// Signals to the daemon go through this, never through its pid (see `ProcessHandle`).
+    private var handle: ProcessHandle
     public private(set) var nbdPort: Int
     public let logPath: String
 
@@ -25,7 +27,7 @@ public final class TestDaemon: @unchecked Sendable {
         let directory = dataDirectory ?? Self.makeDataDirectory()
         self.dataDirectory = directory
         self.logPath = directory + ".log"
-        (process, nbdPort) = try await Self.launch(directory: directory, logPath: logPath, extra: extraArguments)
+        (process, handle, nbdPort) = try await Self.launch(directory: directory, logPath: logPath, extra: extraArguments)
     }
 
     /// A short path under /tmp: unix socket paths must stay under 108 bytes.
@@ -38,7 +40,9 @@ public final class TestDaemon: @unchecked Sendable {
         return path
     }
 
-    private static func launch(directory: String, logPath: String, extra: [String]) async throws -> (Process, Int) {
+    private static func launch(directory: String, logPath: String, extra: [String]) async throws -> (
+        Process, ProcessHandle, Int
+    ) {
         let runtime = directory + "/daemon.json"
         unlink(runtime)
         let process = Process()
@@ -51,6 +55,7 @@ public final class TestDaemon: @unchecked Sendable {
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        let handle = ProcessHandle(pid: process.processIdentifier)
         let deadline = Date().addingTimeInterval(startTimeout)
         while Date() < deadline {
             if let data = FileManager.default.contents(atPath: runtime),
@@ -58,7 +63,7 @@ public final class TestDaemon: @unchecked Sendable {
                 let nbd = info["nbd"] as? String, let port = Int(nbd.split(separator: ":").last ?? ""),
                 FileManager.default.fileExists(atPath: directory + "/cairn.sock")
             {
-                return (process, port)
+                return (process, handle, port)
             }
             if !process.isRunning {
                 let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
@@ -66,7 +71,7 @@ public final class TestDaemon: @unchecked Sendable {
             }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
-        process.terminate()
+        handle.signal(SIGKILL)
         throw TestDaemonError("cairn serve did not start within \(startTimeout) s")
     }
 
@@ -86,23 +91,27 @@ public final class TestDaemon: @unchecked Sendable {
         return result
     }
 
+    /// Sends `signal` to the daemon (if it is still the process this object started).
+    public func signal(_ signal: Int32) { handle.signal(signal) }
+
     /// SIGTERM and wait: the graceful path (sessions drain, the pool commits).
     public func stop() async throws {
         guard process.isRunning else { return }
-        process.terminate()
+        handle.signal(SIGTERM)
         try await waitForExit(timeout: 30)
     }
 
     /// SIGKILL: the process dies wherever it is, nothing is committed.
     public func kill9() async throws {
         guard process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
+        handle.signal(SIGKILL)
         try await waitForExit(timeout: 30)
     }
 
     /// Starts a new daemon on the same pool (after `stop` or `kill9`).
     public func restart(extraArguments: [String] = []) async throws {
-        (process, nbdPort) = try await Self.launch(directory: dataDirectory, logPath: logPath, extra: extraArguments)
+        (process, handle, nbdPort) = try await Self.launch(
+            directory: dataDirectory, logPath: logPath, extra: extraArguments)
     }
 
     private func waitForExit(timeout: Double) async throws {
@@ -116,7 +125,7 @@ public final class TestDaemon: @unchecked Sendable {
     /// Stops the daemon if needed and removes its data directory.
     public func destroy() async {
         if process.isRunning {
-            Glibc.kill(process.processIdentifier, SIGKILL)
+            handle.signal(SIGKILL)
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(atPath: dataDirectory)

@@ -32,6 +32,11 @@ struct APITokenDaemonTests {
             FileManager.default.fileExists(atPath: directory + "/daemon.json") || !daemon.isRunning
         }
         try #require(ready, "cairn serve did not start: \(daemon.summary)")
+        // daemon.json is written before the API listener is up: wait until it answers at all.
+        let listening = try await poll(timeout: 60) {
+            try await Self.get("http://127.0.0.1:\(port)/v1/health", token: nil).status != "000" || !daemon.isRunning
+        }
+        try #require(listening && daemon.isRunning, "the API did not come up: \(daemon.summary)")
         return daemon
     }
 

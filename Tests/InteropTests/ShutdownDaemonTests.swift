@@ -32,7 +32,7 @@ struct ShutdownDaemonTests {
             try await Task.sleep(nanoseconds: 500_000_000)
 
             let signalled = Date()
-            daemon.process.terminate()
+            daemon.signal(SIGTERM)
             // Bounded by the 10 s shutdown grace period plus the final commit; the generous bound only
             // catches a hang (a loaded 2-core CI machine stretches seconds).
             let exited = try await poll(timeout: 60) { !daemon.process.isRunning }
@@ -70,7 +70,7 @@ struct ShutdownDaemonTests {
             try await holder.send("flush")
             // The held client never leaves by itself, so exiting at all proves the daemon did not wait for
             // it. No wall-clock bound: on a loaded 2-core CI machine seconds say nothing.
-            daemon.process.terminate()
+            daemon.signal(SIGTERM)
             let exited = try await poll(timeout: 60) { !daemon.process.isRunning }
             #expect(exited, "cairn serve still running 60 s after SIGTERM\n\(daemon.log)")
             #expect(holder.process.isRunning, "the client exited first, so the test proved nothing")
@@ -103,7 +103,7 @@ struct ShutdownDaemonTests {
             defer { client.cleanUp() }
             let ready = try await poll(timeout: 20) { client.stdout.contains("negotiating") || !client.isRunning }
             try #require(ready && client.isRunning, "\(client.summary)")
-            daemon.process.terminate()
+            daemon.signal(SIGTERM)
             let exited = try await poll(timeout: 60) { !daemon.process.isRunning }
             #expect(exited && daemon.process.terminationStatus == 0, "\(daemon.log)")
             // The client was closed by the shutdown's short negotiation grace, not by the 10 s handshake
@@ -128,7 +128,7 @@ struct ShutdownDaemonTests {
                 """
             let run = try await runPython(script, [daemon.uri("int")])
             try #require(run.status == 0, "\(run)")
-            kill(daemon.process.processIdentifier, SIGINT)
+            daemon.signal(SIGINT)
             let exited = try await poll(timeout: 15) { !daemon.process.isRunning }
             #expect(exited && daemon.process.terminationStatus == 0, "\(daemon.log)")
             try await daemon.restart()
