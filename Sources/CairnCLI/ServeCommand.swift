@@ -27,6 +27,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Threads doing blocking file I/O.")
     var ioThreads = DaemonConfiguration(dataDirectory: "").ioThreads
 
+    @Option(name: .long, help: "Pause between two extents a clone job copies, in ms (a sync rate limit; default 0).")
+    var cloneExtentDelayMs: UInt64 = 0
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -54,6 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.nbdHost = nbdHost
         configuration.nbdPort = nbdPort
         configuration.ioThreads = ioThreads
+        configuration.cloneExtentDelayMilliseconds = cloneExtentDelayMs
         if let apiPort {
             configuration.apiEndpoint = .loopback(port: apiPort)
         } else if let apiSocket {
