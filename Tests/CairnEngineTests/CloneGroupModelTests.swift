@@ -92,7 +92,7 @@ import Testing
             _ = try pool.addClone(source: "src", name: name, extentSize: UInt64(extent))
             clone[name] = .some(nil)
         }
-        for stepIndex in 0..<200 {
+        for stepIndex in 0..<300 {
             let op = Int.random(in: 0..<100, using: &random)
             let name = clones.randomElement(using: &random)!
             let state = try pool.cloneInfo(named: name).state
@@ -108,11 +108,11 @@ import Testing
                 try write("src", first, count)
             case 35..<45:
                 if state == .fractured { try write(name, first, count) }
-            case 45..<52:
+            case 45..<55:
                 if state == .synchronized {
                     try pool.fractureClone(named: name)
                 }
-            case 52..<58:
+            case 55..<58:
                 if state == .fractured && !restoring {
                     _ = try pool.syncClone(named: name)
                     clone[name] = .some(nil)
@@ -122,14 +122,14 @@ import Testing
                     _ = try pool.reverseSyncClone(named: name)
                     source = clone[name]!!
                 }
-            case 62..<70:
+            case 62..<72:
                 if state == .fractured && !restoring && !othersMirrored {
                     _ = try pool.restoreClone(named: name, protected: true)
                     source = clone[name]!!
                 }
-            case 70..<90:
-                try step(name, Int.random(in: 1...4, using: &random))
-            case 90..<95:
+            case 72..<86:
+                try step(name, Int.random(in: 1...3, using: &random))
+            case 86..<90:
                 try step(name, nil)
             default:
                 // Power cut: reopen from what the disk kept. Jobs are registered again, not yet run.
