@@ -132,6 +132,28 @@ struct CloneDaemonTests {
         }
     }
 
+    @Test("job cancel pauses a sync (the clone stays synchronizing, fracture is refused); the same command resumes it")
+    func cancelAndResume() async throws {
+        try await withDaemon(extraArguments: Self.throttled(50)) { daemon in
+            try await daemon.createVolume("src", "16M")
+            try await daemon.cliOK(["clone", "add", "src", "--name", "c1", "--wait"])
+            try await daemon.cliOK(["clone", "fracture", "c1"])
+            try await daemon.qemuIOOK("src", ["write -P 0x21 0 16M"])
+            let started = try decode(CloneDTO.self, try await daemon.cliOK(["clone", "sync", "c1", "--json"]))
+            let job = try #require(started.job, "\(started)")
+            try await daemon.cliOK(["job", "cancel", "\(job.id)"])
+            let ended = try decode(JobDTO.self, try await daemon.cliOK(["job", "show", "\(job.id)", "--wait", "--json"]))
+            #expect(ended.state == "cancelled", "\(ended)")
+            let paused = try await Self.clone(daemon, "c1")
+            #expect(paused.state == "synchronizing" && paused.deltaExtents > 0, "\(paused)")
+            let fracture = try await daemon.cli(["clone", "fracture", "c1"])
+            #expect(fracture.status == 4 && fracture.stderr.contains("synchronizing"), "\(fracture)")
+            let resumed = try decode(CloneDTO.self, try await daemon.cliOK(["clone", "sync", "c1", "--wait", "--json"]))
+            #expect(resumed.state == "synchronized" && resumed.deltaExtents == 0, "\(resumed)")
+            #expect(try await Self.compare(daemon, "src", "c1").status == 0)
+        }
+    }
+
     @Test("kill -9 in the middle of a protected restore: it resumes at start-up and keeps the host's writes")
     func protectedRestoreSurvivesKillNine() async throws {
         // 64 extents at 1 s each: the restore is still running when the daemon is killed, even on a loaded
