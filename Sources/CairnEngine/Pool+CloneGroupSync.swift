@@ -92,9 +92,7 @@ extension Pool {
                     try copyClaimed(extent, sourceID: sourceID, cloneID: cloneID, direction: direction)
                     copied += 1
                     jobs.progress(job, done: copied, total: copied + remainingExtents(sourceID, cloneID))
-                    if options.cloneExtentDelayNanoseconds > 0 {
-                        Thread.sleep(forTimeInterval: Double(options.cloneExtentDelayNanoseconds) / 1e9)
-                    }
+                    pause(job: job)
                 }
             }
         } catch let error as EngineError where error.code == .closed {
@@ -104,6 +102,16 @@ extension Pool {
             logger.error("clone job failed", metadata: ["job": "\(job)", "error": "\(error)"])
         }
         return true
+    }
+
+    /// The sync rate limit between two extents; a cancel cuts it short.
+    private func pause(job: UInt64) {
+        var remaining = options.cloneExtentDelayNanoseconds
+        while remaining > 0 && !jobs.isCancelled(job) {
+            let step = min(remaining, 20_000_000)
+            Thread.sleep(forTimeInterval: Double(step) / 1e9)
+            remaining -= step
+        }
     }
 
     /// Chooses the next extent (monitor held); nil means wait for a change. Scans from `cursor`; at the

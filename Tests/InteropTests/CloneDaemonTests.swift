@@ -134,11 +134,13 @@ struct CloneDaemonTests {
 
     @Test("job cancel pauses a sync (the clone stays synchronizing, fracture is refused); the same command resumes it")
     func cancelAndResume() async throws {
-        try await withDaemon(extraArguments: Self.throttled(50)) { daemon in
+        // Four extents to copy, 2 s apart: the cancel lands in time even on a loaded machine.
+        try await withDaemon(extraArguments: Self.throttled(2000)) { daemon in
             try await daemon.createVolume("src", "16M")
             try await daemon.cliOK(["clone", "add", "src", "--name", "c1", "--wait"])
             try await daemon.cliOK(["clone", "fracture", "c1"])
-            try await daemon.qemuIOOK("src", ["write -P 0x21 0 16M"])
+            try await daemon.qemuIOOK("src", ["write -P 0x21 0 4k", "write -P 0x21 1M 4k", "write -P 0x21 2M 4k", "write -P 0x21 3M 4k"])
+            #expect(try await Self.clone(daemon, "c1").deltaExtents == 4)
             let started = try decode(CloneDTO.self, try await daemon.cliOK(["clone", "sync", "c1", "--json"]))
             let job = try #require(started.job, "\(started)")
             try await daemon.cliOK(["job", "cancel", "\(job.id)"])
