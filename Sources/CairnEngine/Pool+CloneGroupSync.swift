@@ -91,8 +91,10 @@ extension Pool {
                 case .copy(let extent, let direction):
                     try copyClaimed(extent, sourceID: sourceID, cloneID: cloneID, direction: direction)
                     copied += 1
-                    jobs.progress(job, done: copied, total: copied + remainingExtents(sourceID, cloneID))
-                    pause(job: job)
+                    let remaining = remainingExtents(sourceID, cloneID)
+                    jobs.progress(job, done: copied, total: copied + remaining)
+                    // The sync rate limit, never with the scoreboard claimed, nor after the last extent.
+                    if remaining > 0 { pause(job: job) }
                 }
             }
         } catch let error as EngineError where error.code == .closed {

@@ -134,20 +134,21 @@ struct CloneDaemonTests {
 
     @Test("job cancel pauses a sync (the clone stays synchronizing, fracture is refused); the same command resumes it")
     func cancelAndResume() async throws {
-        // Four extents to copy, 2 s apart: the cancel lands in time even on a loaded machine.
-        try await withDaemon(extraArguments: Self.throttled(2000)) { daemon in
+        // Two extents to copy, a minute apart: the cancel lands during the pause even on a loaded machine
+        // (a cancel cuts the pause short, and the resumed job has no pause left after its last extent).
+        try await withDaemon(extraArguments: Self.throttled(60_000)) { daemon in
             try await daemon.createVolume("src", "16M")
             try await daemon.cliOK(["clone", "add", "src", "--name", "c1", "--wait"])
             try await daemon.cliOK(["clone", "fracture", "c1"])
-            try await daemon.qemuIOOK("src", ["write -P 0x21 0 4k", "write -P 0x21 1M 4k", "write -P 0x21 2M 4k", "write -P 0x21 3M 4k"])
-            #expect(try await Self.clone(daemon, "c1").deltaExtents == 4)
+            try await daemon.qemuIOOK("src", ["write -P 0x21 0 4k", "write -P 0x21 1M 4k"])
+            #expect(try await Self.clone(daemon, "c1").deltaExtents == 2)
             let started = try decode(CloneDTO.self, try await daemon.cliOK(["clone", "sync", "c1", "--json"]))
             let job = try #require(started.job, "\(started)")
             try await daemon.cliOK(["job", "cancel", "\(job.id)"])
             let ended = try decode(JobDTO.self, try await daemon.cliOK(["job", "show", "\(job.id)", "--wait", "--json"]))
             #expect(ended.state == "cancelled", "\(ended)")
             let paused = try await Self.clone(daemon, "c1")
-            #expect(paused.state == "synchronizing" && paused.deltaExtents > 0, "\(paused)")
+            #expect(paused.state == "synchronizing" && paused.deltaExtents == 1, "\(paused)")
             let fracture = try await daemon.cli(["clone", "fracture", "c1"])
             #expect(fracture.status == 4 && fracture.stderr.contains("synchronizing"), "\(fracture)")
             let resumed = try decode(CloneDTO.self, try await daemon.cliOK(["clone", "sync", "c1", "--wait", "--json"]))
