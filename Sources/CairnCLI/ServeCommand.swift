@@ -38,6 +38,9 @@ struct ServeCommand: AsyncParsableCommand {
         help: "With --api-port: file holding the API token clients must present (default: <data-dir>/api.token, made if missing).")
     var apiTokenFile: String?
 
+    @Option(name: .long, help: "Pause between two extents a clone job copies, in ms (a sync rate limit; default 0).")
+    var cloneExtentDelayMs: UInt64 = 0
+
     @Option(name: .long, help: "NBD over TLS: off, selective (offered) or required (default: required with --tls-cert, else off).")
     var tls: String?
 
@@ -70,6 +73,7 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.nbdPort = nbdPort ?? file?.nbd?.port ?? daemon.nbdPort
         daemon.ioThreads = ioThreads ?? file?.io?.threads ?? daemon.ioThreads
         daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
+        daemon.cloneExtentDelayMilliseconds = cloneExtentDelayMs
         let levelName = logLevel ?? file?.log?.level ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {
             throw ConfigError("unknown log level '\(levelName)' (trace, debug, info, notice, warning, error, critical)")

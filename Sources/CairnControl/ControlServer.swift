@@ -72,6 +72,7 @@ public enum ControlServer {
             return HTTPResponse.Status.noContent
         }
         addSnapshotRoutes(to: router, service: service)
+        if let clones = service as? any CloneGroupService { addCloneRoutes(to: router, service: clones) }
     }
 
     static func addSnapshotRoutes(to router: Router<BasicRequestContext>, service: any ManagementService) {

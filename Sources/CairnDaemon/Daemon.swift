@@ -20,7 +20,9 @@ public enum Daemon {
     }
 
     public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
-        let pool = try Pool.open(directory: configuration.dataDirectory, options: poolOptions(logger))
+        var options = poolOptions(logger)
+        options.cloneExtentDelayNanoseconds = configuration.cloneExtentDelayMilliseconds * 1_000_000
+        let pool = try Pool.open(directory: configuration.dataDirectory, options: options)
         let executor = IOExecutor(threadCount: configuration.ioThreads, queueCapacity: configuration.ioQueueCapacity)
         defer {
             executor.shutdown()

@@ -18,6 +18,8 @@ public struct DaemonConfiguration: Sendable {
     /// Jobs waiting for an I/O thread. The NBD server caps requests in flight per connection and the
     /// number of connections, so this bound is a safety net, sized above their product.
     public var ioQueueCapacity = 16384
+    /// Pause between two extents a clone job copies, in milliseconds: a sync rate limit (0: none).
+    public var cloneExtentDelayMilliseconds: UInt64 = 0
 
     /// NBD over TLS (STARTTLS): off, selective (offered; every export also works without it) or required.
     public var tlsMode: NBDTLSMode = .disabled

@@ -25,6 +25,8 @@ extension Pool {
         maximumExtents: Int = Pool.maximumAllocationExtents
     ) throws -> [AllocationExtent] {
         let limit = max(1, min(maximumExtents, Self.maximumAllocationExtents))
+        // A source being restored reads its clone's data where its own slots hold nothing yet: all data.
+        let restoring = snapshotEpoch == nil && cloneGroupRoutesReads(volumeID: volumeID)
         return try monitor.withLock {
             let volume = try state.liveVolume(volumeID)
             let size = try snapshotEpoch.map { try volume.snapshot(atEpoch: $0).size } ?? volume.record.size
@@ -32,6 +34,7 @@ extension Pool {
                 throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume")
             }
             let end = offset + min(length, size - offset)
+            if restoring { return [AllocationExtent(length: end - offset, isHole: false)] }
             let g = volume.geometry
             let sub = UInt64(g.subBlockSize)
             var extents: [AllocationExtent] = []

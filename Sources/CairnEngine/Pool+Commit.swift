@@ -67,6 +67,7 @@ extension Pool {
         monitor.withLock {
             state.committingChunks = []
             state.sharedInCommit = []
+            cloneGroupsCommitted()
             for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
         }
         monitor.broadcast()
@@ -76,7 +77,9 @@ extension Pool {
         monitor.withLock { () -> CommitCapture? in
             guard state.failure == nil else { return nil }
             let dirty = state.dirty
-            let metadataChanged = !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty
+            let metadataChanged =
+                !dirty.isEmpty || !state.pendingFrees.isEmpty || !state.sharedUntilCommit.isEmpty
+                || state.cloneGroups.isDirty
             guard metadataChanged || (requested && state.unsyncedData) else {
                 return nil
             }
@@ -95,6 +98,7 @@ extension Pool {
                 guard let volume = state.volumes[key.volume] else { continue }
                 t.chunks.append((key.volume, key.chunk, volume.map[key.chunk]?.versions ?? []))
             }
+            captureCloneGroups(into: &t)
             capture.transaction = t
             capture.frees = state.pendingFrees
             capture.files = files

@@ -17,6 +17,29 @@ extension Pool {
         volumeID: UInt64, source: UInt64, target: UInt64, copySize: UInt32, buffer: UnsafeRawBufferPointer,
         bufferOffset: UInt32, fua: Bool
     ) throws {
+        // In a clone group the source chunk is read like a host read (copied on demand first during a
+        // protected restore) and the target chunk is written like a host write, then mirrored.
+        guard try cloneGroupReadTarget(volumeID: volumeID, offset: source, length: UInt64(copySize)) == volumeID else {
+            throw EngineError(
+                .busy, "COPY_AND_WRITE is not available while a reverse sync runs into this volume; use WRITE")
+        }
+        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: target, length: UInt64(copySize))
+        defer { cloneGroupAfterWrite(ticket) }
+        try copyAndWriteChunk(
+            volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: buffer,
+            bufferOffset: bufferOffset, fua: fua)
+        if try cloneGroupMirror(ticket, offset: target, fua: fua, { clone in
+            try copyRange(from: volumeID, to: clone, offset: target, length: UInt64(copySize))
+        }) {
+            try flush()
+        }
+    }
+
+    /// COPY_AND_WRITE itself, inside one volume.
+    func copyAndWriteChunk(
+        volumeID: UInt64, source: UInt64, target: UInt64, copySize: UInt32, buffer: UnsafeRawBufferPointer,
+        bufferOffset: UInt32, fua: Bool
+    ) throws {
         let (plan, sourceLock) = try monitor.withLock { () -> (WritePlan, UInt64?) in
             while true {
                 try checkWritable()

@@ -31,7 +31,15 @@ extension Pool {
     public func discard(volumeID: UInt64, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool = false)
         throws
     {
+        // A discard changes content like a write: same clone-group treatment (Pool+CloneGroupIO.swift).
+        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: length)
+        defer { cloneGroupAfterWrite(ticket) }
         try discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua, limit: nil)
+        if try cloneGroupMirror(ticket, offset: offset, fua: fua, { clone in
+            try discard(volumeID: clone, offset: offset, length: length, mode: mode, fua: false, limit: nil)
+        }) {
+            try flush()
+        }
     }
 
     /// `limit` replaces the volume size in bounds checks (shrinking discards past the new size).

@@ -29,7 +29,18 @@ extension Pool {
     public func read(
         volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
     ) throws -> [ReadExtent] {
-        try read(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: true)!
+        // A source being restored from a clone reads through its clone group (copy on demand, or the clone).
+        let target =
+            snapshotEpoch == nil
+            ? try cloneGroupReadTarget(volumeID: volumeID, offset: offset, length: UInt64(buffer.count)) : volumeID
+        return try read(volumeID: target, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: true)!
+    }
+
+    /// A read of a volume's own data, bypassing clone-group routing: what the sync and COD engines copy.
+    func readVolumeData(volumeID: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
+        -> [ReadExtent]
+    {
+        try read(volumeID: volumeID, snapshotEpoch: nil, offset: offset, into: buffer, mayBlock: true)!
     }
 
     /// The same read if it can be done without blocking: no chunk lock to wait for, and every byte in the
@@ -38,7 +49,8 @@ extension Pool {
     public func readIfCached(
         volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
     ) throws -> [ReadExtent]? {
-        try read(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: false)
+        if snapshotEpoch == nil && cloneGroupRoutesReads(volumeID: volumeID) { return nil }
+        return try read(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: false)
     }
 
     private func read(

@@ -61,6 +61,7 @@ extension Pool {
             try checkWritable()
             let id = try state.volumeID(named: name)
             let volume = state.volumes[id]!
+            if size != volume.record.size { try checkNotInCloneGroup(id, doing: "resizing it") }
             guard size < volume.record.size else { return id }
             if volume.attachments > 0 && !force {
                 throw EngineError(
@@ -124,6 +125,7 @@ extension Pool {
             try checkWritable()
             let id = try state.volumeID(named: name)
             let volume = state.volumes[id]!
+            try checkNotInCloneGroup(id, doing: "deleting it")
             if let child = state.volumes.values.first(where: { $0.record.parent?.volumeID == id }) {
                 throw EngineError(
                     .busy, "volume '\(name)' has a clone '\(child.record.name)'; delete the clone first")

@@ -78,15 +78,23 @@ extension Pool {
     /// that holds only what was written (plus the partial sub-blocks at its edges, copied inside the
     /// engine); the old data stays where it is and never leaves the engine.
     public func write(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        if try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true) {
+        if try writeDeferringCommit(volumeID: volumeID, offset: offset, source: source, fua: fua) {
             try flush()
         }
     }
 
     /// Writes, and with `fua` makes the data durable unless that takes a metadata commit: then returns
     /// true and leaves the commit to the caller (`flush(completion:)`), so no I/O thread waits for it.
+    /// A volume in a clone group goes through the group first (copy on demand, durable delta map bits)
+    /// and its write is mirrored to the clones that are synchronized with it (Pool+CloneGroupIO.swift).
     public func writeDeferringCommit(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
-        try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true)
+        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: source.length)
+        defer { cloneGroupAfterWrite(ticket) }
+        let needsCommit = try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true)
+        let mirrored = try cloneGroupMirror(ticket, offset: offset, fua: fua) { clone in
+            try write(volumeID: clone, offset: offset, source: source, fua: false, end: nil)
+        }
+        return needsCommit || mirrored
     }
 
     /// `end` replaces the volume size in the bounds check (shrinking zeroes past the new size).

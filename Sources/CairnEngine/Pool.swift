@@ -12,6 +12,11 @@ public struct PoolOptions: Sendable {
     /// below it rather than letting a metadata commit fail.
     public var reservedBytes: UInt64 = 64 << 20
     public var logger = Logger(label: "cairn.engine")
+    /// Run clone-group jobs (sync, reverse sync, protected restore) on their own threads, and resume the
+    /// interrupted ones at open. Tests turn this off to drive the jobs step by step.
+    public var runCloneJobsInBackground = true
+    /// Pause between two extents a clone job copies: a sync rate limit (0: as fast as the disk goes).
+    public var cloneExtentDelayNanoseconds: UInt64 = 0
 
     public init() {}
 }
@@ -41,6 +46,8 @@ public final class Pool: @unchecked Sendable {
     public let counters = IOCounters()
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
     let preserveStoresInUse = Atomic<Bool>(false)
+    /// Some volume is (or was, since open) in a clone group: I/O must check the group first.
+    let cloneGroupsInUse = Atomic<Bool>(false)
     private var committer: GroupCommitter!
 
     /// Opens the pool in `directory`, creating it when absent.
@@ -83,12 +90,14 @@ public final class Pool: @unchecked Sendable {
             try Self.loadMappings(pendingRows, into: &volumesByID, allocators: &loaded.allocators)
             for id in loaded.allocators.keys { loaded.allocators[id]!.finishLoading() }
             loaded.volumes = volumesByID
+            try Self.loadCloneGroups(catalog, volumes: volumesByID, into: &loaded.cloneGroups)
         }
         self.poolID = catalog.poolID
         self.state = loaded
         if loaded.volumes.values.contains(where: { $0.record.preserveStore != nil }) {
             preserveStoresInUse.store(true, ordering: .relaxed)
         }
+        if !loaded.cloneGroups.groups.isEmpty { cloneGroupsInUse.store(true, ordering: .relaxed) }
         for (id, record) in loaded.slotFileRecords {
             let file = MeteredStorageFile(
                 try media.openSlotFile(named: record.name, in: record.store.flatMap { loaded.stores[$0]?.path }),
@@ -102,6 +111,7 @@ public final class Pool: @unchecked Sendable {
         committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [unowned self] requested in
             self.commitOnce(requested: requested)
         }
+        resumeCloneGroupJobs()
         logger.info(
             "pool opened",
             metadata: [

@@ -108,6 +108,9 @@ public struct PoolCatalog: Sendable {
     public var slotFiles: [SlotFileRecord]
     public var volumes: [VolumeRecord]
     public var snapshots: [SnapshotRecord]
+    /// Clone groups and the stored blocks of their maps.
+    public var cloneGroups: [CloneGroupRecord] = []
+    public var cloneMapBlocks: [CloneMapBlock] = []
 
     public init(
         poolID: String, formatVersion: Int, slotFiles: [SlotFileRecord], volumes: [VolumeRecord],
@@ -132,12 +135,17 @@ public struct MetadataTransaction: Sendable {
     public var deleteSnapshots: [(volumeID: UInt64, name: String)] = []
     /// Replace every version of these chunks (an empty list deletes the chunk's rows).
     public var chunks: [(volumeID: UInt64, chunk: UInt64, versions: [ChunkVersion])] = []
+    /// Clone groups to remove with their maps (applied before the upserts), to write, and map blocks.
+    public var deleteCloneGroups: [UInt64] = []
+    public var upsertCloneGroups: [CloneGroupRecord] = []
+    public var cloneMapBlocks: [CloneMapBlock] = []
 
     public init() {}
 
     public var isEmpty: Bool {
         upsertStores.isEmpty && upsertSlotFiles.isEmpty && upsertVolumes.isEmpty && deleteVolumes.isEmpty && upsertSnapshots.isEmpty
-            && deleteSnapshots.isEmpty && chunks.isEmpty
+            && deleteSnapshots.isEmpty && chunks.isEmpty && deleteCloneGroups.isEmpty && upsertCloneGroups.isEmpty
+            && cloneMapBlocks.isEmpty
     }
 }
 

@@ -117,6 +117,20 @@ public final class SQLiteMetadataStore: MetadataStore {
             try flushChunk()
             try db.execute(sql: "DROP TABLE mappings")
         }
+        migrator.registerMigration("v4-clone-groups") { db in
+            // Clone groups (seed 003): one row per group (its record as JSON: extent size, clones and
+            // their states), and the group's maps in 4 KiB blocks (see ExtentMap); a missing block is zero.
+            try db.execute(
+                sql: """
+                    CREATE TABLE clone_groups (source_id INTEGER PRIMARY KEY NOT NULL, record TEXT NOT NULL);
+                    CREATE TABLE clone_maps (
+                        source_id INTEGER NOT NULL,
+                        kind INTEGER NOT NULL,
+                        block INTEGER NOT NULL,
+                        bits BLOB NOT NULL,
+                        PRIMARY KEY (source_id, kind, block)) WITHOUT ROWID;
+                    """)
+        }
         do {
             try migrator.migrate(queue)
         } catch {
@@ -168,6 +182,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                     poolID: settings["pool_id"] ?? "", formatVersion: version, slotFiles: slotFiles, volumes: volumes,
                     snapshots: snapshots)
                 catalog.stores = stores
+                try Self.loadCloneGroups(db, into: &catalog)
                 return catalog
             }
         } catch let error as EngineError {
@@ -239,6 +254,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                 sql: "INSERT OR REPLACE INTO snapshots (volume_id, name, epoch, size, created_at) VALUES (?, ?, ?, ?, ?)"
             ).execute(arguments: [Int64(bitPattern: s.volumeID), s.name, Int64(s.epoch), Int64(s.size), s.createdAt])
         }
+        try applyCloneGroups(t, to: db)
         let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE volume_id = ? AND chunk = ?")
         let upsert = try db.cachedStatement(
             sql: "INSERT OR REPLACE INTO chunks (volume_id, chunk, versions) VALUES (?, ?, ?)")

@@ -68,6 +68,20 @@ public final class SimulatedMetadataStore: MetadataStore {
                 let key = MappingKey(volume: entry.volumeID, chunk: entry.chunk)
                 d.mappings[key] = entry.versions.isEmpty ? nil : entry.versions
             }
+            for source in t.deleteCloneGroups {
+                d.catalog.cloneGroups.removeAll { $0.sourceID == source }
+                d.catalog.cloneMapBlocks.removeAll { $0.sourceID == source }
+            }
+            for group in t.upsertCloneGroups {
+                d.catalog.cloneGroups.removeAll { $0.sourceID == group.sourceID }
+                d.catalog.cloneGroups.append(group)
+            }
+            for block in t.cloneMapBlocks {
+                d.catalog.cloneMapBlocks.removeAll {
+                    $0.sourceID == block.sourceID && $0.kind == block.kind && $0.block == block.block
+                }
+                if block.bits != nil { d.catalog.cloneMapBlocks.append(block) }
+            }
             d.catalog.volumes.sort { $0.id < $1.id }
             d.catalog.snapshots.sort { ($0.volumeID, $0.epoch) < ($1.volumeID, $1.epoch) }
         }

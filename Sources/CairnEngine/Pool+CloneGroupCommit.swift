@@ -1,0 +1,108 @@
+import CairnIO
+extension Pool {
+    /// Write-intent extents a mirrored clone keeps set in the persistent delta map while idle. Like DRBD's
+    /// activity log (al-extents, 1237 by default): a hot extent costs one synchronous commit when it
+    /// becomes active, not one per write; the least recently used idle ones expire at commit time.
+    static let activityLogExtents = 256
+
+    /// Builds the clone groups from the catalog: the recovery process of seed 003. Every clone's delta
+    /// map is filled from the group's persistent delta map (so it may gain bits another clone set; fig. 9),
+    /// and a protected restore gets its protected restore map back from disk.
+    static func loadCloneGroups(_ catalog: PoolCatalog, volumes: [UInt64: VolumeState], into table: inout CloneGroupTable)
+        throws
+    {
+        for record in catalog.cloneGroups {
+            guard let source = volumes[record.sourceID] else {
+                throw EngineError(.corrupt, "clone group of unknown volume \(record.sourceID)")
+            }
+            let group = CloneGroupState(
+                sourceID: record.sourceID, extentSize: record.extentSize, volumeSize: source.record.size)
+            for block in catalog.cloneMapBlocks where block.sourceID == record.sourceID {
+                guard let words = ExtentMap.decode(block.bits ?? []),
+                    Int(block.block) < group.persistentDelta.durable.blockCount
+                else {
+                    throw EngineError(.corrupt, "clone group of '\(source.record.name)': malformed map block \(block.block)")
+                }
+                switch block.kind {
+                case .persistentDelta: group.persistentDelta.durable.setBlockWords(Int(block.block), words)
+                case .protectedRestore: group.persistentRestoreMap.durable.setBlockWords(Int(block.block), words)
+                }
+            }
+            for clone in record.clones {
+                guard volumes[clone.volumeID] != nil else {
+                    throw EngineError(.corrupt, "clone group of '\(source.record.name)' lists unknown volume \(clone.volumeID)")
+                }
+                let member = CloneMember(
+                    record: clone, extentCount: group.extentCount, delta: group.persistentDelta.durable)
+                // A mirrored clone with bits set was interrupted mid-write (activity extents) or mid-sync:
+                // it is synchronizing again until those extents are copied.
+                if clone.state == .synchronized && !member.delta.isEmpty {
+                    member.record.state = .synchronizing
+                    group.recordDirty = true
+                }
+                group.members[clone.volumeID] = member
+                table.sourceOfClone[clone.volumeID] = record.sourceID
+            }
+            if group.members.values.contains(where: { $0.state == .restoring }) {
+                group.restoreMap = group.persistentRestoreMap.durable
+            }
+            table.groups[record.sourceID] = group
+        }
+    }
+
+    /// Adds the clone groups' changes to the commit being captured (monitor held): group records, and the
+    /// persistent delta map and protected restore map blocks that changed, computed from memory now.
+    func captureCloneGroups(into t: inout MetadataTransaction) {
+        t.deleteCloneGroups = state.cloneGroups.deleted.sorted()
+        state.cloneGroups.deleted = []
+        for group in state.cloneGroups.groups.values {
+            expireActivity(group)
+            if group.recordDirty {
+                t.upsertCloneGroups.append(group.record)
+                group.recordDirty = false
+            }
+            for block in group.persistentDelta.dirtyBlocks.sorted() {
+                let words = group.unionWords(ofBlock: block)
+                group.persistentDelta.inCommit[block] = words
+                t.cloneMapBlocks.append(
+                    CloneMapBlock(
+                        sourceID: group.sourceID, kind: .persistentDelta, block: UInt32(block),
+                        bits: ExtentMap.encode(words)))
+            }
+            group.persistentDelta.dirtyBlocks = []
+            for block in group.persistentRestoreMap.dirtyBlocks.sorted() {
+                let words =
+                    group.restoreMap?.blockWords(block)
+                    ?? [UInt64](repeating: 0, count: group.persistentRestoreMap.durable.wordRange(ofBlock: block).count)
+                group.persistentRestoreMap.inCommit[block] = words
+                t.cloneMapBlocks.append(
+                    CloneMapBlock(
+                        sourceID: group.sourceID, kind: .protectedRestore, block: UInt32(block),
+                        bits: ExtentMap.encode(words)))
+            }
+            group.persistentRestoreMap.dirtyBlocks = []
+        }
+    }
+
+    /// The commit that captured the clone groups is durable (monitor held).
+    func cloneGroupsCommitted() {
+        for group in state.cloneGroups.groups.values {
+            group.persistentDelta.committed()
+            group.persistentRestoreMap.committed()
+        }
+    }
+
+    /// Drops the least recently used idle write-intent extents beyond the activity log's size. Safe at
+    /// capture time: no write is in flight there, and the commit syncs the data of every completed write
+    /// on both sides before it records the clear.
+    private func expireActivity(_ group: CloneGroupState) {
+        for member in group.members.values where member.activityUse.count > Self.activityLogExtents {
+            let idle = member.activityUse.filter { group.writers[$0.key] == nil }.sorted { $0.value < $1.value }
+            for (extent, _) in idle.prefix(member.activityUse.count - Self.activityLogExtents) {
+                member.activityUse[extent] = nil
+                member.activity.remove(extent)
+                group.persistentDelta.markDirty(extent)
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+import CairnIO
+import Synchronization
+
+/// What a host write registered with its clone group: the extents it holds against the sync engine
+/// (released after the write), and the clones it is mirrored to.
+struct CloneWriteTicket {
+    var sourceID: UInt64
+    var extents: ClosedRange<UInt64>
+    var mirrors: [UInt64]
+}
+
+/// The next thing a host request must do before it may touch the disk.
+private enum CloneIOStep {
+    /// Go ahead (a write holds the ticket until it completes).
+    case proceed(CloneWriteTicket?)
+    /// Read this volume instead (regular reverse sync: reads are served from the clone).
+    case route(UInt64)
+    /// The COD engine must copy these extents (claimed on the scoreboard) from the clone first.
+    case copyOnDemand(clone: UInt64, extents: [UInt64])
+    /// Bits that protect this write are set in memory but not yet durable: commit, then look again.
+    case commit
+    /// Extents it needs are being copied by someone else: wait on the COD queue.
+    case wait
+}
+
+extension Pool {
+    /// Prepares a host write (WRITE, WRITE_ZEROES, TRIM, COPY_AND_WRITE) to a volume in a clone group:
+    ///
+    /// - to a source under protected restore: extents still to copy go through the COD engine first;
+    ///   then the extents are set in the protected restore map;
+    /// - to a source: each fractured clone's delta map, and each mirrored clone's write-intent extents,
+    ///   get the write's extents;
+    /// - to a fractured clone: its delta map gets them; a clone in any other state refuses writes.
+    ///
+    /// Every such bit is durable before this returns (write-intent), so that no crash can leave data on
+    /// disk that the maps do not know about. Returns nil for volumes outside clone groups.
+    func cloneGroupBeforeWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> CloneWriteTicket? {
+        guard cloneGroupsInUse.load(ordering: .relaxed), length > 0 else { return nil }
+        switch try cloneGroupStep(volumeID: volumeID, offset: offset, length: length, writing: true) {
+        case .proceed(let ticket): return ticket
+        default: return nil
+        }
+    }
+
+    /// The volume a host read of `volumeID` must read: itself, after any COD its extents need during a
+    /// protected restore, or the clone during a regular reverse sync.
+    func cloneGroupReadTarget(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> UInt64 {
+        guard cloneGroupsInUse.load(ordering: .relaxed), length > 0 else { return volumeID }
+        if case .route(let target) = try cloneGroupStep(volumeID: volumeID, offset: offset, length: length, writing: false) {
+            return target
+        }
+        return volumeID
+    }
+
+    /// True when reads of `volumeID` cannot be served straight from its own slots (a restore into it runs).
+    func cloneGroupRoutesReads(volumeID: UInt64) -> Bool {
+        guard cloneGroupsInUse.load(ordering: .relaxed) else { return false }
+        return monitor.withLock {
+            guard let group = state.cloneGroups.groups[volumeID] else { return false }
+            return group.restoringMember != nil
+        }
+    }
+
+    /// Runs the steps (COD, commits, waits) until the request may proceed; returns the final step.
+    private func cloneGroupStep(volumeID: UInt64, offset: UInt64, length: UInt64, writing: Bool) throws -> CloneIOStep {
+        var queued = false
+        defer {
+            if queued { monitor.withLock { _ = state.cloneGroups.group(containing: volumeID)?.codQueue.dequeue() } }
+        }
+        while true {
+            let step = try monitor.withLock { () throws -> CloneIOStep in
+                while true {
+                    guard let group = state.cloneGroups.group(containing: volumeID),
+                        let volume = state.volumes[volumeID], offset < volume.record.size,
+                        length <= volume.record.size - offset
+                    else {
+                        // Not in a group, or out of bounds: the I/O's own checks answer.
+                        return .proceed(nil)
+                    }
+                    let step: CloneIOStep
+                    if group.barrier && writing {
+                        step = .wait
+                    } else if volumeID == group.sourceID {
+                        step = sourceStep(group, group.extents(offset: offset, length: length), writing: writing)
+                    } else if writing {
+                        step = try cloneWriteStep(group, group.members[volumeID]!, group.extents(offset: offset, length: length))
+                    } else {
+                        step = .proceed(nil)
+                    }
+                    guard case .wait = step else { return step }
+                    if !queued && !group.barrier {
+                        queued = true
+                        group.codQueue.enqueue()
+                    }
+                    monitor.wait()
+                }
+            }
+            switch step {
+            case .copyOnDemand(let clone, let extents):
+                try copyOnDemand(volumeID: volumeID, clone: clone, extents: extents)
+            case .commit:
+                try flush()
+            case .wait:
+                continue
+            case .proceed, .route:
+                return step
+            }
+        }
+    }
+
+    /// A host request to the source of `group` (monitor held).
+    private func sourceStep(_ group: CloneGroupState, _ extents: ClosedRange<UInt64>, writing: Bool) -> CloneIOStep {
+        let restoring = group.restoringMember
+        // Protected restore: an extent the clone still has to give the source, and that the host has not
+        // written since the restore began, is copied on demand before the request proceeds. The protected
+        // restore map is checked too: after a recovery the delta map may hold bits again for extents the
+        // host wrote (seed fig. 9), and copying those would destroy the host's write.
+        if let restoring, restoring.state == .restoring, let restoreMap = group.restoreMap {
+            let needed = extents.filter { restoring.delta.contains($0) && !restoreMap.contains($0) }
+            if !needed.isEmpty {
+                let free = needed.filter { !group.scoreboard.contains($0) }
+                guard !free.isEmpty else { return .wait }
+                for extent in free { group.scoreboard.claim(extent) }
+                return .copyOnDemand(clone: restoring.id, extents: free)
+            }
+        }
+        guard writing else {
+            if let restoring, restoring.state == .reverseSyncing { return .route(restoring.id) }
+            return .proceed(nil)
+        }
+        // The sync engine copying one of these extents (mirrored clones) finishes first.
+        if extents.contains(where: { group.scoreboard.contains($0) }) { return .wait }
+        var mustCommit = false
+        let tracked = group.members.values.contains { $0.state != .restoring }
+        for extent in extents {
+            if group.restoreMap != nil {
+                if group.restoreMap!.insert(extent) { group.persistentRestoreMap.markDirty(extent) }
+                if !group.persistentRestoreMap.isDurablySet(extent) { mustCommit = true }
+            }
+            for member in group.members.values {
+                switch member.state {
+                case .fractured:
+                    if member.delta.insert(extent) { group.persistentDelta.markDirty(extent) }
+                case .synchronizing, .synchronized, .reverseSyncing:
+                    if !member.delta.contains(extent) && member.activity.insert(extent) {
+                        group.persistentDelta.markDirty(extent)
+                    }
+                    if member.activity.contains(extent) {
+                        group.activityClock += 1
+                        member.activityUse[extent] = group.activityClock
+                    }
+                case .restoring:
+                    // Its delta map is what remains to copy; the protected restore map tracks this write.
+                    break
+                }
+            }
+            if tracked && !group.persistentDelta.isDurablySet(extent) { mustCommit = true }
+        }
+        if mustCommit { return .commit }
+        register(group, extents)
+        return .proceed(
+            CloneWriteTicket(
+                sourceID: group.sourceID, extents: extents,
+                mirrors: group.members.values.filter(\.isMirrored).map(\.id).sorted()))
+    }
+
+    /// A host write to a clone (monitor held): only a fractured clone takes writes, and they set its
+    /// delta map bits durably first.
+    private func cloneWriteStep(_ group: CloneGroupState, _ member: CloneMember, _ extents: ClosedRange<UInt64>) throws
+        -> CloneIOStep
+    {
+        guard member.state == .fractured else {
+            let name = state.volumes[member.id]?.record.name ?? "?"
+            let source = state.volumes[group.sourceID]?.record.name ?? "?"
+            throw EngineError(
+                .readOnly,
+                "volume '\(name)' is a clone of '\(source)' and is \(member.state.rawValue); only a fractured clone "
+                    + "takes writes (`cairn clone fracture \(name)`)")
+        }
+        var mustCommit = false
+        for extent in extents {
+            if member.delta.insert(extent) { group.persistentDelta.markDirty(extent) }
+            if !group.persistentDelta.isDurablySet(extent) { mustCommit = true }
+        }
+        if mustCommit { return .commit }
+        register(group, extents)
+        return .proceed(CloneWriteTicket(sourceID: group.sourceID, extents: extents, mirrors: []))
+    }
+
+    private func register(_ group: CloneGroupState, _ extents: ClosedRange<UInt64>) {
+        for extent in extents { group.writers[extent, default: 0] += 1 }
+        group.writesInFlight += 1
+    }
+
+    /// The write holding `ticket` completed (or failed).
+    func cloneGroupAfterWrite(_ ticket: CloneWriteTicket?) {
+        guard let ticket else { return }
+        monitor.withLock {
+            guard let group = state.cloneGroups.groups[ticket.sourceID] else { return }
+            for extent in ticket.extents {
+                let count = (group.writers[extent] ?? 1) - 1
+                group.writers[extent] = count == 0 ? nil : count
+            }
+            group.writesInFlight -= 1
+        }
+        monitor.broadcast()
+    }
+
+    /// Mirrors a completed source write to the clones of `ticket`. Returns true when a FUA write now
+    /// needs a commit to cover the mirrored data too.
+    func cloneGroupMirror(_ ticket: CloneWriteTicket?, offset: UInt64, fua: Bool, _ body: (UInt64) throws -> Void)
+        throws -> Bool
+    {
+        guard let ticket, !ticket.mirrors.isEmpty else { return false }
+        for clone in ticket.mirrors {
+            do {
+                try body(clone)
+            } catch {
+                // The clone missed this write: its extents become differences for the next sync.
+                monitor.withLock {
+                    if let group = state.cloneGroups.groups[ticket.sourceID], let member = group.members[clone] {
+                        for extent in ticket.extents where member.delta.insert(extent) {
+                            group.persistentDelta.markDirty(extent)
+                        }
+                    }
+                }
+                throw error
+            }
+        }
+        return fua
+    }
+
+    /// The COD engine: copies `extents` (claimed on the scoreboard by the caller) from the clone to the
+    /// source, clearing each from the clone's delta map once copied, so the sync engine never copies it
+    /// again over a host write.
+    private func copyOnDemand(volumeID: UInt64, clone: UInt64, extents: [UInt64]) throws {
+        var remaining = extents[...]
+        defer {
+            if !remaining.isEmpty {
+                monitor.withLock {
+                    if let group = state.cloneGroups.groups[volumeID] {
+                        for extent in remaining { group.scoreboard.release(extent) }
+                    }
+                }
+                monitor.broadcast()
+            }
+        }
+        while let extent = remaining.first {
+            let extentSize = try monitor.withLock { () throws -> UInt64 in
+                guard let group = state.cloneGroups.groups[volumeID] else {
+                    throw EngineError(.notFound, "the clone group was removed")
+                }
+                return group.extentSize
+            }
+            try copyExtent(from: clone, to: volumeID, extent: extent, extentSize: extentSize)
+            monitor.withLock {
+                guard let group = state.cloneGroups.groups[volumeID] else { return }
+                if group.members[clone]?.delta.remove(extent) == true { group.persistentDelta.markDirty(extent) }
+                group.scoreboard.release(extent)
+                group.codQueue.copied(1)
+            }
+            remaining = remaining.dropFirst()
+            monitor.broadcast()
+        }
+    }
+
+    /// Copies one extent's content between two volumes of a group, inside the engine: data runs are
+    /// written, holes are zeroed (deallocated), so a thin clone stays thin.
+    func copyExtent(from: UInt64, to: UInt64, extent: UInt64, extentSize: UInt64) throws {
+        let size = try monitor.withLock { try state.liveVolume(from).record.size }
+        let offset = extent * extentSize
+        guard offset < size else { return }
+        try copyRange(from: from, to: to, offset: offset, length: min(extentSize, size - offset))
+    }
+
+    /// Copies `[offset, offset + length)` of one volume onto the same range of another (same size).
+    func copyRange(from: UInt64, to: UInt64, offset: UInt64, length: UInt64) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(length), alignment: 4096)
+        defer { buffer.deallocate() }
+        for piece in try readVolumeData(volumeID: from, offset: offset, into: buffer) {
+            if piece.isHole {
+                try discard(volumeID: to, offset: piece.offset, length: piece.length, mode: .zero, fua: false, limit: nil)
+            } else {
+                let start = Int(piece.offset - offset)
+                let bytes = UnsafeRawBufferPointer(rebasing: buffer[start..<(start + Int(piece.length))])
+                try write(volumeID: to, offset: piece.offset, source: .bytes(bytes), fua: false, end: nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import CairnIO
+import Foundation
+import Logging
+
+/// What the sync engine picks next.
+private enum SyncPick {
+    /// Copy this extent (claimed on the COD scoreboard) in the direction of this state.
+    case copy(UInt64, CloneState)
+    /// Nothing left to copy.
+    case done
+    /// The clone left the state this job serves (removed, or another job took over).
+    case gone
+}
+
+extension Pool {
+    /// The states a job serves: the sync engine copies while a clone is in one of them.
+    static let jobStates: Set<CloneState> = [.synchronizing, .reverseSyncing, .restoring]
+
+    /// Registers the job that serves a clone's current state (sync, reverse sync, protected restore) and
+    /// runs it on its own thread, unless the options leave it to the caller (tests).
+    @discardableResult
+    func startCloneJob(sourceID: UInt64, cloneID: UInt64) -> UInt64 {
+        let (kind, name, total) = monitor.withLock { () -> (String, String, UInt64) in
+            let member = state.cloneGroups.groups[sourceID]?.members[cloneID]
+            return ("clone-\(member?.state.rawValue ?? "sync")", volumeName(cloneID), member?.delta.setCount ?? 0)
+        }
+        let job = jobs.start(kind: kind, target: name, total: total, unit: "extents")
+        monitor.withLock { state.cloneGroups.groups[sourceID]?.members[cloneID]?.job = job }
+        if options.runCloneJobsInBackground {
+            let thread = Thread { [self] in
+                setCurrentThreadName("cairn-clone")
+                _ = runCloneJob(sourceID: sourceID, cloneID: cloneID, job: job)
+            }
+            thread.start()
+        }
+        return job
+    }
+
+    /// Starts the jobs a crash (or a shutdown) interrupted: the recovery process's last step.
+    func resumeCloneGroupJobs() {
+        let pending = monitor.withLock {
+            state.cloneGroups.groups.values.flatMap { group in
+                group.members.values.filter { Self.jobStates.contains($0.state) }
+                    .map { (group.sourceID, $0.id) }
+            }
+        }
+        for (source, clone) in pending {
+            let job = startCloneJob(sourceID: source, cloneID: clone)
+            logger.info("clone job resumed", metadata: ["job": "\(job)", "clone": "\(clone)"])
+        }
+    }
+
+    /// The sync engine: walks the clone's delta map in order and copies each set extent (source → clone
+    /// when synchronizing, clone → source for a reverse sync or a protected restore), coordinating with
+    /// the COD engine through the COD scoreboard. Returns true when the job ended (done, cancelled or
+    /// failed); false when it stopped after `maxExtents` copies (tests drive jobs step by step).
+    @discardableResult
+    func runCloneJob(sourceID: UInt64, cloneID: UInt64, job: UInt64, maxExtents: Int? = nil) -> Bool {
+        var cursor: UInt64 = 0
+        var copied: UInt64 = 0
+        var extentSize: UInt64 = 0
+        do {
+            while true {
+                if jobs.isCancelled(job) {
+                    jobs.finish(
+                        job, .cancelled,
+                        message: "paused after \(copied) extents; run the same command again to resume")
+                    return true
+                }
+                if let maxExtents, copied >= maxExtents { return false }
+                let pick = try monitor.withLock { () throws -> SyncPick in
+                    while true {
+                        try checkWritable()
+                        guard let group = state.cloneGroups.groups[sourceID], let member = group.members[cloneID],
+                            member.job == job, Self.jobStates.contains(member.state)
+                        else { return .gone }
+                        extentSize = group.extentSize
+                        if let pick = pickExtent(group, member, cursor: &cursor) { return pick }
+                        monitor.wait()
+                    }
+                }
+                switch pick {
+                case .gone:
+                    jobs.finish(job, .cancelled, message: "the clone left this state; nothing more to do")
+                    return true
+                case .done:
+                    try finishCloneJob(sourceID: sourceID, cloneID: cloneID, job: job)
+                    jobs.finish(
+                        job, .succeeded, message: "copied \(copied) extents (\(copied * extentSize) bytes at most)")
+                    return true
+                case .copy(let extent, let direction):
+                    try copyClaimed(extent, sourceID: sourceID, cloneID: cloneID, direction: direction)
+                    copied += 1
+                    let remaining = remainingExtents(sourceID, cloneID)
+                    jobs.progress(job, done: copied, total: copied + remaining)
+                    // The sync rate limit, never with the scoreboard claimed, nor after the last extent.
+                    if remaining > 0 { pause(job: job) }
+                }
+            }
+        } catch let error as EngineError where error.code == .closed {
+            jobs.finish(job, .cancelled, message: "the pool closed; the job resumes when it opens again")
+        } catch {
+            jobs.finish(job, .failed, message: "\(error)")
+            logger.error("clone job failed", metadata: ["job": "\(job)", "error": "\(error)"])
+        }
+        return true
+    }
+
+    /// The sync rate limit between two extents; a cancel cuts it short.
+    private func pause(job: UInt64) {
+        var remaining = options.cloneExtentDelayNanoseconds
+        while remaining > 0 && !jobs.isCancelled(job) {
+            let step = min(remaining, 20_000_000)
+            Thread.sleep(forTimeInterval: Double(step) / 1e9)
+            remaining -= step
+        }
+    }
+
+    /// Chooses the next extent (monitor held); nil means wait for a change. Scans from `cursor`; at the
+    /// end, starts over from 0 while bits are left (extents the COD engine was copying, or set again).
+    private func pickExtent(_ group: CloneGroupState, _ member: CloneMember, cursor: inout UInt64) -> SyncPick? {
+        while true {
+            let start = cursor
+            var position = cursor
+            while let extent = member.delta.next(atOrAfter: position) {
+                position = extent + 1
+                if member.state == .restoring, group.restoreMap?.contains(extent) == true {
+                    // Written by the host during the restore (perhaps set again by recovery, seed fig. 9):
+                    // the source's data there is the host's and must not be overwritten from the clone.
+                    member.delta.remove(extent)
+                    group.persistentDelta.markDirty(extent)
+                    continue
+                }
+                if group.scoreboard.contains(extent) { continue }  // the COD engine is copying it
+                if group.writers[extent] != nil {
+                    cursor = extent
+                    return nil  // a host write is changing it: copy after it
+                }
+                group.scoreboard.claim(extent)
+                cursor = extent + 1
+                return .copy(extent, member.state)
+            }
+            if member.delta.isEmpty { return .done }
+            cursor = 0
+            if start == 0 { return nil }  // what is left is being copied on demand: wait for it
+        }
+    }
+
+    /// Copies one claimed extent, then clears it from the delta map and the scoreboard.
+    private func copyClaimed(_ extent: UInt64, sourceID: UInt64, cloneID: UInt64, direction: CloneState) throws {
+        var failure: (any Error)?
+        do {
+            let extentSize = try monitor.withLock { () throws -> UInt64 in
+                guard let group = state.cloneGroups.groups[sourceID] else {
+                    throw EngineError(.notFound, "the clone group was removed")
+                }
+                return group.extentSize
+            }
+            if direction == .synchronizing {
+                try copyExtent(from: sourceID, to: cloneID, extent: extent, extentSize: extentSize)
+            } else {
+                try copyExtent(from: cloneID, to: sourceID, extent: extent, extentSize: extentSize)
+            }
+        } catch {
+            failure = error
+        }
+        monitor.withLock {
+            guard let group = state.cloneGroups.groups[sourceID] else { return }
+            if failure == nil, group.members[cloneID]?.delta.remove(extent) == true {
+                group.persistentDelta.markDirty(extent)
+            }
+            group.scoreboard.release(extent)
+        }
+        monitor.broadcast()
+        if let failure { throw failure }
+    }
+
+    private func remainingExtents(_ sourceID: UInt64, _ cloneID: UInt64) -> UInt64 {
+        monitor.withLock { state.cloneGroups.groups[sourceID]?.members[cloneID]?.delta.setCount ?? 0 }
+    }
+
+    /// The end of a job: the copied data and the cleared bits are made durable first, then the state
+    /// changes and that is committed too. At the end of a protected restore the protected restore map
+    /// becomes the clone's new delta map.
+    private func finishCloneJob(sourceID: UInt64, cloneID: UInt64, job: UInt64) throws {
+        try flush()
+        monitor.withLock {
+            guard let group = state.cloneGroups.groups[sourceID], let member = group.members[cloneID], member.job == job
+            else { return }
+            switch member.state {
+            case .synchronizing, .reverseSyncing:
+                member.record.state = .synchronized
+            case .restoring:
+                member.delta = group.restoreMap ?? ExtentMap(count: group.extentCount)
+                group.restoreMap = nil
+                group.persistentRestoreMap.markAllDirty()
+                group.persistentDelta.markAllDirty()
+                member.record.state = .fractured
+            case .synchronized, .fractured:
+                return
+            }
+            group.recordDirty = true
+        }
+        monitor.broadcast()
+        try flush()
+    }
+
+    // MARK: - Tests
+
+    /// Runs the job of clone `name` on the calling thread, for at most `maxExtents` copies. Returns true
+    /// when the job ended.
+    @_spi(Testing)
+    public func runCloneJob(clone name: String, maxExtents: Int? = nil) throws -> Bool {
+        let (source, clone, job) = try monitor.withLock { () throws -> (UInt64, UInt64, UInt64) in
+            let (group, member) = try cloneMember(named: name)
+            guard let job = member.job else { throw EngineError(.notFound, "no job for '\(name)'") }
+            return (group.sourceID, member.id, job)
+        }
+        return runCloneJob(sourceID: source, cloneID: clone, job: job, maxExtents: maxExtents)
+    }
+
+    /// A clone's delta map, the protected restore map of a restore in progress, and the group's
+    /// persistent delta map as last committed.
+    @_spi(Testing)
+    public func cloneMaps(clone name: String) throws -> (delta: [UInt64], restoreMap: [UInt64]?, persistent: [UInt64]) {
+        try monitor.withLock {
+            let (group, member) = try cloneMember(named: name)
+            return (member.delta.members, group.restoreMap?.members, group.persistentDelta.durable.members)
+        }
+    }
+
+    /// Requests that waited on the COD queue, and extents the COD engine copied, in `source`'s group.
+    @_spi(Testing)
+    public func copyOnDemandCounters(source name: String) throws -> (queued: UInt64, copied: UInt64) {
+        try monitor.withLock {
+            guard let group = state.cloneGroups.groups[try state.volumeID(named: name)] else {
+                throw EngineError(.notFound, "'\(name)' has no clones")
+            }
+            return (group.codQueue.requestsQueued, group.codQueue.extentsCopied)
+        }
+    }
+}

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Clone groups: protected restore and incremental sync (issue 4, seed 003).
+
+For each size (1 GiB and LARGE_SIZE, default 8 GiB; --quick: 64 MiB and 256 MiB), on a fresh pool:
+
+  1. fill the source, `clone add --wait`, `clone fracture`, then change CHANGE_PCT % of its extents;
+  2. time to first clone data: with an NBD connection to the source already open, send the restore
+     request over the API socket and immediately read a changed extent; the time until that read returns
+     the clone's bytes (goal < 50 ms, independent of size);
+  3. restore duration (request to job end) versus os.copy_file_range of the same number of bytes between
+     two files on the pool's filesystem, plus fdatasync (goal: ratio <= 1.2);
+  4. 4 KiB random read and write IOPS at QD32 (fio's nbd engine) on the source without a restore, and
+     during one (the source fully changed first, so the restore runs for the whole fio run if it can;
+     the overlap is reported) (goal: ratio >= 0.5);
+  5. incremental sync: after changing 1 % of the volume, the bytes the sync wrote into the clone (the
+     engine's slot-file counters in `cairn pool status --json`) and the extents it copied, next to the
+     bytes changed.
+
+Prints a table and writes JSON to bench/results/clone-restore-<timestamp>.json.
+Usage: bench/clone-restore.sh [--quick]   (environment: LARGE_SIZE, CHANGE_PCT, RUNTIME, CAIRN_BIN, WORKDIR)
+"""
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import nbd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = "--quick" in sys.argv
+SIZES = ["64M", "256M"] if QUICK else ["1G", os.environ.get("LARGE_SIZE", "8G")]
+CHANGE_PCT = float(os.environ.get("CHANGE_PCT", "10"))
+RUNTIME = int(os.environ.get("RUNTIME", "3" if QUICK else "10"))
+EXTENT = 256 << 10  # Cairn's default clone extent size
+CAIRN = os.environ.get("CAIRN_BIN") or next(
+    (p for p in [os.path.join(REPO, ".build/release/cairn"), os.path.join(REPO, ".build/debug/cairn")]
+     if os.path.exists(p)), "cairn")
+WORKDIR = os.environ.get("WORKDIR") or tempfile.mkdtemp(prefix="cairn-clone-bench-", dir="/var/tmp")
+
+
+def size_bytes(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def log(message):
+    print(time.strftime("[%H:%M:%S] ") + message, file=sys.stderr, flush=True)
+
+
+def run(*args, check=True):
+    result = subprocess.run(args, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr}{result.stdout}")
+    return result
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost")
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+class Daemon:
+    def __init__(self, directory):
+        self.directory = directory
+        self.log = open(directory + ".log", "w")
+        self.process = subprocess.Popen(
+            [CAIRN, "serve", "--data-dir", directory, "--nbd-port", "0", "--log-level", "warning"],
+            stdout=self.log, stderr=self.log)
+        for _ in range(600):
+            try:
+                info = json.load(open(os.path.join(directory, "daemon.json")))
+                if os.path.exists(os.path.join(directory, "cairn.sock")):
+                    self.port = int(info["nbd"].rsplit(":", 1)[1])
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("cairn serve did not start")
+
+    def uri(self, name):
+        return f"nbd://127.0.0.1:{self.port}/{name}"
+
+    def cli(self, *args):
+        return run(CAIRN, *args, "--data-dir", self.directory)
+
+    def api(self, method, path, body=None):
+        connection = UnixHTTPConnection(os.path.join(self.directory, "cairn.sock"))
+        connection.request(method, path, body=json.dumps(body) if body is not None else None,
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {data!r}")
+        return json.loads(data) if data else None
+
+    def clone(self, name):
+        return self.api("GET", f"/v1/clones/{name}")
+
+    def wait_state(self, name, state, timeout=3600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            clone = self.clone(name)
+            if clone["state"] == state:
+                return clone
+            time.sleep(0.01)
+        raise RuntimeError(f"{name} never became {state}")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=120)
+        self.log.close()
+
+
+def fio_start(uri, rw, bs, depth, runtime=None, size=None):
+    output = os.path.join(WORKDIR, f"fio-{rw}.json")
+    args = ["fio", "--name=job", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+            f"--iodepth={depth}", "--output-format=json", f"--output={output}"]
+    if size:
+        args.append(f"--size={size}")
+    if runtime:
+        args += ["--time_based", f"--runtime={runtime}"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), rw, output
+
+
+def fio_finish(started):
+    process, rw, output = started
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"fio failed: {err}{out}")
+    job = json.load(open(output))["jobs"][0]
+    side = job["read"] if "read" in rw else job["write"]
+    return side["iops"]
+
+
+def fio(uri, rw, bs, depth, runtime=None, size=None):
+    return fio_finish(fio_start(uri, rw, bs, depth, runtime, size))
+
+
+def change_extents(uri, size, fraction, seed):
+    """Writes random bytes over `fraction` of the volume's extents; returns (extents, bytes)."""
+    rng = random.Random(seed)
+    extents = size // EXTENT
+    chosen = rng.sample(range(extents), max(1, int(extents * fraction)))
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    data = os.urandom(EXTENT)
+    for extent in chosen:
+        h.pwrite(data, extent * EXTENT)
+    h.flush()
+    h.shutdown()
+    return sorted(chosen), len(chosen) * EXTENT
+
+
+def copy_file_range_seconds(nbytes):
+    """Time to copy `nbytes` between two files of the pool's filesystem, in the kernel, then fdatasync."""
+    src, dst = os.path.join(WORKDIR, "cfr-src"), os.path.join(WORKDIR, "cfr-dst")
+    with open(src, "wb") as f:
+        chunk = os.urandom(1 << 20)
+        for _ in range((nbytes + (1 << 20) - 1) >> 20):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    started = time.monotonic()
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        done = 0
+        while done < nbytes:
+            done += os.copy_file_range(s.fileno(), d.fileno(), min(nbytes - done, 64 << 20), done, done)
+        os.fdatasync(d.fileno())
+    elapsed = time.monotonic() - started
+    os.unlink(src)
+    os.unlink(dst)
+    return elapsed
+
+
+def bench_size(size_text):
+    size = size_bytes(size_text)
+    directory = os.path.join(WORKDIR, f"pool-{size_text}")
+    daemon = Daemon(directory)
+    result = {"size": size_text}
+    try:
+        daemon.cli("volume", "create", "src", size_text)
+        log(f"{size_text}: filling the source")
+        fio(daemon.uri("src"), "write", "1m", 8, size=size_text)
+        started = time.monotonic()
+        daemon.cli("clone", "add", "src", "--name", "c1", "--wait")
+        result["full_sync_s"] = time.monotonic() - started
+        daemon.cli("clone", "fracture", "c1")
+        changed, changed_bytes = change_extents(daemon.uri("src"), size, CHANGE_PCT / 100, 1)
+        result["changed_bytes"] = changed_bytes
+
+        # Time to first clone data, then restore duration.
+        h = nbd.NBD()
+        h.connect_uri(daemon.uri("src"))
+        probe = changed[len(changed) // 2] * EXTENT
+        c = nbd.NBD()
+        c.connect_uri(daemon.uri("c1"))
+        clone_bytes = c.pread(4096, probe)
+        c.shutdown()
+        started = time.monotonic()
+        daemon.api("POST", "/v1/clones/c1/restore", {"protected": True})
+        data = h.pread(4096, probe)
+        result["first_clone_read_ms"] = (time.monotonic() - started) * 1000
+        result["first_read_is_clone_data"] = data == clone_bytes
+        daemon.wait_state("c1", "fractured")
+        result["restore_s"] = time.monotonic() - started
+        h.shutdown()
+        result["copy_file_range_s"] = copy_file_range_seconds(changed_bytes)
+        result["restore_vs_copy_file_range"] = result["restore_s"] / max(result["copy_file_range_s"], 1e-9)
+
+        # IOPS without and during a restore (the whole source changed, so the restore is long).
+        for rw in ["randread", "randwrite"]:
+            result[f"{rw}_iops_idle"] = fio(daemon.uri("src"), rw, "4k", 32, runtime=RUNTIME)
+            daemon.cli("clone", "sync", "c1", "--wait")
+            daemon.cli("clone", "fracture", "c1")
+            fio(daemon.uri("src"), "write", "1m", 8, size=size_text)
+            started = time.monotonic()
+            daemon.api("POST", "/v1/clones/c1/restore", {"protected": True})
+            run_ = fio_start(daemon.uri("src"), rw, "4k", 32, runtime=RUNTIME)
+            daemon.wait_state("c1", "fractured")
+            # Share of the fio run during which the restore was still going (1.0: all of it).
+            result[f"{rw}_restore_overlap"] = min(1.0, (time.monotonic() - started) / RUNTIME)
+            result[f"{rw}_iops_restore"] = fio_finish(run_)
+            result[f"{rw}_ratio"] = result[f"{rw}_iops_restore"] / max(result[f"{rw}_iops_idle"], 1e-9)
+
+        # Incremental sync after changing 1 %.
+        daemon.cli("clone", "sync", "c1", "--wait")
+        daemon.cli("clone", "fracture", "c1")
+        _, one_pct = change_extents(daemon.uri("src"), size, 0.01, 2)
+        before = json.loads(daemon.cli("pool", "status", "--json").stdout)
+        clone = json.loads(daemon.cli("clone", "sync", "c1", "--wait", "--json").stdout)
+        after = json.loads(daemon.cli("pool", "status", "--json").stdout)
+        result["sync_changed_bytes"] = one_pct
+        result["sync_written_bytes"] = (after["bytesWritten"] + after["bytesCopied"] + after["bytesZeroed"]
+                                        - before["bytesWritten"] - before["bytesCopied"] - before["bytesZeroed"])
+        result["sync_extents_copied"] = clone["job"]["done"]
+        result["sync_copied_fraction"] = result["sync_written_bytes"] / size
+        daemon.cli("pool", "check")
+    finally:
+        daemon.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def main():
+    log(f"cairn: {CAIRN}; work directory {WORKDIR}")
+    results = [bench_size(size) for size in SIZES]
+    columns = [
+        ("size", "size"), ("first_clone_read_ms", "first read ms"), ("restore_s", "restore s"),
+        ("copy_file_range_s", "cfr s"), ("restore_vs_copy_file_range", "restore/cfr"),
+        ("randread_ratio", "read IOPS ratio"), ("randwrite_ratio", "write IOPS ratio"),
+        ("randread_restore_overlap", "read overlap"), ("randwrite_restore_overlap", "write overlap"),
+        ("sync_changed_bytes", "1% changed B"), ("sync_written_bytes", "sync wrote B"),
+    ]
+    print("  ".join(title for _, title in columns))
+    for r in results:
+        print("  ".join(f"{r[key]:.3f}" if isinstance(r[key], float) else str(r[key]) for key, _ in columns))
+    os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)
+    path = os.path.join(REPO, "bench/results", time.strftime("clone-restore-%Y%m%d-%H%M%S.json"))
+    json.dump({"quick": QUICK, "change_pct": CHANGE_PCT, "runtime": RUNTIME, "results": results},
+              open(path, "w"), indent=2)
+    log(f"results in {path}")
+    if not os.environ.get("WORKDIR"):
+        shutil.rmtree(WORKDIR, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
