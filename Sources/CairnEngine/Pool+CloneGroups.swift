@@ -85,16 +85,21 @@ extension Pool {
                 ?? CloneGroupState(
                     sourceID: sourceID, extentSize: extentSize ?? Self.defaultCloneExtentSize,
                     volumeSize: sourceVolume.size)
-            let member = CloneMember(
-                record: CloneRecord(volumeID: cloneID, state: .synchronizing, createdAt: Self.now()),
-                extentCount: group.extentCount, delta: initialDelta(of: sourceState, group: group))
-            group.members[cloneID] = member
-            group.recordDirty = true
-            group.persistentDelta.markAllDirty()
-            state.cloneGroups.groups[sourceID] = group
-            state.cloneGroups.sourceOfClone[cloneID] = sourceID
-            cloneGroupsInUse.store(true, ordering: .relaxed)
-            return (sourceID, cloneID)
+            // The same short barrier as a snapshot: writes to the source already in flight finish before the
+            // member exists, and new ones wait until it does. A write that started before the join and landed
+            // after the first sync copied its extent would otherwise be neither mirrored nor copied.
+            return withEpochBarrier(sourceState) {
+                let member = CloneMember(
+                    record: CloneRecord(volumeID: cloneID, state: .synchronizing, createdAt: Self.now()),
+                    extentCount: group.extentCount, delta: initialDelta(of: sourceState, group: group))
+                group.members[cloneID] = member
+                group.recordDirty = true
+                group.persistentDelta.markAllDirty()
+                state.cloneGroups.groups[sourceID] = group
+                state.cloneGroups.sourceOfClone[cloneID] = sourceID
+                cloneGroupsInUse.store(true, ordering: .relaxed)
+                return (sourceID, cloneID)
+            }
         }
     }
 
