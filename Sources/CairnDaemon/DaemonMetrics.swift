@@ -113,6 +113,20 @@ final class ExportMetrics: Sendable {
     enum Operation: String, CaseIterable, Sendable {
         case read, write, flush, trim, writeZeroes = "write_zeroes", cache, blockStatus = "block_status"
         case copyAndWrite = "copy_and_write"
+
+        /// Position in `allCases`.
+        var index: Int {
+            switch self {
+            case .read: 0
+            case .write: 1
+            case .flush: 2
+            case .trim: 3
+            case .writeZeroes: 4
+            case .cache: 5
+            case .blockStatus: 6
+            case .copyAndWrite: 7
+            }
+        }
     }
 
     struct Series: Sendable {
@@ -121,7 +135,8 @@ final class ExportMetrics: Sendable {
         let latency: DurationHistogram
     }
 
-    private let series: [Operation: Series]
+    /// Indexed by `Operation.allCases` order: an array index, not a hash, on every request.
+    private let series: [Series]
     let bytesRead: Counter
     let bytesWritten: Counter
 
@@ -130,16 +145,15 @@ final class ExportMetrics: Sendable {
         let errors = DaemonMetrics.name("nbd", "request_errors", "total", "NBD requests that failed")
         let latency = DaemonMetrics.name(
             "nbd", "request_duration", "seconds", "Time from a request's dispatch to the export's completion")
-        var series: [Operation: Series] = [:]
-        for operation in Operation.allCases {
+        precondition(Operation.allCases.enumerated().allSatisfy { $0.offset == $0.element.index })
+        self.series = Operation.allCases.map { operation in
             let labels = [("export", export), ("command", operation.rawValue)]
-            series[operation] = Series(
+            return Series(
                 requests: registry.makeCounter(descriptor: requests, labels: labels),
                 errors: registry.makeCounter(descriptor: errors, labels: labels),
                 latency: registry.makeDurationHistogram(
                     descriptor: latency, labels: labels, buckets: DaemonMetrics.latencyBuckets))
         }
-        self.series = series
         let bytes = DaemonMetrics.name("nbd", "data", "bytes_total", "Payload bytes read and written over NBD")
         bytesRead = registry.makeCounter(descriptor: bytes, labels: [("export", export), ("direction", "read")])
         bytesWritten = registry.makeCounter(descriptor: bytes, labels: [("export", export), ("direction", "write")])
@@ -147,7 +161,7 @@ final class ExportMetrics: Sendable {
 
     /// Counts one finished request.
     func record(_ operation: Operation, since start: ContinuousClock.Instant, failed: Bool = false) {
-        let series = self.series[operation]!
+        let series = self.series[operation.index]
         series.requests.increment()
         if failed { series.errors.increment() }
         series.latency.record(ContinuousClock.now - start)
