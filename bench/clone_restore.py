@@ -33,6 +33,8 @@ import time
 
 import nbd
 
+from benchlib import log, run, size_bytes, start_cairn
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 SIZES = ["64M", "256M"] if QUICK else ["1G", os.environ.get("LARGE_SIZE", "8G")]
@@ -43,22 +45,6 @@ CAIRN = os.environ.get("CAIRN_BIN") or next(
     (p for p in [os.path.join(REPO, ".build/release/cairn"), os.path.join(REPO, ".build/debug/cairn")]
      if os.path.exists(p)), "cairn")
 WORKDIR = os.environ.get("WORKDIR") or tempfile.mkdtemp(prefix="cairn-clone-bench-", dir="/var/tmp")
-
-
-def size_bytes(text):
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
-
-
-def log(message):
-    print(time.strftime("[%H:%M:%S] ") + message, file=sys.stderr, flush=True)
-
-
-def run(*args, check=True):
-    result = subprocess.run(args, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr}{result.stdout}")
-    return result
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -75,19 +61,7 @@ class Daemon:
     def __init__(self, directory):
         self.directory = directory
         self.log = open(directory + ".log", "w")
-        self.process = subprocess.Popen(
-            [CAIRN, "serve", "--data-dir", directory, "--nbd-port", "0", "--log-level", "warning"],
-            stdout=self.log, stderr=self.log)
-        for _ in range(600):
-            try:
-                info = json.load(open(os.path.join(directory, "daemon.json")))
-                if os.path.exists(os.path.join(directory, "cairn.sock")):
-                    self.port = int(info["nbd"].rsplit(":", 1)[1])
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("cairn serve did not start")
+        self.process, self.port = start_cairn(CAIRN, directory, self.log, tries=600)
 
     def uri(self, name):
         return f"nbd://127.0.0.1:{self.port}/{name}"

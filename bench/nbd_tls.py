@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import log, run, start_cairn, start_qemu_nbd, wait_nbd
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 SIZE = os.environ.get("SIZE", "256M" if QUICK else "2G")
@@ -32,23 +34,6 @@ RAMP = int(os.environ.get("RAMP", "1" if QUICK else "3"))
 CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(REPO, ".build/release/cairn")
 JOBS = [("randread-4k", "randread", "4k", 32), ("randwrite-4k", "randwrite", "4k", 32),
         ("seqread-1m", "read", "1M", 8), ("seqwrite-1m", "write", "1M", 8)]
-
-
-def log(message):
-    print(time.strftime("[%H:%M:%S] ") + message, file=sys.stderr, flush=True)
-
-
-def run(*args, **kwargs):
-    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr}{result.stdout}")
-    return result
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_certificates(directory):
@@ -71,14 +56,6 @@ def make_certificates(directory):
 CLIENT_ENV = dict(os.environ)
 
 
-def wait_nbd(uri):
-    for _ in range(300):
-        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True, env=CLIENT_ENV).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"no NBD server at {uri}")
-
-
 def fio(uri, rw, bs, depth, output, timed=True):
     args = ["fio", "--name=job", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
             f"--iodepth={depth}", f"--size={SIZE}", "--output-format=json", f"--output={output}"]
@@ -89,23 +66,11 @@ def fio(uri, rw, bs, depth, output, timed=True):
     return job["write" if "write" in rw else "read"]
 
 
-def start_cairn(work, name, tls_args):
+def start_cairn_volume(work, name, tls_args):
     directory = os.path.join(work, name)
     os.makedirs(directory)
     log_file = open(os.path.join(work, name + ".log"), "w")
-    process = subprocess.Popen([CAIRN, "serve", "--data-dir", directory, "--nbd-port", "0", "--log-level",
-                                "warning"] + tls_args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-    for _ in range(300):
-        try:
-            info = json.load(open(os.path.join(directory, "daemon.json")))
-            if os.path.exists(os.path.join(directory, "cairn.sock")):
-                port = int(info["nbd"].rsplit(":", 1)[1])
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    else:
-        raise RuntimeError(f"cairn serve did not start: {open(os.path.join(work, name + '.log')).read()}")
+    process, port = start_cairn(CAIRN, directory, log_file, extra=tls_args)
     run(CAIRN, "volume", "create", "disk", SIZE, "--data-dir", directory)
 
     def stop():
@@ -114,26 +79,10 @@ def start_cairn(work, name, tls_args):
     return port, stop
 
 
-def start_qemu_nbd(work, name, tls_args):
+def start_qemu_nbd_raw(work, name, tls_args):
     image = os.path.join(work, name + ".raw")
     run("truncate", "-s", SIZE, image)
-    port = free_port()
-    pidfile = os.path.join(work, name + ".pid")
-    run("qemu-nbd", "-f", "raw", "-x", "disk", "-b", "127.0.0.1", "-p", str(port), "-t", "--cache=none",
-        "--aio=native", "-e", "8", "--fork", f"--pid-file={pidfile}", *tls_args, image)
-    for _ in range(100):
-        if os.path.exists(pidfile) and open(pidfile).read().strip():
-            break
-        time.sleep(0.1)
-    pid = int(open(pidfile).read())
-
-    def stop():
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(300):
-            if not os.path.exists(f"/proc/{pid}"):
-                return
-            time.sleep(0.1)
-    return port, stop
+    return start_qemu_nbd(image, "raw", work, name, extra=tls_args)
 
 
 def main():
@@ -149,14 +98,14 @@ def main():
         cairn_tls = ["--tls", "required", "--tls-cert", os.path.join(certificates, "server-cert.pem"),
                      "--tls-key", os.path.join(certificates, "server-key.pem")]
         qemu_tls = ["--object", f"tls-creds-x509,id=tls0,dir={certificates},endpoint=server,verify-peer=off", "--tls-creds", "tls0"]
-        targets = [("cairn", start_cairn, [], False), ("cairn-tls", start_cairn, cairn_tls, True),
-                   ("qemu-nbd", start_qemu_nbd, [], False), ("qemu-nbd-tls", start_qemu_nbd, qemu_tls, True)]
+        targets = [("cairn", start_cairn_volume, [], False), ("cairn-tls", start_cairn_volume, cairn_tls, True),
+                   ("qemu-nbd", start_qemu_nbd_raw, [], False), ("qemu-nbd-tls", start_qemu_nbd_raw, qemu_tls, True)]
         for name, start, tls_args, tls in targets:
             log(name)
             port, stop = start(work, name, tls_args)
             uri = f"nbds://127.0.0.1:{port}/disk" if tls else f"nbd://127.0.0.1:{port}/disk"
             try:
-                wait_nbd(uri)
+                wait_nbd(uri, env=CLIENT_ENV)
                 fio(uri, "write", "1M", 8, os.path.join(work, f"{name}-fill.json"), timed=False)
                 results[name] = {}
                 for job, rw, bs, depth in JOBS:

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import free_port, log, run, size_bytes, start_cairn, start_qemu_nbd, wait_nbd
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 SIZE = os.environ.get("SIZE", "512M" if QUICK else "2G")
@@ -38,36 +40,6 @@ RAMP = int(os.environ.get("RAMP", "1" if QUICK else "3"))
 FSYNC_EVERY = int(os.environ.get("FSYNC_EVERY", "1024"))
 CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(REPO, ".build/release/cairn")
 LARGEST = 256 << 40  # Pool.maximumVolumeSize
-
-
-def size_bytes(text):
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
-
-
-def log(message):
-    print(time.strftime("[%H:%M:%S] ") + message, file=sys.stderr, flush=True)
-
-
-def run(*args, check=True, **kwargs):
-    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr}{result.stdout}")
-    return result
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_nbd(uri):
-    for _ in range(300):
-        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"no NBD server at {uri}")
 
 
 def fio(uri, rw, bs, depth, runtime=None, size=None, end_fsync=False, output=None, fsync_every=0):
@@ -96,20 +68,7 @@ class Cairn:
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         self.log = open(os.path.join(work, name + ".log"), "w")
-        self.process = subprocess.Popen(
-            [CAIRN, "serve", "--data-dir", self.dir, "--nbd-port", "0", "--log-level", "warning"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        for _ in range(300):
-            try:
-                info = json.load(open(os.path.join(self.dir, "daemon.json")))
-                if os.path.exists(os.path.join(self.dir, "cairn.sock")):
-                    self.port = int(info["nbd"].rsplit(":", 1)[1])
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("cairn serve did not start")
+        self.process, self.port = start_cairn(CAIRN, self.dir, self.log)
         self.socket = os.path.join(self.dir, "cairn.sock")
 
     def cli(self, *args):
@@ -188,22 +147,7 @@ def filled_raw(work, name):
 
 
 def qemu_nbd(image, fmt, work, tag):
-    port = free_port()
-    pidfile = os.path.join(work, tag + ".pid")
-    run("qemu-nbd", "-f", fmt, "-x", "disk", "-b", "127.0.0.1", "-p", str(port), "-t", "--cache=none",
-        "--aio=native", "-e", "8", "--fork", f"--pid-file={pidfile}", image)
-    for _ in range(100):
-        if os.path.exists(pidfile) and open(pidfile).read().strip():
-            break
-        time.sleep(0.1)
-    pid = int(open(pidfile).read())
-
-    def stop():
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(300):
-            if not os.path.exists(f"/proc/{pid}"):
-                return
-            time.sleep(0.1)
+    port, stop = start_qemu_nbd(image, fmt, work, tag)
     return f"nbd://127.0.0.1:{port}/disk", stop
 
 
