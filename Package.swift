@@ -57,6 +57,23 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Backup archive format (issue 6): self-describing, per-extent SHA-256, sparse, streamable. No I/O
+        // beyond reading and writing a byte stream.
+        .target(
+            name: "CairnArchive",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // Consistent backups without quiescing (seed 004): the one-way mirror (images A and B, range
+        // locks, session routing), archiving image A and restoring archives. No networking.
+        .target(
+            name: "CairnBackup",
+            dependencies: [
+                "CairnArchive", "CairnEngine", "CairnIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // NBD wire protocol: types, frame parser, reply encoder, handshake state machine. NIOCore only.
         .target(
             name: "NBDProtocol",
@@ -106,6 +123,7 @@ let package = Package(
             name: "CairnDaemon",
             dependencies: [
                 "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI",
+                "CairnBackup", "CairnArchive",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -120,6 +138,7 @@ let package = Package(
             name: "CairnCLI",
             dependencies: [
                 "CairnAPI", "CairnDaemon", "CairnEngine", "CairnIO", "NBDClient", "NBDProtocol",
+                "CairnArchive", "CairnBackup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -139,6 +158,15 @@ let package = Package(
             name: "CairnEngineTests",
             dependencies: [
                 "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "CairnArchiveTests", dependencies: ["CairnArchive"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnBackupTests",
+            dependencies: [
+                "CairnBackup", "CairnArchive", "CairnEngine", "CairnIO",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -171,7 +199,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["CairnAPI", "CairnDaemon", "InteropSupport"],
+            dependencies: ["CairnAPI", "CairnDaemon", "InteropSupport", "CairnArchive"],
             swiftSettings: strict
         ),
     ]

@@ -16,12 +16,14 @@ public enum ControlServer {
     /// Builds the HTTP application; run it as a swift-service-lifecycle service. With a `token`, every
     /// call must present it as `Authorization: Bearer TOKEN` (required on TCP, see `Daemon`).
     public static func makeApplication(
-        service: any ManagementService, endpoint: Endpoint, token: String? = nil, logger: Logger
+        service: any ManagementService, endpoint: Endpoint, token: String? = nil, logger: Logger,
+        backups: (any BackupService)? = nil
     ) -> some ApplicationProtocol {
         let router = Router()
         router.middlewares.add(ErrorBodyMiddleware())
         if let token { router.middlewares.add(BearerTokenMiddleware(token: token)) }
         addRoutes(to: router, service: service)
+        if let backups { addBackupRoutes(to: router, service: backups) }
         let address: BindAddress
         switch endpoint {
         case .unixSocket(let path):

@@ -1,4 +1,5 @@
 import CairnAPI
+import CairnBackup
 import CairnControl
 import CairnEngine
 import CairnIO
@@ -28,7 +29,17 @@ public enum Daemon {
             executor.shutdown()
         }
         let metrics = DaemonMetrics()
-        let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics, access: configuration.access)
+        // Backups a crash interrupted are finished or abandoned before any session is served.
+        let backups: BackupCoordinator
+        do {
+            backups = try BackupCoordinator(pool: pool, dataDirectory: configuration.dataDirectory, logger: logger)
+        } catch {
+            pool.close()
+            throw error
+        }
+        backups.recover()
+        let catalog = VolumeCatalog(
+            pool: pool, executor: executor, metrics: metrics, access: configuration.access, backups: backups)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
@@ -70,7 +81,9 @@ public enum Daemon {
                 throw error
             }
         }
-        let api = ControlServer.makeApplication(service: management, endpoint: endpoint, token: token, logger: logger)
+        let api = ControlServer.makeApplication(
+            service: management, endpoint: endpoint, token: token, logger: logger,
+            backups: BackupManagement(coordinator: backups, pool: pool, executor: executor))
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(
             RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)

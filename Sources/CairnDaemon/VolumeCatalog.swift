@@ -1,3 +1,4 @@
+import CairnBackup
 import CairnEngine
 import CairnIO
 import NBDServer
@@ -11,8 +12,14 @@ final class VolumeCatalog: NBDExportCatalog {
     let metrics: DaemonMetrics
     /// nil: every session may open every export read-write.
     let access: ExportAccessPolicy?
+    /// Consistent backups: the catalog tells it which sessions each volume has (to split them at T).
+    let backups: BackupCoordinator?
 
-    init(pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil) {
+    init(
+        pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil,
+        backups: BackupCoordinator? = nil
+    ) {
+        self.backups = backups
         self.pool = pool
         self.executor = executor
         self.metrics = metrics
@@ -65,11 +72,11 @@ final class VolumeCatalog: NBDExportCatalog {
         // Refused exactly like a name that does not exist: a client learns nothing about exports it
         // may not open.
         guard let grant = grant(name, session) else { throw NBDExportError(.invalid, "no export named '\(name)'") }
-        let export = try attachVolume(name: name)
+        let export = try attachVolume(name: name, session: session)
         return grant == .readOnly ? export.grantedReadOnly() : export
     }
 
-    private func attachVolume(name: String) throws -> VolumeExport {
+    private func attachVolume(name: String, session: NBDSessionInfo) throws -> VolumeExport {
         let (volume, snapshot) = Self.split(name)
         do {
             if let snapshot {
@@ -79,11 +86,20 @@ final class VolumeCatalog: NBDExportCatalog {
                     volumeID: pinned.volumeID, name: name,
                     snapshotEpoch: pinned.epoch, snapshotSize: pinned.size)
             }
+            if backups?.isImageVolume(volume) == true {
+                throw NBDExportError(.invalid, "'\(name)' holds a backup's image A and cannot be opened while it runs")
+            }
             let id = try pool.volumeID(named: volume)
             try pool.attach(volumeID: id)
+            let routing = backups.map { coordinator -> BackupRouting in
+                coordinator.sessionAttached(volumeID: id, session: session.id, address: session.remoteAddress)
+                return BackupRouting(route: coordinator.route(volumeID: id), session: session.id)
+            }
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name)
+                name: name, backupRoute: routing)
+        } catch let error as NBDExportError {
+            throw error
         } catch let error as EngineError where error.code == .notFound {
             throw NBDExportError(.invalid, "no export named '\(name)'")
         } catch {
@@ -96,6 +112,7 @@ final class VolumeCatalog: NBDExportCatalog {
         if let epoch = export.snapshotEpoch {
             pool.detachSnapshot(volumeID: export.volumeID, epoch: epoch)
         } else {
+            backups?.sessionDetached(volumeID: export.volumeID, session: session.id)
             pool.detach(volumeID: export.volumeID)
         }
     }

@@ -35,11 +35,15 @@ final class VolumeExport: NBDExport {
     let batchers: CompletionBatchers
     /// Request counters and latencies of this export name.
     let metrics: ExportMetrics
+    /// The session's backup routing (live volumes only; nil for snapshots and tests).
+    let backupRoute: BackupRouting?
 
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
-        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false
+        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false,
+        backupRoute: BackupRouting? = nil
     ) {
+        self.backupRoute = backupRoute
         self.readOnlyGrant = readOnlyGrant
         self.metrics = metrics
         self.pool = pool
@@ -55,7 +59,7 @@ final class VolumeExport: NBDExport {
     func grantedReadOnly() -> VolumeExport {
         VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
-            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true)
+            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, backupRoute: backupRoute)
     }
 
     /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
@@ -115,12 +119,15 @@ final class VolumeExport: NBDExport {
         let pool = self.pool
         let volumeID = self.volumeID
         let epoch = snapshotEpoch
+        let routing = backupRoute
         return measured(.read, since: start, bytes: metrics.bytesRead, length: UInt64(length), run(on: eventLoop) {
             var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
             var extents: [ReadExtent] = []
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
                 let target = UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)])
-                extents = try pool.read(volumeID: volumeID, snapshotEpoch: epoch, offset: offset, into: target)
+                extents = try BackupRouting.read(routing, offset: offset, into: target) {
+                    try pool.read(volumeID: volumeID, snapshotEpoch: epoch, offset: offset, into: target)
+                }
                 return Int(length)
             }
             return Self.segments(extents, buffer: buffer, offset: offset)
@@ -130,7 +137,7 @@ final class VolumeExport: NBDExport {
     /// Reads of data in the page cache are served on the event loop: `readIfCached` never blocks (no chunk
     /// lock waits, RWF_NOWAIT). Anything else returns nil and goes through the I/O threads.
     func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? {
-        guard length <= Self.immediateReadLimit else { return nil }
+        guard length <= Self.immediateReadLimit, backupRoute?.isActive != true else { return nil }
         let start = ContinuousClock.now
         var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
         var extents: [ReadExtent]?
@@ -160,9 +167,12 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        let routing = backupRoute
         let written = run(on: eventLoop, writing: true) {
             try data.withUnsafeReadableBytes { bytes in
-                try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
+                try BackupRouting.write(routing, offset: offset, source: .bytes(bytes), fua: fua) {
+                    try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
+                }
             }
         }.flatMap { needsCommit in
             // FUA that changed metadata: the reply waits for a group commit, but no I/O thread does.
@@ -190,8 +200,11 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        let routing = backupRoute
         return measured(.trim, since: start, run(on: eventLoop, writing: true) {
-            try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
+            try BackupRouting.discard(routing, offset: offset, length: length, mode: .trim, fua: fua) {
+                try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
+            }
         })
     }
 
@@ -202,11 +215,17 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        let routing = backupRoute
         return measured(.writeZeroes, since: start, run(on: eventLoop, writing: true) {
             if punch {
-                try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
+                try BackupRouting.discard(routing, offset: offset, length: length, mode: .zero, fua: fua) {
+                    try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
+                }
             } else {
-                try pool.write(volumeID: volumeID, offset: offset, source: .zeros(length: length), fua: fua)
+                _ = try BackupRouting.write(routing, offset: offset, source: .zeros(length: length), fua: fua) {
+                    try pool.write(volumeID: volumeID, offset: offset, source: .zeros(length: length), fua: fua)
+                    return false
+                }
             }
         })
     }
@@ -234,6 +253,13 @@ final class VolumeExport: NBDExport {
         // Map lookups only, no file I/O: answered on the event loop.
         return measured(.blockStatus, since: start, eventLoop.makeCompletedFuture {
             do {
+                if context == Self.allocationContext, self.backupRoute?.isActive == true {
+                    // Images A and B are spread over several volumes while a backup splits this one:
+                    // "all data" is always a correct answer (holes are only an optimisation).
+                    let size = try pool.size(volumeID: volumeID)
+                    guard offset < size else { throw EngineError(.invalidArgument, "offset \(offset) is past the end") }
+                    return [NBDExtent(length: min(length, size - offset), flags: 0)]
+                }
                 if context == Self.allocationContext {
                     return try pool.allocationExtents(
                         volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length, maximumExtents: limit
@@ -273,6 +299,10 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        if backupRoute?.isActive == true {
+            return eventLoop.makeFailedFuture(
+                NBDExportError(.notSupported, "COPY_AND_WRITE is not available while a backup splits this volume"))
+        }
         return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
             run(on: eventLoop) {
                 try buffer.withUnsafeReadableBytes { bytes in

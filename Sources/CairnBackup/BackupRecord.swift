@@ -1,0 +1,101 @@
+import Foundation
+
+/// One backup as it is kept on disk (`<pool>/backups/<id>.json`, replaced atomically at each phase
+/// change) and shown by `cairn backup status`. After a crash the phase says what to do: a backup
+/// still draining is abandoned (its A sessions were cut mid-work, so A is not a consistent image); one
+/// that was archiving starts its archive again from the frozen, durable image A.
+public struct BackupRecord: Codable, Sendable, Hashable {
+    public enum Phase: String, Codable, Sendable {
+        /// `--method mirror`: building the full copy before the split.
+        case establishing
+        /// Split at T; waiting for the sessions on A to close.
+        case draining
+        /// A is frozen and durable; writing the archive.
+        case archiving
+        /// The archive is complete and durable; image A is being dropped (the log merged back).
+        case discarding
+        case succeeded
+        case failed
+    }
+
+    public var id: String
+    public var volume: String
+    public var volumeID: UInt64
+    public var volumeSize: UInt64
+    public var method: BackupMethod
+    public var archivePath: String
+    /// Base archive of an incremental backup, its chain index and the snapshot it left as a base.
+    public var baseArchiveID: String?
+    public var baseChainIndex: UInt32?
+    public var baseSnapshot: String?
+    public var phase: Phase
+    /// Snapshot of the volume at T (kept afterwards as the base of the next incremental backup).
+    public var snapshot: String
+    /// The volume holding image A's storage (clone, copy or log), dropped at the end.
+    public var imageVolume: String
+    public var drainTimeoutSeconds: Double?
+    public var startedAt: Date
+    public var splitAt: Date?
+    public var finishedAt: Date?
+    public var drain: String?
+    public var sessionsAtSplit: Int?
+    /// Sessions still on A when a seal or timeout froze it.
+    public var sessionsLeftOnA: [String]?
+    public var message: String?
+    public var dataBytes: UInt64?
+    public var archiveBytes: UInt64?
+    /// Job of the current run (not meaningful after a restart).
+    public var jobID: UInt64?
+    /// True when the archive was resumed after a daemon restart.
+    public var resumed: Bool?
+
+    var isFinished: Bool { phase == .succeeded || phase == .failed }
+}
+
+/// The backups directory: one JSON file per backup, written by write-then-rename and synced.
+struct BackupRecordStore {
+    let directory: String
+
+    init(directory: String) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    func save(_ record: BackupRecord) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(record)
+        let path = directory + "/" + record.id + ".json"
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        let synced = fsync(fd)
+        close(fd)
+        guard written == data.count, synced == 0, rename(temporary, path) == 0 else {
+            throw CocoaError(.fileWriteUnknown)
+        }
+        Self.syncDirectory(directory)
+    }
+
+    func loadAll() -> [BackupRecord] {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.compactMap { name in
+            guard let data = FileManager.default.contents(atPath: directory + "/" + name) else { return nil }
+            return try? decoder.decode(BackupRecord.self, from: data)
+        }.sorted { $0.startedAt < $1.startedAt }
+    }
+
+    func journalPath(for id: String) -> String { directory + "/" + id + ".log-table" }
+
+    /// Makes a rename in `directory` durable.
+    static func syncDirectory(_ directory: String) {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+}

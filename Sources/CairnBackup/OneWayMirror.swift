@@ -1,0 +1,195 @@
+import CairnEngine
+import CairnIO
+
+/// The seed's one-way mirror device for one volume during one backup: two images, the sessions routed
+/// to each, and the range locks they share. Sessions open at the split (T) use image A and their
+/// writes reach A and B; sessions opened later use B only. When every A session has closed (or the
+/// operator seals, or the drain times out) A is frozen and every session uses B.
+public final class OneWayMirror: @unchecked Sendable {
+    // @unchecked: mutable state is guarded by `monitor`; `images` changes only under the route's hold.
+    public enum Phase: String, Sendable, Codable {
+        /// `--method mirror` only: the copy is being built; every write goes to both images.
+        case establishing
+        /// Split at T: A sessions on A, the others on B.
+        case split
+        /// A no longer changes; every session uses B.
+        case frozen
+    }
+
+    /// How image A stopped changing.
+    public enum DrainOutcome: String, Sendable, Codable {
+        /// Every session open at T closed.
+        case drained
+        /// `cairn backup seal`: the operator said the old work is done.
+        case sealed
+        /// The drain timeout passed with sessions still on A.
+        case timeout
+    }
+
+    let images: any MirrorImages
+    public let locks = RangeLockTable()
+    private let monitor = Monitor()
+    private var phase: Phase
+    private var sessionsOnA: [UInt64: String] = [:]
+    private var outcome: DrainOutcome?
+    /// Lock blocks an A session wrote or discarded: with the changed blocks since the previous backup's
+    /// snapshot, what an incremental archive must record.
+    private var writtenByA: Set<UInt64> = []
+
+    init(images: any MirrorImages, phase: Phase) {
+        self.images = images
+        self.phase = phase
+    }
+
+    public var method: BackupMethod { images.method }
+    public var currentPhase: Phase { monitor.withLock { phase } }
+
+    /// Sessions still on image A: id → remote address.
+    public var sessionsStillOnA: [UInt64: String] { monitor.withLock { phase == .split ? sessionsOnA : [:] } }
+
+    /// The side `session` uses now.
+    public func side(of session: UInt64) -> MirrorSide {
+        monitor.withLock { phase == .split && sessionsOnA[session] != nil ? .a : .b }
+    }
+
+    /// Called under the route's hold at T: `sessions` are the ones open now.
+    func split(sessions: [UInt64: String]) {
+        monitor.withLock {
+            sessionsOnA = sessions
+            phase = .split
+            if sessions.isEmpty { outcome = .drained }
+            monitor.broadcast()
+        }
+    }
+
+    /// A session closed; if it was the last on A, A is drained.
+    func sessionClosed(_ session: UInt64) {
+        monitor.withLock {
+            guard sessionsOnA.removeValue(forKey: session) != nil else { return }
+            if sessionsOnA.isEmpty && phase == .split && outcome == nil { outcome = .drained }
+            monitor.broadcast()
+        }
+    }
+
+    /// The operator's seal: A is taken as consistent now.
+    func seal() -> Bool {
+        monitor.withLock {
+            guard phase == .split, outcome == nil else { return false }
+            outcome = .sealed
+            monitor.broadcast()
+            return true
+        }
+    }
+
+    /// Waits at most `timeout` for A to be drained or sealed; nil if it is still draining.
+    func waitForDrain(timeoutNanoseconds timeout: UInt64) -> DrainOutcome? {
+        monitor.withLock {
+            if outcome == nil { monitor.wait(timeoutNanoseconds: timeout) }
+            return outcome
+        }
+    }
+
+    /// The drain timeout passed: A is frozen with the sessions still on it (unless it drained just now).
+    func expire() -> DrainOutcome {
+        monitor.withLock {
+            if outcome == nil { outcome = .timeout }
+            return outcome!
+        }
+    }
+
+    /// Called under the route's hold: from now on every session uses B.
+    func freeze() {
+        monitor.withLock {
+            phase = .frozen
+            monitor.broadcast()
+        }
+    }
+
+    /// Lock blocks A sessions changed.
+    var blocksWrittenByA: Set<UInt64> { monitor.withLock { writtenByA } }
+
+    // MARK: I/O of the sessions
+
+    public func read(session: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> [ReadExtent] {
+        let side = self.side(of: session)
+        return try locks.withRange(offset: offset, length: UInt64(buffer.count), exclusive: false) {
+            try images.read(side, offset: offset, into: buffer)
+        }
+    }
+
+    public func write(session: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws {
+        let side = self.side(of: session)
+        try locks.withRange(offset: offset, length: source.byteCount, exclusive: true) {
+            try images.write(side, offset: offset, source: source, fua: fua)
+        }
+        if side == .a { noteWrittenByA(offset: offset, length: source.byteCount) }
+    }
+
+    public func discard(session: UInt64, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
+        let side = self.side(of: session)
+        try locks.withRange(offset: offset, length: length, exclusive: true) {
+            try images.discard(side, offset: offset, length: length, mode: mode, fua: fua)
+        }
+        if side == .a { noteWrittenByA(offset: offset, length: length) }
+    }
+
+    private func noteWrittenByA(offset: UInt64, length: UInt64) {
+        let blocks = RangeLockTable.blocks(offset: offset, length: length)
+        monitor.withLock { for block in blocks { writtenByA.insert(block) } }
+    }
+}
+
+/// The gate every session of one volume passes for each request, so that the backup can change
+/// routing (install a mirror at T, freeze, remove it) at an instant when no request of the volume is
+/// in flight: a request either ran entirely before the change or entirely after it. The hold waits
+/// for the requests in flight (milliseconds) and never refuses a session or a request.
+public final class VolumeRoute: @unchecked Sendable {
+    // @unchecked: all state under `monitor`.
+    private let monitor = Monitor()
+    private var inFlight = 0
+    private var holding = false
+    private var current: OneWayMirror?
+
+    public init() {}
+
+    /// The mirror active on the volume, if any (a hint: `enter` is what I/O uses).
+    public var mirror: OneWayMirror? { monitor.withLock { current } }
+
+    /// Runs one request: `plain` when no backup splits the volume, else `mirrored` with the mirror.
+    public func perform<T>(_ plain: () throws -> T, mirrored: (OneWayMirror) throws -> T) throws -> T {
+        let mirror = monitor.withLock { () -> OneWayMirror? in
+            while holding { monitor.wait() }
+            inFlight += 1
+            return current
+        }
+        defer {
+            monitor.withLock {
+                inFlight -= 1
+                if inFlight == 0 && holding { monitor.broadcast() }
+            }
+        }
+        guard let mirror else { return try plain() }
+        return try mirrored(mirror)
+    }
+
+    /// Stops new requests, waits for those in flight, runs `body` (which may change the mirror).
+    func hold<T>(_ body: () throws -> T) rethrows -> T {
+        monitor.withLock {
+            while holding { monitor.wait() }
+            holding = true
+            while inFlight > 0 { monitor.wait() }
+        }
+        defer {
+            monitor.withLock {
+                holding = false
+                monitor.broadcast()
+            }
+        }
+        return try body()
+    }
+
+    /// Installs or removes the mirror; call inside `hold`.
+    func install(_ mirror: OneWayMirror?) {
+        monitor.withLock { current = mirror }
+    }
+}

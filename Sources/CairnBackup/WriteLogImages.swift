@@ -1,0 +1,187 @@
+import CairnEngine
+import Foundation
+import Glibc
+import Synchronization
+
+/// `--method log` (seed figs. 14-20): image A is the volume itself and holds the common data; image B
+/// is the volume overlaid by a log volume, with a lookup table on B (`entries`, one per lock block)
+/// saying which blocks B holds in the log.
+///
+/// - B write to a block without an entry: the block is copied from A into the log with the write
+///   applied, made durable, then the entry is added (fig. 18). With an entry: written to the log.
+/// - A write: written to the volume. Where B has an entry, the seed deletes it (fig. 16); here the
+///   write goes to the log too and the entry stays, so entries only ever get added and the journal on
+///   disk needs no ordering between a deletion and the data it would expose. B sees A's write either way.
+/// - B read: the log where B has an entry, the volume elsewhere (fig. 17). A read: the volume.
+/// - Afterwards the log is merged into the volume (`dissolve`), and the volume is image B again.
+final class WriteLogImages: MirrorImages {
+    let pool: Pool
+    let volumeID: UInt64
+    let size: UInt64
+    let logID: UInt64
+    let logName: String
+    let journal: LogTableJournal
+    /// B's lookup table: lock blocks held in the log. Changed under the block's exclusive range lock.
+    private let entries = Mutex<Set<UInt64>>([])
+    /// Set while merging: B's writes to blocks with entries go to the volume too, so that once every
+    /// entry is copied the volume holds everything and the log can go.
+    private let merging = Atomic<Bool>(false)
+    var method: BackupMethod { .log }
+    var imageAVolumeID: UInt64 { volumeID }
+    static let blockSize = RangeLockTable.blockSize
+
+    init(pool: Pool, volumeID: UInt64, size: UInt64, logID: UInt64, logName: String, journal: LogTableJournal,
+         entries: Set<UInt64> = []) {
+        self.pool = pool
+        self.volumeID = volumeID
+        self.size = size
+        self.logID = logID
+        self.logName = logName
+        self.journal = journal
+        self.entries.withLock { $0 = entries }
+    }
+
+    var entryCount: Int { entries.withLock { $0.count } }
+
+    private func hasEntry(_ block: UInt64) -> Bool { entries.withLock { $0.contains(block) } }
+
+    /// Splits `[offset, offset + length)` at lock-block boundaries.
+    private func pieces(offset: UInt64, length: UInt64) -> [(block: UInt64, offset: UInt64, length: UInt64)] {
+        var result: [(block: UInt64, offset: UInt64, length: UInt64)] = []
+        var position = offset
+        let end = offset + length
+        while position < end {
+            let block = position / Self.blockSize
+            let pieceEnd = min(end, (block + 1) * Self.blockSize)
+            result.append((block: block, offset: position, length: pieceEnd - position))
+            position = pieceEnd
+        }
+        return result
+    }
+
+    func read(_ side: MirrorSide, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> [ReadExtent] {
+        if side == .a { return try pool.read(volumeID: volumeID, offset: offset, into: buffer) }
+        var extents: [ReadExtent] = []
+        for piece in pieces(offset: offset, length: UInt64(buffer.count)) {
+            let start = Int(piece.offset - offset)
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<start + Int(piece.length)])
+            let source = hasEntry(piece.block) ? logID : volumeID
+            for extent in try pool.read(volumeID: source, offset: piece.offset, into: target) {
+                if let last = extents.last, last.isHole == extent.isHole, last.offset + last.length == extent.offset {
+                    extents[extents.count - 1].length += extent.length
+                } else {
+                    extents.append(extent)
+                }
+            }
+        }
+        return extents
+    }
+
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
+        if side == .a { try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua) }
+        for piece in pieces(offset: offset, length: source.byteCount) {
+            let part = source.slice(from: Int(piece.offset - offset), length: Int(piece.length))
+            let isMerging = merging.load(ordering: .acquiring)
+            if hasEntry(piece.block) {
+                try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: fua)
+                if side == .b && isMerging {
+                    try pool.write(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
+                }
+            } else if side == .b && isMerging {
+                // A is archived: the volume is B's storage again wherever the log holds nothing.
+                try pool.write(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
+            } else if side == .b {
+                try addEntry(piece.block)
+                try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: fua)
+            }
+        }
+    }
+
+    func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
+        if side == .a { try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua) }
+        for piece in pieces(offset: offset, length: length) {
+            let isMerging = merging.load(ordering: .acquiring)
+            if !hasEntry(piece.block) {
+                guard side == .b else { continue }
+                if isMerging {
+                    try pool.discard(volumeID: volumeID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
+                    continue
+                }
+                try addEntry(piece.block)
+            }
+            try pool.discard(volumeID: logID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
+            if side == .b && merging.load(ordering: .acquiring) {
+                try pool.discard(volumeID: volumeID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
+            }
+        }
+    }
+
+    /// Copies block `block` of the volume into the log (durably), then records the entry (durably).
+    private func addEntry(_ block: UInt64) throws {
+        try copy(block: block, from: volumeID, to: logID, durable: true)
+        try journal.append(block)
+        entries.withLock { _ = $0.insert(block) }
+    }
+
+    private func copy(block: UInt64, from source: UInt64, to target: UInt64, durable: Bool) throws {
+        let start = block * Self.blockSize
+        let length = min(Self.blockSize, size - start)
+        var buffer = [UInt8](repeating: 0, count: Int(length))
+        try buffer.withUnsafeMutableBytes { raw in
+            let extents = try pool.read(volumeID: source, offset: start, into: raw)
+            for extent in extents {
+                if extent.isHole {
+                    try pool.discard(volumeID: target, offset: extent.offset, length: extent.length, mode: .zero)
+                } else {
+                    let from = Int(extent.offset - start)
+                    try pool.write(
+                        volumeID: target, offset: extent.offset,
+                        source: .bytes(UnsafeRawBufferPointer(rebasing: raw[from..<from + Int(extent.length)])),
+                        fua: false)
+                }
+            }
+        }
+        if durable { try pool.flush() }
+    }
+
+    /// Merges the log into the volume: each entry's block is copied under its exclusive range lock
+    /// while B's writes to merged blocks go to both, then everything is made durable. The entries stay
+    /// until the images are dropped, so a crash in the middle merges again from a log that is current.
+    func prepareDissolve() { merging.store(true, ordering: .releasing) }
+
+    func forgetTable() {
+        unlink(journal.path)
+        BackupRecordStore.syncDirectory((journal.path as NSString).deletingLastPathComponent)
+    }
+
+    func dissolve(locks: RangeLockTable) throws {
+        merging.store(true, ordering: .releasing)
+        for block in entries.withLock({ $0.sorted() }) {
+            try locks.withRange(offset: block * Self.blockSize, length: 1, exclusive: true) {
+                try copy(block: block, from: logID, to: volumeID, durable: false)
+            }
+        }
+        try pool.flush()
+    }
+
+    func discardImages() throws {
+        try pool.deleteVolume(name: logName, force: true)
+        unlink(journal.path)
+    }
+
+    /// After a crash: the blocks of the journal at `journalPath` are copied from the log into the
+    /// volume (no session runs yet), made durable, and the log and journal go.
+    static func recover(pool: Pool, volumeID: UInt64, size: UInt64, logName: String, journalPath: String) throws {
+        guard let logID = try? pool.volumeID(named: logName) else {
+            unlink(journalPath)
+            return
+        }
+        let journal = try LogTableJournal(path: journalPath)
+        let images = WriteLogImages(
+            pool: pool, volumeID: volumeID, size: size, logID: logID, logName: logName, journal: journal,
+            entries: LogTableJournal.load(path: journalPath))
+        try images.dissolve(locks: RangeLockTable())
+        images.forgetTable()
+        try images.discardImages()
+    }
+}

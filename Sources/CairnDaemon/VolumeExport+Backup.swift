@@ -1,0 +1,43 @@
+import CairnBackup
+import CairnEngine
+import NBDServer
+
+/// A session's place in the backup routing of its volume (seed 004): every request of a live-volume
+/// session passes the volume's `VolumeRoute`. Without a backup that costs one uncontended lock; during
+/// one, the one-way mirror decides whether the session reads and writes image A (it was open at T:
+/// its writes reach A and B) or image B (opened later: B only).
+struct BackupRouting: Sendable {
+    let route: VolumeRoute
+    let session: UInt64
+
+    /// True while a backup splits the volume (reads must not bypass the mirror).
+    var isActive: Bool { route.mirror != nil }
+
+    static func read(
+        _ routing: BackupRouting?, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer,
+        plain: () throws -> [ReadExtent]
+    ) throws -> [ReadExtent] {
+        guard let routing else { return try plain() }
+        return try routing.route.perform(plain) { try $0.read(session: routing.session, offset: offset, into: buffer) }
+    }
+
+    /// `plain` returns whether a commit is still owed (FUA); the mirrored path commits itself.
+    static func write(
+        _ routing: BackupRouting?, offset: UInt64, source: WriteSource, fua: Bool, plain: () throws -> Bool
+    ) throws -> Bool {
+        guard let routing else { return try plain() }
+        return try routing.route.perform(plain) {
+            try $0.write(session: routing.session, offset: offset, source: source, fua: fua)
+            return false
+        }
+    }
+
+    static func discard(
+        _ routing: BackupRouting?, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool, plain: () throws -> Void
+    ) throws {
+        guard let routing else { return try plain() }
+        try routing.route.perform(plain) {
+            try $0.discard(session: routing.session, offset: offset, length: length, mode: mode, fua: fua)
+        }
+    }
+}

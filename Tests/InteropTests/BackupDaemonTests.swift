@@ -1,0 +1,228 @@
+import Foundation
+import InteropSupport
+import Testing
+
+/// `cairn backup` through the real daemon and real clients (issue 6): the split at T under one export
+/// name, status, drain, archive, verify, restore, export to qemu-img, transaction consistency for each
+/// method, and kill -9 during the drain and during archiving.
+@Suite("backups through cairn serve", .serialized)
+struct BackupDaemonTests {
+    static let bank = Tools.packageRoot + "/Tests/python/bank_backup.py"
+
+    static func qemuIO(_ daemon: TestDaemon, _ export: String, _ commands: [String]) async throws {
+        var arguments = ["-f", "raw", daemon.uri(export)]
+        for command in commands { arguments += ["-c", command] }
+        let result = try await runTool(Tools.qemuIO, arguments)
+        #expect(
+            result.status == 0 && !result.stdout.contains("verification failed") && !result.stderr.contains("failed"),
+            "qemu-io \(export) \(commands): \(result)")
+    }
+
+    static func json(_ result: ProcessResult) throws -> [String: Any] {
+        try #require(try parseJSON(result.stdout) as? [String: Any], "\(result)")
+    }
+
+    /// Polls `backup status ID` until it has succeeded or failed.
+    static func waitForBackup(_ daemon: TestDaemon, _ id: String, seconds: Double = 120) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
+            if let phase = status["phase"] as? String, phase == "succeeded" || phase == "failed" { return status }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        throw TestDaemonError("backup \(id) did not finish")
+    }
+
+    /// A libnbd session that writes, says it is ready, and stays open until `go` exists.
+    static func holdSession(_ daemon: TestDaemon, _ volume: String, scratch: ScratchDirectory) async throws -> (Process, String) {
+        let ready = scratch.file("ready-\(UUID().uuidString)")
+        let go = scratch.file("go-\(UUID().uuidString)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Tools.python)
+        process.arguments = [Self.bank, "hold", daemon.uri(volume), ready, go]
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: ready) {
+            guard Date() < deadline, process.isRunning else { throw TestDaemonError("the holding session did not start") }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return (process, go)
+    }
+
+    @Test("old sessions stay on image A under the same export name, new ones land on B; archive, verify, restore, export")
+    func splitDrainArchiveRestore() async throws {
+        let scratch = try ScratchDirectory("backup")
+        defer { scratch.remove() }
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "v", "16M"])
+            try await Self.qemuIO(daemon, "v", ["write -P 0x11 0 8m"])
+            let (old, go) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let archive = scratch.file("v.cbk")
+            let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", archive, "--json"]))
+            let id = try #require(started["id"] as? String)
+            #expect((started["sessionsOnA"] as? [Any])?.count == 1, "\(started)")
+            let listed = try await daemon.cliOK(["backup", "status"])
+            #expect(listed.stdout.contains(id) && listed.stdout.contains("draining"), "\(listed)")
+            // A new session (same export name) is on B: its writes never reach A.
+            try await Self.qemuIO(daemon, "v", ["write -P 0x44 8m 1m", "read -P 0x11 1m 1m"])
+            // The image volume cannot be opened by hosts while it runs.
+            let image = try await runTool(Tools.qemuIO, ["-f", "raw", "-r", daemon.uri("backup-\(id)-image"), "-c", "read 0 4k"])
+            #expect(image.status != 0 || image.stderr.contains("failed") || image.stdout.contains("failed"), "\(image)")
+            FileManager.default.createFile(atPath: go, contents: nil)
+            old.waitUntilExit()
+            let done = try await Self.waitForBackup(daemon, id)
+            #expect(done["phase"] as? String == "succeeded" && done["drain"] as? String == "drained", "\(done)")
+            let volumes = try await daemon.cliOK(["volume", "list"])
+            #expect(!volumes.stdout.contains("backup-"), "image A is discarded: \(volumes)")
+
+            let verify = try await runProcess(TestDaemon.binary, ["backup", "verify", archive])
+            #expect(verify.status == 0 && verify.stdout.contains("OK"), "\(verify)")
+            try await daemon.cliOK(["backup", "restore", archive, "--to", "r"])
+            // A: the old session's writes (account 0 and 1 blocks at 0 and 64K), not the new session's.
+            try await Self.qemuIO(daemon, "r", ["read -P 0x11 128k 7m", "read -P 0 8m 1m"])
+            try await Self.qemuIO(daemon, "v", ["read -P 0x44 8m 1m"])
+            // Refused without --force; nothing changes.
+            let again = try await daemon.cli(["backup", "restore", archive, "--to", "r"])
+            #expect(again.status == 4 && again.stderr.contains("--force"), "\(again)")
+            try await daemon.cliOK(["backup", "restore", archive, "--to", "r", "--force"])
+
+            // A damaged archive: verify says where, restore refuses and creates nothing.
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: archive))
+            bytes[bytes.count / 2] ^= 0x5A
+            let damaged = scratch.file("damaged.cbk")
+            try bytes.write(to: URL(fileURLWithPath: damaged))
+            let bad = try await runProcess(TestDaemon.binary, ["backup", "verify", damaged])
+            #expect(bad.status != 0 && bad.stderr.contains("checksum"), "\(bad)")
+            let refused = try await daemon.cli(["backup", "restore", damaged, "--to", "never"])
+            #expect(refused.status != 0, "\(refused)")
+            let after = try await daemon.cliOK(["volume", "list"])
+            #expect(!after.stdout.contains("never"), "\(after)")
+
+            // Standard tools read the archive over NBD.
+            let port = Int.random(in: 20000...40000)
+            let export = Process()
+            export.executableURL = URL(fileURLWithPath: TestDaemon.binary)
+            export.arguments = ["backup", "export", archive, "--port", "\(port)", "--name", "img"]
+            try export.run()
+            defer { export.terminate() }
+            let copy = scratch.file("copy.raw")
+            var converted: ProcessResult?
+            for _ in 0..<50 {
+                converted = try await runTool(
+                    Tools.qemuImg, ["convert", "-f", "raw", "-O", "raw", "nbd://127.0.0.1:\(port)/img", copy])
+                if converted?.status == 0 { break }
+                try await Task.sleep(nanoseconds: 200_000_000)
+            }
+            #expect(converted?.status == 0, "\(String(describing: converted))")
+            let compare = try await runTool(Tools.qemuImg, ["compare", "-f", "raw", "-F", "raw", copy, daemon.uri("r")])
+            #expect(compare.status == 0, "\(compare)")
+
+            // Streaming to standard output gives the same kind of archive.
+            let streamed = scratch.file("streamed.cbk")
+            let stream = try await runTool(
+                "/bin/sh", ["-c", "'\(TestDaemon.binary)' backup start v --to - --data-dir '\(daemon.dataDirectory)' > '\(streamed)'"])
+            #expect(stream.status == 0, "\(stream)")
+            let streamVerify = try await runProcess(TestDaemon.binary, ["backup", "verify", archive, streamed])
+            #expect(streamVerify.status != 0, "two full archives are not a chain: \(streamVerify)")
+            let single = try await runProcess(TestDaemon.binary, ["backup", "verify", streamed])
+            #expect(single.status == 0, "\(single)")
+            try await daemon.cliOK(["pool", "check"])
+        }
+    }
+
+    @Test("transaction consistency: whole transactions before T, none after, for each method", arguments: ["cow", "log", "mirror"])
+    func bankTransactions(method: String) async throws {
+        let scratch = try ScratchDirectory("bank")
+        defer { scratch.remove() }
+        let seed = Int.random(in: 1...1_000_000)
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "bank", "8M"])
+            let log = scratch.file("log.json")
+            let archive = scratch.file("bank.cbk")
+            let run = try await runTool(
+                Tools.python,
+                [
+                    Self.bank, "run", "nbd://127.0.0.1:\(daemon.nbdPort)", "bank", log, "--cairn", TestDaemon.binary,
+                    "--data-dir", daemon.dataDirectory, "--archive", archive, "--method", method, "--seed", "\(seed)",
+                ], timeout: 300)
+            #expect(run.status == 0, "seed \(seed): \(run)")
+            let out = try #require(try parseJSON(run.stdout.split(separator: "\n").last.map(String.init) ?? "") as? [String: Any])
+            let id = try #require(out["backup"] as? String, "seed \(seed): \(run)")
+            #expect((out["errors"] as? [Any])?.isEmpty == true, "seed \(seed): \(out)")
+            let done = try await Self.waitForBackup(daemon, id)
+            #expect(done["phase"] as? String == "succeeded", "seed \(seed): \(done)")
+            try await daemon.cliOK(["backup", "restore", archive, "--to", "restored"])
+            let backup = try await runTool(Tools.python, [Self.bank, "check", daemon.uri("restored"), log, "--mode", "backup"])
+            #expect(backup.status == 0, "\(method) seed \(seed): \(backup)")
+            let live = try await runTool(Tools.python, [Self.bank, "check", daemon.uri("bank"), log, "--mode", "live"])
+            #expect(live.status == 0, "\(method) seed \(seed): \(live)")
+            try await daemon.cliOK(["pool", "check"])
+        }
+    }
+
+    @Test("kill -9 during the drain: the backup is abandoned, the images go, every acknowledged write stays", arguments: ["cow", "log", "mirror"])
+    func killDuringDrain(method: String) async throws {
+        let scratch = try ScratchDirectory("drain-crash")
+        defer { scratch.remove() }
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "v", "8M"])
+            let (old, _) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let archive = scratch.file("v.cbk")
+            let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", archive, "--method", method, "--json"]))
+            let id = try #require(started["id"] as? String)
+            // A new session writes (FUA) on B during the drain.
+            try await Self.qemuIO(daemon, "v", ["write -P 0x66 1m 256k"])
+            try await daemon.kill9()
+            old.terminate()
+            try await daemon.restart()
+            let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
+            #expect(status["phase"] as? String == "failed", "\(status)")
+            #expect((status["message"] as? String ?? "").contains("not a consistent image"), "\(status)")
+            #expect(!FileManager.default.fileExists(atPath: archive) && !FileManager.default.fileExists(atPath: archive + ".partial"))
+            let volumes = try await daemon.cliOK(["volume", "list"])
+            #expect(!volumes.stdout.contains("backup-"), "\(volumes)")
+            let snapshots = try await daemon.cliOK(["snapshot", "list"])
+            #expect(!snapshots.stdout.contains("backup-"), "\(snapshots)")
+            // The old session's FUA write and the new session's FUA write are both in the volume.
+            let check = try await runTool(Tools.qemuIO, ["-f", "raw", daemon.uri("v"), "-c", "read -P 0x66 1m 256k"])
+            #expect(check.status == 0 && !check.stdout.contains("verification failed"), "\(check)")
+            try await daemon.cliOK(["pool", "check"])
+        }
+    }
+
+    @Test("kill -9 while archiving: the archive is written again after the restart", arguments: ["cow", "log", "mirror"])
+    func killDuringArchiving(method: String) async throws {
+        let scratch = try ScratchDirectory("archive-crash")
+        defer { scratch.remove() }
+        // Slow archiving down (100 ms per MiB) so the kill lands in the middle of it.
+        setenv("CAIRN_TEST_ARCHIVE_DELAY_MS", "100", 1)
+        defer { unsetenv("CAIRN_TEST_ARCHIVE_DELAY_MS") }
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "v", "64M"])
+            try await Self.qemuIO(daemon, "v", ["write -P 0x77 0 48m"])
+            let archive = scratch.file("v.cbk")
+            let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", archive, "--method", method, "--json"]))
+            let id = try #require(started["id"] as? String)
+            var phase = ""
+            for _ in 0..<200 where phase != "archiving" {
+                phase = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))["phase"] as? String ?? ""
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            #expect(phase == "archiving")
+            try await Task.sleep(nanoseconds: 500_000_000)
+            try await daemon.kill9()
+            #expect(!FileManager.default.fileExists(atPath: archive), "no archive file before it is complete")
+            // Written writes during the restart (the recovery archives before serving).
+            try await daemon.restart()
+            let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
+            #expect(status["phase"] as? String == "succeeded", "\(status)")
+            let verify = try await runProcess(TestDaemon.binary, ["backup", "verify", archive])
+            #expect(verify.status == 0, "\(verify)")
+            try await daemon.cliOK(["backup", "restore", archive, "--to", "r"])
+            try await Self.qemuIO(daemon, "r", ["read -P 0x77 0 48m", "read -P 0 48m 16m"])
+            let volumes = try await daemon.cliOK(["volume", "list"])
+            #expect(!volumes.stdout.contains("backup-"), "\(volumes)")
+            try await daemon.cliOK(["pool", "check"])
+        }
+    }
+}
