@@ -97,11 +97,13 @@ import Testing
         let record = try waitForBackup(coordinator, started.record.id)
         #expect(record.phase == .succeeded, "seed \(seed): \(record.message ?? "")")
         #expect(record.drain == "drained")
+        #expect((record.sessionsAtSplit ?? 0) > 0, "seed \(seed): the backup split with transactions in flight")
         #expect((try? pool.volumeInfo(named: record.imageVolume)) == nil, "image A is discarded")
 
         _ = try BackupRestorer(pool: pool).restore(paths: [archive], to: "restored", force: false)
         let restored = try pool.volumeID(named: "restored")
         let transactions = log.withLock { $0 }
+        #expect(transactions.contains { $0.detached < asked } && transactions.contains { $0.attached > split })
         for (volumeID, what) in [(restored, "restored archive"), (volume.id, "live volume")] {
             var total: UInt64 = 0
             for account in 0..<BankLayout.accounts {

@@ -68,7 +68,7 @@ struct BackupDaemonTests {
             // The image volume cannot be opened by hosts while it runs.
             let image = try await runTool(Tools.qemuIO, ["-f", "raw", "-r", daemon.uri("backup-\(id)-image"), "-c", "read 0 4k"])
             #expect(image.status != 0 || image.stderr.contains("failed") || image.stdout.contains("failed"), "\(image)")
-            FileManager.default.createFile(atPath: go, contents: nil)
+            _ = FileManager.default.createFile(atPath: go, contents: nil)
             old.waitUntilExit()
             let done = try await Self.waitForBackup(daemon, id)
             #expect(done["phase"] as? String == "succeeded" && done["drain"] as? String == "drained", "\(done)")
