@@ -173,7 +173,9 @@ struct BackupDaemonTests {
             // A new session writes (FUA) on B during the drain.
             try await Self.qemuIO(daemon, "v", ["write -P 0x66 1m 256k"])
             try await daemon.kill9()
-            old.terminate()
+            // SIGKILL: a child of the test runner may inherit a mask that blocks SIGTERM.
+            kill(old.processIdentifier, SIGKILL)
+            old.waitUntilExit()
             try await daemon.restart()
             let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
             #expect(status["phase"] as? String == "failed", "\(status)")

@@ -1,0 +1,160 @@
+#!/usr/bin/python3
+"""Backup benchmarks (issue 6): does the split stall anyone, how fast is archiving, how small is an
+increment. Run on a quiet machine; numbers are ratios measured in one run.
+
+  backup_split.py --cairn .build/release/cairn [--size 1G] [--seconds 10] [--method cow|log|mirror]
+
+1. Latency of 4 KiB random writes from a new session, QD1: without a backup, then during a drain (an
+   old session holds image A open), as p50/p99 and their ratio (goal p99 <= 2x); the worst latency of a
+   writer that runs across the split (the split's pause; sessions are never refused).
+2. Archive throughput (the backup job's rate) against `nbdcopy` of the same volume to a file
+   (goal >= 0.9).
+3. An incremental archive's size against the bytes changed since the full one.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import nbd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import log, run, size_bytes, start_cairn  # noqa: E402
+
+BLOCK = 4096
+
+
+def latencies(uri, size, seconds, seed):
+    rng = random.Random(seed)
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    data = os.urandom(BLOCK)
+    result = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        offset = rng.randrange(size // BLOCK) * BLOCK
+        start = time.monotonic()
+        h.pwrite(data, offset)
+        result.append(time.monotonic() - start)
+    h.shutdown()
+    return result
+
+
+def percentiles(values):
+    ordered = sorted(values)
+    return {"p50_us": ordered[len(ordered) // 2] * 1e6, "p99_us": ordered[int(len(ordered) * 0.99)] * 1e6,
+            "max_us": ordered[-1] * 1e6, "count": len(ordered)}
+
+
+def cli(binary, directory, *args):
+    return run(binary, *args, "--data-dir", directory)
+
+
+def wait_backup(binary, directory, backup_id):
+    while True:
+        status = json.loads(cli(binary, directory, "backup", "status", backup_id, "--json").stdout)
+        if status["phase"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cairn", default=".build/release/cairn")
+    parser.add_argument("--size", default="1G")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--method", default="cow")
+    args = parser.parse_args()
+    size = size_bytes(args.size)
+    work = tempfile.mkdtemp(prefix="cairn-bench-backup-")
+    directory = os.path.join(work, "pool")
+    daemon, port = start_cairn(os.path.abspath(args.cairn), directory, open(os.path.join(work, "daemon.log"), "w"))
+    binary = os.path.abspath(args.cairn)
+    uri = f"nbd://127.0.0.1:{port}/v"
+    out = {"method": args.method, "size": size}
+    try:
+        cli(binary, directory, "volume", "create", "v", str(size))
+        log("filling the volume")
+        run("nbdcopy", "--", "[", "nbdkit", "-s", "random", str(size), "]", uri)
+
+        log("latency without a backup")
+        out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1))
+
+        # An old session on A for the whole drain, and a writer that runs across the split.
+        old = nbd.NBD()
+        old.connect_uri(uri)
+        across = []
+        stop = threading.Event()
+
+        def writer():
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            data = os.urandom(BLOCK)
+            rng = random.Random(7)
+            while not stop.is_set():
+                start = time.monotonic()
+                h.pwrite(data, rng.randrange(size // BLOCK) * BLOCK)
+                across.append(time.monotonic() - start)
+            h.shutdown()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        time.sleep(0.5)
+        archive = os.path.join(work, "full.cbk")
+        started = time.monotonic()
+        backup = json.loads(cli(binary, directory, "backup", "start", "v", "--to", archive, "--method", args.method,
+                                "--json").stdout)
+        out["start_call_s"] = time.monotonic() - started
+        time.sleep(0.5)
+        stop.set()
+        thread.join()
+        out["writer_across_split"] = percentiles(across)
+
+        log("latency during the drain")
+        out["during_drain"] = percentiles(latencies(uri, size, args.seconds, 2))
+        out["p99_ratio"] = out["during_drain"]["p99_us"] / out["without_backup"]["p99_us"]
+        old.shutdown()
+        status = wait_backup(binary, directory, backup["id"])
+        job = status.get("job") or {}
+        out["archive_rate_mib_s"] = job.get("rate", 0) / (1 << 20)
+        out["archive_bytes"] = status.get("archiveBytes")
+
+        log("nbdcopy of the same volume")
+        target = os.path.join(work, "copy.raw")
+        started = time.monotonic()
+        run("nbdcopy", uri, target)
+        elapsed = time.monotonic() - started
+        out["nbdcopy_rate_mib_s"] = size / elapsed / (1 << 20)
+        out["archive_vs_nbdcopy"] = out["archive_rate_mib_s"] / out["nbdcopy_rate_mib_s"]
+        os.unlink(target)
+
+        log("incremental")
+        changed = size // 100
+        h = nbd.NBD()
+        h.connect_uri(uri)
+        rng = random.Random(3)
+        for _ in range(changed // (64 << 10)):
+            h.pwrite(os.urandom(64 << 10), rng.randrange(size // (64 << 10)) * (64 << 10))
+        h.flush()
+        h.shutdown()
+        increment = os.path.join(work, "inc.cbk")
+        backup = json.loads(cli(binary, directory, "backup", "start", "v", "--to", increment, "--since", archive,
+                                "--method", args.method, "--json").stdout)
+        status = wait_backup(binary, directory, backup["id"])
+        out["incremental_changed_bytes"] = changed
+        out["incremental_archive_bytes"] = status.get("archiveBytes")
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
