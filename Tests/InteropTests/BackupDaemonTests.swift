@@ -154,6 +154,10 @@ struct BackupDaemonTests {
             try await daemon.cliOK(["backup", "restore", archive, "--to", "restored"])
             let backup = try await runTool(Tools.python, [Self.bank, "check", daemon.uri("restored"), log, "--mode", "backup"])
             #expect(backup.status == 0, "\(method) seed \(seed): \(backup)")
+            // The run must have exercised both sides of T, with transactions in flight at the split.
+            let counts = try parseJSON(backup.stdout.split(separator: "\n").last.map(String.init) ?? "") as? [String: Any]
+            #expect((counts?["finished_before"] as? Int ?? 0) > 0 && (counts?["started_after"] as? Int ?? 0) > 0, "\(backup)")
+            #expect((done["sessionsAtSplit"] as? Int ?? 0) > 0, "\(done)")
             let live = try await runTool(Tools.python, [Self.bank, "check", daemon.uri("bank"), log, "--mode", "live"])
             #expect(live.status == 0, "\(method) seed \(seed): \(live)")
             try await daemon.cliOK(["pool", "check"])
