@@ -85,10 +85,24 @@ import Testing
         }
 
         Thread.sleep(forTimeInterval: 0.15)
+        // One transaction certainly in flight at T: debit before the split, credit after it. Its session
+        // is on A, so the backup must hold it whole.
+        let straddling = nextTransaction.wrappingAdd(1, ordering: .relaxed).oldValue
+        for account in [0, 1] { accountLocks[account].lock() }
+        let long = TestSession(
+            id: nextSession.wrappingAdd(1, ordering: .relaxed).oldValue, pool: pool, volumeID: volume.id,
+            coordinator: coordinator)
+        let longFrom = decode(try long.read(BankLayout.accountOffset(0), 4096), at: 0)
+        let longTo = decode(try long.read(BankLayout.accountOffset(1), 4096), at: 0)
+        try long.write(BankLayout.accountOffset(0), encode([longFrom - 5]))
         let archive = directory + "/bank.cbk"
         let asked = ContinuousClock.now
         let started = try coordinator.start(BackupRequest(volume: "bank", archivePath: archive, method: method))
         let split = ContinuousClock.now
+        try long.write(BankLayout.ledgerOffset(straddling), encode([UInt64(straddling + 1), 0, 1, 5]))
+        try long.write(BankLayout.accountOffset(1), encode([longTo + 5]))
+        long.close()
+        for account in [0, 1] { accountLocks[account].unlock() }
         Thread.sleep(forTimeInterval: 0.2)
         stop.store(true, ordering: .relaxed)
         done.wait()
@@ -112,6 +126,8 @@ import Testing
             #expect(
                 total == UInt64(BankLayout.accounts) * BankLayout.initialBalance,
                 "\(method) seed \(seed): the \(what) holds a half transaction (total \(total))")
+            let straddled = decode(try readBytes(pool, volumeID, BankLayout.ledgerOffset(straddling)), at: 0)
+            #expect(straddled == UInt64(straddling + 1), "\(method) seed \(seed): the transaction in flight at T is missing from the \(what)")
             for transaction in transactions {
                 let present = decode(try readBytes(pool, volumeID, BankLayout.ledgerOffset(transaction.number)), at: 0) != 0
                 if volumeID == volume.id || transaction.detached < asked {

@@ -106,16 +106,28 @@ def run(args):
     for t in threads:
         t.start()
     time.sleep(args.before)
-    asked = time.monotonic()
-    start = subprocess.run(
-        [args.cairn, "backup", "start", args.volume, "--to", args.archive, "--method", args.method, "--json",
-         "--data-dir", args.data_dir], capture_output=True, text=True)
-    split = time.monotonic()
+    # One transaction certainly in flight at T: debit before the split, credit after it.
+    with counter_lock:
+        straddling = counter[0]
+        counter[0] += 1
+    with locks[0], locks[1]:
+        c = connect(uri)
+        a = struct.unpack_from("<Q", c.pread(BLOCK, account_offset(0)))[0]
+        b = struct.unpack_from("<Q", c.pread(BLOCK, account_offset(1)))[0]
+        c.pwrite(record(a - 5), account_offset(0), nbd.CMD_FLAG_FUA)
+        asked = time.monotonic()
+        start = subprocess.run(
+            [args.cairn, "backup", "start", args.volume, "--to", args.archive, "--method", args.method, "--json",
+             "--data-dir", args.data_dir], capture_output=True, text=True)
+        split = time.monotonic()
+        c.pwrite(record(straddling + 1, 0, 1, 5), ledger_offset(straddling), nbd.CMD_FLAG_FUA)
+        c.pwrite(record(b + 5), account_offset(1), nbd.CMD_FLAG_FUA)
+        c.shutdown()
     time.sleep(args.after)
     stop.set()
     for t in threads:
         t.join()
-    out = {"transactions": log, "asked": asked, "split": split, "errors": errors,
+    out = {"transactions": log, "asked": asked, "split": split, "errors": errors, "straddling": straddling,
            "start_status": start.returncode, "start": start.stdout, "start_err": start.stderr}
     with open(args.log, "w") as f:
         json.dump(out, f)
@@ -136,6 +148,8 @@ def check(args):
                 missing.append(number)
         elif attached > log["split"] and present:
             unexpected.append(number)
+    if struct.unpack_from("<Q", h.pread(BLOCK, ledger_offset(log["straddling"])))[0] != log["straddling"] + 1:
+        missing.append(log["straddling"])
     h.shutdown()
     before = sum(1 for t in log["transactions"] if t[2] < log["asked"])
     after = sum(1 for t in log["transactions"] if t[1] > log["split"])
