@@ -24,6 +24,8 @@ public struct BackupDTO: Codable, Sendable, Hashable {
     public var job: JobDTO?
     public var dataBytes: UInt64?
     public var archiveBytes: UInt64?
+    /// Seconds spent writing the archive (after the drain).
+    public var archiveSeconds: Double?
     /// Why it failed, or a note (resumed after a restart).
     public var message: String?
 
@@ -31,8 +33,9 @@ public struct BackupDTO: Codable, Sendable, Hashable {
         id: String, volume: String, method: String, phase: String, archive: String, kind: String,
         baseArchiveID: String?, startedAt: String, splitAt: String?, finishedAt: String?, drain: String?,
         sessionsAtSplit: Int?, sessionsOnA: [BackupSessionDTO], sessionsLeftOnA: [String]?, job: JobDTO?,
-        dataBytes: UInt64?, archiveBytes: UInt64?, message: String?
+        dataBytes: UInt64?, archiveBytes: UInt64?, archiveSeconds: Double? = nil, message: String?
     ) {
+        self.archiveSeconds = archiveSeconds
         self.id = id
         self.volume = volume
         self.method = method

@@ -44,6 +44,8 @@ public struct BackupRecord: Codable, Sendable, Hashable {
     public var message: String?
     public var dataBytes: UInt64?
     public var archiveBytes: UInt64?
+    /// Time spent writing the archive (not the drain): what archive throughput is measured over.
+    public var archiveSeconds: Double?
     /// Job of the current run (not meaningful after a restart).
     public var jobID: UInt64?
     /// True when the archive was resumed after a daemon restart.

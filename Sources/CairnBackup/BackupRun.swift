@@ -155,6 +155,7 @@ final class BackupRun: @unchecked Sendable {
             volume: record.volume, volumeSize: record.volumeSize, chunkSize: chunkSize, method: record.method.rawValue,
             splitAt: ISO8601DateFormatter().string(from: record.splitAt ?? record.startedAt),
             drain: record.drain ?? "drained", sessionsAtSplit: record.sessionsAtSplit ?? 0)
+        let archiveStarted = Date()
         do {
             let writer = try ArchiveWriter(output: try FileArchiveOutput(path: target), header: header)
             try archiver.write(
@@ -169,6 +170,7 @@ final class BackupRun: @unchecked Sendable {
             }
             record.dataBytes = summary.dataBytes
             record.archiveBytes = summary.archiveBytes
+            record.archiveSeconds = Date().timeIntervalSince(archiveStarted)
         } catch let error as ArchiveError {
             if !streaming { unlink(target) }
             throw EngineError(.ioFailure, error.message)

@@ -88,6 +88,7 @@ struct BackupManagement: BackupService {
             drain: record.drain, sessionsAtSplit: record.sessionsAtSplit,
             sessionsOnA: status.sessionsOnA.sorted { $0.key < $1.key }.map { BackupSessionDTO(id: $0.key, address: $0.value) },
             sessionsLeftOnA: record.sessionsLeftOnA, job: record.jobID.flatMap { pool.jobs.job($0) }.map { PoolManagement.dto($0) },
-            dataBytes: record.dataBytes, archiveBytes: record.archiveBytes, message: record.message)
+            dataBytes: record.dataBytes, archiveBytes: record.archiveBytes, archiveSeconds: record.archiveSeconds,
+            message: record.message)
     }
 }
