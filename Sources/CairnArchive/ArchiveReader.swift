@@ -45,10 +45,11 @@ public final class ArchiveReader {
         self.input = input
         self.name = name
         var reading = StreamReading(input: input, name: name)
-        let preamble = try reading.exactly(ArchiveFormat.preambleLength, what: "preamble")
-        guard Array(preamble.prefix(8)) == ArchiveFormat.magic else {
+        let magic = try reading.upTo(ArchiveFormat.magic.count)
+        guard Array(magic) == ArchiveFormat.magic else {
             throw ArchiveError(.notAnArchive, "\(name) is not a cairn backup archive (no CAIRNBAK magic)")
         }
+        let preamble = magic + (try reading.exactly(ArchiveFormat.preambleLength - magic.count, what: "preamble"))
         let version = preamble.bigEndian(at: 8, as: UInt32.self)
         guard version == ArchiveFormat.version else {
             throw ArchiveError(.notAnArchive, "\(name) has format version \(version); this cairn reads version \(ArchiveFormat.version)")
@@ -168,6 +169,20 @@ public final class ArchiveReader {
 private struct StreamReading {
     let input: any ArchiveInput
     let name: String
+
+    /// At most `count` bytes: fewer only at the end of the stream.
+    func upTo(_ count: Int) throws -> ArraySlice<UInt8> {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = try bytes.withUnsafeMutableBytes { raw in
+                try input.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return bytes[0..<done]
+    }
 
     func exactly(_ count: Int, what: String) throws -> ArraySlice<UInt8> {
         var bytes = [UInt8](repeating: 0, count: count)

@@ -232,3 +232,57 @@ struct BackupDaemonTests {
         }
     }
 }
+
+extension BackupDaemonTests {
+    @Test("seal and drain timeout through the CLI; bad requests are refused with a clear error and change nothing")
+    func sealTimeoutAndRefusals() async throws {
+        let scratch = try ScratchDirectory("backup-cli")
+        defer { scratch.remove() }
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "v", "8M"])
+            let (old, go) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            defer {
+                kill(old.processIdentifier, SIGKILL)
+                old.waitUntilExit()
+            }
+            _ = go
+            // Refusals: nothing is created, no backup runs.
+            let missing = try await daemon.cli(["backup", "start", "nope", "--to", scratch.file("x.cbk")])
+            #expect(missing.status == 3 && missing.stderr.contains("nope"), "\(missing)")
+            let method = try await daemon.cli(["backup", "start", "v", "--to", scratch.file("x.cbk"), "--method", "raid"])
+            #expect(method.status != 0 && method.stderr.contains("mirror, log or cow"), "\(method)")
+            FileManager.default.createFile(atPath: scratch.file("exists.cbk"), contents: Data("keep".utf8))
+            let exists = try await daemon.cli(["backup", "start", "v", "--to", scratch.file("exists.cbk")])
+            #expect(exists.status == 4 && exists.stderr.contains("never overwrites"), "\(exists)")
+            #expect(try String(contentsOfFile: scratch.file("exists.cbk"), encoding: .utf8) == "keep")
+            let since = try await daemon.cli(["backup", "start", "v", "--to", scratch.file("y.cbk"), "--since", scratch.file("exists.cbk")])
+            #expect(since.status != 0 && since.stderr.contains("not a cairn backup archive"), "\(since)")
+            let none = try await daemon.cliOK(["backup", "status", "--json"])
+            #expect(none.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || none.stdout.contains("[]")
+                || !none.stdout.contains("\"id\""), "\(none)")
+            let snapshots = try await daemon.cliOK(["snapshot", "list"])
+            #expect(!snapshots.stdout.contains("backup-"), "\(snapshots)")
+
+            // Seal: the session still on A is reported, then moves to B.
+            let sealedArchive = scratch.file("sealed.cbk")
+            let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", sealedArchive, "--json"]))
+            let id = try #require(started["id"] as? String)
+            let notDraining = try await daemon.cli(["backup", "seal", "nope"])
+            #expect(notDraining.status != 0, "\(notDraining)")
+            try await daemon.cliOK(["backup", "seal", id])
+            let sealed = try await Self.waitForBackup(daemon, id)
+            #expect(sealed["drain"] as? String == "sealed" && (sealed["sessionsLeftOnA"] as? [Any])?.count == 1, "\(sealed)")
+
+            // Timeout: the same, after the given time.
+            let timed = try Self.json(
+                try await daemon.cliOK(["backup", "start", "v", "--to", scratch.file("timed.cbk"), "--drain-timeout", "1", "--json"]))
+            let timedOut = try await Self.waitForBackup(daemon, try #require(timed["id"] as? String))
+            #expect(timedOut["drain"] as? String == "timeout" && timedOut["phase"] as? String == "succeeded", "\(timedOut)")
+            let verify = try await runProcess(TestDaemon.binary, ["backup", "verify", "--json", scratch.file("timed.cbk")])
+            #expect(verify.status == 0 && verify.stdout.contains("\"drain\" : \"timeout\""), "\(verify)")
+            // Only the latest backup's snapshot is kept as the incremental base.
+            let bases = try await daemon.cliOK(["snapshot", "list"])
+            #expect(bases.stdout.components(separatedBy: "v@backup-").count == 2, "\(bases)")
+        }
+    }
+}
