@@ -190,7 +190,8 @@ public final class BackupCoordinator: @unchecked Sendable {
         }
         thread.name = "cairn-backup"
         thread.start()
-        // Answer once the split happened (or failed), so the caller sees T and the sessions on A.
+        // Answer once the split happened (or failed), so the caller sees T and the sessions on A; with
+        // `--method mirror`, once the mirror copy has started (T comes when it completes).
         ready.wait()
         return try status(id: id)
     }

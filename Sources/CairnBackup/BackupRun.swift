@@ -35,7 +35,7 @@ final class BackupRun: @unchecked Sendable {
         let route = coordinator.route(volumeID: record.volumeID)
         var images: (any MirrorImages)?
         do {
-            let mirror = try split(route: route, jobID: jobID, images: &images)
+            let mirror = try split(route: route, jobID: jobID, images: &images, establishing: signal)
             signal()
             let outcome = try waitForDrain(mirror, jobID: jobID)
             let left = mirror.sessionsStillOnA
@@ -57,7 +57,10 @@ final class BackupRun: @unchecked Sendable {
     }
 
     /// Builds the images and splits the sessions at T.
-    private func split(route: VolumeRoute, jobID: UInt64, images: inout (any MirrorImages)?) throws -> OneWayMirror {
+    /// `establishing` is called once the mirror method's copy has started (the caller need not wait for it).
+    private func split(
+        route: VolumeRoute, jobID: UInt64, images: inout (any MirrorImages)?, establishing: () -> Void
+    ) throws -> OneWayMirror {
         let volumeID = record.volumeID
         let mirror: OneWayMirror
         switch record.method {
@@ -91,6 +94,7 @@ final class BackupRun: @unchecked Sendable {
             let building = OneWayMirror(images: made, phase: .establishing)
             route.hold { route.install(building) }
             coordinator.update(record, mirror: building)
+            establishing()
             pool.jobs.progress(jobID, done: 0, total: record.volumeSize)
             try made.synchronize(locks: building.locks, size: record.volumeSize) {
                 pool.jobs.progress(jobID, done: $0)

@@ -45,6 +45,15 @@ struct BackupCommand: AsyncParsableCommand {
                     volume: volume, archive: target, method: method, since: since.map(absolutePath),
                     drainTimeoutSeconds: drainTimeout)
                 var backup = try await options.client.send(.POST, APIPath.backups, body: request, as: BackupDTO.self)
+                // `--method mirror` answers while its copy is built; T (the split) comes after it. The
+                // command returns after T whatever the method, so a caller knows which sessions are on A.
+                while backup.phase == "establishing" {
+                    if !options.json {
+                        FileHandleStandardError.write("\rbackup \(backup.id): building the mirror \(backup.job.map(progressText) ?? "")   ")
+                    }
+                    try await Task.sleep(nanoseconds: 100_000_000)
+                    backup = try await options.client.get(APIPath.backup(backup.id), as: BackupDTO.self)
+                }
                 if backup.phase == "failed" {
                     throw CLIError(message: backup.message ?? "the backup failed", exitCode: ExitStatus.failure)
                 }

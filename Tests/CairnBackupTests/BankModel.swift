@@ -94,6 +94,18 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
+/// Starts a backup and returns once it has split (`--method mirror` answers while building its copy).
+func startSplit(_ coordinator: BackupCoordinator, _ request: BackupRequest) throws -> BackupStatus {
+    let started = try coordinator.start(request)
+    let deadline = Date().addingTimeInterval(60)
+    while Date() < deadline {
+        let status = try coordinator.status(id: started.record.id)
+        if status.record.phase != .establishing { return status }
+        Thread.sleep(forTimeInterval: 0.005)
+    }
+    throw EngineError(.busy, "backup \(started.record.id) did not split")
+}
+
 /// Waits (polling) until the backup has finished; returns its record.
 func waitForBackup(_ coordinator: BackupCoordinator, _ id: String, seconds: Double = 60) throws -> BackupRecord {
     let deadline = Date().addingTimeInterval(seconds)

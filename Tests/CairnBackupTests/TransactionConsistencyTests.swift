@@ -97,7 +97,7 @@ import Testing
         try long.write(BankLayout.accountOffset(0), encode([longFrom - 5]))
         let archive = directory + "/bank.cbk"
         let asked = ContinuousClock.now
-        let started = try coordinator.start(BackupRequest(volume: "bank", archivePath: archive, method: method))
+        let started = try startSplit(coordinator, BackupRequest(volume: "bank", archivePath: archive, method: method))
         let split = ContinuousClock.now
         try long.write(BankLayout.ledgerOffset(straddling), encode([UInt64(straddling + 1), 0, 1, 5]))
         try long.write(BankLayout.accountOffset(1), encode([longTo + 5]))
@@ -152,7 +152,7 @@ import Testing
         let old = TestSession(id: 1, pool: pool, volumeID: volume.id, coordinator: coordinator)
         try old.write(0, [UInt8](repeating: 1, count: 4096))
 
-        let sealed = try coordinator.start(BackupRequest(volume: "v", archivePath: directory + "/a.cbk", method: method))
+        let sealed = try startSplit(coordinator, BackupRequest(volume: "v", archivePath: directory + "/a.cbk", method: method))
         #expect(sealed.sessionsOnA.keys.sorted() == [1])
         // A new session lands on B: its write is not in A. The old session's write reaches both.
         let new = TestSession(id: 2, pool: pool, volumeID: volume.id, coordinator: coordinator)
@@ -167,7 +167,8 @@ import Testing
         // After the freeze the old session is on B with everyone else.
         #expect(try old.read(8192, 4096) == [UInt8](repeating: 2, count: 4096))
 
-        let timed = try coordinator.start(
+        let timed = try startSplit(
+            coordinator,
             BackupRequest(volume: "v", archivePath: directory + "/b.cbk", method: method, drainTimeoutSeconds: 0.3))
         let second = try waitForBackup(coordinator, timed.record.id)
         #expect(second.phase == .succeeded && second.drain == "timeout")
@@ -191,12 +192,13 @@ import Testing
         let coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
         let volume = try pool.createVolume(name: "v", size: 4 << 20)
         try writeBytes(pool, volume.id, 0, [UInt8](repeating: 1, count: 1 << 20))
-        let full = try coordinator.start(BackupRequest(volume: "v", archivePath: directory + "/0.cbk"))
+        let full = try startSplit(coordinator, BackupRequest(volume: "v", archivePath: directory + "/0.cbk"))
         #expect(try waitForBackup(coordinator, full.record.id).phase == .succeeded)
         try writeBytes(pool, volume.id, 65536, [UInt8](repeating: 2, count: 4096))
         try pool.discard(volumeID: volume.id, offset: 512 << 10, length: 128 << 10, mode: .trim)
         try writeBytes(pool, volume.id, 3 << 20, [UInt8](repeating: 3, count: 8192))
-        let increment = try coordinator.start(
+        let increment = try startSplit(
+            coordinator,
             BackupRequest(volume: "v", archivePath: directory + "/1.cbk", sinceArchive: directory + "/0.cbk"))
         let record = try waitForBackup(coordinator, increment.record.id)
         #expect(record.phase == .succeeded, "\(record.message ?? "")")
