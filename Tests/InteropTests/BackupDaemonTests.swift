@@ -286,3 +286,47 @@ extension BackupDaemonTests {
         }
     }
 }
+
+extension BackupDaemonTests {
+    @Test("kill -9 while archiving the bank: the archive written after the restart is still transaction-consistent",
+          arguments: ["cow", "log", "mirror"])
+    func bankKillDuringArchiving(method: String) async throws {
+        let scratch = try ScratchDirectory("bank-crash")
+        defer { scratch.remove() }
+        let seed = Int.random(in: 1...1_000_000)
+        // 300 ms per archived piece: the bank's ~20 extents take seconds, so the kill lands inside.
+        setenv("CAIRN_TEST_ARCHIVE_DELAY_MS", "300", 1)
+        defer { unsetenv("CAIRN_TEST_ARCHIVE_DELAY_MS") }
+        try await withDaemon { daemon in
+            try await daemon.cliOK(["volume", "create", "bank", "8M"])
+            let log = scratch.file("log.json")
+            let archive = scratch.file("bank.cbk")
+            let run = try await runTool(
+                Tools.python,
+                [
+                    Self.bank, "run", "nbd://127.0.0.1:\(daemon.nbdPort)", "bank", log, "--cairn", TestDaemon.binary,
+                    "--data-dir", daemon.dataDirectory, "--archive", archive, "--method", method, "--seed", "\(seed)",
+                    "--after", "0.3",
+                ], timeout: 300)
+            let out = try #require(try parseJSON(run.stdout.split(separator: "\n").last.map(String.init) ?? "") as? [String: Any], "\(run)")
+            let id = try #require(out["backup"] as? String, "seed \(seed): \(run)")
+            var phase = ""
+            for _ in 0..<300 where phase != "archiving" {
+                phase = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))["phase"] as? String ?? ""
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            #expect(phase == "archiving", "seed \(seed)")
+            try await daemon.kill9()
+            try await daemon.restart()
+            let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
+            #expect(status["phase"] as? String == "succeeded", "seed \(seed): \(status)")
+            #expect((status["message"] as? String ?? "").contains("after a daemon restart"), "seed \(seed): \(status)")
+            try await daemon.cliOK(["backup", "restore", archive, "--to", "restored"])
+            let backup = try await runTool(Tools.python, [Self.bank, "check", daemon.uri("restored"), log, "--mode", "backup"])
+            #expect(backup.status == 0, "\(method) seed \(seed): \(backup)")
+            let live = try await runTool(Tools.python, [Self.bank, "check", daemon.uri("bank"), log, "--mode", "live"])
+            #expect(live.status == 0, "\(method) seed \(seed): \(live)")
+            try await daemon.cliOK(["pool", "check"])
+        }
+    }
+}
