@@ -1,5 +1,6 @@
 import CairnEngine
 import CairnIO
+import Synchronization
 
 /// The seed's one-way mirror device for one volume during one backup: two images, the sessions routed
 /// to each, and the range locks they share. Sessions open at the split (T) use image A and their
@@ -143,45 +144,59 @@ public final class OneWayMirror: @unchecked Sendable {
 /// routing (install a mirror at T, freeze, remove it) at an instant when no request of the volume is
 /// in flight: a request either ran entirely before the change or entirely after it. The hold waits
 /// for the requests in flight (milliseconds) and never refuses a session or a request.
+///
+/// Every request of every volume passes here, so the path without a hold is two atomic increments
+/// and a load, no lock (Dekker's pattern: a request raises `inFlight` then reads `holding`; a hold
+/// raises `holding` then reads `inFlight`; sequentially consistent, one of them sees the other).
 public final class VolumeRoute: @unchecked Sendable {
-    // @unchecked: all state under `monitor`.
+    // @unchecked: `current` is written only inside a hold (no request in flight, new ones waiting) and
+    // read by requests after they saw `holding` false, which the hold stored after writing it.
     private let monitor = Monitor()
-    private var inFlight = 0
-    private var holding = false
+    private let inFlight = Atomic<Int>(0)
+    private let holding = Atomic<Bool>(false)
+    private let active = Atomic<Bool>(false)
     private var current: OneWayMirror?
 
     public init() {}
 
-    /// The mirror active on the volume, if any (a hint: `enter` is what I/O uses).
+    /// The mirror active on the volume, if any.
     public var mirror: OneWayMirror? { monitor.withLock { current } }
+
+    /// True while a mirror is installed (a lock-free hint for the read fast path).
+    public var isActive: Bool { active.load(ordering: .acquiring) }
 
     /// Runs one request: `plain` when no backup splits the volume, else `mirrored` with the mirror.
     public func perform<T>(_ plain: () throws -> T, mirrored: (OneWayMirror) throws -> T) throws -> T {
-        let mirror = monitor.withLock { () -> OneWayMirror? in
-            while holding { monitor.wait() }
-            inFlight += 1
-            return current
-        }
-        defer {
+        while true {
+            inFlight.add(1, ordering: .sequentiallyConsistent)
+            if !holding.load(ordering: .sequentiallyConsistent) { break }
+            leave()
             monitor.withLock {
-                inFlight -= 1
-                if inFlight == 0 && holding { monitor.broadcast() }
+                while holding.load(ordering: .sequentiallyConsistent) { monitor.wait() }
             }
         }
-        guard let mirror else { return try plain() }
+        defer { leave() }
+        guard let mirror = current else { return try plain() }
         return try mirrored(mirror)
+    }
+
+    private func leave() {
+        let left = inFlight.subtract(1, ordering: .sequentiallyConsistent).newValue
+        if left == 0 && holding.load(ordering: .sequentiallyConsistent) {
+            monitor.withLock { monitor.broadcast() }
+        }
     }
 
     /// Stops new requests, waits for those in flight, runs `body` (which may change the mirror).
     func hold<T>(_ body: () throws -> T) rethrows -> T {
         monitor.withLock {
-            while holding { monitor.wait() }
-            holding = true
-            while inFlight > 0 { monitor.wait() }
+            while holding.load(ordering: .sequentiallyConsistent) { monitor.wait() }
+            holding.store(true, ordering: .sequentiallyConsistent)
+            while inFlight.load(ordering: .sequentiallyConsistent) > 0 { monitor.wait() }
         }
         defer {
             monitor.withLock {
-                holding = false
+                holding.store(false, ordering: .sequentiallyConsistent)
                 monitor.broadcast()
             }
         }
@@ -190,6 +205,9 @@ public final class VolumeRoute: @unchecked Sendable {
 
     /// Installs or removes the mirror; call inside `hold`.
     func install(_ mirror: OneWayMirror?) {
-        monitor.withLock { current = mirror }
+        monitor.withLock {
+            current = mirror
+            active.store(mirror != nil, ordering: .releasing)
+        }
     }
 }

@@ -11,7 +11,7 @@ struct BackupRouting: Sendable {
     let session: UInt64
 
     /// True while a backup splits the volume (reads must not bypass the mirror).
-    var isActive: Bool { route.mirror != nil }
+    var isActive: Bool { route.isActive }
 
     static func read(
         _ routing: BackupRouting?, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer,
