@@ -35,6 +35,8 @@ final class CopyOnWriteImages: MirrorImages {
         try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua)
     }
 
+    func flush() throws { try pool.flush() }
+
     func dissolve(locks: RangeLockTable) throws {}
 
     func discardImages() throws {
@@ -104,6 +106,8 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
             progress(offset)
         }
     }
+
+    func flush() throws { try pool.flush() }
 
     func dissolve(locks: RangeLockTable) throws {}
 

@@ -2,8 +2,9 @@ import CairnEngine
 import Glibc
 
 /// The durable half of the write-logging method's lookup table: the blocks image B holds in its log,
-/// as an append-only file of big-endian block numbers. An entry is appended (and synced) only after
-/// the log block it names is durable, so after a crash every entry read back names a complete block.
+/// as an append-only file of big-endian block numbers. Entries are appended (and synced) by a FLUSH
+/// (or FUA) after the pool commit that made their log blocks durable, so after a crash every entry read
+/// back names a complete block, and every block a FLUSH covered is named.
 /// Entries are never removed while the backup runs; the file is deleted once the log is merged.
 final class LogTableJournal: @unchecked Sendable {
     // @unchecked: the descriptor is only written under the range lock of the block being added, and
@@ -21,11 +22,13 @@ final class LogTableJournal: @unchecked Sendable {
 
     deinit { close(descriptor) }
 
-    /// Appends `block` and makes it durable.
-    func append(_ block: UInt64) throws {
-        var value = block.bigEndian
-        let written = withUnsafeBytes(of: &value) { Glibc.write(descriptor, $0.baseAddress!, 8) }
-        guard written == 8, fdatasync(descriptor) == 0 else {
+    /// Appends `blocks` and makes them durable.
+    func append(_ blocks: [UInt64]) throws {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(blocks.count * 8)
+        for block in blocks { Swift.withUnsafeBytes(of: block.bigEndian) { bytes.append(contentsOf: $0) } }
+        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress!, $0.count) }
+        guard written == bytes.count, fdatasync(descriptor) == 0 else {
             throw EngineError(.ioFailure, "cannot extend the log table \(path): \(String(cString: strerror(errno)))")
         }
     }

@@ -14,6 +14,9 @@ protocol MirrorImages: AnyObject, Sendable {
     /// The volume whose allocation describes image A (what the archive leaves out as holes), and which
     /// the archiver reads once A is frozen.
     var imageAVolumeID: UInt64 { get }
+    /// FLUSH from a session of the split volume: everything completed before is durable, in the pool
+    /// and in whatever the images keep outside it (the log method's table).
+    func flush() throws
     /// Called under the route's hold (no request in flight) just before `dissolve`.
     func prepareDissolve()
     /// Everything needed before the images can be dropped (the log method merges its log into the

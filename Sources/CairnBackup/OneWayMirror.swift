@@ -134,6 +134,9 @@ public final class OneWayMirror: @unchecked Sendable {
         if side == .a { noteWrittenByA(offset: offset, length: length) }
     }
 
+    /// FLUSH from any session of the volume.
+    public func flush() throws { try images.flush() }
+
     private func noteWrittenByA(offset: UInt64, length: UInt64) {
         let blocks = RangeLockTable.blocks(offset: offset, length: length)
         monitor.withLock { for block in blocks { writtenByA.insert(block) } }

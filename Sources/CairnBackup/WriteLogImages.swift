@@ -7,8 +7,10 @@ import Synchronization
 /// is the volume overlaid by a log volume, with a lookup table on B (`entries`, one per lock block)
 /// saying which blocks B holds in the log.
 ///
-/// - B write to a block without an entry: the block is copied from A into the log with the write
-///   applied, made durable, then the entry is added (fig. 18). With an entry: written to the log.
+/// - B write to a block without an entry: the block is copied from A into the log, the entry is added
+///   (fig. 18) and the write goes to the log. With an entry: written to the log. New entries reach the
+///   journal on the next FLUSH (or with a FUA write), after the pool commit that makes their log blocks
+///   durable: a first write to a block costs one block copy, not a sync.
 /// - A write: written to the volume. Where B has an entry, the seed deletes it (fig. 16); here the
 ///   write goes to the log too and the entry stays, so entries only ever get added and the journal on
 ///   disk needs no ordering between a deletion and the data it would expose. B sees A's write either way.
@@ -26,6 +28,11 @@ final class WriteLogImages: MirrorImages {
     /// Set while merging: B's writes to blocks with entries go to the volume too, so that once every
     /// entry is copied the volume holds everything and the log can go.
     private let merging = Atomic<Bool>(false)
+    /// Entries not yet in the journal (their log blocks are complete, maybe not yet durable).
+    private let unjournaled = Mutex<[UInt64]>([])
+    /// Serializes FLUSHes of the table: a FLUSH must not return before an earlier one's entries are
+    /// in the journal.
+    private let flushing = NSLock()
     var method: BackupMethod { .log }
     var imageAVolumeID: UInt64 { volumeID }
     static let blockSize = RangeLockTable.blockSize
@@ -92,7 +99,8 @@ final class WriteLogImages: MirrorImages {
                 try pool.write(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
             } else if side == .b {
                 try addEntry(piece.block)
-                try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: fua)
+                try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: false)
+                if fua { try flush() }
             }
         }
     }
@@ -114,13 +122,33 @@ final class WriteLogImages: MirrorImages {
                 try pool.discard(volumeID: volumeID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
             }
         }
+        // FUA on B: entries this discard added must be journaled before it completes.
+        if fua && side == .b { try flush() }
     }
 
-    /// Copies block `block` of the volume into the log (durably), then records the entry (durably).
+    /// Copies block `block` of the volume into the log, then records the entry (journaled at the next
+    /// FLUSH).
     private func addEntry(_ block: UInt64) throws {
-        try copy(block: block, from: volumeID, to: logID, durable: true)
-        try journal.append(block)
+        try copy(block: block, from: volumeID, to: logID, durable: false)
         entries.withLock { _ = $0.insert(block) }
+        unjournaled.withLock { $0.append(block) }
+    }
+
+    /// The pool commit first (the log blocks of the new entries become durable), then the entries.
+    func flush() throws {
+        flushing.lock()
+        defer { flushing.unlock() }
+        let batch = unjournaled.withLock { pending -> [UInt64] in
+            defer { pending.removeAll() }
+            return pending
+        }
+        do {
+            try pool.flush()
+            if !batch.isEmpty { try journal.append(batch) }
+        } catch {
+            unjournaled.withLock { $0.insert(contentsOf: batch, at: 0) }
+            throw error
+        }
     }
 
     private func copy(block: UInt64, from source: UInt64, to target: UInt64, durable: Bool) throws {

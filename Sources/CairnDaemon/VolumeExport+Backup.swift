@@ -32,6 +32,11 @@ struct BackupRouting: Sendable {
         }
     }
 
+    /// FLUSH: with a mirror, the images' own durable state too (the log method's table).
+    static func flush(_ routing: BackupRouting, plain: () throws -> Void) throws {
+        try routing.route.perform(plain) { try $0.flush() }
+    }
+
     static func discard(
         _ routing: BackupRouting?, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool, plain: () throws -> Void
     ) throws {

@@ -183,7 +183,12 @@ final class VolumeExport: NBDExport {
 
     /// FLUSH: a group commit; the commit thread completes it, no I/O thread waits.
     func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        measured(.flush, since: .now, commit(eventLoop: eventLoop))
+        if let routing = backupRoute, routing.isActive {
+            // A split volume may keep durable state outside the pool (a backup's log table).
+            let pool = self.pool
+            return measured(.flush, since: .now, run(on: eventLoop) { try BackupRouting.flush(routing) { try pool.flush() } })
+        }
+        return measured(.flush, since: .now, commit(eventLoop: eventLoop))
     }
 
     private func commit(eventLoop: any EventLoop) -> EventLoopFuture<Void> {

@@ -174,8 +174,18 @@ struct BackupDaemonTests {
             let archive = scratch.file("v.cbk")
             let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", archive, "--method", method, "--json"]))
             let id = try #require(started["id"] as? String)
-            // A new session writes (FUA) on B during the drain.
+            // New sessions write on B during the drain: with FUA, and without FUA followed by a FLUSH.
             try await Self.qemuIO(daemon, "v", ["write -P 0x66 1m 256k"])
+            let flushed = try await runPython(
+                """
+                import sys, nbd
+                h = nbd.NBD(); h.connect_uri(sys.argv[1])
+                h.pwrite(b"\\x77" * 262144, 2 << 20)
+                h.pwrite(b"\\x78" * 4096, 3 << 20)
+                h.flush()
+                h.shutdown()
+                """, [daemon.uri("v")])
+            #expect(flushed.status == 0, "\(flushed)")
             try await daemon.kill9()
             // SIGKILL: a child of the test runner may inherit a mask that blocks SIGTERM.
             kill(old.processIdentifier, SIGKILL)
@@ -190,7 +200,9 @@ struct BackupDaemonTests {
             let snapshots = try await daemon.cliOK(["snapshot", "list"])
             #expect(!snapshots.stdout.contains("backup-"), "\(snapshots)")
             // The old session's FUA write and the new session's FUA write are both in the volume.
-            let check = try await runTool(Tools.qemuIO, ["-f", "raw", daemon.uri("v"), "-c", "read -P 0x66 1m 256k"])
+            let check = try await runTool(
+                Tools.qemuIO,
+                ["-f", "raw", daemon.uri("v"), "-c", "read -P 0x66 1m 256k", "-c", "read -P 0x77 2m 256k", "-c", "read -P 0x78 3m 4k"])
             #expect(check.status == 0 && !check.stdout.contains("verification failed"), "\(check)")
             try await daemon.cliOK(["pool", "check"])
         }
