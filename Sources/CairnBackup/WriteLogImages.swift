@@ -4,7 +4,7 @@ import Glibc
 import Synchronization
 
 /// `--method log` (seed figs. 14-20): image A is the volume itself and holds the common data; image B
-/// is the volume overlaid by a log volume, with a lookup table on B (`entries`, one per lock block)
+/// is the volume overlaid by a log volume, with a lookup table on B (`entries`, one per 4 KiB block)
 /// saying which blocks B holds in the log.
 ///
 /// - B write to a block without an entry: the block is copied from A into the log, the entry is added
@@ -23,7 +23,7 @@ final class WriteLogImages: MirrorImages {
     let logID: UInt64
     let logName: String
     let journal: LogTableJournal
-    /// B's lookup table: lock blocks held in the log. Changed under the block's exclusive range lock.
+    /// B's lookup table: 4 KiB blocks held in the log. Changed under the exclusive range lock.
     private let entries = Mutex<Set<UInt64>>([])
     /// Set while merging: B's writes to blocks with entries go to the volume too, so that once every
     /// entry is copied the volume holds everything and the log can go.
@@ -35,7 +35,10 @@ final class WriteLogImages: MirrorImages {
     private let flushing = NSLock()
     var method: BackupMethod { .log }
     var imageAVolumeID: UInt64 { volumeID }
-    static let blockSize = RangeLockTable.blockSize
+    /// Bytes per lookup-table entry: the engine's sub-block. A 4 KiB-aligned write covers its whole
+    /// entry and needs no copy from A; only a smaller or unaligned one copies (at most 4 KiB). Divides
+    /// the range lock's block, so an entry is always under one lock.
+    static let blockSize: UInt64 = 4096
 
     init(pool: Pool, volumeID: UInt64, size: UInt64, logID: UInt64, logName: String, journal: LogTableJournal,
          entries: Set<UInt64> = []) {
@@ -98,8 +101,11 @@ final class WriteLogImages: MirrorImages {
                 // A is archived: the volume is B's storage again wherever the log holds nothing.
                 try pool.write(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
             } else if side == .b {
-                try addEntry(piece.block)
+                if !covers(piece) { try copyIntoLog(piece.block) }
                 try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: false)
+                // Recorded once the log block is complete: a FLUSH that journals the entry then
+                // commits a block holding either A's old data or this write, never a hole.
+                recordEntry(piece.block)
                 if fua { try flush() }
             }
         }
@@ -115,7 +121,10 @@ final class WriteLogImages: MirrorImages {
                     try pool.discard(volumeID: volumeID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
                     continue
                 }
-                try addEntry(piece.block)
+                if !covers(piece) { try copyIntoLog(piece.block) }
+                try pool.discard(volumeID: logID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
+                recordEntry(piece.block)
+                continue
             }
             try pool.discard(volumeID: logID, offset: piece.offset, length: piece.length, mode: mode, fua: fua)
             if side == .b && merging.load(ordering: .acquiring) {
@@ -126,10 +135,20 @@ final class WriteLogImages: MirrorImages {
         if fua && side == .b { try flush() }
     }
 
-    /// Copies block `block` of the volume into the log, then records the entry (journaled at the next
-    /// FLUSH).
-    private func addEntry(_ block: UInt64) throws {
+    /// True when the piece covers its whole entry (nothing of A's block survives in B's).
+    private func covers(_ piece: (block: UInt64, offset: UInt64, length: UInt64)) -> Bool {
+        piece.offset == piece.block * Self.blockSize && piece.length == min(Self.blockSize, size - piece.offset)
+    }
+
+    /// Copies entry block `block` of the volume (A) into the log, before a request that does not
+    /// cover it all is applied there.
+    private func copyIntoLog(_ block: UInt64) throws {
         try copy(block: block, from: volumeID, to: logID, durable: false)
+    }
+
+    /// B now holds `block` in its log (journaled at the next FLUSH). Call with the block's range lock
+    /// held exclusive, once the log block is complete.
+    private func recordEntry(_ block: UInt64) {
         entries.withLock { _ = $0.insert(block) }
         unjournaled.withLock { $0.append(block) }
     }
