@@ -53,6 +53,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "PEM CA that client certificates must chain to (TLS; default: no client certificates).")
     var tlsCa: String?
 
+    @Option(
+        name: .customLong("tls-export"),
+        help: "With --tls selective: a volume (name or prefix*) reachable only over TLS; repeatable.")
+    var tlsExports: [String] = []
+
     @Option(name: .long, help: "Threads doing blocking file I/O (default: 4).")
     var ioThreads: Int?
 
@@ -93,6 +98,17 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if daemon.tlsMode != .disabled, daemon.tlsCertificate == nil || daemon.tlsKey == nil {
             throw ConfigError("TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key)")
+        }
+        daemon.tlsOnlyExports = tlsExports.isEmpty ? (file?.tls?.exports ?? []) : tlsExports
+        if !daemon.tlsOnlyExports.isEmpty {
+            guard daemon.tlsMode == .selective else {
+                throw ConfigError(
+                    "TLS-only exports (--tls-export, tls.exports) need TLS mode selective; under required every "
+                        + "export needs TLS, under off none can have it")
+            }
+            guard daemon.tlsOnlyExports.allSatisfy({ !$0.isEmpty }) else {
+                throw ConfigError("a TLS-only export pattern cannot be empty")
+            }
         }
         switch file?.tls?.clientCertificates ?? "required" {
         case "required": daemon.tlsRequireClientCertificate = true
@@ -154,7 +170,8 @@ struct ServeCommand: AsyncParsableCommand {
         case .selective, .required:
             let mode = daemon.tlsMode == .required ? "required" : "selective"
             let clients = daemon.tlsClientCA.map { ", client certificates from \($0)" } ?? ""
-            return "\(mode) (\(daemon.tlsCertificate ?? "?"), \(daemon.tlsKey ?? "?")\(clients))"
+            let only = daemon.tlsOnlyExports.isEmpty ? "" : "; TLS only: " + daemon.tlsOnlyExports.joined(separator: ", ")
+            return "\(mode) (\(daemon.tlsCertificate ?? "?"), \(daemon.tlsKey ?? "?")\(clients))\(only)"
         }
     }
 

@@ -28,7 +28,9 @@ public enum Daemon {
             executor.shutdown()
         }
         let metrics = DaemonMetrics()
-        let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics, access: configuration.access)
+        let catalog = VolumeCatalog(
+            pool: pool, executor: executor, metrics: metrics, access: configuration.access,
+            tlsOnlyExports: configuration.tlsMode == .disabled ? [] : configuration.tlsOnlyExports)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {

@@ -21,8 +21,12 @@ public struct DaemonConfiguration: Sendable {
     /// Pause between two extents a clone job copies, in milliseconds: a sync rate limit (0: none).
     public var cloneExtentDelayMilliseconds: UInt64 = 0
 
-    /// NBD over TLS (STARTTLS): off, selective (offered; every export also works without it) or required.
+    /// NBD over TLS (STARTTLS): off, selective (offered; exports outside `tlsOnlyExports` also work
+    /// without it) or required.
     public var tlsMode: NBDTLSMode = .disabled
+    /// Under selective TLS, the exports reachable only after STARTTLS: volume names, exact or a prefix
+    /// ending in `*` (the same patterns as access rules; `vol@snap` is judged by its volume).
+    public var tlsOnlyExports: [String] = []
     /// PEM files: the server's certificate chain and key, and the CA client certificates must chain to
     /// (optional: without it clients are not asked for a certificate).
     public var tlsCertificate: String?

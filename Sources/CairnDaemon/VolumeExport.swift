@@ -38,9 +38,11 @@ final class VolumeExport: NBDExport {
 
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
-        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false
+        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false,
+        requiresTLS: Bool = false
     ) {
         self.readOnlyGrant = readOnlyGrant
+        self.requiresTLS = requiresTLS
         self.metrics = metrics
         self.pool = pool
         self.executor = executor
@@ -55,7 +57,7 @@ final class VolumeExport: NBDExport {
     func grantedReadOnly() -> VolumeExport {
         VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
-            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true)
+            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, requiresTLS: requiresTLS)
     }
 
     /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
@@ -71,6 +73,8 @@ final class VolumeExport: NBDExport {
     }
     /// The session was granted read-only access to a live volume (an access rule).
     let readOnlyGrant: Bool
+    /// Reachable only after STARTTLS (selective TLS, `tls.exports`).
+    let requiresTLS: Bool
     var blockSizes: NBDBlockSizes { Self.blockSizes }
     /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
     /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).

@@ -115,24 +115,57 @@ struct TLSDaemonTests {
         }
     }
 
-    @Test("selective: TLS is offered and plaintext still works; bad TLS settings stop the daemon with the reason")
+    @Test(
+        "selective: TLS is offered, plaintext works except for TLS-only exports (ERR_TLS_REQD, not listed); bad TLS settings stop the daemon with the reason"
+    )
     func selectiveAndBadSettings() async throws {
         let scratch = try ScratchDirectory("tls-sel")
         defer { scratch.remove() }
         let certificates = try await Certificates(in: scratch)
         try await withDaemon(extraArguments: [
             "--tls", "selective", "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey,
+            "--tls-export", "secret*",
         ]) { daemon in
             try await daemon.createVolume("either", "1M")
+            try await daemon.createVolume("secret-db", "2M")
             let secure = try await runTool(
                 Tools.nbdinfo, [Self.tlsURI(daemon, "either", certificates: certificates.clientOnlyCA)])
             #expect(secure.status == 0 && secure.stdout.contains("with TLS"), "\(secure)")
             let plain = try await runTool(Tools.nbdinfo, [daemon.uri("either")])
             #expect(plain.status == 0 && plain.stdout.contains("without TLS"), "\(plain)")
+
+            // The TLS-only export: plaintext INFO/GO get ERR_TLS_REQD, LIST leaves it out; over TLS it works.
+            let plainSecret = try await runTool(Tools.nbdinfo, ["--size", daemon.uri("secret-db")])
+            #expect(plainSecret.status != 0 && plainSecret.stderr.contains("TLS"), "\(plainSecret)")
+            let plainIO = try await runTool(
+                Tools.qemuIO, ["-f", "raw", "-c", "write -P 0x11 0 4k", "nbd://127.0.0.1:\(daemon.nbdPort)/secret-db"])
+            #expect(plainIO.status != 0 || plainIO.stderr.contains("TLS"), "\(plainIO)")
+            let tlsIO = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "secret-db", certificates: certificates.clientOnlyCA) + [
+                    "-c", "write -P 0x22 0 64k", "-c", "read -P 0x22 0 64k",
+                ])
+            #expect(tlsIO.status == 0 && !tlsIO.stdout.contains("failed"), "\(tlsIO)")
+            let plainList = try await runTool(Tools.nbdinfo, ["--list", "--json", daemon.uri("")])
+            #expect(
+                plainList.status == 0 && plainList.stdout.contains("\"either\"")
+                    && !plainList.stdout.contains("secret-db"), "\(plainList)")
+            let tlsList = try await runTool(
+                Tools.nbdinfo, ["--list", "--json", Self.tlsURI(daemon, "", certificates: certificates.clientOnlyCA)])
+            #expect(tlsList.status == 0 && tlsList.stdout.contains("secret-db"), "\(tlsList)")
         }
         let noKey = try await runTool(
             TestDaemon.binary, ["serve", "--tls", "required", "--tls-cert", certificates.serverCert, "--check-config"])
         #expect(noKey.status == 64 && noKey.stderr.contains("private key"), "\(noKey)")
+        let onlyWithoutSelective = try await runTool(
+            TestDaemon.binary,
+            [
+                "serve", "--tls", "required", "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey,
+                "--tls-export", "secret*", "--check-config",
+            ])
+        #expect(
+            onlyWithoutSelective.status == 64 && onlyWithoutSelective.stderr.contains("selective"),
+            "\(onlyWithoutSelective)")
         // A key that does not belong to the certificate: the daemon says so and exits.
         let directory = TestDaemon.makeDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
