@@ -54,6 +54,11 @@ struct ServeCommand: AsyncParsableCommand {
     var tlsCa: String?
 
     @Option(
+        name: .customLong("tls-psk-file"),
+        help: "TLS with pre-shared keys from a psktool file (username:hexkey lines) instead of certificates.")
+    var tlsPskFile: String?
+
+    @Option(
         name: .customLong("tls-export"),
         help: "With --tls selective: a volume (name or prefix*) reachable only over TLS; repeatable.")
     var tlsExports: [String] = []
@@ -89,15 +94,24 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.tlsCertificate = tlsCert ?? file?.tls?.cert
         daemon.tlsKey = tlsKey ?? file?.tls?.key
         daemon.tlsClientCA = tlsCa ?? file?.tls?.ca
-        let mode = tls ?? file?.tls?.mode ?? (daemon.tlsCertificate == nil ? "off" : "required")
+        daemon.tlsPreSharedKeys = tlsPskFile ?? file?.tls?.pskFile
+        if daemon.tlsPreSharedKeys != nil, daemon.tlsCertificate != nil || daemon.tlsClientCA != nil {
+            throw ConfigError("choose certificates (--tls-cert, --tls-ca) or pre-shared keys (--tls-psk-file), not both")
+        }
+        let credentials = daemon.tlsCertificate != nil || daemon.tlsPreSharedKeys != nil
+        let mode = tls ?? file?.tls?.mode ?? (credentials ? "required" : "off")
         switch mode {
         case "off": daemon.tlsMode = .disabled
         case "selective": daemon.tlsMode = .selective
         case "required": daemon.tlsMode = .required
         default: throw ConfigError("unknown TLS mode '\(mode)' (off, selective, required)")
         }
-        if daemon.tlsMode != .disabled, daemon.tlsCertificate == nil || daemon.tlsKey == nil {
-            throw ConfigError("TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key)")
+        if daemon.tlsMode != .disabled, daemon.tlsPreSharedKeys == nil,
+            daemon.tlsCertificate == nil || daemon.tlsKey == nil
+        {
+            throw ConfigError(
+                "TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key) or pre-shared keys "
+                    + "(--tls-psk-file)")
         }
         daemon.tlsOnlyExports = tlsExports.isEmpty ? (file?.tls?.exports ?? []) : tlsExports
         if !daemon.tlsOnlyExports.isEmpty {
@@ -120,7 +134,7 @@ struct ServeCommand: AsyncParsableCommand {
                 try Self.accessRule(rule, at: index)
             })
         }
-        for path in [daemon.tlsCertificate, daemon.tlsKey, daemon.tlsClientCA].compactMap({ $0 })
+        for path in [daemon.tlsCertificate, daemon.tlsKey, daemon.tlsClientCA, daemon.tlsPreSharedKeys].compactMap({ $0 })
         where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigError("cannot read \(path)")
         }
@@ -170,6 +184,7 @@ struct ServeCommand: AsyncParsableCommand {
         case .selective, .required:
             let mode = daemon.tlsMode == .required ? "required" : "selective"
             let clients = daemon.tlsClientCA.map { ", client certificates from \($0)" } ?? ""
+            if let keys = daemon.tlsPreSharedKeys { return "\(mode) (pre-shared keys from \(keys))" }
             let only = daemon.tlsOnlyExports.isEmpty ? "" : "; TLS only: " + daemon.tlsOnlyExports.joined(separator: ", ")
             return "\(mode) (\(daemon.tlsCertificate ?? "?"), \(daemon.tlsKey ?? "?")\(clients))\(only)"
         }

@@ -35,12 +35,17 @@ public enum Daemon {
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
             do {
-                guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
-                    throw EngineError(.invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                if let keys = configuration.tlsPreSharedKeys {
+                    nbdConfiguration.tls = try NBDServerTLS.loadPreSharedKeys(keys)
+                } else {
+                    guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
+                        throw EngineError(
+                            .invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                    }
+                    nbdConfiguration.tls = try NBDServerTLS.load(
+                        certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
+                        requireClientCertificate: configuration.tlsRequireClientCertificate)
                 }
-                nbdConfiguration.tls = try NBDServerTLS.load(
-                    certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
-                    requireClientCertificate: configuration.tlsRequireClientCertificate)
             } catch {
                 pool.close()
                 throw error

@@ -32,6 +32,9 @@ public struct DaemonConfiguration: Sendable {
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var tlsClientCA: String?
+    /// A GnuTLS `psktool` key file: TLS with pre-shared keys instead of certificates (the username is
+    /// the client's identity for access rules).
+    public var tlsPreSharedKeys: String?
     /// With a client CA: false also admits TLS clients without a certificate (no identity).
     public var tlsRequireClientCertificate = true
     /// Export access rules; nil: everyone may open everything read-write.

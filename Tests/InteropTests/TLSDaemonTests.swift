@@ -235,4 +235,72 @@ struct TLSDaemonTests {
             #expect(pubRead.status == 0 && !pubRead.stdout.contains("failed"), "\(pubRead)")
         }
     }
+
+    @Test("pre-shared keys: nbdinfo and qemu-io get in with a psktool key, an unknown user or a plaintext client does not; access rules see the PSK username")
+    func preSharedKeys() async throws {
+        let scratch = try ScratchDirectory("tls-psk")
+        defer { scratch.remove() }
+        // psktool's format; qemu's tls-creds-psk reads keys.psk from its dir.
+        let made = try await runTool(
+            "/bin/sh",
+            [
+                "-c",
+                "cd \"$1\" && mkdir alice stranger && echo \"alice:$(openssl rand -hex 32)\" > alice/keys.psk && "
+                    + "echo \"carol:$(openssl rand -hex 32)\" > carol.psk && cat alice/keys.psk carol.psk > server.psk && "
+                    + "echo \"alice:$(openssl rand -hex 32)\" > stranger/keys.psk",
+                "sh", scratch.path,
+            ])
+        try #require(made.status == 0, "\(made)")
+        let config = scratch.file("cairn.yaml")
+        try """
+            tls: {psk_file: \(scratch.file("server.psk"))}
+            access:
+              - {exports: ["shared"]}
+              - {exports: ["alices"], clients: ["alice"]}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        try await withDaemon(extraArguments: ["--config", config]) { daemon in
+            try await daemon.createVolume("shared", "4M")
+            try await daemon.createVolume("alices", "4M")
+            func uri(_ user: String, _ export: String, _ keys: String) -> String {
+                "nbds://\(user)@127.0.0.1:\(daemon.nbdPort)/\(export)?tls-psk-file=\(keys)"
+            }
+            let alice = try await runTool(Tools.nbdinfo, [uri("alice", "alices", scratch.file("alice/keys.psk"))])
+            #expect(alice.status == 0 && alice.stdout.contains("with TLS") && alice.stdout.contains("4194304"), "\(alice)")
+            let io = try await runTool(
+                Tools.qemuIO,
+                [
+                    "--object", "tls-creds-psk,id=tls0,dir=\(scratch.file("alice")),endpoint=client,username=alice",
+                    "--image-opts", "driver=nbd,host=127.0.0.1,port=\(daemon.nbdPort),export=alices,tls-creds=tls0",
+                    "-c", "write -P 0x61 0 64k", "-c", "read -P 0x61 0 64k",
+                ])
+            #expect(io.status == 0 && !io.stdout.contains("failed") && !io.stderr.contains("failed"), "\(io)")
+            // carol's key is good, but the rule for "alices" names alice only: carol sees "shared" alone.
+            let carolList = try await runTool(Tools.nbdinfo, ["--list", uri("carol", "", scratch.file("carol.psk"))])
+            #expect(
+                carolList.status == 0 && carolList.stdout.contains("shared") && !carolList.stdout.contains("alices"),
+                "\(carolList)")
+            let carolOpen = try await runTool(Tools.nbdinfo, [uri("carol", "alices", scratch.file("carol.psk"))])
+            #expect(carolOpen.status != 0, "\(carolOpen)")
+            // A wrong key for a known name, and plaintext, are refused.
+            let stranger = try await runTool(Tools.nbdinfo, [uri("alice", "shared", scratch.file("stranger/keys.psk"))])
+            #expect(stranger.status != 0, "\(stranger)")
+            let plain = try await runTool(Tools.nbdinfo, [daemon.uri("shared")])
+            #expect(plain.status != 0, "\(plain)")
+        }
+        let both = try await runTool(
+            TestDaemon.binary,
+            [
+                "serve", "--tls-psk-file", scratch.file("server.psk"), "--tls-cert", scratch.file("server.psk"),
+                "--tls-key", scratch.file("server.psk"), "--check-config",
+            ])
+        #expect(both.status == 64 && both.stderr.contains("not both"), "\(both)")
+        try "alice:abcd\n".write(toFile: scratch.file("short.psk"), atomically: true, encoding: .utf8)
+        let directory = TestDaemon.makeDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let short = try await runTool(
+            TestDaemon.binary,
+            ["serve", "--data-dir", directory, "--nbd-port", "0", "--tls-psk-file", scratch.file("short.psk")],
+            timeout: 60)
+        #expect(short.status != 0 && short.stderr.contains("at least 16 bytes"), "\(short)")
+    }
 }
