@@ -225,11 +225,12 @@ struct ServeCommand: AsyncParsableCommand {
             return
         }
         HeapTuning.retainHeapBlocks(upTo: Self.retainedHeapBlock)
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = settings.logLevel
-            return handler
-        }
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var handler = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                handler.logLevel = settings.logLevel
+                return handler
+            }, metadataProvider: RequestScope.metadataProvider)
         let logger = Logger(label: "cairn")
         do {
             try await Daemon.run(settings.daemon, logger: logger)

@@ -19,6 +19,7 @@ public enum ControlServer {
         service: any ManagementService, endpoint: Endpoint, token: String? = nil, logger: Logger
     ) -> some ApplicationProtocol {
         let router = Router()
+        router.middlewares.add(RequestLogMiddleware(logger: logger))
         router.middlewares.add(ErrorBodyMiddleware())
         if let token { router.middlewares.add(BearerTokenMiddleware(token: token)) }
         addRoutes(to: router, service: service)

@@ -23,8 +23,11 @@ struct PoolManagement: ManagementService {
     }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        // The executor's thread is not the request's task: carry the request id over so the engine's log
+        // lines for this call say which request they belong to.
+        let request = RequestScope.requestID
         do {
-            return try await executor.run(work)
+            return try await executor.run { try RequestScope.run(in: request, work) }
         } catch let error as EngineError {
             throw ManagementError(code: error.code.rawValue, message: error.message)
         }

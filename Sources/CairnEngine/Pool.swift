@@ -41,7 +41,7 @@ public final class Pool: @unchecked Sendable {
     let options: PoolOptions
     var logger: Logger { options.logger }
     /// Background jobs (reclaim after snapshot deletion, dedup) and their progress.
-    public let jobs = JobRegistry()
+    public let jobs: JobRegistry
     /// Bytes written, copied, zeroed and read in slot files since the pool opened.
     public let counters = IOCounters()
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
@@ -60,6 +60,7 @@ public final class Pool: @unchecked Sendable {
     public init(media: any PoolMedia, options: PoolOptions = PoolOptions()) throws {
         self.media = media
         self.options = options
+        self.jobs = JobRegistry(logger: options.logger)
         self.metadata = try media.openMetadataStore()
         self.copyMethod = media.probeCopyMethod()
         var loaded = PoolState()
