@@ -225,15 +225,18 @@ struct ServeCommand: AsyncParsableCommand {
             return
         }
         HeapTuning.retainHeapBlocks(upTo: Self.retainedHeapBlock)
+        let recentErrors = RecentErrors()
         LoggingSystem.bootstrap(
             { label, provider in
-                var handler = StreamLogHandler.standardError(label: label, metadataProvider: provider)
-                handler.logLevel = settings.logLevel
-                return handler
+                var stream = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                stream.logLevel = settings.logLevel
+                return MultiplexLogHandler([stream, RecentErrorsLogHandler(recent: recentErrors, metadataProvider: provider)])
             }, metadataProvider: RequestScope.metadataProvider)
+        var daemon = settings.daemon
+        daemon.recentErrors = recentErrors
         let logger = Logger(label: "cairn")
         do {
-            try await Daemon.run(settings.daemon, logger: logger)
+            try await Daemon.run(daemon, logger: logger)
         } catch {
             printError("\(error)")
             throw ArgumentParser.ExitCode(ExitStatus.failure)

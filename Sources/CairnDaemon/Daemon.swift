@@ -77,7 +77,9 @@ public enum Daemon {
                 throw error
             }
         }
-        let api = ControlServer.makeApplication(service: management, endpoint: endpoint, token: token, logger: logger)
+        let api = ControlServer.makeApplication(
+            service: management, endpoint: endpoint, token: token, recentErrors: configuration.recentErrors,
+            logger: logger)
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(
             RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)

@@ -39,6 +39,8 @@ public struct DaemonConfiguration: Sendable {
     public var tlsRequireClientCertificate = true
     /// Export access rules; nil: everyone may open everything read-write.
     public var access: ExportAccessPolicy?
+    /// Where the log handler keeps the last warnings and errors, for the status page.
+    public var recentErrors: RecentErrors?
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
