@@ -105,6 +105,9 @@ final class CloneGroupState {
     /// The protected restore map while a protected restore runs.
     var restoreMap: ExtentMap?
     var persistentRestoreMap: PersistedMap
+    /// Protected-restore bits a host write waits to see durable before it may overwrite an extent whose
+    /// restore is already durable (`Pool.commitRestoreIntent`).
+    var restoreIntent: Set<UInt64> = []
     var scoreboard = CODScoreboard()
     var codQueue = CopyOnDemandQueue()
     /// Host writes in flight, by extent: the sync engine does not copy an extent a host write is changing.

@@ -193,6 +193,7 @@ extension Pool {
             case .restoring:
                 member.delta = group.restoreMap ?? ExtentMap(count: group.extentCount)
                 group.restoreMap = nil
+                group.restoreIntent = []
                 group.persistentRestoreMap.markAllDirty()
                 group.persistentDelta.markAllDirty()
                 member.record.state = .fractured

@@ -28,6 +28,10 @@ extension Pool {
     /// metadata depends on is the job of FLUSH, and doing it every second anyway would put pages under
     /// writeback exactly while the host overwrites them (ext4 then stalls those writes).
     func commitOnce(requested: Bool = true) {
+        commitSerial.withLock { commitSerialized(requested: requested) }
+    }
+
+    private func commitSerialized(requested: Bool) {
         guard let capture = captureDirtyState(requested: requested) else { return }
         let started = ContinuousClock.now
         var synced = started

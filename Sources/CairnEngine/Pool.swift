@@ -30,6 +30,9 @@ public final class Pool: @unchecked Sendable {
     // @unchecked: `state` and `files` are only touched with `monitor` held; the other stored
     // properties are immutable after init.
     let monitor = Monitor()
+    /// Held for the whole of a commit (full or write-intent), so that the two kinds never interleave and
+    /// a map block's stored words only ever grow during a restore. Taken before `monitor`, never inside.
+    let commitSerial = Monitor()
     var state = PoolState()
     var files: [UInt16: any StorageFile] = [:]
 
