@@ -19,7 +19,11 @@ For each size (1 GiB and LARGE_SIZE, default 8 GiB; --quick: 64 MiB and 256 MiB)
      bytes changed.
 
 Prints a table and writes JSON to bench/results/clone-restore-<timestamp>.json.
-Usage: bench/clone-restore.sh [--quick]   (environment: LARGE_SIZE, CHANGE_PCT, RUNTIME, CAIRN_BIN, WORKDIR)
+  6. the qemu anchor (bench/qemu_stream_anchor.py; QEMU_ANCHOR=0 skips it): a qcow2 overlay on a raw image
+     of the same size served by qemu-storage-daemon, IOPS before and during `block-stream`, same split.
+
+Usage: bench/clone-restore.sh [--quick]
+       (environment: LARGE_SIZE, EXTENT, CHANGE_PCT, RUNTIME, RAMP, LOG_MS, QEMU_ANCHOR, CAIRN_BIN, WORKDIR)
 """
 import http.client
 import json
@@ -36,6 +40,7 @@ import time
 import nbd
 
 from benchlib import log, run, size_bytes, start_cairn
+from qemu_stream_anchor import stream_anchor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
@@ -44,7 +49,7 @@ CHANGE_PCT = float(os.environ.get("CHANGE_PCT", "10"))
 RUNTIME = int(os.environ.get("RUNTIME", "3" if QUICK else "10"))
 RAMP = float(os.environ.get("RAMP", "2" if QUICK else "4"))
 LOG_MS = int(os.environ.get("LOG_MS", "100" if QUICK else "250"))
-EXTENT = 256 << 10  # Cairn's default clone extent size
+EXTENT = size_bytes(os.environ.get("EXTENT", "256K"))  # bytes per delta-map bit (clone add --extent-size)
 CAIRN = os.environ.get("CAIRN_BIN") or next(
     (p for p in [os.path.join(REPO, ".build/release/cairn"), os.path.join(REPO, ".build/debug/cairn")]
      if os.path.exists(p)), "cairn")
@@ -154,19 +159,25 @@ def iops_during_restore(daemon, rw, size_text, expected_restore_s):
     daemon.wait_state("c1", "fractured", poll=0.05)
     restore_end = time.monotonic() - launched
     fio_finish(started)
-    window = LOG_MS / 1000
-    samples = iops_windows(prefix)
-    # fio's clock starts a little after the process does (connecting): windows near a boundary are left
-    # out, so each side counts only windows it wholly owns. The first second is warm-up.
-    before = [v for t, v in samples if 1.0 <= t - window and t <= restore_at]
-    during = [v for t, v in samples if t - window >= restore_at + window and t <= restore_end]
-    if not before or not during:
-        raise RuntimeError(f"{rw}: restore {restore_at:.2f}-{restore_end:.2f} s, {len(samples)} windows: "
-                           "too short to measure; use a larger size")
-    mean_before, mean_during = sum(before) / len(before), sum(during) / len(during)
+    mean_before, mean_during, measured = split_windows(prefix, restore_at, restore_end)
     return {f"{rw}_iops_before": mean_before, f"{rw}_iops_restore": mean_during,
             f"{rw}_ratio": mean_during / max(mean_before, 1e-9),
-            f"{rw}_restore_seconds_measured": len(during) * window, f"{rw}_restore_s_full": restore_end - restore_at}
+            f"{rw}_restore_seconds_measured": measured, f"{rw}_restore_s_full": restore_end - restore_at}
+
+
+def split_windows(prefix, start, end):
+    """Mean IOPS of fio's windows before `start` and inside [start, end] (seconds since fio started), and
+    the seconds the second mean covers. fio's clock starts a little after the process does (connecting):
+    windows near a boundary are left out, so each side counts only windows it wholly owns; the first
+    second is warm-up."""
+    window = LOG_MS / 1000
+    samples = iops_windows(prefix)
+    before = [v for t, v in samples if 1.0 <= t - window and t <= start]
+    during = [v for t, v in samples if t - window >= start + window and t <= end]
+    if not before or not during:
+        raise RuntimeError(f"{prefix}: event {start:.2f}-{end:.2f} s, {len(samples)} windows: "
+                           "too short to measure; use a larger size")
+    return sum(before) / len(before), sum(during) / len(during), len(during) * window
 
 
 def change_extents(uri, size, fraction, seed):
@@ -215,7 +226,7 @@ def bench_size(size_text):
         log(f"{size_text}: filling the source")
         fio(daemon.uri("src"), "write", "1m", 8, size=size_text)
         started = time.monotonic()
-        daemon.cli("clone", "add", "src", "--name", "c1", "--wait")
+        daemon.cli("clone", "add", "src", "--name", "c1", "--extent-size", str(EXTENT), "--wait")
         result["full_sync_s"] = time.monotonic() - started
         daemon.cli("clone", "fracture", "c1")
         changed, changed_bytes = change_extents(daemon.uri("src"), size, CHANGE_PCT / 100, 1)
@@ -261,6 +272,12 @@ def bench_size(size_text):
     finally:
         daemon.stop()
         shutil.rmtree(directory, ignore_errors=True)
+    if os.environ.get("QEMU_ANCHOR", "1") != "0":
+        log(f"{size_text}: qemu anchor (overlay + block-stream)")
+        anchor = stream_anchor(
+            WORKDIR, size_text, fio_start, fio_finish,
+            lambda prefix, start, end: split_windows(prefix, start, end)[:2], RAMP)
+        result.update(anchor)
     return result
 
 
@@ -272,11 +289,14 @@ def main():
         ("copy_file_range_s", "cfr s"), ("restore_vs_copy_file_range", "restore/cfr"),
         ("randread_ratio", "read IOPS ratio"), ("randwrite_ratio", "write IOPS ratio"),
         ("randread_restore_seconds_measured", "read s"), ("randwrite_restore_seconds_measured", "write s"),
+        ("qemu_stream_s", "qemu stream s"), ("qemu_randread_ratio", "qemu read ratio"),
+        ("qemu_randwrite_ratio", "qemu write ratio"),
         ("sync_changed_bytes", "1% changed B"), ("sync_written_bytes", "sync wrote B"),
     ]
     print("  ".join(title for _, title in columns))
     for r in results:
-        print("  ".join(f"{r[key]:.3f}" if isinstance(r[key], float) else str(r[key]) for key, _ in columns))
+        print("  ".join(f"{r[key]:.3f}" if isinstance(r.get(key), float) else str(r.get(key, "-"))
+                        for key, _ in columns))
     os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)
     path = os.path.join(REPO, "bench/results", time.strftime("clone-restore-%Y%m%d-%H%M%S.json"))
     json.dump({"quick": QUICK, "change_pct": CHANGE_PCT, "runtime": RUNTIME, "results": results},

@@ -119,6 +119,8 @@ final class CloneGroupState {
     var recordDirty = false
     /// Logical clock for activity-extent use.
     var activityClock: UInt64 = 0
+    /// Host requests to the group's volumes so far: the sync engine backs off while this moves.
+    var hostRequests: UInt64 = 0
 
     init(sourceID: UInt64, extentSize: UInt64, volumeSize: UInt64) {
         self.sourceID = sourceID

@@ -53,7 +53,9 @@ extension Pool {
 
     /// Adds the clone groups' changes to the commit being captured (monitor held): group records, and the
     /// persistent delta map and protected restore map blocks that changed, computed from memory now.
-    func captureCloneGroups(into t: inout MetadataTransaction) {
+    /// Returns the indices of the restore map blocks captured while their restore runs.
+    func captureCloneGroups(into t: inout MetadataTransaction) -> [Int] {
+        var restoreBlocks: [Int] = []
         t.deleteCloneGroups = state.cloneGroups.deleted.sorted()
         state.cloneGroups.deleted = []
         for group in state.cloneGroups.groups.values {
@@ -76,6 +78,7 @@ extension Pool {
                     group.restoreMap?.blockWords(block)
                     ?? [UInt64](repeating: 0, count: group.persistentRestoreMap.durable.wordRange(ofBlock: block).count)
                 group.persistentRestoreMap.inCommit[block] = words
+                if group.restoreMap != nil { restoreBlocks.append(t.cloneMapBlocks.count) }
                 t.cloneMapBlocks.append(
                     CloneMapBlock(
                         sourceID: group.sourceID, kind: .protectedRestore, block: UInt32(block),
@@ -83,6 +86,7 @@ extension Pool {
             }
             group.persistentRestoreMap.dirtyBlocks = []
         }
+        return restoreBlocks
     }
 
     /// The commit that captured the clone groups is durable (monitor held).
@@ -112,9 +116,10 @@ extension Pool {
     /// restore is already durable, so no data depends on it (see `sourceStep`). Every bit waiting when the
     /// transaction is built goes in, so concurrent writers share one commit. The stored words are the
     /// durable ones plus these bits, never memory's (which may hold bits whose copies are not durable
-    /// yet); `commitSerial` keeps full commits out meanwhile, so stored words only grow.
+    /// yet). `mapCommitSerial` orders it with full commits' transactions (not their data syncs, which it
+    /// need not wait for); a full commit adds these bits to its own words (`keepRestoreIntent`).
     func commitRestoreIntent(sourceID: UInt64) throws {
-        try commitSerial.withLock {
+        try mapCommitSerial.withLock {
             let blocks = try monitor.withLock { () throws -> [(block: Int, words: [UInt64])] in
                 try checkWritable()
                 guard let group = state.cloneGroups.groups[sourceID], group.restoreMap != nil else { return [] }
@@ -149,7 +154,15 @@ extension Pool {
             }
             monitor.withLock {
                 guard let group = state.cloneGroups.groups[sourceID] else { return }
-                for (block, words) in blocks { group.persistentRestoreMap.durable.setBlockWords(block, words) }
+                for (block, words) in blocks {
+                    group.persistentRestoreMap.durable.setBlockWords(block, words)
+                    // A full commit in flight writes these bits too (`keepRestoreIntent`): say so, or
+                    // `isDurablySet` would read its older words as clearing them.
+                    if var pending = group.persistentRestoreMap.inCommit[block] {
+                        for i in pending.indices { pending[i] |= words[i] }
+                        group.persistentRestoreMap.inCommit[block] = pending
+                    }
+                }
             }
         }
         monitor.broadcast()

@@ -87,6 +87,7 @@ extension Pool {
                         // Not in a group, or out of bounds: the I/O's own checks answer.
                         return .proceed(nil)
                     }
+                    if !queued { group.hostRequests &+= 1 }
                     let step: CloneIOStep
                     if group.barrier && writing {
                         step = .wait

@@ -30,9 +30,10 @@ public final class Pool: @unchecked Sendable {
     // @unchecked: `state` and `files` are only touched with `monitor` held; the other stored
     // properties are immutable after init.
     let monitor = Monitor()
-    /// Held for the whole of a commit (full or write-intent), so that the two kinds never interleave and
-    /// a map block's stored words only ever grow during a restore. Taken before `monitor`, never inside.
-    let commitSerial = Monitor()
+    /// Held around each metadata transaction and the map bookkeeping on either side of it, by full
+    /// commits (not while they sync data) and by write-intent commits, so that a protected restore map
+    /// block's stored words only ever grow during a restore. Taken before `monitor`, never inside it.
+    let mapCommitSerial = Monitor()
     var state = PoolState()
     var files: [UInt16: any StorageFile] = [:]
 
