@@ -49,7 +49,7 @@ CHANGE_PCT = float(os.environ.get("CHANGE_PCT", "10"))
 RUNTIME = int(os.environ.get("RUNTIME", "3" if QUICK else "10"))
 RAMP = float(os.environ.get("RAMP", "2" if QUICK else "4"))
 LOG_MS = int(os.environ.get("LOG_MS", "100" if QUICK else "250"))
-EXTENT = size_bytes(os.environ.get("EXTENT", "256K"))  # bytes per delta-map bit (clone add --extent-size)
+EXTENT = size_bytes(os.environ.get("EXTENT", "64K"))  # bytes per delta-map bit (clone add --extent-size)
 CAIRN = os.environ.get("CAIRN_BIN") or next(
     (p for p in [os.path.join(REPO, ".build/release/cairn"), os.path.join(REPO, ".build/debug/cairn")]
      if os.path.exists(p)), "cairn")
