@@ -303,4 +303,50 @@ struct TLSDaemonTests {
             timeout: 60)
         #expect(short.status != 0 && short.stderr.contains("at least 16 bytes"), "\(short)")
     }
+
+    @Test("Cairn's own NBD client speaks TLS: copy-and-write and cow-map over nbds:// with certificates and with a PSK")
+    func ownClientOverTLS() async throws {
+        let scratch = try ScratchDirectory("tls-own")
+        defer { scratch.remove() }
+        let certificates = try await Certificates(in: scratch)
+        try await withDaemon(extraArguments: [
+            "--tls", "required", "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey,
+        ]) { daemon in
+            try await daemon.createVolume("v", "8M")
+            let secure = Self.tlsURI(daemon, "v", certificates: certificates.clientOnlyCA)
+            let copied = try await daemon.cli([
+                "copy-and-write", secure, "--chunk-size", "64K", "--source", "0", "--target", "1M", "--offset", "4K", "--pattern", "0x5e",
+                "--length", "4K",
+            ])
+            #expect(copied.status == 0, "\(copied)")
+            let map = try await daemon.cli(["cow-map", secure, "--json"])
+            #expect(map.status == 0, "\(map)")
+            let check = try await runTool(
+                Tools.qemuIO,
+                Self.qemuArguments(daemon, "v", certificates: certificates.clientOnlyCA) + [
+                    "-r", "-c", "read -P 0x5e 1052672 4k",
+                ])
+            #expect(check.status == 0 && !check.stdout.contains("failed"), "\(check)")
+            // Plaintext against a TLS-only server, and a CA that did not sign the server: refused.
+            let plain = try await daemon.cli(["cow-map", daemon.uri("v")])
+            #expect(plain.status != 0 && plain.stderr.contains("TLS"), "\(plain)")
+            try FileManager.default.createDirectory(atPath: scratch.file("other"), withIntermediateDirectories: true)
+            let other = try await runTool(
+                "/bin/sh",
+                ["-c", "cd \"$1\" && openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out ca-cert.pem -days 1 -subj /CN=other 2>/dev/null", "sh", scratch.file("other")])
+            try #require(other.status == 0, "\(other)")
+            let untrusted = try await daemon.cli(["cow-map", Self.tlsURI(daemon, "v", certificates: scratch.file("other"))])
+            #expect(untrusted.status != 0, "\(untrusted)")
+        }
+        try "alice:\(String(repeating: "ab", count: 32))\n".write(
+            toFile: scratch.file("keys.psk"), atomically: true, encoding: .utf8)
+        try await withDaemon(extraArguments: ["--tls-psk-file", scratch.file("keys.psk")]) { daemon in
+            try await daemon.createVolume("p", "4M")
+            let uri = "nbds://alice@127.0.0.1:\(daemon.nbdPort)/p?tls-psk-file=\(scratch.file("keys.psk"))"
+            let map = try await daemon.cli(["cow-map", uri])
+            #expect(map.status == 0, "\(map)")
+            let stranger = try await daemon.cli(["cow-map", uri.replacingOccurrences(of: "alice@", with: "bob@")])
+            #expect(stranger.status != 0, "\(stranger)")
+        }
+    }
 }
