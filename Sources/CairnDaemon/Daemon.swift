@@ -63,7 +63,10 @@ public enum Daemon {
         let endpoint = configuration.resolvedAPIEndpoint
         let management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
-            connectionCount: { nbd.connectionCount })
+            connectionCount: { nbd.connectionCount },
+            requiresTLS: { [tlsMode = configuration.tlsMode] export in
+                tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
+            })
         var token: String?
         if case .loopback = endpoint {
             do {

@@ -153,6 +153,11 @@ struct TLSDaemonTests {
             let tlsList = try await runTool(
                 Tools.nbdinfo, ["--list", "--json", Self.tlsURI(daemon, "", certificates: certificates.clientOnlyCA)])
             #expect(tlsList.status == 0 && tlsList.stdout.contains("secret-db"), "\(tlsList)")
+            // The API names the scheme a client needs.
+            let shown = try await daemon.cliOK(["volume", "show", "secret-db", "--json"])
+            #expect(shown.stdout.contains(#"nbds:\/\/127.0.0.1"#), "\(shown)")
+            let either = try await daemon.cliOK(["volume", "show", "either", "--json"])
+            #expect(either.stdout.contains(#""nbd:\/\/127.0.0.1"#), "\(either)")
         }
         let noKey = try await runTool(
             TestDaemon.binary, ["serve", "--tls", "required", "--tls-cert", certificates.serverCert, "--check-config"])
