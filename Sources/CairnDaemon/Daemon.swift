@@ -39,17 +39,23 @@ public enum Daemon {
         }
         backups.recover()
         let catalog = VolumeCatalog(
-            pool: pool, executor: executor, metrics: metrics, access: configuration.access, backups: backups)
+            pool: pool, executor: executor, metrics: metrics, access: configuration.access,
+            tlsOnlyExports: configuration.tlsMode == .disabled ? [] : configuration.tlsOnlyExports, backups: backups)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
             do {
-                guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
-                    throw EngineError(.invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                if let keys = configuration.tlsPreSharedKeys {
+                    nbdConfiguration.tls = try NBDServerTLS.loadPreSharedKeys(keys)
+                } else {
+                    guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
+                        throw EngineError(
+                            .invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                    }
+                    nbdConfiguration.tls = try NBDServerTLS.load(
+                        certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
+                        requireClientCertificate: configuration.tlsRequireClientCertificate)
                 }
-                nbdConfiguration.tls = try NBDServerTLS.load(
-                    certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
-                    requireClientCertificate: configuration.tlsRequireClientCertificate)
             } catch {
                 pool.close()
                 throw error
@@ -67,7 +73,10 @@ public enum Daemon {
         let endpoint = configuration.resolvedAPIEndpoint
         let management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
-            connectionCount: { nbd.connectionCount })
+            connectionCount: { nbd.connectionCount },
+            requiresTLS: { [tlsMode = configuration.tlsMode] export in
+                tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
+            })
         var token: String?
         if case .loopback = endpoint {
             do {
@@ -82,8 +91,8 @@ public enum Daemon {
             }
         }
         let api = ControlServer.makeApplication(
-            service: management, endpoint: endpoint, token: token, logger: logger,
-            backups: BackupManagement(coordinator: backups, pool: pool, executor: executor))
+            service: management, endpoint: endpoint, token: token, recentErrors: configuration.recentErrors,
+            logger: logger, backups: BackupManagement(coordinator: backups, pool: pool, executor: executor))
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(
             RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)

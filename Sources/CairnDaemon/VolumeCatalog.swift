@@ -12,18 +12,27 @@ final class VolumeCatalog: NBDExportCatalog {
     let metrics: DaemonMetrics
     /// nil: every session may open every export read-write.
     let access: ExportAccessPolicy?
+    /// Volume name patterns reachable only over TLS (selective TLS).
+    let tlsOnlyExports: [String]
     /// Consistent backups: the catalog tells it which sessions each volume has (to split them at T).
     let backups: BackupCoordinator?
 
     init(
         pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil,
-        backups: BackupCoordinator? = nil
+        tlsOnlyExports: [String] = [], backups: BackupCoordinator? = nil
     ) {
         self.backups = backups
         self.pool = pool
         self.executor = executor
         self.metrics = metrics
         self.access = access
+        self.tlsOnlyExports = tlsOnlyExports
+    }
+
+    /// True when `name` (`volume` or `volume@snapshot`) may be opened only after STARTTLS.
+    func requiresTLS(_ name: String) -> Bool {
+        let volume = Self.split(name).volume
+        return tlsOnlyExports.contains { ExportAccessPolicy.Rule.pattern($0, matches: volume) }
     }
 
     /// What the access rules let `session` do with `name`; `.readWrite` without rules.
@@ -33,10 +42,13 @@ final class VolumeCatalog: NBDExportCatalog {
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
         let volumes = pool.listVolumes().map {
-            NBDExportListing(name: $0.name, description: VolumeExport.volumeDescription)
+            NBDExportListing(
+                name: $0.name, description: VolumeExport.volumeDescription, requiresTLS: requiresTLS($0.name))
         }
         let snapshots = ((try? pool.listSnapshots()) ?? []).map {
-            NBDExportListing(name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription)
+            NBDExportListing(
+                name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription,
+                requiresTLS: requiresTLS($0.volume))
         }
         return (volumes + snapshots).filter { grant($0.name, session) != nil }
     }
@@ -59,13 +71,13 @@ final class VolumeCatalog: NBDExportCatalog {
         guard let snapshot else {
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name)
+                name: name, requiresTLS: requiresTLS(name))
         }
         guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
         return VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id, name: name,
             snapshotEpoch: info.epoch,
-            snapshotSize: info.size)
+            snapshotSize: info.size, requiresTLS: requiresTLS(name))
     }
 
     func attach(name: String, session: NBDSessionInfo) throws -> any NBDExport {
@@ -84,7 +96,7 @@ final class VolumeCatalog: NBDExportCatalog {
                 return VolumeExport(
                     pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name),
                     volumeID: pinned.volumeID, name: name,
-                    snapshotEpoch: pinned.epoch, snapshotSize: pinned.size)
+                    snapshotEpoch: pinned.epoch, snapshotSize: pinned.size, requiresTLS: requiresTLS(name))
             }
             if backups?.isImageVolume(volume) == true {
                 throw NBDExportError(.invalid, "'\(name)' holds a backup's image A and cannot be opened while it runs")
@@ -97,7 +109,7 @@ final class VolumeCatalog: NBDExportCatalog {
             }
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name, backupRoute: routing)
+                name: name, requiresTLS: requiresTLS(name), backupRoute: routing)
         } catch let error as NBDExportError {
             throw error
         } catch let error as EngineError where error.code == .notFound {

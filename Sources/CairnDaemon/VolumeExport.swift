@@ -41,10 +41,11 @@ final class VolumeExport: NBDExport {
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
         name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false,
-        backupRoute: BackupRouting? = nil
+        requiresTLS: Bool = false, backupRoute: BackupRouting? = nil
     ) {
         self.backupRoute = backupRoute
         self.readOnlyGrant = readOnlyGrant
+        self.requiresTLS = requiresTLS
         self.metrics = metrics
         self.pool = pool
         self.executor = executor
@@ -59,7 +60,8 @@ final class VolumeExport: NBDExport {
     func grantedReadOnly() -> VolumeExport {
         VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
-            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, backupRoute: backupRoute)
+            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, requiresTLS: requiresTLS,
+            backupRoute: backupRoute)
     }
 
     /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
@@ -75,6 +77,8 @@ final class VolumeExport: NBDExport {
     }
     /// The session was granted read-only access to a live volume (an access rule).
     let readOnlyGrant: Bool
+    /// Reachable only after STARTTLS (selective TLS, `tls.exports`).
+    let requiresTLS: Bool
     var blockSizes: NBDBlockSizes { Self.blockSizes }
     /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
     /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).
