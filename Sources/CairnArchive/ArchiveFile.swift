@@ -17,6 +17,8 @@ public protocol ArchiveInput: AnyObject {
 public final class FileArchiveOutput: ArchiveOutput {
     /// Enough to batch many records per write(2); small next to the 4 MiB records themselves.
     static let bufferCapacity = 1 << 20
+    /// How long a streamed archive waits for its reader to open the FIFO.
+    static let fifoReaderWaitMilliseconds: UInt32 = 60_000
 
     private let descriptor: Int32
     private let ownsDescriptor: Bool
@@ -24,10 +26,28 @@ public final class FileArchiveOutput: ArchiveOutput {
     public let path: String
 
     /// Creates (or truncates) `path`. A FIFO is opened as is: that is how an archive streams to stdout.
+    /// A FIFO nobody reads any more fails at once (ENXIO) instead of blocking the backup forever.
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        var status = stat()
+        let isFIFO = stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
+        var fd: Int32
+        if isFIFO {
+            // The reader (the CLI copying to its stdout) may open its end a moment after us; a reader
+            // that never comes must not hold the backup forever.
+            var waited: UInt32 = 0
+            repeat {
+                fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+                guard fd < 0, errno == ENXIO, waited < Self.fifoReaderWaitMilliseconds else { break }
+                usleep(10_000)
+                waited += 10
+            } while true
+        } else {
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        }
         guard fd >= 0 else { throw ArchiveError(.io, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        // Back to blocking writes: the reader sets the pace.
+        if isFIFO { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) }
         descriptor = fd
         ownsDescriptor = true
         buffer.reserveCapacity(Self.bufferCapacity)
