@@ -101,23 +101,6 @@ public struct RestoreBackupRequest: Codable, Sendable {
     }
 }
 
-/// What a restore did.
-public struct RestoreReportDTO: Codable, Sendable, Hashable {
-    public var volume: String
-    public var created: Bool
-    public var archives: Int
-    public var dataBytes: UInt64
-    public var zeroBytes: UInt64
-
-    public init(volume: String, created: Bool, archives: Int, dataBytes: UInt64, zeroBytes: UInt64) {
-        self.volume = volume
-        self.created = created
-        self.archives = archives
-        self.dataBytes = dataBytes
-        self.zeroBytes = zeroBytes
-    }
-}
-
 extension APIPath {
     public static let backups = "/v1/backups"
     public static func backup(_ id: String) -> String { "/v1/backups/\(component(id))" }

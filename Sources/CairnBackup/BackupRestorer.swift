@@ -14,7 +14,7 @@ public struct RestoreReport: Sendable, Hashable {
 /// Everything that can be refused is refused before the volume is touched: each archive is read and
 /// checked entirely (checksums, order, trailer), the chain is checked link by link, and the target
 /// is checked (exists without force, size, sessions attached).
-public struct BackupRestorer {
+public struct BackupRestorer: Sendable {
     let pool: Pool
 
     public init(pool: Pool) { self.pool = pool }
@@ -30,7 +30,43 @@ public struct BackupRestorer {
         return summaries
     }
 
-    public func restore(paths: [String], to volume: String, force: Bool) throws -> RestoreReport {
+    /// What can be refused without reading the archives' data: each header, the chain, the target.
+    /// Cheap; a restore job runs it before it starts, so a refusal is an immediate answer.
+    public func precheck(paths: [String], to volume: String, force: Bool) throws {
+        do {
+            let headers = try paths.map { try ArchiveReader(input: try FileArchiveInput(path: $0), name: $0).header }
+            try ArchiveChain.check(headers)
+            _ = try checkTarget(volume, size: headers[0].volumeSize, force: force)
+        } catch let error as ArchiveError {
+            throw EngineError(.invalidArgument, error.message)
+        }
+    }
+
+    /// True when `volume` exists (and may be overwritten); throws when it may not be restored into.
+    private func checkTarget(_ volume: String, size: UInt64, force: Bool) throws -> Bool {
+        guard let existing = try? pool.volumeInfo(named: volume) else { return false }
+        guard force else {
+            throw EngineError(
+                .alreadyExists,
+                "volume '\(volume)' exists; restoring would overwrite it: use --force, or restore to a new name")
+        }
+        guard existing.size == size else {
+            throw EngineError(
+                .invalidArgument,
+                "volume '\(volume)' is \(existing.size) bytes but the archive holds \(size); "
+                    + "resize it first or restore to a new name")
+        }
+        guard existing.attachments == 0 else {
+            throw EngineError(
+                .busy, "volume '\(volume)' has \(existing.attachments) session(s) attached; disconnect them first")
+        }
+        return true
+    }
+
+    /// Restores; `progress` gets (bytes applied, bytes to apply) once the archives are verified.
+    public func restore(
+        paths: [String], to volume: String, force: Bool, progress: (UInt64, UInt64) -> Void = { _, _ in }
+    ) throws -> RestoreReport {
         let summaries: [ArchiveSummary]
         do {
             summaries = try Self.verifyChain(paths: paths)
@@ -38,27 +74,10 @@ public struct BackupRestorer {
             throw EngineError(.invalidArgument, error.message)
         }
         let header = summaries[0].header
-        var created = false
-        if let existing = try? pool.volumeInfo(named: volume) {
-            guard force else {
-                throw EngineError(
-                    .alreadyExists,
-                    "volume '\(volume)' exists; restoring would overwrite it: use --force, or restore to a new name")
-            }
-            guard existing.size == header.volumeSize else {
-                throw EngineError(
-                    .invalidArgument,
-                    "volume '\(volume)' is \(existing.size) bytes but the archive holds \(header.volumeSize); "
-                        + "resize it first or restore to a new name")
-            }
-            guard existing.attachments == 0 else {
-                throw EngineError(
-                    .busy, "volume '\(volume)' has \(existing.attachments) session(s) attached; disconnect them first")
-            }
-        } else {
-            try pool.createVolume(name: volume, size: header.volumeSize, chunkSize: header.chunkSize)
-            created = true
-        }
+        let total = summaries.reduce(0) { $0 + $1.dataBytes + $1.zeroBytes }
+        // Checked again: the volume may have changed since `precheck`.
+        let created = try !checkTarget(volume, size: header.volumeSize, force: force)
+        if created { try pool.createVolume(name: volume, size: header.volumeSize, chunkSize: header.chunkSize) }
         do {
             let id = try pool.volumeID(named: volume)
             if !created { try pool.discard(volumeID: id, offset: 0, length: header.volumeSize, mode: .zero) }
@@ -72,9 +91,11 @@ public struct BackupRestorer {
                             try pool.write(volumeID: id, offset: offset, source: .bytes($0), fua: false)
                         }
                         report.dataBytes += UInt64(bytes.count)
+                        progress(report.dataBytes + report.zeroBytes, total)
                     case .zero(let offset, let length):
                         try pool.discard(volumeID: id, offset: offset, length: length, mode: .zero)
                         report.zeroBytes += length
+                        progress(report.dataBytes + report.zeroBytes, total)
                     }
                 }
             }

@@ -159,14 +159,16 @@ struct BackupCommand: AsyncParsableCommand {
         func run() async throws {
             guard !archives.isEmpty else { throw ValidationError("give an archive to restore") }
             try await runClient {
-                let report = try await options.client.send(
+                let started = try await options.client.send(
                     .POST, APIPath.restores,
                     body: RestoreBackupRequest(archives: archives.map(absolutePath), volume: volume, force: force),
-                    as: RestoreReportDTO.self)
-                if options.json { return try Output.json(report) }
-                print(
-                    "restored \(report.archives) archive(s) into \(report.created ? "new " : "")volume '\(report.volume)': "
-                        + "\(Output.size(report.dataBytes)) of data, \(Output.size(report.zeroBytes)) zeroed")
+                    as: JobDTO.self)
+                let job = try await waitForJob(started.id, client: options.client, quiet: options.json)
+                if options.json { try Output.json(job) }
+                guard job.state == "succeeded" else {
+                    throw CLIError(message: job.message ?? "the restore \(job.state)", exitCode: ExitStatus.failure)
+                }
+                if !options.json { print(job.message ?? "restored") }
             }
         }
     }

@@ -10,7 +10,8 @@ public protocol BackupService: Sendable {
     func backup(id: String) async throws -> BackupDTO
     func startBackup(_ request: StartBackupRequest) async throws -> BackupDTO
     func sealBackup(id: String) async throws -> BackupDTO
-    func restoreBackup(_ request: RestoreBackupRequest) async throws -> RestoreReportDTO
+    /// Checks what can be refused at once, then restores in a job (returned).
+    func restoreBackup(_ request: RestoreBackupRequest) async throws -> JobDTO
 }
 
 extension ControlServer {
@@ -28,7 +29,7 @@ extension ControlServer {
         }
         router.post(RouterPath(APIPath.restores)) { request, context in
             let body = try await request.decode(as: RestoreBackupRequest.self, context: context)
-            return EditedResponse(status: .created, response: Encoded(try await service.restoreBackup(body)))
+            return EditedResponse(status: .accepted, response: Encoded(try await service.restoreBackup(body)))
         }
     }
 }

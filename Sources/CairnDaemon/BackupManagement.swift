@@ -52,17 +52,30 @@ struct BackupManagement: BackupService {
         dto(try await run { try coordinator.seal(id: id) })
     }
 
-    func restoreBackup(_ request: RestoreBackupRequest) async throws -> RestoreReportDTO {
+    func restoreBackup(_ request: RestoreBackupRequest) async throws -> JobDTO {
         guard !request.archives.isEmpty else {
             throw ManagementError(code: "invalid_argument", message: "give at least one archive to restore")
         }
         let pool = self.pool
-        let report = try await Self.onThread {
-            try BackupRestorer(pool: pool).restore(paths: request.archives, to: request.volume, force: request.force)
-        }
-        return RestoreReportDTO(
-            volume: report.volume, created: report.created, archives: report.archives, dataBytes: report.dataBytes,
-            zeroBytes: report.zeroBytes)
+        let restorer = BackupRestorer(pool: pool)
+        try await Self.onThread { try restorer.precheck(paths: request.archives, to: request.volume, force: request.force) }
+        // The data is verified and applied in a job: an archive can take longer than an API call may.
+        let jobs = pool.jobs
+        let id = jobs.start(kind: "restore", target: request.volume, total: 0, unit: "bytes")
+        Thread {
+            do {
+                let report = try restorer.restore(paths: request.archives, to: request.volume, force: request.force) {
+                    jobs.progress(id, done: $0, total: $1)
+                }
+                jobs.finish(
+                    id, .succeeded,
+                    message: "restored \(report.archives) archive(s) into \(report.created ? "new " : "")volume "
+                        + "'\(report.volume)': \(report.dataBytes) bytes of data, \(report.zeroBytes) bytes zeroed")
+            } catch {
+                jobs.finish(id, .failed, message: (error as? EngineError)?.message ?? "\(error)")
+            }
+        }.start()
+        return PoolManagement.dto(jobs.job(id)!)
     }
 
     /// Runs blocking control-plane work on a thread of its own, mapping engine errors to API errors.
