@@ -59,7 +59,15 @@ struct BackupCommand: AsyncParsableCommand {
                 }
                 if streaming {
                     if !options.json { FileHandleStandardError.write("backup \(backup.id): split at T, streaming\n") }
-                    try copyToStandardOutput(fifo: target)
+                    let client = options.client
+                    let id = backup.id
+                    try await copyToStandardOutput(fifo: target) {
+                        // Until the daemon opens the FIFO: is the backup still going to write it?
+                        let now = try await client.get(APIPath.backup(id), as: BackupDTO.self)
+                        if now.phase == "failed" {
+                            throw CLIError(message: "backup \(id) failed: \(now.message ?? "")", exitCode: ExitStatus.failure)
+                        }
+                    }
                 } else if !wait {
                     if options.json { try Output.json(backup) } else { show(backup) }
                     return
@@ -257,10 +265,19 @@ private func makeFIFO() throws -> String {
     return path
 }
 
-private func copyToStandardOutput(fifo: String) throws {
-    let input = open(fifo, O_RDONLY | O_CLOEXEC)
+/// Copies the FIFO to standard output. Opened without blocking and polled, calling `check` between
+/// polls, so a backup that fails before it writes does not leave this process waiting forever.
+private func copyToStandardOutput(fifo: String, check: () async throws -> Void) async throws {
+    let input = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard input >= 0 else { throw CLIError(message: "cannot open \(fifo)", exitCode: ExitStatus.failure) }
     defer { close(input) }
+    // Linux reports nothing on a FIFO no writer has opened yet: POLLIN means the archive has begun.
+    var ready = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
+    while poll(&ready, 1, 200) == 0 || ready.revents == 0 {
+        try await check()
+        ready.revents = 0
+    }
+    _ = fcntl(input, F_SETFL, fcntl(input, F_GETFL) & ~O_NONBLOCK)
     var buffer = [UInt8](repeating: 0, count: 1 << 20)
     while true {
         let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress!, $0.count) }
