@@ -59,6 +59,24 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
     var logLevel: String?
 
+    @Option(name: .long, help: "Listen for mirror primaries on this port (this daemon becomes a mirror target; default: off).")
+    var replicationPort: Int?
+
+    @Option(name: .long, help: "Address the replication listener binds to (default: the NBD host).")
+    var replicationHost: String?
+
+    @Option(name: .long, help: "File holding the secret mirror primaries and targets share (at least 16 bytes).")
+    var replicationSecretFile: String?
+
+    @Option(name: .long, help: "Milliseconds a mirror frame may go unanswered before it is sent again (default 5000).")
+    var mirrorTimeoutMs: UInt64?
+
+    @Option(name: .long, help: "Retransmissions before a mirror fractures (default 3).")
+    var mirrorRetries: Int?
+
+    @Option(name: .long, help: "Shell command run when a mirror fractures (CAIRN_MIRROR_VOLUME, _TARGET, _ERROR set).")
+    var mirrorAlertCommand: String?
+
     /// The settings after the file and the flags, checked.
     struct Settings {
         var daemon: DaemonConfiguration
@@ -123,6 +141,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ConfigError(
                 "the API socket path \(path) is too long for a unix socket (108 bytes); use a shorter data directory or API socket")
         }
+        try applyReplicationFlags(to: &daemon)
         return Settings(daemon: daemon, logLevel: level)
     }
 

@@ -3,6 +3,7 @@ import CairnControl
 import CairnEngine
 import CairnIO
 import Foundation
+import CairnReplication
 import Logging
 import NBDProtocol
 import NBDServer
@@ -28,7 +29,21 @@ public enum Daemon {
             executor.shutdown()
         }
         let metrics = DaemonMetrics()
-        let catalog = VolumeCatalog(pool: pool, executor: executor, metrics: metrics, access: configuration.access)
+        let replication: Replication
+        let mirrorListener: MirrorTargetServer?
+        do {
+            let settings = try configuration.replication.settings()
+            replication = try Replication(
+                pool: pool, executor: executor, dataDirectory: configuration.dataDirectory, settings: settings,
+                logger: logger)
+            mirrorListener = try await startReplication(
+                replication, configuration: configuration, settings: settings, logger: logger)
+        } catch {
+            pool.close()
+            throw error
+        }
+        let catalog = VolumeCatalog(
+            pool: pool, executor: executor, metrics: metrics, access: configuration.access, replication: replication)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
@@ -56,7 +71,7 @@ public enum Daemon {
         let endpoint = configuration.resolvedAPIEndpoint
         let management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
-            connectionCount: { nbd.connectionCount })
+            connectionCount: { nbd.connectionCount }, replication: replication)
         var token: String?
         if case .loopback = endpoint {
             do {
@@ -80,6 +95,7 @@ public enum Daemon {
                 "pool": "\(configuration.dataDirectory)", "nbd": "\(nbdAddress)", "api": "\(describe(endpoint))",
             ])
 
+        replication.resume()
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
@@ -95,6 +111,8 @@ public enum Daemon {
         }
         // Services are down: no session can issue I/O any more. Commit and release the pool.
         await nbd.close()
+        replication.shutdown()
+        await mirrorListener?.close()
         pool.close()
         unlink(runtimeFile)
         if case .unixSocket(let path) = endpoint { unlink(path) }

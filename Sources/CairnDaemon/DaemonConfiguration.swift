@@ -32,6 +32,8 @@ public struct DaemonConfiguration: Sendable {
     public var tlsRequireClientCertificate = true
     /// Export access rules; nil: everyone may open everything read-write.
     public var access: ExportAccessPolicy?
+    /// Remote mirroring: the replication listener, shared secret, timeouts (ReplicationConfiguration.swift).
+    public var replication = ReplicationConfiguration()
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

@@ -2,6 +2,7 @@ import CairnAPI
 import CairnControl
 import CairnEngine
 import CairnIO
+import CairnReplication
 import Foundation
 
 /// The management API's service over the pool: runs each engine call on the I/O executor and turns
@@ -14,6 +15,8 @@ struct PoolManagement: ManagementService {
     let metricsRegistry: DaemonMetrics
     /// Open NBD connections, for the metrics.
     let connectionCount: @Sendable () -> Int
+    /// Remote mirrors (PoolManagement+Mirrors.swift).
+    var replication: Replication? = nil
 
     func metrics() async throws -> String {
         let status = try await poolStatus()

@@ -1,5 +1,6 @@
 import CairnEngine
 import CairnIO
+import CairnReplication
 import NBDServer
 
 /// The NBD export catalog over the pool: every volume is an export named after it, visible as soon as
@@ -11,8 +12,15 @@ final class VolumeCatalog: NBDExportCatalog {
     let metrics: DaemonMetrics
     /// nil: every session may open every export read-write.
     let access: ExportAccessPolicy?
+    /// Remote mirrors: host writes to a mirrored volume go through its mirror; a mirror target is
+    /// read-only to hosts while paired and not severed.
+    let replication: Replication?
 
-    init(pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil) {
+    init(
+        pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil,
+        replication: Replication? = nil
+    ) {
+        self.replication = replication
         self.pool = pool
         self.executor = executor
         self.metrics = metrics
@@ -43,7 +51,7 @@ final class VolumeCatalog: NBDExportCatalog {
     func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)? {
         guard let grant = grant(name, session) else { return nil }
         let export = describeVolume(name: name)
-        return grant == .readOnly ? export?.grantedReadOnly() : export
+        return grant == .readOnly || isMirrorTarget(export) ? export?.grantedReadOnly() : export
     }
 
     private func describeVolume(name: String) -> VolumeExport? {
@@ -52,7 +60,7 @@ final class VolumeCatalog: NBDExportCatalog {
         guard let snapshot else {
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name)
+                name: name, replication: replication)
         }
         guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
         return VolumeExport(
@@ -66,7 +74,7 @@ final class VolumeCatalog: NBDExportCatalog {
         // may not open.
         guard let grant = grant(name, session) else { throw NBDExportError(.invalid, "no export named '\(name)'") }
         let export = try attachVolume(name: name)
-        return grant == .readOnly ? export.grantedReadOnly() : export
+        return grant == .readOnly || isMirrorTarget(export) ? export.grantedReadOnly() : export
     }
 
     private func attachVolume(name: String) throws -> VolumeExport {
@@ -83,12 +91,18 @@ final class VolumeCatalog: NBDExportCatalog {
             try pool.attach(volumeID: id)
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name)
+                name: name, replication: replication)
         } catch let error as EngineError where error.code == .notFound {
             throw NBDExportError(.invalid, "no export named '\(name)'")
         } catch {
             throw VolumeExport.wireError(error)
         }
+    }
+
+    /// A live volume paired as a mirror target (and not severed): hosts may only read it.
+    private func isMirrorTarget(_ export: VolumeExport?) -> Bool {
+        guard let export, export.snapshotEpoch == nil, let replication else { return false }
+        return replication.target.isProtected(volumeID: export.volumeID)
     }
 
     func detach(_ export: any NBDExport, session: NBDSessionInfo) {

@@ -1,5 +1,6 @@
 import CairnEngine
 import CairnIO
+import CairnReplication
 import NBDProtocol
 import NBDServer
 import NIOCore
@@ -38,8 +39,10 @@ final class VolumeExport: NBDExport {
 
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
-        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false
+        name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false,
+        replication: Replication? = nil
     ) {
+        self.replication = replication
         self.readOnlyGrant = readOnlyGrant
         self.metrics = metrics
         self.pool = pool
@@ -55,8 +58,11 @@ final class VolumeExport: NBDExport {
     func grantedReadOnly() -> VolumeExport {
         VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
-            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true)
+            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, replication: replication)
     }
+
+    /// Remote mirrors (VolumeExport+Mirror.swift): a mirrored volume's writes go through its mirror.
+    let replication: Replication?
 
     /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
     static let volumeDescription = "cairn volume"
@@ -160,20 +166,24 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        let written = run(on: eventLoop, writing: true) {
-            try data.withUnsafeReadableBytes { bytes in
+        let replication = self.replication
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID)
+            return try data.withUnsafeReadableBytes { bytes in
                 try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
             }
         }.flatMap { needsCommit in
             // FUA that changed metadata: the reply waits for a group commit, but no I/O thread does.
             needsCommit ? self.commit(eventLoop: eventLoop) : eventLoop.makeSucceededVoidFuture()
-        }
+        } }
+        let written = mirrored(.write(offset: offset, data: data), fua: fua, eventLoop: eventLoop, local) ?? local()
         return measured(.write, since: start, bytes: metrics.bytesWritten, length: UInt64(data.readableBytes), written)
     }
 
     /// FLUSH: a group commit; the commit thread completes it, no I/O thread waits.
     func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        measured(.flush, since: .now, commit(eventLoop: eventLoop))
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.commit(eventLoop: eventLoop) }
+        return measured(.flush, since: .now, mirroredFlush(eventLoop: eventLoop, local) ?? local())
     }
 
     private func commit(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -190,9 +200,13 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return measured(.trim, since: start, run(on: eventLoop, writing: true) {
+        let replication = self.replication
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID)
             try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
-        })
+        } }
+        return measured(.trim, since: start,
+            mirrored(.trim(offset: offset, length: length), fua: fua, eventLoop: eventLoop, local) ?? local())
     }
 
     /// Both forms are fast here (map changes, or fallocate(ZERO_RANGE)), so FAST_ZERO never fails.
@@ -202,13 +216,18 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return measured(.writeZeroes, since: start, run(on: eventLoop, writing: true) {
+        let replication = self.replication
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID)
             if punch {
                 try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
             } else {
                 try pool.write(volumeID: volumeID, offset: offset, source: .zeros(length: length), fua: fua)
             }
-        })
+        } }
+        return measured(.writeZeroes, since: start,
+            mirrored(.writeZeroes(offset: offset, length: length, punch: punch), fua: fua, eventLoop: eventLoop, local)
+                ?? local())
     }
 
     /// CACHE is a hint; the page cache already holds what was recently read or written.
@@ -273,14 +292,17 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
-            run(on: eventLoop) {
-                try buffer.withUnsafeReadableBytes { bytes in
+        let replication = self.replication
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop) {
+                try replication?.target.beforeHostWrite(volumeID: volumeID)
+                return try buffer.withUnsafeReadableBytes { bytes in
                     try pool.copyAndWrite(
                         volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
                         bufferOffset: bufferOffset, fua: fua)
                 }
-            })
+            } }
+        return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
+            mirrored(.localCopy(offset: target, length: UInt64(copySize)), fua: fua, eventLoop: eventLoop, local) ?? local())
     }
 
     /// Largest range one dirty-bitmap answer covers; clients ask again from where it stopped.

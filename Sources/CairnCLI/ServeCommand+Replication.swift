@@ -1,0 +1,30 @@
+import CairnDaemon
+import Foundation
+
+extension ServeCommand {
+    /// Remote-mirror flags, checked (every value refused with a sentence before the daemon starts).
+    func applyReplicationFlags(to daemon: inout DaemonConfiguration) throws {
+        if let port = replicationPort {
+            guard (0...65535).contains(port) else { throw ConfigError("the replication port must be 0...65535") }
+            guard replicationSecretFile != nil else {
+                throw ConfigError(
+                    "--replication-port needs --replication-secret-file: a target accepts only primaries that hold the secret")
+            }
+        }
+        if let path = replicationSecretFile, !FileManager.default.isReadableFile(atPath: path) {
+            throw ConfigError("cannot read the replication secret file \(path)")
+        }
+        if let timeout = mirrorTimeoutMs, !(50...600_000).contains(timeout) {
+            throw ConfigError("--mirror-timeout-ms must be 50...600000")
+        }
+        if let retries = mirrorRetries, !(0...100).contains(retries) {
+            throw ConfigError("--mirror-retries must be 0...100")
+        }
+        daemon.replication.port = replicationPort
+        daemon.replication.host = replicationHost
+        daemon.replication.secretFile = replicationSecretFile
+        daemon.replication.frameTimeoutMilliseconds = mirrorTimeoutMs ?? daemon.replication.frameTimeoutMilliseconds
+        daemon.replication.retries = mirrorRetries ?? daemon.replication.retries
+        daemon.replication.alertCommand = mirrorAlertCommand
+    }
+}

@@ -1,0 +1,81 @@
+import CairnAPI
+import CairnControl
+import CairnEngine
+import CairnReplication
+import MirrorProtocol
+import Foundation
+
+extension PoolManagement: MirrorService {
+    func mirrors() throws -> Replication {
+        guard let replication else {
+            throw ManagementError(code: "not_configured", message: "this daemon has no replication layer")
+        }
+        return replication
+    }
+
+    /// Replication errors keep their stable codes.
+    func mirrorCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as ReplicationError {
+            throw ManagementError(code: error.code.rawValue, message: error.message)
+        }
+    }
+
+    func listMirrors() async throws -> [MirrorDTO] { try mirrors().list().map(dto) }
+
+    func mirror(volume: String) async throws -> MirrorDTO {
+        try await mirrorCall { dto(try mirrors().info(volume: volume)) }
+    }
+
+    func establishMirror(_ request: EstablishMirrorRequest) async throws -> MirrorDTO {
+        try await mirrorCall {
+            dto(
+                try await mirrors().establish(
+                    volume: request.volume, target: request.target, extentSize: request.extentSize,
+                    discardTargetChanges: request.discardTargetChanges ?? false))
+        }
+    }
+
+    func reestablishMirror(volume: String, discardTargetChanges: Bool) async throws -> MirrorDTO {
+        try await mirrorCall {
+            dto(try await mirrors().reestablish(volume: volume, discardTargetChanges: discardTargetChanges))
+        }
+    }
+
+    func severMirror(volume: String) async throws -> MirrorDTO {
+        try await mirrorCall { dto(try await mirrors().sever(volume: volume)) }
+    }
+
+    func removeMirror(volume: String) async throws {
+        try await mirrorCall { try await mirrors().remove(volume: volume) }
+    }
+
+    func setMirrorFrameSize(volume: String, bytes: UInt32) async throws -> MirrorDTO {
+        try await mirrorCall { dto(try await mirrors().setFrameSize(volume: volume, bytes: bytes)) }
+    }
+
+    func mirrorTargetStatus(volume: String) async throws -> MirrorTargetStatusDTO {
+        try await mirrorCall {
+            let status = try await mirrors().targetStatus(volume: volume)
+            return MirrorTargetStatusDTO(
+                availableBytes: status.availableBytes,
+                volumes: status.volumes.map {
+                    .init(
+                        name: $0.name, size: $0.size, allocatedBytes: $0.allocatedBytes, role: $0.role, state: $0.state,
+                        full: $0.full, failed: $0.failed)
+                })
+        }
+    }
+
+    func dto(_ info: MirrorInfo) -> MirrorDTO {
+        MirrorDTO(
+            volume: info.volume, target: info.target, state: info.state, extentSize: info.extentSize,
+            extentCount: info.extentCount, changedExtents: info.changedExtents, dirtyExtents: info.dirtyExtents,
+            lagBytes: info.dirtyExtents * info.extentSize, frameSize: info.frameSize, connected: info.connected,
+            job: info.jobID.flatMap { pool.jobs.job($0) }.map(Self.dto), lastError: info.lastError,
+            fractures: info.fractures, retransmissions: info.retransmissions, bytesReplicated: info.bytesReplicated,
+            pairID: String(info.pairID, radix: 16), generation: String(info.generation, radix: 16),
+            syncedGeneration: String(info.syncedGeneration, radix: 16))
+    }
+}

@@ -1,0 +1,409 @@
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import MirrorProtocol
+import NIOCore
+import Synchronization
+
+/// One mirrored volume on the primary (seed 002's originating node): the synchronous write path, the
+/// link with its retries, fracture, the change map and the resync job.
+///
+/// Protocol C semantics: a host write is acknowledged when it is written locally **and** the target
+/// acknowledged its frames (with FUA both sides made it durable; a host FLUSH flushes both sides).
+public final class PrimaryMirror: Sendable {
+    let pool: Pool
+    let executor: IOExecutor
+    let store: MirrorRecordStore
+    let settings: ReplicationSettings
+    let logger: Logger
+    public let changeMap: ChangeMap
+    let gate = OverlapGate()
+
+    struct State {
+        var record: PrimaryMirrorRecord
+        var connection: MirrorConnection?
+        /// The target's handle for the volume on the current connection.
+        var handle: UInt64 = 0
+        /// A connection attempt is under way: others wait for it rather than open their own.
+        var connecting: Task<(MirrorConnection, UInt64), any Error>?
+        var resync: Task<Void, Never>?
+        var jobID: UInt64?
+        /// The target was created empty by this establish: holes need not be sent in the first sync.
+        var targetFresh = false
+        var fractures: UInt64 = 0
+        var retransmissions: UInt64 = 0
+        var bytesReplicated: UInt64 = 0
+        var lastErrorAt: Date?
+        /// Connections opened so far: every one after the first may follow a target restart.
+        var connectionsOpened: UInt64 = 0
+    }
+
+    let state: Mutex<State>
+
+    init(
+        record: PrimaryMirrorRecord, changeMap: ChangeMap, pool: Pool, executor: IOExecutor, store: MirrorRecordStore,
+        settings: ReplicationSettings, logger: Logger
+    ) {
+        self.pool = pool
+        self.executor = executor
+        self.store = store
+        self.settings = settings
+        self.changeMap = changeMap
+        self.logger = logger
+        state = Mutex(State(record: record))
+    }
+
+    public var record: PrimaryMirrorRecord { state.withLock { $0.record } }
+    var volumeID: UInt64 { state.withLock { $0.record.volumeID } }
+
+    /// Writes go to the target (synchronizing or mirrored); otherwise they are only tracked.
+    var isLinked: Bool {
+        state.withLock { $0.record.state == .mirrored || $0.record.state == .synchronizing }
+    }
+
+    // MARK: host I/O
+
+    /// A host write through the mirror: write-intent first, then the local write and the frames to the
+    /// target in parallel; completes when both finished. A target failure fractures the mirror and the
+    /// write still succeeds (it is tracked); a local failure fails the write.
+    public func write(_ operation: MirrorOperation, fua: Bool, local: @escaping @Sendable () async throws -> Void)
+        async throws
+    {
+        let range = operation.offset..<(operation.offset + max(operation.length, 1))
+        let token = await gate.acquire(range)
+        defer { gate.release(token) }
+        let extents = changeMap.extents(offset: operation.offset, length: operation.length)
+        let linked = isLinked
+        try await changeMap.beginWrite(extents, dirty: !linked)
+        guard linked else {
+            defer { changeMap.endWrite(extents, targetMissed: false) }
+            return try await local()
+        }
+        let localResult: Result<Void, any Error>
+        let remoteResult: Result<Void, any Error>
+        if case .localCopy = operation {
+            // The bytes to send exist only once the local copy is done.
+            localResult = await Self.capture(local)
+            remoteResult = localResult.isSuccess ? await Self.capture { try await self.sendOperation(operation, fua: fua) } : .success(())
+        } else {
+            async let remote = Self.capture { try await self.sendOperation(operation, fua: fua) }
+            localResult = await Self.capture(local)
+            remoteResult = await remote
+        }
+        var targetMissed = false
+        if case .failure(let error) = remoteResult {
+            targetMissed = true
+            await fracture((error as? TargetUnavailable)?.reason ?? "\(error)")
+        }
+        // A failed local write may have reached the target: the primary's bytes are copied over later.
+        if case .failure = localResult { targetMissed = true }
+        changeMap.endWrite(extents, targetMissed: targetMissed)
+        if case .failure(let error) = localResult { throw error }
+    }
+
+    static func capture(_ body: @Sendable () async throws -> Void) async -> Result<Void, any Error> {
+        do {
+            try await body()
+            return .success(())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// A host FLUSH: the local commit and the target's flush together.
+    public func flush(local: @escaping @Sendable () async throws -> Void) async throws {
+        guard isLinked else { return try await local() }
+        async let remote: Void = flushTarget()
+        try await local()
+        do {
+            try await remote
+        } catch let error as TargetUnavailable {
+            await fracture(error.reason)
+        }
+    }
+
+    /// Marks a target failure the write path turns into a fracture.
+    struct TargetUnavailable: Error {
+        var reason: String
+    }
+
+    func flushTarget() async throws {
+        let handle = state.withLock { $0.handle }
+        _ = try await send(.flush, payload: MirrorHandleValue(handle: handle).payload)
+    }
+
+    /// Sends one host operation as frames of at most the frame size, all in flight at once.
+    func sendOperation(_ operation: MirrorOperation, fua: Bool) async throws {
+        let flags: MirrorFrameFlags = fua ? .fua : []
+        switch operation {
+        case .write(let offset, let data):
+            try await sendData(offset: offset, data: data, flags: flags)
+        case .localCopy(let offset, let length):
+            let volume = volumeID
+            let pool = self.pool
+            let data = try await executor.run {
+                var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
+                try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
+                    _ = try pool.read(volumeID: volume, offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)]))
+                    return Int(length)
+                }
+                return buffer
+            }
+            try await sendData(offset: offset, data: data, flags: flags)
+        case .writeZeroes(let offset, let length, let punch):
+            try await sendRange(.writeZeroes, offset: offset, length: length, flags: punch ? flags.union(.punch) : flags)
+        case .trim(let offset, let length):
+            try await sendRange(.trim, offset: offset, length: length, flags: flags)
+        }
+    }
+
+    func sendData(offset: UInt64, data: ByteBuffer, flags: MirrorFrameFlags) async throws {
+        let frameSize = Int(state.withLock { $0.record.frameSize })
+        let handle = state.withLock { $0.handle }
+        if data.readableBytes <= frameSize {
+            _ = try await send(.write, flags: flags, payload: MirrorWriteHeader.payload(handle: handle, offset: offset, data: data))
+            return
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var position = 0
+            while position < data.readableBytes {
+                let length = min(frameSize, data.readableBytes - position)
+                let slice = data.getSlice(at: data.readerIndex + position, length: length)!
+                let at = offset + UInt64(position)
+                group.addTask {
+                    let handle = self.state.withLock { $0.handle }
+                    _ = try await self.send(.write, flags: flags, payload: MirrorWriteHeader.payload(handle: handle, offset: at, data: slice))
+                }
+                position += length
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    func sendRange(_ command: MirrorCommand, offset: UInt64, length: UInt64, flags: MirrorFrameFlags) async throws {
+        let handle = state.withLock { $0.handle }
+        _ = try await send(command, flags: flags, payload: MirrorRange(handle: handle, offset: offset, length: length).payload)
+    }
+
+    // MARK: the link
+
+    /// Sends a frame to the target and returns its successful reply. A lost, late or corrupted frame is
+    /// sent again, on a new connection when the old one failed, up to `retries` times; then the target is
+    /// unavailable (`TargetUnavailable`). A typed refusal from the target is thrown as it is.
+    func send(_ command: MirrorCommand, flags: MirrorFrameFlags = [], payload: ByteBuffer) async throws -> MirrorFrame {
+        var lastFailure = ""
+        for attempt in 0...max(0, settings.retries) {
+            if attempt > 0 { state.withLock { $0.retransmissions += 1 } }
+            // After a fracture nothing reconnects behind the operator's back: re-establish does.
+            guard isLinked || command == .establish || command == .status || command == .sever || command == .remove else {
+                throw TargetUnavailable(reason: record.lastError ?? "the mirror is not linked")
+            }
+            let connection: MirrorConnection
+            var payload = payload
+            do {
+                let (current, handle) = try await linkedConnection()
+                connection = current
+                // A frame naming the handle of an older connection is re-addressed (the handle is the
+                // target's volume id, stable across connections, but re-read for clarity).
+                if command != .establish && command != .status && payload.readableBytes >= 8 {
+                    payload.setInteger(handle, at: payload.readerIndex)
+                }
+            } catch let error as MirrorRemoteError {
+                throw TargetUnavailable(reason: "target refused to resume: \(error.message)")
+            } catch {
+                lastFailure = "\(error)"
+                try await Task.sleep(nanoseconds: UInt64(min(settings.frameTimeout, 1) * 1_000_000_000))
+                continue
+            }
+            do {
+                let reply = try await connection.request(
+                    command, flags: flags, payload: payload, timeout: settings.frameTimeout)
+                if let error = reply.remoteError() {
+                    if error.code == .checksumMismatch {
+                        lastFailure = error.message
+                        continue
+                    }
+                    if command == .write || command == .writeZeroes || command == .trim || command == .flush {
+                        throw TargetUnavailable(reason: "target refused a \(command) frame: \(error.message)")
+                    }
+                    throw error
+                }
+                if command == .write { state.withLock { $0.bytesReplicated += UInt64(payload.readableBytes - 16) } }
+                return reply
+            } catch let error as MirrorLinkError {
+                lastFailure = "\(error)"
+                if case .corruptedReply = error { continue }
+                dropConnection(connection)
+            }
+        }
+        throw TargetUnavailable(
+            reason: "no valid answer from \(record.target) after \(settings.retries + 1) attempts: \(lastFailure)")
+    }
+
+    /// The current connection, or a new one (connect, authenticate, establish to resume the pairing).
+    func linkedConnection() async throws -> (MirrorConnection, UInt64) {
+        let task = state.withLock { s -> Task<(MirrorConnection, UInt64), any Error>? in
+            if let connection = s.connection, connection.isActive { return nil }
+            if let connecting = s.connecting { return connecting }
+            let task = Task { try await self.openConnection(initial: false, options: []) }
+            s.connecting = task
+            return task
+        }
+        guard let task else {
+            return state.withLock { ($0.connection!, $0.handle) }
+        }
+        do {
+            let result = try await task.value
+            state.withLock { s in
+                s.connecting = nil
+                s.connection = result.0
+                s.handle = result.1
+            }
+            return result
+        } catch {
+            state.withLock { $0.connecting = nil }
+            throw error
+        }
+    }
+
+    /// Connects and sends establish. A connection that replaces one that failed may follow a target
+    /// restart that lost writes it had acknowledged but not flushed: the activity log's extents become
+    /// dirty and a resync copies them.
+    func openConnection(initial: Bool, options: MirrorEstablishRequest.Options) async throws -> (MirrorConnection, UInt64) {
+        guard let secret = settings.secret else {
+            throw ReplicationError(.notConfigured, "this daemon has no --replication-secret-file")
+        }
+        let record = self.record
+        let connection = try await MirrorConnection.connect(
+            host: record.targetHost, port: record.targetPort, secret: secret, node: settings.node, group: settings.group,
+            timeout: settings.frameTimeout)
+        do {
+            let pool = self.pool
+            let info = try await executor.run { try pool.volumeInfo(named: Self.volumeName(pool, record.volumeID)) }
+            var options = options
+            if initial { options.insert(.initial) }
+            options.insert(.create)
+            let request = MirrorEstablishRequest(
+                volume: record.targetVolume, size: info.size, chunkSize: info.chunkSize, generations: record.generations,
+                requiredBytes: info.allocatedBytes, options: options)
+            let reply = try await connection.request(.establish, payload: request.payload, timeout: settings.frameTimeout)
+            if let error = reply.remoteError() { throw error }
+            let established = try MirrorEstablishReply.decode(payload: reply.payload)
+            let replaced = state.withLock { s -> Bool in
+                s.connectionsOpened += 1
+                if initial { s.targetFresh = established.created }
+                return s.connectionsOpened > 1 && !initial
+            }
+            if established.fullSyncNeeded { changeMap.markAllDirty() }
+            if replaced {
+                changeMap.promoteActive()
+                if record.state == .mirrored { scheduleResync(reason: "the connection to the target was re-opened") }
+            }
+            return (connection, established.handle)
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    func dropConnection(_ connection: MirrorConnection) {
+        state.withLock { s in
+            if s.connection === connection { s.connection = nil }
+        }
+        connection.close()
+    }
+
+    static func volumeName(_ pool: Pool, _ id: UInt64) throws -> String {
+        guard let info = pool.listVolumes().first(where: { $0.id == id }) else {
+            throw ReplicationError(.notFound, "the mirrored volume (id \(id)) no longer exists")
+        }
+        return info.name
+    }
+
+    // MARK: state changes
+
+    /// Persists a record change (blocking write on the I/O executor) and installs it.
+    func update(_ change: @escaping @Sendable (inout PrimaryMirrorRecord) -> Void) async throws {
+        let record = state.withLock { s -> PrimaryMirrorRecord in
+            change(&s.record)
+            return s.record
+        }
+        let store = self.store
+        try await executor.run { try store.save(record, to: store.primaryPath(record.volumeID)) }
+    }
+
+    /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
+    func fracture(_ reason: String) async {
+        let first = state.withLock { s -> Bool in
+            guard s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
+            s.record.state = .fractured
+            s.record.lastError = reason
+            s.lastErrorAt = Date()
+            s.fractures += 1
+            if let connection = s.connection { connection.close() }
+            s.connection = nil
+            return true
+        }
+        guard first else { return }
+        changeMap.promoteActive()
+        let generation = UInt64.random(in: 1...UInt64.max)
+        do {
+            try await update { $0.generations.current = generation }
+            try await changeMap.makeDurable()
+        } catch {
+            logger.critical("cannot record the mirror fracture", metadata: ["error": "\(error)"])
+        }
+        let record = self.record
+        logger.error(
+            "mirror fractured: host writes continue on the primary and are tracked for resync",
+            metadata: ["volume": "\(record.volumeID)", "target": "\(record.target)", "reason": "\(reason)"])
+        runAlert(record: record, reason: reason)
+    }
+
+    func runAlert(record: PrimaryMirrorRecord, reason: String) {
+        guard let command = settings.alertCommand else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_MIRROR_VOLUME"] = (try? Self.volumeName(pool, record.volumeID)) ?? "\(record.volumeID)"
+        environment["CAIRN_MIRROR_TARGET"] = record.target
+        environment["CAIRN_MIRROR_ERROR"] = reason
+        process.environment = environment
+        do { try process.run() } catch {
+            logger.error("mirror alert command failed to start", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Status counters.
+    struct Counters {
+        var fractures: UInt64
+        var retransmissions: UInt64
+        var bytesReplicated: UInt64
+        var jobID: UInt64?
+        var connected: Bool
+    }
+
+    var counters: Counters {
+        state.withLock { s in
+            Counters(
+                fractures: s.fractures, retransmissions: s.retransmissions, bytesReplicated: s.bytesReplicated,
+                jobID: s.jobID, connected: s.connection?.isActive ?? false)
+        }
+    }
+
+    /// Closes the link (daemon shutdown); the record stays as it is for the next start.
+    func shutdown() {
+        let (connection, resync) = state.withLock { s in (s.connection, s.resync) }
+        resync?.cancel()
+        connection?.close()
+    }
+}
+
+extension Result {
+    var isSuccess: Bool {
+        if case .success = self { return true }
+        return false
+    }
+}

@@ -1,0 +1,317 @@
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import MirrorProtocol
+import NIOCore
+import Synchronization
+
+/// A mirror as the management API shows it.
+public struct MirrorInfo: Sendable {
+    public var volume: String
+    public var target: String
+    public var state: String
+    public var extentSize: UInt64
+    public var extentCount: UInt64
+    /// Extents the target may lack (dirty or with recent writes).
+    public var changedExtents: UInt64
+    /// Extents the target certainly lacks: what a resync still has to copy (the lag, in extents).
+    public var dirtyExtents: UInt64
+    public var frameSize: UInt32
+    public var connected: Bool
+    public var jobID: UInt64?
+    public var lastError: String?
+    public var fractures: UInt64
+    public var retransmissions: UInt64
+    public var bytesReplicated: UInt64
+    public var pairID: UInt64
+    public var generation: UInt64
+    public var syncedGeneration: UInt64
+}
+
+/// The daemon's replication layer: the primary mirrors of this pool's volumes, the target service for
+/// volumes other daemons mirror here, and the management operations over both.
+public final class Replication: Sendable {
+    let pool: Pool
+    let executor: IOExecutor
+    let store: MirrorRecordStore
+    let settings: ReplicationSettings
+    let logger: Logger
+    public let target: MirrorTargetService
+    let primaries = Mutex<[UInt64: PrimaryMirror]>([:])
+    let checkpoints = Mutex<[UInt64: Task<Void, Never>]>([:])
+
+    public init(pool: Pool, executor: IOExecutor, dataDirectory: String, settings: ReplicationSettings, logger: Logger)
+        throws
+    {
+        self.pool = pool
+        self.executor = executor
+        self.settings = settings
+        self.logger = logger
+        store = try MirrorRecordStore(dataDirectory: dataDirectory)
+        target = try MirrorTargetService(pool: pool, executor: executor, store: store, logger: logger)
+        let known = Set(pool.listVolumes().map(\.id))
+        for path in store.paths(prefix: "primary") {
+            let record = try store.load(PrimaryMirrorRecord.self, from: path)
+            guard known.contains(record.volumeID) else {
+                try? store.remove(path)
+                try? store.remove(store.changeMapPath(record.volumeID))
+                continue
+            }
+            let map = try ChangeMap.open(path: store.changeMapPath(record.volumeID), executor: executor)
+            let mirror = PrimaryMirror(
+                record: record, changeMap: map, pool: pool, executor: executor, store: store, settings: settings,
+                logger: logger)
+            primaries.withLock { $0[record.volumeID] = mirror }
+        }
+    }
+
+    /// The mirror of a volume, if it is a mirrored primary (the host write path asks this per request).
+    public func primary(volumeID: UInt64) -> PrimaryMirror? { primaries.withLock { $0[volumeID] } }
+
+    /// Resumes mirrors after a start: a mirror that was linked when the daemon stopped (or crashed)
+    /// reconnects and resyncs what its change map holds; fractured and severed ones wait for the operator.
+    public func resume() {
+        for mirror in primaries.withLock({ Array($0.values) }) {
+            startCheckpoints(mirror)
+            let state = mirror.record.state
+            guard state == .mirrored || state == .synchronizing else { continue }
+            mirror.changeMap.promoteActive()
+            Task {
+                do {
+                    _ = try await mirror.linkedConnection()
+                    mirror.scheduleResync(reason: "the daemon restarted")
+                } catch {
+                    await mirror.fracture("cannot reach the target after a restart: \(error)")
+                }
+            }
+        }
+    }
+
+    func startCheckpoints(_ mirror: PrimaryMirror) {
+        let task = Task { await mirror.runCheckpoints() }
+        checkpoints.withLock { $0[mirror.volumeID]?.cancel(); $0[mirror.volumeID] = task }
+    }
+
+    public func shutdown() {
+        for task in checkpoints.withLock({ Array($0.values) }) { task.cancel() }
+        for mirror in primaries.withLock({ Array($0.values) }) { mirror.shutdown() }
+    }
+
+    // MARK: management
+
+    /// `HOST:PORT/VOLUME`.
+    static func parseTarget(_ text: String) throws -> (host: String, port: Int, volume: String) {
+        guard let slash = text.lastIndex(of: "/"), let colon = text[..<slash].lastIndex(of: ":"),
+            let port = Int(text[text.index(after: colon)..<slash]), (1...65535).contains(port),
+            !text[..<colon].isEmpty, text.index(after: slash) < text.endIndex
+        else {
+            throw ReplicationError(.invalidArgument, "a target is HOST:PORT/VOLUME (e.g. 10.0.0.2:10810/db), not '\(text)'")
+        }
+        return (String(text[..<colon]), port, String(text[text.index(after: slash)...]))
+    }
+
+    /// Pairs VOLUME with a volume on another daemon and starts the initial sync.
+    public func establish(volume name: String, target text: String, extentSize: UInt64?, discardTargetChanges: Bool)
+        async throws -> MirrorInfo
+    {
+        guard settings.secret != nil else {
+            throw ReplicationError(
+                .notConfigured, "mirroring needs a shared secret: start this daemon with --replication-secret-file")
+        }
+        let (host, port, targetVolume) = try Self.parseTarget(text)
+        let extent = extentSize ?? ReplicationSettings.defaultExtentSize
+        guard extent.nonzeroBitCount == 1, (4096...(1 << 30)).contains(extent) else {
+            throw ReplicationError(.invalidArgument, "the extent size must be a power of two from 4 KiB to 1 GiB")
+        }
+        let volume = try engine { try pool.volumeInfo(named: name) }
+        guard primary(volumeID: volume.id) == nil else {
+            throw ReplicationError(.alreadyExists, "volume '\(name)' is already mirrored; see `cairn mirror status \(name)`")
+        }
+        guard !target.isPaired(volumeID: volume.id) else {
+            throw ReplicationError(.busy, "volume '\(name)' is itself the target of a mirror here")
+        }
+        let record = PrimaryMirrorRecord(
+            volumeID: volume.id, targetHost: host, targetPort: port, targetVolume: targetVolume, extentSize: extent,
+            state: .synchronizing,
+            generations: MirrorGenerations(
+                pairID: UInt64.random(in: 1...UInt64.max), synced: 0, current: UInt64.random(in: 1...UInt64.max)),
+            frameSize: MirrorLimits.defaultFrameSize, createdAt: Int64(Date().timeIntervalSince1970 * 1000), lastError: nil)
+        let store = self.store
+        let executor = self.executor
+        // The map exists, all dirty and durable, before the target hears of the pairing.
+        let map = try await executor.run {
+            try ChangeMap.create(path: store.changeMapPath(volume.id), executor: executor, extentSize: extent, volumeSize: volume.size)
+        }
+        map.markAllDirty()
+        try await map.makeDurable()
+        let mirror = PrimaryMirror(
+            record: record, changeMap: map, pool: pool, executor: executor, store: store, settings: settings, logger: logger)
+        do {
+            var options: MirrorEstablishRequest.Options = []
+            if discardTargetChanges { options.insert(.discardTargetChanges) }
+            let (connection, handle) = try await mirror.openConnection(initial: true, options: options)
+            mirror.state.withLock { s in
+                s.connection = connection
+                s.handle = handle
+            }
+            try await executor.run { try store.save(record, to: store.primaryPath(volume.id)) }
+        } catch {
+            try? store.remove(store.changeMapPath(volume.id))
+            if let remote = error as? MirrorRemoteError { throw ReplicationError.remote(remote, target: text) }
+            if let error = error as? ReplicationError { throw error }
+            throw ReplicationError(.unreachable, "cannot reach the target \(host):\(port): \(error)")
+        }
+        primaries.withLock { $0[volume.id] = mirror }
+        startCheckpoints(mirror)
+        mirror.scheduleResync(reason: "established")
+        logger.info("mirror established", metadata: ["volume": "\(name)", "target": "\(text)"])
+        return try info(volume: name)
+    }
+
+    /// Resumes a fractured or severed mirror: checks generations with the target, then resyncs only the
+    /// change map's extents (everything, with `discardTargetChanges` after a divergence).
+    public func reestablish(volume name: String, discardTargetChanges: Bool) async throws -> MirrorInfo {
+        let mirror = try mirror(named: name)
+        let current = mirror.record
+        guard current.state == .fractured || current.state == .severed else {
+            throw ReplicationError(.wrongState, "mirror of '\(name)' is \(current.state.rawValue), not fractured or severed")
+        }
+        if discardTargetChanges {
+            // Durable before the target hears it may drop its changes: a crash here costs a full copy, never a lost extent.
+            mirror.changeMap.markAllDirty()
+            try await mirror.changeMap.makeDurable()
+        }
+        var options: MirrorEstablishRequest.Options = []
+        if discardTargetChanges { options.insert(.discardTargetChanges) }
+        do {
+            let (connection, handle) = try await mirror.openConnection(initial: false, options: options)
+            mirror.state.withLock { s in
+                s.connection = connection
+                s.handle = handle
+                s.record.state = .synchronizing
+                s.record.lastError = nil
+            }
+        } catch let error as MirrorRemoteError {
+            throw ReplicationError.remote(error, target: current.target)
+        } catch let error as ReplicationError {
+            throw error
+        } catch {
+            throw ReplicationError(.unreachable, "cannot reach the target \(current.target): \(error)")
+        }
+        mirror.scheduleResync(reason: "re-established")
+        return try info(volume: name)
+    }
+
+    /// Planned fracture: the target is told (its volume becomes usable on its own), writes are tracked.
+    public func sever(volume name: String) async throws -> MirrorInfo {
+        let mirror = try mirror(named: name)
+        guard mirror.record.state != .severed else { return try info(volume: name) }
+        let handle = mirror.state.withLock { $0.handle }
+        let connected = mirror.counters.connected
+        if connected {
+            do {
+                _ = try await mirror.send(.sever, payload: MirrorHandleValue(handle: handle).payload)
+            } catch {
+                logger.warning("the target did not acknowledge the sever", metadata: ["error": "\(error)"])
+            }
+        }
+        await mirror.pause("severed by the operator")
+        try await mirror.update { record in
+            record.state = .severed
+            record.lastError = connected ? nil : "the target was not reachable to be told; its volume stays read-only there"
+        }
+        return try info(volume: name)
+    }
+
+    /// Ends mirroring of a volume: the change map and record go; the target is told if reachable.
+    public func remove(volume name: String) async throws {
+        let mirror = try mirror(named: name)
+        let id = mirror.volumeID
+        if mirror.counters.connected || mirror.isLinked {
+            let handle = mirror.state.withLock { $0.handle }
+            _ = try? await mirror.send(.remove, payload: MirrorHandleValue(handle: handle).payload)
+        }
+        mirror.shutdown()
+        checkpoints.withLock { $0.removeValue(forKey: id)?.cancel() }
+        primaries.withLock { $0[id] = nil }
+        let store = self.store
+        try await executor.run {
+            try store.remove(store.primaryPath(id))
+            try store.remove(store.changeMapPath(id))
+        }
+    }
+
+    /// Sets the largest data payload per frame, validated by the target first.
+    public func setFrameSize(volume name: String, bytes: UInt32) async throws -> MirrorInfo {
+        let mirror = try mirror(named: name)
+        guard (MirrorLimits.minimumFrameSize...MirrorLimits.maximumFrameSize).contains(bytes) else {
+            throw ReplicationError(
+                .invalidArgument,
+                "a frame size must be \(MirrorLimits.minimumFrameSize) to \(MirrorLimits.maximumFrameSize) bytes")
+        }
+        if mirror.isLinked {
+            let handle = mirror.state.withLock { $0.handle }
+            do {
+                _ = try await mirror.send(.setFrameSize, payload: MirrorHandleValue(handle: handle, value: UInt64(bytes)).payload)
+            } catch let error as MirrorRemoteError {
+                throw ReplicationError.remote(error, target: mirror.record.target)
+            }
+        }
+        try await mirror.update { $0.frameSize = bytes }
+        return try info(volume: name)
+    }
+
+    /// The target's answer to a status query (its volumes, full, failed, states).
+    public func targetStatus(volume name: String) async throws -> MirrorTargetStatus {
+        let mirror = try mirror(named: name)
+        guard let secret = settings.secret else { throw ReplicationError(.notConfigured, "no replication secret") }
+        let record = mirror.record
+        let connection: MirrorConnection
+        do {
+            connection = try await MirrorConnection.connect(
+                host: record.targetHost, port: record.targetPort, secret: secret, node: settings.node, group: settings.group,
+                timeout: settings.frameTimeout)
+        } catch {
+            throw ReplicationError(.unreachable, "cannot reach the target \(record.target): \(error)")
+        }
+        defer { connection.close() }
+        let reply = try await connection.request(.status, payload: ByteBuffer(), timeout: settings.frameTimeout)
+        if let error = reply.remoteError() { throw ReplicationError.remote(error, target: record.target) }
+        return try MirrorTargetStatus.decode(payload: reply.payload)
+    }
+
+    public func list() -> [MirrorInfo] {
+        let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+        return primaries.withLock { Array($0.values) }.compactMap { mirror in
+            names[mirror.volumeID].map { Self.info(mirror, name: $0) }
+        }.sorted { $0.volume < $1.volume }
+    }
+
+    public func info(volume name: String) throws -> MirrorInfo { Self.info(try mirror(named: name), name: name) }
+
+    static func info(_ mirror: PrimaryMirror, name: String) -> MirrorInfo {
+        let record = mirror.record
+        let counters = mirror.counters
+        return MirrorInfo(
+            volume: name, target: record.target, state: record.state.rawValue, extentSize: record.extentSize,
+            extentCount: mirror.changeMap.extentCount, changedExtents: mirror.changeMap.changedCount,
+            dirtyExtents: mirror.changeMap.dirtyCount, frameSize: record.frameSize, connected: counters.connected,
+            jobID: counters.jobID, lastError: record.lastError, fractures: counters.fractures,
+            retransmissions: counters.retransmissions, bytesReplicated: counters.bytesReplicated,
+            pairID: record.generations.pairID, generation: record.generations.current,
+            syncedGeneration: record.generations.synced)
+    }
+
+    func mirror(named name: String) throws -> PrimaryMirror {
+        let id = try engine { try pool.volumeID(named: name) }
+        guard let mirror = primary(volumeID: id) else {
+            throw ReplicationError(.notFound, "volume '\(name)' is not mirrored (see `cairn mirror list`)")
+        }
+        return mirror
+    }
+
+    func engine<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as EngineError { throw ReplicationError.engine(error) }
+    }
+}
