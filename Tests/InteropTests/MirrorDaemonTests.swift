@@ -100,11 +100,12 @@ struct MirrorDaemonTests {
         init(targetPort: Int, control: String) async throws {
             self.control = control
             try "pass".write(toFile: control, atomically: true, encoding: .utf8)
-            process = try BackgroundProcess(
+            let process = try BackgroundProcess(
                 "/usr/bin/python3", [Tools.packageRoot + "/scripts/mirror_fault_proxy.py", "0", "\(targetPort)", control])
+            self.process = process
             var port = 0
             _ = try await poll(timeout: 20) {
-                if let line = self.process.stdout.split(separator: "\n").first(where: { $0.hasPrefix("LISTENING ") }) {
+                if let line = process.stdout.split(separator: "\n").first(where: { $0.hasPrefix("LISTENING ") }) {
                     port = Int(line.dropFirst("LISTENING ".count)) ?? 0
                 }
                 return port != 0
