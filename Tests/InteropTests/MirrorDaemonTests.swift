@@ -64,6 +64,17 @@ struct MirrorDaemonTests {
             #expect(result.status == 0, "volumes differ: \(result)", sourceLocation: sourceLocation)
         }
 
+        /// qemu-io read-only on the target (a mirrored target volume is exported read-only).
+        func readTarget(_ volume: String, _ commands: [String], sourceLocation: SourceLocation = #_sourceLocation)
+            async throws
+        {
+            let result = try await runTool(
+                Tools.qemuIO, ["-r", "-f", "raw", target.uri(volume)] + commands.flatMap { ["-c", $0] })
+            #expect(
+                result.status == 0 && !(result.stdout + result.stderr).contains("failed"), "qemu-io \(commands): \(result)",
+                sourceLocation: sourceLocation)
+        }
+
         func mirror(_ volume: String) async throws -> MirrorDTO {
             try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "status", volume, "--json"]))
         }
@@ -137,7 +148,7 @@ struct MirrorDaemonTests {
 
             // Synchronous: once the primary acknowledged, the target has it.
             try await primary.qemuIOOK("src", ["write -P 0x22 1M 64k", "write -z 9M 512k", "discard 12M 1M"])
-            try await pair.target.qemuIOOK("dst", ["read -P 0x22 1M 64k", "read -P 0 9M 512k"])
+            try await pair.readTarget("dst", ["read -P 0x22 1M 64k", "read -P 0 9M 512k"])
             try await pair.expectEqual("src", "dst")
 
             // The target volume is read-only to hosts while mirrored.
@@ -254,7 +265,7 @@ struct MirrorDaemonTests {
             try await pair.expectEqual("src", "dst")
             // And it keeps mirroring.
             try await primary.qemuIOOK("src", ["write -P 0x99 0 64k"])
-            try await pair.target.qemuIOOK("dst", ["read -P 0x99 0 64k"])
+            try await pair.readTarget("dst", ["read -P 0x99 0 64k"])
         }
     }
 }
