@@ -18,8 +18,22 @@ struct MirrorCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Establish.self, Status.self, List.self, Sever.self, Reestablish.self, Remove.self, SetFrameSize.self,
-            Target.self,
+            Target.self, Release.self,
         ])
+
+    struct Release: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "On a target daemon: forget that VOLUME mirrors a primary (when that primary is gone for good).")
+        @OptionGroup var options: ClientOptions
+        @Argument var volume: String
+
+        func run() async throws {
+            try await runClient {
+                try await options.client.send(.POST, APIPath.mirrorAction(volume, "release"), body: Data("{}".utf8))
+                if !options.json { print("volume '\(volume)' is no longer a mirror target") }
+            }
+        }
+    }
 
     struct Establish: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -14,6 +14,8 @@ public protocol MirrorService: Sendable {
     func removeMirror(volume: String) async throws
     func setMirrorFrameSize(volume: String, bytes: UInt32) async throws -> MirrorDTO
     func mirrorTargetStatus(volume: String) async throws -> MirrorTargetStatusDTO
+    /// On a target daemon: forget the pairing of a volume whose primary is gone.
+    func releaseMirrorTarget(volume: String) async throws
 }
 
 extension ControlServer {
@@ -41,6 +43,10 @@ extension ControlServer {
         router.post(RouterPath(APIPath.mirrors + "/:volume/frame-size")) { request, context in
             let body = try await request.decode(as: MirrorFrameSizeRequest.self, context: context)
             return try await Encoded(service.setMirrorFrameSize(volume: context.parameters.require("volume"), bytes: body.bytes))
+        }
+        router.post(RouterPath(APIPath.mirrors + "/:volume/release")) { _, context in
+            try await service.releaseMirrorTarget(volume: context.parameters.require("volume"))
+            return HTTPResponse.Status.noContent
         }
         router.get(RouterPath(APIPath.mirrors + "/:volume/target")) { _, context in
             try await Encoded(service.mirrorTargetStatus(volume: context.parameters.require("volume")))

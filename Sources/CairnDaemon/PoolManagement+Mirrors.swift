@@ -22,6 +22,21 @@ extension PoolManagement: MirrorService {
         }
     }
 
+    /// Changes that would alter a mirrored volume behind its mirror's back (its size, its data all at once,
+    /// its existence) are refused while it is a primary or a paired target.
+    func refuseIfMirrored(_ volume: String, _ action: String) throws {
+        guard let replication, let id = try? pool.volumeID(named: volume) else { return }
+        if replication.primary(volumeID: id) != nil {
+            throw ManagementError(
+                code: "busy", message: "volume '\(volume)' is mirrored and cannot be \(action); `cairn mirror remove \(volume)` first")
+        }
+        if replication.target.isPaired(volumeID: id) {
+            throw ManagementError(
+                code: "busy",
+                message: "volume '\(volume)' is the target of a mirror and cannot be \(action); remove the mirror on its primary first")
+        }
+    }
+
     func listMirrors() async throws -> [MirrorDTO] { try mirrors().list().map(dto) }
 
     func mirror(volume: String) async throws -> MirrorDTO {
@@ -66,6 +81,10 @@ extension PoolManagement: MirrorService {
                         full: $0.full, failed: $0.failed)
                 })
         }
+    }
+
+    func releaseMirrorTarget(volume: String) async throws {
+        try await mirrorCall { try await mirrors().releaseTarget(volume: volume) }
     }
 
     func dto(_ info: MirrorInfo) -> MirrorDTO {

@@ -23,6 +23,7 @@ struct PoolManagement: ManagementService {
         let volumes = try await listVolumes()
         let jobs = try await listJobs()
         return metricsRegistry.render(pool: status, volumes: volumes, jobs: jobs, connections: connectionCount())
+            + (replication?.prometheusText() ?? "")
     }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
@@ -74,6 +75,7 @@ struct PoolManagement: ManagementService {
             throw ManagementError(
                 code: "invalid_argument", message: "nothing to change: give a new size, a new name or a preserve store")
         }
+        if request.size != nil { try refuseIfMirrored(name, "resized") }
         return dto(
             try await run {
                 var current = name
@@ -92,6 +94,7 @@ struct PoolManagement: ManagementService {
     }
 
     func deleteVolume(named name: String, force: Bool) async throws {
+        try refuseIfMirrored(name, "deleted")
         try await run { try pool.deleteVolume(name: name, force: force) }
     }
 

@@ -281,6 +281,53 @@ public final class Replication: Sendable {
         return try MirrorTargetStatus.decode(payload: reply.payload)
     }
 
+    /// On a target: forgets the pairing of VOLUME (its primary is gone for good); the volume stays, as an
+    /// ordinary writable volume.
+    public func releaseTarget(volume name: String) async throws {
+        let id = try engine { try pool.volumeID(named: name) }
+        guard target.isPaired(volumeID: id) else {
+            throw ReplicationError(.notFound, "volume '\(name)' is not the target of a mirror on this daemon")
+        }
+        guard !target.isConnected(volumeID: id) else {
+            throw ReplicationError(
+                .busy, "volume '\(name)' is being mirrored right now; sever or remove the mirror on its primary instead")
+        }
+        let target = self.target
+        try await executor.run { try target.update(id, command: .remove, value: 0) }
+    }
+
+    /// Prometheus text for the mirrors of this daemon (appended to GET /metrics).
+    public func prometheusText() -> String {
+        let mirrors = list()
+        guard !mirrors.isEmpty else { return "" }
+        var lines: [String] = []
+        func family(_ name: String, _ type: String, _ help: String, _ value: (MirrorInfo) -> String) {
+            lines.append("# HELP \(name) \(help)")
+            lines.append("# TYPE \(name) \(type)")
+            for mirror in mirrors {
+                let label = mirror.volume.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                lines.append("\(name){volume=\"\(label)\"} \(value(mirror))")
+            }
+        }
+        family("cairn_mirror_in_sync", "gauge", "1 while the mirror is mirrored (both sides equal)") {
+            $0.state == "mirrored" ? "1" : "0"
+        }
+        family("cairn_mirror_fractured", "gauge", "1 while the mirror is fractured or severed") {
+            $0.state == "fractured" || $0.state == "severed" ? "1" : "0"
+        }
+        family("cairn_mirror_connected", "gauge", "1 while a connection to the target is open") { $0.connected ? "1" : "0" }
+        family("cairn_mirror_lag_bytes", "gauge", "bytes of extents the target lacks (to resync)") {
+            "\($0.dirtyExtents * $0.extentSize)"
+        }
+        family("cairn_mirror_changed_extents", "gauge", "extents set in the change map") { "\($0.changedExtents)" }
+        family("cairn_mirror_fractures_total", "counter", "fractures since the daemon started") { "\($0.fractures)" }
+        family("cairn_mirror_retransmissions_total", "counter", "frames sent again") { "\($0.retransmissions)" }
+        family("cairn_mirror_replicated_bytes_total", "counter", "data bytes the target acknowledged") {
+            "\($0.bytesReplicated)"
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
     public func list() -> [MirrorInfo] {
         let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         return primaries.withLock { Array($0.values) }.compactMap { mirror in

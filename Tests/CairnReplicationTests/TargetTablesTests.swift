@@ -93,3 +93,31 @@ struct TargetTablesTests {
         #expect(await f.send(.establish, ByteBuffer(bytes: [1, 2])).remoteError()?.code == .protocolViolation)
     }
 }
+
+@Suite("mirror target data frames")
+struct TargetDataFramesTests {
+    /// The primary never has two overlapping frames in flight (the overlap gate), so frames that arrive
+    /// reordered or twice (a retransmission whose original did arrive) leave the same bytes.
+    @Test("reordered and duplicated frames apply to the same result")
+    func reorderAndDuplicate() async throws {
+        let f = try TargetTablesTests.Fixture()
+        defer { f.close() }
+        let handle = try MirrorEstablishReply.decode(payload: await f.establish("dst").payload).handle
+        func write(_ offset: UInt64, _ byte: UInt8) -> ByteBuffer {
+            MirrorWriteHeader.payload(handle: handle, offset: offset, data: ByteBuffer(bytes: [UInt8](repeating: byte, count: 8192)))
+        }
+        // Sent as A (0x11 at 0), B (0x22 at 8K), C (zeroes at 16K); delivered B, A, C, A, B.
+        let c = MirrorRange(handle: handle, offset: 16384, length: 8192).payload
+        for (command, payload) in [(MirrorCommand.write, write(8192, 0x22)), (.write, write(0, 0x11)), (.writeZeroes, c),
+            (.write, write(0, 0x11)), (.write, write(8192, 0x22))]
+        {
+            #expect(await f.send(command, payload).remoteError() == nil)
+        }
+        #expect(await f.send(.flush, MirrorHandleValue(handle: handle).payload).remoteError() == nil)
+        var bytes = [UInt8](repeating: 0xFF, count: 24576)
+        _ = try bytes.withUnsafeMutableBytes { try f.pool.read(volumeID: handle, offset: 0, into: $0) }
+        #expect(bytes[0..<8192].allSatisfy { $0 == 0x11 })
+        #expect(bytes[8192..<16384].allSatisfy { $0 == 0x22 })
+        #expect(bytes[16384...].allSatisfy { $0 == 0 })
+    }
+}

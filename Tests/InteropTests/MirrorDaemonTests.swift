@@ -172,6 +172,17 @@ struct MirrorDaemonTests {
                 MirrorTargetStatusDTO.self, try await primary.cliOK(["mirror", "target", "src", "--json"]))
             #expect(status.volumes.contains { $0.name == "dst" && $0.role == "target" && $0.state == "mirrored" }, "\(status)")
 
+            // A mirrored volume cannot be deleted, resized or rolled back behind its mirror's back, on either side.
+            let delete = try await primary.cli(["volume", "delete", "src"])
+            #expect(delete.status != 0 && delete.stderr.contains("mirrored"), "\(delete)")
+            let deleteTarget = try await pair.target.cli(["volume", "delete", "dst"])
+            #expect(deleteTarget.status != 0 && deleteTarget.stderr.contains("target of a mirror"), "\(deleteTarget)")
+            // Metrics.
+            let metrics = try await runTool(
+                "/usr/bin/curl", ["-sS", "--fail", "--unix-socket", primary.dataDirectory + "/cairn.sock", "http://cairn/metrics"]
+            ).stdout
+            #expect(metrics.contains("cairn_mirror_in_sync{volume=\"src\"} 1"), "\(metrics.suffix(2000))")
+
             // Sever: writes tracked; the target volume becomes writable there; re-establish over target
             // changes is refused without --discard-target-changes.
             let severed = try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "sever", "src", "--json"]))
@@ -189,6 +200,8 @@ struct MirrorDaemonTests {
             #expect(try await primary.cli(["mirror", "status", "src"]).status != 0)
             // Unpaired: the target volume is an ordinary volume again.
             try await pair.target.qemuIOOK("dst", ["write -P 0x66 0 4k"])
+            let released = try await pair.target.cli(["mirror", "release", "dst"])
+            #expect(released.status != 0 && released.stderr.contains("not the target"), "\(released)")
         }
     }
 
