@@ -20,6 +20,17 @@ extension ServeCommand {
         if let retries = mirrorRetries, !(0...100).contains(retries) {
             throw ConfigError("--mirror-retries must be 0...100")
         }
+        let tls = [replicationTlsCert, replicationTlsKey, replicationTlsCa]
+        if tls.contains(where: { $0 != nil }) && tls.contains(where: { $0 == nil }) {
+            throw ConfigError(
+                "replication TLS needs all three of --replication-tls-cert, --replication-tls-key and --replication-tls-ca")
+        }
+        for path in tls.compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
+            throw ConfigError("cannot read \(path)")
+        }
+        daemon.replication.tlsCertificate = replicationTlsCert
+        daemon.replication.tlsKey = replicationTlsKey
+        daemon.replication.tlsCA = replicationTlsCa
         daemon.replication.port = replicationPort
         daemon.replication.host = replicationHost
         daemon.replication.secretFile = replicationSecretFile

@@ -77,6 +77,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Shell command run when a mirror fractures (CAIRN_MIRROR_VOLUME, _TARGET, _ERROR set).")
     var mirrorAlertCommand: String?
 
+    @Option(name: .long, help: "TLS on the replication link: this node's PEM certificate (for both roles).")
+    var replicationTlsCert: String?
+
+    @Option(name: .long, help: "TLS on the replication link: this node's PEM private key.")
+    var replicationTlsKey: String?
+
+    @Option(name: .long, help: "TLS on the replication link: the PEM CA the peer's certificate must chain to.")
+    var replicationTlsCa: String?
+
     /// The settings after the file and the flags, checked.
     struct Settings {
         var daemon: DaemonConfiguration

@@ -17,6 +17,10 @@ public struct ReplicationConfiguration: Sendable {
     public var retries: Int = 3
     /// Shell command run when a mirror fractures.
     public var alertCommand: String?
+    /// TLS on the replication link: this node's certificate and key, and the CA the peer's must chain to.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    public var tlsCA: String?
 
     public init() {}
 
@@ -27,6 +31,9 @@ public struct ReplicationConfiguration: Sendable {
         settings.frameTimeout = Double(frameTimeoutMilliseconds) / 1000
         settings.retries = retries
         settings.alertCommand = alertCommand
+        if let certificate = tlsCertificate, let key = tlsKey, let ca = tlsCA {
+            settings.tls = try ReplicationTLS.load(certificate: certificate, key: key, ca: ca)
+        }
         return settings
     }
 }
@@ -45,8 +52,11 @@ extension Daemon {
         let host = configuration.replication.host ?? configuration.nbdHost
         do {
             let server = try await MirrorTargetServer.start(
-                host: host, port: port, service: replication.target, secret: secret, group: settings.group, logger: logger)
-            logger.info("replication listener", metadata: ["address": "\(host):\(server.port)"])
+                host: host, port: port, service: replication.target, secret: secret, group: settings.group, logger: logger,
+                tls: settings.tls)
+            logger.info(
+                "replication listener",
+                metadata: ["address": "\(host):\(server.port)", "tls": "\(settings.tls == nil ? "off" : "mutual")"])
             return server
         } catch {
             throw EngineErrorBridge.configuration("cannot listen for replication on \(host):\(port): \(error)")

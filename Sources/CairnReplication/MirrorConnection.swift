@@ -2,6 +2,7 @@ import Logging
 import MirrorProtocol
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Why a frame got no valid answer. All of these are transport failures: the frame may be sent again
 /// (on a new connection), unlike a `MirrorRemoteError`, which is the target's considered answer.
@@ -35,7 +36,8 @@ final class MirrorConnection: Sendable {
 
     /// Connects, waits for the target's challenge and proves the secret.
     static func connect(
-        host: String, port: Int, secret: ReplicationSecret, node: String, group: any EventLoopGroup, timeout: Double
+        host: String, port: Int, secret: ReplicationSecret, node: String, group: any EventLoopGroup, timeout: Double,
+        tls: ReplicationTLS? = nil
     ) async throws -> MirrorConnection {
         let channel: any Channel
         do {
@@ -44,6 +46,7 @@ final class MirrorConnection: Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(tls.clientHandler(host: host)) }
                         try channel.pipeline.syncOperations.addHandlers([
                             ByteToMessageHandler(MirrorFrameDecoder()), MessageToByteHandler(MirrorFrameEncoder()),
                             MirrorClientHandler(),

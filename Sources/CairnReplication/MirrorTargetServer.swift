@@ -2,6 +2,7 @@ import Logging
 import MirrorProtocol
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// The replication listener of `cairn serve --replication-port`: any Cairn daemon can be a target.
 /// A connection must prove the shared secret (challenge, hello) before any other frame is looked at.
@@ -20,7 +21,7 @@ public final class MirrorTargetServer: Sendable {
 
     public static func start(
         host: String, port: Int, service: MirrorTargetService, secret: ReplicationSecret, group: any EventLoopGroup,
-        logger: Logger
+        logger: Logger, tls: ReplicationTLS? = nil
     ) async throws -> MirrorTargetServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 16)
@@ -28,6 +29,7 @@ public final class MirrorTargetServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(MirrorFrameDecoder()), MessageToByteHandler(MirrorFrameEncoder()),
                         MirrorTargetHandler(service: service, secret: secret, logger: logger),

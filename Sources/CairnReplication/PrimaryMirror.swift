@@ -277,7 +277,7 @@ public final class PrimaryMirror: Sendable {
         let record = self.record
         let connection = try await MirrorConnection.connect(
             host: record.targetHost, port: record.targetPort, secret: secret, node: settings.node, group: settings.group,
-            timeout: settings.frameTimeout)
+            timeout: settings.frameTimeout, tls: settings.tls)
         do {
             let pool = self.pool
             let info = try await executor.run { try pool.volumeInfo(named: Self.volumeName(pool, record.volumeID)) }

@@ -271,7 +271,7 @@ public final class Replication: Sendable {
         do {
             connection = try await MirrorConnection.connect(
                 host: record.targetHost, port: record.targetPort, secret: secret, node: settings.node, group: settings.group,
-                timeout: settings.frameTimeout)
+                timeout: settings.frameTimeout, tls: settings.tls)
         } catch {
             throw ReplicationError(.unreachable, "cannot reach the target \(record.target): \(error)")
         }

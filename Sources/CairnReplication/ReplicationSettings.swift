@@ -17,6 +17,8 @@ public struct ReplicationSettings: Sendable {
     /// Run on fracture (`sh -c`), with CAIRN_MIRROR_VOLUME, CAIRN_MIRROR_TARGET and CAIRN_MIRROR_ERROR set.
     public var alertCommand: String?
     public var group: any EventLoopGroup
+    /// TLS on the link (both roles); nil: plain TCP, authenticated by the secret only.
+    public var tls: ReplicationTLS?
 
     public init(secret: ReplicationSecret?, node: String, group: any EventLoopGroup) {
         self.secret = secret

@@ -37,15 +37,17 @@ struct MirrorDaemonTests {
 
         static let primaryArguments = ["--mirror-timeout-ms", "400", "--mirror-retries", "2"]
 
-        static func start() async throws -> Pair {
-            let scratch = try ScratchDirectory("mirror")
+        static func start(targetExtra: [String] = [], primaryExtra: [String] = [], scratch given: ScratchDirectory? = nil)
+            async throws -> Pair
+        {
+            let scratch = try given ?? ScratchDirectory("mirror")
             let secret = scratch.file("secret")
             try "a-secret-both-daemons-share-0123456789".write(toFile: secret, atomically: true, encoding: .utf8)
             let port = freePort()
-            let target = try await TestDaemon(extraArguments: [
-                "--replication-port", "\(port)", "--replication-secret-file", secret,
-            ])
-            let primary = try await TestDaemon(extraArguments: ["--replication-secret-file", secret] + primaryArguments)
+            let target = try await TestDaemon(
+                extraArguments: ["--replication-port", "\(port)", "--replication-secret-file", secret] + targetExtra)
+            let primary = try await TestDaemon(
+                extraArguments: ["--replication-secret-file", secret] + primaryArguments + primaryExtra)
             return Pair(primary: primary, target: target, replicationPort: port, scratch: scratch)
         }
 
@@ -90,8 +92,11 @@ struct MirrorDaemonTests {
         }
     }
 
-    static func withPair(_ body: (Pair) async throws -> Void) async throws {
-        let pair = try await Pair.start()
+    static func withPair(
+        targetExtra: [String] = [], primaryExtra: [String] = [], scratch: ScratchDirectory? = nil,
+        _ body: (Pair) async throws -> Void
+    ) async throws {
+        let pair = try await Pair.start(targetExtra: targetExtra, primaryExtra: primaryExtra, scratch: scratch)
         do {
             try await body(pair)
             await pair.destroy()
@@ -303,6 +308,63 @@ struct MirrorDaemonTests {
             ])
             try await primary.cliOK(["mirror", "re-establish", "src", "--wait"])
             try await pair.expectEqual("src", "dst")
+        }
+    }
+
+    /// Node certificates for both daemons (one CA; SAN 127.0.0.1; no extendedKeyUsage, so each serves as
+    /// server and client certificate), and a stranger's from another CA.
+    static func makeCertificates(in scratch: ScratchDirectory) async throws {
+        let script = """
+            set -e
+            cd "$1"
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 -subj "/CN=Cairn mirror CA"
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > node.ext
+            for n in primary target; do
+              openssl req -newkey rsa:2048 -nodes -keyout $n-key.pem -out $n.csr -subj "/CN=$n"
+              openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out $n.pem -days 2 -extfile node.ext
+            done
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout stranger-key.pem -out stranger.pem -days 2 -subj "/CN=stranger" -addext subjectAltName=IP:127.0.0.1
+            """
+        let made = try await runTool("/bin/sh", ["-c", script, "sh", scratch.path])
+        try #require(made.status == 0, "openssl: \(made)")
+    }
+
+    static func tlsArguments(_ scratch: ScratchDirectory, _ node: String, ca: String = "ca.pem") -> [String] {
+        [
+            "--replication-tls-cert", scratch.file("\(node).pem"), "--replication-tls-key", scratch.file("\(node)-key.pem"),
+            "--replication-tls-ca", scratch.file(ca),
+        ]
+    }
+
+    @Test("mutual TLS on the replication link; a primary without the CA's certificate is refused")
+    func tls() async throws {
+        let scratch = try ScratchDirectory("mirror-tls")
+        try await Self.makeCertificates(in: scratch)
+        try await Self.withPair(
+            targetExtra: Self.tlsArguments(scratch, "target"), primaryExtra: Self.tlsArguments(scratch, "primary"),
+            scratch: scratch
+        ) { pair in
+            let primary = pair.primary
+            try await primary.createVolume("src", "8M")
+            try await primary.qemuIOOK("src", ["write -P 0x5a 0 2M"])
+            try await primary.cliOK([
+                "mirror", "establish", "src", "--target", "127.0.0.1:\(pair.replicationPort)/dst", "--wait",
+            ])
+            try await primary.qemuIOOK("src", ["write -P 0x5b 4M 64k"])
+            try await pair.expectEqual("src", "dst")
+
+            // A daemon with a self-signed certificate (and the right secret) cannot pair with the target.
+            let stranger = try await TestDaemon(extraArguments: [
+                "--replication-secret-file", pair.secretFile, "--replication-tls-cert", scratch.file("stranger.pem"),
+                "--replication-tls-key", scratch.file("stranger-key.pem"), "--replication-tls-ca", scratch.file("ca.pem"),
+            ])
+            defer { Task { await stranger.destroy() } }
+            try await stranger.createVolume("x", "8M")
+            let refused = try await stranger.cli([
+                "mirror", "establish", "x", "--target", "127.0.0.1:\(pair.replicationPort)/y",
+            ])
+            #expect(refused.status != 0 && refused.stderr.contains("cannot reach"), "\(refused)")
+            #expect(try await pair.target.volumes().allSatisfy { $0.name != "y" })
         }
     }
 }
