@@ -89,6 +89,17 @@ public struct MirrorFrameSizeRequest: Codable, Sendable {
     public init(bytes: UInt32) { self.bytes = bytes }
 }
 
+/// POST /v1/mirrors/{volume}/resize: both sides together.
+public struct MirrorResizeRequest: Codable, Sendable {
+    public var size: UInt64
+    /// Required to shrink (data past the new end is lost on both sides).
+    public var force: Bool?
+    public init(size: UInt64, force: Bool? = nil) {
+        self.size = size
+        self.force = force
+    }
+}
+
 /// GET /v1/mirrors/{volume}/target: the target daemon's answer to a status frame.
 public struct MirrorTargetStatusDTO: Codable, Sendable, Hashable {
     public struct Volume: Codable, Sendable, Hashable {

@@ -18,8 +18,27 @@ struct MirrorCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Establish.self, Status.self, List.self, Sever.self, Reestablish.self, Remove.self, SetFrameSize.self,
-            Target.self, Release.self,
+            Target.self, Release.self, Resize.self,
         ])
+
+    struct Resize: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Grow or shrink a mirrored volume on both daemons together (validated by the target first).")
+        @OptionGroup var options: ClientOptions
+        @Argument var volume: String
+        @Argument(help: "New size: bytes, or a number with K, M, G, T.") var size: String
+        @Flag(help: "Allow shrinking (data past the new end is lost on both sides).") var force = false
+
+        func run() async throws {
+            let bytes = try parseSize(size)
+            try await runClient {
+                let mirror = try await options.client.send(
+                    .POST, APIPath.mirrorAction(volume, "resize"), body: MirrorResizeRequest(size: bytes, force: force),
+                    as: MirrorDTO.self)
+                if options.json { try Output.json(mirror) } else { show(mirror) }
+            }
+        }
+    }
 
     struct Release: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

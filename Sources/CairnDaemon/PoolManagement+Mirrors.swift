@@ -28,7 +28,10 @@ extension PoolManagement: MirrorService {
         guard let replication, let id = try? pool.volumeID(named: volume) else { return }
         if replication.primary(volumeID: id) != nil {
             throw ManagementError(
-                code: "busy", message: "volume '\(volume)' is mirrored and cannot be \(action); `cairn mirror remove \(volume)` first")
+                code: "busy",
+                message: action == "resized"
+                    ? "volume '\(volume)' is mirrored: resize both sides with `cairn mirror resize \(volume) SIZE`"
+                    : "volume '\(volume)' is mirrored and cannot be \(action); `cairn mirror remove \(volume)` first")
         }
         if replication.target.isPaired(volumeID: id) {
             throw ManagementError(
@@ -81,6 +84,10 @@ extension PoolManagement: MirrorService {
                         full: $0.full, failed: $0.failed)
                 })
         }
+    }
+
+    func resizeMirror(volume: String, size: UInt64, force: Bool) async throws -> MirrorDTO {
+        try await mirrorCall { dto(try await mirrors().resize(volume: volume, size: size, force: force)) }
     }
 
     func releaseMirrorTarget(volume: String) async throws {

@@ -18,7 +18,8 @@ import Synchronization
 /// little-endian UInt64 words, written in 4 KiB pages: a sync rewrites only the pages that changed.
 public final class ChangeMap: Sendable {
     public let extentSize: UInt64
-    public let extentCount: UInt64
+    /// Extents of the volume now (changes with `resize`).
+    public var extentCount: UInt64 { state.withLock { $0.extentCount } }
     let file: PosixStorageFile
     let executor: IOExecutor
 
@@ -31,10 +32,14 @@ public final class ChangeMap: Sendable {
     static let formatVersion: UInt64 = 1
 
     struct State {
+        var extentCount: UInt64
         var dirty: [UInt64]
         var active: [UInt64]
-        /// What the file holds (after the last completed sync).
+        /// Bits certainly set in the file: set by a completed sync, dropped as soon as a clear is decided
+        /// (before the clear is written), so a write never relies on a bit a sync in progress may erase.
         var durable: [UInt64]
+        /// The file's bitmap as the last completed sync wrote it (to rewrite only pages that changed).
+        var onDisk: [UInt64]
         /// Mirrored writes in flight per extent.
         var inFlight: [UInt64: Int] = [:]
         /// Write sequence number of the last write that touched an extent (for checkpoints).
@@ -56,9 +61,11 @@ public final class ChangeMap: Sendable {
         self.file = file
         self.executor = executor
         self.extentSize = extentSize
-        self.extentCount = extentCount
         // Whatever the file says changed is dirty: after a crash, an active bit is an extent that may differ.
-        state = Mutex(State(dirty: words, active: [UInt64](repeating: 0, count: words.count), durable: words))
+        state = Mutex(
+            State(
+                extentCount: extentCount, dirty: words, active: [UInt64](repeating: 0, count: words.count),
+                durable: words, onDisk: words))
     }
 
     static func wordCount(_ extents: UInt64) -> Int { Int((extents + 63) / 64) }
@@ -99,6 +106,7 @@ public final class ChangeMap: Sendable {
 
     /// Extents a byte range touches.
     public func extents(offset: UInt64, length: UInt64) -> ClosedRange<UInt64> {
+        let extentCount = self.extentCount
         let first = min(offset / extentSize, extentCount - 1)
         let last = min((offset + max(length, 1) - 1) / extentSize, extentCount - 1)
         return first...last
@@ -142,11 +150,46 @@ public final class ChangeMap: Sendable {
 
     /// Marks extents dirty (in memory; durable at the next `makeDurable`).
     public func markDirty(_ extents: some Sequence<UInt64>) {
-        state.withLock { s in for extent in extents where extent < extentCount { Self.setDirty(&s, extent) } }
+        state.withLock { s in for extent in extents where extent < s.extentCount { Self.setDirty(&s, extent) } }
     }
 
     /// Marks every extent dirty (a full resync).
     public func markAllDirty() { markDirty(0..<extentCount) }
+
+    /// The volume was resized: extents past the new end go, new ones start clean (a grown volume reads
+    /// zeros on both sides). Header and file length are rewritten durably. Blocking: on an I/O thread,
+    /// with no write in flight (the caller holds the whole volume in the overlap gate).
+    public func resize(volumeSize: UInt64) throws {
+        let count = (volumeSize + extentSize - 1) / extentSize
+        let words = Self.wordCount(count)
+        state.withLock { s in
+            s.extentCount = count
+            for index in [\State.dirty, \State.active, \State.durable, \State.onDisk] {
+                s[keyPath: index] = Self.fit(s[keyPath: index], to: words)
+            }
+            // Bits past the end of the last word's valid range.
+            if count % 64 != 0, words > 0 {
+                let mask = (UInt64(1) << (count % 64)) - 1
+                s.dirty[words - 1] &= mask
+                s.active[words - 1] &= mask
+            }
+            s.inFlight = s.inFlight.filter { $0.key < count }
+            s.lastWrite = s.lastWrite.filter { $0.key < count }
+            s.dirtiedAt = s.dirtiedAt.filter { $0.key < count }
+        }
+        var header = [UInt64](repeating: 0, count: 4)
+        header[0] = Self.magic
+        header[1] = Self.formatVersion
+        header[2] = extentSize
+        header[3] = count
+        try header.withUnsafeBytes { try file.write($0, at: 0) }
+        try file.truncate(to: UInt64(Self.pageBytes + max(1, (words * 8 + Self.pageBytes - 1) / Self.pageBytes) * Self.pageBytes))
+        try file.sync()
+    }
+
+    static func fit(_ words: [UInt64], to count: Int) -> [UInt64] {
+        words.count >= count ? Array(words.prefix(count)) : words + [UInt64](repeating: 0, count: count - words.count)
+    }
 
     /// The current dirty clock: a copy started now may clear a bit not set again since.
     public var dirtyClock: UInt64 { state.withLock { $0.dirtyClock } }
@@ -167,6 +210,9 @@ public final class ChangeMap: Sendable {
             for (extent, last) in s.lastWrite
             where last <= start.sequence && !start.busy.contains(extent) && s.inFlight[extent] == nil {
                 s.active[Int(extent / 64)] &= ~(UInt64(1) << (extent % 64))
+                if s.dirty[Int(extent / 64)] & (UInt64(1) << (extent % 64)) == 0 {
+                    s.durable[Int(extent / 64)] &= ~(UInt64(1) << (extent % 64))
+                }
                 s.lastWrite[extent] = nil
                 cleared += 1
             }
@@ -196,6 +242,9 @@ public final class ChangeMap: Sendable {
         state.withLock { s in
             for extent in extents where (s.dirtiedAt[extent] ?? 0) <= clock {
                 s.dirty[Int(extent / 64)] &= ~(UInt64(1) << (extent % 64))
+                if s.active[Int(extent / 64)] & (UInt64(1) << (extent % 64)) == 0 {
+                    s.durable[Int(extent / 64)] &= ~(UInt64(1) << (extent % 64))
+                }
                 s.dirtiedAt[extent] = nil
             }
         }
@@ -259,14 +308,14 @@ public final class ChangeMap: Sendable {
                     return nil
                 }
                 defer { s.waiters = [] }
-                return (s.waiters, (0..<s.dirty.count).map { s.persisted($0) }, s.durable)
+                return (s.waiters, (0..<s.dirty.count).map { s.persisted($0) }, s.onDisk)
             }
             guard let (waiters, wanted, durable) = batch else { return }
             do {
                 var page = 0
                 while page * Self.wordsPerPage < wanted.count {
                     let range = (page * Self.wordsPerPage)..<min(wanted.count, (page + 1) * Self.wordsPerPage)
-                    if wanted[range] != durable[range] {
+                    if durable.count != wanted.count || wanted[range] != durable[range] {
                         let words = Array(wanted[range]).map { $0.littleEndian }
                         try words.withUnsafeBytes {
                             try file.write($0, at: UInt64(Self.pageBytes + page * Self.pageBytes))
@@ -275,7 +324,11 @@ public final class ChangeMap: Sendable {
                     page += 1
                 }
                 try file.sync()
-                state.withLock { $0.durable = wanted }
+                state.withLock { s in
+                    s.onDisk = Self.fit(wanted, to: s.dirty.count)
+                    // Set on disk now, unless a clear decided meanwhile will erase it with the next sync.
+                    for index in s.durable.indices { s.durable[index] = s.onDisk[index] & s.persisted(index) }
+                }
                 for waiter in waiters { waiter.resume() }
             } catch {
                 for waiter in waiters { waiter.resume(throwing: error) }

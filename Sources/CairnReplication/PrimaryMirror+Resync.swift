@@ -11,7 +11,7 @@ extension PrimaryMirror {
     /// meanwhile) and the change map's dirty extents are copied to the target.
     func scheduleResync(reason: String) {
         let started = state.withLock { s -> Bool in
-            guard s.resync == nil else { return false }
+            guard s.resync == nil, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
             s.record.state = .synchronizing
             let id = pool.jobs.start(
                 kind: "mirror-sync", target: "\(s.record.volumeID)→\(s.record.target)", total: 0, unit: "extents")

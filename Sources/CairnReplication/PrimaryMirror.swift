@@ -188,9 +188,10 @@ public final class PrimaryMirror: Sendable {
 
     // MARK: the link
 
-    /// Sends a frame to the target and returns its successful reply. A lost, late or corrupted frame is
-    /// sent again, on a new connection when the old one failed, up to `retries` times; then the target is
-    /// unavailable (`TargetUnavailable`). A typed refusal from the target is thrown as it is.
+    /// Sends a frame to the target and returns its successful reply. A late or corrupted frame is sent
+    /// again (on the same connection; on a new one when the connection failed), up to `retries` times;
+    /// then the target is unavailable (`TargetUnavailable`). A typed refusal from the target is thrown as
+    /// it is.
     func send(_ command: MirrorCommand, flags: MirrorFrameFlags = [], payload: ByteBuffer) async throws -> MirrorFrame {
         var lastFailure = ""
         for attempt in 0...max(0, settings.retries) {
@@ -233,8 +234,16 @@ public final class PrimaryMirror: Sendable {
                 return reply
             } catch let error as MirrorLinkError {
                 lastFailure = "\(error)"
-                if case .corruptedReply = error { continue }
-                dropConnection(connection)
+                switch error {
+                case .timeout, .corruptedReply:
+                    // Sent again on the same connection (seed 002: re-send a copy after the timeout). A late
+                    // answer to the first copy is ignored; applying a write twice is harmless, since no
+                    // overlapping write is in flight (the overlap gate). Closing the connection here would fail
+                    // every other frame in flight on it, and one slow frame would cost them all an attempt.
+                    continue
+                case .connectionLost, .connectFailed:
+                    dropConnection(connection)
+                }
             }
         }
         throw TargetUnavailable(
@@ -270,7 +279,10 @@ public final class PrimaryMirror: Sendable {
     /// Connects and sends establish. A connection that replaces one that failed may follow a target
     /// restart that lost writes it had acknowledged but not flushed: the activity log's extents become
     /// dirty and a resync copies them.
-    func openConnection(initial: Bool, options: MirrorEstablishRequest.Options) async throws -> (MirrorConnection, UInt64) {
+    /// `explicit`: establish or re-establish asked for it (otherwise an automatic reconnect).
+    func openConnection(initial: Bool, options: MirrorEstablishRequest.Options, explicit: Bool = false) async throws
+        -> (MirrorConnection, UInt64)
+    {
         guard let secret = settings.secret else {
             throw ReplicationError(.notConfigured, "this daemon has no --replication-secret-file")
         }
@@ -298,7 +310,11 @@ public final class PrimaryMirror: Sendable {
             if established.fullSyncNeeded { changeMap.markAllDirty() }
             if replaced {
                 changeMap.promoteActive()
-                if record.state == .mirrored { scheduleResync(reason: "the connection to the target was re-opened") }
+                // A reconnect racing a fracture must not undo it: only re-establish relinks a fractured mirror.
+                guard explicit || isLinked else {
+                    throw TargetUnavailable(reason: record.lastError ?? "the mirror fractured")
+                }
+                if self.record.state == .mirrored { scheduleResync(reason: "the connection to the target was re-opened") }
             }
             return (connection, established.handle)
         } catch {

@@ -150,7 +150,7 @@ public final class Replication: Sendable {
         do {
             var options: MirrorEstablishRequest.Options = []
             if discardTargetChanges { options.insert(.discardTargetChanges) }
-            let (connection, handle) = try await mirror.openConnection(initial: true, options: options)
+            let (connection, handle) = try await mirror.openConnection(initial: true, options: options, explicit: true)
             mirror.state.withLock { s in
                 s.connection = connection
                 s.handle = handle
@@ -185,7 +185,7 @@ public final class Replication: Sendable {
         var options: MirrorEstablishRequest.Options = []
         if discardTargetChanges { options.insert(.discardTargetChanges) }
         do {
-            let (connection, handle) = try await mirror.openConnection(initial: false, options: options)
+            let (connection, handle) = try await mirror.openConnection(initial: false, options: options, explicit: true)
             mirror.state.withLock { s in
                 s.connection = connection
                 s.handle = handle
@@ -240,6 +240,51 @@ public final class Replication: Sendable {
             try store.remove(store.primaryPath(id))
             try store.remove(store.changeMapPath(id))
         }
+    }
+
+    /// Grows or shrinks both volumes of a linked mirror (seed 002's resize frame): the target validates
+    /// and resizes first, then the primary; host writes wait meanwhile (the whole volume is held in the
+    /// overlap gate). A shrink loses data past the new end and needs `force`.
+    public func resize(volume name: String, size: UInt64, force: Bool) async throws -> MirrorInfo {
+        let mirror = try mirror(named: name)
+        let current = try engine { try pool.volumeInfo(named: name) }
+        guard mirror.record.state == .mirrored else {
+            throw ReplicationError(
+                .wrongState,
+                "the mirror of '\(name)' is \(mirror.record.state.rawValue); resize needs it mirrored (re-establish first)")
+        }
+        guard size != current.size else { return try info(volume: name) }
+        guard size > current.size || force else {
+            throw ReplicationError(
+                .invalidArgument, "shrinking '\(name)' discards its data past \(size) bytes on both sides: add --force")
+        }
+        let token = await mirror.gate.acquire(0..<UInt64.max)
+        defer { mirror.gate.release(token) }
+        let handle = mirror.state.withLock { $0.handle }
+        do {
+            _ = try await mirror.send(.resize, payload: MirrorHandleValue(handle: handle, value: size).payload)
+        } catch let error as MirrorRemoteError {
+            throw ReplicationError.remote(error, target: mirror.record.target)
+        } catch let error as PrimaryMirror.TargetUnavailable {
+            throw ReplicationError(.unreachable, error.reason)
+        }
+        let volumes = self.pool
+        do {
+            _ = try await executor.run { try volumes.resizeVolume(name: name, size: size, force: force) }
+        } catch {
+            // The target already changed: put its size back; what it lost past the new end is copied again.
+            _ = try? await mirror.send(.resize, payload: MirrorHandleValue(handle: handle, value: current.size).payload)
+            let first = min(size, current.size) / mirror.changeMap.extentSize
+            mirror.changeMap.markDirty(first..<mirror.changeMap.extentCount)
+            try? await mirror.changeMap.makeDurable()
+            if let error = error as? EngineError { throw ReplicationError.engine(error) }
+            throw error
+        }
+        let map = mirror.changeMap
+        try await executor.run { try map.resize(volumeSize: size) }
+        try await map.makeDurable()
+        logger.info("mirrored volume resized", metadata: ["volume": "\(name)", "size": "\(size)"])
+        return try info(volume: name)
     }
 
     /// Sets the largest data payload per frame, validated by the target first.

@@ -35,7 +35,7 @@ struct MirrorDaemonTests {
         let replicationPort: Int
         let scratch: ScratchDirectory
 
-        static let primaryArguments = ["--mirror-timeout-ms", "400", "--mirror-retries", "2"]
+        static let primaryArguments = ["--mirror-timeout-ms", "1000", "--mirror-retries", "2"]
 
         static func start(targetExtra: [String] = [], primaryExtra: [String] = [], scratch given: ScratchDirectory? = nil)
             async throws -> Pair
@@ -188,6 +188,17 @@ struct MirrorDaemonTests {
             ).stdout
             #expect(metrics.contains("cairn_mirror_in_sync{volume=\"src\"} 1"), "\(metrics.suffix(2000))")
 
+            // Resize both sides together; the volume keeps mirroring at its new size.
+            let grown = try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "resize", "src", "24M", "--json"]))
+            #expect(grown.extentCount == 24 && grown.state == "mirrored", "\(grown)")
+            #expect(try await pair.target.volume("dst").size == 24 << 20)
+            try await primary.qemuIOOK("src", ["write -P 0x2a 20M 1M"])
+            try await pair.expectEqual("src", "dst")
+            let shrink = try await primary.cli(["mirror", "resize", "src", "16M"])
+            #expect(shrink.status != 0 && shrink.stderr.contains("--force"), "\(shrink)")
+            let plainResize = try await primary.cli(["volume", "resize", "src", "32M"])
+            #expect(plainResize.status != 0 && plainResize.stderr.contains("cairn mirror resize"), "\(plainResize)")
+
             // Sever: writes tracked; the target volume becomes writable there; re-establish over target
             // changes is refused without --discard-target-changes.
             let severed = try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "sever", "src", "--json"]))
@@ -247,9 +258,14 @@ struct MirrorDaemonTests {
             try proxy.set("pass")
             let afterCorruption = try await pair.mirror("src")
             #expect(afterCorruption.retransmissions > 0 || afterCorruption.fractures > 1, "\(afterCorruption)")
-            let state = afterCorruption.state
-            if state != "mirrored" {
-                // A damaged header closes the connection; if the retries ran out, re-establish heals it.
+            // A damaged header closes the connection (a reconnect resyncs the activity log); if the retries
+            // ran out the mirror fractured, and re-establish heals it.
+            var settled = afterCorruption
+            _ = try await poll(timeout: 60) {
+                settled = try await pair.mirror("src")
+                return settled.state == "mirrored" || settled.state == "fractured"
+            }
+            if settled.state == "fractured" {
                 try await primary.cliOK(["mirror", "re-establish", "src", "--wait"])
             }
             _ = try await pair.waitFor("src", state: "mirrored")
