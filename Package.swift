@@ -90,10 +90,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Remote mirror wire protocol (seed 002): frames, CRC32C, message payloads. NIOCore only.
+        // CRC-32C with the CPU's instruction (C: Swift cannot reach it), table fallback.
+        .target(name: "CMirrorCRC"),
+        // Remote mirror wire protocol (seed 002): frames, CRC32C, message payloads. NIOCore only (and the
+        // CRC shim): no sockets.
         .target(
             name: "MirrorProtocol",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["CMirrorCRC", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // Remote mirroring: the target's replication listener, the primary's link, change map, resync.

@@ -1,10 +1,22 @@
+import CMirrorCRC
+
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum every mirror frame carries.
 ///
 /// Castagnoli rather than the zlib CRC-32 because it is what storage protocols use (iSCSI, SCTP, ext4
 /// metadata, DRBD's `crc32c` data-integrity-alg) and it detects more error patterns at these lengths.
-/// Neither swift-crypto nor swift-nio offers it, so this is a portable slicing-by-8 implementation:
-/// eight table lookups per 8 bytes, no hardware instructions, identical results on every platform.
+/// Neither swift-crypto nor swift-nio offers it. `checksum` uses the CPU's CRC32 instruction through the
+/// `CMirrorCRC` shim (a table in C where the CPU lacks it); `portableChecksum` is a slicing-by-8 Swift
+/// implementation kept as the reference the tests hold the shim to.
 public enum CRC32C {
+    /// True when frames are checksummed by the CPU instruction.
+    public static var usesHardware: Bool { mirror_crc32c_hardware() != 0 }
+
+    /// The CRC-32C of `bytes`, continuing from `crc` (the result of an earlier call, 0 to start).
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress else { return crc }
+        return mirror_crc32c(crc, base, bytes.count)
+    }
+
     /// The reflected Castagnoli polynomial.
     static let polynomial: UInt32 = 0x82F6_3B78
 
@@ -27,8 +39,8 @@ public enum CRC32C {
         return table
     }()
 
-    /// The CRC-32C of `bytes`, continuing from `crc` (the result of an earlier call, 0 to start).
-    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+    /// The same CRC in portable Swift (slicing-by-8): the reference implementation.
+    public static func portableChecksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
         var crc = ~crc
         let count = bytes.count
         var index = 0

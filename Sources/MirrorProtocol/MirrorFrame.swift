@@ -64,22 +64,31 @@ public struct MirrorFrame: Sendable, Equatable {
 }
 
 extension ByteBuffer {
-    /// Appends `frame` with its header, checksums and trailer.
+    /// Appends `frame` with its header, checksums and trailer (one contiguous copy; tests and small frames).
     public mutating func writeMirrorFrame(_ frame: MirrorFrame) {
-        let start = writerIndex
-        writeInteger(MirrorFrame.magic)
-        writeInteger(frame.command.rawValue)
-        writeInteger(frame.flags.rawValue)
-        writeInteger(frame.messageID)
-        writeInteger(UInt32(frame.payload.readableBytes))
-        let headerStart = start - readerIndex
-        let headerCRC = withUnsafeReadableBytes { raw in
-            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[headerStart..<(headerStart + 20)]))
-        }
-        writeInteger(headerCRC)
-        let payloadCRC = frame.payload.withUnsafeReadableBytes { CRC32C.checksum($0) }
+        writeMirrorFrameHeader(frame)
         var payload = frame.payload
         writeBuffer(&payload)
-        writeInteger(payloadCRC)
+        writeInteger(frame.payloadChecksum)
     }
+
+    /// Appends the 24-byte header of `frame` (magic to header CRC).
+    public mutating func writeMirrorFrameHeader(_ frame: MirrorFrame) {
+        var header = [UInt8](repeating: 0, count: MirrorFrame.headerLength)
+        header.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: MirrorFrame.magic.bigEndian, toByteOffset: 0, as: UInt32.self)
+            raw.storeBytes(of: frame.command.rawValue.bigEndian, toByteOffset: 4, as: UInt16.self)
+            raw.storeBytes(of: frame.flags.rawValue.bigEndian, toByteOffset: 6, as: UInt16.self)
+            raw.storeBytes(of: frame.messageID.bigEndian, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: UInt32(frame.payload.readableBytes).bigEndian, toByteOffset: 16, as: UInt32.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20]))
+            raw.storeBytes(of: crc.bigEndian, toByteOffset: 20, as: UInt32.self)
+        }
+        writeBytes(header)
+    }
+}
+
+extension MirrorFrame {
+    /// CRC-32C of the payload (the frame's trailer).
+    public var payloadChecksum: UInt32 { payload.withUnsafeReadableBytes { CRC32C.checksum($0) } }
 }

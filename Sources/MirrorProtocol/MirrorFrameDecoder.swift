@@ -73,12 +73,21 @@ public struct MirrorFrameDecoder: ByteToMessageDecoder, Sendable {
     }
 }
 
-/// Writes outbound frames with their checksums.
-public struct MirrorFrameEncoder: MessageToByteEncoder, Sendable {
+/// Writes outbound frames with their checksums as three buffers (header, payload, trailer), so a data
+/// payload is checksummed in place and handed to the socket's gathering write without a copy.
+public final class MirrorFrameWriter: ChannelOutboundHandler, Sendable {
     public typealias OutboundIn = MirrorFrame
+    public typealias OutboundOut = ByteBuffer
     public init() {}
 
-    public func encode(data: MirrorFrame, out: inout ByteBuffer) throws {
-        out.writeMirrorFrame(data)
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let frame = unwrapOutboundIn(data)
+        var header = context.channel.allocator.buffer(capacity: MirrorFrame.headerLength)
+        header.writeMirrorFrameHeader(frame)
+        var trailer = context.channel.allocator.buffer(capacity: MirrorFrame.trailerLength)
+        trailer.writeInteger(frame.payloadChecksum)
+        context.write(wrapOutboundOut(header), promise: nil)
+        if frame.payload.readableBytes > 0 { context.write(wrapOutboundOut(frame.payload), promise: nil) }
+        context.write(wrapOutboundOut(trailer), promise: promise)
     }
 }

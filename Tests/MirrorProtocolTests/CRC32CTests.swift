@@ -21,6 +21,7 @@ struct CRC32CTests {
         for length in [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4096] {
             let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             #expect(CRC32C.checksum(bytes) == Self.reference(bytes), "length \(length)")
+            #expect(bytes.withUnsafeBytes { CRC32C.portableChecksum($0) } == Self.reference(bytes), "length \(length)")
             let split = length / 3
             let continued = CRC32C.checksum(bytes[split...], continuing: CRC32C.checksum(bytes[..<split]))
             #expect(continued == Self.reference(bytes), "split at \(split) of \(length)")
