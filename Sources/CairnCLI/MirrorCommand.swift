@@ -18,8 +18,24 @@ struct MirrorCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Establish.self, Status.self, List.self, Sever.self, Reestablish.self, Remove.self, SetFrameSize.self,
-            Target.self, Release.self, Resize.self,
+            Target.self, Release.self, Resize.self, Verify.self,
         ])
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Compare every extent on both daemons (SHA-256); extents that differ are resynced.")
+        @OptionGroup var options: ClientOptions
+        @Argument var volume: String
+        @Flag(help: "Wait for the verify to finish, showing progress.") var wait = false
+
+        func run() async throws {
+            try await runClient {
+                let mirror = try await options.client.send(
+                    .POST, APIPath.mirrorAction(volume, "verify"), body: [String: String](), as: MirrorDTO.self)
+                try await finish(mirror, wait: wait, options: options)
+            }
+        }
+    }
 
     struct Resize: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

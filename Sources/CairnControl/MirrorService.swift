@@ -14,6 +14,7 @@ public protocol MirrorService: Sendable {
     func removeMirror(volume: String) async throws
     func setMirrorFrameSize(volume: String, bytes: UInt32) async throws -> MirrorDTO
     func resizeMirror(volume: String, size: UInt64, force: Bool) async throws -> MirrorDTO
+    func verifyMirror(volume: String) async throws -> MirrorDTO
     func mirrorTargetStatus(volume: String) async throws -> MirrorTargetStatusDTO
     /// On a target daemon: forget the pairing of a volume whose primary is gone.
     func releaseMirrorTarget(volume: String) async throws
@@ -44,6 +45,10 @@ extension ControlServer {
         router.post(RouterPath(APIPath.mirrors + "/:volume/frame-size")) { request, context in
             let body = try await request.decode(as: MirrorFrameSizeRequest.self, context: context)
             return try await Encoded(service.setMirrorFrameSize(volume: context.parameters.require("volume"), bytes: body.bytes))
+        }
+        router.post(RouterPath(APIPath.mirrors + "/:volume/verify")) { _, context in
+            EditedResponse(
+                status: .accepted, response: Encoded(try await service.verifyMirror(volume: context.parameters.require("volume"))))
         }
         router.post(RouterPath(APIPath.mirrors + "/:volume/resize")) { request, context in
             let body = try await request.decode(as: MirrorResizeRequest.self, context: context)

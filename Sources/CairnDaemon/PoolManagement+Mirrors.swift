@@ -90,6 +90,10 @@ extension PoolManagement: MirrorService {
         try await mirrorCall { dto(try await mirrors().resize(volume: volume, size: size, force: force)) }
     }
 
+    func verifyMirror(volume: String) async throws -> MirrorDTO {
+        try await mirrorCall { dto(try mirrors().verify(volume: volume)) }
+    }
+
     func releaseMirrorTarget(volume: String) async throws {
         try await mirrorCall { try await mirrors().releaseTarget(volume: volume) }
     }

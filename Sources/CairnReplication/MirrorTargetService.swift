@@ -152,6 +152,17 @@ public final class MirrorTargetService: Sendable {
                 reply = ByteBuffer()
             case .status:
                 reply = try await executor.run { self.status() }.payload
+            case .checksum:
+                let range = try MirrorRange.decode(payload: frame.payload)
+                let volume = try owned(range.handle, connection)
+                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
+                    throw MirrorRemoteError(.invalidArgument, "a checksum covers at most \(MirrorLimits.maximumFrameSize) bytes")
+                }
+                let pool = self.pool
+                let digest = try await executor.run {
+                    try self.engine { try ExtentDigest.compute(pool: pool, volumeID: volume, offset: range.offset, length: range.length) }
+                }
+                reply = ByteBuffer(bytes: digest)
             default:
                 throw MirrorRemoteError(.protocolViolation, "unknown command \(frame.command.rawValue)")
             }

@@ -287,6 +287,14 @@ public final class Replication: Sendable {
         return try info(volume: name)
     }
 
+    /// Online verify: compares every extent's SHA-256 on both sides as a job; differing extents are
+    /// resynced.
+    public func verify(volume name: String) throws -> MirrorInfo {
+        let mirror = try mirror(named: name)
+        _ = try mirror.startVerify()
+        return try info(volume: name)
+    }
+
     /// Sets the largest data payload per frame, validated by the target first.
     public func setFrameSize(volume name: String, bytes: UInt32) async throws -> MirrorInfo {
         let mirror = try mirror(named: name)

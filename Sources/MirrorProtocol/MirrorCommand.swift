@@ -35,6 +35,8 @@ public struct MirrorCommand: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let trim = MirrorCommand(rawValue: 22)
     /// Make every acknowledged frame durable on the target.
     public static let flush = MirrorCommand(rawValue: 23)
+    /// Online verify (DRBD's verify-alg): the SHA-256 of a range of the paired volume (holes read as zeros).
+    public static let checksum = MirrorCommand(rawValue: 24)
 
     public var description: String {
         switch self {
@@ -51,6 +53,7 @@ public struct MirrorCommand: RawRepresentable, Hashable, Sendable, CustomStringC
         case .writeZeroes: "write-zeroes"
         case .trim: "trim"
         case .flush: "flush"
+        case .checksum: "checksum"
         default: "command-\(rawValue)"
         }
     }

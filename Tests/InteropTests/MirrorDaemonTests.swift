@@ -188,6 +188,10 @@ struct MirrorDaemonTests {
             ).stdout
             #expect(metrics.contains("cairn_mirror_in_sync{volume=\"src\"} 1"), "\(metrics.suffix(2000))")
 
+            // Online verify: every extent compared (SHA-256) on both sides.
+            let verified = try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "verify", "src", "--wait", "--json"]))
+            #expect(verified.job?.kind == "mirror-verify" && verified.job?.message?.contains("all 16 extents equal") == true, "\(verified)")
+
             // Resize both sides together; the volume keeps mirroring at its new size.
             let grown = try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "resize", "src", "24M", "--json"]))
             #expect(grown.extentCount == 24 && grown.state == "mirrored", "\(grown)")
