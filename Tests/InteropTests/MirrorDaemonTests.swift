@@ -312,7 +312,12 @@ struct MirrorDaemonTests {
 
     @Test("target kill -9 under writes: the primary fractures, keeps writing, and resyncs once the target is back")
     func targetCrash() async throws {
-        try await Self.withPair { pair in
+        let scratch = try ScratchDirectory("mirror-alert")
+        let alerts = scratch.file("alerts")
+        try await Self.withPair(
+            primaryExtra: ["--mirror-alert-command", "echo \"$CAIRN_MIRROR_VOLUME $CAIRN_MIRROR_ERROR\" >> \(alerts)"],
+            scratch: scratch
+        ) { pair in
             let primary = pair.primary
             try await primary.createVolume("src", "16M")
             try await primary.qemuIOOK("src", ["write -P 0x11 0 16M"])
@@ -323,6 +328,13 @@ struct MirrorDaemonTests {
             try await primary.qemuIOOK("src", ["write -P 0x22 0 1M", "write -P 0x23 7M 64k"])
             let fractured = try await pair.waitFor("src", state: "fractured", timeout: 30)
             #expect(fractured.dirtyExtents >= 2, "\(fractured)")
+            // The operator was alerted (the alert command ran with the volume and the reason).
+            var alert = ""
+            _ = try await poll(timeout: 10) {
+                alert = (try? String(contentsOfFile: alerts, encoding: .utf8)) ?? ""
+                return !alert.isEmpty
+            }
+            #expect(alert.hasPrefix("src "), "alert: \(alert)")
             try await pair.target.restart(extraArguments: [
                 "--replication-port", "\(pair.replicationPort)", "--replication-secret-file", pair.secretFile,
             ])
