@@ -37,6 +37,9 @@ public final class PrimaryMirror: Sendable {
         var lastErrorAt: Date?
         /// Connections opened so far: every one after the first may follow a target restart.
         var connectionsOpened: UInt64 = 0
+        /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
+        /// just before must not bring its record back).
+        var removed = false
     }
 
     let state: Mutex<State>
@@ -59,7 +62,7 @@ public final class PrimaryMirror: Sendable {
 
     /// Writes go to the target (synchronizing or mirrored); otherwise they are only tracked.
     var isLinked: Bool {
-        state.withLock { $0.record.state == .mirrored || $0.record.state == .synchronizing }
+        state.withLock { !$0.removed && ($0.record.state == .mirrored || $0.record.state == .synchronizing) }
     }
 
     // MARK: host I/O
@@ -341,10 +344,11 @@ public final class PrimaryMirror: Sendable {
 
     /// Persists a record change (blocking write on the I/O executor) and installs it.
     func update(_ change: @escaping @Sendable (inout PrimaryMirrorRecord) -> Void) async throws {
-        let record = state.withLock { s -> PrimaryMirrorRecord in
+        let (record, removed) = state.withLock { s -> (PrimaryMirrorRecord, Bool) in
             change(&s.record)
-            return s.record
+            return (s.record, s.removed)
         }
+        guard !removed else { return }
         let store = self.store
         try await executor.run { try store.save(record, to: store.primaryPath(record.volumeID)) }
     }
@@ -352,7 +356,7 @@ public final class PrimaryMirror: Sendable {
     /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
     func fracture(_ reason: String) async {
         let first = state.withLock { s -> Bool in
-            guard s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
+            guard !s.removed, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
             s.record.state = .fractured
             s.record.lastError = reason
             s.lastErrorAt = Date()
@@ -407,6 +411,12 @@ public final class PrimaryMirror: Sendable {
                 fractures: s.fractures, retransmissions: s.retransmissions, bytesReplicated: s.bytesReplicated,
                 jobID: s.jobID, connected: s.connection?.isActive ?? false)
         }
+    }
+
+    /// `cairn mirror remove`: stops everything and records nothing more.
+    func markRemoved() {
+        state.withLock { $0.removed = true }
+        shutdown()
     }
 
     /// Closes the link (daemon shutdown); the record stays as it is for the next start.

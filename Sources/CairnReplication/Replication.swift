@@ -232,7 +232,7 @@ public final class Replication: Sendable {
             let handle = mirror.state.withLock { $0.handle }
             _ = try? await mirror.send(.remove, payload: MirrorHandleValue(handle: handle).payload)
         }
-        mirror.shutdown()
+        mirror.markRemoved()
         checkpoints.withLock { $0.removeValue(forKey: id)?.cancel() }
         primaries.withLock { $0[id] = nil }
         let store = self.store
