@@ -31,6 +31,12 @@ public struct MirrorDTO: Codable, Sendable, Hashable {
     public var pairID: String
     public var generation: String
     public var syncedGeneration: String
+    /// "synchronous", or "asynchronous" (host writes complete once local; see `asynchronousLagLimit`).
+    public var mode: String?
+    /// Asynchronous mode: most bytes the target may not have acknowledged (lost if the primary is lost).
+    public var asynchronousLagLimit: UInt64?
+    /// Asynchronous mode: bytes not yet acknowledged by the target now.
+    public var unacknowledgedBytes: UInt64?
 
     public init(
         volume: String, target: String, state: String, extentSize: UInt64, extentCount: UInt64, changedExtents: UInt64,
@@ -67,8 +73,15 @@ public struct EstablishMirrorRequest: Codable, Sendable {
     public var extentSize: UInt64?
     /// Overwrite what the target volume holds (it already has data, or belongs to another pairing).
     public var discardTargetChanges: Bool?
+    /// ASYNCHRONOUS mode: host writes complete once local, with at most this many bytes in flight to the
+    /// target. nil: synchronous (the default).
+    public var asynchronousLag: UInt64?
 
-    public init(volume: String, target: String, extentSize: UInt64? = nil, discardTargetChanges: Bool? = nil) {
+    public init(
+        volume: String, target: String, extentSize: UInt64? = nil, discardTargetChanges: Bool? = nil,
+        asynchronousLag: UInt64? = nil
+    ) {
+        self.asynchronousLag = asynchronousLag
         self.volume = volume
         self.target = target
         self.extentSize = extentSize

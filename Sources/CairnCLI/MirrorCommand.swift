@@ -80,15 +80,23 @@ struct MirrorCommand: AsyncParsableCommand {
         @Option(help: "Bytes per change-map bit, a power of two from 4K to 1G (default 1M).") var extentSize: String?
         @Flag(help: "Overwrite the target volume's existing data (it holds data, or belongs to another mirror).")
         var discardTargetChanges = false
+        @Option(
+            help: """
+                ASYNCHRONOUS mode: a host write completes once written here, with at most SIZE bytes not yet \
+                acknowledged by the target (lost if this daemon is lost for good). Default: synchronous.
+                """)
+        var asyncLag: String?
         @Flag(help: "Wait for the initial sync to finish, showing progress.") var wait = false
 
         func run() async throws {
             let extent = try extentSize.map { try parseSize($0, what: "extent size") }
+            let lag = try asyncLag.map { try parseSize($0, what: "lag") }
             try await runClient {
                 let mirror = try await options.client.send(
                     .POST, APIPath.mirrors,
                     body: EstablishMirrorRequest(
-                        volume: volume, target: target, extentSize: extent, discardTargetChanges: discardTargetChanges),
+                        volume: volume, target: target, extentSize: extent, discardTargetChanges: discardTargetChanges,
+                        asynchronousLag: lag),
                     as: MirrorDTO.self)
                 try await finish(mirror, wait: wait, options: options)
             }
@@ -240,6 +248,12 @@ private func finish(_ started: MirrorDTO, wait: Bool, options: ClientOptions) as
 private func show(_ mirror: MirrorDTO) {
     var fields: [(String, String)] = [
         ("volume", mirror.volume), ("target", mirror.target), ("state", mirror.state),
+        (
+            "mode",
+            mirror.asynchronousLagLimit.map {
+                "ASYNCHRONOUS: up to \(Output.size($0)) unacknowledged by the target (now \(Output.size(mirror.unacknowledgedBytes ?? 0)))"
+            } ?? "synchronous"
+        ),
         ("connected", mirror.connected ? "yes" : "no"),
         ("changed", "\(mirror.changedExtents) of \(mirror.extentCount) extents of \(Output.size(mirror.extentSize))"),
         ("lag", "\(Output.size(mirror.lagBytes)) to resync"),

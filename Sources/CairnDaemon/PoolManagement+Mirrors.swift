@@ -51,7 +51,7 @@ extension PoolManagement: MirrorService {
             dto(
                 try await mirrors().establish(
                     volume: request.volume, target: request.target, extentSize: request.extentSize,
-                    discardTargetChanges: request.discardTargetChanges ?? false))
+                    discardTargetChanges: request.discardTargetChanges ?? false, asynchronousLag: request.asynchronousLag))
         }
     }
 
@@ -99,7 +99,7 @@ extension PoolManagement: MirrorService {
     }
 
     func dto(_ info: MirrorInfo) -> MirrorDTO {
-        MirrorDTO(
+        var mirror = MirrorDTO(
             volume: info.volume, target: info.target, state: info.state, extentSize: info.extentSize,
             extentCount: info.extentCount, changedExtents: info.changedExtents, dirtyExtents: info.dirtyExtents,
             lagBytes: info.dirtyExtents * info.extentSize, frameSize: info.frameSize, connected: info.connected,
@@ -107,5 +107,9 @@ extension PoolManagement: MirrorService {
             fractures: info.fractures, retransmissions: info.retransmissions, bytesReplicated: info.bytesReplicated,
             pairID: String(info.pairID, radix: 16), generation: String(info.generation, radix: 16),
             syncedGeneration: String(info.syncedGeneration, radix: 16))
+        mirror.mode = info.asynchronousLagLimit == nil ? "synchronous" : "asynchronous"
+        mirror.asynchronousLagLimit = info.asynchronousLagLimit
+        mirror.unacknowledgedBytes = info.asynchronousLagLimit == nil ? nil : info.unacknowledgedBytes
+        return mirror
     }
 }

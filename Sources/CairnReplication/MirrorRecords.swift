@@ -27,6 +27,9 @@ public struct PrimaryMirrorRecord: Codable, Sendable, Equatable {
     /// Created at (ms since the epoch).
     public var createdAt: Int64
     public var lastError: String?
+    /// ASYNCHRONOUS mode: host writes complete once local, with at most this many bytes not yet
+    /// acknowledged by the target. nil (the default): synchronous.
+    public var asynchronousLagBytes: UInt64?
 
     public var target: String { "\(targetHost):\(targetPort)/\(targetVolume)" }
 }

@@ -37,6 +37,8 @@ public final class PrimaryMirror: Sendable {
         var lastErrorAt: Date?
         /// Connections opened so far: every one after the first may follow a target restart.
         var connectionsOpened: UInt64 = 0
+        /// Asynchronous mode's budget of bytes not yet acknowledged by the target; nil: synchronous.
+        var lag: LagBudget?
         /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
         /// just before must not bring its record back).
         var removed = false
@@ -54,8 +56,13 @@ public final class PrimaryMirror: Sendable {
         self.settings = settings
         self.changeMap = changeMap
         self.logger = logger
-        state = Mutex(State(record: record))
+        var initial = State(record: record)
+        initial.lag = record.asynchronousLagBytes.map { LagBudget(limit: $0) }
+        state = Mutex(initial)
     }
+
+    /// The lag budget in asynchronous mode, nil in synchronous mode.
+    var asynchronousLag: LagBudget? { state.withLock { $0.lag } }
 
     public var record: PrimaryMirrorRecord { state.withLock { $0.record } }
     var volumeID: UInt64 { state.withLock { $0.record.volumeID } }
@@ -75,14 +82,25 @@ public final class PrimaryMirror: Sendable {
     {
         let range = operation.offset..<(operation.offset + max(operation.length, 1))
         let token = await gate.acquire(range)
-        defer { gate.release(token) }
         let extents = changeMap.extents(offset: operation.offset, length: operation.length)
         let linked = isLinked
-        try await changeMap.beginWrite(extents, dirty: !linked)
+        do {
+            try await changeMap.beginWrite(extents, dirty: !linked)
+        } catch {
+            gate.release(token)
+            throw error
+        }
         guard linked else {
-            defer { changeMap.endWrite(extents, targetMissed: false) }
+            defer {
+                changeMap.endWrite(extents, targetMissed: false)
+                gate.release(token)
+            }
             return try await local()
         }
+        if let lag = asynchronousLag {
+            return try await writeAsynchronously(operation, fua: fua, extents: extents, token: token, lag: lag, local: local)
+        }
+        defer { gate.release(token) }
         let localResult: Result<Void, any Error>
         let remoteResult: Result<Void, any Error>
         if case .localCopy = operation {
@@ -94,15 +112,47 @@ public final class PrimaryMirror: Sendable {
             localResult = await Self.capture(local)
             remoteResult = await remote
         }
-        var targetMissed = false
-        if case .failure(let error) = remoteResult {
+        await finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents)
+        if case .failure(let error) = localResult { throw error }
+    }
+
+    /// The end of a mirrored write: a target failure fractures the mirror; either failure leaves the
+    /// extents dirty (a failed local write may have reached the target: the primary's bytes are copied
+    /// over later).
+    func finishRemote(_ remote: Result<Void, any Error>, localFailed: Bool, extents: ClosedRange<UInt64>) async {
+        var targetMissed = localFailed
+        if case .failure(let error) = remote {
             targetMissed = true
             await fracture((error as? TargetUnavailable)?.reason ?? "\(error)")
         }
-        // A failed local write may have reached the target: the primary's bytes are copied over later.
-        if case .failure = localResult { targetMissed = true }
         changeMap.endWrite(extents, targetMissed: targetMissed)
-        if case .failure(let error) = localResult { throw error }
+    }
+
+    /// ASYNCHRONOUS mode (opt-in, `--async-lag`): the host's write completes once written locally; its
+    /// frames go on in the background, holding the overlap gate (so overlapping writes still reach the
+    /// target in order) and a share of the lag budget (so at most that many bytes are unacknowledged by
+    /// the target). The extents stay in flight in the change map until the target acknowledges, so a
+    /// primary crash resyncs them; what is lost if the primary is lost for good is at most the budget.
+    func writeAsynchronously(
+        _ operation: MirrorOperation, fua: Bool, extents: ClosedRange<UInt64>, token: UInt64, lag: LagBudget,
+        local: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        let bytes = operation.length
+        await lag.acquire(bytes)
+        let localResult = await Self.capture(local)
+        guard localResult.isSuccess else {
+            changeMap.endWrite(extents, targetMissed: true)
+            gate.release(token)
+            lag.release(bytes)
+            if case .failure(let error) = localResult { throw error }
+            return
+        }
+        Task {
+            let remote = await Self.capture { try await self.sendOperation(operation, fua: fua) }
+            await self.finishRemote(remote, localFailed: false, extents: extents)
+            self.gate.release(token)
+            lag.release(bytes)
+        }
     }
 
     static func capture(_ body: @Sendable () async throws -> Void) async -> Result<Void, any Error> {

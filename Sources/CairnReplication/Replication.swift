@@ -27,6 +27,10 @@ public struct MirrorInfo: Sendable {
     public var pairID: UInt64
     public var generation: UInt64
     public var syncedGeneration: UInt64
+    /// nil: synchronous. Otherwise ASYNCHRONOUS with this many bytes at most unacknowledged by the target.
+    public var asynchronousLagLimit: UInt64?
+    /// Asynchronous mode: bytes written locally and not yet acknowledged by the target.
+    public var unacknowledgedBytes: UInt64
 }
 
 /// The daemon's replication layer: the primary mirrors of this pool's volumes, the target service for
@@ -112,9 +116,15 @@ public final class Replication: Sendable {
     }
 
     /// Pairs VOLUME with a volume on another daemon and starts the initial sync.
-    public func establish(volume name: String, target text: String, extentSize: UInt64?, discardTargetChanges: Bool)
-        async throws -> MirrorInfo
-    {
+    public func establish(
+        volume name: String, target text: String, extentSize: UInt64?, discardTargetChanges: Bool,
+        asynchronousLag: UInt64? = nil
+    ) async throws -> MirrorInfo {
+        if let lag = asynchronousLag, !(Self.minimumAsynchronousLag...Self.maximumAsynchronousLag).contains(lag) {
+            throw ReplicationError(
+                .invalidArgument,
+                "the asynchronous lag must be \(Self.minimumAsynchronousLag) to \(Self.maximumAsynchronousLag) bytes")
+        }
         guard settings.secret != nil else {
             throw ReplicationError(
                 .notConfigured, "mirroring needs a shared secret: start this daemon with --replication-secret-file")
@@ -136,7 +146,8 @@ public final class Replication: Sendable {
             state: .synchronizing,
             generations: MirrorGenerations(
                 pairID: UInt64.random(in: 1...UInt64.max), synced: 0, current: UInt64.random(in: 1...UInt64.max)),
-            frameSize: MirrorLimits.defaultFrameSize, createdAt: Int64(Date().timeIntervalSince1970 * 1000), lastError: nil)
+            frameSize: MirrorLimits.defaultFrameSize, createdAt: Int64(Date().timeIntervalSince1970 * 1000), lastError: nil,
+            asynchronousLagBytes: asynchronousLag)
         let store = self.store
         let executor = self.executor
         // The map exists, all dirty and durable, before the target hears of the pairing.
@@ -400,8 +411,14 @@ public final class Replication: Sendable {
             jobID: counters.jobID, lastError: record.lastError, fractures: counters.fractures,
             retransmissions: counters.retransmissions, bytesReplicated: counters.bytesReplicated,
             pairID: record.generations.pairID, generation: record.generations.current,
-            syncedGeneration: record.generations.synced)
+            syncedGeneration: record.generations.synced, asynchronousLagLimit: record.asynchronousLagBytes,
+            unacknowledgedBytes: mirror.asynchronousLag?.used ?? 0)
     }
+
+    /// Asynchronous mode's lag bounds: at least one 4 KiB block; at most 4 GiB, since every byte in flight
+    /// is held in memory until the target acknowledges it.
+    static let minimumAsynchronousLag: UInt64 = 4096
+    static let maximumAsynchronousLag: UInt64 = 4 << 30
 
     func mirror(named name: String) throws -> PrimaryMirror {
         let id = try engine { try pool.volumeID(named: name) }

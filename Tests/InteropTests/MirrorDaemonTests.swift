@@ -399,4 +399,24 @@ struct MirrorDaemonTests {
             #expect(try await pair.target.volumes().allSatisfy { $0.name != "y" })
         }
     }
+
+    @Test("asynchronous mode (opt-in): writes complete locally, reach the target within the lag bound")
+    func asynchronous() async throws {
+        try await Self.withPair { pair in
+            let primary = pair.primary
+            try await primary.createVolume("src", "16M")
+            let established = try decode(
+                MirrorDTO.self,
+                try await primary.cliOK([
+                    "mirror", "establish", "src", "--target", "127.0.0.1:\(pair.replicationPort)/dst", "--async-lag", "4M",
+                    "--wait", "--json",
+                ]))
+            #expect(established.mode == "asynchronous" && established.asynchronousLagLimit == 4 << 20, "\(established)")
+            try await primary.qemuIOOK("src", ["write -P 0x41 0 8M", "write -P 0x42 1M 64k", "write -z 4M 1M"])
+            _ = try await poll(timeout: 30) { try await pair.mirror("src").unacknowledgedBytes == 0 }
+            try await pair.expectEqual("src", "dst")
+            let shown = try await primary.cliOK(["mirror", "status", "src"]).stdout
+            #expect(shown.contains("ASYNCHRONOUS"), "\(shown)")
+        }
+    }
 }
