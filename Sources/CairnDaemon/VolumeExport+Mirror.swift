@@ -4,12 +4,20 @@ import NIOCore
 
 extension VolumeExport {
     /// A host write to a mirrored live volume, through its mirror (write-intent, then the local write and
-    /// the target's frames together); nil when the volume is not mirrored, and the caller writes locally.
+    /// the target's frames together). A write to an unmirrored volume runs `local` as it is, counted while
+    /// in flight; nil only without a replication layer (the caller then writes locally).
     func mirrored(
         _ operation: MirrorOperation, fua: Bool, eventLoop: any EventLoop,
         _ local: @escaping @Sendable () -> EventLoopFuture<Void>
     ) -> EventLoopFuture<Void>? {
-        guard snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID) else { return nil }
+        guard snapshotEpoch == nil, let replication else { return nil }
+        guard let mirror = replication.routeWrite(volumeID: volumeID) else {
+            // Counted while in flight, so an `establish` starting now waits for it (see `routeWrite`).
+            let volumeID = self.volumeID
+            let written = local()
+            written.whenComplete { _ in replication.unmirroredWriteEnded(volumeID: volumeID) }
+            return written
+        }
         let promise = eventLoop.makePromise(of: Void.self)
         promise.completeWithTask {
             do {

@@ -42,7 +42,15 @@ public final class Replication: Sendable {
     let settings: ReplicationSettings
     let logger: Logger
     public let target: MirrorTargetService
-    let primaries = Mutex<[UInt64: PrimaryMirror]>([:])
+    let primaries = Mutex<Routes>(Routes())
+
+    /// The mirrors by volume, and the host writes to unmirrored volumes still in flight: `establish`
+    /// waits for those to finish after registering its mirror, so none lands after the initial sync
+    /// copied its extent.
+    struct Routes {
+        var mirrors: [UInt64: PrimaryMirror] = [:]
+        var unmirroredWrites: [UInt64: Int] = [:]
+    }
     let checkpoints = Mutex<[UInt64: Task<Void, Never>]>([:])
 
     public init(pool: Pool, executor: IOExecutor, dataDirectory: String, settings: ReplicationSettings, logger: Logger)
@@ -66,17 +74,41 @@ public final class Replication: Sendable {
             let mirror = PrimaryMirror(
                 record: record, changeMap: map, pool: pool, executor: executor, store: store, settings: settings,
                 logger: logger)
-            primaries.withLock { $0[record.volumeID] = mirror }
+            primaries.withLock { $0.mirrors[record.volumeID] = mirror }
         }
     }
 
     /// The mirror of a volume, if it is a mirrored primary (the host write path asks this per request).
-    public func primary(volumeID: UInt64) -> PrimaryMirror? { primaries.withLock { $0[volumeID] } }
+    public func primary(volumeID: UInt64) -> PrimaryMirror? { primaries.withLock { $0.mirrors[volumeID] } }
+
+    /// The host write path's question, atomic with `establish`'s registration: the volume's mirror, or
+    /// nil after counting the write as an unmirrored one in flight (end it with `unmirroredWriteEnded`).
+    public func routeWrite(volumeID: UInt64) -> PrimaryMirror? {
+        primaries.withLock { routes in
+            if let mirror = routes.mirrors[volumeID] { return mirror }
+            routes.unmirroredWrites[volumeID, default: 0] += 1
+            return nil
+        }
+    }
+
+    public func unmirroredWriteEnded(volumeID: UInt64) {
+        primaries.withLock { routes in
+            if let count = routes.unmirroredWrites[volumeID], count > 1 {
+                routes.unmirroredWrites[volumeID] = count - 1
+            } else {
+                routes.unmirroredWrites[volumeID] = nil
+            }
+        }
+    }
+
+    /// Longest wait for writes that started before a mirror existed (a host write takes milliseconds; a
+    /// minute means the I/O is stuck, and establish reports it rather than waiting forever).
+    static let unmirroredDrainTimeout: Duration = .seconds(60)
 
     /// Resumes mirrors after a start: a mirror that was linked when the daemon stopped (or crashed)
     /// reconnects and resyncs what its change map holds; fractured and severed ones wait for the operator.
     public func resume() {
-        for mirror in primaries.withLock({ Array($0.values) }) {
+        for mirror in primaries.withLock({ Array($0.mirrors.values) }) {
             startCheckpoints(mirror)
             let state = mirror.record.state
             guard state == .mirrored || state == .synchronizing else { continue }
@@ -99,7 +131,7 @@ public final class Replication: Sendable {
 
     public func shutdown() {
         for task in checkpoints.withLock({ Array($0.values) }) { task.cancel() }
-        for mirror in primaries.withLock({ Array($0.values) }) { mirror.shutdown() }
+        for mirror in primaries.withLock({ Array($0.mirrors.values) }) { mirror.shutdown() }
     }
 
     // MARK: management
@@ -173,7 +205,12 @@ public final class Replication: Sendable {
             if let error = error as? ReplicationError { throw error }
             throw ReplicationError(.unreachable, "cannot reach the target \(host):\(port): \(error)")
         }
-        primaries.withLock { $0[volume.id] = mirror }
+        primaries.withLock { $0.mirrors[volume.id] = mirror }
+        // Writes that started unmirrored finish before the initial sync reads their extents.
+        let deadline = ContinuousClock.now + Self.unmirroredDrainTimeout
+        while primaries.withLock({ ($0.unmirroredWrites[volume.id] ?? 0) > 0 }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(nanoseconds: 1_000_000)
+        }
         startCheckpoints(mirror)
         mirror.scheduleResync(reason: "established")
         logger.info("mirror established", metadata: ["volume": "\(name)", "target": "\(text)"])
@@ -245,7 +282,7 @@ public final class Replication: Sendable {
         }
         mirror.markRemoved()
         checkpoints.withLock { $0.removeValue(forKey: id)?.cancel() }
-        primaries.withLock { $0[id] = nil }
+        primaries.withLock { $0.mirrors[id] = nil }
         let store = self.store
         try await executor.run {
             try store.remove(store.primaryPath(id))
@@ -394,7 +431,7 @@ public final class Replication: Sendable {
 
     public func list() -> [MirrorInfo] {
         let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
-        return primaries.withLock { Array($0.values) }.compactMap { mirror in
+        return primaries.withLock { Array($0.mirrors.values) }.compactMap { mirror in
             names[mirror.volumeID].map { Self.info(mirror, name: $0) }
         }.sorted { $0.volume < $1.volume }
     }

@@ -419,4 +419,24 @@ struct MirrorDaemonTests {
             #expect(shown.contains("ASYNCHRONOUS"), "\(shown)")
         }
     }
+
+    @Test("establish while a host writes: no write lands behind the initial sync")
+    func establishUnderWrites() async throws {
+        try await Self.withPair { pair in
+            let primary = pair.primary
+            try await primary.createVolume("src", "16M")
+            let workload = try BackgroundProcess(
+                Tools.qemuIO,
+                ["-f", "raw", primary.uri("src")]
+                    + (0..<400).flatMap { ["-c", "write -P \($0 % 200 + 1) \(($0 * 29 % 64) * 256)k 256k"] })
+            try await Task.sleep(nanoseconds: 100_000_000)
+            try await primary.cliOK([
+                "mirror", "establish", "src", "--target", "127.0.0.1:\(pair.replicationPort)/dst", "--wait",
+            ])
+            #expect(try await workload.wait(timeout: 120) == 0, "\(workload.summary)")
+            workload.cleanUp()
+            _ = try await pair.waitFor("src", state: "mirrored")
+            try await pair.expectEqual("src", "dst")
+        }
+    }
 }
