@@ -11,6 +11,11 @@ Writes "LISTENING <port>" on stdout once it accepts connections. The mode is rea
   cut      close every connection now and refuse new ones (accept, then close at once)
   corrupt  flip one byte in every 3rd chunk sent primary -> target (a damaged payload or header)
   drop     discard primary -> target bytes (the stream loses its framing)
+  dup      deliver every write frame (command 20) twice: duplicate delivery
+  reorder  deliver primary -> target frames pairwise swapped (a frame waits up to 50 ms for the next)
+
+dup and reorder cut the primary -> target stream at frame boundaries (24-byte header, payload length at
+bytes 16..20, 4-byte trailer), so they need the link without TLS.
 """
 import os
 import select
@@ -39,6 +44,20 @@ def pump(client):
     held = {client: b"", upstream: b""}  # bytes waiting to go *to* this socket
     peer = {client: upstream, upstream: client}
     chunks = 0
+    pending = b""          # primary -> target bytes not yet cut into frames (dup, reorder)
+    parked = None          # reorder: a frame waiting for the next one, and since when
+    framing = False        # once dup/reorder cut the stream, it stays cut at frame boundaries
+
+    def frames():
+        nonlocal pending
+        out = []
+        while len(pending) >= 24:
+            total = 24 + int.from_bytes(pending[16:20], "big") + 4
+            if len(pending) < total:
+                break
+            out.append(pending[:total])
+            pending = pending[total:]
+        return out
     try:
         while True:
             current = mode()
@@ -57,7 +76,24 @@ def pump(client):
                     if current == "corrupt" and chunks % 3 == 0:
                         index = len(data) // 2
                         data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1:]
+                    if current in ("dup", "reorder") or framing:
+                        framing = True
+                        pending += data
+                        for frame in frames():
+                            if current == "dup" and int.from_bytes(frame[4:6], "big") == 20:
+                                held[to] += frame + frame
+                            elif current == "reorder" and parked is None:
+                                parked = (frame, time.monotonic())
+                            elif current == "reorder":
+                                held[to] += frame + parked[0]
+                                parked = None
+                            else:
+                                held[to] += frame
+                        continue
                 held[to] += data
+            if parked is not None and (mode() != "reorder" or time.monotonic() - parked[1] > 0.05):
+                held[upstream] += parked[0]
+                parked = None
             if mode() != "stall":
                 for sock in (client, upstream):
                     if held[sock]:
