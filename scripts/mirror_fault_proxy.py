@@ -4,20 +4,19 @@
     mirror_fault_proxy.py LISTEN_PORT TARGET_PORT CONTROL_FILE
 
 Writes "LISTENING <port>" on stdout once it accepts connections. The mode is read from CONTROL_FILE
-(one word, re-read every 20 ms) and applies to every connection:
+(one word, re-read every 20 ms) and applies to every connection. The primary -> target stream is cut
+into whole frames (24-byte header with the payload length at bytes 16..20, then the payload and a
+4-byte CRC), from the first byte of each connection, so every fault applies to whole frames and the
+proxy never loses track of the framing (the link must run without TLS):
 
   pass     forward both ways
   stall    hold every byte (both ways) until the mode changes; then deliver what was held
   cut      close every connection now and refuse new ones (accept, then close at once)
-  corrupt  flip one byte in every 3rd chunk sent primary -> target (a damaged payload or header)
-  drop     discard primary -> target bytes (the stream loses its framing)
+  corrupt  flip one byte in the middle of every 3rd frame (its payload, or a short frame's header)
+  drop     lose every primary -> target frame (a lost frame)
   dup      deliver every write frame (command 20) twice: duplicate delivery
-  reorder  deliver primary -> target frames pairwise swapped (a frame waits up to 50 ms for the next)
-
-dup and reorder cut the primary -> target stream at frame boundaries (24-byte header, payload length at
-bytes 16..20, 4-byte trailer), so they need the link without TLS.
+  reorder  deliver frames pairwise swapped (a frame waits up to 50 ms for the next one)
 """
-import os
 import select
 import socket
 import sys
@@ -25,6 +24,7 @@ import threading
 import time
 
 listen_port, target_port, control = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+HEADER, TRAILER, WRITE = 24, 4, 20
 
 
 def mode():
@@ -41,23 +41,10 @@ def pump(client):
     except OSError:
         client.close()
         return
-    held = {client: b"", upstream: b""}  # bytes waiting to go *to* this socket
-    peer = {client: upstream, upstream: client}
-    chunks = 0
-    pending = b""          # primary -> target bytes not yet cut into frames (dup, reorder)
-    parked = None          # reorder: a frame waiting for the next one, and since when
-    framing = False        # once dup/reorder cut the stream, it stays cut at frame boundaries
-
-    def frames():
-        nonlocal pending
-        out = []
-        while len(pending) >= 24:
-            total = 24 + int.from_bytes(pending[16:20], "big") + 4
-            if len(pending) < total:
-                break
-            out.append(pending[:total])
-            pending = pending[total:]
-        return out
+    outgoing = {client: b"", upstream: b""}  # bytes waiting to go *to* this socket
+    pending = b""  # primary -> target bytes not yet a whole frame
+    parked = None  # reorder: (frame, since)
+    count = 0
     try:
         while True:
             current = mode()
@@ -65,40 +52,40 @@ def pump(client):
                 break
             readable, _, _ = select.select([client, upstream], [], [], 0.02)
             for sock in readable:
-                data = sock.recv(65536)
+                data = sock.recv(1 << 20)
                 if not data:
                     return
-                to = peer[sock]
-                if sock is client:
-                    chunks += 1
+                if sock is upstream:
+                    outgoing[client] += data
+                    continue
+                pending += data
+                while len(pending) >= HEADER:
+                    total = HEADER + int.from_bytes(pending[16:20], "big") + TRAILER
+                    if len(pending) < total:
+                        break
+                    frame, pending = pending[:total], pending[total:]
+                    count += 1
                     if current == "drop":
                         continue
-                    if current == "corrupt" and chunks % 3 == 0:
-                        index = len(data) // 2
-                        data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1:]
-                    if current in ("dup", "reorder") or framing:
-                        framing = True
-                        pending += data
-                        for frame in frames():
-                            if current == "dup" and int.from_bytes(frame[4:6], "big") == 20:
-                                held[to] += frame + frame
-                            elif current == "reorder" and parked is None:
-                                parked = (frame, time.monotonic())
-                            elif current == "reorder":
-                                held[to] += frame + parked[0]
-                                parked = None
-                            else:
-                                held[to] += frame
-                        continue
-                held[to] += data
+                    if current == "corrupt" and count % 3 == 0:
+                        index = len(frame) // 2
+                        frame = frame[:index] + bytes([frame[index] ^ 0xFF]) + frame[index + 1:]
+                    if current == "dup" and int.from_bytes(frame[4:6], "big") == WRITE:
+                        frame = frame + frame
+                    if current == "reorder":
+                        if parked is None:
+                            parked = (frame, time.monotonic())
+                            continue
+                        frame, parked = frame + parked[0], None
+                    outgoing[upstream] += frame
             if parked is not None and (mode() != "reorder" or time.monotonic() - parked[1] > 0.05):
-                held[upstream] += parked[0]
+                outgoing[upstream] += parked[0]
                 parked = None
             if mode() != "stall":
                 for sock in (client, upstream):
-                    if held[sock]:
-                        sock.sendall(held[sock])
-                        held[sock] = b""
+                    if outgoing[sock]:
+                        sock.sendall(outgoing[sock])
+                        outgoing[sock] = b""
     except OSError:
         pass
     finally:
