@@ -29,7 +29,10 @@ extension MirrorTargetService {
                     .sizeMismatch,
                     "volume '\(name)' has \(existing.chunkSize)-byte chunks on the target but the primary's has \(request.chunkSize)")
             }
-            guard existing.attachments == 0 else {
+            // Sessions opened while the volume was paired and not severed are read-only (`isProtected`):
+            // only a volume that hosts could have opened read-write is refused while attached.
+            let protected = state.withLock { $0.records[existing.id].map { !$0.severed } ?? false }
+            guard existing.attachments == 0 || protected else {
                 throw MirrorRemoteError(
                     .volumeInUse, "volume '\(name)' is attached by \(existing.attachments) host session(s) on the target")
             }
