@@ -48,6 +48,71 @@ def fio(uri, name, rw, bs, depth):
     return {"iops": job["iops"], "bytes_per_second": job["bw_bytes"], "bytes": job["io_bytes"]}
 
 
+def qmp(path, *commands):
+    """Runs QMP commands on a unix socket; returns the last answer's "return"."""
+    import socket as sk
+    conn = sk.socket(sk.AF_UNIX)
+    conn.connect(path)
+    stream = conn.makefile("rw")
+    json.loads(stream.readline())  # greeting
+    answer = None
+    for command in ({"execute": "qmp_capabilities"},) + commands:
+        stream.write(json.dumps(command) + "\n")
+        stream.flush()
+        while True:
+            answer = json.loads(stream.readline())
+            if "return" in answer or "error" in answer:
+                break
+        if "error" in answer:
+            raise RuntimeError(f"QMP {command}: {answer['error']}")
+    conn.close()
+    return answer["return"]
+
+
+def qemu_active_mirror():
+    """qemu's active mirror on the same workload: qemu-storage-daemon exports a raw file over NBD and
+    mirrors it (blockdev-mirror, copy-mode=write-blocking: a guest write completes once both sides have
+    it) to a qemu-nbd target on loopback."""
+    source, target = os.path.join(WORK, "qsd-source.raw"), os.path.join(WORK, "qsd-target.raw")
+    for path in (source, target):
+        run("truncate", "-s", SIZE, path)
+    target_port, export_port = free_port(), free_port()
+    socket_path = os.path.join(WORK, "qmp.sock")
+    nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "-x", "t", "-b", "127.0.0.1", "-p", str(target_port), "-t",
+                            "--cache=writeback", "-e", "8", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    qsd = subprocess.Popen([
+        "qemu-storage-daemon",
+        "--blockdev", f"driver=file,node-name=f0,filename={source},cache.direct=off",
+        "--blockdev", "driver=raw,node-name=src,file=f0",
+        "--blockdev", f"driver=nbd,node-name=dst,server.type=inet,server.host=127.0.0.1,server.port={target_port},export=t",
+        "--nbd-server", f"addr.type=inet,addr.host=127.0.0.1,addr.port={export_port}",
+        "--export", "type=nbd,id=e0,node-name=src,name=src,writable=on",
+        "--chardev", f"socket,id=qmp0,path={socket_path},server=on,wait=off",
+        "--monitor", "chardev=qmp0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(socket_path):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        qmp(socket_path, {"execute": "blockdev-mirror", "arguments": {
+            "job-id": "m0", "device": "src", "target": "dst", "sync": "full", "copy-mode": "write-blocking"}})
+        for _ in range(600):
+            jobs = qmp(socket_path, {"execute": "query-block-jobs"})
+            if jobs and jobs[0].get("ready"):
+                break
+            time.sleep(0.1)
+        uri = f"nbd://127.0.0.1:{export_port}/src"
+        return {
+            "randwrite-4k-qd32": fio(uri, "randwrite-4k-qd32", "randwrite", "4k", 32),
+            "write-1m-qd8": fio(uri, "write-1m-qd8", "write", "1M", 8),
+        }
+    finally:
+        for process in (qsd, nbd):
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def main():
     secret = os.path.join(WORK, "secret")
     open(secret, "w").write("bench-secret-0123456789abcdef")
@@ -75,6 +140,18 @@ def main():
                 "cpu_seconds_per_gib_target": (cpu_seconds(target.pid) - cpu[1]) / gib if gib else None,
             }
             log(f"{job}: mirrored/unmirrored = {results[job]['ratio_iops']:.2f} (IOPS)")
+
+        try:
+            qemu = qemu_active_mirror()
+            results["qemu-active-mirror"] = qemu
+            for job in ("randwrite-4k-qd32", "write-1m-qd8"):
+                results[job]["ratio_to_qemu_active_mirror"] = (
+                    results[job]["mirrored"]["bytes_per_second"] / qemu[job]["bytes_per_second"]
+                    if qemu[job]["bytes_per_second"] else None)
+                log(f"{job}: cairn mirrored / qemu active mirror = {results[job]['ratio_to_qemu_active_mirror']:.2f}")
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+            results["qemu-active-mirror"] = {"error": str(error)}
+            log(f"qemu active mirror: {error}")
 
         # Fracture (sever), change ~1 % of the volume in scattered 4 KiB writes, resync.
         status = json.loads(cli(pdir, "mirror", "status", "mir", "--json"))
