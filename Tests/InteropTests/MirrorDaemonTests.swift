@@ -275,6 +275,19 @@ struct MirrorDaemonTests {
             _ = try await pair.waitFor("src", state: "mirrored")
             try await pair.expectEqual("src", "dst")
 
+            // Lost frames: the write waits, its frame is sent again after the timeout, and once the link
+            // delivers again it completes; the mirror never fractures.
+            let retransmittedBefore = try await pair.mirror("src").retransmissions
+            try proxy.set("drop")
+            let writer = try BackgroundProcess(Tools.qemuIO, ["-f", "raw", primary.uri("src"), "-c", "write -P 0x5d 7M 64k"])
+            try await Task.sleep(nanoseconds: 400_000_000)
+            try proxy.set("pass")
+            #expect(try await writer.wait(timeout: 60) == 0, "\(writer.summary)")
+            writer.cleanUp()
+            let afterLoss = try await pair.mirror("src")
+            #expect(afterLoss.state == "mirrored" && afterLoss.retransmissions > retransmittedBefore, "\(afterLoss)")
+            try await pair.expectEqual("src", "dst")
+
             // Duplicate delivery and reordered frames: the copies stay equal, nothing fractures.
             for mode in ["dup", "reorder"] {
                 try proxy.set(mode)
