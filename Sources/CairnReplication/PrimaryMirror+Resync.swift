@@ -27,6 +27,7 @@ extension PrimaryMirror {
     /// forgets an extent the target does not durably hold.
     func runResync(job: UInt64) async {
         let jobs = pool.jobs
+        let epoch = linkState.epoch
         do {
             try await update { $0.state = .synchronizing }
             let generation = record.generations.current
@@ -78,16 +79,16 @@ extension PrimaryMirror {
                 jobs.finish(job, .cancelled, message: "cancelled; `cairn mirror re-establish` resumes it")
             } else {
                 let reason = (error as? TargetUnavailable)?.reason ?? "\(error)"
-                await fracture(reason)
+                await fracture(reason, epoch: epoch)
                 jobs.finish(job, .failed, message: reason)
             }
         }
     }
 
-    /// Stops linking without an error (a cancelled resync): like a fracture, but not alerted.
-    func pause(_ reason: String) async {
+    /// Stops linking without an error (a cancelled resync, a sever): like a fracture, but not alerted.
+    func pause(_ reason: String?, as final: PrimaryMirrorRecord.State = .fractured) async {
         state.withLock { s in
-            s.record.state = .fractured
+            s.record.state = final
             s.record.lastError = reason
             s.connection?.close()
             s.connection = nil
@@ -137,7 +138,8 @@ extension PrimaryMirror {
     func runCheckpoints() async {
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: UInt64(settings.checkpointInterval * 1_000_000_000))
-            guard isLinked, changeMap.changedCount > changeMap.dirtyCount else { continue }
+            let (linked, epoch) = linkState
+            guard linked, changeMap.changedCount > changeMap.dirtyCount else { continue }
             let start = changeMap.checkpointBegin()
             let pool = self.pool
             do {
@@ -145,7 +147,7 @@ extension PrimaryMirror {
                 try await flushTarget()
                 try await changeMap.clearIdle(start)
             } catch let error as TargetUnavailable {
-                await fracture(error.reason)
+                await fracture(error.reason, epoch: epoch)
             } catch {
                 logger.warning("mirror checkpoint failed", metadata: ["error": "\(error)"])
             }

@@ -27,6 +27,7 @@ extension PrimaryMirror {
 
     func runVerify(job: UInt64) async {
         let jobs = pool.jobs
+        let epoch = linkState.epoch
         let count = changeMap.extentCount
         do {
             var found: [UInt64] = []
@@ -68,7 +69,7 @@ extension PrimaryMirror {
                 jobs.finish(job, .cancelled, message: "verify cancelled")
             } else {
                 let reason = (error as? TargetUnavailable)?.reason ?? "\(error)"
-                await fracture(reason)
+                await fracture(reason, epoch: epoch)
                 jobs.finish(job, .failed, message: reason)
             }
         }

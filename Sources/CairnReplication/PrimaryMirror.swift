@@ -39,6 +39,9 @@ public final class PrimaryMirror: Sendable {
         var connectionsOpened: UInt64 = 0
         /// Asynchronous mode's budget of bytes not yet acknowledged by the target; nil: synchronous.
         var lag: LagBudget?
+        /// Incremented each time establish or re-establish links the mirror: a failure seen by work that began
+        /// under an older link (a resync or retry still winding down) must not fracture the new one.
+        var linkEpoch: UInt64 = 0
         /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
         /// just before must not bring its record back).
         var removed = false
@@ -67,6 +70,13 @@ public final class PrimaryMirror: Sendable {
     public var record: PrimaryMirrorRecord { state.withLock { $0.record } }
     var volumeID: UInt64 { state.withLock { $0.record.volumeID } }
 
+    /// Whether writes go to the target now, and under which link.
+    var linkState: (linked: Bool, epoch: UInt64) {
+        state.withLock { s in
+            (!s.removed && (s.record.state == .mirrored || s.record.state == .synchronizing), s.linkEpoch)
+        }
+    }
+
     /// Writes go to the target (synchronizing or mirrored); otherwise they are only tracked.
     var isLinked: Bool {
         state.withLock { !$0.removed && ($0.record.state == .mirrored || $0.record.state == .synchronizing) }
@@ -83,7 +93,7 @@ public final class PrimaryMirror: Sendable {
         let range = operation.offset..<(operation.offset + max(operation.length, 1))
         let token = await gate.acquire(range)
         let extents = changeMap.extents(offset: operation.offset, length: operation.length)
-        let linked = isLinked
+        let (linked, epoch) = linkState
         do {
             try await changeMap.beginWrite(extents, dirty: !linked)
         } catch {
@@ -98,7 +108,8 @@ public final class PrimaryMirror: Sendable {
             return try await local()
         }
         if let lag = asynchronousLag {
-            return try await writeAsynchronously(operation, fua: fua, extents: extents, token: token, lag: lag, local: local)
+            return try await writeAsynchronously(
+                operation, fua: fua, extents: extents, token: token, lag: lag, epoch: epoch, local: local)
         }
         defer { gate.release(token) }
         let localResult: Result<Void, any Error>
@@ -112,18 +123,20 @@ public final class PrimaryMirror: Sendable {
             localResult = await Self.capture(local)
             remoteResult = await remote
         }
-        await finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents)
+        await finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents, epoch: epoch)
         if case .failure(let error) = localResult { throw error }
     }
 
     /// The end of a mirrored write: a target failure fractures the mirror; either failure leaves the
     /// extents dirty (a failed local write may have reached the target: the primary's bytes are copied
     /// over later).
-    func finishRemote(_ remote: Result<Void, any Error>, localFailed: Bool, extents: ClosedRange<UInt64>) async {
+    func finishRemote(
+        _ remote: Result<Void, any Error>, localFailed: Bool, extents: ClosedRange<UInt64>, epoch: UInt64
+    ) async {
         var targetMissed = localFailed
         if case .failure(let error) = remote {
             targetMissed = true
-            await fracture((error as? TargetUnavailable)?.reason ?? "\(error)")
+            await fracture((error as? TargetUnavailable)?.reason ?? "\(error)", epoch: epoch)
         }
         changeMap.endWrite(extents, targetMissed: targetMissed)
     }
@@ -135,7 +148,7 @@ public final class PrimaryMirror: Sendable {
     /// primary crash resyncs them; what is lost if the primary is lost for good is at most the budget.
     func writeAsynchronously(
         _ operation: MirrorOperation, fua: Bool, extents: ClosedRange<UInt64>, token: UInt64, lag: LagBudget,
-        local: @escaping @Sendable () async throws -> Void
+        epoch: UInt64, local: @escaping @Sendable () async throws -> Void
     ) async throws {
         let bytes = operation.length
         await lag.acquire(bytes)
@@ -149,7 +162,7 @@ public final class PrimaryMirror: Sendable {
         }
         Task {
             let remote = await Self.capture { try await self.sendOperation(operation, fua: fua) }
-            await self.finishRemote(remote, localFailed: false, extents: extents)
+            await self.finishRemote(remote, localFailed: false, extents: extents, epoch: epoch)
             self.gate.release(token)
             lag.release(bytes)
         }
@@ -166,13 +179,14 @@ public final class PrimaryMirror: Sendable {
 
     /// A host FLUSH: the local commit and the target's flush together.
     public func flush(local: @escaping @Sendable () async throws -> Void) async throws {
-        guard isLinked else { return try await local() }
+        let (linked, epoch) = linkState
+        guard linked else { return try await local() }
         async let remote: Void = flushTarget()
         try await local()
         do {
             try await remote
         } catch let error as TargetUnavailable {
-            await fracture(error.reason)
+            await fracture(error.reason, epoch: epoch)
         }
     }
 
@@ -253,8 +267,9 @@ public final class PrimaryMirror: Sendable {
     }
 
     /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
-    func fracture(_ reason: String) async {
+    func fracture(_ reason: String, epoch: UInt64? = nil) async {
         let first = state.withLock { s -> Bool in
+            if let epoch, epoch != s.linkEpoch { return false }
             guard !s.removed, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
             s.record.state = .fractured
             s.record.lastError = reason

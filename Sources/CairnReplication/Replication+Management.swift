@@ -70,6 +70,7 @@ extension Replication {
             mirror.state.withLock { s in
                 s.connection = connection
                 s.handle = handle
+                s.linkEpoch += 1
             }
             try await executor.run { try store.save(record, to: store.primaryPath(volume.id)) }
         } catch {
@@ -98,6 +99,9 @@ extension Replication {
         guard current.state == .fractured || current.state == .severed else {
             throw ReplicationError(.wrongState, "mirror of '\(name)' is \(current.state.rawValue), not fractured or severed")
         }
+        // A resync of the previous link may still be winding down (a retry sleeping): let it end first, so
+        // exactly one resync runs for the new link.
+        if let previous = mirror.state.withLock({ $0.resync }) { await previous.value }
         if discardTargetChanges {
             // Durable before the target hears it may drop its changes: a crash here costs a full copy, never a lost extent.
             mirror.changeMap.markAllDirty()
@@ -110,6 +114,7 @@ extension Replication {
             mirror.state.withLock { s in
                 s.connection = connection
                 s.handle = handle
+                s.linkEpoch += 1
                 s.record.state = .synchronizing
                 s.record.lastError = nil
             }
@@ -128,20 +133,24 @@ extension Replication {
     public func sever(volume name: String) async throws -> MirrorInfo {
         let mirror = try mirror(named: name)
         guard mirror.record.state != .severed else { return try info(volume: name) }
-        let handle = mirror.state.withLock { $0.handle }
-        let connected = mirror.counters.connected
+        // Severed first: writes from now on are tracked instead of sent (one already sent and refused by
+        // the target after it hears the sever is tracked too).
+        let (handle, connected) = mirror.state.withLock { s -> (UInt64, Bool) in
+            s.record.state = .severed
+            return (s.handle, s.connection?.isActive ?? false)
+        }
+        var told = false
         if connected {
             do {
                 _ = try await mirror.send(.sever, payload: MirrorHandleValue(handle: handle).payload)
+                told = true
             } catch {
                 logger.warning("the target did not acknowledge the sever", metadata: ["error": "\(error)"])
             }
         }
-        await mirror.pause("severed by the operator")
-        try await mirror.update { record in
-            record.state = .severed
-            record.lastError = connected ? nil : "the target was not reachable to be told; its volume stays read-only there"
-        }
+        await mirror.pause(
+            told ? nil : "the target was not told of the sever (unreachable); its volume stays read-only there",
+            as: .severed)
         return try info(volume: name)
     }
 
