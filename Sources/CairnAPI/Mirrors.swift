@@ -37,6 +37,8 @@ public struct MirrorDTO: Codable, Sendable, Hashable {
     public var asynchronousLagLimit: UInt64?
     /// Asynchronous mode: bytes not yet acknowledged by the target now.
     public var unacknowledgedBytes: UInt64?
+    /// Data bytes per second the target acknowledged recently (the last few seconds).
+    public var throughputBytesPerSecond: UInt64?
 
     public init(
         volume: String, target: String, state: String, extentSize: UInt64, extentCount: UInt64, changedExtents: UInt64,

@@ -257,7 +257,11 @@ private func show(_ mirror: MirrorDTO) {
         ("connected", mirror.connected ? "yes" : "no"),
         ("changed", "\(mirror.changedExtents) of \(mirror.extentCount) extents of \(Output.size(mirror.extentSize))"),
         ("lag", "\(Output.size(mirror.lagBytes)) to resync"),
-        ("replicated", "\(Output.size(mirror.bytesReplicated)) since start, \(mirror.retransmissions) frames resent"),
+        (
+            "replicated",
+            "\(Output.size(mirror.bytesReplicated)) since start (\(Output.size(mirror.throughputBytesPerSecond ?? 0))/s now), "
+                + "\(mirror.retransmissions) frames resent, \(mirror.fractures) fractures"
+        ),
         ("frame size", Output.size(UInt64(mirror.frameSize))),
         ("generations", "pair \(mirror.pairID), current \(mirror.generation), synced \(mirror.syncedGeneration)"),
     ]

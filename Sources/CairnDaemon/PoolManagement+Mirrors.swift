@@ -110,6 +110,7 @@ extension PoolManagement: MirrorService {
         mirror.mode = info.asynchronousLagLimit == nil ? "synchronous" : "asynchronous"
         mirror.asynchronousLagLimit = info.asynchronousLagLimit
         mirror.unacknowledgedBytes = info.asynchronousLagLimit == nil ? nil : info.unacknowledgedBytes
+        mirror.throughputBytesPerSecond = UInt64(max(0, info.throughput))
         return mirror
     }
 }

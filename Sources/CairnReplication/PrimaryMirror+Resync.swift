@@ -138,6 +138,7 @@ extension PrimaryMirror {
     func runCheckpoints() async {
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: UInt64(settings.checkpointInterval * 1_000_000_000))
+            sampleThroughput()
             let (linked, epoch) = linkState
             guard linked, changeMap.changedCount > changeMap.dirtyCount else { continue }
             let start = changeMap.checkpointBegin()

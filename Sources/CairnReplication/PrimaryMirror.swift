@@ -34,6 +34,9 @@ public final class PrimaryMirror: Sendable {
         var fractures: UInt64 = 0
         var retransmissions: UInt64 = 0
         var bytesReplicated: UInt64 = 0
+        /// Data bytes per second the target acknowledged over the last checkpoint interval.
+        var throughput: Double = 0
+        var throughputSample: (bytes: UInt64, at: ContinuousClock.Instant)?
         var lastErrorAt: Date?
         /// Connections opened so far: every one after the first may follow a target restart.
         var connectionsOpened: UInt64 = 0
@@ -315,15 +318,29 @@ public final class PrimaryMirror: Sendable {
         var fractures: UInt64
         var retransmissions: UInt64
         var bytesReplicated: UInt64
+        var throughput: Double
         var jobID: UInt64?
         var connected: Bool
+    }
+
+    /// Updates the throughput from the bytes acknowledged since the last sample (called every checkpoint
+    /// interval).
+    func sampleThroughput() {
+        state.withLock { s in
+            let now = ContinuousClock.now
+            if let sample = s.throughputSample {
+                let seconds = Double((now - sample.at).components.seconds) + Double((now - sample.at).components.attoseconds) / 1e18
+                if seconds > 0 { s.throughput = Double(s.bytesReplicated - sample.bytes) / seconds }
+            }
+            s.throughputSample = (s.bytesReplicated, now)
+        }
     }
 
     var counters: Counters {
         state.withLock { s in
             Counters(
                 fractures: s.fractures, retransmissions: s.retransmissions, bytesReplicated: s.bytesReplicated,
-                jobID: s.jobID, connected: s.connection?.isActive ?? false)
+                throughput: s.throughput, jobID: s.jobID, connected: s.connection?.isActive ?? false)
         }
     }
 

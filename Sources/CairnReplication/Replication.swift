@@ -24,6 +24,8 @@ public struct MirrorInfo: Sendable {
     public var fractures: UInt64
     public var retransmissions: UInt64
     public var bytesReplicated: UInt64
+    /// Data bytes per second the target acknowledged recently (over the last checkpoint interval).
+    public var throughput: Double
     public var pairID: UInt64
     public var generation: UInt64
     public var syncedGeneration: UInt64
@@ -152,6 +154,7 @@ public final class Replication: Sendable {
             dirtyExtents: mirror.changeMap.dirtyCount, frameSize: record.frameSize, connected: counters.connected,
             jobID: counters.jobID, lastError: record.lastError, fractures: counters.fractures,
             retransmissions: counters.retransmissions, bytesReplicated: counters.bytesReplicated,
+            throughput: counters.throughput,
             pairID: record.generations.pairID, generation: record.generations.current,
             syncedGeneration: record.generations.synced, asynchronousLagLimit: record.asynchronousLagBytes,
             unacknowledgedBytes: mirror.asynchronousLag?.used ?? 0)

@@ -36,7 +36,7 @@ public struct ReplicationError: Error, Sendable, CustomStringConvertible {
         switch error.code {
         case .sizeMismatch: hint = " Resize one of the volumes, or name another target volume."
         case .noSpace: hint = " Free space on the target's pool, or choose another target."
-        case .unknownVolume: hint = " Create it on the target, or pass --create."
+        case .unknownVolume: hint = " Create it on the target first."
         case .volumeInUse: hint = " Disconnect the hosts using it on the target, or name another volume."
         case .diverged:
             hint = " Re-establish with --discard-target-changes to overwrite the target's changes with the primary's data."
