@@ -2,8 +2,8 @@ import CairnAPI
 import CairnControl
 import CairnEngine
 import CairnIO
-import Foundation
 import CairnReplication
+import Foundation
 import Logging
 import NBDProtocol
 import NBDServer

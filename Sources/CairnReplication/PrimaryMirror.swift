@@ -142,6 +142,9 @@ public final class PrimaryMirror: Sendable {
             await fracture((error as? TargetUnavailable)?.reason ?? "\(error)", epoch: epoch)
         }
         changeMap.endWrite(extents, targetMissed: targetMissed)
+        // Still linked (a failed local write, or a failure seen under an older link): the mirror must not
+        // look in sync with a dirty extent, so a resync copies it now.
+        if targetMissed && isLinked { scheduleResync(reason: "a write the target may lack") }
     }
 
     /// ASYNCHRONOUS mode (opt-in, `--async-lag`): the host's write completes once written locally; its
