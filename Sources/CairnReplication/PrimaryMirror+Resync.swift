@@ -59,19 +59,26 @@ extension PrimaryMirror {
             // Both sides are equal at `generation` only if nothing fractured meanwhile.
             let handle = state.withLock { $0.handle }
             _ = try await send(.synchronized, payload: MirrorHandleValue(handle: handle, value: generation).payload)
+            let map = changeMap
             try await update { record in
                 record.generations.synced = generation
-                if record.state == .synchronizing && record.generations.current == generation {
+                // In sync only with no dirty extent left (one may have appeared since the last batch).
+                if record.state == .synchronizing && record.generations.current == generation && map.dirtyCount == 0 {
                     record.state = .mirrored
                     record.lastError = nil
                 }
             }
-            state.withLock { s in
+            let again = state.withLock { s -> Bool in
                 s.resync = nil
                 s.targetFresh = false
+                return s.record.state == .synchronizing
             }
             jobs.finish(job, .succeeded, message: "\(done) extents copied")
-            logger.info("mirror in sync", metadata: ["volume": "\(volumeID)", "extents": "\(done)"])
+            if again {
+                scheduleResync(reason: "extents changed during the resync")
+            } else {
+                logger.info("mirror in sync", metadata: ["volume": "\(volumeID)", "extents": "\(done)"])
+            }
         } catch {
             state.withLock { $0.resync = nil }
             if error is CancellationError {
