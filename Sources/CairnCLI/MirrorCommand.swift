@@ -232,9 +232,15 @@ struct MirrorCommand: AsyncParsableCommand {
 /// Prints a mirror after a job-starting command; with --wait follows the resync first.
 private func finish(_ started: MirrorDTO, wait: Bool, options: ClientOptions) async throws {
     var mirror = started
-    if wait, let job = mirror.job {
-        let ended = try await waitForJob(job.id, client: options.client, quiet: options.json)
+    if wait, var job = mirror.job {
+        var ended = try await waitForJob(job.id, client: options.client, quiet: options.json)
         mirror = try await options.client.get(APIPath.mirror(mirror.volume), as: MirrorDTO.self)
+        // A resync that found extents changed meanwhile starts another pass: follow it too.
+        while ended.state == "succeeded", mirror.state == "synchronizing", let next = mirror.job, next.id != job.id {
+            job = next
+            ended = try await waitForJob(next.id, client: options.client, quiet: options.json)
+            mirror = try await options.client.get(APIPath.mirror(mirror.volume), as: MirrorDTO.self)
+        }
         if ended.state != "succeeded" {
             if options.json { try Output.json(mirror) } else { show(mirror) }
             throw CLIError(
