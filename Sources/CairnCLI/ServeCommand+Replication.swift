@@ -37,5 +37,6 @@ extension ServeCommand {
         daemon.replication.frameTimeoutMilliseconds = mirrorTimeoutMs ?? daemon.replication.frameTimeoutMilliseconds
         daemon.replication.retries = mirrorRetries ?? daemon.replication.retries
         daemon.replication.alertCommand = mirrorAlertCommand
+        daemon.replication.resyncExtentDelayMilliseconds = mirrorResyncDelayMs ?? 0
     }
 }

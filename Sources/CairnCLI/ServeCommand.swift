@@ -77,6 +77,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Shell command run when a mirror fractures (CAIRN_MIRROR_VOLUME, _TARGET, _ERROR set).")
     var mirrorAlertCommand: String?
 
+    @Option(name: .long, help: "Pause after each extent a mirror resync copies, in ms (a resync rate limit; default 0).")
+    var mirrorResyncDelayMs: UInt64?
+
     @Option(name: .long, help: "TLS on the replication link: this node's PEM certificate (for both roles).")
     var replicationTlsCert: String?
 

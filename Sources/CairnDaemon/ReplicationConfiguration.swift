@@ -17,6 +17,8 @@ public struct ReplicationConfiguration: Sendable {
     public var retries: Int = 3
     /// Shell command run when a mirror fractures.
     public var alertCommand: String?
+    /// Pause after each extent a resync copies, in milliseconds (a rate limit; 0: none).
+    public var resyncExtentDelayMilliseconds: UInt64 = 0
     /// TLS on the replication link: this node's certificate and key, and the CA the peer's must chain to.
     public var tlsCertificate: String?
     public var tlsKey: String?
@@ -31,6 +33,7 @@ public struct ReplicationConfiguration: Sendable {
         settings.frameTimeout = Double(frameTimeoutMilliseconds) / 1000
         settings.retries = retries
         settings.alertCommand = alertCommand
+        settings.resyncExtentDelay = Double(resyncExtentDelayMilliseconds) / 1000
         if let certificate = tlsCertificate, let key = tlsKey, let ca = tlsCA {
             settings.tls = try ReplicationTLS.load(certificate: certificate, key: key, ca: ca)
         }

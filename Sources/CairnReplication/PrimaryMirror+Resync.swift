@@ -116,6 +116,7 @@ extension PrimaryMirror {
         guard start < size else { return }
         let length = min(changeMap.extentSize, size - start)
         let fresh = state.withLock { $0.targetFresh }
+        if settings.resyncExtentDelay > 0 { try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9)) }
         try await gate.withRange(start..<(start + length)) {
             let (buffer, extents) = try await executor.run { () -> (ByteBuffer, [ReadExtent]) in
                 var buffer = ByteBufferAllocator().buffer(capacity: Int(length))

@@ -17,6 +17,8 @@ public struct ReplicationSettings: Sendable {
     /// Run on fracture (`sh -c`), with CAIRN_MIRROR_VOLUME, CAIRN_MIRROR_TARGET and CAIRN_MIRROR_ERROR set.
     public var alertCommand: String?
     public var group: any EventLoopGroup
+    /// Pause after each extent a resync copies: a rate limit (and what lets a test act mid-resync); 0: none.
+    public var resyncExtentDelay: Double = 0
     /// TLS on the link (both roles); nil: plain TCP, authenticated by the secret only.
     public var tls: ReplicationTLS?
 

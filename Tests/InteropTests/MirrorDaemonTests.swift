@@ -463,4 +463,26 @@ struct MirrorDaemonTests {
             try await pair.expectEqual("src", "dst")
         }
     }
+
+    @Test("primary kill -9 in the middle of the initial sync: after restart the resync resumes where it stopped")
+    func interruptedResyncResumes() async throws {
+        try await Self.withPair(primaryExtra: ["--mirror-resync-delay-ms", "20"]) { pair in
+            let primary = pair.primary
+            try await primary.createVolume("src", "16M")
+            try await primary.qemuIOOK("src", ["write -P 0x2d 0 16M"])
+            try await primary.cliOK([
+                "mirror", "establish", "src", "--target", "127.0.0.1:\(pair.replicationPort)/dst", "--extent-size", "64K",
+            ])
+            // 256 extents at ~200 per second: wait until at least two batches of 64 were checkpointed.
+            _ = try await poll(timeout: 60) { try await pair.mirror("src").dirtyExtents <= 120 }
+            try await primary.kill9()
+            try await primary.restart(extraArguments: ["--replication-secret-file", pair.secretFile] + Pair.primaryArguments)
+            let resumed = try await pair.mirror("src")
+            #expect(resumed.dirtyExtents < 256 && resumed.dirtyExtents > 0 || resumed.state == "mirrored", "\(resumed)")
+            let done = try await pair.waitFor("src", state: "mirrored")
+            #expect(done.dirtyExtents == 0, "\(done)")
+            if let job = done.job { #expect(job.done < 256, "the resync after the restart started over: \(job)") }
+            try await pair.expectEqual("src", "dst")
+        }
+    }
 }
