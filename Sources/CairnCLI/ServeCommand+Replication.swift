@@ -39,4 +39,13 @@ extension ServeCommand {
         daemon.replication.alertCommand = mirrorAlertCommand
         daemon.replication.resyncExtentDelayMilliseconds = mirrorResyncDelayMs ?? 0
     }
+
+    /// One line for `--check-config`.
+    static func describeReplication(_ daemon: DaemonConfiguration) -> String {
+        let r = daemon.replication
+        let listener = r.port.map { "target on \(r.host ?? daemon.nbdHost):\($0)" } ?? "no listener"
+        let secret = r.secretFile.map { "secret \($0)" } ?? "no secret (mirroring off)"
+        let tls = r.tlsCertificate == nil ? "no TLS" : "mutual TLS"
+        return "\(listener), \(secret), \(tls), timeout \(r.frameTimeoutMilliseconds) ms × \(r.retries + 1) tries"
+    }
 }

@@ -202,6 +202,7 @@ struct ServeCommand: AsyncParsableCommand {
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")
+            replication     \(Self.describeReplication(settings.daemon))
             io threads      \(settings.daemon.ioThreads)
             log level       \(settings.logLevel)
             """
