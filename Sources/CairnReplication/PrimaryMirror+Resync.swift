@@ -80,8 +80,13 @@ extension PrimaryMirror {
                 logger.info("mirror in sync", metadata: ["volume": "\(volumeID)", "extents": "\(done)"])
             }
         } catch {
-            state.withLock { $0.resync = nil }
-            if error is CancellationError {
+            let stopping = state.withLock { s -> Bool in
+                s.resync = nil
+                return s.stopping
+            }
+            if stopping {
+                jobs.finish(job, .cancelled, message: "the daemon stopped; the resync resumes at the next start")
+            } else if error is CancellationError {
                 await pause("resync cancelled by the operator; re-establish resumes it")
                 jobs.finish(job, .cancelled, message: "cancelled; `cairn mirror re-establish` resumes it")
             } else {

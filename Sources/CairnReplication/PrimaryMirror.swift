@@ -45,6 +45,9 @@ public final class PrimaryMirror: Sendable {
         /// Incremented each time establish or re-establish links the mirror: a failure seen by work that began
         /// under an older link (a resync or retry still winding down) must not fracture the new one.
         var linkEpoch: UInt64 = 0
+        /// The daemon is stopping: failures from here on are the shutdown's, not the link's, and change no
+        /// state (a mirror linked at shutdown resumes and resyncs at the next start).
+        var stopping = false
         /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
         /// just before must not bring its record back).
         var removed = false
@@ -276,6 +279,7 @@ public final class PrimaryMirror: Sendable {
     func fracture(_ reason: String, epoch: UInt64? = nil) async {
         let first = state.withLock { s -> Bool in
             if let epoch, epoch != s.linkEpoch { return false }
+            if s.stopping { return false }
             guard !s.removed, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
             s.record.state = .fractured
             s.record.lastError = reason
@@ -355,7 +359,10 @@ public final class PrimaryMirror: Sendable {
 
     /// Closes the link (daemon shutdown); the record stays as it is for the next start.
     func shutdown() {
-        let (connection, resync) = state.withLock { s in (s.connection, s.resync) }
+        let (connection, resync) = state.withLock { s in
+            s.stopping = true
+            return (s.connection, s.resync)
+        }
         resync?.cancel()
         connection?.close()
     }

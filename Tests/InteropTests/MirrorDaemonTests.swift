@@ -485,4 +485,24 @@ struct MirrorDaemonTests {
             try await pair.expectEqual("src", "dst")
         }
     }
+
+    @Test("a graceful restart of the primary during a resync keeps the mirror and resumes")
+    func gracefulRestart() async throws {
+        try await Self.withPair(primaryExtra: ["--mirror-resync-delay-ms", "10"]) { pair in
+            let primary = pair.primary
+            try await primary.createVolume("src", "16M")
+            try await primary.qemuIOOK("src", ["write -P 0x3e 0 16M"])
+            try await primary.cliOK([
+                "mirror", "establish", "src", "--target", "127.0.0.1:\(pair.replicationPort)/dst", "--extent-size", "256K",
+            ])
+            try await primary.stop()
+            try await primary.restart(extraArguments: ["--replication-secret-file", pair.secretFile] + Pair.primaryArguments)
+            let resumed = try await pair.mirror("src")
+            #expect(resumed.state == "synchronizing" || resumed.state == "mirrored", "\(resumed)")
+            _ = try await pair.waitFor("src", state: "mirrored")
+            try await primary.qemuIOOK("src", ["write -P 0x3f 1M 64k"])
+            try await pair.readTarget("dst", ["read -P 0x3f 1M 64k"])
+            try await pair.expectEqual("src", "dst")
+        }
+    }
 }
