@@ -153,7 +153,9 @@ extension MirrorTargetService {
             return MirrorTargetStatus.Volume(
                 name: info.name, size: info.size, allocatedBytes: info.allocatedBytes,
                 role: record == nil ? "none" : "target", state: state,
-                full: (pool.filesystemAvailableBytes ?? .max) == 0, failed: pool.failure != nil)
+                // Full: a write needing a fresh chunk would fail (the pool keeps its reserve for metadata).
+                full: (pool.filesystemAvailableBytes ?? .max) <= PoolOptions().reservedBytes + UInt64(info.chunkSize),
+                failed: pool.failure != nil)
         }
         return MirrorTargetStatus(availableBytes: pool.filesystemAvailableBytes ?? 0, volumes: volumes)
     }
