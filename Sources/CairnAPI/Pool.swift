@@ -114,6 +114,8 @@ public enum APIPath {
     public static let health = "/v1/health"
     /// Prometheus text format (not versioned: scrapers are configured with a fixed path).
     public static let metrics = "/metrics"
+    /// The read-only status page (HTML) for a browser.
+    public static let statusPage = "/status"
 
     /// Percent-encodes everything but RFC 3986 unreserved characters, so '/', '?', '#', '%' and '@' in a
     /// (bad) name stay inside its path component and the server rejects the name itself.

@@ -27,7 +27,7 @@ struct CloneGroupCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
         @Argument(help: "The source volume.") var source: String
         @Option(help: "Name of the new clone volume.") var name: String
-        @Option(help: "Bytes per delta-map bit, a power of two from 4K to 64M (default 256K; fixed per group).")
+        @Option(help: "Bytes per delta-map bit, a power of two from 4K to 64M (default 64K; fixed per group).")
         var extentSize: String?
         @Option(help: "Pool for the clone: only the source's own pool is supported (one pool per daemon).")
         var pool: String?

@@ -22,7 +22,7 @@ struct CopyAndWriteCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: ClientOptions
-    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI.")
+    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI (nbds://...?tls-certificates=DIR for TLS).")
     var volume: String
     @Option(help: "Offset of the chunk to copy (chunk-aligned; K, M, G suffixes).") var source: String
     @Option(help: "Offset of the chunk to create (chunk-aligned).") var target: String

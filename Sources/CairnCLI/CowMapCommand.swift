@@ -15,7 +15,7 @@ struct CowMapCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: ClientOptions
-    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI.")
+    @Argument(help: "A volume name (looked up through the daemon) or an nbd://HOST[:PORT]/VOLUME URI (nbds://...?tls-certificates=DIR for TLS).")
     var volume: String
     @Option(help: "Start of the range (default 0).") var offset = "0"
     @Option(help: "Length of the range (default: to the end).") var length: String?

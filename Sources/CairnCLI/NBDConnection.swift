@@ -4,14 +4,15 @@ import NBDClient
 import NBDProtocol
 
 /// A volume as the NBD commands take it: a Cairn volume name, looked up through the management API
-/// (its NBD URI and chunk size), or an `nbd://HOST:PORT/EXPORT` URI used as is.
+/// (its NBD URI and chunk size), or an `nbd://HOST:PORT/EXPORT` URI used as is; for TLS an
+/// `nbds://[USER@]HOST:PORT/EXPORT?tls-certificates=DIR` (or `?tls-psk-file=FILE`) URI, as libnbd takes.
 struct NBDVolume: Sendable {
     var uri: String
     /// Known when the volume was looked up by name.
     var chunkSize: UInt32?
 
     static func resolve(_ argument: String, options: ClientOptions) async throws -> NBDVolume {
-        if argument.hasPrefix("nbd://") { return NBDVolume(uri: argument) }
+        if argument.hasPrefix("nbd://") || argument.hasPrefix("nbds://") { return NBDVolume(uri: argument) }
         let volume = try await options.client.get(APIPath.volume(argument), as: VolumeDTO.self)
         guard let uri = volume.exportURI else {
             throw CLIError(

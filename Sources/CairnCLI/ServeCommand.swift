@@ -53,6 +53,16 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "PEM CA that client certificates must chain to (TLS; default: no client certificates).")
     var tlsCa: String?
 
+    @Option(
+        name: .customLong("tls-psk-file"),
+        help: "TLS with pre-shared keys from a psktool file (username:hexkey lines) instead of certificates.")
+    var tlsPskFile: String?
+
+    @Option(
+        name: .customLong("tls-export"),
+        help: "With --tls selective: a volume (name or prefix*) reachable only over TLS; repeatable.")
+    var tlsExports: [String] = []
+
     @Option(name: .long, help: "Threads doing blocking file I/O (default: 4).")
     var ioThreads: Int?
 
@@ -114,15 +124,35 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.tlsCertificate = tlsCert ?? file?.tls?.cert
         daemon.tlsKey = tlsKey ?? file?.tls?.key
         daemon.tlsClientCA = tlsCa ?? file?.tls?.ca
-        let mode = tls ?? file?.tls?.mode ?? (daemon.tlsCertificate == nil ? "off" : "required")
+        daemon.tlsPreSharedKeys = tlsPskFile ?? file?.tls?.pskFile
+        if daemon.tlsPreSharedKeys != nil, daemon.tlsCertificate != nil || daemon.tlsClientCA != nil {
+            throw ConfigError("choose certificates (--tls-cert, --tls-ca) or pre-shared keys (--tls-psk-file), not both")
+        }
+        let credentials = daemon.tlsCertificate != nil || daemon.tlsPreSharedKeys != nil
+        let mode = tls ?? file?.tls?.mode ?? (credentials ? "required" : "off")
         switch mode {
         case "off": daemon.tlsMode = .disabled
         case "selective": daemon.tlsMode = .selective
         case "required": daemon.tlsMode = .required
         default: throw ConfigError("unknown TLS mode '\(mode)' (off, selective, required)")
         }
-        if daemon.tlsMode != .disabled, daemon.tlsCertificate == nil || daemon.tlsKey == nil {
-            throw ConfigError("TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key)")
+        if daemon.tlsMode != .disabled, daemon.tlsPreSharedKeys == nil,
+            daemon.tlsCertificate == nil || daemon.tlsKey == nil
+        {
+            throw ConfigError(
+                "TLS mode \(mode) needs a certificate and a private key (--tls-cert, --tls-key) or pre-shared keys "
+                    + "(--tls-psk-file)")
+        }
+        daemon.tlsOnlyExports = tlsExports.isEmpty ? (file?.tls?.exports ?? []) : tlsExports
+        if !daemon.tlsOnlyExports.isEmpty {
+            guard daemon.tlsMode == .selective else {
+                throw ConfigError(
+                    "TLS-only exports (--tls-export, tls.exports) need TLS mode selective; under required every "
+                        + "export needs TLS, under off none can have it")
+            }
+            guard daemon.tlsOnlyExports.allSatisfy({ !$0.isEmpty }) else {
+                throw ConfigError("a TLS-only export pattern cannot be empty")
+            }
         }
         switch file?.tls?.clientCertificates ?? "required" {
         case "required": daemon.tlsRequireClientCertificate = true
@@ -134,7 +164,7 @@ struct ServeCommand: AsyncParsableCommand {
                 try Self.accessRule(rule, at: index)
             })
         }
-        for path in [daemon.tlsCertificate, daemon.tlsKey, daemon.tlsClientCA].compactMap({ $0 })
+        for path in [daemon.tlsCertificate, daemon.tlsKey, daemon.tlsClientCA, daemon.tlsPreSharedKeys].compactMap({ $0 })
         where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigError("cannot read \(path)")
         }
@@ -185,7 +215,9 @@ struct ServeCommand: AsyncParsableCommand {
         case .selective, .required:
             let mode = daemon.tlsMode == .required ? "required" : "selective"
             let clients = daemon.tlsClientCA.map { ", client certificates from \($0)" } ?? ""
-            return "\(mode) (\(daemon.tlsCertificate ?? "?"), \(daemon.tlsKey ?? "?")\(clients))"
+            if let keys = daemon.tlsPreSharedKeys { return "\(mode) (pre-shared keys from \(keys))" }
+            let only = daemon.tlsOnlyExports.isEmpty ? "" : "; TLS only: " + daemon.tlsOnlyExports.joined(separator: ", ")
+            return "\(mode) (\(daemon.tlsCertificate ?? "?"), \(daemon.tlsKey ?? "?")\(clients))\(only)"
         }
     }
 
@@ -225,14 +257,18 @@ struct ServeCommand: AsyncParsableCommand {
             return
         }
         HeapTuning.retainHeapBlocks(upTo: Self.retainedHeapBlock)
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = settings.logLevel
-            return handler
-        }
+        let recentErrors = RecentErrors()
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var stream = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                stream.logLevel = settings.logLevel
+                return MultiplexLogHandler([stream, RecentErrorsLogHandler(recent: recentErrors, metadataProvider: provider)])
+            }, metadataProvider: RequestScope.metadataProvider)
+        var daemon = settings.daemon
+        daemon.recentErrors = recentErrors
         let logger = Logger(label: "cairn")
         do {
-            try await Daemon.run(settings.daemon, logger: logger)
+            try await Daemon.run(daemon, logger: logger)
         } catch {
             printError("\(error)")
             throw ArgumentParser.ExitCode(ExitStatus.failure)

@@ -53,13 +53,20 @@ struct ServeConfigFile: Decodable, Equatable {
         /// With `ca`: "required" (default) or "optional" (clients without a certificate get in, with no
         /// identity).
         var clientCertificates: String?
+        /// Under `mode: selective`, the volumes (names or `prefix*`) reachable only after STARTTLS.
+        var exports: [String]?
+        /// A psktool key file (username:hexkey lines): TLS-PSK instead of certificates.
+        var pskFile: String?
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case mode, cert, key, ca
+            case mode, cert, key, ca, exports
+            case pskFile = "psk_file"
             case clientCertificates = "client_certificates"
         }
         init(from decoder: any Decoder) throws {
             try rejectUnknownKeys(decoder, CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
+            exports = try c.decodeIfPresent([String].self, forKey: .exports)
+            pskFile = try c.decodeIfPresent(String.self, forKey: .pskFile)
             clientCertificates = try c.decodeIfPresent(String.self, forKey: .clientCertificates)
             mode = try c.decodeIfPresent(String.self, forKey: .mode)
             cert = try c.decodeIfPresent(String.self, forKey: .cert)

@@ -15,13 +15,17 @@ public enum ControlServer {
 
     /// Builds the HTTP application; run it as a swift-service-lifecycle service. With a `token`, every
     /// call must present it as `Authorization: Bearer TOKEN` (required on TCP, see `Daemon`).
+    /// `recentErrors` feeds the status page's "recent errors".
     public static func makeApplication(
-        service: any ManagementService, endpoint: Endpoint, token: String? = nil, logger: Logger
+        service: any ManagementService, endpoint: Endpoint, token: String? = nil, recentErrors: RecentErrors? = nil,
+        logger: Logger
     ) -> some ApplicationProtocol {
         let router = Router()
+        router.middlewares.add(RequestLogMiddleware(logger: logger))
         router.middlewares.add(ErrorBodyMiddleware())
         if let token { router.middlewares.add(BearerTokenMiddleware(token: token)) }
         addRoutes(to: router, service: service)
+        addStatusRoutes(to: router, service: service, recentErrors: recentErrors)
         let address: BindAddress
         switch endpoint {
         case .unixSocket(let path):

@@ -43,17 +43,24 @@ public enum Daemon {
             throw error
         }
         let catalog = VolumeCatalog(
-            pool: pool, executor: executor, metrics: metrics, access: configuration.access, replication: replication)
+            pool: pool, executor: executor, metrics: metrics, access: configuration.access,
+            tlsOnlyExports: configuration.tlsMode == .disabled ? [] : configuration.tlsOnlyExports,
+            replication: replication)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
             do {
-                guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
-                    throw EngineError(.invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                if let keys = configuration.tlsPreSharedKeys {
+                    nbdConfiguration.tls = try NBDServerTLS.loadPreSharedKeys(keys)
+                } else {
+                    guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
+                        throw EngineError(
+                            .invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key)")
+                    }
+                    nbdConfiguration.tls = try NBDServerTLS.load(
+                        certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
+                        requireClientCertificate: configuration.tlsRequireClientCertificate)
                 }
-                nbdConfiguration.tls = try NBDServerTLS.load(
-                    certificateChain: certificate, privateKey: key, clientCA: configuration.tlsClientCA,
-                    requireClientCertificate: configuration.tlsRequireClientCertificate)
             } catch {
                 pool.close()
                 throw error
@@ -71,7 +78,10 @@ public enum Daemon {
         let endpoint = configuration.resolvedAPIEndpoint
         let management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
-            connectionCount: { nbd.connectionCount }, replication: replication)
+            connectionCount: { nbd.connectionCount },
+            requiresTLS: { [tlsMode = configuration.tlsMode] export in
+                tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
+            }, replication: replication)
         var token: String?
         if case .loopback = endpoint {
             do {
@@ -85,7 +95,9 @@ public enum Daemon {
                 throw error
             }
         }
-        let api = ControlServer.makeApplication(service: management, endpoint: endpoint, token: token, logger: logger)
+        let api = ControlServer.makeApplication(
+            service: management, endpoint: endpoint, token: token, recentErrors: configuration.recentErrors,
+            logger: logger)
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(
             RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)

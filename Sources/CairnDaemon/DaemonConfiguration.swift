@@ -21,17 +21,26 @@ public struct DaemonConfiguration: Sendable {
     /// Pause between two extents a clone job copies, in milliseconds: a sync rate limit (0: none).
     public var cloneExtentDelayMilliseconds: UInt64 = 0
 
-    /// NBD over TLS (STARTTLS): off, selective (offered; every export also works without it) or required.
+    /// NBD over TLS (STARTTLS): off, selective (offered; exports outside `tlsOnlyExports` also work
+    /// without it) or required.
     public var tlsMode: NBDTLSMode = .disabled
+    /// Under selective TLS, the exports reachable only after STARTTLS: volume names, exact or a prefix
+    /// ending in `*` (the same patterns as access rules; `vol@snap` is judged by its volume).
+    public var tlsOnlyExports: [String] = []
     /// PEM files: the server's certificate chain and key, and the CA client certificates must chain to
     /// (optional: without it clients are not asked for a certificate).
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var tlsClientCA: String?
+    /// A GnuTLS `psktool` key file: TLS with pre-shared keys instead of certificates (the username is
+    /// the client's identity for access rules).
+    public var tlsPreSharedKeys: String?
     /// With a client CA: false also admits TLS clients without a certificate (no identity).
     public var tlsRequireClientCertificate = true
     /// Export access rules; nil: everyone may open everything read-write.
     public var access: ExportAccessPolicy?
+    /// Where the log handler keeps the last warnings and errors, for the status page.
+    public var recentErrors: RecentErrors?
     /// Remote mirroring: the replication listener, shared secret, timeouts (ReplicationConfiguration.swift).
     public var replication = ReplicationConfiguration()
 

@@ -75,7 +75,7 @@ extension PoolManagement {
         SnapshotDTO(
             volume: snapshot.volume, name: snapshot.name, size: snapshot.size,
             createdAt: Self.timestamp(milliseconds: snapshot.createdAt), attachments: snapshot.attachments,
-            clones: snapshot.clones, exportURI: "nbd://\(nbdAddress)/\(snapshot.volume)@\(snapshot.name)",
+            clones: snapshot.clones, exportURI: exportURI("\(snapshot.volume)@\(snapshot.name)"),
             creation: snapshot.creation.map {
                 SnapshotCreationDTO(
                     writesPausedMicroseconds: $0.writesPaused.microseconds, totalMicroseconds: $0.total.microseconds)

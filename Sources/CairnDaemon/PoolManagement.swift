@@ -15,6 +15,13 @@ struct PoolManagement: ManagementService {
     let metricsRegistry: DaemonMetrics
     /// Open NBD connections, for the metrics.
     let connectionCount: @Sendable () -> Int
+    /// True when the export needs TLS (TLS required, or a TLS-only export under selective TLS): its URI
+    /// is then `nbds://`, as libnbd and qemu write it.
+    var requiresTLS: @Sendable (String) -> Bool = { _ in false }
+
+    func exportURI(_ export: String) -> String {
+        "\(requiresTLS(export) ? "nbds" : "nbd")://\(nbdAddress)/\(export)"
+    }
     /// Remote mirrors (PoolManagement+Mirrors.swift).
     var replication: Replication? = nil
 
@@ -27,8 +34,11 @@ struct PoolManagement: ManagementService {
     }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        // The executor's thread is not the request's task: carry the request id over so the engine's log
+        // lines for this call say which request they belong to.
+        let request = RequestScope.requestID
         do {
-            return try await executor.run(work)
+            return try await executor.run { try RequestScope.run(in: request, work) }
         } catch let error as EngineError {
             throw ManagementError(code: error.code.rawValue, message: error.message)
         }
@@ -103,6 +113,6 @@ struct PoolManagement: ManagementService {
             name: info.name, size: info.size, chunkSize: info.chunkSize, allocatedBytes: info.allocatedBytes,
             snapshotCount: info.snapshotCount, attachments: info.attachments,
             createdAt: Self.timestamp(milliseconds: info.createdAt), origin: info.origin,
-            exportURI: "nbd://\(nbdAddress)/\(info.name)", preserveStore: info.preserveStore)
+            exportURI: exportURI(info.name), preserveStore: info.preserveStore)
     }
 }

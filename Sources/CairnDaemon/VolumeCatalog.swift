@@ -12,19 +12,28 @@ final class VolumeCatalog: NBDExportCatalog {
     let metrics: DaemonMetrics
     /// nil: every session may open every export read-write.
     let access: ExportAccessPolicy?
+    /// Volume name patterns reachable only over TLS (selective TLS).
+    let tlsOnlyExports: [String]
     /// Remote mirrors: host writes to a mirrored volume go through its mirror; a mirror target is
     /// read-only to hosts while paired and not severed.
     let replication: Replication?
 
     init(
         pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil,
-        replication: Replication? = nil
+        tlsOnlyExports: [String] = [], replication: Replication? = nil
     ) {
         self.replication = replication
         self.pool = pool
         self.executor = executor
         self.metrics = metrics
         self.access = access
+        self.tlsOnlyExports = tlsOnlyExports
+    }
+
+    /// True when `name` (`volume` or `volume@snapshot`) may be opened only after STARTTLS.
+    func requiresTLS(_ name: String) -> Bool {
+        let volume = Self.split(name).volume
+        return tlsOnlyExports.contains { ExportAccessPolicy.Rule.pattern($0, matches: volume) }
     }
 
     /// What the access rules let `session` do with `name`; `.readWrite` without rules.
@@ -34,10 +43,13 @@ final class VolumeCatalog: NBDExportCatalog {
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
         let volumes = pool.listVolumes().map {
-            NBDExportListing(name: $0.name, description: VolumeExport.volumeDescription)
+            NBDExportListing(
+                name: $0.name, description: VolumeExport.volumeDescription, requiresTLS: requiresTLS($0.name))
         }
         let snapshots = ((try? pool.listSnapshots()) ?? []).map {
-            NBDExportListing(name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription)
+            NBDExportListing(
+                name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription,
+                requiresTLS: requiresTLS($0.volume))
         }
         return (volumes + snapshots).filter { grant($0.name, session) != nil }
     }
@@ -60,13 +72,13 @@ final class VolumeCatalog: NBDExportCatalog {
         guard let snapshot else {
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name, replication: replication)
+                name: name, requiresTLS: requiresTLS(name), replication: replication)
         }
         guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
         return VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id, name: name,
             snapshotEpoch: info.epoch,
-            snapshotSize: info.size)
+            snapshotSize: info.size, requiresTLS: requiresTLS(name))
     }
 
     func attach(name: String, session: NBDSessionInfo) throws -> any NBDExport {
@@ -85,13 +97,13 @@ final class VolumeCatalog: NBDExportCatalog {
                 return VolumeExport(
                     pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name),
                     volumeID: pinned.volumeID, name: name,
-                    snapshotEpoch: pinned.epoch, snapshotSize: pinned.size)
+                    snapshotEpoch: pinned.epoch, snapshotSize: pinned.size, requiresTLS: requiresTLS(name))
             }
             let id = try pool.volumeID(named: volume)
             try pool.attach(volumeID: id)
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name, replication: replication)
+                name: name, requiresTLS: requiresTLS(name), replication: replication)
         } catch let error as EngineError where error.code == .notFound {
             throw NBDExportError(.invalid, "no export named '\(name)'")
         } catch {

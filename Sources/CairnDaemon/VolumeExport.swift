@@ -40,10 +40,11 @@ final class VolumeExport: NBDExport {
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
         name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false,
-        replication: Replication? = nil
+        requiresTLS: Bool = false, replication: Replication? = nil
     ) {
         self.replication = replication
         self.readOnlyGrant = readOnlyGrant
+        self.requiresTLS = requiresTLS
         self.metrics = metrics
         self.pool = pool
         self.executor = executor
@@ -58,7 +59,8 @@ final class VolumeExport: NBDExport {
     func grantedReadOnly() -> VolumeExport {
         VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
-            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, replication: replication)
+            snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, requiresTLS: requiresTLS,
+            replication: replication)
     }
 
     /// Remote mirrors (VolumeExport+Mirror.swift): a mirrored volume's writes go through its mirror.
@@ -77,6 +79,8 @@ final class VolumeExport: NBDExport {
     }
     /// The session was granted read-only access to a live volume (an access rule).
     let readOnlyGrant: Bool
+    /// Reachable only after STARTTLS (selective TLS, `tls.exports`).
+    let requiresTLS: Bool
     var blockSizes: NBDBlockSizes { Self.blockSizes }
     /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
     /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).

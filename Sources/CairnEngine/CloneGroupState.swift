@@ -105,6 +105,9 @@ final class CloneGroupState {
     /// The protected restore map while a protected restore runs.
     var restoreMap: ExtentMap?
     var persistentRestoreMap: PersistedMap
+    /// Protected-restore bits a host write waits to see durable before it may overwrite an extent whose
+    /// restore is already durable (`Pool.commitRestoreIntent`).
+    var restoreIntent: Set<UInt64> = []
     var scoreboard = CODScoreboard()
     var codQueue = CopyOnDemandQueue()
     /// Host writes in flight, by extent: the sync engine does not copy an extent a host write is changing.
@@ -116,6 +119,8 @@ final class CloneGroupState {
     var recordDirty = false
     /// Logical clock for activity-extent use.
     var activityClock: UInt64 = 0
+    /// Host requests to the group's volumes so far: the sync engine backs off while this moves.
+    var hostRequests: UInt64 = 0
 
     init(sourceID: UInt64, extentSize: UInt64, volumeSize: UInt64) {
         self.sourceID = sourceID

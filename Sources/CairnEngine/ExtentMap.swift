@@ -5,8 +5,8 @@
 /// Persisted in blocks of `wordsPerBlock` words (one SQLite row each), so a commit rewrites only the
 /// blocks that changed, never the whole map.
 public struct ExtentMap: Hashable, Sendable {
-    /// 512 words = 4 KiB per row = 32768 extents (8 GiB of volume at 256 KiB extents): small enough that
-    /// a commit touching one region writes little, large enough that a 256 TiB volume has ~32k rows.
+    /// 512 words = 4 KiB per row = 32768 extents (2 GiB of volume at the default 64 KiB extents): small
+    /// enough that a commit touching one region writes little; a 64 TiB volume has ~32k rows.
     public static let wordsPerBlock = 512
     public static let extentsPerBlock = UInt64(wordsPerBlock * 64)
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 
 /// A long-running background operation (snapshot reclaim, dedup, ...) as users see it.
@@ -39,8 +40,11 @@ public final class JobRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Every job's start and end is logged with its id (`job` metadata), so a log line of a request that
+    /// started a job and the job's own lines can be matched up.
+    private let logger: Logger
 
-    public init() {}
+    public init(logger: Logger = Logger(label: "cairn.jobs")) { self.logger = logger }
 
     /// Registers a running job and returns its id.
     public func start(kind: String, target: String, total: UInt64, unit: String) -> UInt64 {
@@ -50,6 +54,8 @@ public final class JobRegistry: Sendable {
             s.jobs[id] = JobInfo(
                 id: id, kind: kind, target: target, state: .running, done: 0, total: total, unit: unit,
                 startedAt: Date(), finishedAt: nil, message: nil)
+            logger.info(
+                "job started", metadata: ["job": "\(id)", "job.kind": "\(kind)", "job.target": "\(target)"])
             return id
         }
     }
@@ -63,6 +69,15 @@ public final class JobRegistry: Sendable {
 
     public func finish(_ id: UInt64, _ outcome: JobInfo.State, message: String? = nil) {
         state.withLock { s in
+            if let job = s.jobs[id] {
+                var metadata: Logger.Metadata = [
+                    "job": "\(id)", "job.kind": "\(job.kind)", "job.target": "\(job.target)",
+                    "job.state": "\(outcome.rawValue)", "job.done": "\(job.done)", "job.unit": "\(job.unit)",
+                    "job.seconds": "\(String(format: "%.3f", Date().timeIntervalSince(job.startedAt)))",
+                ]
+                if let message { metadata["job.message"] = "\(message)" }
+                logger.log(level: outcome == .failed ? .error : .info, "job finished", metadata: metadata)
+            }
             s.jobs[id]?.state = outcome
             s.jobs[id]?.finishedAt = Date()
             s.jobs[id]?.message = message

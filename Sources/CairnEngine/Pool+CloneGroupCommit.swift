@@ -1,4 +1,5 @@
 import CairnIO
+import Logging
 extension Pool {
     /// Write-intent extents a mirrored clone keeps set in the persistent delta map while idle. Like DRBD's
     /// activity log (al-extents, 1237 by default): a hot extent costs one synchronous commit when it
@@ -52,7 +53,9 @@ extension Pool {
 
     /// Adds the clone groups' changes to the commit being captured (monitor held): group records, and the
     /// persistent delta map and protected restore map blocks that changed, computed from memory now.
-    func captureCloneGroups(into t: inout MetadataTransaction) {
+    /// Returns the indices of the restore map blocks captured while their restore runs.
+    func captureCloneGroups(into t: inout MetadataTransaction) -> [Int] {
+        var restoreBlocks: [Int] = []
         t.deleteCloneGroups = state.cloneGroups.deleted.sorted()
         state.cloneGroups.deleted = []
         for group in state.cloneGroups.groups.values {
@@ -75,6 +78,7 @@ extension Pool {
                     group.restoreMap?.blockWords(block)
                     ?? [UInt64](repeating: 0, count: group.persistentRestoreMap.durable.wordRange(ofBlock: block).count)
                 group.persistentRestoreMap.inCommit[block] = words
+                if group.restoreMap != nil { restoreBlocks.append(t.cloneMapBlocks.count) }
                 t.cloneMapBlocks.append(
                     CloneMapBlock(
                         sourceID: group.sourceID, kind: .protectedRestore, block: UInt32(block),
@@ -82,6 +86,7 @@ extension Pool {
             }
             group.persistentRestoreMap.dirtyBlocks = []
         }
+        return restoreBlocks
     }
 
     /// The commit that captured the clone groups is durable (monitor held).
@@ -104,5 +109,62 @@ extension Pool {
                 group.persistentDelta.markDirty(extent)
             }
         }
+    }
+
+    /// Makes the protected-restore bits host writes wait for (`restoreIntent`) durable with a transaction
+    /// that writes only those map blocks, without syncing any data: each bit is for an extent whose
+    /// restore is already durable, so no data depends on it (see `sourceStep`). Every bit waiting when the
+    /// transaction is built goes in, so concurrent writers share one commit. The stored words are the
+    /// durable ones plus these bits, never memory's (which may hold bits whose copies are not durable
+    /// yet). `mapCommitSerial` orders it with full commits' transactions (not their data syncs, which it
+    /// need not wait for); a full commit adds these bits to its own words (`keepRestoreIntent`).
+    func commitRestoreIntent(sourceID: UInt64) throws {
+        try mapCommitSerial.withLock {
+            let blocks = try monitor.withLock { () throws -> [(block: Int, words: [UInt64])] in
+                try checkWritable()
+                guard let group = state.cloneGroups.groups[sourceID], group.restoreMap != nil else { return [] }
+                var byBlock: [Int: [UInt64]] = [:]
+                for extent in group.restoreIntent where !group.persistentRestoreMap.isDurablySet(extent) {
+                    let block = ExtentMap.block(of: extent)
+                    var words = byBlock[block] ?? group.persistentRestoreMap.durable.blockWords(block)
+                    let local = extent - UInt64(block) * ExtentMap.extentsPerBlock
+                    words[Int(local / 64)] |= 1 << (local % 64)
+                    byBlock[block] = words
+                }
+                group.restoreIntent = []
+                return byBlock.sorted { $0.key < $1.key }.map { (block: $0.key, words: $0.value) }
+            }
+            guard !blocks.isEmpty else { return }
+            var transaction = MetadataTransaction()
+            transaction.cloneMapBlocks = blocks.map {
+                CloneMapBlock(
+                    sourceID: sourceID, kind: .protectedRestore, block: UInt32($0.block), bits: ExtentMap.encode($0.words))
+            }
+            do {
+                try metadata.commit(transaction)
+            } catch {
+                let failure = EngineError(
+                    .ioFailure,
+                    "the pool could not record a protected restore map change and no longer accepts writes; check "
+                        + "the disk and restart the daemon",
+                    cause: error)
+                logger.critical("restore map commit failed", metadata: ["error": "\(error)"])
+                monitor.withLock { state.failure = failure }
+                throw failure
+            }
+            monitor.withLock {
+                guard let group = state.cloneGroups.groups[sourceID] else { return }
+                for (block, words) in blocks {
+                    group.persistentRestoreMap.durable.setBlockWords(block, words)
+                    // A full commit in flight writes these bits too (`keepRestoreIntent`): say so, or
+                    // `isDurablySet` would read its older words as clearing them.
+                    if var pending = group.persistentRestoreMap.inCommit[block] {
+                        for i in pending.indices { pending[i] |= words[i] }
+                        group.persistentRestoreMap.inCommit[block] = pending
+                    }
+                }
+            }
+        }
+        monitor.broadcast()
     }
 }

@@ -19,6 +19,9 @@ private enum CloneIOStep {
     case copyOnDemand(clone: UInt64, extents: [UInt64])
     /// Bits that protect this write are set in memory but not yet durable: commit, then look again.
     case commit
+    /// Only protected-restore bits of extents whose restore is already durable must become durable: a
+    /// metadata-only commit suffices (`Pool.commitRestoreIntent`), then look again.
+    case commitRestoreIntent(sourceID: UInt64)
     /// Extents it needs are being copied by someone else: wait on the COD queue.
     case wait
 }
@@ -33,10 +36,13 @@ extension Pool {
     /// - to a fractured clone: its delta map gets them; a clone in any other state refuses writes.
     ///
     /// Every such bit is durable before this returns (write-intent), so that no crash can leave data on
-    /// disk that the maps do not know about. Returns nil for volumes outside clone groups.
-    func cloneGroupBeforeWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> CloneWriteTicket? {
+    /// disk that the maps do not know about, with one exception that costs nothing in safety: see
+    /// `sourceStep`. Returns nil for volumes outside clone groups.
+    func cloneGroupBeforeWrite(volumeID: UInt64, offset: UInt64, length: UInt64, fua: Bool) throws
+        -> CloneWriteTicket?
+    {
         guard cloneGroupsInUse.load(ordering: .relaxed), length > 0 else { return nil }
-        switch try cloneGroupStep(volumeID: volumeID, offset: offset, length: length, writing: true) {
+        switch try cloneGroupStep(volumeID: volumeID, offset: offset, length: length, writing: true, fua: fua) {
         case .proceed(let ticket): return ticket
         default: return nil
         }
@@ -46,7 +52,9 @@ extension Pool {
     /// protected restore, or the clone during a regular reverse sync.
     func cloneGroupReadTarget(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> UInt64 {
         guard cloneGroupsInUse.load(ordering: .relaxed), length > 0 else { return volumeID }
-        if case .route(let target) = try cloneGroupStep(volumeID: volumeID, offset: offset, length: length, writing: false) {
+        if case .route(let target) = try cloneGroupStep(
+            volumeID: volumeID, offset: offset, length: length, writing: false, fua: false)
+        {
             return target
         }
         return volumeID
@@ -62,7 +70,9 @@ extension Pool {
     }
 
     /// Runs the steps (COD, commits, waits) until the request may proceed; returns the final step.
-    private func cloneGroupStep(volumeID: UInt64, offset: UInt64, length: UInt64, writing: Bool) throws -> CloneIOStep {
+    private func cloneGroupStep(volumeID: UInt64, offset: UInt64, length: UInt64, writing: Bool, fua: Bool) throws
+        -> CloneIOStep
+    {
         var queued = false
         defer {
             if queued { monitor.withLock { _ = state.cloneGroups.group(containing: volumeID)?.codQueue.dequeue() } }
@@ -77,11 +87,13 @@ extension Pool {
                         // Not in a group, or out of bounds: the I/O's own checks answer.
                         return .proceed(nil)
                     }
+                    if !queued { group.hostRequests &+= 1 }
                     let step: CloneIOStep
                     if group.barrier && writing {
                         step = .wait
                     } else if volumeID == group.sourceID {
-                        step = sourceStep(group, group.extents(offset: offset, length: length), writing: writing)
+                        step = sourceStep(
+                            group, group.extents(offset: offset, length: length), writing: writing, fua: fua)
                     } else if writing {
                         step = try cloneWriteStep(group, group.members[volumeID]!, group.extents(offset: offset, length: length))
                     } else {
@@ -100,6 +112,8 @@ extension Pool {
                 try copyOnDemand(volumeID: volumeID, clone: clone, extents: extents)
             case .commit:
                 try flush()
+            case .commitRestoreIntent(let sourceID):
+                try commitRestoreIntent(sourceID: sourceID)
             case .wait:
                 continue
             case .proceed, .route:
@@ -109,7 +123,9 @@ extension Pool {
     }
 
     /// A host request to the source of `group` (monitor held).
-    private func sourceStep(_ group: CloneGroupState, _ extents: ClosedRange<UInt64>, writing: Bool) -> CloneIOStep {
+    private func sourceStep(_ group: CloneGroupState, _ extents: ClosedRange<UInt64>, writing: Bool, fua: Bool)
+        -> CloneIOStep
+    {
         let restoring = group.restoringMember
         // Protected restore: an extent the clone still has to give the source, and that the host has not
         // written since the restore began, is copied on demand before the request proceeds. The protected
@@ -131,11 +147,27 @@ extension Pool {
         // The sync engine copying one of these extents (mirrored clones) finishes first.
         if extents.contains(where: { group.scoreboard.contains($0) }) { return .wait }
         var mustCommit = false
+        var intent = false
         let tracked = group.members.values.contains { $0.state != .restoring }
         for extent in extents {
             if group.restoreMap != nil {
                 if group.restoreMap!.insert(extent) { group.persistentRestoreMap.markDirty(extent) }
-                if !group.persistentRestoreMap.isDurablySet(extent) { mustCommit = true }
+                if !group.persistentRestoreMap.isDurablySet(extent) {
+                    // The protected restore map bit guards a write against being copied over after a crash.
+                    // While the persistent delta map still durably holds the extent, a crash sends the
+                    // restore back over the whole extent anyway, wiping this write, which no FLUSH has
+                    // promised yet: the bit can wait for the next commit, which makes it durable in the
+                    // same transaction as the copy it depends on. FUA promises now: commit first.
+                    // Once the extent's restore is durable, the write lands on restored data in place: the
+                    // bit must be durable first, but no data depends on it, so a metadata-only commit
+                    // does (DRBD's activity log transaction, not a full sync).
+                    if !group.persistentDelta.isDurablySet(extent) {
+                        group.restoreIntent.insert(extent)
+                        intent = true
+                    } else if fua {
+                        mustCommit = true
+                    }
+                }
             }
             for member in group.members.values {
                 switch member.state {
@@ -157,6 +189,7 @@ extension Pool {
             if tracked && !group.persistentDelta.isDurablySet(extent) { mustCommit = true }
         }
         if mustCommit { return .commit }
+        if intent { return .commitRestoreIntent(sourceID: group.sourceID) }
         register(group, extents)
         return .proceed(
             CloneWriteTicket(

@@ -5,8 +5,11 @@ import Synchronization
 
 extension Pool {
     /// Bytes per delta-map bit unless `clone add --extent-size` says otherwise: a 4 KiB host read during a
-    /// protected restore copies at most this much first, and a 1 TiB source costs 512 KiB of map per clone.
-    public static let defaultCloneExtentSize: UInt64 = 256 << 10
+    /// protected restore copies at most this much first, and a 1 TiB source costs 2 MiB of map per clone.
+    /// 64 KiB, one default chunk: with 256 KiB, 4 KiB random I/O during a 4 GiB restore ran at 0.24
+    /// (reads) and 0.18 (writes) of its rate without one, with 64 KiB at 0.40 and 0.24
+    /// (bench/clone-restore.sh, docs/BENCHMARKS.md); full syncs took the same time.
+    public static let defaultCloneExtentSize: UInt64 = 64 << 10
     /// Extent sizes: a sub-block at least (the unit of allocation), and at most what one copy buffers.
     public static let cloneExtentSizes: ClosedRange<UInt64> = 4096...(64 << 20)
 

@@ -15,6 +15,9 @@ extension Pool {
         var frees: [SlotAddress] = []
         var files: [UInt16: any StorageFile] = [:]
         var chunkSizes: [UInt16: UInt32] = [:]
+        /// Indices in `transaction.cloneMapBlocks` of protected restore map blocks captured while their
+        /// restore ran: write-intent commits may have stored more bits since, which these must keep.
+        var restoreBlocks: [Int] = []
     }
 
     /// One group commit: capture the dirty metadata, fdatasync the slot files, commit the metadata,
@@ -28,13 +31,17 @@ extension Pool {
     /// metadata depends on is the job of FLUSH, and doing it every second anyway would put pages under
     /// writeback exactly while the host overwrites them (ext4 then stalls those writes).
     func commitOnce(requested: Bool = true) {
-        guard let capture = captureDirtyState(requested: requested) else { return }
+        guard var capture = captureDirtyState(requested: requested) else { return }
         let started = ContinuousClock.now
         var synced = started
         do {
             for file in capture.files.values { try file.sync() }
             synced = ContinuousClock.now
-            try metadata.commit(capture.transaction)
+            try mapCommitSerial.withLock {
+                keepRestoreIntent(in: &capture)
+                try metadata.commit(capture.transaction)
+                monitor.withLock { cloneGroupsCommitted() }
+            }
             let finished = ContinuousClock.now
             logger.debug(
                 "commit",
@@ -67,10 +74,28 @@ extension Pool {
         monitor.withLock {
             state.committingChunks = []
             state.sharedInCommit = []
-            cloneGroupsCommitted()
             for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
         }
         monitor.broadcast()
+    }
+
+    /// Adds to the captured restore map blocks the bits write-intent commits stored since the capture
+    /// (the caller holds `mapCommitSerial`; the monitor is taken here).
+    private func keepRestoreIntent(in capture: inout CommitCapture) {
+        guard !capture.restoreBlocks.isEmpty else { return }
+        monitor.withLock {
+            for index in capture.restoreBlocks {
+                let block = capture.transaction.cloneMapBlocks[index]
+                guard let group = state.cloneGroups.groups[block.sourceID],
+                    var words = ExtentMap.decode(block.bits ?? [])
+                else { continue }
+                let stored = group.persistentRestoreMap.durable.blockWords(Int(block.block))
+                guard stored.count == words.count else { continue }
+                for i in words.indices { words[i] |= stored[i] }
+                capture.transaction.cloneMapBlocks[index].bits = ExtentMap.encode(words)
+                group.persistentRestoreMap.inCommit[Int(block.block)] = words
+            }
+        }
     }
 
     private func captureDirtyState(requested: Bool) -> CommitCapture? {
@@ -98,7 +123,7 @@ extension Pool {
                 guard let volume = state.volumes[key.volume] else { continue }
                 t.chunks.append((key.volume, key.chunk, volume.map[key.chunk]?.versions ?? []))
             }
-            captureCloneGroups(into: &t)
+            capture.restoreBlocks = captureCloneGroups(into: &t)
             capture.transaction = t
             capture.frees = state.pendingFrees
             capture.files = files

@@ -23,7 +23,8 @@ extension Pool {
             throw EngineError(
                 .busy, "COPY_AND_WRITE is not available while a reverse sync runs into this volume; use WRITE")
         }
-        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: target, length: UInt64(copySize))
+        let ticket = try cloneGroupBeforeWrite(
+            volumeID: volumeID, offset: target, length: UInt64(copySize), fua: fua)
         defer { cloneGroupAfterWrite(ticket) }
         try copyAndWriteChunk(
             volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: buffer,

@@ -32,7 +32,7 @@ extension Pool {
         throws
     {
         // A discard changes content like a write: same clone-group treatment (Pool+CloneGroupIO.swift).
-        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: length)
+        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: length, fua: fua)
         defer { cloneGroupAfterWrite(ticket) }
         try discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua, limit: nil)
         if try cloneGroupMirror(ticket, offset: offset, fua: fua, { clone in

@@ -88,7 +88,7 @@ extension Pool {
     /// A volume in a clone group goes through the group first (copy on demand, durable delta map bits)
     /// and its write is mirrored to the clones that are synchronized with it (Pool+CloneGroupIO.swift).
     public func writeDeferringCommit(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
-        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: source.length)
+        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: source.length, fua: fua)
         defer { cloneGroupAfterWrite(ticket) }
         let needsCommit = try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true)
         let mirrored = try cloneGroupMirror(ticket, offset: offset, fua: fua) { clone in

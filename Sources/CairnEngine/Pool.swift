@@ -30,6 +30,10 @@ public final class Pool: @unchecked Sendable {
     // @unchecked: `state` and `files` are only touched with `monitor` held; the other stored
     // properties are immutable after init.
     let monitor = Monitor()
+    /// Held around each metadata transaction and the map bookkeeping on either side of it, by full
+    /// commits (not while they sync data) and by write-intent commits, so that a protected restore map
+    /// block's stored words only ever grow during a restore. Taken before `monitor`, never inside it.
+    let mapCommitSerial = Monitor()
     var state = PoolState()
     var files: [UInt16: any StorageFile] = [:]
 
@@ -41,7 +45,7 @@ public final class Pool: @unchecked Sendable {
     let options: PoolOptions
     var logger: Logger { options.logger }
     /// Background jobs (reclaim after snapshot deletion, dedup) and their progress.
-    public let jobs = JobRegistry()
+    public let jobs: JobRegistry
     /// Bytes written, copied, zeroed and read in slot files since the pool opened.
     public let counters = IOCounters()
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
@@ -60,6 +64,7 @@ public final class Pool: @unchecked Sendable {
     public init(media: any PoolMedia, options: PoolOptions = PoolOptions()) throws {
         self.media = media
         self.options = options
+        self.jobs = JobRegistry(logger: options.logger)
         self.metadata = try media.openMetadataStore()
         self.copyMethod = media.probeCopyMethod()
         var loaded = PoolState()

@@ -50,7 +50,8 @@ public final class NBDClient: Sendable {
         let eventLoop = group.next()
         let negotiated = eventLoop.makePromise(of: NBDClientSession.self)
         let counters = NBDClientCounters()
-        let handshake = NBDClientHandshake(exportName: uri.exportName, metaContexts: metaContexts)
+        let tls = try uri.tlsCredentials()
+        let handshake = NBDClientHandshake(exportName: uri.exportName, metaContexts: metaContexts, tls: tls != nil)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoop)
@@ -61,7 +62,7 @@ public final class NBDClient: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let handler = NBDClientHandler(
                             handshake: handshake, negotiated: negotiated, handshakeTimeout: handshakeTimeout,
-                            counters: counters)
+                            counters: counters, tls: tls)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }

@@ -1,5 +1,7 @@
 import NBDProtocol
 import NIOCore
+import NIOSSL
+import NIOTLS
 
 /// The client end of one connection: runs `NBDClientHandshake`, then gives each outbound
 /// `NBDClientCommand` a cookie, writes it, and matches reply chunks to it. All state is confined to the
@@ -32,13 +34,17 @@ final class NBDClientHandler: ChannelDuplexHandler {
     /// NBD_CMD_DISC was sent: replies to earlier requests still arrive, new requests are refused.
     private var disconnectSent = false
     private let counters: NBDClientCounters
+    /// Credentials for STARTTLS (the handshake asks for it when the URI is `nbds://`).
+    private let tls: NBDClientTLS?
 
     init(
         handshake: NBDClientHandshake,
         negotiated: EventLoopPromise<NBDClientSession>,
         handshakeTimeout: TimeAmount,
-        counters: NBDClientCounters
+        counters: NBDClientCounters,
+        tls: NBDClientTLS? = nil
     ) {
+        self.tls = tls
         self.phase = .handshake(handshake)
         self.negotiated = negotiated
         self.handshakeTimeout = handshakeTimeout
@@ -100,11 +106,41 @@ final class NBDClientHandler: ChannelDuplexHandler {
                 phase = .transmission(session)
                 parser.enterTransmission()
                 negotiated.succeed(session)
+            case .startTLS:
+                try startTLS(context: context)
             }
         case .transmission:
             try handleReply(message)
         case .closed:
             break
+        }
+    }
+
+    /// STARTTLS was acknowledged: the TLS handler goes in front of this one before any other byte moves;
+    /// negotiation resumes when it reports the handshake done (`userInboundEventTriggered`).
+    private func startTLS(context: ChannelHandlerContext) throws(NBDClientError) {
+        guard let tls else { throw .protocolViolation("STARTTLS acknowledged without TLS credentials") }
+        guard parser.bufferedBytes == 0 else { throw .protocolViolation("data after the STARTTLS reply") }
+        do {
+            try context.pipeline.syncOperations.addHandler(try tls.makeHandler(), position: .before(self))
+        } catch {
+            throw .negotiationFailed(NBDNegotiationError("cannot start TLS: \(error)"))
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case TLSUserEvent.handshakeCompleted = event, case .handshake(var machine) = phase else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        do {
+            let action = try machine.tlsEstablished()
+            phase = .handshake(machine)
+            if case .send(let buffer) = action {
+                counters.sent(buffer.readableBytes)
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            }
+        } catch {
+            fail(.negotiationFailed(error), context)
         }
     }
 

@@ -3,6 +3,8 @@ import NIOCore
 /// The client side of fixed newstyle negotiation as a pure state machine, the counterpart of
 /// `NBDHandshakeStateMachine`:
 ///
+/// 0. with TLS: greeting → client flags and NBD_OPT_STARTTLS; after its ACK the connection runs the TLS
+///    handshake and calls `tlsEstablished()`, and negotiation goes on encrypted from step 1's option;
 /// 1. greeting → client flags and NBD_OPT_STRUCTURED_REPLY (required: it frames READ replies without
 ///    knowing the request, and metadata contexts depend on it);
 /// 2. NBD_OPT_SET_META_CONTEXT with the wanted contexts, if any (unknown ones are simply not selected);
@@ -19,10 +21,15 @@ public struct NBDClientHandshake: Sendable {
         case wait
         /// NBD_OPT_GO was acknowledged: switch the parser to transmission and start sending requests.
         case finished(NBDClientSession)
+        /// STARTTLS was acknowledged: run the TLS handshake before any other byte, then call
+        /// `tlsEstablished()`.
+        case startTLS
     }
 
     enum State: Sendable {
         case awaitingGreeting
+        case awaitingStartTLS
+        case awaitingTLSHandshake
         case awaitingStructuredReply
         case awaitingMetaContexts([NBDSelectedMetaContext])
         case awaitingGo(GoReplies)
@@ -38,14 +45,25 @@ public struct NBDClientHandshake: Sendable {
 
     public let exportName: String
     public let wantedMetaContexts: [String]
+    /// Upgrade to TLS before anything else (an `nbds://` URI); a server that refuses is an error, never a
+    /// silent fall-back to plaintext.
+    public let usesTLS: Bool
     var state: State = .awaitingGreeting
 
     /// - Parameters:
     ///   - exportName: the export to enter ("" is the default export).
     ///   - metaContexts: contexts to select; the session lists those the server granted.
-    public init(exportName: String, metaContexts: [String] = []) {
+    ///   - tls: send NBD_OPT_STARTTLS first.
+    public init(exportName: String, metaContexts: [String] = [], tls: Bool = false) {
         self.exportName = exportName
         self.wantedMetaContexts = metaContexts
+        self.usesTLS = tls
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: negotiation continues, encrypted.
+    public mutating func tlsEstablished() throws(NBDNegotiationError) -> Action {
+        guard case .awaitingTLSHandshake = state else { throw NBDNegotiationError("TLS came up unexpectedly") }
+        return sendStructuredReply(ByteBuffer())
     }
 
     /// One message from the server. Throws when the server refuses something this client needs or
@@ -54,6 +72,12 @@ public struct NBDClientHandshake: Sendable {
         switch (state, message) {
         case (.awaitingGreeting, .greeting(let flags)):
             return try greeted(flags)
+        case (.awaitingStartTLS, .optionReply(let option, let type, let data)):
+            guard case .ack = try decode(option, type, data, expecting: .startTLS) else {
+                throw NBDNegotiationError("STARTTLS answered with \(type), not ACK")
+            }
+            state = .awaitingTLSHandshake
+            return .startTLS
         case (.awaitingStructuredReply, .optionReply(let option, let type, let data)):
             guard case .ack = try decode(option, type, data, expecting: .structuredReply) else {
                 throw NBDNegotiationError("STRUCTURED_REPLY answered with \(type), not ACK")
@@ -99,6 +123,17 @@ public struct NBDClientHandshake: Sendable {
         if flags.contains(.noZeroes) { clientFlags.insert(.noZeroes) }
         var buffer = ByteBuffer()
         buffer.writeNBDClientFlags(clientFlags)
+        if usesTLS {
+            // proto.md: nothing may follow STARTTLS until its reply; the TLS handshake comes next.
+            buffer.writeNBDOption(.startTLS)
+            state = .awaitingStartTLS
+            return .send(buffer)
+        }
+        return sendStructuredReply(buffer)
+    }
+
+    private mutating func sendStructuredReply(_ prefix: ByteBuffer) -> Action {
+        var buffer = prefix
         buffer.writeNBDOption(.structuredReply)
         state = .awaitingStructuredReply
         return .send(buffer)
@@ -160,6 +195,7 @@ public struct NBDClientHandshake: Sendable {
         switch option {
         case .structuredReply: "structured replies are required"
         case .go: "cannot enter transmission"
+        case .startTLS: "the server does not offer TLS"
         default: "no message"
         }
     }

@@ -44,7 +44,8 @@ extension NBDConnectionHandler {
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         awaitingTLS = true
         do {
-            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .before(self))
+            try context.pipeline.syncOperations.addHandler(
+                tls.makeHandler(identity: pskIdentity), position: .before(self))
         } catch {
             return hardClose("cannot start TLS: \(error)")
         }
@@ -54,8 +55,10 @@ extension NBDConnectionHandler {
     }
 
     /// The TLS handshake finished: negotiation starts over, encrypted.
-    /// The verified client certificate's subject, when the server asked for one (a client CA is set).
+    /// The PSK username the client proved, or the verified client certificate's subject when the server
+    /// asked for one (a client CA is set).
     private func peerIdentity(context: ChannelHandlerContext?) -> String? {
+        if let username = pskIdentity.username { return username }
         guard configuration.tls?.verifiesClients == true, let context,
             let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
             let der = try? handler.peerCertificate?.toDERBytes(),

@@ -31,6 +31,8 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     }
 
     let sessionReference: NBDSessionReference
+    /// Filled in by the TLS key callback when the session uses a pre-shared key.
+    let pskIdentity = NBDPSKIdentity()
     var session: NBDSessionInfo { sessionReference.info }
     let catalog: any NBDExportCatalog
     let configuration: NBDServerConfiguration

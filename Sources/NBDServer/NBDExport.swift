@@ -102,6 +102,9 @@ public protocol NBDExport: AnyObject, Sendable {
     var blockSizes: NBDBlockSizes { get }
     /// Meta context names this export answers BLOCK_STATUS for (e.g. "base:allocation").
     var metaContexts: [String] { get }
+    /// Reachable only over TLS when the server runs selective TLS (proto.md "SELECTIVETLS"): before
+    /// STARTTLS, INFO and GO answer NBD_REP_ERR_TLS_REQD and LIST leaves it out. The default is false.
+    var requiresTLS: Bool { get }
 
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]>
     /// A read the export can answer at once without blocking (data already in memory), called on the event
@@ -155,6 +158,8 @@ public protocol NBDExport: AnyObject, Sendable {
 }
 
 extension NBDExport {
+    public var requiresTLS: Bool { false }
+
     public func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? { nil }
 
     public func blockStatus(
@@ -218,9 +223,12 @@ final class NBDSessionReference: @unchecked Sendable {
 public struct NBDExportListing: Sendable, Hashable {
     public var name: String
     public var description: String?
-    public init(name: String, description: String?) {
+    /// Listed only after STARTTLS under selective TLS (see `NBDExport.requiresTLS`).
+    public var requiresTLS: Bool
+    public init(name: String, description: String?, requiresTLS: Bool = false) {
         self.name = name
         self.description = description
+        self.requiresTLS = requiresTLS
     }
 }
 

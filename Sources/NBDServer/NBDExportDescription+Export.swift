@@ -27,7 +27,8 @@ extension NBDExportDescription {
                 preferred: sizes.preferred,
                 maximumPayload: min(sizes.maximumPayload, UInt32(clamping: maximumPayload))
             ),
-            metaContexts: contexts
+            metaContexts: contexts,
+            requiresTLS: export.requiresTLS
         )
     }
 }
@@ -40,7 +41,9 @@ struct NBDCatalogDirectory: NBDExportDirectory {
     var session: NBDSessionInfo { sessionReference.info }
 
     func listExports() -> [NBDExportSummary] {
-        catalog.listExports(session: session).map { NBDExportSummary(name: $0.name, description: $0.description) }
+        catalog.listExports(session: session).map {
+            NBDExportSummary(name: $0.name, description: $0.description, requiresTLS: $0.requiresTLS)
+        }
     }
 
     func describeExport(named name: String) -> NBDExportDescription? {

@@ -1,15 +1,29 @@
+import Foundation
 import NIOCore
 import NIOSSL
 
-/// The server side of NBD_OPT_STARTTLS: an X.509 certificate chain and key (PEM), and optionally the CA
-/// that client certificates must chain to (then a client without a valid certificate is refused).
+/// The server side of NBD_OPT_STARTTLS, with one of two kinds of credentials:
 ///
-/// Pre-shared keys: swift-nio-ssl (BoringSSL) supports TLS 1.2 PSK, but GnuTLS-based clients (qemu,
-/// libnbd) negotiate TLS 1.3 PSK with GnuTLS's own identity format; this server offers X.509 only.
+/// - X.509: a certificate chain and key (PEM), and optionally the CA that client certificates must chain
+///   to (then a client without a valid certificate is refused; its subject is its identity).
+/// - Pre-shared keys: a GnuTLS `psktool` key file (`username:hexkey` per line), what qemu's
+///   `tls-creds-psk` and libnbd's `tls-psk-file=` read. The username is the client's identity.
+///   BoringSSL implements PSK for TLS 1.2 only, so PSK sessions are TLS 1.2 with ECDHE-PSK suites
+///   (forward secret); GnuTLS clients offer those next to TLS 1.3 and settle on them.
 public struct NBDServerTLS: Sendable {
-    let context: NIOSSLContext
+    enum Credentials: Sendable {
+        case certificate(NIOSSLContext)
+        case preSharedKeys(NBDPreSharedKeys)
+    }
+
+    let credentials: Credentials
     /// True when client certificates are checked against a CA (required, or checked when presented).
     public let verifiesClients: Bool
+
+    /// PSK cipher suites, strongest first: ECDHE for forward secrecy (BoringSSL has no DHE-PSK), then
+    /// plain PSK for clients limited to it.
+    static let preSharedKeyCipherSuites =
+        "ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA:ECDHE-PSK-AES128-CBC-SHA:PSK-AES256-CBC-SHA:PSK-AES128-CBC-SHA"
 
     /// Loads the PEM files; the error names the file that could not be used. With `clientCA`, a client
     /// certificate must chain to it; `requireClientCertificate: false` also admits clients without one
@@ -42,9 +56,124 @@ public struct NBDServerTLS: Sendable {
                 requireClientCertificate ? .noHostnameVerification : .optionalVerification
         }
         do {
-            return NBDServerTLS(context: try NIOSSLContext(configuration: configuration), verifiesClients: clientCA != nil)
+            return NBDServerTLS(
+                credentials: .certificate(try NIOSSLContext(configuration: configuration)),
+                verifiesClients: clientCA != nil)
         } catch {
             throw NBDServerConfigurationError(description: "the TLS certificate and key do not work together: \(error)")
+        }
+    }
+
+    /// Loads a `psktool` key file. Every session is then TLS-PSK; its identity is the username.
+    public static func loadPreSharedKeys(_ path: String) throws -> NBDServerTLS {
+        let keys = try NBDPreSharedKeys(contentsOf: path)
+        let tls = NBDServerTLS(credentials: .preSharedKeys(keys), verifiesClients: true)
+        _ = try tls.preSharedKeyContext(keys, identity: NBDPSKIdentity())  // fail at start-up, not per client
+        return tls
+    }
+
+    /// A TLS handler for one connection; `identity` receives the PSK username the client proved.
+    func makeHandler(identity: NBDPSKIdentity) throws -> NIOSSLServerHandler {
+        switch credentials {
+        case .certificate(let context):
+            return NIOSSLServerHandler(context: context)
+        case .preSharedKeys(let keys):
+            // A context per connection: the key callback has no other way to say which connection the
+            // username it sees belongs to. A PSK context loads no certificate, so it is cheap to make.
+            return NIOSSLServerHandler(context: try preSharedKeyContext(keys, identity: identity))
+        }
+    }
+
+    private func preSharedKeyContext(_ keys: NBDPreSharedKeys, identity: NBDPSKIdentity) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makePreSharedKeyConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.maximumTLSVersion = .tlsv12
+        configuration.cipherSuites = Self.preSharedKeyCipherSuites
+        configuration.pskServerProvider = { context in
+            guard let key = keys.key(for: context.clientIdentity), key.count <= context.maxPSKLength else {
+                throw NBDServerConfigurationError(description: "unknown PSK identity")
+            }
+            identity.username = context.clientIdentity
+            var secure = NIOSSLSecureBytes()
+            secure.append(contentsOf: key)
+            return PSKServerIdentityResponse(key: secure)
+        }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw NBDServerConfigurationError(description: "cannot set up TLS with pre-shared keys: \(error)")
+        }
+    }
+}
+
+/// The PSK username a connection's client proved, written by the TLS key callback during the handshake
+/// and read when it completes. Both run on the connection's event loop.
+final class NBDPSKIdentity: @unchecked Sendable {
+    var username: String?
+}
+
+/// A GnuTLS `psktool` key file: `username:hexkey` lines.
+struct NBDPreSharedKeys: Sendable {
+    /// 128 bits: anything shorter is guessable offline from one recorded handshake. psktool makes 256.
+    static let minimumKeyBytes = 16
+    /// TLS carries identities of at most 2^16-1 bytes; psktool's usernames are short words.
+    static let maximumUsernameBytes = 255
+
+    private let keys: [String: [UInt8]]
+
+    func key(for username: String) -> [UInt8]? { keys[username] }
+
+    init(contentsOf path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw NBDServerConfigurationError(description: "cannot read the PSK file \(path)")
+        }
+        var keys: [String: [UInt8]] = [:]
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let place = "\(path) line \(index + 1)"
+            guard let colon = line.lastIndex(of: ":") else {
+                throw NBDServerConfigurationError(description: "\(place): expected username:hexkey")
+            }
+            let username = String(line[..<colon])
+            guard !username.isEmpty, username.utf8.count <= Self.maximumUsernameBytes,
+                username.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f })
+            else {
+                throw NBDServerConfigurationError(
+                    description: "\(place): a username is 1...\(Self.maximumUsernameBytes) printable bytes")
+            }
+            guard let key = Self.hex(line[line.index(after: colon)...]), key.count >= Self.minimumKeyBytes else {
+                throw NBDServerConfigurationError(
+                    description: "\(place): the key must be hexadecimal, at least \(Self.minimumKeyBytes) bytes "
+                        + "(psktool -u NAME -p FILE makes one)")
+            }
+            guard keys[username] == nil else {
+                throw NBDServerConfigurationError(description: "\(place): '\(username)' has a key already")
+            }
+            keys[username] = key
+        }
+        guard !keys.isEmpty else { throw NBDServerConfigurationError(description: "\(path) holds no key") }
+        self.keys = keys
+    }
+
+    static func hex(_ text: Substring) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard !digits.isEmpty, digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        for pair in stride(from: 0, to: digits.count, by: 2) {
+            guard let high = nibble(digits[pair]), let low = nibble(digits[pair + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return bytes
+    }
+
+    static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
         }
     }
 }

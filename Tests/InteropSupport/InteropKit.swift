@@ -260,6 +260,8 @@ public enum MoreTools {
     public static let fsckExt4 = "/usr/sbin/fsck.ext4"
     public static let mount = "/usr/bin/mount"
     public static let umount = "/usr/bin/umount"
+    /// Debian's Chromium, run headless to load the status page as a browser does.
+    public static let chromium = "/usr/bin/chromium"
 
     /// The first of `paths` that exists and is executable.
     public static func firstExecutable(_ paths: [String]) -> String? {

@@ -25,11 +25,12 @@ struct CloneDaemonTests {
         return last!
     }
 
-    /// src (16 MiB of 0x66) and its fractured clone c1 (16 MiB of 0x11): the clone is created while the
-    /// source is empty, so its initial sync copies nothing however slow the copy engine is made.
+    /// src (16 MiB of 0x66) and its fractured clone c1 (16 MiB of 0x11), 64 extents of 256 KiB: the clone
+    /// is created while the source is empty, so its initial sync copies nothing however slow the copy
+    /// engine is made.
     static func fracturedCloneDifferingEverywhere(_ daemon: TestDaemon) async throws {
         try await daemon.createVolume("src", "16M")
-        try await daemon.cliOK(["clone", "add", "src", "--name", "c1", "--wait"])
+        try await daemon.cliOK(["clone", "add", "src", "--name", "c1", "--extent-size", "256K", "--wait"])
         try await daemon.cliOK(["clone", "fracture", "c1"])
         try await daemon.qemuIOOK("c1", ["write -P 0x11 0 16M"])
         try await daemon.qemuIOOK("src", ["write -P 0x66 0 16M"])

@@ -44,6 +44,7 @@ struct ClientHandshakeTests {
                         case .send(let bytes): toServer.writeImmutableBuffer(bytes)
                         case .wait: break
                         case .finished(let session): return .success(session)
+                        case .startTLS: return .failure(NBDNegotiationError("STARTTLS from a plaintext client"))
                         }
                     } catch {
                         return .failure(error)
