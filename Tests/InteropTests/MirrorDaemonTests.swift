@@ -414,11 +414,17 @@ struct MirrorDaemonTests {
                 "--replication-secret-file", pair.secretFile, "--replication-tls-cert", scratch.file("stranger.pem"),
                 "--replication-tls-key", scratch.file("stranger-key.pem"), "--replication-tls-ca", scratch.file("ca.pem"),
             ])
-            defer { Task { await stranger.destroy() } }
-            try await stranger.createVolume("x", "8M")
-            let refused = try await stranger.cli([
-                "mirror", "establish", "x", "--target", "127.0.0.1:\(pair.replicationPort)/y",
-            ])
+            let refused: ProcessResult
+            do {
+                try await stranger.createVolume("x", "8M")
+                refused = try await stranger.cli([
+                    "mirror", "establish", "x", "--target", "127.0.0.1:\(pair.replicationPort)/y",
+                ])
+                await stranger.destroy()
+            } catch {
+                await stranger.destroy()
+                throw error
+            }
             #expect(refused.status != 0 && refused.stderr.contains("cannot reach"), "\(refused)")
             #expect(try await pair.target.volumes().allSatisfy { $0.name != "y" })
         }
