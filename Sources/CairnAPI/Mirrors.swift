@@ -148,7 +148,32 @@ public struct MirrorTargetStatusDTO: Codable, Sendable, Hashable {
     }
 }
 
+/// GET /v1/mirror-targets: the volumes of this daemon that other daemons mirror to (its target side).
+public struct MirrorTargetPairingDTO: Codable, Sendable, Hashable {
+    public var volume: String
+    /// The primary daemon's node name.
+    public var primaryNode: String
+    /// mirrored (a primary is connected), fractured (paired, no primary connected), severed.
+    public var state: String
+    /// Read-only to hosts (paired and not severed).
+    public var readOnly: Bool
+    /// Written by a host while severed: re-establishing needs --discard-target-changes on the primary.
+    public var modified: Bool
+    /// The generation this volume fully holds (hex; 0 until the first sync completed).
+    public var generation: String
+
+    public init(volume: String, primaryNode: String, state: String, readOnly: Bool, modified: Bool, generation: String) {
+        self.volume = volume
+        self.primaryNode = primaryNode
+        self.state = state
+        self.readOnly = readOnly
+        self.modified = modified
+        self.generation = generation
+    }
+}
+
 extension APIPath {
+    public static let mirrorTargets = "/v1/mirror-targets"
     public static let mirrors = "/v1/mirrors"
     public static func mirror(_ volume: String) -> String { "/v1/mirrors/\(component(volume))" }
     /// sever, re-establish, frame-size, target.

@@ -18,8 +18,26 @@ struct MirrorCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Establish.self, Status.self, List.self, Sever.self, Reestablish.self, Remove.self, SetFrameSize.self,
-            Target.self, Release.self, Resize.self, Verify.self,
+            Target.self, Release.self, Resize.self, Verify.self, Targets.self,
         ])
+
+    struct Targets: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "On a target daemon: the volumes other daemons mirror here, and their state.")
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            try await runClient {
+                let pairings = try await options.client.get(APIPath.mirrorTargets, as: [MirrorTargetPairingDTO].self)
+                if options.json { return try Output.json(pairings) }
+                Output.table(
+                    ["VOLUME", "PRIMARY", "STATE", "HOSTS", "WRITTEN HERE"],
+                    pairings.map {
+                        [$0.volume, $0.primaryNode, $0.state, $0.readOnly ? "read-only" : "read-write", $0.modified ? "yes" : "no"]
+                    })
+            }
+        }
+    }
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

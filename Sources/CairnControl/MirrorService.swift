@@ -16,6 +16,8 @@ public protocol MirrorService: Sendable {
     func resizeMirror(volume: String, size: UInt64, force: Bool) async throws -> MirrorDTO
     func verifyMirror(volume: String) async throws -> MirrorDTO
     func mirrorTargetStatus(volume: String) async throws -> MirrorTargetStatusDTO
+    /// On a target daemon: the volumes other daemons mirror to.
+    func listMirrorTargets() async throws -> [MirrorTargetPairingDTO]
     /// On a target daemon: forget the pairing of a volume whose primary is gone.
     func releaseMirrorTarget(volume: String) async throws
 }
@@ -23,6 +25,7 @@ public protocol MirrorService: Sendable {
 extension ControlServer {
     static func addMirrorRoutes(to router: Router<BasicRequestContext>, service: any MirrorService) {
         router.get(RouterPath(APIPath.mirrors)) { _, _ in try await Encoded(service.listMirrors()) }
+        router.get(RouterPath(APIPath.mirrorTargets)) { _, _ in try await Encoded(service.listMirrorTargets()) }
         router.post(RouterPath(APIPath.mirrors)) { request, context in
             let body = try await request.decode(as: EstablishMirrorRequest.self, context: context)
             return EditedResponse(status: .accepted, response: Encoded(try await service.establishMirror(body)))

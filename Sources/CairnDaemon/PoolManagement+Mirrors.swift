@@ -94,6 +94,16 @@ extension PoolManagement: MirrorService {
         try await mirrorCall { dto(try mirrors().verify(volume: volume)) }
     }
 
+    func listMirrorTargets() async throws -> [MirrorTargetPairingDTO] {
+        try mirrors().targetPairings().map { pairing in
+            MirrorTargetPairingDTO(
+                volume: pairing.volume, primaryNode: pairing.record.primaryNode,
+                state: pairing.record.severed ? "severed" : (pairing.connected ? "mirrored" : "fractured"),
+                readOnly: !pairing.record.severed, modified: pairing.record.modified,
+                generation: String(pairing.record.generation, radix: 16))
+        }
+    }
+
     func releaseMirrorTarget(volume: String) async throws {
         try await mirrorCall { try await mirrors().releaseTarget(volume: volume) }
     }

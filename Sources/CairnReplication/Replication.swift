@@ -136,6 +136,14 @@ public final class Replication: Sendable {
         for mirror in primaries.withLock({ Array($0.mirrors.values) }) { mirror.shutdown() }
     }
 
+    /// The target side: volumes of this pool paired with a primary elsewhere.
+    public func targetPairings() -> [(volume: String, record: TargetMirrorRecord, connected: Bool)] {
+        let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+        return target.records().compactMap { record in
+            names[record.volumeID].map { ($0, record, target.isConnected(volumeID: record.volumeID)) }
+        }.sorted { $0.volume < $1.volume }
+    }
+
     public func list() -> [MirrorInfo] {
         let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         return primaries.withLock { Array($0.mirrors.values) }.compactMap { mirror in

@@ -172,6 +172,11 @@ struct MirrorDaemonTests {
             #expect(twice.status != 0 && twice.stderr.contains("already mirrored"), "\(twice)")
             #expect(try await primary.cli(["mirror", "status", "other"]).status != 0)
 
+            // The target daemon lists what is mirrored to it.
+            let pairings = try decode(
+                [MirrorTargetPairingDTO].self, try await pair.target.cliOK(["mirror", "targets", "--json"]))
+            #expect(pairings.count == 1 && pairings[0].volume == "dst" && pairings[0].state == "mirrored" && pairings[0].readOnly, "\(pairings)")
+
             // The target answers status queries.
             let status = try decode(
                 MirrorTargetStatusDTO.self, try await primary.cliOK(["mirror", "target", "src", "--json"]))
