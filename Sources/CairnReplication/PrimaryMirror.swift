@@ -186,10 +186,11 @@ public final class PrimaryMirror: Sendable {
         }
     }
 
-    /// A host FLUSH: the local commit and the target's flush together.
+    /// A host FLUSH: the local commit and the target's flush together. In asynchronous mode only the
+    /// local commit: the target catches up within the lag bound, and the checkpoints flush it.
     public func flush(local: @escaping @Sendable () async throws -> Void) async throws {
         let (linked, epoch) = linkState
-        guard linked else { return try await local() }
+        guard linked, asynchronousLag == nil else { return try await local() }
         async let remote: Void = flushTarget()
         try await local()
         do {

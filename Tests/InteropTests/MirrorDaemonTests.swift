@@ -439,13 +439,22 @@ struct MirrorDaemonTests {
     func asynchronous() async throws {
         try await Self.withPair { pair in
             let primary = pair.primary
+            let proxy = try await FaultProxy(targetPort: pair.replicationPort, control: pair.scratch.file("proxy"))
+            defer { proxy.stop() }
             try await primary.createVolume("src", "16M")
             let established = try decode(
                 MirrorDTO.self,
                 try await primary.cliOK([
-                    "mirror", "establish", "src", "--target", "127.0.0.1:\(pair.replicationPort)/dst", "--async-lag", "4M",
+                    "mirror", "establish", "src", "--target", "127.0.0.1:\(proxy.port)/dst", "--async-lag", "4M",
                     "--wait", "--json",
                 ]))
+            // A stalled link does not hold host writes back (within the lag bound): the write completes well
+            // before the retries would run out (3 × 1 s).
+            try proxy.set("stall")
+            let started = Date()
+            try await primary.qemuIOOK("src", ["write -P 0x40 2M 64k"])
+            #expect(Date().timeIntervalSince(started) < 2.5, "an asynchronous write waited for the stalled target")
+            try proxy.set("pass")
             #expect(established.mode == "asynchronous" && established.asynchronousLagLimit == 4 << 20, "\(established)")
             try await primary.qemuIOOK("src", ["write -P 0x41 0 8M", "write -P 0x42 1M 64k", "write -z 4M 1M"])
             _ = try await poll(timeout: 30) { try await pair.mirror("src").unacknowledgedBytes == 0 }
