@@ -57,6 +57,12 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
     let logger: Logger
     private var nonce: [UInt8] = []
     private var node: String?
+    /// Requests being worked on for this connection.
+    private var inFlight = 0
+    /// Most requests of one connection worked on at once; past it the socket is not read until some
+    /// finish (TCP then pushes back on the primary). Above the primary's own bound (host queue depth ×
+    /// frames per write) so it only stops a misbehaving peer.
+    static let maximumInFlight = 512
 
     init(service: MirrorTargetService, secret: ReplicationSecret, logger: Logger) {
         self.service = service
@@ -88,8 +94,15 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
             let loop = context.eventLoop
             let promise = loop.makePromise(of: MirrorFrame.self)
             promise.completeWithTask { await service.handle(frame, connection: connection, node: node) }
-            promise.futureResult.whenSuccess { reply in
+            inFlight += 1
+            if inFlight == Self.maximumInFlight { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+            promise.futureResult.whenSuccess { [self] reply in
                 channel.writeAndFlush(reply, promise: nil)
+                inFlight -= 1
+                if inFlight == Self.maximumInFlight - 1 {
+                    channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+                    channel.read()
+                }
             }
         }
     }
