@@ -13,7 +13,8 @@ proxy never loses track of the framing (the link must run without TLS):
   stall    hold every byte (both ways) until the mode changes; then deliver what was held
   cut      close every connection now and refuse new ones (accept, then close at once)
   corrupt  flip one byte in the middle of every 3rd frame (its payload, or a short frame's header)
-  drop     lose every primary -> target frame (a lost frame)
+  drop     lose every primary -> target frame (a lost frame); each one's command is appended to
+           CONTROL_FILE.dropped
   dup      deliver every write frame (command 20) twice: duplicate delivery
   reorder  deliver frames pairwise swapped (a frame waits up to 50 ms for the next one)
 """
@@ -66,6 +67,8 @@ def pump(client):
                     frame, pending = pending[:total], pending[total:]
                     count += 1
                     if current == "drop":
+                        with open(control + ".dropped", "a") as log:
+                            log.write("%d\n" % int.from_bytes(frame[4:6], "big"))
                         continue
                     if current == "corrupt" and count % 3 == 0:
                         index = len(frame) // 2

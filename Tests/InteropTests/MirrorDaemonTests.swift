@@ -282,15 +282,21 @@ struct MirrorDaemonTests {
 
             // Lost frames: the write waits, its frame is sent again after the timeout, and once the link
             // delivers again it completes; the mirror never fractures.
-            let retransmittedBefore = try await pair.mirror("src").retransmissions
+            let beforeLoss = try await pair.mirror("src")
+            let (retransmittedBefore, fracturesBefore) = (beforeLoss.retransmissions, beforeLoss.fractures)
             try proxy.set("drop")
             let writer = try BackgroundProcess(Tools.qemuIO, ["-f", "raw", primary.uri("src"), "-c", "write -P 0x5d 7M 64k"])
-            try await Task.sleep(nanoseconds: 400_000_000)
+            // Once the proxy has lost a frame (the write, or the hello of a reconnection if the connection had
+            // closed meanwhile), let the link deliver again: the retransmission gets through.
+            let lostFrame = try await poll(timeout: 30) {
+                !((try? String(contentsOfFile: proxy.control + ".dropped", encoding: .utf8)) ?? "").isEmpty
+            }
             try proxy.set("pass")
+            #expect(lostFrame, "the proxy never saw a frame to lose")
             #expect(try await writer.wait(timeout: 60) == 0, "\(writer.summary)")
             writer.cleanUp()
-            let afterLoss = try await pair.mirror("src")
-            #expect(afterLoss.state == "mirrored" && afterLoss.retransmissions > retransmittedBefore, "\(afterLoss)")
+            let afterLoss = try await pair.waitFor("src", state: "mirrored", timeout: 60)
+            #expect(afterLoss.retransmissions > retransmittedBefore && afterLoss.fractures == fracturesBefore, "\(afterLoss)")
             try await pair.expectEqual("src", "dst")
 
             // Duplicate delivery and reordered frames: the copies stay equal, nothing fractures.
