@@ -156,6 +156,13 @@ struct MirrorDaemonTests {
             try await pair.readTarget("dst", ["read -P 0x22 1M 64k", "read -P 0 9M 512k"])
             try await pair.expectEqual("src", "dst")
 
+            // Both status pages show the pair (the page over the API's unix socket, as curl fetches it).
+            for (daemon, fragment) in [(primary, #"data-mirror="src""#), (pair.target, #"data-mirror-target="dst""#)] {
+                let page = try await runTool(
+                    "/usr/bin/curl", ["-s", "--unix-socket", daemon.dataDirectory + "/cairn.sock", "http://cairn/status"])
+                #expect(page.stdout.contains(fragment) && page.stdout.contains("Remote mirrors"), "\(page)")
+            }
+
             // The target volume is read-only to hosts while mirrored.
             let refused = try await pair.target.qemuIO("dst", ["write -P 0x33 0 4k"])
             #expect(refused.status != 0 || (refused.stdout + refused.stderr).contains("failed"), "\(refused)")
