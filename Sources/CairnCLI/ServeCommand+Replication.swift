@@ -2,8 +2,21 @@ import CairnDaemon
 import Foundation
 
 extension ServeCommand {
-    /// Remote-mirror flags, checked (every value refused with a sentence before the daemon starts).
-    func applyReplicationFlags(to daemon: inout DaemonConfiguration) throws {
+    /// Remote-mirror settings, the file's `replication:` section under the flags, checked (every value
+    /// refused with a sentence before the daemon starts).
+    func applyReplicationFlags(file: ServeConfigFile.Replication?, to daemon: inout DaemonConfiguration) throws {
+        let replicationPort = self.replicationPort ?? file?.port
+        let replicationHost = self.replicationHost ?? file?.host
+        let replicationSecretFile = self.replicationSecretFile ?? file?.secretFile
+        let mirrorTimeoutMs = self.mirrorTimeoutMs ?? file?.timeoutMs
+        let mirrorRetries = self.mirrorRetries ?? file?.retries
+        let mirrorAlertCommand = self.mirrorAlertCommand ?? file?.alertCommand
+        // The three TLS files go together: flags replace the file's as a set.
+        let flagTLS = [self.replicationTlsCert, self.replicationTlsKey, self.replicationTlsCa]
+        let fromFlags = flagTLS.contains { $0 != nil }
+        let replicationTlsCert = fromFlags ? self.replicationTlsCert : file?.tlsCert
+        let replicationTlsKey = fromFlags ? self.replicationTlsKey : file?.tlsKey
+        let replicationTlsCa = fromFlags ? self.replicationTlsCa : file?.tlsCA
         if let port = replicationPort {
             guard (0...65535).contains(port) else { throw ConfigError("the replication port must be 0...65535") }
             guard replicationSecretFile != nil else {

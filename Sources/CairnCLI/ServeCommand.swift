@@ -183,7 +183,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ConfigError(
                 "the API socket path \(path) is too long for a unix socket (108 bytes); use a shorter data directory or API socket")
         }
-        try applyReplicationFlags(to: &daemon)
+        try applyReplicationFlags(file: file?.replication, to: &daemon)
         return Settings(daemon: daemon, logLevel: level)
     }
 
