@@ -1,6 +1,7 @@
 // swift-tools-version:6.2
 // Cairn: a software storage array. One module per layer; dependencies point one way:
-//   cairn (executable) → CairnCLI → CairnDaemon → {NBDServer, CairnControl, CairnEngine}
+//   cairn (executable) → CairnCLI → CairnDaemon → {NBDServer, CairnControl, CairnEngine, CairnReplication}
+//   CairnReplication → {MirrorProtocol (wire only, NIOCore), CairnEngine}
 //   NBDServer → NBDProtocol (wire only, NIOCore) ; CairnEngine → CairnIO → CCairnIO (syscall shim)
 //   CairnCLI → NBDClient → NBDProtocol (a small async NBD client, for Cairn's extensions)
 import PackageDescription
@@ -108,6 +109,28 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // CRC-32C with the CPU's instruction (C: Swift cannot reach it), table fallback.
+        .target(name: "CMirrorCRC"),
+        // Remote mirror wire protocol (seed 002): frames, CRC32C, message payloads. NIOCore only (and the
+        // CRC shim): no sockets.
+        .target(
+            name: "MirrorProtocol",
+            dependencies: ["CMirrorCRC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // Remote mirroring: the target's replication listener, the primary's link, change map, resync.
+        .target(
+            name: "CairnReplication",
+            dependencies: [
+                "MirrorProtocol", "CairnEngine", "CairnIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Management API types shared by the daemon and the CLI (Codable, no dependencies).
         .target(name: "CairnAPI", swiftSettings: strict),
         // Management API server (HTTP/JSON on a unix socket).
@@ -125,7 +148,7 @@ let package = Package(
         .target(
             name: "CairnDaemon",
             dependencies: [
-                "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI",
+                "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI", "CairnReplication", "MirrorProtocol",
                 "CairnBackup", "CairnArchive",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -177,6 +200,20 @@ let package = Package(
         .testTarget(
             name: "NBDProtocolTests",
             dependencies: ["NBDProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MirrorProtocolTests",
+            dependencies: ["MirrorProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CairnReplicationTests",
+            dependencies: [
+                "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         // Runs real clients (qemu-io, nbdinfo, fio, ...) for the interop tests of every layer.

@@ -80,11 +80,14 @@ def stream_anchor(work, size_text, fio_start, fio_finish, split_windows, ramp):
                 fio_finish(started)
             except RuntimeError:
                 pass
-            before, during = split_windows(os.path.join(work, f"qemu-{rw}"), stream_at, stream_end)
-            result[f"qemu_{rw}_ratio"] = during / max(before, 1e-9)
-            result[f"qemu_{rw}_iops_before"] = before
-            result[f"qemu_{rw}_iops_stream"] = during
             result["qemu_stream_s"] = stream_end - stream_at
+            try:
+                before, during = split_windows(os.path.join(work, f"qemu-{rw}"), stream_at, stream_end)
+                result[f"qemu_{rw}_ratio"] = during / max(before, 1e-9)
+                result[f"qemu_{rw}_iops_before"] = before
+                result[f"qemu_{rw}_iops_stream"] = during
+            except RuntimeError as error:  # the stream ended within a window or two
+                result[f"qemu_{rw}_error"] = str(error)
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)

@@ -116,6 +116,7 @@ enum ExitStatus {
         switch code {
         case "not_found": notFound
         case "already_exists", "busy", "would_lose_data", "read_only": conflict
+        case "diverged", "wrong_state", "not_configured": conflict
         case "no_space": noSpace
         case "unauthorized": notAuthorized
         case "invalid_argument", "invalid_request": usage

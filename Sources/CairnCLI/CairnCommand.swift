@@ -12,7 +12,7 @@ public struct CairnCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, VolumeCommand.self, SnapshotCommand.self, DedupCommand.self, PoolCommand.self,
             JobCommand.self, CopyAndWriteCommand.self, CowMapCommand.self, CloneGroupCommand.self,
-            BackupCommand.self,
+            MirrorCommand.self, BackupCommand.self,
         ]
     )
 

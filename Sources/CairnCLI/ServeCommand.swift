@@ -69,6 +69,36 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
     var logLevel: String?
 
+    @Option(name: .long, help: "Listen for mirror primaries on this port (this daemon becomes a mirror target; default: off).")
+    var replicationPort: Int?
+
+    @Option(name: .long, help: "Address the replication listener binds to (default: the NBD host).")
+    var replicationHost: String?
+
+    @Option(name: .long, help: "File holding the secret mirror primaries and targets share (at least 16 bytes).")
+    var replicationSecretFile: String?
+
+    @Option(name: .long, help: "Milliseconds a mirror frame may go unanswered before it is sent again (default 5000).")
+    var mirrorTimeoutMs: UInt64?
+
+    @Option(name: .long, help: "Retransmissions before a mirror fractures (default 3).")
+    var mirrorRetries: Int?
+
+    @Option(name: .long, help: "Shell command run when a mirror fractures (CAIRN_MIRROR_VOLUME, _TARGET, _ERROR set).")
+    var mirrorAlertCommand: String?
+
+    @Option(name: .long, help: "Pause after each extent a mirror resync copies, in ms (a resync rate limit; default 0).")
+    var mirrorResyncDelayMs: UInt64?
+
+    @Option(name: .long, help: "TLS on the replication link: this node's PEM certificate (for both roles).")
+    var replicationTlsCert: String?
+
+    @Option(name: .long, help: "TLS on the replication link: this node's PEM private key.")
+    var replicationTlsKey: String?
+
+    @Option(name: .long, help: "TLS on the replication link: the PEM CA the peer's certificate must chain to.")
+    var replicationTlsCa: String?
+
     /// The settings after the file and the flags, checked.
     struct Settings {
         var daemon: DaemonConfiguration
@@ -153,6 +183,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ConfigError(
                 "the API socket path \(path) is too long for a unix socket (108 bytes); use a shorter data directory or API socket")
         }
+        try applyReplicationFlags(file: file?.replication, to: &daemon)
         return Settings(daemon: daemon, logLevel: level)
     }
 
@@ -203,6 +234,7 @@ struct ServeCommand: AsyncParsableCommand {
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")
+            replication     \(Self.describeReplication(settings.daemon))
             io threads      \(settings.daemon.ioThreads)
             log level       \(settings.logLevel)
             """

@@ -118,9 +118,46 @@ struct ServeConfigFile: Decodable, Equatable {
     var io: IO?
     var log: Log?
 
+    /// Remote mirroring (`cairn serve --replication-*`, `--mirror-*`).
+    struct Replication: Decodable, Equatable {
+        var host: String?
+        var port: Int?
+        var secretFile: String?
+        var tlsCert: String?
+        var tlsKey: String?
+        var tlsCA: String?
+        var timeoutMs: UInt64?
+        var retries: Int?
+        var alertCommand: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case host, port, retries
+            case secretFile = "secret_file"
+            case tlsCert = "tls_cert"
+            case tlsKey = "tls_key"
+            case tlsCA = "tls_ca"
+            case timeoutMs = "timeout_ms"
+            case alertCommand = "alert_command"
+        }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            host = try c.decodeIfPresent(String.self, forKey: .host)
+            port = try c.decodeIfPresent(Int.self, forKey: .port)
+            secretFile = try c.decodeIfPresent(String.self, forKey: .secretFile)
+            tlsCert = try c.decodeIfPresent(String.self, forKey: .tlsCert)
+            tlsKey = try c.decodeIfPresent(String.self, forKey: .tlsKey)
+            tlsCA = try c.decodeIfPresent(String.self, forKey: .tlsCA)
+            timeoutMs = try c.decodeIfPresent(UInt64.self, forKey: .timeoutMs)
+            retries = try c.decodeIfPresent(Int.self, forKey: .retries)
+            alertCommand = try c.decodeIfPresent(String.self, forKey: .alertCommand)
+        }
+    }
+
+    var replication: Replication?
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDir = "data_dir"
-        case nbd, api, tls, access, io, log
+        case nbd, api, tls, access, io, log, replication
     }
 
     init(from decoder: any Decoder) throws {
@@ -133,6 +170,7 @@ struct ServeConfigFile: Decodable, Equatable {
         access = try c.decodeIfPresent([AccessRule].self, forKey: .access)
         io = try c.decodeIfPresent(IO.self, forKey: .io)
         log = try c.decodeIfPresent(Log.self, forKey: .log)
+        replication = try c.decodeIfPresent(Replication.self, forKey: .replication)
     }
 
     /// Largest configuration file read: a few hundred bytes are expected.

@@ -78,6 +78,7 @@ public enum ControlServer {
         }
         addSnapshotRoutes(to: router, service: service)
         if let clones = service as? any CloneGroupService { addCloneRoutes(to: router, service: clones) }
+        if let mirrors = service as? any MirrorService { addMirrorRoutes(to: router, service: mirrors) }
     }
 
     static func addSnapshotRoutes(to router: Router<BasicRequestContext>, service: any ManagementService) {

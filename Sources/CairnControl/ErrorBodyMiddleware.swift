@@ -37,6 +37,10 @@ struct ErrorBodyMiddleware<Context: RequestContext>: RouterMiddleware {
         case "invalid_argument", "invalid_request": .badRequest
         case "no_space": .init(code: 507, reasonPhrase: "Insufficient Storage")
         case "closed": .serviceUnavailable
+        // Remote mirrors: a refusal the operator resolves (state, divergence, the target's tables) is a
+        // conflict; an unreachable target is the gateway failing.
+        case "diverged", "wrong_state", "not_configured": .conflict
+        case "target_unreachable": .badGateway
         case "unauthorized": .unauthorized
         default: .internalServerError
         }

@@ -30,6 +30,7 @@ public enum StatusPage {
         html += poolSection(report.pool)
         html += volumeSection(report)
         html += cloneSection(report.clones)
+        html += mirrorSection(report.mirrors, targets: report.mirrorTargets)
         html += jobSection(report.jobs)
         html += errorSection(report.errors)
         html += "</main></body></html>\n"
@@ -120,6 +121,42 @@ public enum StatusPage {
         return html + "</tbody></table></section>\n"
     }
 
+    static func mirrorSection(_ mirrors: [MirrorDTO], targets: [MirrorTargetPairingDTO]) -> String {
+        guard !mirrors.isEmpty || !targets.isEmpty else { return "" }
+        var html = "<section id=\"mirrors\"><h2>Remote mirrors</h2>"
+        if !mirrors.isEmpty {
+            html += """
+                <table><thead><tr><th>volume</th><th>target</th><th>state</th><th>to resync</th><th>lag</th>\
+                <th>link</th><th>last error</th></tr></thead><tbody>
+                """
+            for mirror in mirrors {
+                let mode = mirror.mode.map { $0 == "synchronous" ? "" : " (\(escape($0)))" } ?? ""
+                let progress = mirror.job.map { " · " + progressText($0) } ?? ""
+                html += """
+                    <tr data-mirror="\(escape(mirror.volume))"><td>\(escape(mirror.volume))</td>\
+                    <td>\(escape(mirror.target))</td><td><span class="state state-\(escape(mirror.state))">\
+                    \(escape(mirror.state))</span>\(mode)</td>\
+                    <td>\(ByteSize.format(mirror.dirtyExtents * mirror.extentSize))\(progress)</td>\
+                    <td>\(ByteSize.format(mirror.lagBytes))</td><td>\(mirror.connected ? "connected" : "down")</td>\
+                    <td>\(escape(mirror.lastError ?? ""))</td></tr>
+                    """
+            }
+            html += "</tbody></table>"
+        }
+        if !targets.isEmpty {
+            html += "<table><thead><tr><th>target volume</th><th>primary</th><th>state</th></tr></thead><tbody>"
+            for target in targets {
+                html += """
+                    <tr data-mirror-target="\(escape(target.volume))"><td>\(escape(target.volume))</td>\
+                    <td>\(escape(target.primaryNode))</td><td>\(escape(target.state))\
+                    \(target.readOnly ? ", read-only to hosts" : "")\(target.modified ? ", changed here" : "")</td></tr>
+                    """
+            }
+            html += "</tbody></table>"
+        }
+        return html + "</section>\n"
+    }
+
     static func jobSection(_ jobs: [JobDTO]) -> String {
         let running = jobs.filter { $0.state == "running" }
         let finished = jobs.filter { $0.state != "running" }.sorted { $0.id > $1.id }.prefix(finishedJobsShown)
@@ -199,7 +236,7 @@ public enum StatusPage {
         header h1{margin:0;font-size:20px}.host{font-weight:600}.meta{color:#b8c0cc;font-size:12px}
         main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px 24px}
         section{background:#fff;border-radius:6px;padding:12px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
-        section#errors,section#clones{grid-column:1/-1}
+        section#errors,section#clones,section#mirrors{grid-column:1/-1}
         h2{font-size:15px;margin:0 0 8px}
         .bar{height:10px;background:#e3e6eb;border-radius:5px;overflow:hidden;margin:6px 0}
         .bar>div{height:100%;background:#2f7de1}
@@ -211,7 +248,8 @@ public enum StatusPage {
         .kind{font-size:11px;text-transform:uppercase;color:#1f8a5b;border:1px solid #1f8a5b;border-radius:3px;padding:0 3px}
         .state{padding:1px 6px;border-radius:8px;font-size:12px;background:#e3e6eb}
         .state-running,.state-synchronizing,.state-restoring,.state-reverse-syncing{background:#dbe9fb}
-        .state-synchronized,.state-succeeded{background:#d9f2e4}.state-fractured{background:#fdf0d5}
+        .state-synchronized,.state-succeeded,.state-mirrored{background:#d9f2e4}
+        .state-fractured,.state-severed{background:#fdf0d5}
         .state-failed{background:#fbdada}.state-cancelled{background:#eee}
         table{border-collapse:collapse;width:100%;font-size:13px}
         th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #eceef1;vertical-align:top}

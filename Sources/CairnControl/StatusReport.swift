@@ -13,6 +13,9 @@ public struct StatusReport: Sendable {
     public var jobs: [JobDTO]
     /// Newest first.
     public var errors: [RecentErrors.Entry]
+    /// Remote mirrors of this daemon's volumes, and the volumes other daemons mirror here.
+    public var mirrors: [MirrorDTO] = []
+    public var mirrorTargets: [MirrorTargetPairingDTO] = []
 
     public init(
         generatedAt: Date, pool: PoolStatusDTO, volumes: [VolumeDTO], snapshots: [SnapshotDTO], clones: [CloneDTO],
@@ -33,9 +36,14 @@ public struct StatusReport: Sendable {
         async let snapshots = service.listSnapshots(volume: nil)
         async let jobs = service.listJobs()
         let clones = try await (service as? any CloneGroupService)?.listClones(source: nil) ?? []
-        return StatusReport(
+        var report = StatusReport(
             generatedAt: Date(), pool: try await pool, volumes: try await volumes, snapshots: try await snapshots,
             clones: clones, jobs: try await jobs, errors: recentErrors?.list() ?? [])
+        if let mirrors = service as? any MirrorService {
+            report.mirrors = try await mirrors.listMirrors()
+            report.mirrorTargets = try await mirrors.listMirrorTargets()
+        }
+        return report
     }
 
     /// Volumes as trees: roots are volumes that are not clones of a snapshot of another volume here;

@@ -3,6 +3,7 @@ import CairnBackup
 import CairnControl
 import CairnEngine
 import CairnIO
+import CairnReplication
 import Foundation
 import Logging
 import NBDProtocol
@@ -38,9 +39,23 @@ public enum Daemon {
             throw error
         }
         backups.recover()
+        let replication: Replication
+        let mirrorListener: MirrorTargetServer?
+        do {
+            let settings = try configuration.replication.settings()
+            replication = try Replication(
+                pool: pool, executor: executor, dataDirectory: configuration.dataDirectory, settings: settings,
+                logger: logger)
+            mirrorListener = try await startReplication(
+                replication, configuration: configuration, settings: settings, logger: logger)
+        } catch {
+            pool.close()
+            throw error
+        }
         let catalog = VolumeCatalog(
             pool: pool, executor: executor, metrics: metrics, access: configuration.access,
-            tlsOnlyExports: configuration.tlsMode == .disabled ? [] : configuration.tlsOnlyExports, backups: backups)
+            tlsOnlyExports: configuration.tlsMode == .disabled ? [] : configuration.tlsOnlyExports,
+            replication: replication, backups: backups)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         if configuration.tlsMode != .disabled {
@@ -76,7 +91,7 @@ public enum Daemon {
             connectionCount: { nbd.connectionCount },
             requiresTLS: { [tlsMode = configuration.tlsMode] export in
                 tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
-            })
+            }, replication: replication)
         var token: String?
         if case .loopback = endpoint {
             do {
@@ -102,6 +117,7 @@ public enum Daemon {
                 "pool": "\(configuration.dataDirectory)", "nbd": "\(nbdAddress)", "api": "\(describe(endpoint))",
             ])
 
+        replication.resume()
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
@@ -117,6 +133,8 @@ public enum Daemon {
         }
         // Services are down: no session can issue I/O any more. Commit and release the pool.
         await nbd.close()
+        replication.shutdown()
+        await mirrorListener?.close()
         pool.close()
         unlink(runtimeFile)
         if case .unixSocket(let path) = endpoint { unlink(path) }

@@ -41,6 +41,8 @@ public struct DaemonConfiguration: Sendable {
     public var access: ExportAccessPolicy?
     /// Where the log handler keeps the last warnings and errors, for the status page.
     public var recentErrors: RecentErrors?
+    /// Remote mirroring: the replication listener, shared secret, timeouts (ReplicationConfiguration.swift).
+    public var replication = ReplicationConfiguration()
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

@@ -22,7 +22,8 @@ extension PoolManagement {
     }
 
     func rollback(volume: String, snapshot: String, force: Bool) async throws -> VolumeDTO {
-        dto(
+        try refuseIfMirrored(volume, "rolled back")
+        return dto(
             try await run {
                 try pool.rollback(volume: volume, snapshot: snapshot, force: force)
                 return try pool.volumeInfo(named: volume)

@@ -2,6 +2,7 @@ import CairnAPI
 import CairnControl
 import CairnEngine
 import CairnIO
+import CairnReplication
 import Foundation
 
 /// The management API's service over the pool: runs each engine call on the I/O executor and turns
@@ -21,12 +22,15 @@ struct PoolManagement: ManagementService {
     func exportURI(_ export: String) -> String {
         "\(requiresTLS(export) ? "nbds" : "nbd")://\(nbdAddress)/\(export)"
     }
+    /// Remote mirrors (PoolManagement+Mirrors.swift).
+    var replication: Replication? = nil
 
     func metrics() async throws -> String {
         let status = try await poolStatus()
         let volumes = try await listVolumes()
         let jobs = try await listJobs()
         return metricsRegistry.render(pool: status, volumes: volumes, jobs: jobs, connections: connectionCount())
+            + (replication?.prometheusText() ?? "")
     }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
@@ -81,6 +85,7 @@ struct PoolManagement: ManagementService {
             throw ManagementError(
                 code: "invalid_argument", message: "nothing to change: give a new size, a new name or a preserve store")
         }
+        if request.size != nil { try refuseIfMirrored(name, "resized") }
         return dto(
             try await run {
                 var current = name
@@ -99,6 +104,7 @@ struct PoolManagement: ManagementService {
     }
 
     func deleteVolume(named name: String, force: Bool) async throws {
+        try refuseIfMirrored(name, "deleted")
         try await run { try pool.deleteVolume(name: name, force: force) }
     }
 

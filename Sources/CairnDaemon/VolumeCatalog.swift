@@ -1,6 +1,7 @@
 import CairnBackup
 import CairnEngine
 import CairnIO
+import CairnReplication
 import NBDServer
 
 /// The NBD export catalog over the pool: every volume is an export named after it, visible as soon as
@@ -14,13 +15,17 @@ final class VolumeCatalog: NBDExportCatalog {
     let access: ExportAccessPolicy?
     /// Volume name patterns reachable only over TLS (selective TLS).
     let tlsOnlyExports: [String]
+    /// Remote mirrors: host writes to a mirrored volume go through its mirror; a mirror target is
+    /// read-only to hosts while paired and not severed.
+    let replication: Replication?
     /// Consistent backups: the catalog tells it which sessions each volume has (to split them at T).
     let backups: BackupCoordinator?
 
     init(
         pool: Pool, executor: IOExecutor, metrics: DaemonMetrics, access: ExportAccessPolicy? = nil,
-        tlsOnlyExports: [String] = [], backups: BackupCoordinator? = nil
+        tlsOnlyExports: [String] = [], replication: Replication? = nil, backups: BackupCoordinator? = nil
     ) {
+        self.replication = replication
         self.backups = backups
         self.pool = pool
         self.executor = executor
@@ -62,7 +67,7 @@ final class VolumeCatalog: NBDExportCatalog {
     func describe(name: String, session: NBDSessionInfo) -> (any NBDExport)? {
         guard let grant = grant(name, session) else { return nil }
         let export = describeVolume(name: name)
-        return grant == .readOnly ? export?.grantedReadOnly() : export
+        return grant == .readOnly || isMirrorTarget(export) ? export?.grantedReadOnly() : export
     }
 
     private func describeVolume(name: String) -> VolumeExport? {
@@ -71,7 +76,7 @@ final class VolumeCatalog: NBDExportCatalog {
         guard let snapshot else {
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name, requiresTLS: requiresTLS(name))
+                name: name, requiresTLS: requiresTLS(name), replication: replication)
         }
         guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
         return VolumeExport(
@@ -85,7 +90,7 @@ final class VolumeCatalog: NBDExportCatalog {
         // may not open.
         guard let grant = grant(name, session) else { throw NBDExportError(.invalid, "no export named '\(name)'") }
         let export = try attachVolume(name: name, session: session)
-        return grant == .readOnly ? export.grantedReadOnly() : export
+        return grant == .readOnly || isMirrorTarget(export) ? export.grantedReadOnly() : export
     }
 
     private func attachVolume(name: String, session: NBDSessionInfo) throws -> VolumeExport {
@@ -109,7 +114,7 @@ final class VolumeCatalog: NBDExportCatalog {
             }
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
-                name: name, requiresTLS: requiresTLS(name), backupRoute: routing)
+                name: name, requiresTLS: requiresTLS(name), replication: replication, backupRoute: routing)
         } catch let error as NBDExportError {
             throw error
         } catch let error as EngineError where error.code == .notFound {
@@ -117,6 +122,12 @@ final class VolumeCatalog: NBDExportCatalog {
         } catch {
             throw VolumeExport.wireError(error)
         }
+    }
+
+    /// A live volume paired as a mirror target (and not severed): hosts may only read it.
+    private func isMirrorTarget(_ export: VolumeExport?) -> Bool {
+        guard let export, export.snapshotEpoch == nil, let replication else { return false }
+        return replication.target.isProtected(volumeID: export.volumeID)
     }
 
     func detach(_ export: any NBDExport, session: NBDSessionInfo) {

@@ -1,5 +1,6 @@
 import CairnEngine
 import CairnIO
+import CairnReplication
 import NBDProtocol
 import NBDServer
 import NIOCore
@@ -41,8 +42,9 @@ final class VolumeExport: NBDExport {
     init(
         pool: Pool, executor: IOExecutor, batchers: CompletionBatchers, metrics: ExportMetrics, volumeID: UInt64,
         name: String, snapshotEpoch: UInt32? = nil, snapshotSize: UInt64 = 0, readOnlyGrant: Bool = false,
-        requiresTLS: Bool = false, backupRoute: BackupRouting? = nil
+        requiresTLS: Bool = false, replication: Replication? = nil, backupRoute: BackupRouting? = nil
     ) {
+        self.replication = replication
         self.backupRoute = backupRoute
         self.readOnlyGrant = readOnlyGrant
         self.requiresTLS = requiresTLS
@@ -61,8 +63,11 @@ final class VolumeExport: NBDExport {
         VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics, volumeID: volumeID, name: name,
             snapshotEpoch: snapshotEpoch, snapshotSize: snapshotSize, readOnlyGrant: true, requiresTLS: requiresTLS,
-            backupRoute: backupRoute)
+            replication: replication, backupRoute: backupRoute)
     }
+
+    /// Remote mirrors (VolumeExport+Mirror.swift): a mirrored volume's writes go through its mirror.
+    let replication: Replication?
 
     /// Descriptions for NBD_INFO_DESCRIPTION and NBD_OPT_LIST (the same in both places).
     static let volumeDescription = "cairn volume"
@@ -171,9 +176,11 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        let replication = self.replication
         let routing = backupRoute
-        let written = run(on: eventLoop, writing: true) {
-            try data.withUnsafeReadableBytes { bytes in
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID)
+            return try data.withUnsafeReadableBytes { bytes in
                 try BackupRouting.write(routing, offset: offset, source: .bytes(bytes), fua: fua) {
                     try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
                 }
@@ -181,18 +188,23 @@ final class VolumeExport: NBDExport {
         }.flatMap { needsCommit in
             // FUA that changed metadata: the reply waits for a group commit, but no I/O thread does.
             needsCommit ? self.commit(eventLoop: eventLoop) : eventLoop.makeSucceededVoidFuture()
-        }
+        } }
+        let written = mirrored(.write(offset: offset, data: data), fua: fua, eventLoop: eventLoop, local) ?? local()
         return measured(.write, since: start, bytes: metrics.bytesWritten, length: UInt64(data.readableBytes), written)
     }
 
     /// FLUSH: a group commit; the commit thread completes it, no I/O thread waits.
     func flush(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        if let routing = backupRoute, routing.isActive {
-            // A split volume may keep durable state outside the pool (a backup's log table).
-            let pool = self.pool
-            return measured(.flush, since: .now, run(on: eventLoop) { try BackupRouting.flush(routing) { try pool.flush() } })
+        let routing = backupRoute
+        let pool = self.pool
+        let local: @Sendable () -> EventLoopFuture<Void> = {
+            // A volume split by a backup may keep durable state outside the pool (the log method's table).
+            if let routing, routing.isActive {
+                return self.run(on: eventLoop) { try BackupRouting.flush(routing) { try pool.flush() } }
+            }
+            return self.commit(eventLoop: eventLoop)
         }
-        return measured(.flush, since: .now, commit(eventLoop: eventLoop))
+        return measured(.flush, since: .now, mirroredFlush(eventLoop: eventLoop, local) ?? local())
     }
 
     private func commit(eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -209,12 +221,16 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        let replication = self.replication
         let routing = backupRoute
-        return measured(.trim, since: start, run(on: eventLoop, writing: true) {
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID)
             try BackupRouting.discard(routing, offset: offset, length: length, mode: .trim, fua: fua) {
                 try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
             }
-        })
+        } }
+        return measured(.trim, since: start,
+            mirrored(.trim(offset: offset, length: length), fua: fua, eventLoop: eventLoop, local) ?? local())
     }
 
     /// Both forms are fast here (map changes, or fallocate(ZERO_RANGE)), so FAST_ZERO never fails.
@@ -224,8 +240,10 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
+        let replication = self.replication
         let routing = backupRoute
-        return measured(.writeZeroes, since: start, run(on: eventLoop, writing: true) {
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID)
             if punch {
                 try BackupRouting.discard(routing, offset: offset, length: length, mode: .zero, fua: fua) {
                     try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
@@ -236,7 +254,10 @@ final class VolumeExport: NBDExport {
                     return false
                 }
             }
-        })
+        } }
+        return measured(.writeZeroes, since: start,
+            mirrored(.writeZeroes(offset: offset, length: length, punch: punch), fua: fua, eventLoop: eventLoop, local)
+                ?? local())
     }
 
     /// CACHE is a hint; the page cache already holds what was recently read or written.
@@ -312,14 +333,17 @@ final class VolumeExport: NBDExport {
             return eventLoop.makeFailedFuture(
                 NBDExportError(.notSupported, "COPY_AND_WRITE is not available while a backup splits this volume"))
         }
-        return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
-            run(on: eventLoop) {
-                try buffer.withUnsafeReadableBytes { bytes in
+        let replication = self.replication
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop) {
+                try replication?.target.beforeHostWrite(volumeID: volumeID)
+                return try buffer.withUnsafeReadableBytes { bytes in
                     try pool.copyAndWrite(
                         volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
                         bufferOffset: bufferOffset, fua: fua)
                 }
-            })
+            } }
+        return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
+            mirrored(.localCopy(offset: target, length: UInt64(copySize)), fua: fua, eventLoop: eventLoop, local) ?? local())
     }
 
     /// Largest range one dirty-bitmap answer covers; clients ask again from where it stopped.

@@ -37,6 +37,18 @@ struct ConfigFileDaemonTests {
         #expect(overridden.stdout.contains("nbd             127.0.0.1:0"), "\(overridden)")
         #expect(overridden.stdout.contains("api             unix:\(scratch.path)/s.sock"), "\(overridden)")
 
+        // Remote mirroring from the file; a flag overrides one value.
+        try "a-shared-secret-of-some-length".write(toFile: scratch.file("secret"), atomically: true, encoding: .utf8)
+        let mirroring = scratch.file("mirror.yaml")
+        try """
+            replication: {port: 10950, secret_file: \(scratch.file("secret")), timeout_ms: 2000, retries: 4}
+            """.write(toFile: mirroring, atomically: true, encoding: .utf8)
+        let replicated = try await Self.checkConfig(mirroring, ["--mirror-retries", "1"])
+        #expect(
+            replicated.status == 0 && replicated.stdout.contains(":10950")
+                && replicated.stdout.contains("secret \(scratch.file("secret"))")
+                && replicated.stdout.contains("2000 ms × 2 tries"), "\(replicated)")
+
         let mistakes: [(String, String)] = [
             ("nbd:\n  prot: 1\n", "nbd.prot: unknown key"),
             ("nbd: {port: lots}\n", "nbd.port: expected a number"),
@@ -46,6 +58,8 @@ struct ConfigFileDaemonTests {
             ("api: {port: 7000, socket: /tmp/x.sock}\n", "not both"),
             ("nbd: [1, 2\n", "not valid YAML"),
             ("colour: blue\n", "colour: unknown key"),
+            ("replication: {port: 10950}\n", "needs --replication-secret-file"),
+            ("replication: {secret: x}\n", "replication.secret: unknown key"),
         ]
         for (text, message) in mistakes {
             let file = scratch.file("bad.yaml")

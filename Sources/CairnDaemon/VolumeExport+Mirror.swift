@@ -1,0 +1,51 @@
+import CairnReplication
+import NBDServer
+import NIOCore
+
+extension VolumeExport {
+    /// A host write to a mirrored live volume, through its mirror (write-intent, then the local write and
+    /// the target's frames together). A write to an unmirrored volume runs `local` as it is, counted while
+    /// in flight; nil only without a replication layer (the caller then writes locally).
+    func mirrored(
+        _ operation: MirrorOperation, fua: Bool, eventLoop: any EventLoop,
+        _ local: @escaping @Sendable () -> EventLoopFuture<Void>
+    ) -> EventLoopFuture<Void>? {
+        guard snapshotEpoch == nil, let replication else { return nil }
+        guard let mirror = replication.routeWrite(volumeID: volumeID) else {
+            // Counted while in flight, so an `establish` starting now waits for it (see `routeWrite`).
+            let volumeID = self.volumeID
+            let written = local()
+            written.whenComplete { _ in replication.unmirroredWriteEnded(volumeID: volumeID) }
+            return written
+        }
+        let promise = eventLoop.makePromise(of: Void.self)
+        promise.completeWithTask {
+            do {
+                try await mirror.write(operation, fua: fua) { try await local().get() }
+            } catch let error as NBDExportError {
+                throw error
+            } catch {
+                throw Self.wireError(error, writing: true)
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// A host FLUSH of a mirrored volume flushes the target too.
+    func mirroredFlush(eventLoop: any EventLoop, _ local: @escaping @Sendable () -> EventLoopFuture<Void>)
+        -> EventLoopFuture<Void>?
+    {
+        guard snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID) else { return nil }
+        let promise = eventLoop.makePromise(of: Void.self)
+        promise.completeWithTask {
+            do {
+                try await mirror.flush { try await local().get() }
+            } catch let error as NBDExportError {
+                throw error
+            } catch {
+                throw Self.wireError(error)
+            }
+        }
+        return promise.futureResult
+    }
+}

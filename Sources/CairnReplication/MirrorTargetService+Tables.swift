@@ -1,0 +1,166 @@
+import CairnEngine
+import Logging
+import MirrorProtocol
+import Synchronization
+
+extension MirrorTargetService {
+    /// Validates an establish frame against the pool and the pairing records, then records the pairing.
+    /// Blocking (engine calls, a durable record write): on an I/O thread.
+    func establish(_ request: MirrorEstablishRequest, connection: ObjectIdentifier, node: String) throws
+        -> MirrorEstablishReply
+    {
+        let name = request.volume
+        let discard = request.options.contains(.discardTargetChanges)
+        let status = pool.status()
+        if let failure = status.failure {
+            throw MirrorRemoteError(.targetFailed, "the target's pool has failed and accepts no writes: \(failure)")
+        }
+        let available = status.filesystemAvailableBytes ?? .max
+        var created = false
+        let info: VolumeInfo
+        if let existing = pool.listVolumes().first(where: { $0.name == name }) {
+            guard existing.size == request.size else {
+                throw MirrorRemoteError(
+                    .sizeMismatch,
+                    "volume '\(name)' is \(existing.size) bytes on the target but the primary's is \(request.size) bytes")
+            }
+            guard existing.chunkSize == request.chunkSize else {
+                throw MirrorRemoteError(
+                    .sizeMismatch,
+                    "volume '\(name)' has \(existing.chunkSize)-byte chunks on the target but the primary's has \(request.chunkSize)")
+            }
+            // Sessions opened while the volume was paired and not severed are read-only (`isProtected`):
+            // only a volume that hosts could have opened read-write is refused while attached.
+            let protected = state.withLock { $0.records[existing.id].map { !$0.severed } ?? false }
+            guard existing.attachments == 0 || protected else {
+                throw MirrorRemoteError(
+                    .volumeInUse, "volume '\(name)' is attached by \(existing.attachments) host session(s) on the target")
+            }
+            let needed = request.requiredBytes > existing.allocatedBytes ? request.requiredBytes - existing.allocatedBytes : 0
+            guard available >= needed else {
+                throw MirrorRemoteError(
+                    .noSpace, "the target's pool has \(available) bytes free but volume '\(name)' needs \(needed) more")
+            }
+            info = existing
+        } else {
+            guard request.options.contains(.create) else {
+                throw MirrorRemoteError(.unknownVolume, "there is no volume named '\(name)' on the target")
+            }
+            guard available >= request.requiredBytes else {
+                throw MirrorRemoteError(
+                    .noSpace,
+                    "the target's pool has \(available) bytes free but the primary volume holds \(request.requiredBytes)")
+            }
+            info = try engineCall { try pool.createVolume(name: name, size: request.size, chunkSize: request.chunkSize) }
+            created = true
+        }
+        let current = state.withLock { $0.records[info.id] }
+        var fullSync = created ? false : true
+        if let current {
+            if current.pairID != request.generations.pairID {
+                guard discard else {
+                    throw MirrorRemoteError(
+                        .volumeInUse, "volume '\(name)' is already the mirror of another primary volume (from \(current.primaryNode))")
+                }
+            } else if request.options.contains(.initial) {
+                fullSync = true
+            } else {
+                let diverged = current.modified || current.generation != request.generations.synced
+                if diverged && !discard {
+                    let why =
+                        current.modified
+                        ? "volume '\(name)' was written on the target while the mirror was severed"
+                        : "volume '\(name)' holds generation \(String(current.generation, radix: 16)) but the primary last synchronized generation \(String(request.generations.synced, radix: 16))"
+                    throw MirrorRemoteError(.diverged, why)
+                }
+                fullSync = diverged
+            }
+        } else if !created {
+            if !request.options.contains(.initial) {
+                guard discard else {
+                    throw MirrorRemoteError(
+                        .diverged, "volume '\(name)' on the target has no record of this mirror (it was removed or replaced)")
+                }
+            } else if info.allocatedBytes > 0 && !discard {
+                throw MirrorRemoteError(
+                    .volumeInUse,
+                    "volume '\(name)' on the target already holds \(info.allocatedBytes) bytes of data that mirroring would overwrite")
+            }
+        }
+        let record = TargetMirrorRecord(
+            volumeID: info.id, pairID: request.generations.pairID, generation: request.generations.synced, modified: false,
+            severed: false, primaryNode: node)
+        do {
+            try store.save(record, to: store.targetPath(info.id))
+        } catch {
+            if created { try? pool.deleteVolume(name: name, force: true) }
+            throw MirrorRemoteError(.targetFailed, "cannot record the pairing on the target: \(error)")
+        }
+        state.withLock { s in
+            s.records[info.id] = record
+            s.owners[info.id] = connection
+            s.cleanSevered.remove(info.id)
+        }
+        logger.info(
+            "mirror target paired", metadata: ["volume": "\(name)", "primary": "\(node)", "created": "\(created)"])
+        return MirrorEstablishReply(handle: info.id, created: created, fullSyncNeeded: fullSync)
+    }
+
+    /// synchronized, sever, remove: record updates. Blocking.
+    func update(_ volume: UInt64, command: MirrorCommand, value: UInt64) throws {
+        guard var record = state.withLock({ $0.records[volume] }) else {
+            throw MirrorRemoteError(.badAddress, "volume \(volume) is not paired on the target")
+        }
+        switch command {
+        case .synchronized:
+            record.generation = value
+            record.modified = false
+        case .sever:
+            record.severed = true
+        default:
+            try store.remove(store.targetPath(volume))
+            state.withLock { s in
+                s.records[volume] = nil
+                s.cleanSevered.remove(volume)
+            }
+            return
+        }
+        try store.save(record, to: store.targetPath(volume))
+        state.withLock { s in
+            s.records[volume] = record
+            if record.severed && !record.modified { s.cleanSevered.insert(volume) }
+        }
+    }
+
+    func resize(_ volume: UInt64, to size: UInt64) throws {
+        guard let info = pool.listVolumes().first(where: { $0.id == volume }) else {
+            throw MirrorRemoteError(.unknownVolume, "volume \(volume) no longer exists on the target")
+        }
+        _ = try engineCall { try pool.resizeVolume(name: info.name, size: size, force: true) }
+    }
+
+    func status() -> MirrorTargetStatus {
+        let pool = self.pool.status()
+        let (records, owners) = state.withLock { ($0.records, $0.owners) }
+        let volumes = self.pool.listVolumes().map { info in
+            let record = records[info.id]
+            let state: String
+            if let record {
+                state = record.severed ? "severed" : (owners[info.id] != nil ? "mirrored" : "fractured")
+            } else {
+                state = ""
+            }
+            return MirrorTargetStatus.Volume(
+                name: info.name, size: info.size, allocatedBytes: info.allocatedBytes,
+                role: record == nil ? "none" : "target", state: state,
+                // Full: a write needing a fresh chunk would fail (the pool keeps its reserve for metadata).
+                full: (pool.filesystemAvailableBytes ?? .max) <= PoolOptions().reservedBytes + UInt64(info.chunkSize),
+                failed: pool.failure != nil)
+        }
+        return MirrorTargetStatus(availableBytes: pool.filesystemAvailableBytes ?? 0, volumes: volumes)
+    }
+
+    private func engineCall<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw Self.remote(error) }
+    }
+}

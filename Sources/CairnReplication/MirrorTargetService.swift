@@ -1,0 +1,212 @@
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import MirrorProtocol
+import NIOCore
+import Synchronization
+
+/// The target's side of seed 002: validates each management frame against its own tables (the pool's
+/// volumes and the target records) and applies data frames to the paired volume. Every refusal is a
+/// typed `MirrorRemoteError` whose message a person on the primary can act on; a refused frame changes
+/// nothing.
+public final class MirrorTargetService: Sendable {
+    let pool: Pool
+    let executor: IOExecutor
+    let store: MirrorRecordStore
+    let logger: Logger
+
+    struct State {
+        var records: [UInt64: TargetMirrorRecord] = [:]
+        /// The connection currently mirroring each volume (a newer establish from the same pair takes over:
+        /// after a primary crash the old connection may not have been noticed dead yet).
+        var owners: [UInt64: ObjectIdentifier] = [:]
+        /// Volumes paired but severed and not yet written by a host (their first host write must first
+        /// record `modified` durably).
+        var cleanSevered: Set<UInt64> = []
+    }
+
+    let state = Mutex(State())
+
+    public init(pool: Pool, executor: IOExecutor, store: MirrorRecordStore, logger: Logger) throws {
+        self.pool = pool
+        self.executor = executor
+        self.store = store
+        self.logger = logger
+        let known = Set(pool.listVolumes().map(\.id))
+        var records: [UInt64: TargetMirrorRecord] = [:]
+        for path in store.paths(prefix: "target") {
+            let record = try store.load(TargetMirrorRecord.self, from: path)
+            guard known.contains(record.volumeID) else {
+                // The volume was deleted: the pairing went with it.
+                try? store.remove(path)
+                continue
+            }
+            records[record.volumeID] = record
+        }
+        state.withLock { s in
+            s.records = records
+            s.cleanSevered = Set(records.values.filter { $0.severed && !$0.modified }.map(\.volumeID))
+        }
+    }
+
+    /// True while the volume is paired with a primary and not severed: hosts may only read it.
+    public func isProtected(volumeID: UInt64) -> Bool {
+        state.withLock { s in s.records[volumeID].map { !$0.severed } ?? false }
+    }
+
+    /// True when the volume is paired (severed or not): management must not delete or resize it.
+    public func isPaired(volumeID: UInt64) -> Bool { state.withLock { $0.records[volumeID] != nil } }
+
+    /// A host is about to write a paired volume (only possible while severed): the first such write
+    /// durably records that the target diverged, before its data is written. Blocking: call on an I/O
+    /// thread.
+    public func beforeHostWrite(volumeID: UInt64) throws {
+        guard state.withLock({ $0.cleanSevered.contains(volumeID) }) else { return }
+        guard var record = state.withLock({ $0.records[volumeID] }) else { return }
+        if record.modified { return }
+        record.modified = true
+        try store.save(record, to: store.targetPath(volumeID))
+        state.withLock { s in
+            s.records[volumeID] = record
+            s.cleanSevered.remove(volumeID)
+        }
+        logger.notice("mirror target written by a host while severed", metadata: ["volume": "\(volumeID)"])
+    }
+
+    /// Pairings for status.
+    public func records() -> [TargetMirrorRecord] { state.withLock { Array($0.records.values) } }
+
+    public func isConnected(volumeID: UInt64) -> Bool { state.withLock { $0.owners[volumeID] != nil } }
+
+    /// A connection closed: its volumes are no longer mirrored (they stay read-only until severed).
+    func connectionClosed(_ connection: ObjectIdentifier) {
+        state.withLock { s in
+            for (volume, owner) in s.owners where owner == connection { s.owners[volume] = nil }
+        }
+    }
+
+    /// Answers one authenticated request frame.
+    func handle(_ frame: MirrorFrame, connection: ObjectIdentifier, node: String) async -> MirrorFrame {
+        do {
+            let reply: ByteBuffer
+            switch frame.command {
+            case .establish:
+                let request = try MirrorEstablishRequest.decode(payload: frame.payload)
+                reply = try await executor.run { try self.establish(request, connection: connection, node: node) }.payload
+            case .write:
+                let (header, data) = try MirrorWriteHeader.split(frame.payload)
+                let volume = try owned(header.handle, connection)
+                let fua = frame.flags.contains(.fua)
+                try await executor.run {
+                    try self.engine {
+                        try data.withUnsafeReadableBytes { bytes in
+                            try self.pool.write(volumeID: volume, offset: header.offset, source: .bytes(bytes), fua: fua)
+                        }
+                    }
+                }
+                reply = ByteBuffer()
+            case .writeZeroes, .trim:
+                let range = try MirrorRange.decode(payload: frame.payload)
+                let volume = try owned(range.handle, connection)
+                let fua = frame.flags.contains(.fua)
+                let command = frame.command
+                let punch = frame.flags.contains(.punch)
+                try await executor.run {
+                    try self.engine {
+                        if command == .trim {
+                            try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .trim, fua: fua)
+                        } else if punch {
+                            try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .zero, fua: fua)
+                        } else {
+                            try self.pool.write(volumeID: volume, offset: range.offset, source: .zeros(length: range.length), fua: fua)
+                        }
+                    }
+                }
+                reply = ByteBuffer()
+            case .flush:
+                let request = try MirrorHandleValue.decode(payload: frame.payload)
+                _ = try owned(request.handle, connection)
+                try await executor.run { try self.engine { try self.pool.flush() } }
+                reply = ByteBuffer()
+            case .synchronized, .sever, .remove:
+                let request = try MirrorHandleValue.decode(payload: frame.payload)
+                let volume = try owned(request.handle, connection)
+                let command = frame.command
+                try await executor.run { try self.update(volume, command: command, value: request.value) }
+                if command != .synchronized { connectionClosedFor(volume) }
+                reply = ByteBuffer()
+            case .resize:
+                let request = try MirrorHandleValue.decode(payload: frame.payload)
+                let volume = try owned(request.handle, connection)
+                try await executor.run { try self.resize(volume, to: request.value) }
+                reply = ByteBuffer()
+            case .setFrameSize:
+                let request = try MirrorHandleValue.decode(payload: frame.payload)
+                guard (UInt64(MirrorLimits.minimumFrameSize)...UInt64(MirrorLimits.maximumFrameSize)).contains(request.value)
+                else {
+                    throw MirrorRemoteError(
+                        .invalidArgument,
+                        "a frame size must be \(MirrorLimits.minimumFrameSize) to \(MirrorLimits.maximumFrameSize) bytes, not \(request.value)")
+                }
+                reply = ByteBuffer()
+            case .status:
+                reply = try await executor.run { self.status() }.payload
+            case .checksum:
+                let range = try MirrorRange.decode(payload: frame.payload)
+                let volume = try owned(range.handle, connection)
+                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
+                    throw MirrorRemoteError(.invalidArgument, "a checksum covers at most \(MirrorLimits.maximumFrameSize) bytes")
+                }
+                let pool = self.pool
+                let digest = try await executor.run {
+                    try self.engine { try ExtentDigest.compute(pool: pool, volumeID: volume, offset: range.offset, length: range.length) }
+                }
+                reply = ByteBuffer(bytes: digest)
+            default:
+                throw MirrorRemoteError(.protocolViolation, "unknown command \(frame.command.rawValue)")
+            }
+            return frame.reply(reply)
+        } catch let error as MirrorRemoteError {
+            return frame.errorReply(error)
+        } catch let error as MirrorPayloadError {
+            return frame.errorReply(MirrorRemoteError(.protocolViolation, "malformed \(frame.command) frame: \(error)"))
+        } catch {
+            return frame.errorReply(Self.remote(error))
+        }
+    }
+
+    private func connectionClosedFor(_ volume: UInt64) {
+        state.withLock { s in s.owners[volume] = nil }
+    }
+
+    /// The volume a data frame's handle names, if this connection mirrors it.
+    private func owned(_ handle: UInt64, _ connection: ObjectIdentifier) throws -> UInt64 {
+        guard state.withLock({ $0.owners[handle] == connection }) else {
+            throw MirrorRemoteError(.badAddress, "handle \(handle) names no volume this connection mirrors")
+        }
+        return handle
+    }
+
+    /// Runs an engine call, mapping its errors to the protocol's typed errors.
+    private func engine<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw Self.remote(error) }
+    }
+
+    static func remote(_ error: any Error) -> MirrorRemoteError {
+        if let error = error as? MirrorRemoteError { return error }
+        if let error = error as? ReplicationError { return MirrorRemoteError(.targetFailed, error.message) }
+        guard let error = error as? EngineError else {
+            return MirrorRemoteError(.targetFailed, "\(error)")
+        }
+        switch error.code {
+        case .notFound: return MirrorRemoteError(.unknownVolume, error.message)
+        case .outOfRange: return MirrorRemoteError(.badAddress, error.message)
+        case .noSpace: return MirrorRemoteError(.noSpace, error.message)
+        case .busy, .alreadyExists: return MirrorRemoteError(.volumeInUse, error.message)
+        case .invalidArgument: return MirrorRemoteError(.invalidArgument, error.message)
+        case .closed: return MirrorRemoteError(.shuttingDown, error.message)
+        default: return MirrorRemoteError(.targetFailed, error.message)
+        }
+    }
+}

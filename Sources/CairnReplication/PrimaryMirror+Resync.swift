@@ -1,0 +1,170 @@
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import MirrorProtocol
+import NIOCore
+import Synchronization
+
+extension PrimaryMirror {
+    /// Starts the resync job unless one runs: the mirror becomes `synchronizing` (host writes are mirrored
+    /// meanwhile) and the change map's dirty extents are copied to the target.
+    func scheduleResync(reason: String) {
+        let started = state.withLock { s -> Bool in
+            guard s.resync == nil, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
+            s.record.state = .synchronizing
+            let id = pool.jobs.start(
+                kind: "mirror-sync", target: "\(s.record.volumeID)→\(s.record.target)", total: 0, unit: "extents")
+            s.jobID = id
+            s.resync = Task { await self.runResync(job: id) }
+            return true
+        }
+        if started { logger.info("mirror resync started", metadata: ["volume": "\(volumeID)", "reason": "\(reason)"]) }
+    }
+
+    /// The resync job: copies dirty extents in batches; after each batch the target flushes and only then
+    /// are the batch's bits cleared (durably), so an interrupted resync resumes where it stopped and never
+    /// forgets an extent the target does not durably hold.
+    func runResync(job: UInt64) async {
+        let jobs = pool.jobs
+        let epoch = linkState.epoch
+        do {
+            try await update { $0.state = .synchronizing }
+            let generation = record.generations.current
+            var done: UInt64 = 0
+            jobs.progress(job, done: 0, total: changeMap.dirtyCount)
+            while true {
+                guard isLinked else { throw TargetUnavailable(reason: record.lastError ?? "the mirror fractured") }
+                if jobs.isCancelled(job) { throw CancellationError() }
+                let clock = changeMap.dirtyClock
+                let batch = changeMap.dirtyExtents(limit: ReplicationSettings.resyncBatch)
+                if batch.isEmpty { break }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    var pending = batch[...]
+                    for _ in 0..<ReplicationSettings.resyncConcurrency {
+                        guard let extent = pending.popFirst() else { break }
+                        group.addTask { try await self.copyExtent(extent) }
+                    }
+                    while try await group.next() != nil {
+                        guard let extent = pending.popFirst() else { continue }
+                        group.addTask { try await self.copyExtent(extent) }
+                    }
+                }
+                try await flushTarget()
+                changeMap.clearDirty(batch, copiedSince: clock)
+                try await changeMap.makeDurable()
+                done += UInt64(batch.count)
+                jobs.progress(job, done: done, total: done + changeMap.dirtyCount)
+            }
+            // Both sides are equal at `generation` only if nothing fractured meanwhile.
+            let handle = state.withLock { $0.handle }
+            _ = try await send(.synchronized, payload: MirrorHandleValue(handle: handle, value: generation).payload)
+            let map = changeMap
+            try await update { record in
+                record.generations.synced = generation
+                // In sync only with no dirty extent left (one may have appeared since the last batch).
+                if record.state == .synchronizing && record.generations.current == generation && map.dirtyCount == 0 {
+                    record.state = .mirrored
+                    record.lastError = nil
+                }
+            }
+            let again = state.withLock { s -> Bool in
+                s.resync = nil
+                s.targetFresh = false
+                return s.record.state == .synchronizing
+            }
+            jobs.finish(job, .succeeded, message: "\(done) extents copied")
+            if again {
+                scheduleResync(reason: "extents changed during the resync")
+            } else {
+                logger.info("mirror in sync", metadata: ["volume": "\(volumeID)", "extents": "\(done)"])
+            }
+        } catch {
+            let stopping = state.withLock { s -> Bool in
+                s.resync = nil
+                return s.stopping
+            }
+            if stopping {
+                jobs.finish(job, .cancelled, message: "the daemon stopped; the resync resumes at the next start")
+            } else if error is CancellationError {
+                await pause("resync cancelled by the operator; re-establish resumes it")
+                jobs.finish(job, .cancelled, message: "cancelled; `cairn mirror re-establish` resumes it")
+            } else {
+                let reason = (error as? TargetUnavailable)?.reason ?? "\(error)"
+                await fracture(reason, epoch: epoch)
+                jobs.finish(job, .failed, message: reason)
+            }
+        }
+    }
+
+    /// Stops linking without an error (a cancelled resync, a sever): like a fracture, but not alerted.
+    func pause(_ reason: String?, as final: PrimaryMirrorRecord.State = .fractured) async {
+        state.withLock { s in
+            s.record.state = final
+            s.record.lastError = reason
+            s.connection?.close()
+            s.connection = nil
+        }
+        changeMap.promoteActive()
+        let generation = UInt64.random(in: 1...UInt64.max)
+        try? await update { $0.generations.current = generation }
+        try? await changeMap.makeDurable()
+    }
+
+    /// Copies one extent under the overlap gate (no host write to it runs meanwhile): data as write
+    /// frames, holes as zeroing frames (skipped on a target created empty by this establish).
+    func copyExtent(_ extent: UInt64) async throws {
+        let pool = self.pool
+        let volume = volumeID
+        let size = try pool.size(volumeID: volume)
+        let start = extent * changeMap.extentSize
+        guard start < size else { return }
+        let length = min(changeMap.extentSize, size - start)
+        let fresh = state.withLock { $0.targetFresh }
+        if settings.resyncExtentDelay > 0 { try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9)) }
+        try await gate.withRange(start..<(start + length)) {
+            let (buffer, extents) = try await executor.run { () -> (ByteBuffer, [ReadExtent]) in
+                var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
+                var extents: [ReadExtent] = []
+                try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
+                    extents = try pool.read(
+                        volumeID: volume, offset: start, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)]))
+                    return Int(length)
+                }
+                return (buffer, extents)
+            }
+            for segment in extents {
+                if segment.isHole {
+                    if !fresh {
+                        try await sendRange(.writeZeroes, offset: segment.offset, length: segment.length, flags: .punch)
+                    }
+                } else {
+                    let slice = buffer.getSlice(at: Int(segment.offset - start), length: Int(segment.length))!
+                    try await sendData(offset: segment.offset, data: slice, flags: [])
+                }
+            }
+        }
+    }
+
+    /// Activity-log checkpoints while linked: both sides flush, then the extents idle since the
+    /// checkpoint began are cleared from the change map. Runs until the task is cancelled.
+    func runCheckpoints() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: UInt64(settings.checkpointInterval * 1_000_000_000))
+            sampleThroughput()
+            let (linked, epoch) = linkState
+            guard linked, changeMap.changedCount > changeMap.dirtyCount else { continue }
+            let start = changeMap.checkpointBegin()
+            let pool = self.pool
+            do {
+                try await executor.run { try pool.flush() }
+                try await flushTarget()
+                try await changeMap.clearIdle(start)
+            } catch let error as TargetUnavailable {
+                await fracture(error.reason, epoch: epoch)
+            } catch {
+                logger.warning("mirror checkpoint failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,377 @@
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import MirrorProtocol
+import NIOCore
+import Synchronization
+
+/// One mirrored volume on the primary (seed 002's originating node): the synchronous write path, the
+/// link with its retries, fracture, the change map and the resync job.
+///
+/// Protocol C semantics: a host write is acknowledged when it is written locally **and** the target
+/// acknowledged its frames (with FUA both sides made it durable; a host FLUSH flushes both sides).
+public final class PrimaryMirror: Sendable {
+    let pool: Pool
+    let executor: IOExecutor
+    let store: MirrorRecordStore
+    let settings: ReplicationSettings
+    let logger: Logger
+    public let changeMap: ChangeMap
+    let gate = OverlapGate()
+
+    struct State {
+        var record: PrimaryMirrorRecord
+        var connection: MirrorConnection?
+        /// The target's handle for the volume on the current connection.
+        var handle: UInt64 = 0
+        /// A connection attempt is under way: others wait for it rather than open their own.
+        var connecting: Task<(MirrorConnection, UInt64), any Error>?
+        var resync: Task<Void, Never>?
+        var jobID: UInt64?
+        /// The target was created empty by this establish: holes need not be sent in the first sync.
+        var targetFresh = false
+        var fractures: UInt64 = 0
+        var retransmissions: UInt64 = 0
+        var bytesReplicated: UInt64 = 0
+        /// Data bytes per second the target acknowledged over the last checkpoint interval.
+        var throughput: Double = 0
+        var throughputSample: (bytes: UInt64, at: ContinuousClock.Instant)?
+        var lastErrorAt: Date?
+        /// Connections opened so far: every one after the first may follow a target restart.
+        var connectionsOpened: UInt64 = 0
+        /// Asynchronous mode's budget of bytes not yet acknowledged by the target; nil: synchronous.
+        var lag: LagBudget?
+        /// Incremented each time establish or re-establish links the mirror: a failure seen by work that began
+        /// under an older link (a resync or retry still winding down) must not fracture the new one.
+        var linkEpoch: UInt64 = 0
+        /// The daemon is stopping: failures from here on are the shutdown's, not the link's, and change no
+        /// state (a mirror linked at shutdown resumes and resyncs at the next start).
+        var stopping = false
+        /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
+        /// just before must not bring its record back).
+        var removed = false
+    }
+
+    let state: Mutex<State>
+
+    init(
+        record: PrimaryMirrorRecord, changeMap: ChangeMap, pool: Pool, executor: IOExecutor, store: MirrorRecordStore,
+        settings: ReplicationSettings, logger: Logger
+    ) {
+        self.pool = pool
+        self.executor = executor
+        self.store = store
+        self.settings = settings
+        self.changeMap = changeMap
+        self.logger = logger
+        var initial = State(record: record)
+        initial.lag = record.asynchronousLagBytes.map { LagBudget(limit: $0) }
+        state = Mutex(initial)
+    }
+
+    /// The lag budget in asynchronous mode, nil in synchronous mode.
+    var asynchronousLag: LagBudget? { state.withLock { $0.lag } }
+
+    public var record: PrimaryMirrorRecord { state.withLock { $0.record } }
+    var volumeID: UInt64 { state.withLock { $0.record.volumeID } }
+
+    /// Whether writes go to the target now, and under which link.
+    var linkState: (linked: Bool, epoch: UInt64) {
+        state.withLock { s in
+            (!s.removed && (s.record.state == .mirrored || s.record.state == .synchronizing), s.linkEpoch)
+        }
+    }
+
+    /// Writes go to the target (synchronizing or mirrored); otherwise they are only tracked.
+    var isLinked: Bool {
+        state.withLock { !$0.removed && ($0.record.state == .mirrored || $0.record.state == .synchronizing) }
+    }
+
+    // MARK: host I/O
+
+    /// A host write through the mirror: write-intent first, then the local write and the frames to the
+    /// target in parallel; completes when both finished. A target failure fractures the mirror and the
+    /// write still succeeds (it is tracked); a local failure fails the write.
+    public func write(_ operation: MirrorOperation, fua: Bool, local: @escaping @Sendable () async throws -> Void)
+        async throws
+    {
+        let range = operation.offset..<(operation.offset + max(operation.length, 1))
+        let token = await gate.acquire(range)
+        let extents = changeMap.extents(offset: operation.offset, length: operation.length)
+        let (linked, epoch) = linkState
+        do {
+            try await changeMap.beginWrite(extents, dirty: !linked)
+        } catch {
+            gate.release(token)
+            throw error
+        }
+        guard linked else {
+            defer {
+                changeMap.endWrite(extents, targetMissed: false)
+                gate.release(token)
+            }
+            return try await local()
+        }
+        if let lag = asynchronousLag {
+            return try await writeAsynchronously(
+                operation, fua: fua, extents: extents, token: token, lag: lag, epoch: epoch, local: local)
+        }
+        defer { gate.release(token) }
+        let localResult: Result<Void, any Error>
+        let remoteResult: Result<Void, any Error>
+        if case .localCopy = operation {
+            // The bytes to send exist only once the local copy is done.
+            localResult = await Self.capture(local)
+            remoteResult = localResult.isSuccess ? await Self.capture { try await self.sendOperation(operation, fua: fua) } : .success(())
+        } else {
+            async let remote = Self.capture { try await self.sendOperation(operation, fua: fua) }
+            localResult = await Self.capture(local)
+            remoteResult = await remote
+        }
+        await finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents, epoch: epoch)
+        if case .failure(let error) = localResult { throw error }
+    }
+
+    /// The end of a mirrored write: a target failure fractures the mirror; either failure leaves the
+    /// extents dirty (a failed local write may have reached the target: the primary's bytes are copied
+    /// over later).
+    func finishRemote(
+        _ remote: Result<Void, any Error>, localFailed: Bool, extents: ClosedRange<UInt64>, epoch: UInt64
+    ) async {
+        var targetMissed = localFailed
+        if case .failure(let error) = remote {
+            targetMissed = true
+            await fracture((error as? TargetUnavailable)?.reason ?? "\(error)", epoch: epoch)
+        }
+        changeMap.endWrite(extents, targetMissed: targetMissed)
+        // Still linked (a failed local write, or a failure seen under an older link): the mirror must not
+        // look in sync with a dirty extent, so a resync copies it now.
+        if targetMissed && isLinked { scheduleResync(reason: "a write the target may lack") }
+    }
+
+    /// ASYNCHRONOUS mode (opt-in, `--async-lag`): the host's write completes once written locally; its
+    /// frames go on in the background, holding the overlap gate (so overlapping writes still reach the
+    /// target in order) and a share of the lag budget (so at most that many bytes are unacknowledged by
+    /// the target). The extents stay in flight in the change map until the target acknowledges, so a
+    /// primary crash resyncs them; what is lost if the primary is lost for good is at most the budget.
+    func writeAsynchronously(
+        _ operation: MirrorOperation, fua: Bool, extents: ClosedRange<UInt64>, token: UInt64, lag: LagBudget,
+        epoch: UInt64, local: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        let bytes = operation.length
+        await lag.acquire(bytes)
+        let localResult = await Self.capture(local)
+        guard localResult.isSuccess else {
+            changeMap.endWrite(extents, targetMissed: true)
+            gate.release(token)
+            lag.release(bytes)
+            if case .failure(let error) = localResult { throw error }
+            return
+        }
+        Task {
+            let remote = await Self.capture { try await self.sendOperation(operation, fua: fua) }
+            await self.finishRemote(remote, localFailed: false, extents: extents, epoch: epoch)
+            self.gate.release(token)
+            lag.release(bytes)
+        }
+    }
+
+    static func capture(_ body: @Sendable () async throws -> Void) async -> Result<Void, any Error> {
+        do {
+            try await body()
+            return .success(())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// A host FLUSH: the local commit and the target's flush together. In asynchronous mode only the
+    /// local commit: the target catches up within the lag bound, and the checkpoints flush it.
+    public func flush(local: @escaping @Sendable () async throws -> Void) async throws {
+        let (linked, epoch) = linkState
+        guard linked, asynchronousLag == nil else { return try await local() }
+        async let remote: Void = flushTarget()
+        try await local()
+        do {
+            try await remote
+        } catch let error as TargetUnavailable {
+            await fracture(error.reason, epoch: epoch)
+        }
+    }
+
+    /// Marks a target failure the write path turns into a fracture.
+    struct TargetUnavailable: Error {
+        var reason: String
+    }
+
+    func flushTarget() async throws {
+        let handle = state.withLock { $0.handle }
+        _ = try await send(.flush, payload: MirrorHandleValue(handle: handle).payload)
+    }
+
+    /// Sends one host operation as frames of at most the frame size, all in flight at once.
+    func sendOperation(_ operation: MirrorOperation, fua: Bool) async throws {
+        let flags: MirrorFrameFlags = fua ? .fua : []
+        switch operation {
+        case .write(let offset, let data):
+            try await sendData(offset: offset, data: data, flags: flags)
+        case .localCopy(let offset, let length):
+            let volume = volumeID
+            let pool = self.pool
+            let data = try await executor.run {
+                var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
+                try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
+                    _ = try pool.read(volumeID: volume, offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)]))
+                    return Int(length)
+                }
+                return buffer
+            }
+            try await sendData(offset: offset, data: data, flags: flags)
+        case .writeZeroes(let offset, let length, let punch):
+            try await sendRange(.writeZeroes, offset: offset, length: length, flags: punch ? flags.union(.punch) : flags)
+        case .trim(let offset, let length):
+            try await sendRange(.trim, offset: offset, length: length, flags: flags)
+        }
+    }
+
+    func sendData(offset: UInt64, data: ByteBuffer, flags: MirrorFrameFlags) async throws {
+        let frameSize = Int(state.withLock { $0.record.frameSize })
+        let handle = state.withLock { $0.handle }
+        if data.readableBytes <= frameSize {
+            _ = try await send(.write, flags: flags, payload: MirrorWriteHeader.payload(handle: handle, offset: offset, data: data))
+            return
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var position = 0
+            while position < data.readableBytes {
+                let length = min(frameSize, data.readableBytes - position)
+                let slice = data.getSlice(at: data.readerIndex + position, length: length)!
+                let at = offset + UInt64(position)
+                group.addTask {
+                    let handle = self.state.withLock { $0.handle }
+                    _ = try await self.send(.write, flags: flags, payload: MirrorWriteHeader.payload(handle: handle, offset: at, data: slice))
+                }
+                position += length
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    func sendRange(_ command: MirrorCommand, offset: UInt64, length: UInt64, flags: MirrorFrameFlags) async throws {
+        let handle = state.withLock { $0.handle }
+        _ = try await send(command, flags: flags, payload: MirrorRange(handle: handle, offset: offset, length: length).payload)
+    }
+
+    // MARK: state changes
+
+    /// Persists a record change (blocking write on the I/O executor) and installs it.
+    func update(_ change: @escaping @Sendable (inout PrimaryMirrorRecord) -> Void) async throws {
+        let (record, removed) = state.withLock { s -> (PrimaryMirrorRecord, Bool) in
+            change(&s.record)
+            return (s.record, s.removed)
+        }
+        guard !removed else { return }
+        let store = self.store
+        try await executor.run { try store.save(record, to: store.primaryPath(record.volumeID)) }
+    }
+
+    /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
+    func fracture(_ reason: String, epoch: UInt64? = nil) async {
+        let first = state.withLock { s -> Bool in
+            if let epoch, epoch != s.linkEpoch { return false }
+            if s.stopping { return false }
+            guard !s.removed, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
+            s.record.state = .fractured
+            s.record.lastError = reason
+            s.lastErrorAt = Date()
+            s.fractures += 1
+            if let connection = s.connection { connection.close() }
+            s.connection = nil
+            return true
+        }
+        guard first else { return }
+        changeMap.promoteActive()
+        let generation = UInt64.random(in: 1...UInt64.max)
+        do {
+            try await update { $0.generations.current = generation }
+            try await changeMap.makeDurable()
+        } catch {
+            logger.critical("cannot record the mirror fracture", metadata: ["error": "\(error)"])
+        }
+        let record = self.record
+        logger.error(
+            "mirror fractured: host writes continue on the primary and are tracked for resync",
+            metadata: ["volume": "\(record.volumeID)", "target": "\(record.target)", "reason": "\(reason)"])
+        runAlert(record: record, reason: reason)
+    }
+
+    func runAlert(record: PrimaryMirrorRecord, reason: String) {
+        guard let command = settings.alertCommand else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_MIRROR_VOLUME"] = (try? Self.volumeName(pool, record.volumeID)) ?? "\(record.volumeID)"
+        environment["CAIRN_MIRROR_TARGET"] = record.target
+        environment["CAIRN_MIRROR_ERROR"] = reason
+        process.environment = environment
+        do { try process.run() } catch {
+            logger.error("mirror alert command failed to start", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Status counters.
+    struct Counters {
+        var fractures: UInt64
+        var retransmissions: UInt64
+        var bytesReplicated: UInt64
+        var throughput: Double
+        var jobID: UInt64?
+        var connected: Bool
+    }
+
+    /// Updates the throughput from the bytes acknowledged since the last sample (called every checkpoint
+    /// interval).
+    func sampleThroughput() {
+        state.withLock { s in
+            let now = ContinuousClock.now
+            if let sample = s.throughputSample {
+                let seconds = Double((now - sample.at).components.seconds) + Double((now - sample.at).components.attoseconds) / 1e18
+                if seconds > 0 { s.throughput = Double(s.bytesReplicated - sample.bytes) / seconds }
+            }
+            s.throughputSample = (s.bytesReplicated, now)
+        }
+    }
+
+    var counters: Counters {
+        state.withLock { s in
+            Counters(
+                fractures: s.fractures, retransmissions: s.retransmissions, bytesReplicated: s.bytesReplicated,
+                throughput: s.throughput, jobID: s.jobID, connected: s.connection?.isActive ?? false)
+        }
+    }
+
+    /// `cairn mirror remove`: stops everything and records nothing more.
+    func markRemoved() {
+        state.withLock { $0.removed = true }
+        shutdown()
+    }
+
+    /// Closes the link (daemon shutdown); the record stays as it is for the next start.
+    func shutdown() {
+        let (connection, resync) = state.withLock { s in
+            s.stopping = true
+            return (s.connection, s.resync)
+        }
+        resync?.cancel()
+        connection?.close()
+    }
+}
+
+extension Result {
+    var isSuccess: Bool {
+        if case .success = self { return true }
+        return false
+    }
+}
