@@ -6,10 +6,12 @@ import NIOCore
 extension ControlServer {
     /// GET /status: the HTML status page; GET /: a redirect to it, for a person typing the address.
     static func addStatusRoutes(
-        to router: Router<BasicRequestContext>, service: any ManagementService, recentErrors: RecentErrors?
+        to router: Router<BasicRequestContext>, service: any ManagementService, recentErrors: RecentErrors?,
+        backups: (any BackupService)? = nil
     ) {
         router.get(RouterPath(APIPath.statusPage)) { _, _ in
-            let report = try await StatusReport.gather(service: service, recentErrors: recentErrors)
+            var report = try await StatusReport.gather(service: service, recentErrors: recentErrors)
+            report.backups = try await backups?.listBackups() ?? []
             return Response(
                 status: .ok,
                 headers: [

@@ -25,7 +25,7 @@ public enum ControlServer {
         router.middlewares.add(ErrorBodyMiddleware())
         if let token { router.middlewares.add(BearerTokenMiddleware(token: token)) }
         addRoutes(to: router, service: service)
-        addStatusRoutes(to: router, service: service, recentErrors: recentErrors)
+        addStatusRoutes(to: router, service: service, recentErrors: recentErrors, backups: backups)
         if let backups { addBackupRoutes(to: router, service: backups) }
         let address: BindAddress
         switch endpoint {

@@ -31,6 +31,7 @@ public enum StatusPage {
         html += volumeSection(report)
         html += cloneSection(report.clones)
         html += mirrorSection(report.mirrors, targets: report.mirrorTargets)
+        html += backupSection(report.backups)
         html += jobSection(report.jobs)
         html += errorSection(report.errors)
         html += "</main></body></html>\n"
@@ -157,6 +158,31 @@ public enum StatusPage {
         return html + "</section>\n"
     }
 
+    /// Finished backups shown under the running ones.
+    static let finishedBackupsShown = 5
+
+    static func backupSection(_ backups: [BackupDTO]) -> String {
+        let running = backups.filter { $0.finishedAt == nil }
+        let finished = backups.filter { $0.finishedAt != nil }.sorted { $0.startedAt > $1.startedAt }
+            .prefix(finishedBackupsShown)
+        guard !running.isEmpty || !finished.isEmpty else { return "" }
+        var html = """
+            <section id="backups"><h2>Backups</h2><table><thead><tr><th>backup</th><th>volume</th><th>method</th>\
+            <th>phase</th><th>sessions still on the old image</th><th>archive</th></tr></thead><tbody>
+            """
+        for backup in running + finished {
+            let sessions = backup.sessionsOnA.map { "#\($0.id) \(escape($0.address))" }.joined(separator: ", ")
+            let progress = backup.job.map { " · " + progressText($0) } ?? ""
+            html += """
+                <tr data-backup="\(escape(backup.id))"><td>\(escape(backup.id))</td><td>\(escape(backup.volume))</td>\
+                <td>\(escape(backup.method))</td><td><span class="state state-\(escape(backup.phase))">\
+                \(escape(backup.phase))</span>\(escape(backup.drain.map { " (\($0))" } ?? ""))\(progress)</td>\
+                <td>\(sessions.isEmpty ? "-" : sessions)</td><td>\(escape(backup.archive))</td></tr>
+                """
+        }
+        return html + "</tbody></table></section>\n"
+    }
+
     static func jobSection(_ jobs: [JobDTO]) -> String {
         let running = jobs.filter { $0.state == "running" }
         let finished = jobs.filter { $0.state != "running" }.sorted { $0.id > $1.id }.prefix(finishedJobsShown)
@@ -236,7 +262,7 @@ public enum StatusPage {
         header h1{margin:0;font-size:20px}.host{font-weight:600}.meta{color:#b8c0cc;font-size:12px}
         main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px 24px}
         section{background:#fff;border-radius:6px;padding:12px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
-        section#errors,section#clones,section#mirrors{grid-column:1/-1}
+        section#errors,section#clones,section#mirrors,section#backups{grid-column:1/-1}
         h2{font-size:15px;margin:0 0 8px}
         .bar{height:10px;background:#e3e6eb;border-radius:5px;overflow:hidden;margin:6px 0}
         .bar>div{height:100%;background:#2f7de1}

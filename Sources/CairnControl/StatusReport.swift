@@ -16,6 +16,8 @@ public struct StatusReport: Sendable {
     /// Remote mirrors of this daemon's volumes, and the volumes other daemons mirror here.
     public var mirrors: [MirrorDTO] = []
     public var mirrorTargets: [MirrorTargetPairingDTO] = []
+    /// Backups (one-way mirror splits), running and recent.
+    public var backups: [BackupDTO] = []
 
     public init(
         generatedAt: Date, pool: PoolStatusDTO, volumes: [VolumeDTO], snapshots: [SnapshotDTO], clones: [CloneDTO],

@@ -63,6 +63,14 @@ struct BackupDaemonTests {
             #expect((started["sessionsOnA"] as? [Any])?.count == 1, "\(started)")
             let listed = try await daemon.cliOK(["backup", "status"])
             #expect(listed.stdout.contains(id) && listed.stdout.contains("draining"), "\(listed)")
+            // The status page shows the backup draining, with the session still on A.
+            let page = try await runTool(
+                "/usr/bin/curl", ["-s", "--unix-socket", daemon.dataDirectory + "/cairn.sock", "http://cairn/status"])
+            let onA = (started["sessionsOnA"] as? [[String: Any]])?.first
+            let session = "#\(onA?["id"] as? Int ?? -1) \(onA?["address"] as? String ?? "?")"
+            #expect(
+                page.stdout.contains("data-backup=\"\(id)\"") && page.stdout.contains("draining")
+                    && page.stdout.contains(session), "\(session) not in \(page)")
             // A new session (same export name) is on B: its writes never reach A.
             try await Self.qemuIO(daemon, "v", ["write -P 0x44 8m 1m", "read -P 0x11 1m 1m"])
             // The image volume cannot be opened by hosts while it runs.
