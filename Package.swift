@@ -181,6 +181,11 @@ let package = Package(
 
         .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
         .testTarget(
+            name: "CairnControlTests",
+            dependencies: ["CairnControl", "CairnAPI", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "CairnEngineTests",
             dependencies: [
                 "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport",
