@@ -86,17 +86,23 @@ final class MirrorConnection: Sendable {
 
     /// Sends one frame; the future (on the connection's event loop) holds its reply or a transport failure.
     /// Called on the loop, the frame is queued at once; otherwise one task hops to the loop.
+    /// `data` follows `payload` on the wire without being copied into it (`MirrorFrame.data`).
     func requestFuture(
-        _ command: MirrorCommand, flags: MirrorFrameFlags = [], payload: ByteBuffer, timeout: Double
+        _ command: MirrorCommand, flags: MirrorFrameFlags = [], payload: ByteBuffer, data: ByteBuffer? = nil,
+        timeout: Double
     ) -> EventLoopFuture<MirrorFrame> {
         let handler = self.handler
         let channel = self.channel
         let promise = channel.eventLoop.makePromise(of: MirrorFrame.self)
         if channel.eventLoop.inEventLoop {
-            handler.send(command: command, flags: flags, payload: payload, promise: promise, timeout: timeout, channel: channel)
+            handler.send(
+                command: command, flags: flags, payload: payload, data: data, promise: promise, timeout: timeout,
+                channel: channel)
         } else {
             channel.eventLoop.execute {
-                handler.send(command: command, flags: flags, payload: payload, promise: promise, timeout: timeout, channel: channel)
+                handler.send(
+                command: command, flags: flags, payload: payload, data: data, promise: promise, timeout: timeout,
+                channel: channel)
             }
         }
         return promise.futureResult
@@ -146,8 +152,8 @@ final class MirrorClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func send(
-        command: MirrorCommand, flags: MirrorFrameFlags, payload: ByteBuffer, promise: EventLoopPromise<MirrorFrame>,
-        timeout: Double, channel: any Channel
+        command: MirrorCommand, flags: MirrorFrameFlags, payload: ByteBuffer, data: ByteBuffer? = nil,
+        promise: EventLoopPromise<MirrorFrame>, timeout: Double, channel: any Channel
     ) {
         guard !closed else { return promise.fail(MirrorLinkError.connectionLost) }
         let id = nextMessageID
@@ -157,7 +163,7 @@ final class MirrorClientHandler: ChannelInboundHandler, @unchecked Sendable {
             entry.promise.fail(MirrorLinkError.timeout(command, seconds: timeout))
         }
         pending[id] = Pending(promise: promise, timer: timer, command: command)
-        channel.write(MirrorFrame(command: command, flags: flags, messageID: id, payload: payload), promise: nil)
+        channel.write(MirrorFrame(command: command, flags: flags, messageID: id, payload: payload, data: data), promise: nil)
         flushSoon(channel)
     }
 

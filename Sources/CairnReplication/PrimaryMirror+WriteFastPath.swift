@@ -31,12 +31,15 @@ extension PrimaryMirror {
         let command: MirrorCommand
         let frameFlags: MirrorFrameFlags
         let payload: ByteBuffer
+        // A write's data goes after its 16-byte header without a copy (`MirrorFrame.data`).
+        var frameData: ByteBuffer?
         switch operation {
         case .write(let offset, let data):
             guard data.readableBytes <= link.frameSize else { return nil }
             command = .write
             frameFlags = flags
-            payload = MirrorWriteHeader.payload(handle: link.handle, offset: offset, data: data)
+            payload = MirrorWriteHeader.payload(handle: link.handle, offset: offset, data: ByteBuffer())
+            frameData = data
         case .writeZeroes(let offset, let length, let punch):
             command = .writeZeroes
             frameFlags = punch ? flags.union(.punch) : flags
@@ -57,7 +60,9 @@ extension PrimaryMirror {
             return nil
         }
         let epoch = link.epoch
-        let remote = connection.requestFuture(command, flags: frameFlags, payload: payload, timeout: settings.frameTimeout)
+        let data = frameData
+        let remote = connection.requestFuture(
+            command, flags: frameFlags, payload: payload, data: data, timeout: settings.frameTimeout)
         let written = local()
         let promise = eventLoop.makePromise(of: Void.self)
         remote.hop(to: eventLoop).whenComplete { remoteOutcome in
@@ -65,7 +70,7 @@ extension PrimaryMirror {
                 let outcome = Self.firstAttempt(command, remoteOutcome)
                 if case .acknowledged = outcome, localResult.isSuccess {
                     if command == .write {
-                        self.state.withLock { $0.bytesReplicated += UInt64(payload.readableBytes - 16) }
+                        self.state.withLock { $0.bytesReplicated += UInt64(data?.readableBytes ?? 0) }
                     }
                     self.changeMap.endWrite(extents, targetMissed: false)
                     self.gate.release(token)
@@ -85,9 +90,13 @@ extension PrimaryMirror {
                             remoteResult = .failure(
                                 TargetUnavailable(reason: "no valid answer from \(self.record.target) after 1 attempt: \(failure)"))
                         } else {
+                            // The retry path sends one contiguous payload (a copy, on this rare path only).
+                            var whole = payload
+                            if var data { whole.writeBuffer(&data) }
+                            let retried = whole
                             remoteResult = await Self.capture {
                                 _ = try await self.send(
-                                    command, flags: frameFlags, payload: payload, startingAttempt: 1, lastFailure: failure)
+                                    command, flags: frameFlags, payload: retried, startingAttempt: 1, lastFailure: failure)
                             }
                         }
                     }
