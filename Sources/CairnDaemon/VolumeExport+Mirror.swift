@@ -18,6 +18,12 @@ extension VolumeExport {
             written.whenComplete { _ in replication.unmirroredWriteEnded(volumeID: volumeID) }
             return written
         }
+        if let written = mirror.writeWithoutWaiting(operation, fua: fua, eventLoop: eventLoop, local: local) {
+            return written.flatMapErrorThrowing { error in
+                if error is NBDExportError { throw error }
+                throw Self.wireError(error, writing: true)
+            }
+        }
         let promise = eventLoop.makePromise(of: Void.self)
         promise.completeWithTask {
             do {

@@ -126,9 +126,49 @@ public final class ChangeMap: Sendable {
                 if dirty { Self.setDirty(&s, extent) }
                 if s.durable[index] & bit == 0 { covered = false }
             }
+            if !covered { Self.activateAhead(&s, after: extents) }
             return covered
         }
         if !covered { try await makeDurable() }
+    }
+
+    /// Extents a sequential writer's sync marks active ahead of it (32 MiB at the default extent size).
+    /// Measured: a 1 MiB sequential stream (bench/mirror.py write-1m-qd8) otherwise waited for one map
+    /// sync per write, every write starting a new extent. A bit set ahead and never written only costs the
+    /// copy of that extent after a crash or link failure (an active bit is resynced then) and is cleared
+    /// by the next checkpoint like any idle extent.
+    static let sequentialLookahead: UInt64 = 32
+
+    /// A write that needs a sync anyway and continues an active extent (a sequential stream) takes the
+    /// next extents into the same sync.
+    private static func activateAhead(_ s: inout State, after extents: ClosedRange<UInt64>) {
+        let previous = extents.lowerBound
+        guard previous > 0, s.active[Int((previous - 1) / 64)] & (UInt64(1) << ((previous - 1) % 64)) != 0 else { return }
+        let end = min(extents.upperBound + 1 + sequentialLookahead, s.extentCount)
+        guard extents.upperBound + 1 < end else { return }
+        for extent in (extents.upperBound + 1)..<end {
+            let (index, bit) = (Int(extent / 64), UInt64(1) << (extent % 64))
+            guard s.active[index] & bit == 0 else { continue }
+            s.active[index] |= bit
+            // A write sequence number, so the checkpoint clears it if it stays idle.
+            s.lastWrite[extent] = s.sequence
+        }
+    }
+
+    /// Write-intent without waiting: records the write to `extents` (active, not dirty) only if every bit
+    /// is already durable, and returns whether it did. On false nothing changed (the caller takes the
+    /// waiting path, `beginWrite`).
+    public func beginWriteIfDurable(_ extents: ClosedRange<UInt64>) -> Bool {
+        state.withLock { s -> Bool in
+            for extent in extents where s.durable[Int(extent / 64)] & (UInt64(1) << (extent % 64)) == 0 { return false }
+            s.sequence += 1
+            for extent in extents {
+                s.active[Int(extent / 64)] |= UInt64(1) << (extent % 64)
+                s.inFlight[extent, default: 0] += 1
+                s.lastWrite[extent] = s.sequence
+            }
+            return true
+        }
     }
 
     /// The write finished; `targetMissed`: the target did not acknowledge it, so the extents stay dirty

@@ -81,13 +81,31 @@ final class MirrorConnection: Sendable {
     func request(
         _ command: MirrorCommand, flags: MirrorFrameFlags = [], payload: ByteBuffer, timeout: Double
     ) async throws -> MirrorFrame {
+        try await requestFuture(command, flags: flags, payload: payload, timeout: timeout).get()
+    }
+
+    /// Sends one frame; the future (on the connection's event loop) holds its reply or a transport failure.
+    /// Called on the loop, the frame is queued at once; otherwise one task hops to the loop.
+    /// `data` follows `payload` on the wire without being copied into it (`MirrorFrame.data`).
+    func requestFuture(
+        _ command: MirrorCommand, flags: MirrorFrameFlags = [], payload: ByteBuffer, data: ByteBuffer? = nil,
+        timeout: Double
+    ) -> EventLoopFuture<MirrorFrame> {
         let handler = self.handler
         let channel = self.channel
         let promise = channel.eventLoop.makePromise(of: MirrorFrame.self)
-        channel.eventLoop.execute {
-            handler.send(command: command, flags: flags, payload: payload, promise: promise, timeout: timeout, channel: channel)
+        if channel.eventLoop.inEventLoop {
+            handler.send(
+                command: command, flags: flags, payload: payload, data: data, promise: promise, timeout: timeout,
+                channel: channel)
+        } else {
+            channel.eventLoop.execute {
+                handler.send(
+                command: command, flags: flags, payload: payload, data: data, promise: promise, timeout: timeout,
+                channel: channel)
+            }
         }
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     var isActive: Bool { channel.isActive }
@@ -134,8 +152,8 @@ final class MirrorClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func send(
-        command: MirrorCommand, flags: MirrorFrameFlags, payload: ByteBuffer, promise: EventLoopPromise<MirrorFrame>,
-        timeout: Double, channel: any Channel
+        command: MirrorCommand, flags: MirrorFrameFlags, payload: ByteBuffer, data: ByteBuffer? = nil,
+        promise: EventLoopPromise<MirrorFrame>, timeout: Double, channel: any Channel
     ) {
         guard !closed else { return promise.fail(MirrorLinkError.connectionLost) }
         let id = nextMessageID
@@ -145,7 +163,23 @@ final class MirrorClientHandler: ChannelInboundHandler, @unchecked Sendable {
             entry.promise.fail(MirrorLinkError.timeout(command, seconds: timeout))
         }
         pending[id] = Pending(promise: promise, timer: timer, command: command)
-        channel.writeAndFlush(MirrorFrame(command: command, flags: flags, messageID: id, payload: payload), promise: nil)
+        channel.write(MirrorFrame(command: command, flags: flags, messageID: id, payload: payload, data: data), promise: nil)
+        flushSoon(channel)
+    }
+
+    /// A flush is queued on the loop for frames written since the last one.
+    private var flushScheduled = false
+
+    /// Corks the frames of one event-loop turn: the frames written while the loop runs its queued tasks
+    /// (concurrent host writes) leave in one gathering write instead of one syscall each. The flush runs
+    /// right after the tasks already queued, so no frame waits for anything but the current turn.
+    private func flushSoon(_ channel: any Channel) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        channel.eventLoop.execute { [self] in
+            flushScheduled = false
+            channel.flush()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

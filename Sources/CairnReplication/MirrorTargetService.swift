@@ -176,6 +176,65 @@ public final class MirrorTargetService: Sendable {
         }
     }
 
+    /// Data frames (write, write-zeroes, trim) straight onto an I/O thread, without a task: nil for any other
+    /// command (`handle` answers it). Same checks, engine calls and typed refusals as `handle`.
+    func handleData(_ frame: MirrorFrame, connection: ObjectIdentifier, eventLoop: any EventLoop)
+        -> EventLoopFuture<MirrorFrame>?
+    {
+        let command = frame.command
+        guard command == .write || command == .writeZeroes || command == .trim else { return nil }
+        let fua = frame.flags.contains(.fua)
+        let punch = frame.flags.contains(.punch)
+        let apply: @Sendable () throws -> Void
+        do {
+            if command == .write {
+                let (header, data) = try MirrorWriteHeader.split(frame.payload)
+                let volume = try owned(header.handle, connection)
+                apply = {
+                    try data.withUnsafeReadableBytes { bytes in
+                        try self.pool.write(volumeID: volume, offset: header.offset, source: .bytes(bytes), fua: fua)
+                    }
+                }
+            } else {
+                let range = try MirrorRange.decode(payload: frame.payload)
+                let volume = try owned(range.handle, connection)
+                apply = {
+                    if command == .trim {
+                        try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .trim, fua: fua)
+                    } else if punch {
+                        try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .zero, fua: fua)
+                    } else {
+                        try self.pool.write(volumeID: volume, offset: range.offset, source: .zeros(length: range.length), fua: fua)
+                    }
+                }
+            }
+        } catch let error as MirrorRemoteError {
+            return eventLoop.makeSucceededFuture(frame.errorReply(error))
+        } catch let error as MirrorPayloadError {
+            return eventLoop.makeSucceededFuture(
+                frame.errorReply(MirrorRemoteError(.protocolViolation, "malformed \(frame.command) frame: \(error)")))
+        } catch {
+            return eventLoop.makeSucceededFuture(frame.errorReply(Self.remote(error)))
+        }
+        let promise = eventLoop.makePromise(of: MirrorFrame.self)
+        let header = MirrorFrame(command: frame.command, flags: frame.flags, messageID: frame.messageID)
+        do {
+            try executor.submit {
+                do {
+                    try self.engine(apply)
+                    promise.succeed(header.reply())
+                } catch let error as MirrorRemoteError {
+                    promise.succeed(header.errorReply(error))
+                } catch {
+                    promise.succeed(header.errorReply(Self.remote(error)))
+                }
+            }
+        } catch {
+            promise.succeed(header.errorReply(Self.remote(error)))
+        }
+        return promise.futureResult
+    }
+
     private func connectionClosedFor(_ volume: UInt64) {
         state.withLock { s in s.owners[volume] = nil }
     }

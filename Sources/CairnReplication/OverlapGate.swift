@@ -48,6 +48,19 @@ final class OverlapGate: Sendable {
         return token
     }
 
+    /// Takes `range` at once if no holder or waiter overlaps it; nil (nothing taken) otherwise. The write
+    /// fast path uses it to stay off Swift concurrency when it need not wait.
+    func tryAcquire(_ range: Range<UInt64>) -> UInt64? {
+        state.withLock { s -> UInt64? in
+            let blocked = s.held.values.contains { $0.overlaps(range) } || s.waiting.contains { $0.range.overlaps(range) }
+            guard !blocked else { return nil }
+            let token = s.nextToken
+            s.nextToken += 1
+            s.held[token] = range
+            return token
+        }
+    }
+
     func release(_ token: UInt64) {
         let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.held[token] = nil

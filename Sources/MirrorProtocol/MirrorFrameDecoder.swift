@@ -88,6 +88,7 @@ public final class MirrorFrameWriter: ChannelOutboundHandler, Sendable {
         trailer.writeInteger(frame.payloadChecksum)
         context.write(wrapOutboundOut(header), promise: nil)
         if frame.payload.readableBytes > 0 { context.write(wrapOutboundOut(frame.payload), promise: nil) }
+        if let data = frame.data, data.readableBytes > 0 { context.write(wrapOutboundOut(data), promise: nil) }
         context.write(wrapOutboundOut(trailer), promise: promise)
     }
 }

@@ -33,6 +33,21 @@ struct FrameCodecTests {
         #expect(header == MirrorWriteHeader(handle: 9, offset: 4096) && payload == data)
     }
 
+    @Test("a write's data sent after its header without a copy is the same frame on the wire")
+    func splitPayload() throws {
+        let data = ByteBuffer(bytes: (0..<7000).map { UInt8(truncatingIfNeeded: $0 * 13) })
+        let contiguous = MirrorFrame(
+            command: .write, messageID: 77, payload: MirrorWriteHeader.payload(handle: 3, offset: 8192, data: data))
+        let split = MirrorFrame(
+            command: .write, messageID: 77, payload: MirrorWriteHeader.payload(handle: 3, offset: 8192, data: ByteBuffer()),
+            data: data)
+        #expect(split.payloadLength == contiguous.payload.readableBytes)
+        #expect(split.payloadChecksum == contiguous.payloadChecksum)
+        var wire = Self.encoded(split)
+        #expect(wire == Self.encoded(contiguous))
+        #expect(try MirrorFrameDecoder.next(from: &wire) == .frame(contiguous))
+    }
+
     @Test("a damaged payload is reported with its message id; the next frame still decodes")
     func corruptedPayload() throws {
         let first = MirrorFrame(command: .write, messageID: 41, payload: ByteBuffer(bytes: [1, 2, 3, 4, 5]))
