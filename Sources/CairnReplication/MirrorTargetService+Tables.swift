@@ -65,7 +65,12 @@ extension MirrorTargetService {
             } else if request.options.contains(.initial) {
                 fullSync = true
             } else {
-                let diverged = current.modified || current.generation != request.generations.synced
+                // The target holds the primary's last synchronized generation, or its current one: the
+                // primary told it "in sync at G" (after every extent was copied) and stopped before it
+                // recorded G as synchronized itself. Its change map still lists whatever changed since.
+                let known = current.generation == request.generations.synced
+                    || current.generation == request.generations.current
+                let diverged = current.modified || !known
                 if diverged && !discard {
                     let why =
                         current.modified
