@@ -69,6 +69,24 @@ extension Pool {
         }
     }
 
+    /// True when a read of `[offset, offset + length)` of `volumeID` cannot be served straight from its
+    /// own slots: a reverse sync runs into it (reads come from the clone), or a protected restore still
+    /// has to copy one of these extents (a COD first). An extent the restore is done with stays done for
+    /// the rest of the restore (nothing adds to the restoring clone's delta map meanwhile), so a read of
+    /// restored extents may be answered at once, on the event loop, like any read.
+    func cloneGroupRoutesReads(volumeID: UInt64, offset: UInt64, length: UInt64) -> Bool {
+        guard cloneGroupsInUse.load(ordering: .relaxed) else { return false }
+        return monitor.withLock {
+            guard let group = state.cloneGroups.groups[volumeID], let restoring = group.restoringMember else {
+                return false
+            }
+            guard restoring.state == .restoring, length > 0 else { return true }
+            return group.extents(offset: offset, length: length).contains {
+                restoring.delta.contains($0) || group.scoreboard.contains($0)
+            }
+        }
+    }
+
     /// Runs the steps (COD, commits, waits) until the request may proceed; returns the final step.
     private func cloneGroupStep(volumeID: UInt64, offset: UInt64, length: UInt64, writing: Bool, fua: Bool) throws
         -> CloneIOStep

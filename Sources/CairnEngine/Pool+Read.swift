@@ -49,7 +49,11 @@ extension Pool {
     public func readIfCached(
         volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
     ) throws -> [ReadExtent]? {
-        if snapshotEpoch == nil && cloneGroupRoutesReads(volumeID: volumeID) { return nil }
+        if snapshotEpoch == nil
+            && cloneGroupRoutesReads(volumeID: volumeID, offset: offset, length: UInt64(buffer.count))
+        {
+            return nil
+        }
         return try read(volumeID: volumeID, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: false)
     }
 
