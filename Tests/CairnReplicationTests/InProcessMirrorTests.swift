@@ -24,7 +24,9 @@ struct InProcessMirrorTests {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             pool = try Pool.open(directory: directory)
             var settings = ReplicationSettings(secret: secret, node: label, group: MultiThreadedEventLoopGroup.singleton)
-            settings.frameTimeout = 5
+            // Generous: the full suite runs many daemons at once on two cores, and nothing here tests
+            // timeouts (the two-daemon tests do, with a fault proxy).
+            settings.frameTimeout = 30
             replication = try Replication(
                 pool: pool, executor: executor, dataDirectory: directory, settings: settings, logger: Logger(label: label))
         }
