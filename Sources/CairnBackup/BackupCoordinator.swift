@@ -98,6 +98,12 @@ public final class BackupCoordinator: @unchecked Sendable {
         route?.mirror?.sessionClosed(session)
     }
 
+    /// The id of the backup splitting the live volume `name` now, if any: it must not be resized, renamed,
+    /// rolled back or deleted until that backup ends (its images and records name the volume).
+    public func runningBackup(ofVolume name: String) -> String? {
+        state.withLock { s in s.records.values.first { !$0.isFinished && $0.volume == name }?.id }
+    }
+
     /// True for the volumes a backup made for its images: hosts may not open them.
     public func isImageVolume(_ name: String) -> Bool {
         state.withLock { s in s.records.values.contains { !$0.isFinished && $0.imageVolume == name } }

@@ -86,12 +86,13 @@ public enum Daemon {
         }
         let nbdAddress = "\(configuration.nbdHost):\(nbd.port)"
         let endpoint = configuration.resolvedAPIEndpoint
-        let management = PoolManagement(
+        var management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
             connectionCount: { nbd.connectionCount },
             requiresTLS: { [tlsMode = configuration.tlsMode] export in
                 tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
             }, replication: replication)
+        management.backups = backups
         var token: String?
         if case .loopback = endpoint {
             do {

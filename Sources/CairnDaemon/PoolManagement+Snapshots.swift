@@ -23,6 +23,7 @@ extension PoolManagement {
 
     func rollback(volume: String, snapshot: String, force: Bool) async throws -> VolumeDTO {
         try refuseIfMirrored(volume, "rolled back")
+        try refuseIfBackingUp(volume, "rolled back")
         return dto(
             try await run {
                 try pool.rollback(volume: volume, snapshot: snapshot, force: force)

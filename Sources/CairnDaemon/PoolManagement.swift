@@ -1,4 +1,5 @@
 import CairnAPI
+import CairnBackup
 import CairnControl
 import CairnEngine
 import CairnIO
@@ -24,6 +25,17 @@ struct PoolManagement: ManagementService {
     }
     /// Remote mirrors (PoolManagement+Mirrors.swift).
     var replication: Replication? = nil
+    /// Backups in progress, which pin their volume (`refuseIfBackingUp`).
+    var backups: BackupCoordinator? = nil
+
+    /// A volume a backup splits keeps its size, name, content history and existence until the backup ends.
+    func refuseIfBackingUp(_ volume: String, _ action: String) throws {
+        guard let id = backups?.runningBackup(ofVolume: volume) else { return }
+        throw ManagementError(
+            code: "busy",
+            message: "volume '\(volume)' cannot be \(action) while backup \(id) runs; wait for it (`cairn backup "
+                + "status \(id)`) or end its drain with `cairn backup seal \(id)`")
+    }
 
     func metrics() async throws -> String {
         let status = try await poolStatus()
@@ -86,6 +98,8 @@ struct PoolManagement: ManagementService {
                 code: "invalid_argument", message: "nothing to change: give a new size, a new name or a preserve store")
         }
         if request.size != nil { try refuseIfMirrored(name, "resized") }
+        if request.size != nil { try refuseIfBackingUp(name, "resized") }
+        if request.name != nil { try refuseIfBackingUp(name, "renamed") }
         return dto(
             try await run {
                 var current = name
@@ -105,6 +119,7 @@ struct PoolManagement: ManagementService {
 
     func deleteVolume(named name: String, force: Bool) async throws {
         try refuseIfMirrored(name, "deleted")
+        try refuseIfBackingUp(name, "deleted")
         try await run { try pool.deleteVolume(name: name, force: force) }
     }
 

@@ -71,6 +71,13 @@ struct BackupDaemonTests {
             #expect(
                 page.stdout.contains("data-backup=\"\(id)\"") && page.stdout.contains("draining")
                     && page.stdout.contains(session), "\(session) not in \(page)")
+            // The split volume keeps its size, name, history and existence until the backup ends.
+            for command in [
+                ["volume", "resize", "v", "32M"], ["volume", "rename", "v", "w"], ["volume", "delete", "v", "--force"],
+            ] {
+                let refused = try await daemon.cli(command)
+                #expect(refused.status != 0 && refused.stderr.contains("backup \(id)"), "\(command): \(refused)")
+            }
             // A new session (same export name) is on B: its writes never reach A.
             try await Self.qemuIO(daemon, "v", ["write -P 0x44 8m 1m", "read -P 0x11 1m 1m"])
             // The image volume cannot be opened by hosts while it runs.
