@@ -1,4 +1,5 @@
 import Foundation
+import NBDProtocol
 import NIOCore
 import NIOSSL
 
@@ -45,14 +46,13 @@ public struct NBDClientTLS: Sendable {
             throw .invalidArgument("cannot read the PSK file \(keyFile)")
         }
         let line = text.split(separator: "\n").first { $0.hasPrefix(username + ":") }
-        guard let line, let key = hexBytes(line.dropFirst(username.count + 1)) else {
+        guard let line, let key = NBDHex.decode(line.dropFirst(username.count + 1).trimmingCharacters(in: .whitespaces)) else {
             throw .invalidArgument("\(keyFile) has no hexadecimal key for '\(username)'")
         }
         var configuration = TLSConfiguration.makePreSharedKeyConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         configuration.maximumTLSVersion = .tlsv12
-        configuration.cipherSuites =
-            "ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA:ECDHE-PSK-AES128-CBC-SHA:PSK-AES256-CBC-SHA:PSK-AES128-CBC-SHA"
+        configuration.cipherSuites = NBDPreSharedKeyTLS.cipherSuites
         configuration.pskClientProvider = { _ in
             var secure = NIOSSLSecureBytes()
             secure.append(contentsOf: key)
@@ -73,25 +73,5 @@ public struct NBDClientTLS: Sendable {
 
     func makeHandler() throws -> NIOSSLClientHandler {
         try NIOSSLClientHandler(context: context, serverHostname: serverHostname)
-    }
-
-    static func hexBytes(_ text: Substring) -> [UInt8]? {
-        let digits = Array(text.trimmingCharacters(in: .whitespaces).utf8)
-        guard !digits.isEmpty, digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        for pair in stride(from: 0, to: digits.count, by: 2) {
-            guard let high = nibble(digits[pair]), let low = nibble(digits[pair + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return bytes
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

@@ -1,3 +1,5 @@
+import NBDProtocol
+
 /// An NBD URI as qemu and libnbd write it (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/uri.md):
 /// `nbd://HOST[:PORT][/EXPORT]`, or `nbds://[USER@]HOST[:PORT][/EXPORT][?QUERY]` for TLS with libnbd's
 /// query keys `tls-certificates=DIR` and `tls-psk-file=FILE` (USER names the key). Not `nbd+unix`.
@@ -107,20 +109,11 @@ public struct NBDURI: Sendable, Hashable, CustomStringConvertible {
                 bytes.append(byte)
                 continue
             }
-            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
+            guard let high = iterator.next().flatMap(NBDHex.digit), let low = iterator.next().flatMap(NBDHex.digit) else {
                 return nil
             }
             bytes.append(high << 4 | low)
         }
         return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

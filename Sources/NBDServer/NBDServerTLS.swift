@@ -1,4 +1,5 @@
 import Foundation
+import NBDProtocol
 import NIOCore
 import NIOSSL
 
@@ -19,11 +20,6 @@ public struct NBDServerTLS: Sendable {
     let credentials: Credentials
     /// True when client certificates are checked against a CA (required, or checked when presented).
     public let verifiesClients: Bool
-
-    /// PSK cipher suites, strongest first: ECDHE for forward secrecy (BoringSSL has no DHE-PSK), then
-    /// plain PSK for clients limited to it.
-    static let preSharedKeyCipherSuites =
-        "ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA:ECDHE-PSK-AES128-CBC-SHA:PSK-AES256-CBC-SHA:PSK-AES128-CBC-SHA"
 
     /// Loads the PEM files; the error names the file that could not be used. With `clientCA`, a client
     /// certificate must chain to it; `requireClientCertificate: false` also admits clients without one
@@ -88,7 +84,7 @@ public struct NBDServerTLS: Sendable {
         var configuration = TLSConfiguration.makePreSharedKeyConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         configuration.maximumTLSVersion = .tlsv12
-        configuration.cipherSuites = Self.preSharedKeyCipherSuites
+        configuration.cipherSuites = NBDPreSharedKeyTLS.cipherSuites
         configuration.pskServerProvider = { context in
             guard let key = keys.key(for: context.clientIdentity), key.count <= context.maxPSKLength else {
                 throw NBDServerConfigurationError(description: "unknown PSK identity")
@@ -142,7 +138,7 @@ struct NBDPreSharedKeys: Sendable {
                 throw NBDServerConfigurationError(
                     description: "\(place): a username is 1...\(Self.maximumUsernameBytes) printable bytes")
             }
-            guard let key = Self.hex(line[line.index(after: colon)...]), key.count >= Self.minimumKeyBytes else {
+            guard let key = NBDHex.decode(line[line.index(after: colon)...]), key.count >= Self.minimumKeyBytes else {
                 throw NBDServerConfigurationError(
                     description: "\(place): the key must be hexadecimal, at least \(Self.minimumKeyBytes) bytes "
                         + "(psktool -u NAME -p FILE makes one)")
@@ -154,26 +150,5 @@ struct NBDPreSharedKeys: Sendable {
         }
         guard !keys.isEmpty else { throw NBDServerConfigurationError(description: "\(path) holds no key") }
         self.keys = keys
-    }
-
-    static func hex(_ text: Substring) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard !digits.isEmpty, digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        for pair in stride(from: 0, to: digits.count, by: 2) {
-            guard let high = nibble(digits[pair]), let low = nibble(digits[pair + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return bytes
-    }
-
-    static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
