@@ -143,14 +143,10 @@ extension Pool {
             do {
                 try metadata.commit(transaction)
             } catch {
-                let failure = EngineError(
-                    .ioFailure,
+                throw failPool(
                     "the pool could not record a protected restore map change and no longer accepts writes; check "
                         + "the disk and restart the daemon",
-                    cause: error)
-                logger.critical("restore map commit failed", metadata: ["error": "\(error)"])
-                monitor.withLock { state.failure = failure }
-                throw failure
+                    log: "restore map commit failed", cause: error)
             }
             monitor.withLock {
                 guard let group = state.cloneGroups.groups[sourceID] else { return }

@@ -51,13 +51,10 @@ extension Pool {
                     "requested": "\(requested)",
                 ])
         } catch {
-            let failure = EngineError(
-                .ioFailure,
+            failPool(
                 "the pool could not make data durable and no longer accepts writes; check the disk and "
                     + "restart the daemon (data acknowledged by FLUSH before this point is safe)",
-                cause: error)
-            logger.critical("commit failed", metadata: ["error": "\(error)"])
-            monitor.withLock { state.failure = failure }
+                log: "commit failed", cause: error)
             return
         }
         // The frees are durable: punch the space back to the filesystem (best effort: a failure only
@@ -77,6 +74,16 @@ extension Pool {
             for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
         }
         monitor.broadcast()
+    }
+
+    /// A commit failed: the pool stops accepting writes (every later call gets this error) and says so
+    /// at critical level. Returns the error for the caller to throw.
+    @discardableResult
+    func failPool(_ message: String, log event: Logger.Message, cause: any Error) -> EngineError {
+        let failure = EngineError(.ioFailure, message, cause: cause)
+        logger.critical(event, metadata: ["error": "\(cause)"])
+        monitor.withLock { state.failure = failure }
+        return failure
     }
 
     /// Adds to the captured restore map blocks the bits write-intent commits stored since the capture
