@@ -48,16 +48,17 @@ public final class JobRegistry: Sendable {
 
     /// Registers a running job and returns its id.
     public func start(kind: String, target: String, total: UInt64, unit: String) -> UInt64 {
-        state.withLock { s in
+        let id = state.withLock { s in
             let id = s.nextID
             s.nextID += 1
             s.jobs[id] = JobInfo(
                 id: id, kind: kind, target: target, state: .running, done: 0, total: total, unit: unit,
                 startedAt: Date(), finishedAt: nil, message: nil)
-            logger.info(
-                "job started", metadata: ["job": "\(id)", "job.kind": "\(kind)", "job.target": "\(target)"])
             return id
         }
+        // Logged outside the lock: a log handler writes to a stream.
+        logger.info("job started", metadata: ["job": "\(id)", "job.kind": "\(kind)", "job.target": "\(target)"])
+        return id
     }
 
     public func progress(_ id: UInt64, done: UInt64, total: UInt64? = nil) {
@@ -68,23 +69,24 @@ public final class JobRegistry: Sendable {
     }
 
     public func finish(_ id: UInt64, _ outcome: JobInfo.State, message: String? = nil) {
-        state.withLock { s in
-            if let job = s.jobs[id] {
-                var metadata: Logger.Metadata = [
-                    "job": "\(id)", "job.kind": "\(job.kind)", "job.target": "\(job.target)",
-                    "job.state": "\(outcome.rawValue)", "job.done": "\(job.done)", "job.unit": "\(job.unit)",
-                    "job.seconds": "\(String(format: "%.3f", Date().timeIntervalSince(job.startedAt)))",
-                ]
-                if let message { metadata["job.message"] = "\(message)" }
-                logger.log(level: outcome == .failed ? .error : .info, "job finished", metadata: metadata)
-            }
+        let ended = state.withLock { s -> JobInfo? in
+            let ended = s.jobs[id]
             s.jobs[id]?.state = outcome
             s.jobs[id]?.finishedAt = Date()
             s.jobs[id]?.message = message
             s.cancelRequested.remove(id)
             let finished = s.jobs.values.filter { $0.state != .running }.sorted { $0.id < $1.id }
             for old in finished.dropLast(Self.retainedFinishedJobs) { s.jobs[old.id] = nil }
+            return ended
         }
+        guard let job = ended else { return }
+        var metadata: Logger.Metadata = [
+            "job": "\(id)", "job.kind": "\(job.kind)", "job.target": "\(job.target)",
+            "job.state": "\(outcome.rawValue)", "job.done": "\(job.done)", "job.unit": "\(job.unit)",
+            "job.seconds": "\(String(format: "%.3f", Date().timeIntervalSince(job.startedAt)))",
+        ]
+        if let message { metadata["job.message"] = "\(message)" }
+        logger.log(level: outcome == .failed ? .error : .info, "job finished", metadata: metadata)
     }
 
     /// Asks a running job to stop at its next checkpoint. Returns false if there is no such running job.
