@@ -39,6 +39,14 @@ public struct MirrorDTO: Codable, Sendable, Hashable {
     public var unacknowledgedBytes: UInt64?
     /// Data bytes per second the target acknowledged recently (the last few seconds).
     public var throughputBytesPerSecond: UInt64?
+    /// "primary" here; the target's side is listed by GET /v1/mirror-targets.
+    public var role: String?
+    /// `re-establish --take-target-changes` is copying the target's changes here; `pullExtents` remain.
+    public var takingTargetChanges: Bool?
+    public var pullExtents: UInt64?
+    /// The last completed resync since the daemon started: extents compared by digest (`--checksum`),
+    /// sent, skipped as equal, and taken from the target.
+    public var lastResync: MirrorResyncResultDTO?
 
     public init(
         volume: String, target: String, state: String, extentSize: UInt64, extentCount: UInt64, changedExtents: UInt64,
@@ -64,6 +72,21 @@ public struct MirrorDTO: Codable, Sendable, Hashable {
         self.pairID = pairID
         self.generation = generation
         self.syncedGeneration = syncedGeneration
+    }
+}
+
+/// What a completed resync did.
+public struct MirrorResyncResultDTO: Codable, Sendable, Hashable {
+    public var compared: UInt64
+    public var sent: UInt64
+    public var skipped: UInt64
+    public var pulled: UInt64
+
+    public init(compared: UInt64, sent: UInt64, skipped: UInt64, pulled: UInt64) {
+        self.compared = compared
+        self.sent = sent
+        self.skipped = skipped
+        self.pulled = pulled
     }
 }
 
@@ -95,7 +118,16 @@ public struct EstablishMirrorRequest: Codable, Sendable {
 public struct ReestablishMirrorRequest: Codable, Sendable {
     /// The target was written while apart: overwrite its changes with the primary's data.
     public var discardTargetChanges: Bool?
-    public init(discardTargetChanges: Bool? = nil) { self.discardTargetChanges = discardTargetChanges }
+    /// The target was written while apart (or promoted): copy its changed extents here first.
+    public var takeTargetChanges: Bool?
+    /// Compare SHA-256 digests per extent and send only the extents that differ (DRBD's csums-alg).
+    public var checksum: Bool?
+
+    public init(discardTargetChanges: Bool? = nil, takeTargetChanges: Bool? = nil, checksum: Bool? = nil) {
+        self.discardTargetChanges = discardTargetChanges
+        self.takeTargetChanges = takeTargetChanges
+        self.checksum = checksum
+    }
 }
 
 /// POST /v1/mirrors/{volume}/frame-size
@@ -161,6 +193,12 @@ public struct MirrorTargetPairingDTO: Codable, Sendable, Hashable {
     public var modified: Bool
     /// The generation this volume fully holds (hex; 0 until the first sync completed).
     public var generation: String
+    /// Promoted here (failover): writable by hosts, its primary fenced off.
+    public var promoted: Bool?
+    /// While promoted: the generation its own data started (hex).
+    public var promotedGeneration: String?
+    /// Extents hosts wrote here while severed or promoted (what --take-target-changes copies back).
+    public var changedExtents: UInt64?
 
     public init(volume: String, primaryNode: String, state: String, readOnly: Bool, modified: Bool, generation: String) {
         self.volume = volume
@@ -176,6 +214,6 @@ extension APIPath {
     public static let mirrorTargets = "/v1/mirror-targets"
     public static let mirrors = "/v1/mirrors"
     public static func mirror(_ volume: String) -> String { "/v1/mirrors/\(component(volume))" }
-    /// sever, re-establish, frame-size, target.
+    /// sever, re-establish, frame-size, target, promote.
     public static func mirrorAction(_ volume: String, _ action: String) -> String { mirror(volume) + "/" + action }
 }

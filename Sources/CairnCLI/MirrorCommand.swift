@@ -14,11 +14,13 @@ struct MirrorCommand: AsyncParsableCommand {
             have it. If the target stops answering (after the retries), the mirror fractures: writes continue \
             here and a persistent change map records every extent written, so `re-establish` copies only \
             those. `sever` splits the mirror on purpose (the target volume becomes usable there); \
-            re-establishing over changes made on the target needs --discard-target-changes.
+            re-establishing over changes made on the target needs a choice: --discard-target-changes or \
+            --take-target-changes. For failover, `promote` (run against the target daemon) makes the target \
+            volume writable there.
             """,
         subcommands: [
             Establish.self, Status.self, List.self, Sever.self, Reestablish.self, Remove.self, SetFrameSize.self,
-            Target.self, Release.self, Resize.self, Verify.self, Targets.self,
+            Target.self, Release.self, Resize.self, Verify.self, Targets.self, Promote.self,
         ])
 
     struct Targets: AsyncParsableCommand {
@@ -33,7 +35,10 @@ struct MirrorCommand: AsyncParsableCommand {
                 Output.table(
                     ["VOLUME", "PRIMARY", "STATE", "HOSTS", "WRITTEN HERE"],
                     pairings.map {
-                        [$0.volume, $0.primaryNode, $0.state, $0.readOnly ? "read-only" : "read-write", $0.modified ? "yes" : "no"]
+                        [
+                            $0.volume, $0.primaryNode, $0.state, $0.readOnly ? "read-only" : "read-write",
+                            $0.modified ? "yes (\($0.changedExtents ?? 0) extents)" : "no",
+                        ]
                     })
             }
         }
@@ -70,6 +75,29 @@ struct MirrorCommand: AsyncParsableCommand {
                     .POST, APIPath.mirrorAction(volume, "resize"), body: MirrorResizeRequest(size: bytes, force: force),
                     as: MirrorDTO.self)
                 if options.json { try Output.json(mirror) } else { show(mirror) }
+            }
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "On a target daemon, for failover: make VOLUME writable by hosts here and fence its primary off.",
+            discussion: """
+                The primary's next write is refused (its mirror fractures) and its next re-establish must choose \
+                --take-target-changes (copy what hosts write here back to the primary) or --discard-target-changes.
+                """)
+        @OptionGroup var options: ClientOptions
+        @Argument var volume: String
+
+        func run() async throws {
+            try await runClient {
+                let pairing = try await options.client.send(
+                    .POST, APIPath.mirrorAction(volume, "promote"), body: [String: String](), as: MirrorTargetPairingDTO.self)
+                if options.json { return try Output.json(pairing) }
+                Output.fields([
+                    ("volume", pairing.volume), ("role", "promoted (writable by hosts)"), ("primary", pairing.primaryNode),
+                    ("generation", pairing.promotedGeneration ?? pairing.generation),
+                ])
             }
         }
     }
@@ -178,13 +206,26 @@ struct MirrorCommand: AsyncParsableCommand {
         @Argument var volume: String
         @Flag(help: "The target volume was written while apart: overwrite its changes with this volume's data.")
         var discardTargetChanges = false
+        @Flag(
+            help: "The target volume was written while apart (or promoted): copy its changed extents here first, replacing this side's changes there.")
+        var takeTargetChanges = false
+        @Flag(help: "Compare each changed extent's SHA-256 on both sides first and send only those that differ.")
+        var checksum = false
         @Flag(help: "Wait for the resync to finish, showing progress.") var wait = false
 
         func run() async throws {
+            if discardTargetChanges && takeTargetChanges {
+                throw CLIError(
+                    message: "choose one of --discard-target-changes and --take-target-changes, not both",
+                    exitCode: ExitStatus.usage)
+            }
             try await runClient {
                 let mirror = try await options.client.send(
                     .POST, APIPath.mirrorAction(volume, "re-establish"),
-                    body: ReestablishMirrorRequest(discardTargetChanges: discardTargetChanges), as: MirrorDTO.self)
+                    body: ReestablishMirrorRequest(
+                        discardTargetChanges: discardTargetChanges ? true : nil, takeTargetChanges: takeTargetChanges ? true : nil,
+                        checksum: checksum ? true : nil),
+                    as: MirrorDTO.self)
                 try await finish(mirror, wait: wait, options: options)
             }
         }
@@ -289,6 +330,15 @@ private func show(_ mirror: MirrorDTO) {
         ("frame size", Output.size(UInt64(mirror.frameSize))),
         ("generations", "pair \(mirror.pairID), current \(mirror.generation), synced \(mirror.syncedGeneration)"),
     ]
+    if mirror.takingTargetChanges == true {
+        fields.append(("taking", "the target's changes: \(mirror.pullExtents ?? 0) extents still to copy back"))
+    }
+    if let last = mirror.lastResync {
+        var text = "\(last.sent) extents sent"
+        if last.compared > 0 { text = "\(last.compared) compared, \(last.sent) sent, \(last.skipped) skipped (equal)" }
+        if last.pulled > 0 { text = "\(last.pulled) taken from the target; " + text }
+        fields.append(("last resync", text))
+    }
     if let job = mirror.job { fields.append(("job", "\(job.id) \(job.kind) \(job.state) \(progressText(job))")) }
     if let error = mirror.lastError { fields.append(("last error", error)) }
     Output.fields(fields)

@@ -9,7 +9,7 @@ public protocol MirrorService: Sendable {
     func listMirrors() async throws -> [MirrorDTO]
     func mirror(volume: String) async throws -> MirrorDTO
     func establishMirror(_ request: EstablishMirrorRequest) async throws -> MirrorDTO
-    func reestablishMirror(volume: String, discardTargetChanges: Bool) async throws -> MirrorDTO
+    func reestablishMirror(_ volume: String, _ request: ReestablishMirrorRequest) async throws -> MirrorDTO
     func severMirror(volume: String) async throws -> MirrorDTO
     func removeMirror(volume: String) async throws
     func setMirrorFrameSize(volume: String, bytes: UInt32) async throws -> MirrorDTO
@@ -20,6 +20,8 @@ public protocol MirrorService: Sendable {
     func listMirrorTargets() async throws -> [MirrorTargetPairingDTO]
     /// On a target daemon: forget the pairing of a volume whose primary is gone.
     func releaseMirrorTarget(volume: String) async throws
+    /// On a target daemon, for failover: make a mirrored volume writable here and fence its primary off.
+    func promoteMirrorTarget(volume: String) async throws -> MirrorTargetPairingDTO
 }
 
 extension ControlServer {
@@ -41,8 +43,7 @@ extension ControlServer {
         }
         router.post(RouterPath(APIPath.mirrors + "/:volume/re-establish")) { request, context in
             let body = try await request.decode(as: ReestablishMirrorRequest.self, context: context)
-            let mirror = try await service.reestablishMirror(
-                volume: context.parameters.require("volume"), discardTargetChanges: body.discardTargetChanges ?? false)
+            let mirror = try await service.reestablishMirror(context.parameters.require("volume"), body)
             return EditedResponse(status: .accepted, response: Encoded(mirror))
         }
         router.post(RouterPath(APIPath.mirrors + "/:volume/frame-size")) { request, context in
@@ -61,6 +62,9 @@ extension ControlServer {
         router.post(RouterPath(APIPath.mirrors + "/:volume/release")) { _, context in
             try await service.releaseMirrorTarget(volume: context.parameters.require("volume"))
             return HTTPResponse.Status.noContent
+        }
+        router.post(RouterPath(APIPath.mirrors + "/:volume/promote")) { _, context in
+            try await Encoded(service.promoteMirrorTarget(volume: context.parameters.require("volume")))
         }
         router.get(RouterPath(APIPath.mirrors + "/:volume/target")) { _, context in
             try await Encoded(service.mirrorTargetStatus(volume: context.parameters.require("volume")))

@@ -55,9 +55,12 @@ extension PoolManagement: MirrorService {
         }
     }
 
-    func reestablishMirror(volume: String, discardTargetChanges: Bool) async throws -> MirrorDTO {
+    func reestablishMirror(_ volume: String, _ request: ReestablishMirrorRequest) async throws -> MirrorDTO {
         try await mirrorCall {
-            dto(try await mirrors().reestablish(volume: volume, discardTargetChanges: discardTargetChanges))
+            dto(
+                try await mirrors().reestablish(
+                    volume: volume, discardTargetChanges: request.discardTargetChanges ?? false,
+                    takeTargetChanges: request.takeTargetChanges ?? false, checksum: request.checksum ?? false))
         }
     }
 
@@ -95,12 +98,29 @@ extension PoolManagement: MirrorService {
     }
 
     func listMirrorTargets() async throws -> [MirrorTargetPairingDTO] {
-        try mirrors().targetPairings().map { pairing in
-            MirrorTargetPairingDTO(
-                volume: pairing.volume, primaryNode: pairing.record.primaryNode,
-                state: pairing.record.severed ? "severed" : (pairing.connected ? "mirrored" : "fractured"),
-                readOnly: !pairing.record.severed, modified: pairing.record.modified,
-                generation: String(pairing.record.generation, radix: 16))
+        let replication = try mirrors()
+        return replication.targetPairings().map { pairing(volume: $0.volume, record: $0.record, connected: $0.connected, replication) }
+    }
+
+    func pairing(volume: String, record: TargetMirrorRecord, connected: Bool, _ replication: Replication)
+        -> MirrorTargetPairingDTO
+    {
+        var dto = MirrorTargetPairingDTO(
+            volume: volume, primaryNode: record.primaryNode,
+            state: record.promoted == true
+                ? "promoted" : record.severed ? "severed" : (connected ? "mirrored" : "fractured"),
+            readOnly: !record.severed, modified: record.modified, generation: String(record.generation, radix: 16))
+        dto.promoted = record.promoted ?? false
+        dto.promotedGeneration = record.promotedGeneration.map { String($0, radix: 16) }
+        dto.changedExtents = replication.target.changedExtents(volumeID: record.volumeID)
+        return dto
+    }
+
+    func promoteMirrorTarget(volume: String) async throws -> MirrorTargetPairingDTO {
+        try await mirrorCall {
+            let replication = try mirrors()
+            let record = try await replication.promoteTarget(volume: volume)
+            return pairing(volume: volume, record: record, connected: false, replication)
         }
     }
 
@@ -121,6 +141,12 @@ extension PoolManagement: MirrorService {
         mirror.asynchronousLagLimit = info.asynchronousLagLimit
         mirror.unacknowledgedBytes = info.asynchronousLagLimit == nil ? nil : info.unacknowledgedBytes
         mirror.throughputBytesPerSecond = UInt64(max(0, info.throughput))
+        mirror.role = "primary"
+        mirror.takingTargetChanges = info.takingTargetChanges
+        mirror.pullExtents = info.takingTargetChanges ? info.pullExtents : nil
+        mirror.lastResync = info.lastResync.map {
+            MirrorResyncResultDTO(compared: $0.compared, sent: $0.sent, skipped: $0.skipped, pulled: $0.pulled)
+        }
         return mirror
     }
 }

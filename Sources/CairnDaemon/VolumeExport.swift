@@ -179,7 +179,7 @@ final class VolumeExport: NBDExport {
         let replication = self.replication
         let routing = backupRoute
         let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
-            try replication?.target.beforeHostWrite(volumeID: volumeID)
+            try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: UInt64(data.readableBytes))
             return try data.withUnsafeReadableBytes { bytes in
                 try BackupRouting.write(routing, offset: offset, source: .bytes(bytes), fua: fua) {
                     try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(bytes), fua: fua)
@@ -224,7 +224,7 @@ final class VolumeExport: NBDExport {
         let replication = self.replication
         let routing = backupRoute
         let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
-            try replication?.target.beforeHostWrite(volumeID: volumeID)
+            try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: length)
             try BackupRouting.discard(routing, offset: offset, length: length, mode: .trim, fua: fua) {
                 try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
             }
@@ -243,7 +243,7 @@ final class VolumeExport: NBDExport {
         let replication = self.replication
         let routing = backupRoute
         let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
-            try replication?.target.beforeHostWrite(volumeID: volumeID)
+            try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: length)
             if punch {
                 try BackupRouting.discard(routing, offset: offset, length: length, mode: .zero, fua: fua) {
                     try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
@@ -335,7 +335,7 @@ final class VolumeExport: NBDExport {
         }
         let replication = self.replication
         let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop) {
-                try replication?.target.beforeHostWrite(volumeID: volumeID)
+                try replication?.target.beforeHostWrite(volumeID: volumeID, offset: target, length: UInt64(copySize))
                 return try buffer.withUnsafeReadableBytes { bytes in
                     try pool.copyAndWrite(
                         volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,

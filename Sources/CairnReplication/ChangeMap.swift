@@ -14,6 +14,9 @@ import Synchronization
 ///   once both sides flushed and the extent has been idle since the checkpoint began; a hot extent stays
 ///   set, so it costs one `fdatasync` when it first becomes hot, not one per write.
 ///
+/// The target keeps one too (`mirrors/target-<volume id>.map`, same format) for the extents hosts write
+/// there while it is severed or promoted: what `re-establish --take-target-changes` copies back.
+///
 /// File (`mirrors/primary-<volume id>.map`): a 4 KiB header page (`ChangeMapHeader`), then the bitmap as
 /// little-endian UInt64 words, written in 4 KiB pages: a sync rewrites only the pages that changed.
 public final class ChangeMap: Sendable {
@@ -56,6 +59,8 @@ public final class ChangeMap: Sendable {
     }
 
     let state: Mutex<State>
+    /// Serializes `markDirtyDurably`'s page writes (its callers are I/O threads, not tasks).
+    let blockingSync = Mutex<Void>(())
 
     init(file: PosixStorageFile, executor: IOExecutor, extentSize: UInt64, extentCount: UInt64, words: [UInt64]) {
         self.file = file
@@ -308,6 +313,28 @@ public final class ChangeMap: Sendable {
         }
     }
 
+    /// Extents with a bit set (dirty or active), in order.
+    public func changedExtents() -> [UInt64] {
+        state.withLock { s in
+            var result: [UInt64] = []
+            for index in s.dirty.indices {
+                var word = s.persisted(index)
+                while word != 0 {
+                    result.append(UInt64(index) * 64 + UInt64(word.trailingZeroBitCount))
+                    word &= word - 1
+                }
+            }
+            return result
+        }
+    }
+
+    /// Whether any of `extents` is dirty.
+    public func containsDirty(_ extents: ClosedRange<UInt64>) -> Bool {
+        state.withLock { s in
+            extents.contains { $0 < s.extentCount && s.dirty[Int($0 / 64)] & (UInt64(1) << ($0 % 64)) != 0 }
+        }
+    }
+
     /// Bits set (dirty or active): extents the target may lack.
     public var changedCount: UInt64 {
         state.withLock { s in (0..<s.dirty.count).reduce(0) { $0 + UInt64(s.persisted($1).nonzeroBitCount) } }
@@ -352,27 +379,57 @@ public final class ChangeMap: Sendable {
             }
             guard let (waiters, wanted, durable) = batch else { return }
             do {
-                var page = 0
-                while page * Self.wordsPerPage < wanted.count {
-                    let range = (page * Self.wordsPerPage)..<min(wanted.count, (page + 1) * Self.wordsPerPage)
-                    if durable.count != wanted.count || wanted[range] != durable[range] {
-                        let words = Array(wanted[range]).map { $0.littleEndian }
-                        try words.withUnsafeBytes {
-                            try file.write($0, at: UInt64(Self.pageBytes + page * Self.pageBytes))
-                        }
-                    }
-                    page += 1
-                }
-                try file.sync()
-                state.withLock { s in
-                    s.onDisk = Self.fit(wanted, to: s.dirty.count)
-                    // Set on disk now, unless a clear decided meanwhile will erase it with the next sync.
-                    for index in s.durable.indices { s.durable[index] = s.onDisk[index] & s.persisted(index) }
-                }
+                try writePages(wanted: wanted, onDisk: durable)
                 for waiter in waiters { waiter.resume() }
             } catch {
                 for waiter in waiters { waiter.resume(throwing: error) }
             }
         }
     }
+
+    /// Writes the bitmap pages of `wanted` that differ from `onDisk`, syncs, and records the result.
+    private func writePages(wanted: [UInt64], onDisk: [UInt64]) throws {
+        var page = 0
+        while page * Self.wordsPerPage < wanted.count {
+            let range = (page * Self.wordsPerPage)..<min(wanted.count, (page + 1) * Self.wordsPerPage)
+            if onDisk.count != wanted.count || wanted[range] != onDisk[range] {
+                let words = Array(wanted[range]).map { $0.littleEndian }
+                try words.withUnsafeBytes {
+                    try file.write($0, at: UInt64(Self.pageBytes + page * Self.pageBytes))
+                }
+            }
+            page += 1
+        }
+        try file.sync()
+        state.withLock { s in
+            s.onDisk = Self.fit(wanted, to: s.dirty.count)
+            // Set on disk now, unless a clear decided meanwhile will erase it with the next sync.
+            for index in s.durable.indices { s.durable[index] = s.onDisk[index] & s.persisted(index) }
+        }
+    }
+
+
+    /// Write-intent for a caller that cannot await (the target's host write path runs on an I/O thread):
+    /// marks `extents` dirty and returns once those bits are on disk. Only the first write to an extent
+    /// syncs; concurrent callers find their bits made durable by the one before. A map uses either this or
+    /// `makeDurable`, not both (the target's change map uses only this).
+    public func markDirtyDurably(_ extents: ClosedRange<UInt64>) throws {
+        func covered(_ s: State) -> Bool {
+            extents.allSatisfy { $0 >= s.extentCount || s.durable[Int($0 / 64)] & (UInt64(1) << ($0 % 64)) != 0 }
+        }
+        let done = state.withLock { s -> Bool in
+            for extent in extents where extent < s.extentCount { Self.setDirty(&s, extent) }
+            return covered(s)
+        }
+        guard !done else { return }
+        try blockingSync.withLock { _ in
+            let (wanted, onDisk, done) = state.withLock { s in
+                ((0..<s.dirty.count).map { s.persisted($0) }, s.onDisk, covered(s))
+            }
+            if !done { try writePages(wanted: wanted, onDisk: onDisk) }
+        }
+    }
+
+    /// The dirty bits as words: bit `e % 64` of word `e / 64` is extent `e`.
+    public var dirtyWords: [UInt64] { state.withLock { $0.dirty } }
 }

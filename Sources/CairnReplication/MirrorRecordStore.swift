@@ -21,6 +21,10 @@ public struct MirrorRecordStore: Sendable {
     public func primaryPath(_ volumeID: UInt64) -> String { "\(directory)/primary-\(volumeID).json" }
     public func targetPath(_ volumeID: UInt64) -> String { "\(directory)/target-\(volumeID).json" }
     public func changeMapPath(_ volumeID: UInt64) -> String { "\(directory)/primary-\(volumeID).map" }
+    /// The target's change map: extents hosts wrote on a severed or promoted target volume.
+    public func targetChangeMapPath(_ volumeID: UInt64) -> String { "\(directory)/target-\(volumeID).map" }
+    /// The primary's pull set while it takes the target's changes (`re-establish --take-target-changes`).
+    public func pullMapPath(_ volumeID: UInt64) -> String { "\(directory)/primary-\(volumeID).pull" }
 
     public func save<T: Encodable>(_ record: T, to path: String) throws {
         let encoder = JSONEncoder()

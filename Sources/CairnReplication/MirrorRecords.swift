@@ -30,6 +30,10 @@ public struct PrimaryMirrorRecord: Codable, Sendable, Equatable {
     /// ASYNCHRONOUS mode: host writes complete once local, with at most this many bytes not yet
     /// acknowledged by the target. nil (the default): synchronous.
     public var asynchronousLagBytes: UInt64?
+    /// `re-establish --take-target-changes` is copying the target's changes here (the pull set is
+    /// `mirrors/primary-<id>.pull`); reconnects ask the target to keep its change map until it is done.
+    /// nil in records written before this existed: false.
+    public var takingTargetChanges: Bool?
 
     public var target: String { "\(targetHost):\(targetPort)/\(targetVolume)" }
 }
@@ -48,4 +52,12 @@ public struct TargetMirrorRecord: Codable, Sendable, Equatable {
     public var severed: Bool
     /// The primary's node name, for status.
     public var primaryNode: String
+    /// Promoted on the target (`cairn mirror promote`, failover): writable by hosts, the primary fenced off
+    /// until it re-establishes with an explicit choice. nil in records written before this existed: false.
+    public var promoted: Bool?
+    /// The generation the promoted volume's own data started (a fresh random value at promotion).
+    public var promotedGeneration: UInt64?
+
+    /// Hosts wrote it on its own (severed or promoted), or it was promoted: the primary must choose.
+    var changedHere: Bool { modified || (promoted ?? false) }
 }

@@ -55,7 +55,13 @@ extension MirrorTargetService {
             created = true
         }
         let current = state.withLock { $0.records[info.id] }
+        let take = request.options.contains(.takeTargetChanges)
+        guard !(take && discard) else {
+            throw MirrorRemoteError(.invalidArgument, "take or discard the target's changes, not both")
+        }
         var fullSync = created ? false : true
+        // Whether the target keeps its change map and `modified` (the primary is taking its changes).
+        var keepChanges = false
         if let current {
             if current.pairID != request.generations.pairID {
                 guard discard else {
@@ -70,15 +76,18 @@ extension MirrorTargetService {
                 // recorded G as synchronized itself. Its change map still lists whatever changed since.
                 let known = current.generation == request.generations.synced
                     || current.generation == request.generations.current
-                let diverged = current.modified || !known
-                if diverged && !discard {
-                    let why =
-                        current.modified
-                        ? "volume '\(name)' was written on the target while the mirror was severed"
-                        : "volume '\(name)' holds generation \(String(current.generation, radix: 16)) but the primary last synchronized generation \(String(request.generations.synced, radix: 16))"
-                    throw MirrorRemoteError(.diverged, why)
+                if !known && !discard {
+                    throw MirrorRemoteError(
+                        .diverged,
+                        "volume '\(name)' holds generation \(String(current.generation, radix: 16)) but the primary last synchronized generation \(String(request.generations.synced, radix: 16)); only --discard-target-changes can resume (a full copy from the primary)")
                 }
-                fullSync = diverged
+                if current.changedHere && !discard && !take {
+                    let how = current.promoted == true ? "was promoted and written on the target" : "was written on the target while the mirror was severed"
+                    throw MirrorRemoteError(
+                        .targetChanged, current.modified ? "volume '\(name)' \(how)" : "volume '\(name)' was promoted on the target")
+                }
+                keepChanges = take && current.changedHere
+                fullSync = discard && (!known || current.changedHere)
             }
         } else if !created {
             if !request.options.contains(.initial) {
@@ -92,11 +101,13 @@ extension MirrorTargetService {
                     "volume '\(name)' on the target already holds \(info.allocatedBytes) bytes of data that mirroring would overwrite")
             }
         }
+        // Kept until `synchronized`: the primary copies the extents it lists, and may reconnect meanwhile.
         let record = TargetMirrorRecord(
-            volumeID: info.id, pairID: request.generations.pairID, generation: request.generations.synced, modified: false,
-            severed: false, primaryNode: node)
+            volumeID: info.id, pairID: request.generations.pairID, generation: request.generations.synced,
+            modified: keepChanges, severed: false, primaryNode: node)
         do {
             try store.save(record, to: store.targetPath(info.id))
+            if !keepChanges { try removeChangeMap(info.id) }
         } catch {
             if created { try? pool.deleteVolume(name: name, force: true) }
             throw MirrorRemoteError(.targetFailed, "cannot record the pairing on the target: \(error)")
@@ -120,6 +131,8 @@ extension MirrorTargetService {
         case .synchronized:
             record.generation = value
             record.modified = false
+            record.promoted = nil
+            record.promotedGeneration = nil
         case .sever:
             record.severed = true
         default:
@@ -128,6 +141,7 @@ extension MirrorTargetService {
                 s.records[volume] = nil
                 s.cleanSevered.remove(volume)
             }
+            try removeChangeMap(volume)
             return
         }
         try store.save(record, to: store.targetPath(volume))
@@ -135,6 +149,24 @@ extension MirrorTargetService {
             s.records[volume] = record
             if record.severed && !record.modified { s.cleanSevered.insert(volume) }
         }
+        // The primary holds what the map listed (it copied it back, or the record says nothing changed).
+        if command == .synchronized { try removeChangeMap(volume) }
+    }
+
+    /// The target's change map for the primary (`targetChanges`): empty when hosts wrote nothing here.
+    /// Blocking.
+    func changes(_ volume: UInt64) throws -> MirrorTargetChanges {
+        let (map, record) = state.withLock { ($0.maps[volume], $0.records[volume]) }
+        guard let map else {
+            if record?.modified == true {
+                // Written by a version that kept no map here: which extents changed is unknown.
+                throw MirrorRemoteError(
+                    .targetFailed,
+                    "the target volume was written without a change map, so its changes cannot be taken; use --discard-target-changes or copy the volume")
+            }
+            return MirrorTargetChanges(extentSize: Self.changeMapExtentSize, extentCount: 0, words: [])
+        }
+        return MirrorTargetChanges(extentSize: map.extentSize, extentCount: map.extentCount, words: map.dirtyWords)
     }
 
     func resize(_ volume: UInt64, to size: UInt64) throws {
@@ -157,7 +189,7 @@ extension MirrorTargetService {
             }
             return MirrorTargetStatus.Volume(
                 name: info.name, size: info.size, allocatedBytes: info.allocatedBytes,
-                role: record == nil ? "none" : "target", state: state,
+                role: record == nil ? "none" : (record?.promoted == true ? "promoted" : "target"), state: state,
                 // Full: a write needing a fresh chunk would fail (the pool keeps its reserve for metadata).
                 full: (pool.filesystemAvailableBytes ?? .max) <= PoolOptions().reservedBytes + UInt64(info.chunkSize),
                 failed: pool.failure != nil)

@@ -24,9 +24,12 @@ public final class MirrorTargetService: Sendable {
         /// Volumes paired but severed and not yet written by a host (their first host write must first
         /// record `modified` durably).
         var cleanSevered: Set<UInt64> = []
+        /// Change maps of volumes hosts may write here (severed or promoted): the extents they wrote.
+        var maps: [UInt64: ChangeMap] = [:]
     }
 
     let state = Mutex(State())
+    let mapCreation = Mutex<Void>(())
 
     public init(pool: Pool, executor: IOExecutor, store: MirrorRecordStore, logger: Logger) throws {
         self.pool = pool
@@ -44,8 +47,20 @@ public final class MirrorTargetService: Sendable {
             }
             records[record.volumeID] = record
         }
+        var maps: [UInt64: ChangeMap] = [:]
+        for record in records.values {
+            let path = store.targetChangeMapPath(record.volumeID)
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            if record.changedHere || record.severed {
+                maps[record.volumeID] = try ChangeMap.open(path: path, executor: executor)
+            } else {
+                // `synchronized` or a discard cleared the record; the map's removal did not happen.
+                try? store.remove(path)
+            }
+        }
         state.withLock { s in
             s.records = records
+            s.maps = maps
             s.cleanSevered = Set(records.values.filter { $0.severed && !$0.modified }.map(\.volumeID))
         }
     }
@@ -58,13 +73,16 @@ public final class MirrorTargetService: Sendable {
     /// True when the volume is paired (severed or not): management must not delete or resize it.
     public func isPaired(volumeID: UInt64) -> Bool { state.withLock { $0.records[volumeID] != nil } }
 
-    /// A host is about to write a paired volume (only possible while severed): the first such write
-    /// durably records that the target diverged, before its data is written. Blocking: call on an I/O
-    /// thread.
-    public func beforeHostWrite(volumeID: UInt64) throws {
+    /// A host is about to write `length` bytes at `offset` of a paired volume (only possible while severed
+    /// or promoted): its extents are set in the target's change map, durably, before its data is written
+    /// (write-intent, as on the primary), and the first such write durably records that the target
+    /// changed. Blocking: call on an I/O thread.
+    public func beforeHostWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws {
+        guard let record = state.withLock({ $0.records[volumeID] }), record.severed else { return }
+        let map = try changeMap(volumeID)
+        try map.markDirtyDurably(map.extents(offset: offset, length: length))
         guard state.withLock({ $0.cleanSevered.contains(volumeID) }) else { return }
-        guard var record = state.withLock({ $0.records[volumeID] }) else { return }
-        if record.modified { return }
+        guard var record = state.withLock({ $0.records[volumeID] }), !record.modified else { return }
         record.modified = true
         try store.save(record, to: store.targetPath(volumeID))
         state.withLock { s in
@@ -72,6 +90,63 @@ public final class MirrorTargetService: Sendable {
             s.cleanSevered.remove(volumeID)
         }
         logger.notice("mirror target written by a host while severed", metadata: ["volume": "\(volumeID)"])
+    }
+
+    /// The volume's target change map, created (empty, durable) on first use. Blocking.
+    func changeMap(_ volumeID: UInt64) throws -> ChangeMap {
+        if let map = state.withLock({ $0.maps[volumeID] }) { return map }
+        let size = try engine { try pool.size(volumeID: volumeID) }
+        let path = store.targetChangeMapPath(volumeID)
+        // One creator at a time (a second `create` would replace the first one's file), outside the state lock.
+        return try mapCreation.withLock { _ in
+            if let map = state.withLock({ $0.maps[volumeID] }) { return map }
+            let map = try ChangeMap.create(
+                path: path, executor: executor, extentSize: Self.changeMapExtentSize, volumeSize: size)
+            state.withLock { $0.maps[volumeID] = map }
+            return map
+        }
+    }
+
+    /// Bytes per bit of a target change map: the primary's default extent size (the primary converts when
+    /// its own differs).
+    static let changeMapExtentSize = ReplicationSettings.defaultExtentSize
+
+    /// Drops the volume's target change map (its changes were taken or discarded). Blocking.
+    func removeChangeMap(_ volumeID: UInt64) throws {
+        state.withLock { s in s.maps[volumeID] = nil }
+        try store.remove(store.targetChangeMapPath(volumeID))
+    }
+
+    /// Failover (`cairn mirror promote`, on the target): the volume becomes writable by hosts, its data
+    /// starts a new generation, and the primary is fenced off: a data frame it still sends is refused, so
+    /// it fractures, and it learns of the promotion at its next establish. Durable before it is reported.
+    /// Blocking.
+    public func promote(volumeID: UInt64) throws -> TargetMirrorRecord {
+        guard var record = state.withLock({ $0.records[volumeID] }) else {
+            throw ReplicationError(.notFound, "volume \(volumeID) is not the target of a mirror here")
+        }
+        if record.promoted == true { return record }
+        // The map exists before hosts can write: their writes only add bits.
+        _ = try changeMap(volumeID)
+        record.promoted = true
+        record.severed = true
+        record.promotedGeneration = UInt64.random(in: 1...UInt64.max)
+        try store.save(record, to: store.targetPath(volumeID))
+        let saved = record
+        state.withLock { s in
+            s.records[volumeID] = saved
+            s.owners[volumeID] = nil
+            if !saved.modified { s.cleanSevered.insert(volumeID) }
+        }
+        logger.notice(
+            "mirror target promoted: writable by hosts, the primary is fenced off",
+            metadata: ["volume": "\(volumeID)", "primary": "\(record.primaryNode)"])
+        return saved
+    }
+
+    /// Extents set in the volume's target change map (written here while severed or promoted).
+    public func changedExtents(volumeID: UInt64) -> UInt64 {
+        state.withLock { $0.maps[volumeID] }?.dirtyCount ?? 0
     }
 
     /// Pairings for status.
@@ -152,6 +227,29 @@ public final class MirrorTargetService: Sendable {
                 reply = ByteBuffer()
             case .status:
                 reply = try await executor.run { self.status() }.payload
+            case .targetChanges:
+                let request = try MirrorHandleValue.decode(payload: frame.payload)
+                let volume = try owned(request.handle, connection)
+                reply = try await executor.run { try self.changes(volume) }.payload
+            case .read:
+                let range = try MirrorRange.decode(payload: frame.payload)
+                let volume = try owned(range.handle, connection)
+                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
+                    throw MirrorRemoteError(.invalidArgument, "a read covers at most \(MirrorLimits.maximumFrameSize) bytes")
+                }
+                let pool = self.pool
+                reply = try await executor.run {
+                    try self.engine {
+                        var buffer = ByteBufferAllocator().buffer(capacity: Int(range.length))
+                        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(range.length)) { raw in
+                            _ = try pool.read(
+                                volumeID: volume, offset: range.offset,
+                                into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(range.length)]))
+                            return Int(range.length)
+                        }
+                        return buffer
+                    }
+                }
             case .checksum:
                 let range = try MirrorRange.decode(payload: frame.payload)
                 let volume = try owned(range.handle, connection)
@@ -241,7 +339,13 @@ public final class MirrorTargetService: Sendable {
 
     /// The volume a data frame's handle names, if this connection mirrors it.
     private func owned(_ handle: UInt64, _ connection: ObjectIdentifier) throws -> UInt64 {
-        guard state.withLock({ $0.owners[handle] == connection }) else {
+        let (owner, record) = state.withLock { ($0.owners[handle], $0.records[handle]) }
+        guard owner == connection else {
+            if record?.promoted == true {
+                throw MirrorRemoteError(
+                    .targetChanged,
+                    "the target volume was promoted (failover) and no longer takes the primary's writes; re-establish with --take-target-changes or --discard-target-changes")
+            }
             throw MirrorRemoteError(.badAddress, "handle \(handle) names no volume this connection mirrors")
         }
         return handle

@@ -122,6 +122,8 @@ extension PrimaryMirror {
             let info = try await executor.run { try pool.volumeInfo(named: Self.volumeName(pool, record.volumeID)) }
             var options = options
             if initial { options.insert(.initial) }
+            // A pull of the target's changes is under way: the target must keep them across reconnects.
+            if record.takingTargetChanges == true { options.insert(.takeTargetChanges) }
             options.insert(.create)
             let request = MirrorEstablishRequest(
                 volume: record.targetVolume, size: info.size, chunkSize: info.chunkSize, generations: record.generations,

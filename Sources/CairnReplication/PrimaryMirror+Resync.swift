@@ -31,7 +31,15 @@ extension PrimaryMirror {
         do {
             try await update { $0.state = .synchronizing }
             let generation = record.generations.current
+            // Taking the target's changes: target → primary first.
+            let pulled = try await runPull(job: job)
+            // DRBD's csums-alg: compare digests first, send only extents that differ (this resync only).
+            let compare = state.withLock { s -> Bool in
+                defer { s.checksumResync = false }
+                return s.checksumResync
+            }
             var done: UInt64 = 0
+            var skipped: UInt64 = 0
             jobs.progress(job, done: 0, total: changeMap.dirtyCount)
             while true {
                 guard isLinked else { throw TargetUnavailable(reason: record.lastError ?? "the mirror fractured") }
@@ -39,15 +47,16 @@ extension PrimaryMirror {
                 let clock = changeMap.dirtyClock
                 let batch = changeMap.dirtyExtents(limit: ReplicationSettings.resyncBatch)
                 if batch.isEmpty { break }
-                try await withThrowingTaskGroup(of: Void.self) { group in
+                try await withThrowingTaskGroup(of: Bool.self) { group in
                     var pending = batch[...]
                     for _ in 0..<ReplicationSettings.resyncConcurrency {
                         guard let extent = pending.popFirst() else { break }
-                        group.addTask { try await self.copyExtent(extent) }
+                        group.addTask { try await self.copyExtent(extent, compareFirst: compare) }
                     }
-                    while try await group.next() != nil {
+                    while let sent = try await group.next() {
+                        if !sent { skipped += 1 }
                         guard let extent = pending.popFirst() else { continue }
-                        group.addTask { try await self.copyExtent(extent) }
+                        group.addTask { try await self.copyExtent(extent, compareFirst: compare) }
                     }
                 }
                 try await flushTarget()
@@ -56,6 +65,9 @@ extension PrimaryMirror {
                 done += UInt64(batch.count)
                 jobs.progress(job, done: done, total: done + changeMap.dirtyCount)
             }
+            // Recorded before the mirror can show "mirrored", so whoever sees that also sees this result.
+            let result = ResyncResult(compared: compare ? done : 0, sent: done - skipped, skipped: skipped, pulled: pulled)
+            state.withLock { $0.lastResync = result }
             // Both sides are equal at `generation` only if nothing fractured meanwhile.
             let handle = state.withLock { $0.handle }
             _ = try await send(.synchronized, payload: MirrorHandleValue(handle: handle, value: generation).payload)
@@ -73,7 +85,11 @@ extension PrimaryMirror {
                 s.targetFresh = false
                 return s.record.state == .synchronizing
             }
-            jobs.finish(job, .succeeded, message: "\(done) extents copied")
+            var message = compare
+                ? "\(done) extents compared, \(done - skipped) sent, \(skipped) skipped (equal digests)"
+                : "\(done) extents copied"
+            if pulled > 0 { message = "\(pulled) extents taken from the target; " + message }
+            jobs.finish(job, .succeeded, message: message)
             if again {
                 scheduleResync(reason: "extents changed during the resync")
             } else {
@@ -113,16 +129,32 @@ extension PrimaryMirror {
 
     /// Copies one extent under the overlap gate (no host write to it runs meanwhile): data as write
     /// frames, holes as zeroing frames (skipped on a target created empty by this establish).
-    func copyExtent(_ extent: UInt64) async throws {
+    /// `compareFirst` (`--checksum`): the target's digest of the extent is asked for first (one `checksum`
+    /// frame, in flight with the local digest's computation) and nothing is sent when it equals the
+    /// primary's. Returns whether data was sent.
+    @discardableResult
+    func copyExtent(_ extent: UInt64, compareFirst: Bool = false) async throws -> Bool {
         let pool = self.pool
         let volume = volumeID
         let size = try pool.size(volumeID: volume)
         let start = extent * changeMap.extentSize
-        guard start < size else { return }
+        guard start < size else { return false }
         let length = min(changeMap.extentSize, size - start)
         let fresh = state.withLock { $0.targetFresh }
         if settings.resyncExtentDelay > 0 { try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9)) }
-        try await gate.withRange(start..<(start + length)) {
+        return try await gate.withRange(start..<(start + length)) {
+            // A checksum frame covers at most the largest frame; bigger extents are sent whole.
+            if compareFirst && length <= UInt64(MirrorLimits.maximumFrameSize) {
+                let handle = state.withLock { $0.handle }
+                async let remote = send(.checksum, payload: MirrorRange(handle: handle, offset: start, length: length).payload)
+                let local = try await executor.run {
+                    try ExtentDigest.compute(pool: pool, volumeID: volume, offset: start, length: length)
+                }
+                let reply = try await remote
+                if reply.payload.getBytes(at: reply.payload.readerIndex, length: reply.payload.readableBytes) == local {
+                    return false
+                }
+            }
             let (buffer, extents) = try await executor.run { () -> (ByteBuffer, [ReadExtent]) in
                 var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
                 var extents: [ReadExtent] = []
@@ -143,6 +175,7 @@ extension PrimaryMirror {
                     try await sendData(offset: segment.offset, data: slice, flags: [])
                 }
             }
+            return true
         }
     }
 

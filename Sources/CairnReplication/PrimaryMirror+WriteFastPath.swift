@@ -100,9 +100,11 @@ extension PrimaryMirror {
                             }
                         }
                     }
-                    await self.finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents, epoch: epoch)
+                    let lost = await self.finishRemote(
+                        remoteResult, localFailed: !localResult.isSuccess, extents: extents, epoch: epoch)
                     self.gate.release(token)
                     try localResult.get()
+                    if lost { throw self.untrackedWriteError }
                 }
             }
         }

@@ -51,6 +51,12 @@ public final class PrimaryMirror: Sendable {
         /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
         /// just before must not bring its record back).
         var removed = false
+        /// The pull set while `re-establish --take-target-changes` copies the target's changes here.
+        var pullMap: ChangeMap?
+        /// The next resync compares digests first and sends only extents that differ (`--checksum`).
+        var checksumResync = false
+        /// What the last completed resync did (for status).
+        var lastResync: ResyncResult?
     }
 
     let state: Mutex<State>
@@ -100,6 +106,10 @@ public final class PrimaryMirror: Sendable {
         let token = await gate.acquire(range)
         let extents = changeMap.extents(offset: operation.offset, length: operation.length)
         let (linked, epoch) = linkState
+        if !linked && refusesUntracked(extents) {
+            gate.release(token)
+            throw untrackedWriteError
+        }
         do {
             try await changeMap.beginWrite(extents, dirty: !linked)
         } catch {
@@ -129,16 +139,19 @@ public final class PrimaryMirror: Sendable {
             localResult = await Self.capture(local)
             remoteResult = await remote
         }
-        await finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents, epoch: epoch)
+        let lost = await finishRemote(remoteResult, localFailed: !localResult.isSuccess, extents: extents, epoch: epoch)
         if case .failure(let error) = localResult { throw error }
+        if lost { throw untrackedWriteError }
     }
 
     /// The end of a mirrored write: a target failure fractures the mirror; either failure leaves the
     /// extents dirty (a failed local write may have reached the target: the primary's bytes are copied
-    /// over later).
+    /// over later). Returns true when the target missed a write to an extent the pull of the target's
+    /// changes has not copied yet: that write must fail (`refusesUntracked`).
+    @discardableResult
     func finishRemote(
         _ remote: Result<Void, any Error>, localFailed: Bool, extents: ClosedRange<UInt64>, epoch: UInt64
-    ) async {
+    ) async -> Bool {
         var targetMissed = localFailed
         if case .failure(let error) = remote {
             targetMissed = true
@@ -148,6 +161,7 @@ public final class PrimaryMirror: Sendable {
         // Still linked (a failed local write, or a failure seen under an older link): the mirror must not
         // look in sync with a dirty extent, so a resync copies it now.
         if targetMissed && isLinked { scheduleResync(reason: "a write the target may lack") }
+        return targetMissed && !localFailed && refusesUntracked(extents)
     }
 
     /// ASYNCHRONOUS mode (opt-in, `--async-lag`): the host's write completes once written locally; its
@@ -199,6 +213,18 @@ public final class PrimaryMirror: Sendable {
             await fracture(error.reason, epoch: epoch)
         }
     }
+
+    /// What a completed resync did: extents compared by digest, sent, skipped as equal, and taken from
+    /// the target (`--take-target-changes`).
+    public struct ResyncResult: Sendable, Equatable {
+        public var compared: UInt64
+        public var sent: UInt64
+        public var skipped: UInt64
+        public var pulled: UInt64
+    }
+
+    /// The last completed resync's result since the daemon started.
+    public var lastResync: ResyncResult? { state.withLock { $0.lastResync } }
 
     /// Marks a target failure the write path turns into a fracture.
     struct TargetUnavailable: Error {

@@ -93,22 +93,46 @@ extension Replication {
 
     /// Resumes a fractured or severed mirror: checks generations with the target, then resyncs only the
     /// change map's extents (everything, with `discardTargetChanges` after a divergence).
-    public func reestablish(volume name: String, discardTargetChanges: Bool) async throws -> MirrorInfo {
+    ///
+    /// When hosts wrote the target on its own (severed, or promoted for failover), the operator chooses:
+    /// `discardTargetChanges` (the primary's data overwrites them) or `takeTargetChanges` (the target's
+    /// changed extents, and the primary's own, are copied target → primary first; see
+    /// `PrimaryMirror+TakeTargetChanges.swift`). Without a choice it is refused, naming both and saying
+    /// which side changed. `checksum`: the resync compares SHA-256 digests per extent first and sends only
+    /// the extents that differ (DRBD's csums-alg).
+    public func reestablish(
+        volume name: String, discardTargetChanges: Bool, takeTargetChanges: Bool = false, checksum: Bool = false
+    ) async throws -> MirrorInfo {
         let mirror = try mirror(named: name)
         let current = mirror.record
+        guard !(discardTargetChanges && takeTargetChanges) else {
+            throw ReplicationError(
+                .invalidArgument, "choose one of --discard-target-changes and --take-target-changes, not both")
+        }
         guard current.state == .fractured || current.state == .severed else {
             throw ReplicationError(.wrongState, "mirror of '\(name)' is \(current.state.rawValue), not fractured or severed")
         }
         // A resync of the previous link may still be winding down (a retry sleeping): let it end first, so
         // exactly one resync runs for the new link.
         if let previous = mirror.state.withLock({ $0.resync }) { await previous.value }
+        let store = self.store
+        let id = mirror.volumeID
         if discardTargetChanges {
             // Durable before the target hears it may drop its changes: a crash here costs a full copy, never a lost extent.
             mirror.changeMap.markAllDirty()
             try await mirror.changeMap.makeDurable()
+            // A take-target-changes in progress is abandoned: the primary's data wins everywhere.
+            try await mirror.update { $0.takingTargetChanges = nil }
+            mirror.state.withLock { $0.pullMap = nil }
+            try await executor.run { try store.remove(store.pullMapPath(id)) }
+        } else if takeTargetChanges {
+            // Durable first: reconnects (and a restart) then ask the target to keep its changes for the pull.
+            try await mirror.update { $0.takingTargetChanges = true }
         }
+        let taking = mirror.record.takingTargetChanges == true
         var options: MirrorEstablishRequest.Options = []
         if discardTargetChanges { options.insert(.discardTargetChanges) }
+        if taking { options.insert(.takeTargetChanges) }
         do {
             let (connection, handle) = try await mirror.openConnection(initial: false, options: options, explicit: true)
             mirror.state.withLock { s in
@@ -117,16 +141,42 @@ extension Replication {
                 s.linkEpoch += 1
                 s.record.state = .synchronizing
                 s.record.lastError = nil
+                s.checksumResync = checksum
+            }
+            if taking {
+                do {
+                    try await mirror.preparePull()
+                } catch {
+                    // Not linked after all: back to where it was, nothing pulled.
+                    await mirror.pause("cannot take the target's changes: \(error)", as: current.state)
+                    throw error
+                }
             }
         } catch let error as MirrorRemoteError {
+            if error.code == .targetChanged { throw refusal(name: name, mirror: mirror, target: error) }
             throw ReplicationError.remote(error, target: current.target)
         } catch let error as ReplicationError {
             throw error
+        } catch let error as PrimaryMirror.TargetUnavailable {
+            throw ReplicationError(.unreachable, "cannot take the target's changes from \(current.target): \(error.reason)")
         } catch {
             throw ReplicationError(.unreachable, "cannot reach the target \(current.target): \(error)")
         }
-        mirror.scheduleResync(reason: "re-established")
+        mirror.scheduleResync(reason: taking ? "re-established, taking the target's changes" : "re-established")
         return try info(volume: name)
+    }
+
+    /// The sentence for a re-establish refused because the target changed: which side(s) changed, and the
+    /// two choices.
+    func refusal(name: String, mirror: PrimaryMirror, target: MirrorRemoteError) -> ReplicationError {
+        let here = mirror.changeMap.changedCount
+        let sides =
+            here > 0
+            ? "Both sides changed (diverged): \(target.message), and '\(name)' here has \(here) changed extent(s) since the mirror was split."
+            : "The target changed: \(target.message); '\(name)' here has not changed since the mirror was split."
+        return ReplicationError(
+            here > 0 ? .diverged : .targetChanged,
+            "\(sides) Choose: re-establish with --take-target-changes (copy the target's changed extents here, replacing this side's) or --discard-target-changes (overwrite the target's changes with this side's data).")
     }
 
     /// Planned fracture: the target is told (its volume becomes usable on its own), writes are tracked.
@@ -169,6 +219,7 @@ extension Replication {
         try await executor.run {
             try store.remove(store.primaryPath(id))
             try store.remove(store.changeMapPath(id))
+            try store.remove(store.pullMapPath(id))
         }
     }
 
@@ -277,6 +328,19 @@ extension Replication {
         }
         let target = self.target
         try await executor.run { try target.update(id, command: .remove, value: 0) }
+    }
+
+    /// On a target, for failover when the primary is gone: VOLUME becomes writable by hosts, its generation
+    /// is bumped, and its primary is fenced off (its next data frame is refused; its next establish
+    /// learns of the promotion and must choose `--take-target-changes` or `--discard-target-changes`).
+    /// What hosts write here from now on is recorded in the target's change map.
+    public func promoteTarget(volume name: String) async throws -> TargetMirrorRecord {
+        let id = try engine { try pool.volumeID(named: name) }
+        guard target.isPaired(volumeID: id) else {
+            throw ReplicationError(.notFound, "volume '\(name)' is not the target of a mirror on this daemon")
+        }
+        let target = self.target
+        return try await executor.run { try target.promote(volumeID: id) }
     }
 
     /// Prometheus text for the mirrors of this daemon (appended to GET /metrics).

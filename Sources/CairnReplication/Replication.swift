@@ -33,6 +33,11 @@ public struct MirrorInfo: Sendable {
     public var asynchronousLagLimit: UInt64?
     /// Asynchronous mode: bytes written locally and not yet acknowledged by the target.
     public var unacknowledgedBytes: UInt64
+    /// `re-establish --take-target-changes` is under way: extents still to copy from the target.
+    public var takingTargetChanges: Bool = false
+    public var pullExtents: UInt64 = 0
+    /// What the last completed resync did since the daemon started.
+    public var lastResync: PrimaryMirror.ResyncResult?
 }
 
 /// The daemon's replication layer: the primary mirrors of this pool's volumes, the target service for
@@ -76,6 +81,12 @@ public final class Replication: Sendable {
             let mirror = PrimaryMirror(
                 record: record, changeMap: map, pool: pool, executor: executor, store: store, settings: settings,
                 logger: logger)
+            let pullPath = store.pullMapPath(record.volumeID)
+            if FileManager.default.fileExists(atPath: pullPath) {
+                // A take-target-changes was under way: it resumes where its pull set says.
+                let pull = try ChangeMap.open(path: pullPath, executor: executor)
+                mirror.state.withLock { $0.pullMap = pull }
+            }
             primaries.withLock { $0.mirrors[record.volumeID] = mirror }
         }
     }
@@ -165,7 +176,8 @@ public final class Replication: Sendable {
             throughput: counters.throughput,
             pairID: record.generations.pairID, generation: record.generations.current,
             syncedGeneration: record.generations.synced, asynchronousLagLimit: record.asynchronousLagBytes,
-            unacknowledgedBytes: mirror.asynchronousLag?.used ?? 0)
+            unacknowledgedBytes: mirror.asynchronousLag?.used ?? 0, takingTargetChanges: record.takingTargetChanges == true,
+            pullExtents: mirror.pullMap?.dirtyCount ?? 0, lastResync: mirror.lastResync)
     }
 
     /// Asynchronous mode's lag bounds: at least one 4 KiB block; at most 4 GiB, since every byte in flight

@@ -18,6 +18,8 @@ public struct ReplicationError: Error, Sendable, CustomStringConvertible {
         public static let corrupt = Code(rawValue: "corrupt")
         public static let wrongState = Code(rawValue: "wrong_state")
         public static let ioFailure = Code(rawValue: "io_failure")
+        /// Hosts wrote the target on its own: re-establish needs a choice.
+        public static let targetChanged = Code(rawValue: "target_changed")
     }
 
     public var code: Code
@@ -40,6 +42,8 @@ public struct ReplicationError: Error, Sendable, CustomStringConvertible {
         case .volumeInUse: hint = " Disconnect the hosts using it on the target, or name another volume."
         case .diverged:
             hint = " Re-establish with --discard-target-changes to overwrite the target's changes with the primary's data."
+        case .targetChanged:
+            hint = " Re-establish with --take-target-changes or --discard-target-changes."
         case .authenticationFailed: hint = " Both daemons must use the same --replication-secret-file."
         default: hint = ""
         }

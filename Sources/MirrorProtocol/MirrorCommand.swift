@@ -38,6 +38,12 @@ public struct MirrorCommand: RawRepresentable, Hashable, Sendable, CustomStringC
     /// Online verify (DRBD's verify-alg): the SHA-256 of a range of the paired volume (holes read as zeros).
     public static let checksum = MirrorCommand(rawValue: 24)
 
+    // Taking the target's changes (failover back): the primary reads from the target.
+    /// The target's change map: the extents hosts wrote on the target while it was severed or promoted.
+    public static let targetChanges = MirrorCommand(rawValue: 30)
+    /// The bytes of a range of the paired volume (at most the largest frame), for the primary to copy back.
+    public static let read = MirrorCommand(rawValue: 31)
+
     public var description: String {
         switch self {
         case .challenge: "challenge"
@@ -54,6 +60,8 @@ public struct MirrorCommand: RawRepresentable, Hashable, Sendable, CustomStringC
         case .trim: "trim"
         case .flush: "flush"
         case .checksum: "checksum"
+        case .targetChanges: "target-changes"
+        case .read: "read"
         default: "command-\(rawValue)"
         }
     }

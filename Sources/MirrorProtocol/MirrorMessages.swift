@@ -104,6 +104,9 @@ public struct MirrorEstablishRequest: MirrorMessage {
         public static let discardTargetChanges = Options(rawValue: 1 << 1)
         /// A new pairing (establish), as opposed to resuming one (re-establish, reconnect).
         public static let initial = Options(rawValue: 1 << 2)
+        /// The operator chose to copy what the target wrote on its own back to the primary: the target keeps
+        /// its change map (until `synchronized`) and becomes read-only to hosts again.
+        public static let takeTargetChanges = Options(rawValue: 1 << 3)
     }
 
     public var volume: String
@@ -177,6 +180,57 @@ public struct MirrorEstablishReply: MirrorMessage {
         MirrorEstablishReply(
             handle: try buffer.readMirrorInteger(as: UInt64.self), created: try buffer.readMirrorInteger(as: UInt8.self) != 0,
             fullSyncNeeded: try buffer.readMirrorInteger(as: UInt8.self) != 0)
+    }
+}
+
+/// Target → primary: the target's change map (`targetChanges`), one bit per extent of `extentSize`
+/// bytes, little-endian 64-bit words. The target's extent size need not be the primary's.
+public struct MirrorTargetChanges: MirrorMessage {
+    public var extentSize: UInt64
+    public var extentCount: UInt64
+    public var words: [UInt64]
+
+    public init(extentSize: UInt64, extentCount: UInt64, words: [UInt64]) {
+        self.extentSize = extentSize
+        self.extentCount = extentCount
+        self.words = words
+    }
+
+    /// Extents whose bit is set, in order.
+    public var extents: [UInt64] {
+        var result: [UInt64] = []
+        for (index, value) in words.enumerated() {
+            var word = value
+            while word != 0 {
+                let extent = UInt64(index) * 64 + UInt64(word.trailingZeroBitCount)
+                if extent < extentCount { result.append(extent) }
+                word &= word - 1
+            }
+        }
+        return result
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(extentSize)
+        buffer.writeInteger(extentCount)
+        buffer.writeInteger(UInt32(words.count))
+        for word in words { buffer.writeInteger(word, endianness: .little) }
+    }
+
+    public static func decode(from buffer: inout ByteBuffer) throws -> MirrorTargetChanges {
+        let extentSize = try buffer.readMirrorInteger(as: UInt64.self)
+        let extentCount = try buffer.readMirrorInteger(as: UInt64.self)
+        let count = try buffer.readMirrorInteger(as: UInt32.self)
+        guard extentSize > 0, extentSize.nonzeroBitCount == 1 else {
+            throw MirrorPayloadError("a change map's extent size must be a power of two, not \(extentSize)")
+        }
+        guard UInt64(count) == (extentCount + 63) / 64, Int(count) * 8 <= buffer.readableBytes else {
+            throw MirrorPayloadError("a change map of \(extentCount) extents cannot have \(count) words")
+        }
+        var words: [UInt64] = []
+        words.reserveCapacity(Int(count))
+        for _ in 0..<count { words.append(buffer.readInteger(endianness: .little)!) }
+        return MirrorTargetChanges(extentSize: extentSize, extentCount: extentCount, words: words)
     }
 }
 

@@ -33,6 +33,9 @@ public struct MirrorRemoteError: Error, Sendable, Equatable, CustomStringConvert
         public static let invalidArgument = Code(rawValue: 17)
         /// The target is shutting down.
         public static let shuttingDown = Code(rawValue: 18)
+        /// Hosts wrote the target volume while it was severed or promoted: the primary must choose whose
+        /// changes to keep (take the target's, or discard them).
+        public static let targetChanged = Code(rawValue: 19)
 
         public var description: String {
             switch self {
@@ -48,6 +51,7 @@ public struct MirrorRemoteError: Error, Sendable, Equatable, CustomStringConvert
             case .targetFailed: "target_failed"
             case .invalidArgument: "invalid_argument"
             case .shuttingDown: "shutting_down"
+            case .targetChanged: "target_changed"
             default: "error_\(rawValue)"
             }
         }

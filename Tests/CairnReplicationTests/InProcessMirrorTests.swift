@@ -19,7 +19,7 @@ struct InProcessMirrorTests {
         let executor = IOExecutor(threadCount: 2, queueCapacity: 256)
         let replication: Replication
 
-        init(_ label: String, secret: ReplicationSecret) throws {
+        init(_ label: String, secret: ReplicationSecret, resyncExtentDelay: Double = 0) throws {
             directory = NSTemporaryDirectory() + "cairn-\(label)-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             pool = try Pool.open(directory: directory)
@@ -27,6 +27,7 @@ struct InProcessMirrorTests {
             // Generous: the full suite runs many daemons at once on two cores, and nothing here tests
             // timeouts (the two-daemon tests do, with a fault proxy).
             settings.frameTimeout = 30
+            settings.resyncExtentDelay = resyncExtentDelay
             replication = try Replication(
                 pool: pool, executor: executor, dataDirectory: directory, settings: settings, logger: Logger(label: label))
         }

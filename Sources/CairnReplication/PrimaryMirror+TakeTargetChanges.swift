@@ -1,0 +1,151 @@
+import CairnEngine
+import CairnIO
+import Foundation
+import Logging
+import MirrorProtocol
+import NIOCore
+import Synchronization
+
+/// `re-establish --take-target-changes`: the resync runs target → primary first (DRBD's SyncTarget role),
+/// then the usual primary → target resync.
+///
+/// The **pull set** (`mirrors/primary-<id>.pull`, a `ChangeMap` file with the primary's extent size) is
+/// the union of the target's change map (what hosts wrote there while it was severed or promoted) and the
+/// primary's own change map (what the primary wrote meanwhile: the target's bytes replace them too). It is
+/// written durably before the first extent is pulled, so a primary crash resumes the pull where it stopped
+/// and never widens it.
+///
+/// Ordering with host writes on the primary: each extent is pulled under the overlap gate (read from the
+/// target, written here), so a host write to it either finished before (it was mirrored: the target holds
+/// it and the pull copies it back unchanged) or waits and lands after. A host write the target does *not*
+/// get (the link failed) to an extent not yet pulled would be overwritten by the target's older bytes when
+/// the pull resumes, so it is failed instead of acknowledged (`refusesUntracked`).
+extension PrimaryMirror {
+    /// The pull set while a take-target-changes is under way.
+    var pullMap: ChangeMap? { state.withLock { $0.pullMap } }
+
+    /// Builds the pull set (unless a pull is being resumed): the target's change map converted to this
+    /// map's extents, plus the primary's own changed extents. Durable before it returns.
+    func preparePull() async throws {
+        if pullMap != nil { return }
+        let handle = state.withLock { $0.handle }
+        let reply = try await send(.targetChanges, payload: MirrorHandleValue(handle: handle).payload)
+        let changes = try MirrorTargetChanges.decode(payload: reply.payload)
+        let store = self.store
+        let executor = self.executor
+        let volume = volumeID
+        let size = try pool.size(volumeID: volume)
+        let extentSize = changeMap.extentSize
+        let pull = try await executor.run {
+            try ChangeMap.create(path: store.pullMapPath(volume), executor: executor, extentSize: extentSize, volumeSize: size)
+        }
+        for extent in changes.extents {
+            let start = extent * changes.extentSize
+            guard start < size else { continue }
+            pull.markDirty(pull.extents(offset: start, length: min(changes.extentSize, size - start)))
+        }
+        // Every bit set in the primary's map, dirty or active: the target's bytes win there too.
+        pull.markDirty(changeMap.changedExtents())
+        try await pull.makeDurable()
+        state.withLock { $0.pullMap = pull }
+        logger.notice(
+            "taking the target's changes",
+            metadata: [
+                "volume": "\(volume)", "target-extents": "\(changes.extents.count)", "pull-extents": "\(pull.dirtyCount)",
+            ])
+    }
+
+    /// Copies the pull set from the target, in batches: after each batch the primary commits, then the
+    /// batch's bits are cleared durably. When the set is empty the target is told (`synchronized` at the
+    /// generation both already agreed on), drops its change map, and the pull set goes.
+    func runPull(job: UInt64) async throws -> UInt64 {
+        // Chosen, but stopped (a crash) before the pull set was written: build it now, or the resync that
+        // follows would overwrite the target's changes and then tell it to forget them.
+        if pullMap == nil && record.takingTargetChanges == true { try await preparePull() }
+        guard let pull = pullMap else { return 0 }
+        let jobs = pool.jobs
+        let local = self.pool
+        var done: UInt64 = 0
+        jobs.progress(job, done: 0, total: pull.dirtyCount)
+        while true {
+            guard isLinked else { throw TargetUnavailable(reason: record.lastError ?? "the mirror fractured") }
+            if jobs.isCancelled(job) { throw CancellationError() }
+            let clock = changeMap.dirtyClock
+            let batch = pull.dirtyExtents(limit: ReplicationSettings.resyncBatch)
+            if batch.isEmpty { break }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var pending = batch[...]
+                for _ in 0..<ReplicationSettings.resyncConcurrency {
+                    guard let extent = pending.popFirst() else { break }
+                    group.addTask { try await self.pullExtent(extent) }
+                }
+                while try await group.next() != nil {
+                    guard let extent = pending.popFirst() else { continue }
+                    group.addTask { try await self.pullExtent(extent) }
+                }
+            }
+            try await executor.run { try local.flush() }
+            pull.clearDirty(batch, copiedSince: .max)
+            try await pull.makeDurable()
+            // Equal on both sides now, unless a write the target missed set the bit again meanwhile.
+            changeMap.clearDirty(batch, copiedSince: clock)
+            try await changeMap.makeDurable()
+            done += UInt64(batch.count)
+            jobs.progress(job, done: done, total: done + pull.dirtyCount)
+        }
+        let handle = state.withLock { $0.handle }
+        _ = try await send(.synchronized, payload: MirrorHandleValue(handle: handle, value: record.generations.synced).payload)
+        try await update { $0.takingTargetChanges = nil }
+        state.withLock { $0.pullMap = nil }
+        let store = self.store
+        let volume = volumeID
+        try await executor.run { try store.remove(store.pullMapPath(volume)) }
+        logger.info("took the target's changes", metadata: ["volume": "\(volume)", "extents": "\(done)"])
+        return done
+    }
+
+    /// Reads one extent from the target and writes it here, under the overlap gate.
+    func pullExtent(_ extent: UInt64) async throws {
+        let pool = self.pool
+        let volume = volumeID
+        let size = try pool.size(volumeID: volume)
+        let start = extent * changeMap.extentSize
+        guard start < size else { return }
+        let length = min(changeMap.extentSize, size - start)
+        let frameSize = UInt64(state.withLock { $0.record.frameSize })
+        if settings.resyncExtentDelay > 0 { try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9)) }
+        try await gate.withRange(start..<(start + length)) {
+            var position = start
+            while position < start + length {
+                let piece = min(frameSize, start + length - position)
+                let handle = state.withLock { $0.handle }
+                let reply = try await send(.read, payload: MirrorRange(handle: handle, offset: position, length: piece).payload)
+                let data = reply.payload
+                guard UInt64(data.readableBytes) == piece else {
+                    throw TargetUnavailable(reason: "the target answered a \(piece)-byte read with \(data.readableBytes) bytes")
+                }
+                let at = position
+                try await executor.run {
+                    try data.withUnsafeReadableBytes { bytes in
+                        try pool.write(volumeID: volume, offset: at, source: .bytes(bytes), fua: false)
+                    }
+                }
+                position += piece
+            }
+        }
+    }
+
+    /// A host write the target will not get, to extents the pull has not copied yet: the pull would later
+    /// overwrite it with the target's older bytes, so it must not be acknowledged.
+    func refusesUntracked(_ extents: ClosedRange<UInt64>) -> Bool {
+        guard let pull = pullMap else { return false }
+        return pull.containsDirty(extents)
+    }
+
+    /// The error such a write fails with.
+    var untrackedWriteError: ReplicationError {
+        ReplicationError(
+            .wrongState,
+            "this volume is taking the target's changes and the target is unreachable: a write to an extent not yet copied back would be lost; `cairn mirror re-establish` resumes the copy")
+    }
+}
