@@ -155,9 +155,11 @@ struct TakeTargetChangesTests {
                 $0.state == "mirrored" && ($0.lastResync?.compared ?? 0) > 0
             }
             let result = try #require(info.lastResync)
-            #expect(result.compared == dirty)
+            // Every extent the map holds is compared (the reconnect also turns the sequential writes' look-ahead
+            // activity bits dirty: the over-marking this mode is for), only the two that differ are sent.
+            #expect(result.compared >= dirty, "\(result)")
             #expect(result.sent == 2, "\(result)")
-            #expect(result.skipped == dirty - 2)
+            #expect(result.skipped == result.compared - 2, "\(result)")
             #expect(try primary.bytes("src", 0, Int(Self.size)) == target.bytes("dst", 0, Int(Self.size)))
         }
     }
