@@ -112,6 +112,9 @@ struct MirrorFailoverDaemonTests {
             try await Self.establish(pair, extent: "64K")
             try await pair.target.cliOK(["mirror", "promote", "dst"])
             try await pair.target.qemuIOOK("dst", ["write -P 0x72 0 16M"])
+            // The primary learns of the promotion at its next write (refused by the target: it fractures).
+            try await primary.qemuIOOK("src", ["write -P 0x73 0 4k"])
+            _ = try await pair.waitFor("src", state: "fractured")
 
             try await primary.cliOK(["mirror", "re-establish", "src", "--take-target-changes"])
             // 256 extents at ~50 per second (one every 20 ms): kill once a few batches of 64 were pulled.
@@ -127,6 +130,9 @@ struct MirrorFailoverDaemonTests {
             #expect(resumed.state == "mirrored" || (resumed.takingTargetChanges == true && (resumed.pullExtents ?? 256) < 256), "\(resumed)")
             let done = try await pair.waitFor("src", state: "mirrored")
             #expect(done.takingTargetChanges != true, "\(done)")
+            // The pull resumed where it stopped (its set shrank durably before the kill), not from the start.
+            let pulled = done.lastResync?.pulled ?? 0
+            #expect(pulled > 0 && pulled <= 150, "the pull after the restart did not resume: \(done)")
             try await primary.qemuIOOK("src", ["read -P 0x72 0 16M"])
             try await pair.expectEqual("src", "dst")
             #expect(try await Self.targets(pair).first?.readOnly == true)
