@@ -113,7 +113,6 @@ extension PrimaryMirror {
         guard start < size else { return }
         let length = min(changeMap.extentSize, size - start)
         let frameSize = UInt64(state.withLock { $0.record.frameSize })
-        if settings.resyncExtentDelay > 0 { try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9)) }
         try await gate.withRange(start..<(start + length)) {
             var position = start
             while position < start + length {
@@ -125,6 +124,11 @@ extension PrimaryMirror {
                     throw TargetUnavailable(reason: "the target answered a \(piece)-byte read with \(data.readableBytes) bytes")
                 }
                 let at = position
+                // The rate limit's pause, between the target's bytes and their local write: the window a host
+                // write must not fall into (the overlap gate keeps it out; the tests rely on the pause).
+                if settings.resyncExtentDelay > 0 && position == start {
+                    try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9))
+                }
                 try await executor.run {
                     try data.withUnsafeReadableBytes { bytes in
                         try pool.write(volumeID: volume, offset: at, source: .bytes(bytes), fua: false)
