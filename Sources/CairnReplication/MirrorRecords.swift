@@ -58,6 +58,12 @@ public struct TargetMirrorRecord: Codable, Sendable, Equatable {
     /// The generation the promoted volume's own data started (a fresh random value at promotion).
     public var promotedGeneration: UInt64?
 
+    /// The primary is taking this volume's changes (`--take-target-changes`) and has not finished.
+    public var takeInProgress: Bool?
+    /// Written by a host (after a sever or a second promotion) while a take was in progress: those newest
+    /// writes are not in the primary's pull set, so the take cannot simply resume.
+    public var writtenDuringTake: Bool?
+
     /// Hosts wrote it on its own (severed or promoted), or it was promoted: the primary must choose.
     var changedHere: Bool { modified || (promoted ?? false) }
 }

@@ -86,6 +86,11 @@ extension MirrorTargetService {
                     throw MirrorRemoteError(
                         .targetChanged, current.modified ? "volume '\(name)' \(how)" : "volume '\(name)' was promoted on the target")
                 }
+                if take && current.writtenDuringTake == true {
+                    throw MirrorRemoteError(
+                        .diverged,
+                        "volume '\(name)' was written on the target again while the primary was taking its earlier changes; those newest writes are not in the set being taken")
+                }
                 keepChanges = take && current.changedHere
                 fullSync = discard && (!known || current.changedHere)
             }
@@ -102,9 +107,10 @@ extension MirrorTargetService {
             }
         }
         // Kept until `synchronized`: the primary copies the extents it lists, and may reconnect meanwhile.
-        let record = TargetMirrorRecord(
+        var record = TargetMirrorRecord(
             volumeID: info.id, pairID: request.generations.pairID, generation: request.generations.synced,
             modified: keepChanges, severed: false, primaryNode: node)
+        if keepChanges { record.takeInProgress = true }
         do {
             try store.save(record, to: store.targetPath(info.id))
             if !keepChanges { try removeChangeMap(info.id) }
@@ -133,6 +139,8 @@ extension MirrorTargetService {
             record.modified = false
             record.promoted = nil
             record.promotedGeneration = nil
+            record.takeInProgress = nil
+            record.writtenDuringTake = nil
         case .sever:
             record.severed = true
         default:

@@ -81,6 +81,15 @@ public final class MirrorTargetService: Sendable {
         guard let record = state.withLock({ $0.records[volumeID] }), record.severed else { return }
         let map = try changeMap(volumeID)
         try map.markDirtyDurably(map.extents(offset: offset, length: length))
+        if record.takeInProgress == true && record.writtenDuringTake != true {
+            // Durable before the data: the primary's resumed take must not miss this write unknowingly.
+            if var current = state.withLock({ $0.records[volumeID] }) {
+                current.writtenDuringTake = true
+                try store.save(current, to: store.targetPath(volumeID))
+                let saved = current
+                state.withLock { $0.records[volumeID] = saved }
+            }
+        }
         guard state.withLock({ $0.cleanSevered.contains(volumeID) }) else { return }
         guard var record = state.withLock({ $0.records[volumeID] }), !record.modified else { return }
         record.modified = true

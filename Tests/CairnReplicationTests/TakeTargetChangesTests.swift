@@ -163,4 +163,56 @@ struct TakeTargetChangesTests {
             #expect(try primary.bytes("src", 0, Int(Self.size)) == target.bytes("dst", 0, Int(Self.size)))
         }
     }
+
+    @Test("the link fails during the pull: a host write to an extent not yet taken fails, others are tracked; the take resumes")
+    func linkFailsDuringPull() async throws {
+        // 50 ms per extent pulled: the promotion below lands while the pull is under way.
+        try await Self.withMirror(extentDelay: 0.05) { primary, target in
+            _ = try await primary.replication.sever(volume: "src")
+            // The target changes the first half (extents 0-7); the primary's map is clean.
+            for extent in 0..<8 { try Self.targetWrite(target, offset: UInt64(extent) * Self.extent, byte: 0x66) }
+            _ = try await primary.replication.reestablish(volume: "src", discardTargetChanges: false, takeTargetChanges: true)
+            // Fence the primary off mid-pull (as a failover would): its next read frame is refused.
+            _ = try await target.replication.promoteTarget(volume: "dst")
+            let fractured = try await InProcessMirrorTests.waitFor(primary, "src") { $0.state == "fractured" }
+            #expect(fractured.takingTargetChanges && fractured.pullExtents > 0, "\(fractured)")
+
+            // Extent 7 is still to be taken: a write there would be overwritten when the take resumes, so it fails.
+            let refused = await #expect(throws: ReplicationError.self) {
+                try await Self.primaryWrite(primary, offset: 7 * Self.extent, byte: 0x77)
+            }
+            #expect(refused?.message.contains("taking the target's changes") == true, "\(String(describing: refused))")
+            // Extent 15 is not: tracked as usual, and copied to the target later.
+            try await Self.primaryWrite(primary, offset: 15 * Self.extent, byte: 0x78)
+
+            // The take resumes (the primary remembers the choice) and both sides end equal.
+            _ = try await primary.replication.reestablish(volume: "src", discardTargetChanges: false)
+            _ = try await InProcessMirrorTests.waitFor(primary, "src") { $0.state == "mirrored" && !$0.takingTargetChanges }
+            #expect(try primary.bytes("src", 7 * Self.extent, 4096) == [UInt8](repeating: 0x66, count: 4096))
+            #expect(try primary.bytes("src", 15 * Self.extent, 4096) == [UInt8](repeating: 0x78, count: 4096))
+            #expect(try primary.bytes("src", 0, Int(Self.size)) == target.bytes("dst", 0, Int(Self.size)))
+        }
+    }
+
+    @Test("a target written again while its changes were being taken: resuming the take is refused as diverged")
+    func writtenDuringTake() async throws {
+        try await Self.withMirror(extentDelay: 0.05) { primary, target in
+            _ = try await primary.replication.sever(volume: "src")
+            for extent in 0..<8 { try Self.targetWrite(target, offset: UInt64(extent) * Self.extent, byte: 0x66) }
+            _ = try await primary.replication.reestablish(volume: "src", discardTargetChanges: false, takeTargetChanges: true)
+            _ = try await target.replication.promoteTarget(volume: "dst")
+            _ = try await InProcessMirrorTests.waitFor(primary, "src") { $0.state == "fractured" }
+            try Self.targetWrite(target, offset: 12 * Self.extent, byte: 0x99)
+
+            let error = await #expect(throws: ReplicationError.self) {
+                _ = try await primary.replication.reestablish(volume: "src", discardTargetChanges: false)
+            }
+            #expect(error?.code == .diverged && error?.message.contains("written on the target again") == true, "\(String(describing: error))")
+            // The explicit way out: the primary's data everywhere.
+            _ = try await primary.replication.reestablish(volume: "src", discardTargetChanges: true)
+            let done = try await InProcessMirrorTests.waitFor(primary, "src") { $0.state == "mirrored" }
+            #expect(!done.takingTargetChanges)
+            #expect(try primary.bytes("src", 0, Int(Self.size)) == target.bytes("dst", 0, Int(Self.size)))
+        }
+    }
 }
