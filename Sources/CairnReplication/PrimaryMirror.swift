@@ -123,7 +123,9 @@ public final class PrimaryMirror: Sendable {
             }
             return try await local()
         }
-        if let lag = asynchronousLag {
+        // While the target's changes are being taken, writes are synchronous: an acknowledged write the
+        // target missed could otherwise be overwritten by the pull.
+        if let lag = asynchronousLag, state.withLock({ $0.record.takingTargetChanges != true }) {
             return try await writeAsynchronously(
                 operation, fua: fua, extents: extents, token: token, lag: lag, epoch: epoch, local: local)
         }
