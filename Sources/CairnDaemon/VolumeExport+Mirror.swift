@@ -37,6 +37,31 @@ extension VolumeExport {
         return promise.futureResult
     }
 
+    /// Whether a read of the live volume covers extents its mirror is still taking from the target.
+    func needsPull(offset: UInt64, length: UInt32) -> Bool {
+        guard snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID) else { return false }
+        return mirror.needsPull(offset: offset, length: UInt64(length))
+    }
+
+    /// A read of extents not yet taken from the target (`re-establish --take-target-changes`): they are
+    /// pulled first, then the read runs as usual. nil (the usual case, one atomic load): read now.
+    func readAfterPull(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]>? {
+        guard PrimaryMirror.anyPullPending, snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID),
+            mirror.needsPull(offset: offset, length: UInt64(length))
+        else { return nil }
+        let promise = eventLoop.makePromise(of: Void.self)
+        promise.completeWithTask {
+            do {
+                try await mirror.pullOnDemand(offset: offset, length: UInt64(length))
+            } catch let error as NBDExportError {
+                throw error
+            } catch {
+                throw Self.wireError(error)
+            }
+        }
+        return promise.futureResult.flatMap { self.read(offset: offset, length: length, eventLoop: eventLoop) }
+    }
+
     /// A host FLUSH of a mirrored volume flushes the target too.
     func mirroredFlush(eventLoop: any EventLoop, _ local: @escaping @Sendable () -> EventLoopFuture<Void>)
         -> EventLoopFuture<Void>?

@@ -124,6 +124,7 @@ final class VolumeExport: NBDExport {
     }
 
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]> {
+        if let waiting = readAfterPull(offset: offset, length: length, eventLoop: eventLoop) { return waiting }
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
@@ -147,6 +148,8 @@ final class VolumeExport: NBDExport {
     /// lock waits, RWF_NOWAIT). Anything else returns nil and goes through the I/O threads.
     func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? {
         guard length <= Self.immediateReadLimit, backupRoute?.isActive != true else { return nil }
+        // Extents still to be taken from a mirror target are pulled first (`readAfterPull`).
+        if PrimaryMirror.anyPullPending, needsPull(offset: offset, length: length) { return nil }
         let start = ContinuousClock.now
         var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
         var extents: [ReadExtent]?

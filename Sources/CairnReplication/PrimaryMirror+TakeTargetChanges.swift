@@ -24,6 +24,47 @@ extension PrimaryMirror {
     /// The pull set while a take-target-changes is under way.
     var pullMap: ChangeMap? { state.withLock { $0.pullMap } }
 
+    /// Mirrors of this process with a pull set: the host read path asks `needsPull` only while this is
+    /// above zero, so reads cost nothing extra when no take is under way (the usual case).
+    static let pullsPending = Atomic<Int>(0)
+
+    /// Whether any pull is under way in this process (one atomic load).
+    public static var anyPullPending: Bool { pullsPending.load(ordering: .relaxed) > 0 }
+
+    /// Installs or drops the pull set, keeping `pullsPending` in step.
+    func setPullMap(_ map: ChangeMap?) {
+        let change = state.withLock { s -> Int in
+            defer { s.pullMap = map }
+            return (map == nil ? 0 : 1) - (s.pullMap == nil ? 0 : 1)
+        }
+        if change != 0 { Self.pullsPending.add(change, ordering: .relaxed) }
+    }
+
+    /// A host read of a range some of whose extents are still to be taken from the target.
+    public func needsPull(offset: UInt64, length: UInt64) -> Bool {
+        guard let pull = pullMap else { return false }
+        return pull.containsDirty(changeMap.extents(offset: offset, length: length))
+    }
+
+    /// Before a host read of extents not yet taken (DRBD serves such reads from the peer): they are pulled
+    /// now, committed, and dropped from the pull set, so the read sees the target's bytes, not the
+    /// primary's stale ones. With the target unreachable the read fails rather than return stale data.
+    public func pullOnDemand(offset: UInt64, length: UInt64) async throws {
+        guard let pull = pullMap else { return }
+        let needed = changeMap.extents(offset: offset, length: length).filter { pull.containsDirty($0...$0) }
+        guard !needed.isEmpty else { return }
+        guard isLinked else {
+            throw ReplicationError(
+                .wrongState,
+                "this volume is taking the target's changes and the target is unreachable: the extents read are not yet copied back; `cairn mirror re-establish` resumes the copy")
+        }
+        for extent in needed { try await pullExtent(extent, paced: false) }
+        let pool = self.pool
+        try await executor.run { try pool.flush() }
+        pull.clearDirty(needed, copiedSince: .max)
+        try await pull.makeDurable()
+    }
+
     /// Builds the pull set (unless a pull is being resumed): the target's change map converted to this
     /// map's extents, plus the primary's own changed extents. Durable before it returns.
     func preparePull() async throws {
@@ -47,7 +88,7 @@ extension PrimaryMirror {
         // Every bit set in the primary's map, dirty or active: the target's bytes win there too.
         pull.markDirty(changeMap.changedExtents())
         try await pull.makeDurable()
-        state.withLock { $0.pullMap = pull }
+        setPullMap(pull)
         logger.notice(
             "taking the target's changes",
             metadata: [
@@ -96,7 +137,7 @@ extension PrimaryMirror {
         let handle = state.withLock { $0.handle }
         _ = try await send(.synchronized, payload: MirrorHandleValue(handle: handle, value: record.generations.synced).payload)
         try await update { $0.takingTargetChanges = nil }
-        state.withLock { $0.pullMap = nil }
+        setPullMap(nil)
         let store = self.store
         let volume = volumeID
         try await executor.run { try store.remove(store.pullMapPath(volume)) }
@@ -104,8 +145,9 @@ extension PrimaryMirror {
         return done
     }
 
-    /// Reads one extent from the target and writes it here, under the overlap gate.
-    func pullExtent(_ extent: UInt64) async throws {
+    /// Reads one extent from the target and writes it here, under the overlap gate. `paced`: the resync
+    /// rate limit applies (not to a host read waiting for the extent).
+    func pullExtent(_ extent: UInt64, paced: Bool = true) async throws {
         let pool = self.pool
         let volume = volumeID
         let size = try pool.size(volumeID: volume)
@@ -126,7 +168,7 @@ extension PrimaryMirror {
                 let at = position
                 // The rate limit's pause, between the target's bytes and their local write: the window a host
                 // write must not fall into (the overlap gate keeps it out; the tests rely on the pause).
-                if settings.resyncExtentDelay > 0 && position == start {
+                if paced && settings.resyncExtentDelay > 0 && position == start {
                     try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9))
                 }
                 try await executor.run {

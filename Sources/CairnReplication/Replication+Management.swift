@@ -123,7 +123,7 @@ extension Replication {
             try await mirror.changeMap.makeDurable()
             // A take-target-changes in progress is abandoned: the primary's data wins everywhere.
             try await mirror.update { $0.takingTargetChanges = nil }
-            mirror.state.withLock { $0.pullMap = nil }
+            mirror.setPullMap(nil)
             try await executor.run { try store.remove(store.pullMapPath(id)) }
         } else if takeTargetChanges {
             // Durable first: reconnects (and a restart) then ask the target to keep its changes for the pull.
@@ -213,6 +213,7 @@ extension Replication {
             _ = try? await mirror.send(.remove, payload: MirrorHandleValue(handle: handle).payload)
         }
         mirror.markRemoved()
+        mirror.setPullMap(nil)
         checkpoints.withLock { $0.removeValue(forKey: id)?.cancel() }
         primaries.withLock { $0.mirrors[id] = nil }
         let store = self.store

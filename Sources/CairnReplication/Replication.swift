@@ -85,7 +85,7 @@ public final class Replication: Sendable {
             if FileManager.default.fileExists(atPath: pullPath) {
                 // A take-target-changes was under way: it resumes where its pull set says.
                 let pull = try ChangeMap.open(path: pullPath, executor: executor)
-                mirror.state.withLock { $0.pullMap = pull }
+                mirror.setPullMap(pull)
             }
             primaries.withLock { $0.mirrors[record.volumeID] = mirror }
         }

@@ -139,6 +139,31 @@ struct MirrorFailoverDaemonTests {
         }
     }
 
+    @Test("host reads on the primary during the pull see the target's bytes, before the pull reaches them")
+    func readsDuringPull() async throws {
+        // 500 ms per extent pulled, four at a time: extent 15 is reached after about two seconds.
+        try await MirrorDaemonTests.withPair(primaryExtra: ["--mirror-resync-delay-ms", "500"]) { pair in
+            let primary = pair.primary
+            try await primary.createVolume("src", "16M")
+            try await primary.qemuIOOK("src", ["write -P 0x91 0 16M"])
+            try await Self.establish(pair)
+            try await pair.target.cliOK(["mirror", "promote", "dst"])
+            try await pair.target.qemuIOOK("dst", ["write -P 0x92 0 16M"])
+            try await primary.qemuIOOK("src", ["write -P 0x93 0 4k"])
+            _ = try await pair.waitFor("src", state: "fractured")
+
+            try await primary.cliOK(["mirror", "re-establish", "src", "--take-target-changes"])
+            let before = try await pair.mirror("src")
+            // Read at once: the last extents are not pulled yet, so the read pulls them first.
+            let read = try await runTool(Tools.qemuIO, ["-r", "-f", "raw", primary.uri("src"), "-c", "read -P 0x92 15M 1M"])
+            #expect(read.status == 0 && !(read.stdout + read.stderr).contains("failed"), "\(read)")
+            #expect((before.pullExtents ?? 0) > 4, "the pull was already done: \(before)")
+            _ = try await pair.waitFor("src", state: "mirrored")
+            try await primary.qemuIOOK("src", ["read -P 0x92 0 16M"])
+            try await pair.expectEqual("src", "dst")
+        }
+    }
+
     @Test("checksum resync: extents rewritten with the bytes they held are compared and not sent")
     func checksumResync() async throws {
         try await MirrorDaemonTests.withPair { pair in
