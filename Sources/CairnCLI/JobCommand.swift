@@ -63,13 +63,7 @@ struct JobCommand: AsyncParsableCommand {
     }
 }
 
-func progressText(_ job: JobDTO) -> String {
-    let rate = job.unit == "bytes" ? Output.size(UInt64(job.rate)) + "/s" : String(format: "%.0f %@/s", job.rate, job.unit)
-    let eta = job.etaSeconds.map { String(format: ", ETA %.0f s", $0) } ?? ""
-    guard job.total > 0 else { return "\(job.done) \(job.unit), \(rate)\(eta)" }
-    let percent = Double(job.done) / Double(job.total) * 100
-    return String(format: "%.0f%% (%llu/%llu %@), %@%@", percent, job.done, job.total, job.unit, rate, eta)
-}
+func progressText(_ job: JobDTO) -> String { job.progressSummary }
 
 /// Polls a job until it ends, drawing a progress line on stderr (unless quiet).
 func waitForJob(_ id: UInt64, client: APIClient, quiet: Bool) async throws -> JobDTO {

@@ -66,6 +66,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Threads doing blocking file I/O (default: 4).")
     var ioThreads: Int?
 
+    @Flag(
+        name: .long,
+        help: "Shut down (gracefully) when the process that started the daemon exits, as nbdkit's flag of that name.")
+    var exitWithParent = false
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
     var logLevel: String?
 
@@ -114,6 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.ioThreads = ioThreads ?? file?.io?.threads ?? daemon.ioThreads
         daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
         daemon.cloneExtentDelayMilliseconds = cloneExtentDelayMs
+        daemon.parentToFollow = exitWithParent ? getppid() : nil
         let levelName = logLevel ?? file?.log?.level ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {
             throw ConfigError("unknown log level '\(levelName)' (trace, debug, info, notice, warning, error, critical)")

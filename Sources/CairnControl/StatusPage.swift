@@ -225,15 +225,7 @@ public enum StatusPage {
     }
 
     /// "42% (420 MiB of 1 GiB), 80 MiB/s, ETA 7 s".
-    static func progressText(_ job: JobDTO) -> String {
-        let bytes = job.unit == "bytes"
-        func amount(_ value: UInt64) -> String { bytes ? ByteSize.format(value) : "\(value) \(escape(job.unit))" }
-        let rate = bytes ? ByteSize.format(UInt64(job.rate)) + "/s" : String(format: "%.0f %@/s", job.rate, escape(job.unit))
-        let eta = job.etaSeconds.map { String(format: ", ETA %.0f s", $0) } ?? ""
-        guard job.total > 0 else { return "\(amount(job.done)), \(rate)\(eta)" }
-        let percent = min(100, Double(job.done) / Double(job.total) * 100)
-        return String(format: "%.0f%%", percent) + " (\(amount(job.done)) of \(amount(job.total))), \(rate)\(eta)"
-    }
+    static func progressText(_ job: JobDTO) -> String { escape(job.progressSummary) }
 
     static func timestamp(_ date: Date) -> String {
         date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: false))

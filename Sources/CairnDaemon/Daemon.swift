@@ -124,7 +124,9 @@ public enum Daemon {
                 services: [
                     .init(service: api),
                     .init(service: NBDService(server: nbd, logger: logger)),
-                ],
+                ] + (configuration.parentToFollow.map {
+                    [.init(service: ParentWatch(parent: $0, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup)]
+                } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {

@@ -1,4 +1,5 @@
 import CairnControl
+import Glibc
 import NBDProtocol
 
 /// Everything `cairn serve` needs to know.
@@ -43,6 +44,10 @@ public struct DaemonConfiguration: Sendable {
     public var recentErrors: RecentErrors?
     /// Remote mirroring: the replication listener, shared secret, timeouts (ReplicationConfiguration.swift).
     public var replication = ReplicationConfiguration()
+    /// Shut down when this process (the daemon's parent, `--exit-with-parent`) exits: a daemon started by
+    /// a test runner or a supervisor script does not outlive it. Read at the very start of the command, so
+    /// a parent that exits while the pool opens is still noticed.
+    public var parentToFollow: pid_t?
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

@@ -103,7 +103,19 @@ final class DaemonMetrics: Sendable {
             return gone
         }
         for gauge in gone { registry.unregisterGauge(gauge) }
+        forgetExports(ofVolumesOtherThan: Set(volumes.map(\.name)))
         return registry.emitToString()
+    }
+
+    /// Drops the request series of exports whose volume is gone (deleted or renamed), so that a pool that
+    /// creates and deletes volumes all day does not report, and keep in memory, every name it ever served.
+    /// A connection still holding the old series counts into it unreported; a new attach makes new ones.
+    private func forgetExports(ofVolumesOtherThan live: Set<String>) {
+        let gone = exports.withLock { cache -> [ExportMetrics] in
+            let names = cache.keys.filter { !live.contains(VolumeCatalog.split($0).volume) }
+            return names.compactMap { cache.removeValue(forKey: $0) }
+        }
+        for metrics in gone { metrics.unregister(from: registry) }
     }
 }
 
@@ -157,6 +169,16 @@ final class ExportMetrics: Sendable {
         let bytes = DaemonMetrics.name("nbd", "data", "bytes_total", "Payload bytes read and written over NBD")
         bytesRead = registry.makeCounter(descriptor: bytes, labels: [("export", export), ("direction", "read")])
         bytesWritten = registry.makeCounter(descriptor: bytes, labels: [("export", export), ("direction", "write")])
+    }
+
+    func unregister(from registry: PrometheusCollectorRegistry) {
+        for series in series {
+            registry.unregisterCounter(series.requests)
+            registry.unregisterCounter(series.errors)
+            registry.unregisterDurationHistogram(series.latency)
+        }
+        registry.unregisterCounter(bytesRead)
+        registry.unregisterCounter(bytesWritten)
     }
 
     /// Counts one finished request.

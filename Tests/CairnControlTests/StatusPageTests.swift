@@ -76,3 +76,29 @@ struct StatusPageTests {
         #expect(list.first?.message == "m\(RecentErrors.capacity + 6)" && list.last?.message == "m7")
     }
 }
+
+/// The one progress line that the CLI prints and the status page shows.
+@Suite("job progress line")
+struct JobProgressSummaryTests {
+    static func job(done: UInt64, total: UInt64, unit: String, rate: Double, eta: Double?) -> JobDTO {
+        JobDTO(
+            id: 7, kind: "restore", target: "vm1", state: "running", done: done, total: total, unit: unit,
+            startedAt: "2026-11-26T00:00:00Z", finishedAt: nil, message: nil, rate: rate, etaSeconds: eta)
+    }
+
+    @Test("bytes in human units with percent and ETA; other units counted; no total, no percent")
+    func summary() {
+        #expect(Self.job(done: 1 << 30, total: 4 << 30, unit: "bytes", rate: 512 * 1024 * 1024, eta: 6).progressSummary
+            == "25% (1 GiB of 4 GiB), 512 MiB/s, ETA 6 s")
+        #expect(Self.job(done: 30, total: 40, unit: "extents", rate: 10, eta: nil).progressSummary
+            == "75% (30 extents of 40 extents), 10 extents/s")
+        #expect(Self.job(done: 1200, total: 0, unit: "extents", rate: 90, eta: nil).progressSummary
+            == "1200 extents, 90 extents/s")
+    }
+
+    @Test("the status page escapes the unit, which is free text to it")
+    func escaped() {
+        let line = StatusPage.progressText(Self.job(done: 1, total: 2, unit: "<b>", rate: 1, eta: nil))
+        #expect(line.contains("&lt;b&gt;") && !line.contains("<b>"))
+    }
+}

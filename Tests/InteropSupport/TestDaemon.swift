@@ -49,7 +49,9 @@ public final class TestDaemon: @unchecked Sendable {
         unlink(runtime)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--data-dir", directory, "--nbd-port", "0", "--log-level", "info"] + extra
+        // --exit-with-parent: a test run that crashes or is killed leaves no daemon behind.
+        process.arguments =
+            ["serve", "--data-dir", directory, "--nbd-port", "0", "--log-level", "info", "--exit-with-parent"] + extra
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()

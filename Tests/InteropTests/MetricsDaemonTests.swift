@@ -76,9 +76,19 @@ struct MetricsDaemonTests {
             #expect(try await Self.scrape(daemon)["cairn_nbd_connections"] == 1)
             holder.close()
             try await daemon.cliOK(["volume", "create", "gone", "1M"])
-            #expect(try await Self.scrape(daemon)["cairn_volume_space_bytes{kind=\"size\",volume=\"gone\"}"] == Double(1 << 20))
+            let read = try await runTool("/usr/bin/nbdcopy", [daemon.uri("gone"), "null:"])
+            try #require(read.status == 0, "\(read)")
+            let served = try await Self.scrape(daemon)
+            #expect(served["cairn_volume_space_bytes{kind=\"size\",volume=\"gone\"}"] == Double(1 << 20))
+            // nbdcopy maps the empty volume (BLOCK_STATUS) rather than reading its holes.
+            let requests = served.filter { $0.key.hasPrefix("cairn_nbd_requests_total{") && $0.key.contains("export=\"gone\"") }
+            #expect(requests.values.reduce(0, +) >= 1, "\(served)")
+            // Deleted: its gauges and its request series are gone; other exports' series stay.
             try await daemon.cliOK(["volume", "delete", "gone"])
-            #expect(try await Self.scrape(daemon)["cairn_volume_space_bytes{kind=\"size\",volume=\"gone\"}"] == nil)
+            let afterDelete = try await Self.scrape(daemon)
+            #expect(afterDelete["cairn_volume_space_bytes{kind=\"size\",volume=\"gone\"}"] == nil)
+            #expect(!afterDelete.keys.contains { $0.contains("export=\"gone\"") }, "\(afterDelete.keys.sorted())")
+            #expect(afterDelete["cairn_nbd_requests_total{command=\"read\",export=\"m\"}"] != nil)
         }
     }
 }

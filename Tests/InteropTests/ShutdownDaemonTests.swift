@@ -136,4 +136,37 @@ struct ShutdownDaemonTests {
             try await daemon.expectHealthy()
         }
     }
+
+    @Test("--exit-with-parent: the daemon stops cleanly when the process that started it exits; without it, it stays")
+    func exitWithParent() async throws {
+        for follows in [true, false] {
+            let directory = TestDaemon.makeDataDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            // The shell starts the daemon in the background, waits until it serves, prints its pid and exits.
+            let flag = follows ? "--exit-with-parent" : ""
+            let script = """
+                "$0" serve --data-dir "$1" --nbd-port 0 \(flag) >"$1.log" 2>&1 &
+                i=0; while [ ! -e "$1/daemon.json" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+                echo $!
+                """
+            let shell = try await runTool("/bin/sh", ["-c", script, TestDaemon.binary, directory])
+            try #require(shell.status == 0, "\(shell)")
+            let pid = try #require(pid_t(shell.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), "\(shell)")
+            defer { kill(pid, SIGKILL) }
+            let alive = { kill(pid, 0) == 0 && !((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.contains(") Z ") ?? true) }
+            if follows {
+                let gone = try await poll(timeout: 60) { !alive() }
+                let log = (try? String(contentsOfFile: directory + ".log", encoding: .utf8)) ?? ""
+                #expect(gone, "cairn serve outlived its parent\n\(log)")
+                #expect(log.contains("the parent process exited") && log.contains("cairn stopped"), "\(log)")
+                // A clean stop: the runtime file is removed.
+                #expect(!FileManager.default.fileExists(atPath: directory + "/daemon.json"))
+            } else {
+                // Orphaned without the flag, the daemon keeps serving (a supervisor may rely on that).
+                try await Task.sleep(for: .seconds(2))
+                #expect(alive(), "cairn serve without --exit-with-parent stopped when its parent exited")
+            }
+            try? FileManager.default.removeItem(atPath: directory + ".log")
+        }
+    }
 }
