@@ -167,12 +167,14 @@ extension Replication {
     }
 
     /// The sentence for a re-establish refused because the target changed: which side(s) changed, and the
-    /// two choices.
+    /// two choices. "Here changed" counts the change map, which also holds the extents whose writes were in
+    /// flight when the link failed (the activity log): conservative, like DRBD's bitmap after a crash, so
+    /// a sever right after writes may be called a divergence. Both choices are correct either way.
     func refusal(name: String, mirror: PrimaryMirror, target: MirrorRemoteError) -> ReplicationError {
         let here = mirror.changeMap.changedCount
         let sides =
             here > 0
-            ? "Both sides changed (diverged): \(target.message), and '\(name)' here has \(here) changed extent(s) since the mirror was split."
+            ? "Both sides changed (diverged): \(target.message), and '\(name)' here has \(here) extent(s) written, or in flight, since the mirror was split."
             : "The target changed: \(target.message); '\(name)' here has not changed since the mirror was split."
         return ReplicationError(
             here > 0 ? .diverged : .targetChanged,
