@@ -74,6 +74,77 @@ static uint64_t three_streams(uint64_t c, const unsigned char **pointer, size_t 
     return c;
 }
 
+// Wide folding (CPUs with AVX-512 and VPCLMULQDQ): four 64-byte accumulators, each 128-bit lane folded
+// forward 256 bytes per step by two carry-less multiplies (the lane's halves times x^(D+31) and
+// x^(D-33) mod P, D the distance in bits, in the same reflected convention as `shift`), then the
+// accumulators and lanes folded into one 128-bit value congruent to the data, which one CRC32 of its 16
+// bytes reduces (CRC32 of a message from zero is the message times x^32 mod P). The initial CRC is
+// XORed into the first four bytes, which is what continuing from it means. Measured ~4x the three
+// streams on 1 MiB.
+enum { fold_block = 256 };
+static uint64_t fold_2048[2], fold_512[2], fold_384[2], fold_256[2], fold_128[2];
+static int wide;
+
+static void fold_constants(uint64_t *pair, size_t distance) {
+    pair[0] = x_power(distance + 31);
+    pair[1] = x_power(distance - 33);
+}
+
+static void initialize_folding(void) {
+    fold_constants(fold_2048, 2048);
+    fold_constants(fold_512, 512);
+    fold_constants(fold_384, 384);
+    fold_constants(fold_256, 256);
+    fold_constants(fold_128, 128);
+}
+
+__attribute__((target("avx512f,vpclmulqdq,pclmul")))
+static inline __m512i fold512(__m512i x, __m512i k, __m512i data) {
+    return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11), data,
+                                     0x96);
+}
+
+__attribute__((target("pclmul,sse4.2")))
+static inline __m128i fold128(__m128i x, const uint64_t *k) {
+    __m128i constant = _mm_set_epi64x((long long)k[1], (long long)k[0]);
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, constant, 0x00), _mm_clmulepi64_si128(x, constant, 0x11));
+}
+
+// Folds all whole 256-byte blocks of at least `fold_block` bytes; returns the CRC after them.
+__attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.2")))
+static uint32_t fold_wide(uint32_t crc, const unsigned char **pointer, size_t *remaining) {
+    const unsigned char *p = *pointer;
+    size_t n = *remaining;
+    __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    __m512i x1 = _mm512_loadu_si512(p + 64);
+    __m512i x2 = _mm512_loadu_si512(p + 128);
+    __m512i x3 = _mm512_loadu_si512(p + 192);
+    p += fold_block;
+    n -= fold_block;
+    __m512i k = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_2048[1], (long long)fold_2048[0]));
+    while (n >= fold_block) {
+        x0 = fold512(x0, k, _mm512_loadu_si512(p));
+        x1 = fold512(x1, k, _mm512_loadu_si512(p + 64));
+        x2 = fold512(x2, k, _mm512_loadu_si512(p + 128));
+        x3 = fold512(x3, k, _mm512_loadu_si512(p + 192));
+        p += fold_block;
+        n -= fold_block;
+    }
+    k = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_512[1], (long long)fold_512[0]));
+    x1 = fold512(x0, k, x1);
+    x2 = fold512(x1, k, x2);
+    x3 = fold512(x2, k, x3);
+    __m128i folded = _mm_xor_si128(fold128(_mm512_extracti32x4_epi32(x3, 0), fold_384),
+                                   fold128(_mm512_extracti32x4_epi32(x3, 1), fold_256));
+    folded = _mm_xor_si128(folded, fold128(_mm512_extracti32x4_epi32(x3, 2), fold_128));
+    folded = _mm_xor_si128(folded, _mm512_extracti32x4_epi32(x3, 3));
+    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(folded));
+    c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(folded, 1));
+    *pointer = p;
+    *remaining = n;
+    return (uint32_t)c;
+}
+
 __attribute__((target("sse4.2,pclmul")))
 static uint32_t hardware_crc(uint32_t crc, const unsigned char *p, size_t n) {
     uint64_t c = crc;
@@ -82,6 +153,7 @@ static uint32_t hardware_crc(uint32_t crc, const unsigned char *p, size_t n) {
         c = _mm_crc32_u8((uint32_t)c, *p++);
         n--;
     }
+    if (wide && n >= fold_block) c = fold_wide((uint32_t)c, &p, &n);
     if (clmul) {
         c = three_streams(c, &p, &n, long_stream, long_shift);
         c = three_streams(c, &p, &n, short_stream, short_shift);
@@ -125,6 +197,8 @@ static void initialize(void) {
     hardware = __builtin_cpu_supports("sse4.2");
     clmul = hardware && __builtin_cpu_supports("pclmul");
     if (clmul) initialize_shifts();
+    wide = clmul && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq");
+    if (wide) initialize_folding();
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_CRC32)
     hardware = 1;
 #endif

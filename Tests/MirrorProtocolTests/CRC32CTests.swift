@@ -28,14 +28,15 @@ struct CRC32CTests {
         }
     }
 
-    /// The instruction path cuts long buffers into three streams (8 KiB and 256-byte stream lengths) and
-    /// joins them with carry-less multiplies: random lengths around and across those blocks, at every
-    /// start alignment, continuing from random CRCs, must equal the portable reference.
-    @Test("three-stream path agrees with the reference on random buffers", arguments: [UInt64(0x5EED_C3C3)])
+    /// The instruction path folds 256-byte blocks with carry-less multiplies (AVX-512) or cuts long buffers
+    /// into three streams (8 KiB and 256-byte stream lengths) joined the same way: random lengths around and
+    /// across those blocks, at every start alignment, continuing from random CRCs, must equal the portable
+    /// reference.
+    @Test("folding and three-stream paths agree with the reference on random buffers", arguments: [UInt64(0x5EED_C3C3)])
     func streamsAgree(seed: UInt64) {
         var generator = SplitMix(seed: seed)
         let bytes = (0..<(3 * 8192 * 3 + 4096)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
-        let boundaries = [0, 1, 7, 8, 767, 768, 769, 3 * 768, 4096, 24575, 24576, 24577, 2 * 24576 + 768 + 5, 70000]
+        let boundaries = [0, 1, 7, 8, 255, 256, 257, 511, 512, 513, 767, 768, 769, 3 * 768, 4096, 24575, 24576, 24577, 2 * 24576 + 768 + 5, 70000]
         bytes.withUnsafeBytes { all in
             for round in 0..<400 {
                 let start = Int(generator.next() % 64)
