@@ -39,7 +39,7 @@ public final class MirrorTargetServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(MirrorFrameDecoder()), MirrorFrameWriter(),
+                        MirrorFrameReader(), MirrorFrameWriter(),
                         MirrorTargetHandler(service: service, secret: secret, logger: logger),
                     ])
                 }
