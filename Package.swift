@@ -209,7 +209,10 @@ let package = Package(
         ),
         .testTarget(
             name: "MirrorProtocolTests",
-            dependencies: ["MirrorProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "MirrorProtocol", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

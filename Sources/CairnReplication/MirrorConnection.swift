@@ -48,7 +48,7 @@ final class MirrorConnection: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         if let tls { try channel.pipeline.syncOperations.addHandler(tls.clientHandler(host: host)) }
                         try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(MirrorFrameDecoder()), MirrorFrameWriter(),
+                            MirrorFrameReader(), MirrorFrameWriter(),
                             MirrorClientHandler(),
                         ])
                     }

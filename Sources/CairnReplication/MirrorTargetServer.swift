@@ -39,7 +39,7 @@ public final class MirrorTargetServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(MirrorFrameDecoder()), MirrorFrameWriter(),
+                        MirrorFrameReader(), MirrorFrameWriter(),
                         MirrorTargetHandler(service: service, secret: secret, logger: logger),
                     ])
                 }
@@ -97,28 +97,69 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
             guard let node else { return authenticate(frame, context: context) }
             guard !frame.isReply else { return }
             let connection = ObjectIdentifier(self)
-            let service = self.service
             let channel = context.channel
-            let loop = context.eventLoop
-            let answered: EventLoopFuture<MirrorFrame>
-            if let data = service.handleData(frame, connection: connection, eventLoop: loop) {
-                answered = data
-            } else {
-                let promise = loop.makePromise(of: MirrorFrame.self)
-                promise.completeWithTask { await service.handle(frame, connection: connection, node: node) }
-                answered = promise.futureResult
-            }
             inFlight += 1
             if inFlight == Self.maximumInFlight { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
-            answered.whenSuccess { [self] reply in
-                channel.write(reply, promise: nil)
-                flushSoon(channel)
-                inFlight -= 1
-                if inFlight == Self.maximumInFlight - 1 {
-                    channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-                    channel.read()
-                }
+            switch service.prepareData(frame, connection: connection) {
+            case .refused(let reply):
+                answered([reply], channel: channel)
+            case .ready(let work) where work.fua || work.bytes > Self.batchedFrameBytes:
+                // Alone: a FUA write may wait for a commit, a large one is worth a thread of its own.
+                submit([work], channel: channel)
+            case .ready(let work):
+                batch.append(work)
+                batchBytes += work.bytes
+                if batch.count == Self.maximumBatch || batchBytes >= Self.maximumBatchBytes { submitBatch(channel) }
+            case nil:
+                // Data frames received before this one go to the I/O threads first, as they did unbatched.
+                submitBatch(channel)
+                let service = self.service
+                let promise = context.eventLoop.makePromise(of: MirrorFrame.self)
+                promise.completeWithTask { await service.handle(frame, connection: connection, node: node) }
+                promise.futureResult.whenSuccess { [self] reply in answered([reply], channel: channel) }
             }
+        }
+    }
+
+    /// Small data frames of one socket read, applied as one I/O-thread job when the read is done
+    /// (`MirrorTargetService.applyData`).
+    private var batch: [MirrorTargetService.DataWork] = []
+    private var batchBytes = 0
+    /// Frames up to this size are batched; larger ones (a 1 MiB frame) each get an I/O thread, so the
+    /// page-cache copies of concurrent large writes still run in parallel.
+    static let batchedFrameBytes = 64 << 10
+    /// At most this many frames, or bytes, per batch: one job must not hold one I/O thread for long.
+    static let maximumBatch = 64
+    static let maximumBatchBytes = 512 << 10
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        submitBatch(context.channel)
+        context.fireChannelReadComplete()
+    }
+
+    private func submitBatch(_ channel: any Channel) {
+        guard !batch.isEmpty else { return }
+        let work = batch
+        batch = []
+        batchBytes = 0
+        submit(work, channel: channel)
+    }
+
+    private func submit(_ work: [MirrorTargetService.DataWork], channel: any Channel) {
+        service.applyData(work, eventLoop: channel.eventLoop).whenSuccess { [self] replies in
+            answered(replies, channel: channel)
+        }
+    }
+
+    /// Writes replies (corked) and lets the socket be read again once below the in-flight bound.
+    private func answered(_ replies: [MirrorFrame], channel: any Channel) {
+        for reply in replies { channel.write(reply, promise: nil) }
+        flushSoon(channel)
+        let wasAtBound = inFlight >= Self.maximumInFlight
+        inFlight -= replies.count
+        if wasAtBound && inFlight < Self.maximumInFlight {
+            channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            channel.read()
         }
     }
 
@@ -162,6 +203,8 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Received data frames are applied as they would have been unbatched (their replies go nowhere).
+        submitBatch(context.channel)
         service.connectionClosed(ObjectIdentifier(self))
         context.fireChannelInactive()
     }

@@ -85,19 +85,16 @@ extension ByteBuffer {
         writeInteger(frame.payloadChecksum)
     }
 
-    /// Appends the 24-byte header of `frame` (magic to header CRC).
+    /// Appends the 24-byte header of `frame` (magic to header CRC), in place (no temporary array: this
+    /// runs once per frame).
     public mutating func writeMirrorFrameHeader(_ frame: MirrorFrame) {
-        var header = [UInt8](repeating: 0, count: MirrorFrame.headerLength)
-        header.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: MirrorFrame.magic.bigEndian, toByteOffset: 0, as: UInt32.self)
-            raw.storeBytes(of: frame.command.rawValue.bigEndian, toByteOffset: 4, as: UInt16.self)
-            raw.storeBytes(of: frame.flags.rawValue.bigEndian, toByteOffset: 6, as: UInt16.self)
-            raw.storeBytes(of: frame.messageID.bigEndian, toByteOffset: 8, as: UInt64.self)
-            raw.storeBytes(of: UInt32(frame.payloadLength).bigEndian, toByteOffset: 16, as: UInt32.self)
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20]))
-            raw.storeBytes(of: crc.bigEndian, toByteOffset: 20, as: UInt32.self)
+        let start = writerIndex
+        writeMultipleIntegers(
+            MirrorFrame.magic, frame.command.rawValue, frame.flags.rawValue, frame.messageID, UInt32(frame.payloadLength))
+        let crc = withUnsafeReadableBytes { raw in
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(start - readerIndex)..<(start - readerIndex + 20)]))
         }
-        writeBytes(header)
+        writeInteger(crc)
     }
 }
 

@@ -42,15 +42,32 @@ public struct MirrorFrameDecoder: ByteToMessageDecoder, Sendable {
     public static func next(from buffer: inout ByteBuffer, maximumPayload: UInt32 = MirrorLimits.maximumPayload)
         throws -> MirrorInbound?
     {
+        guard let total = try frameLength(in: buffer, maximumPayload: maximumPayload),
+            buffer.readableBytes >= total
+        else { return nil }
+        let start = buffer.readerIndex
+        let command = MirrorCommand(rawValue: buffer.getInteger(at: start + 4, as: UInt16.self)!)
+        let flags = MirrorFrameFlags(rawValue: buffer.getInteger(at: start + 6, as: UInt16.self)!)
+        let messageID = buffer.getInteger(at: start + 8, as: UInt64.self)!
+        buffer.moveReaderIndex(forwardBy: MirrorFrame.headerLength)
+        let payload = buffer.readSlice(length: total - MirrorFrame.headerLength - MirrorFrame.trailerLength)!
+        let payloadCRC = buffer.readInteger(as: UInt32.self)!
+        guard payload.withUnsafeReadableBytes({ CRC32C.checksum($0) }) == payloadCRC else {
+            return .corrupted(command: command, flags: flags, messageID: messageID)
+        }
+        return .frame(MirrorFrame(command: command, flags: flags, messageID: messageID, payload: payload))
+    }
+
+    /// Bytes of the whole frame (header, payload, trailer) starting at `buffer`'s reader index, once its
+    /// header has arrived and checks out; nil while the header is incomplete. Consumes nothing.
+    public static func frameLength(in buffer: ByteBuffer, maximumPayload: UInt32 = MirrorLimits.maximumPayload)
+        throws -> Int?
+    {
         guard buffer.readableBytes >= MirrorFrame.headerLength else { return nil }
         let start = buffer.readerIndex
-        guard let magic = buffer.getInteger(at: start, as: UInt32.self),
-            let command = buffer.getInteger(at: start + 4, as: UInt16.self),
-            let flags = buffer.getInteger(at: start + 6, as: UInt16.self),
-            let messageID = buffer.getInteger(at: start + 8, as: UInt64.self),
-            let length = buffer.getInteger(at: start + 16, as: UInt32.self),
-            let headerCRC = buffer.getInteger(at: start + 20, as: UInt32.self)
-        else { return nil }
+        let magic = buffer.getInteger(at: start, as: UInt32.self)!
+        let length = buffer.getInteger(at: start + 16, as: UInt32.self)!
+        let headerCRC = buffer.getInteger(at: start + 20, as: UInt32.self)!
         guard magic == MirrorFrame.magic else {
             throw MirrorFramingError("not a mirror frame (bad magic 0x\(String(magic, radix: 16)))")
         }
@@ -59,35 +76,33 @@ public struct MirrorFrameDecoder: ByteToMessageDecoder, Sendable {
         guard length <= maximumPayload else {
             throw MirrorFramingError("frame payload of \(length) bytes exceeds the limit of \(maximumPayload)")
         }
-        let total = MirrorFrame.headerLength + Int(length) + MirrorFrame.trailerLength
-        guard buffer.readableBytes >= total else { return nil }
-        buffer.moveReaderIndex(forwardBy: MirrorFrame.headerLength)
-        let payload = buffer.readSlice(length: Int(length))!
-        let payloadCRC = buffer.readInteger(as: UInt32.self)!
-        let command16 = MirrorCommand(rawValue: command)
-        let flagSet = MirrorFrameFlags(rawValue: flags)
-        guard payload.withUnsafeReadableBytes({ CRC32C.checksum($0) }) == payloadCRC else {
-            return .corrupted(command: command16, flags: flagSet, messageID: messageID)
-        }
-        return .frame(MirrorFrame(command: command16, flags: flagSet, messageID: messageID, payload: payload))
+        return MirrorFrame.headerLength + Int(length) + MirrorFrame.trailerLength
     }
 }
 
-/// Writes outbound frames with their checksums as three buffers (header, payload, trailer), so a data
-/// payload is checksummed in place and handed to the socket's gathering write without a copy.
+/// Writes outbound frames with their checksums as separate buffers (header with a small payload, data,
+/// trailer), so a data payload is checksummed in place and handed to the socket's gathering write
+/// without a copy.
 public final class MirrorFrameWriter: ChannelOutboundHandler, Sendable {
     public typealias OutboundIn = MirrorFrame
     public typealias OutboundOut = ByteBuffer
     public init() {}
 
+    /// A payload up to this size (a write's 16-byte header, replies, control messages) is copied after the
+    /// frame header instead of going to the socket as a buffer of its own: one iovec less per frame.
+    static let inlinePayload = 256
+
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let frame = unwrapOutboundIn(data)
-        var header = context.channel.allocator.buffer(capacity: MirrorFrame.headerLength)
+        let small = frame.payload.readableBytes <= Self.inlinePayload
+        var header = context.channel.allocator.buffer(
+            capacity: MirrorFrame.headerLength + (small ? frame.payload.readableBytes : 0))
         header.writeMirrorFrameHeader(frame)
+        if small { header.writeImmutableBuffer(frame.payload) }
         var trailer = context.channel.allocator.buffer(capacity: MirrorFrame.trailerLength)
         trailer.writeInteger(frame.payloadChecksum)
         context.write(wrapOutboundOut(header), promise: nil)
-        if frame.payload.readableBytes > 0 { context.write(wrapOutboundOut(frame.payload), promise: nil) }
+        if !small { context.write(wrapOutboundOut(frame.payload), promise: nil) }
         if let data = frame.data, data.readableBytes > 0 { context.write(wrapOutboundOut(data), promise: nil) }
         context.write(wrapOutboundOut(trailer), promise: promise)
     }
