@@ -9,13 +9,12 @@ struct BackupArchiver {
     /// The volume to read (image A) and its size.
     let volumeID: UInt64
     let size: UInt64
-    /// Bytes read per engine call: large enough to stream, small enough to keep memory flat.
-    static let readSize: UInt64 = 1 << 20
     /// Runs of zeros at least this long inside data are left out of a full archive (holes cost nothing
     /// even where a guest wrote zeros rather than trimmed).
     static let zeroRunSize = 64 << 10
-    /// Fault-injection hook for crash tests: `CAIRN_TEST_ARCHIVE_DELAY_MS` slows every read so that a
-    /// test can kill -9 the daemon while it archives. Unset (0) in production.
+    /// Fault-injection hook for crash tests: `CAIRN_TEST_ARCHIVE_DELAY_MS` slows every read by that
+    /// much per started MiB, so that a test can kill -9 the daemon while it archives. Unset (0) in
+    /// production.
     static let testDelayMicroseconds: UInt32 =
         (UInt32(ProcessInfo.processInfo.environment["CAIRN_TEST_ARCHIVE_DELAY_MS"] ?? "") ?? 0) * 1000
 
@@ -62,7 +61,7 @@ struct BackupArchiver {
         let volumeID = volumeID
         let pipeline = ArchivePipeline(pieces: ArchivePipeline.pieces(of: ranges)) { piece, buffer in
             if Self.testDelayMicroseconds > 0 {
-                usleep(Self.testDelayMicroseconds * UInt32((piece.length + Int(Self.readSize) - 1) / Int(Self.readSize)))
+                usleep(Self.testDelayMicroseconds * UInt32((piece.length + (1 << 20) - 1) >> 20))
             }
             let extents = try pool.read(volumeID: volumeID, offset: piece.offset, into: buffer)
             return Self.records(of: extents, in: UnsafeRawBufferPointer(buffer), at: piece.offset, incremental: incremental)
