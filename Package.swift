@@ -59,10 +59,10 @@ let package = Package(
             swiftSettings: strict
         ),
         // Backup archive format (issue 6): self-describing, per-extent SHA-256, sparse, streamable. No I/O
-        // beyond reading and writing a byte stream.
+        // beyond reading and writing a byte stream (CCairnIO only to spread a file's writeback).
         .target(
             name: "CairnArchive",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CCairnIO", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         // Consistent backups without quiescing (seed 004): the one-way mirror (images A and B, range

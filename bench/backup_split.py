@@ -3,6 +3,13 @@
 increment. Run on a quiet machine; numbers are ratios measured in one run.
 
   backup_split.py --cairn .build/release/cairn [--size 1G] [--seconds 10] [--method cow|log|mirror]
+                  [--archive-only] [--repeat N]
+
+--archive-only skips the latency and incremental parts; --repeat N measures archive vs nbdcopy N times
+(alternating, each a full backup with no session open), and prints every ratio, their median and the
+load average before and after (the machine is shared: compare ratios within one run). Every nbdcopy is
+also run with --flush: the archive is made durable (fsync) before the backup is reported done, so on a
+disk slower than the page cache the ratio against `nbdcopy --flush` is the one that measures the archiver.
 
 1. Latency of 4 KiB random writes from a new session, QD1: without a backup, then during a drain (an
    old session holds image A open), as p50/p99 and their ratio (goal p99 <= 2x); the worst latency of a
@@ -64,12 +71,39 @@ def wait_backup(binary, directory, backup_id):
         time.sleep(0.1)
 
 
+def archive_vs_nbdcopy(binary, directory, uri, size, work, method, index):
+    """One full backup (no session on A: the drain is immediate) and one nbdcopy of the same volume."""
+    archive = os.path.join(work, f"repeat{index}.cbk")
+    backup = json.loads(cli(binary, directory, "backup", "start", "v", "--to", archive, "--method", method,
+                            "--json").stdout)
+    status = wait_backup(binary, directory, backup["id"])
+    archive_rate = status["dataBytes"] / max(status["archiveSeconds"], 1e-9) / (1 << 20)
+    os.unlink(archive)
+    nbdcopy_rate = nbdcopy(uri, size, work)
+    flushed_rate = nbdcopy(uri, size, work, "--flush")
+    return {"archive_mib_s": archive_rate, "nbdcopy_mib_s": nbdcopy_rate, "ratio": archive_rate / nbdcopy_rate,
+            "nbdcopy_flush_mib_s": flushed_rate, "ratio_vs_flush": archive_rate / flushed_rate}
+
+
+def nbdcopy(uri, size, work, *options):
+    """MiB/s of nbdcopy from the volume to a file. `--flush` makes the file durable before it exits, as
+    the archiver does with its archive: the ratio against it says what is left once both wait for the disk."""
+    target = os.path.join(work, "copy.raw")
+    started = time.monotonic()
+    run("nbdcopy", *options, uri, target)
+    rate = size / (time.monotonic() - started) / (1 << 20)
+    os.unlink(target)
+    return rate
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cairn", default=".build/release/cairn")
     parser.add_argument("--size", default="1G")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--method", default="cow")
+    parser.add_argument("--archive-only", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     size = size_bytes(args.size)
     work = tempfile.mkdtemp(prefix="cairn-bench-backup-")
@@ -77,11 +111,22 @@ def main():
     daemon, port = start_cairn(os.path.abspath(args.cairn), directory, open(os.path.join(work, "daemon.log"), "w"))
     binary = os.path.abspath(args.cairn)
     uri = f"nbd://127.0.0.1:{port}/v"
-    out = {"method": args.method, "size": size}
+    out = {"method": args.method, "size": size, "loadavg_before": os.getloadavg()}
     try:
         cli(binary, directory, "volume", "create", "v", str(size))
         log("filling the volume")
         run("nbdcopy", "--", "[", "nbdkit", "random", str(size), "]", uri)
+        if args.archive_only:
+            runs = []
+            for index in range(args.repeat):
+                log(f"archive vs nbdcopy, run {index + 1}/{args.repeat}")
+                runs.append(archive_vs_nbdcopy(binary, directory, uri, size, work, args.method, index))
+            out["runs"] = runs
+            out["archive_vs_nbdcopy_median"] = statistics.median(r["ratio"] for r in runs)
+            out["archive_vs_nbdcopy_flush_median"] = statistics.median(r["ratio_vs_flush"] for r in runs)
+            out["loadavg_after"] = os.getloadavg()
+            print(json.dumps(out, indent=2))
+            return
 
         log("latency without a backup")
         out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1))
@@ -125,13 +170,10 @@ def main():
         out["archive_bytes"] = status.get("archiveBytes")
 
         log("nbdcopy of the same volume")
-        target = os.path.join(work, "copy.raw")
-        started = time.monotonic()
-        run("nbdcopy", uri, target)
-        elapsed = time.monotonic() - started
-        out["nbdcopy_rate_mib_s"] = size / elapsed / (1 << 20)
+        out["nbdcopy_rate_mib_s"] = nbdcopy(uri, size, work)
         out["archive_vs_nbdcopy"] = out["archive_rate_mib_s"] / out["nbdcopy_rate_mib_s"]
-        os.unlink(target)
+        out["nbdcopy_flush_rate_mib_s"] = nbdcopy(uri, size, work, "--flush")
+        out["archive_vs_nbdcopy_flush"] = out["archive_rate_mib_s"] / out["nbdcopy_flush_rate_mib_s"]
 
         log("incremental")
         # A fresh base: the writes made during the drain above are changes since the first backup.
@@ -153,6 +195,7 @@ def main():
         status = wait_backup(binary, directory, backup["id"])
         out["incremental_changed_bytes"] = changed
         out["incremental_archive_bytes"] = status.get("archiveBytes")
+        out["loadavg_after"] = os.getloadavg()
     finally:
         daemon.terminate()
         daemon.wait()

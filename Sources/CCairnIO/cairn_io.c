@@ -74,6 +74,12 @@ int64_t cairn_seek_hole(int fd, uint64_t offset) { return result64_of(lseek(fd, 
 
 int cairn_fdatasync(int fd) { return result_of(fdatasync(fd)); }
 
+int cairn_start_writeback(int fd, uint64_t offset, uint64_t length, int wait) {
+    unsigned int flags = SYNC_FILE_RANGE_WRITE;
+    if (wait) flags |= SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER;
+    return result_of(sync_file_range(fd, (off64_t)offset, (off64_t)length, flags));
+}
+
 int cairn_fsync(int fd) { return result_of(fsync(fd)); }
 
 int cairn_lock_exclusive(int fd) { return result_of(flock(fd, LOCK_EX | LOCK_NB)); }

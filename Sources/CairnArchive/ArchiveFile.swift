@@ -1,3 +1,4 @@
+import CCairnIO
 import Glibc
 
 /// Where an archive's bytes go: a file, a pipe, or memory in tests.
@@ -19,11 +20,21 @@ public final class FileArchiveOutput: ArchiveOutput {
     static let bufferCapacity = 1 << 20
     /// How long a streamed archive waits for its reader to open the FIFO.
     static let fifoReaderWaitMilliseconds: UInt32 = 60_000
+    /// A regular file's writeback is started every this many bytes, and the window before it waited
+    /// for, so that at most two windows are dirty when `finish` fdatasyncs: the final sync then costs
+    /// milliseconds instead of the whole archive's writeback after the last byte (measured: a 1 GiB
+    /// archive spent most of its time in the final fdatasync without this).
+    static let writebackWindow: UInt64 = 32 << 20
 
     private let descriptor: Int32
     private let ownsDescriptor: Bool
     private var buffer: [UInt8] = []
     public let path: String
+    /// Regular files only: pipes have no writeback to spread.
+    private var spreadsWriteback = false
+    /// Bytes handed to write(2), and the end of the last window whose writeback was started.
+    private var written: UInt64 = 0
+    private var writebackStarted: UInt64 = 0
 
     /// Creates (or truncates) `path`. A FIFO is opened as is: that is how an archive streams to stdout.
     /// A FIFO nobody reads any more fails at once (ENXIO) instead of blocking the backup forever.
@@ -50,6 +61,7 @@ public final class FileArchiveOutput: ArchiveOutput {
         if isFIFO { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) }
         descriptor = fd
         ownsDescriptor = true
+        spreadsWriteback = !isFIFO
         buffer.reserveCapacity(Self.bufferCapacity)
     }
 
@@ -98,6 +110,24 @@ public final class FileArchiveOutput: ArchiveOutput {
                 throw ArchiveError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
             }
             done += n
+        }
+        written += UInt64(bytes.count)
+        if spreadsWriteback { spreadWriteback() }
+    }
+
+    /// Starts writeback of each window as it fills, and waits for the one before it: at most two windows
+    /// are dirty, and the disk works while the archive is produced. Errors are left to the final
+    /// fdatasync, which reports any writeback failure; where sync_file_range fails, this stops trying.
+    private func spreadWriteback() {
+        let window = Self.writebackWindow
+        while written - writebackStarted >= window {
+            guard cairn_start_writeback(descriptor, writebackStarted, window, 0) == 0,
+                writebackStarted < window || cairn_start_writeback(descriptor, writebackStarted - window, window, 1) == 0
+            else {
+                spreadsWriteback = false
+                return
+            }
+            writebackStarted += window
         }
     }
 }

@@ -48,20 +48,29 @@ public final class ArchiveWriter {
         while done < bytes.count {
             let length = min(bytes.count - done, Int(ArchiveFormat.maximumDataLength))
             let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<done + length])
-            var prefix = ArchiveRecordTag.data.bytes
-            prefix.appendBigEndian(offset + UInt64(done))
-            prefix.appendBigEndian(UInt32(length))
-            var digest = SHA256()
-            digest.update(data: prefix)
-            digest.update(bufferPointer: piece)
-            prefix.append(contentsOf: digest.finalize())
-            try emit(prefix)
-            try emit(piece)
-            summary.dataRecords += 1
-            summary.dataBytes += UInt64(length)
+            try emitRecord(ArchiveDataSeal(offset: offset + UInt64(done), payload: piece), payload: piece)
             done += length
         }
-        nextOffset = offset + UInt64(bytes.count)
+    }
+
+    /// Records `payload` as one DATA record whose prefix and checksum were computed beforehand (on
+    /// another thread). The seal must be the one of exactly this offset and payload length; the payload
+    /// itself is not hashed again here, which is the point.
+    public func appendData(sealed seal: ArchiveDataSeal, payload: UnsafeRawBufferPointer) throws {
+        guard seal.length == payload.count, payload.count <= Int(ArchiveFormat.maximumDataLength) else {
+            throw ArchiveError(
+                .invalidArgument, "a sealed record of \(seal.length) bytes was given \(payload.count) bytes of payload")
+        }
+        try checkRange(offset: seal.offset, length: UInt64(payload.count))
+        try emitRecord(seal, payload: payload)
+    }
+
+    private func emitRecord(_ seal: ArchiveDataSeal, payload: UnsafeRawBufferPointer) throws {
+        try emit(seal.prefix)
+        try emit(payload)
+        summary.dataRecords += 1
+        summary.dataBytes += UInt64(payload.count)
+        nextOffset = seal.offset + UInt64(payload.count)
     }
 
     /// Records that `[offset, offset + length)` reads as zeros.

@@ -9,13 +9,12 @@ struct BackupArchiver {
     /// The volume to read (image A) and its size.
     let volumeID: UInt64
     let size: UInt64
-    /// Bytes read per engine call: large enough to stream, small enough to keep memory flat.
-    static let readSize: UInt64 = 1 << 20
     /// Runs of zeros at least this long inside data are left out of a full archive (holes cost nothing
     /// even where a guest wrote zeros rather than trimmed).
     static let zeroRunSize = 64 << 10
-    /// Fault-injection hook for crash tests: `CAIRN_TEST_ARCHIVE_DELAY_MS` slows every read so that a
-    /// test can kill -9 the daemon while it archives. Unset (0) in production.
+    /// Fault-injection hook for crash tests: `CAIRN_TEST_ARCHIVE_DELAY_MS` slows every read by that
+    /// much per started MiB, so that a test can kill -9 the daemon while it archives. Unset (0) in
+    /// production.
     static let testDelayMicroseconds: UInt32 =
         (UInt32(ProcessInfo.processInfo.environment["CAIRN_TEST_ARCHIVE_DELAY_MS"] ?? "") ?? 0) * 1000
 
@@ -52,62 +51,88 @@ struct BackupArchiver {
 
     /// Writes `ranges` of the image. `incremental`: holes and zero runs are recorded as ZERO (they may
     /// have held data in the base); otherwise they are left out. `progress` gets bytes done; returning
-    /// false from `shouldContinue` stops with an error.
+    /// false from `shouldContinue` stops with an error. Reading and sealing run ahead on reader threads
+    /// (`ArchivePipeline`); records reach `writer` in volume order on this thread.
     func write(
         ranges: [Range<UInt64>], incremental: Bool, to writer: ArchiveWriter, progress: (UInt64) -> Void,
         shouldContinue: () -> Bool
     ) throws {
-        var buffer = [UInt8](repeating: 0, count: Int(Self.readSize))
-        var done: UInt64 = 0
-        for range in ranges {
-            var position = range.lowerBound
-            while position < range.upperBound {
-                guard shouldContinue() else { throw EngineError(.busy, "the backup was cancelled") }
-                let length = min(Self.readSize, range.upperBound - position)
-                if Self.testDelayMicroseconds > 0 { usleep(Self.testDelayMicroseconds) }
-                try buffer.withUnsafeMutableBytes { raw in
-                    let target = UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)])
-                    let extents = try pool.read(volumeID: volumeID, offset: position, into: target)
-                    for extent in extents {
-                        let start = Int(extent.offset - position)
-                        if extent.isHole {
-                            if incremental { try writer.appendZero(offset: extent.offset, length: extent.length) }
-                            continue
-                        }
-                        try appendData(
-                            UnsafeRawBufferPointer(rebasing: target[start..<start + Int(extent.length)]),
-                            at: extent.offset, incremental: incremental, to: writer)
-                    }
-                }
-                position += length
-                done += length
-                progress(done)
+        let pool = pool
+        let volumeID = volumeID
+        let pipeline = ArchivePipeline(pieces: ArchivePipeline.pieces(of: ranges)) { piece, buffer in
+            if Self.testDelayMicroseconds > 0 {
+                usleep(Self.testDelayMicroseconds * UInt32((piece.length + (1 << 20) - 1) >> 20))
             }
+            let extents = try pool.read(volumeID: volumeID, offset: piece.offset, into: buffer)
+            return Self.records(of: extents, in: UnsafeRawBufferPointer(buffer), at: piece.offset, incremental: incremental)
+        }
+        var done: UInt64 = 0
+        try pipeline.run { piece, buffer, records in
+            guard shouldContinue() else { throw EngineError(.busy, "the backup was cancelled") }
+            for record in records {
+                switch record {
+                case .data(let seal, let start):
+                    try writer.appendData(
+                        sealed: seal, payload: UnsafeRawBufferPointer(rebasing: buffer[start..<start + seal.length]))
+                case .zero(let offset, let length):
+                    try writer.appendZero(offset: offset, length: length)
+                }
+            }
+            done += UInt64(piece.length)
+            progress(done)
         }
     }
 
-    /// Data, with long runs of zeros turned into holes (full) or ZERO records (incremental).
-    private func appendData(_ bytes: UnsafeRawBufferPointer, at offset: UInt64, incremental: Bool, to writer: ArchiveWriter)
-        throws
-    {
-        var runStart = 0
-        var cursor = 0
-        func flushData(upTo end: Int) throws {
-            if end > runStart {
-                try writer.appendData(
-                    offset: offset + UInt64(runStart), bytes: UnsafeRawBufferPointer(rebasing: bytes[runStart..<end]))
+    /// The records of one piece read at `offset`: its data extents sealed, with runs of zeros of at
+    /// least `zeroRunSize` cut out (left out of a full archive, ZERO records in an incremental one, as
+    /// holes are). Adjacent ZERO ranges are merged into one record. Runs on a reader thread.
+    static func records(
+        of extents: [ReadExtent], in buffer: UnsafeRawBufferPointer, at offset: UInt64, incremental: Bool
+    ) -> [ArchivePipeline.Record] {
+        var records: [ArchivePipeline.Record] = []
+        func zero(_ start: UInt64, _ length: UInt64) {
+            guard incremental else { return }
+            if case .zero(let last, let lastLength) = records.last, last + lastLength == start {
+                records[records.count - 1] = .zero(offset: last, length: lastLength + length)
+            } else {
+                records.append(.zero(offset: start, length: length))
             }
         }
-        while cursor < bytes.count {
-            let pieceEnd = min(bytes.count, cursor + Self.zeroRunSize)
-            let piece = UnsafeRawBufferPointer(rebasing: bytes[cursor..<pieceEnd])
-            if pieceEnd - cursor == Self.zeroRunSize && piece.allSatisfy({ $0 == 0 }) {
-                try flushData(upTo: cursor)
-                if incremental { try writer.appendZero(offset: offset + UInt64(cursor), length: UInt64(pieceEnd - cursor)) }
-                runStart = pieceEnd
-            }
-            cursor = pieceEnd
+        func data(_ start: Int, _ end: Int) {
+            guard end > start else { return }
+            let payload = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
+            records.append(.data(ArchiveDataSeal(offset: offset + UInt64(start), payload: payload), start: start))
         }
-        try flushData(upTo: bytes.count)
+        for extent in extents {
+            let extentStart = Int(extent.offset - offset)
+            if extent.isHole {
+                zero(extent.offset, extent.length)
+                continue
+            }
+            let extentEnd = extentStart + Int(extent.length)
+            var runStart = extentStart
+            var cursor = extentStart
+            while cursor < extentEnd {
+                let pieceEnd = min(extentEnd, cursor + zeroRunSize)
+                if pieceEnd - cursor == zeroRunSize && isZero(UnsafeRawBufferPointer(rebasing: buffer[cursor..<pieceEnd])) {
+                    data(runStart, cursor)
+                    zero(offset + UInt64(cursor), UInt64(zeroRunSize))
+                    runStart = pieceEnd
+                }
+                cursor = pieceEnd
+            }
+            data(runStart, extentEnd)
+        }
+        return records
+    }
+
+    /// True when every byte is zero: the first 16 bytes are, and the buffer equals itself shifted by 16
+    /// (memcmp is vectorized; a byte loop is several times slower on data that is mostly zeros).
+    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let head = 16
+        guard bytes.count > head else { return bytes.allSatisfy { $0 == 0 } }
+        let base = bytes.baseAddress!
+        return UnsafeRawBufferPointer(start: base, count: head).allSatisfy { $0 == 0 }
+            && memcmp(base, base + head, bytes.count - head) == 0
     }
 }

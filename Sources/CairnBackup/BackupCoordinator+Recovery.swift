@@ -39,6 +39,7 @@ extension BackupCoordinator {
             record.resumed = true
             run.record = record
             let jobID = pool.jobs.start(kind: "backup", target: record.volume, total: 0, unit: "bytes")
+            run.record.jobID = jobID
             do {
                 // The blocks A's sessions wrote were only in memory: an increment resumed after a crash
                 // records the whole volume's range (holes as ZERO records), which is larger but exact.

@@ -52,12 +52,19 @@ public final class BackupCoordinator: @unchecked Sendable {
         var mirrors: [String: OneWayMirror] = [:]
         /// Volumes with a backup running (one at a time per volume).
         var busyVolumes: Set<UInt64> = []
+        /// Backups that ended since this coordinator started, by final phase (for /metrics).
+        var finished: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
 
     /// Prefix of every name a backup adds to the pool (snapshots and image volumes).
     public static let namePrefix = "backup-"
+    /// Backups of a volume whose T snapshot is kept as a changed-block base, newest first: an
+    /// incremental backup may be taken `--since` any of them. Each kept snapshot pins the blocks
+    /// overwritten since it was taken, so the number is bounded; 4 covers a weekly full with daily
+    /// differentials against it plus the latest increment, without keeping a month of overwrites.
+    public static let retainedBases = 4
 
     public init(pool: Pool, dataDirectory: String, logger: Logger) throws {
         self.pool = pool
@@ -161,8 +168,9 @@ public final class BackupCoordinator: @unchecked Sendable {
             guard (try? pool.snapshotInfo(volume: request.volume, snapshot: snapshot)) != nil else {
                 throw EngineError(
                     .notFound,
-                    "the changed-block base of \(since) (snapshot \(request.volume)@\(snapshot)) is gone: only the "
-                        + "latest backup of a volume can be the base of an incremental one; take a full backup")
+                    "the changed-block base of \(since) (snapshot \(request.volume)@\(snapshot)) is gone: the "
+                        + "\(Self.retainedBases) latest successful backups of a volume can be the base of an incremental "
+                        + "one; use a newer archive with --since, or take a full backup")
             }
             base = (header.archiveID, header.chainIndex, snapshot)
         }
@@ -229,12 +237,23 @@ public final class BackupCoordinator: @unchecked Sendable {
 
     // MARK: Used by runs
 
+    /// Every backup with its sessions on A, and the finished-backup counters, read together.
+    func metricsSnapshot() -> ([BackupStatus], [String: Int]) {
+        state.withLock { s in
+            let statuses = s.records.values.sorted { $0.startedAt < $1.startedAt }.map {
+                BackupStatus(record: $0, sessionsOnA: s.mirrors[$0.id]?.sessionsStillOnA ?? [:])
+            }
+            return (statuses, s.finished)
+        }
+    }
+
     func sessions(of volumeID: UInt64) -> [UInt64: String] {
         state.withLock { $0.sessions[volumeID] ?? [:] }
     }
 
     func update(_ record: BackupRecord, mirror: OneWayMirror? = nil) {
         state.withLock { s in
+            if record.isFinished, s.records[record.id]?.isFinished != true { s.finished[record.phase.rawValue, default: 0] += 1 }
             s.records[record.id] = record
             if let mirror { s.mirrors[record.id] = mirror }
             if record.isFinished {

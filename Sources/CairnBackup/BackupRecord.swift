@@ -46,6 +46,8 @@ public struct BackupRecord: Codable, Sendable, Hashable {
     public var archiveBytes: UInt64?
     /// Time spent writing the archive (not the drain): what archive throughput is measured over.
     public var archiveSeconds: Double?
+    /// When the archive started being written (the throughput of a running archive is measured from it).
+    public var archiveStartedAt: Date?
     /// Job of the current run (not meaningful after a restart).
     public var jobID: UInt64?
     /// True when the archive was resumed after a daemon restart.

@@ -160,6 +160,8 @@ final class BackupRun: @unchecked Sendable {
             splitAt: ISO8601DateFormatter().string(from: record.splitAt ?? record.startedAt),
             drain: record.drain ?? "drained", sessionsAtSplit: record.sessionsAtSplit ?? 0)
         let archiveStarted = Date()
+        record.archiveStartedAt = archiveStarted
+        coordinator.update(record)
         do {
             let writer = try ArchiveWriter(output: try FileArchiveOutput(path: target), header: header)
             try archiver.write(
@@ -206,11 +208,14 @@ final class BackupRun: @unchecked Sendable {
         coordinator.logger.info("backup archived", metadata: ["backup": "\(record.id)", "archive": "\(record.archivePath)"])
     }
 
-    /// Keeps only this backup's snapshot as the volume's changed-block base.
+    /// Keeps the snapshots of the volume's `BackupCoordinator.retainedBases` newest backups (this one
+    /// included) as changed-block bases for `--since`; older ones are deleted, since each pins the data
+    /// the volume has overwritten since it was taken.
     func dropOlderBases() {
         let snapshots = (try? pool.listSnapshots(volume: record.volume)) ?? []
-        for snapshot in snapshots
-        where snapshot.name.hasPrefix(BackupCoordinator.namePrefix) && snapshot.name != record.snapshot {
+        let bases = snapshots.filter { $0.name.hasPrefix(BackupCoordinator.namePrefix) && $0.name != record.snapshot }
+            .sorted { $0.epoch > $1.epoch }
+        for snapshot in bases.dropFirst(BackupCoordinator.retainedBases - 1) {
             _ = try? pool.deleteSnapshot(volume: record.volume, snapshot: snapshot.name)
         }
     }

@@ -3,6 +3,7 @@ import CairnAPI
 import CairnArchive
 import CairnBackup
 import CairnDaemon
+import NBDProtocol
 import Foundation
 import Logging
 import NIOHTTP1
@@ -305,15 +306,18 @@ extension BackupCommand {
         @Option(help: "Address to listen on.") var host = "127.0.0.1"
         @Option(help: "TCP port (0: any free port).") var port = 10809
         @Option(help: "Export name (default: the volume's name).") var name: String?
+        @OptionGroup var tls: ExportTLSOptions
 
         func run() async throws {
             guard !archives.isEmpty else { throw ValidationError("give an archive to export") }
+            let credentials = try tls.resolved()
+            let scheme = (credentials?.mode ?? .disabled) == .required ? "nbds" : "nbd"
             do {
                 try await ArchiveExportServer.run(
-                    paths: archives.map(absolutePath), host: host, port: port, name: name,
+                    paths: archives.map(absolutePath), host: host, port: port, name: name, tls: credentials,
                     logger: Logger(label: "cairn.backup-export")
                 ) { bound, exportName in
-                    FileHandleStandardError.write("serving nbd://\(host):\(bound)/\(exportName) read-only\n")
+                    FileHandleStandardError.write("serving \(scheme)://\(host):\(bound)/\(exportName) read-only\n")
                 }
             } catch let error as ArchiveError {
                 printError(error.message)

@@ -4,18 +4,64 @@ import NBDProtocol
 import NBDServer
 import NIOCore
 
+/// TLS for `cairn backup export`: the credentials `cairn serve` takes (X.509 PEM files, or a psktool
+/// pre-shared key file), so that `nbds://` clients (qemu-img, nbdinfo, nbdcopy) read an archive over TLS.
+public struct ArchiveExportTLS: Sendable {
+    /// `.selective`: TLS is offered and the export readable either way; `.required`: nothing but
+    /// STARTTLS is answered before TLS is up.
+    public var mode: NBDTLSMode
+    public var certificate: String?
+    public var privateKey: String?
+    /// CA that client certificates must chain to (then clients without one are refused).
+    public var clientCA: String?
+    /// A psktool file (`username:hexkey` lines), instead of certificates.
+    public var preSharedKeys: String?
+
+    public init(
+        mode: NBDTLSMode, certificate: String? = nil, privateKey: String? = nil, clientCA: String? = nil,
+        preSharedKeys: String? = nil
+    ) {
+        self.mode = mode
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.clientCA = clientCA
+        self.preSharedKeys = preSharedKeys
+    }
+
+    /// Loads the credentials; the error names the file that could not be used.
+    func load() throws -> NBDServerTLS {
+        if let keys = preSharedKeys { return try NBDServerTLS.loadPreSharedKeys(keys) }
+        guard let certificate, let privateKey else {
+            throw ArchiveError(
+                .invalidArgument, "TLS needs a certificate and a private key (--tls-cert, --tls-key) or --tls-psk-file")
+        }
+        return try NBDServerTLS.load(certificateChain: certificate, privateKey: privateKey, clientCA: clientCA)
+    }
+}
+
 /// `cairn backup export`: serves an archive chain read-only over NBD under one export name, so that
-/// standard tools read a backup without Cairn (`qemu-img convert nbd://HOST:PORT/NAME out.qcow2`).
+/// standard tools read a backup without Cairn (`qemu-img convert nbd://HOST:PORT/NAME out.qcow2`), over
+/// TLS when given credentials (`nbds://`).
 public enum ArchiveExportServer {
-    /// Indexes (and verifies) the archives, listens, and serves until the process is stopped.
-    /// `ready` gets the port actually bound.
+    /// Indexes (and verifies) the archives, loads the TLS credentials, listens, and serves until the
+    /// process is stopped. `ready` gets the port actually bound.
     public static func run(
-        paths: [String], host: String, port: Int, name: String?, logger: Logger, ready: (_ port: Int, _ name: String) -> Void
+        paths: [String], host: String, port: Int, name: String?, tls: ArchiveExportTLS? = nil, logger: Logger,
+        ready: (_ port: Int, _ name: String) -> Void
     ) async throws {
         let image = try ArchiveImage(paths: paths)
         let catalog = ArchiveCatalog(image: image, name: name ?? image.header.volume)
-        let server = try await NBDServer.start(
-            catalog: catalog, configuration: NBDServerConfiguration(host: host, port: port), logger: logger)
+        var configuration = NBDServerConfiguration(host: host, port: port)
+        if let tls, tls.mode != .disabled {
+            configuration.handshake.tlsMode = tls.mode
+            do {
+                configuration.tls = try tls.load()
+            } catch {
+                // Named after the file that could not be used; the CLI prints it and exits non-zero.
+                throw ArchiveError(.invalidArgument, "cannot serve over TLS: \(error)")
+            }
+        }
+        let server = try await NBDServer.start(catalog: catalog, configuration: configuration, logger: logger)
         ready(server.port, catalog.export.name)
         while !Task.isCancelled { try await Task.sleep(nanoseconds: 1_000_000_000) }
         await server.close()

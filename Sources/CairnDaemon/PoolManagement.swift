@@ -42,7 +42,7 @@ struct PoolManagement: ManagementService {
         let volumes = try await listVolumes()
         let jobs = try await listJobs()
         return metricsRegistry.render(pool: status, volumes: volumes, jobs: jobs, connections: connectionCount())
-            + (replication?.prometheusText() ?? "")
+            + (replication?.prometheusText() ?? "") + (backups?.prometheusText() ?? "")
     }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {

@@ -50,6 +50,28 @@ private func sample(_ h: ArchiveHeader = header()) throws -> MemoryArchive {
         #expect(verified.dataBytes == UInt64(data.count))
     }
 
+    /// A record sealed apart (as the archiver's reader threads do) is byte for byte the record the
+    /// writer makes itself; a seal that does not fit its payload is refused and changes nothing.
+    @Test func sealedRecordsAreTheWritersOwn() throws {
+        let data = (0..<12288).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let direct = MemoryArchive()
+        let one = try ArchiveWriter(output: direct, header: header())
+        try data.withUnsafeBytes { try one.appendData(offset: 8192, bytes: $0) }
+        try one.finish()
+        let sealed = MemoryArchive()
+        let two = try ArchiveWriter(output: sealed, header: header())
+        try data.withUnsafeBytes { payload in
+            let seal = ArchiveDataSeal(offset: 8192, payload: payload)
+            #expect(throws: ArchiveError.self) {
+                try two.appendData(sealed: seal, payload: UnsafeRawBufferPointer(rebasing: payload[0..<4096]))
+            }
+            try two.appendData(sealed: seal, payload: payload)
+        }
+        try two.finish()
+        #expect(direct.bytes == sealed.bytes)
+        #expect(try ArchiveReader(input: MemoryArchive(bytes: sealed.bytes)).verifyAll().dataBytes == 12288)
+    }
+
     /// Every single-byte corruption anywhere in the archive is caught (seeded sample of positions).
     @Test(arguments: [1, 2, 3, 4, 5])
     func everyCorruptionIsDetected(seed: UInt64) throws {

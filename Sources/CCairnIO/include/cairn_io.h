@@ -40,6 +40,11 @@ int64_t cairn_seek_hole(int fd, uint64_t offset);
 int cairn_fdatasync(int fd);
 int cairn_fsync(int fd);
 
+/// sync_file_range(): start writeback of [offset, offset + length) (`wait` = 0), or also wait for the
+/// writeback already started on it to end (`wait` = 1). Returns -errno. Not a durability point: the
+/// caller still fdatasyncs; this only spreads the writeback over the time the data is produced.
+int cairn_start_writeback(int fd, uint64_t offset, uint64_t length, int wait);
+
 /// flock(LOCK_EX | LOCK_NB): 0, or -EWOULDBLOCK when another process holds it.
 int cairn_lock_exclusive(int fd);
 
