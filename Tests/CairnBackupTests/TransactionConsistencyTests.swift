@@ -84,7 +84,9 @@ import Testing
             thread.start()
         }
 
-        Thread.sleep(forTimeInterval: 0.15)
+        // Transactions finish before T (waited for, not slept for: a loaded machine may not run any
+        // within a fixed pause).
+        waitUntil { !log.withLock { $0.isEmpty } }
         // One transaction certainly in flight at T: debit before the split, credit after it. Its session
         // is on A, so the backup must hold it whole.
         let straddling = nextTransaction.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -103,7 +105,8 @@ import Testing
         try long.write(BankLayout.accountOffset(1), encode([longTo + 5]))
         long.close()
         for account in [0, 1] { accountLocks[account].unlock() }
-        Thread.sleep(forTimeInterval: 0.2)
+        // ... and sessions opened after T run whole transactions on B.
+        waitUntil { log.withLock { $0.contains { $0.attached > split } } }
         stop.store(true, ordering: .relaxed)
         done.wait()
         #expect(failures.withLock { $0 }.isEmpty, "seed \(seed): \(failures.withLock { $0 })")
@@ -231,4 +234,11 @@ func readBytes(_ pool: Pool, _ volume: UInt64, _ offset: UInt64, _ length: Int =
 
 func writeBytes(_ pool: Pool, _ volume: UInt64, _ offset: UInt64, _ bytes: [UInt8]) throws {
     try bytes.withUnsafeBytes { try pool.write(volumeID: volume, offset: offset, source: .bytes($0), fua: false) }
+}
+
+/// Polls until `condition` holds, up to a bound that only catches a hang (the expectations after it then
+/// say what is missing).
+func waitUntil(_ condition: () -> Bool) {
+    let deadline = Date().addingTimeInterval(60)
+    while !condition() && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
 }
