@@ -3,6 +3,11 @@
 increment. Run on a quiet machine; numbers are ratios measured in one run.
 
   backup_split.py --cairn .build/release/cairn [--size 1G] [--seconds 10] [--method cow|log|mirror]
+                  [--latency-only] [--snapshot-baseline]
+
+--latency-only stops after part 1. --snapshot-baseline also measures the new session with a plain snapshot
+of the volume and no backup (every method takes the snapshot `backup-ID` at T, so B's writes pay the
+engine's copy-on-write): what the split itself adds is during_drain against with_snapshot.
 
 1. Latency of 4 KiB random writes from a new session, QD1: without a backup, then during a drain (an
    old session holds image A open), as p50/p99 and their ratio (goal p99 <= 2x); the worst latency of a
@@ -70,6 +75,8 @@ def main():
     parser.add_argument("--size", default="1G")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--method", default="cow")
+    parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--snapshot-baseline", action="store_true")
     args = parser.parse_args()
     size = size_bytes(args.size)
     work = tempfile.mkdtemp(prefix="cairn-bench-backup-")
@@ -85,6 +92,12 @@ def main():
 
         log("latency without a backup")
         out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1))
+        if args.snapshot_baseline:
+            log("latency after a plain snapshot")
+            cli(binary, directory, "snapshot", "create", "v@plain")
+            out["with_snapshot"] = percentiles(latencies(uri, size, args.seconds, 3))
+            out["snapshot_p99_ratio"] = out["with_snapshot"]["p99_us"] / out["without_backup"]["p99_us"]
+            cli(binary, directory, "snapshot", "delete", "v@plain")
 
         # An old session on A for the whole drain, and a writer that runs across the split.
         old = nbd.NBD()
@@ -121,6 +134,8 @@ def main():
         out["p99_ratio"] = out["during_drain"]["p99_us"] / out["without_backup"]["p99_us"]
         old.shutdown()
         status = wait_backup(binary, directory, backup["id"])
+        if args.latency_only:
+            return
         out["archive_rate_mib_s"] = status["dataBytes"] / max(status["archiveSeconds"], 1e-9) / (1 << 20)
         out["archive_bytes"] = status.get("archiveBytes")
 
@@ -157,7 +172,8 @@ def main():
         daemon.terminate()
         daemon.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(out, indent=2))
+        out["load_average"] = os.getloadavg()
+        print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

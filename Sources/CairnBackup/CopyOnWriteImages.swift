@@ -35,6 +35,17 @@ final class CopyOnWriteImages: MirrorImages {
         try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua)
     }
 
+    func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        // The clone's map falls through to the T snapshot, so the engine answers for A as it reads.
+        try pool.allocationExtents(
+            volumeID: side == .a ? cloneID : volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
+    }
+
+    func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws {
+        guard side == .a else { return try command.run(on: volumeID, pool: pool, fua: fua) }
+        try copyAndWrite(command, on: cloneID, thenWriteTo: volumeID, pool: pool, fua: fua)
+    }
+
     func flush() throws { try pool.flush() }
 
     func dissolve(locks: RangeLockTable) throws {}
@@ -80,6 +91,22 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
             try pool.discard(volumeID: copyID, offset: offset, length: length, mode: mode, fua: fua)
         }
         try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua)
+    }
+
+    func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        try pool.allocationExtents(
+            volumeID: side == .a && broken ? copyID : volumeID, offset: offset, length: length,
+            maximumExtents: maximumExtents)
+    }
+
+    func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws {
+        switch (side, broken) {
+        case (.b, true): try command.run(on: volumeID, pool: pool, fua: fua)
+        case (.a, true): try copyAndWrite(command, on: copyID, thenWriteTo: volumeID, pool: pool, fua: fua)
+        // Still building: the session reads the volume, and every write reaches the copy too (the
+        // background copy of this chunk waits for the range lock the caller holds).
+        case (_, false): try copyAndWrite(command, on: volumeID, thenWriteTo: copyID, pool: pool, fua: fua)
+        }
     }
 
     /// Copies the volume into the mirror copy, one lock block at a time under its range lock, so that a

@@ -134,6 +134,26 @@ public final class OneWayMirror: @unchecked Sendable {
         if side == .a { noteWrittenByA(offset: offset, length: length) }
     }
 
+    /// COPY_AND_WRITE (seed 001) by the session's rules: on A the engine copies inside image A and the
+    /// chunk A ends up with reaches B too; on B only B. The source's blocks are held shared and the
+    /// target's exclusive, so the copy never interleaves with a write to either.
+    public func copyAndWrite(session: UInt64, _ command: CopyAndWrite, fua: Bool) throws {
+        guard !command.source.addingReportingOverflow(UInt64(command.copySize)).overflow,
+            !command.target.addingReportingOverflow(UInt64(command.copySize)).overflow
+        else { throw EngineError(.outOfRange, "COPY_AND_WRITE range is past the end of the volume") }
+        let side = self.side(of: session)
+        try locks.withRanges(shared: command.sourceRange, exclusive: command.targetRange) {
+            try images.copyAndWrite(side, command, fua: fua)
+        }
+        if side == .a { noteWrittenByA(offset: command.target, length: UInt64(command.copySize)) }
+    }
+
+    /// NBD `base:allocation` as the session's image reads: B's holes for a new session, A's for an old
+    /// one. Map lookups only and no range locks: like any block status answer, a hint of an instant.
+    public func allocation(session: UInt64, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        try images.allocation(side(of: session), offset: offset, length: length, maximumExtents: maximumExtents)
+    }
+
     /// FLUSH from any session of the volume.
     public func flush() throws { try images.flush() }
 

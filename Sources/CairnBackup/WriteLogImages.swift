@@ -89,6 +89,12 @@ final class WriteLogImages: MirrorImages {
 
     func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
         if side == .a { try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua) }
+        try writeLog(side, offset: offset, source: source, fua: fua)
+    }
+
+    /// The log's part of a write: on A, the blocks B holds in the log get A's bytes too; on B, the
+    /// write lands in the log (or, while merging, in the volume as well).
+    private func writeLog(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
         for piece in pieces(offset: offset, length: source.byteCount) {
             let part = source.slice(from: Int(piece.offset - offset), length: Int(piece.length))
             let isMerging = merging.load(ordering: .acquiring)
@@ -133,6 +139,76 @@ final class WriteLogImages: MirrorImages {
         }
         // FUA on B: entries this discard added must be journaled before it completes.
         if fua && side == .b { try flush() }
+    }
+
+    func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        if side == .a {
+            return try pool.allocationExtents(
+                volumeID: volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
+        }
+        guard offset < size else { throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume") }
+        let end = offset + min(length, size - offset)
+        // B reads the log where it has an entry and the volume elsewhere: runs of entry blocks and of
+        // the others, each answered by the volume it reads.
+        let first = offset / Self.blockSize
+        let last = (end - 1) / Self.blockSize
+        let logged = entries.withLock { $0.filter { $0 >= first && $0 <= last } }.sorted()
+        var runs: [(range: Range<UInt64>, volume: UInt64)] = []
+        var position = offset
+        var index = 0
+        while position < end {
+            if index < logged.count, logged[index] * Self.blockSize <= position {
+                var block = logged[index]
+                while index + 1 < logged.count && logged[index + 1] == block + 1 {
+                    index += 1
+                    block += 1
+                }
+                index += 1
+                let runEnd = min(end, (block + 1) * Self.blockSize)
+                runs.append((position..<runEnd, logID))
+                position = runEnd
+            } else {
+                let runEnd = index < logged.count ? min(end, logged[index] * Self.blockSize) : end
+                runs.append((position..<runEnd, volumeID))
+                position = runEnd
+            }
+        }
+        var extents: [AllocationExtent] = []
+        for run in runs {
+            let answer = try pool.allocationExtents(
+                volumeID: run.volume, offset: run.range.lowerBound, length: UInt64(run.range.count),
+                maximumExtents: maximumExtents - extents.count + 1)
+            for extent in answer {
+                if let previous = extents.last, previous.isHole == extent.isHole {
+                    extents[extents.count - 1].length += extent.length
+                } else {
+                    extents.append(extent)
+                }
+            }
+            // The engine stopped early (too many extents): describe no further than it did.
+            if answer.reduce(0, { $0 + $1.length }) < UInt64(run.range.count) || extents.count > maximumExtents { break }
+        }
+        return Array(extents.prefix(maximumExtents))
+    }
+
+    func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws {
+        if side == .a {
+            // A is the volume: the engine copies there; blocks B holds in its log get the result too.
+            try command.run(on: volumeID, pool: pool, fua: fua)
+            let chunk = try command.readTarget(of: volumeID, pool: pool)
+            try chunk.withUnsafeBytes { try writeLog(.a, offset: command.target, source: .bytes($0), fua: fua) }
+            return
+        }
+        // B's source may lie partly in the log and partly in the volume, and its target goes to the
+        // log: the chunk is built here (as B reads it, with the buffer on top) and written as B writes.
+        try command.check(chunkSize: try pool.volumeInfo(named: logName).chunkSize, volumeSize: size)
+        var chunk = [UInt8](repeating: 0, count: Int(command.copySize))
+        _ = try chunk.withUnsafeMutableBytes { try read(.b, offset: command.source, into: $0) }
+        chunk.withUnsafeMutableBytes { raw in
+            raw.baseAddress!.advanced(by: Int(command.bufferOffset))
+                .copyMemory(from: command.buffer.baseAddress!, byteCount: command.buffer.count)
+        }
+        try chunk.withUnsafeBytes { try write(.b, offset: command.target, source: .bytes($0), fua: fua) }
     }
 
     /// True when the piece covers its whole entry (nothing of A's block survives in B's).

@@ -37,6 +37,22 @@ struct BackupRouting: Sendable {
         try routing.route.perform(plain) { try $0.flush() }
     }
 
+    /// COPY_AND_WRITE: an A session's copy reaches B too, a B session's stays on B.
+    static func copyAndWrite(_ routing: BackupRouting?, _ command: CopyAndWrite, fua: Bool, plain: () throws -> Void) throws {
+        guard let routing else { return try plain() }
+        try routing.route.perform(plain) { try $0.copyAndWrite(session: routing.session, command, fua: fua) }
+    }
+
+    /// `base:allocation` of the session's image while a backup splits the volume.
+    static func allocation(
+        _ routing: BackupRouting, offset: UInt64, length: UInt64, maximumExtents: Int,
+        plain: () throws -> [AllocationExtent]
+    ) throws -> [AllocationExtent] {
+        try routing.route.perform(plain) {
+            try $0.allocation(session: routing.session, offset: offset, length: length, maximumExtents: maximumExtents)
+        }
+    }
+
     static func discard(
         _ routing: BackupRouting?, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool, plain: () throws -> Void
     ) throws {
