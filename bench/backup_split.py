@@ -3,7 +3,7 @@
 increment. Run on a quiet machine; numbers are ratios measured in one run.
 
   backup_split.py --cairn .build/release/cairn [--size 1G] [--seconds 10] [--method cow|log|mirror]
-                  [--latency-only] [--snapshot-baseline]
+                  [--latency-only] [--snapshot-baseline] [--fua]
 
 --latency-only stops after part 1. --snapshot-baseline also measures the new session with a plain snapshot
 of the volume and no backup (every method takes the snapshot `backup-ID` at T, so B's writes pay the
@@ -35,7 +35,7 @@ from benchlib import log, run, size_bytes, start_cairn  # noqa: E402
 BLOCK = 4096
 
 
-def latencies(uri, size, seconds, seed):
+def latencies(uri, size, seconds, seed, flags=0):
     rng = random.Random(seed)
     h = nbd.NBD()
     h.connect_uri(uri)
@@ -45,7 +45,7 @@ def latencies(uri, size, seconds, seed):
     while time.monotonic() < end:
         offset = rng.randrange(size // BLOCK) * BLOCK
         start = time.monotonic()
-        h.pwrite(data, offset)
+        h.pwrite(data, offset, flags)
         result.append(time.monotonic() - start)
     h.shutdown()
     return result
@@ -77,25 +77,27 @@ def main():
     parser.add_argument("--method", default="cow")
     parser.add_argument("--latency-only", action="store_true")
     parser.add_argument("--snapshot-baseline", action="store_true")
+    parser.add_argument("--fua", action="store_true", help="the measured writes carry FUA")
     args = parser.parse_args()
+    flags = nbd.CMD_FLAG_FUA if args.fua else 0
     size = size_bytes(args.size)
     work = tempfile.mkdtemp(prefix="cairn-bench-backup-")
     directory = os.path.join(work, "pool")
     daemon, port = start_cairn(os.path.abspath(args.cairn), directory, open(os.path.join(work, "daemon.log"), "w"))
     binary = os.path.abspath(args.cairn)
     uri = f"nbd://127.0.0.1:{port}/v"
-    out = {"method": args.method, "size": size}
+    out = {"method": args.method, "size": size, "fua": args.fua}
     try:
         cli(binary, directory, "volume", "create", "v", str(size))
         log("filling the volume")
         run("nbdcopy", "--", "[", "nbdkit", "random", str(size), "]", uri)
 
         log("latency without a backup")
-        out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1))
+        out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1, flags))
         if args.snapshot_baseline:
             log("latency after a plain snapshot")
             cli(binary, directory, "snapshot", "create", "v@plain")
-            out["with_snapshot"] = percentiles(latencies(uri, size, args.seconds, 3))
+            out["with_snapshot"] = percentiles(latencies(uri, size, args.seconds, 3, flags))
             out["snapshot_p99_ratio"] = out["with_snapshot"]["p99_us"] / out["without_backup"]["p99_us"]
             cli(binary, directory, "snapshot", "delete", "v@plain")
 
@@ -130,7 +132,7 @@ def main():
         out["writer_across_split"] = percentiles(across)
 
         log("latency during the drain")
-        out["during_drain"] = percentiles(latencies(uri, size, args.seconds, 2))
+        out["during_drain"] = percentiles(latencies(uri, size, args.seconds, 2, flags))
         out["p99_ratio"] = out["during_drain"]["p99_us"] / out["without_backup"]["p99_us"]
         old.shutdown()
         status = wait_backup(binary, directory, backup["id"])

@@ -25,9 +25,10 @@ final class CopyOnWriteImages: MirrorImages {
         try pool.read(volumeID: side == .a ? cloneID : volumeID, offset: offset, into: buffer)
     }
 
-    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        if side == .a { try pool.write(volumeID: cloneID, offset: offset, source: source, fua: fua) }
-        try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua)
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        let owedByA = side == .a
+            ? try pool.writeDeferringCommit(volumeID: cloneID, offset: offset, source: source, fua: fua) : false
+        return try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: source, fua: fua) || owedByA
     }
 
     func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
@@ -81,9 +82,10 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
         try pool.read(volumeID: side == .a && broken ? copyID : volumeID, offset: offset, into: buffer)
     }
 
-    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        if side == .a || !broken { try pool.write(volumeID: copyID, offset: offset, source: source, fua: fua) }
-        try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua)
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        let owedByCopy = side == .a || !broken
+            ? try pool.writeDeferringCommit(volumeID: copyID, offset: offset, source: source, fua: fua) : false
+        return try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: source, fua: fua) || owedByCopy
     }
 
     func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {

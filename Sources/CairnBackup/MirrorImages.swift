@@ -8,7 +8,13 @@ protocol MirrorImages: AnyObject, Sendable {
     /// Reads image `side`.
     func read(_ side: MirrorSide, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> [ReadExtent]
     /// Writes to image `side`: on A the data reaches both images before this returns; on B only B.
-    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws
+    /// With `fua`, returns true when a pool commit is still owed (the caller's group commit, before the
+    /// reply), as `Pool.writeDeferringCommit` does: no I/O thread waits for it. Whatever the images keep
+    /// outside the pool (the log method's journal) is already durable when this returns.
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool
+    /// True when FLUSH needs more than a pool commit (the log method's journal): then it goes through
+    /// `flush()` on an I/O thread; otherwise the group commit answers it, as on any other volume.
+    var flushesOutsidePool: Bool { get }
     /// TRIM / WRITE_ZEROES on image `side`, with the same reach as `write`.
     func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws
     /// NBD `base:allocation` of image `side`: holes where that image stores nothing and reads zeros.
@@ -39,6 +45,7 @@ protocol MirrorImages: AnyObject, Sendable {
 extension MirrorImages {
     func prepareDissolve() {}
     func forgetTable() {}
+    var flushesOutsidePool: Bool { false }
 
     /// COPY_AND_WRITE done inside the engine on `primary` (the image the session sees), then the target
     /// chunk it produced written to `other` as plain data: the second image gets exactly the first's

@@ -118,13 +118,20 @@ public final class OneWayMirror: @unchecked Sendable {
         }
     }
 
-    public func write(session: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws {
+    /// Returns true when FUA still owes a pool commit: the caller's group commit, before the reply (no
+    /// I/O thread waits for it, as on a volume without a backup).
+    public func write(session: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
         let side = self.side(of: session)
-        try locks.withRange(offset: offset, length: source.byteCount, exclusive: true) {
+        let owed = try locks.withRange(offset: offset, length: source.byteCount, exclusive: true) {
             try images.write(side, offset: offset, source: source, fua: fua)
         }
         if side == .a { noteWrittenByA(offset: offset, length: source.byteCount) }
+        return owed
     }
+
+    /// FLUSH needs `flush()` (state outside the pool, the log method's journal); otherwise a pool group
+    /// commit is all it takes.
+    public var flushesOutsidePool: Bool { images.flushesOutsidePool }
 
     public func discard(session: UInt64, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
         let side = self.side(of: session)

@@ -21,16 +21,18 @@ struct BackupRouting: Sendable {
         return try routing.route.perform(plain) { try $0.read(session: routing.session, offset: offset, into: buffer) }
     }
 
-    /// `plain` returns whether a commit is still owed (FUA); the mirrored path commits itself.
+    /// Returns whether a commit is still owed (FUA), on either path.
     static func write(
         _ routing: BackupRouting?, offset: UInt64, source: WriteSource, fua: Bool, plain: () throws -> Bool
     ) throws -> Bool {
         guard let routing else { return try plain() }
         return try routing.route.perform(plain) {
             try $0.write(session: routing.session, offset: offset, source: source, fua: fua)
-            return false
         }
     }
+
+    /// True when FLUSH must pass the mirror (its images keep durable state outside the pool).
+    var flushNeedsMirror: Bool { route.isActive && route.mirror?.flushesOutsidePool == true }
 
     /// FLUSH: with a mirror, the images' own durable state too (the log method's table).
     static func flush(_ routing: BackupRouting, plain: () throws -> Void) throws {

@@ -199,8 +199,9 @@ final class VolumeExport: NBDExport {
         let routing = backupRoute
         let pool = self.pool
         let local: @Sendable () -> EventLoopFuture<Void> = {
-            // A volume split by a backup may keep durable state outside the pool (the log method's table).
-            if let routing, routing.isActive {
+            // A volume split by a backup may keep durable state outside the pool (the log method's table);
+            // otherwise the group commit answers, and no I/O thread waits for it.
+            if let routing, routing.flushNeedsMirror {
                 return self.run(on: eventLoop) { try BackupRouting.flush(routing) { try pool.flush() } }
             }
             return self.commit(eventLoop: eventLoop)
@@ -250,10 +251,11 @@ final class VolumeExport: NBDExport {
                     try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
                 }
             } else {
-                _ = try BackupRouting.write(routing, offset: offset, source: .zeros(length: length), fua: fua) {
+                let owed = try BackupRouting.write(routing, offset: offset, source: .zeros(length: length), fua: fua) {
                     try pool.write(volumeID: volumeID, offset: offset, source: .zeros(length: length), fua: fua)
                     return false
                 }
+                if owed { try pool.flush() }
             }
         } }
         return measured(.writeZeroes, since: start,

@@ -71,6 +71,16 @@ final class TestSession: @unchecked Sendable {
         }) { try $0.allocation(session: id, offset: offset, length: length, maximumExtents: maximumExtents) }
     }
 
+    /// A FUA write, as the daemon completes one: the commit it still owes before the reply.
+    func writeFUA(_ offset: UInt64, _ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { raw in
+            let owed = try route.perform({
+                try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(raw), fua: true)
+            }) { try $0.write(session: id, offset: offset, source: .bytes(raw), fua: true) }
+            if owed { try pool.flush() }
+        }
+    }
+
     func trim(_ offset: UInt64, _ length: UInt64) throws {
         try route.perform({ try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim) }) {
             try $0.discard(session: id, offset: offset, length: length, mode: .trim, fua: false)
@@ -80,7 +90,7 @@ final class TestSession: @unchecked Sendable {
     func write(_ offset: UInt64, _ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { raw in
             try route.perform({ try pool.write(volumeID: volumeID, offset: offset, source: .bytes(raw), fua: false) }) {
-                try $0.write(session: id, offset: offset, source: .bytes(raw), fua: false)
+                _ = try $0.write(session: id, offset: offset, source: .bytes(raw), fua: false)
             }
         }
     }

@@ -88,6 +88,39 @@ struct SplitVolumeCommandTests {
         }
     }
 
+    /// The blocks the log method's journal at `path` holds (big-endian u64s).
+    static func journaled(_ path: String) -> Set<UInt64> {
+        let bytes = [UInt8]((try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data())
+        return Set(stride(from: 0, to: bytes.count / 8 * 8, by: 8).map { start in
+            bytes[start..<start + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        })
+    }
+
+    @Test("log: a FUA write by B journals the entries it adds, and one an earlier write added")
+    func logFUAJournalsItsEntries() throws {
+        try Self.withPool { pool, coordinator, volumeID, directory in
+            let old = TestSession(id: 1, pool: pool, volumeID: volumeID, coordinator: coordinator)
+            let started = try startSplit(
+                coordinator, BackupRequest(volume: "v", archivePath: directory + "/a.cbk", method: .log))
+            let journal = directory + "/pool/backups/\(started.record.id).log-table"
+            let new = TestSession(id: 2, pool: pool, volumeID: volumeID, coordinator: coordinator)
+            try new.write(64 << 10, [UInt8](repeating: 1, count: 4096))
+            #expect(!Self.journaled(journal).contains(16), "no FLUSH yet")
+            // The entry exists already: B's FUA write lives only in the log, so the entry must be durable.
+            try new.writeFUA(64 << 10, [UInt8](repeating: 2, count: 4096))
+            #expect(Self.journaled(journal).contains(16))
+            try new.writeFUA(128 << 10, [UInt8](repeating: 3, count: 8192))
+            #expect(Self.journaled(journal).isSuperset(of: [32, 33]))
+            // An A write's FUA needs no journal: the volume has it whatever the log says.
+            try old.writeFUA(256 << 10, [UInt8](repeating: 4, count: 4096))
+            #expect(try new.read(256 << 10, 4096) == [UInt8](repeating: 4, count: 4096))
+            old.close()
+            #expect(try waitForBackup(coordinator, started.record.id).phase == .succeeded)
+            new.close()
+            #expect(try readBytes(pool, volumeID, 64 << 10, 4096) == [UInt8](repeating: 2, count: 4096))
+        }
+    }
+
     /// True where `extents` (starting at `offset`) mark `position` as a hole.
     static func isHole(_ extents: [AllocationExtent], from offset: UInt64, at position: UInt64) -> Bool? {
         var start = offset
