@@ -3,13 +3,17 @@
 increment. Run on a quiet machine; numbers are ratios measured in one run.
 
   backup_split.py --cairn .build/release/cairn [--size 1G] [--seconds 10] [--method cow|log|mirror]
-                  [--archive-only] [--repeat N]
+                  [--archive-only] [--repeat N] [--latency-only] [--snapshot-baseline] [--fua]
 
 --archive-only skips the latency and incremental parts; --repeat N measures archive vs nbdcopy N times
 (alternating, each a full backup with no session open), and prints every ratio, their median and the
 load average before and after (the machine is shared: compare ratios within one run). Every nbdcopy is
 also run with --flush: the archive is made durable (fsync) before the backup is reported done, so on a
 disk slower than the page cache the ratio against `nbdcopy --flush` is the one that measures the archiver.
+
+--latency-only stops after part 1. --snapshot-baseline also measures the new session with a plain snapshot
+of the volume and no backup (every method takes the snapshot `backup-ID` at T, so B's writes pay the
+engine's copy-on-write): what the split itself adds is during_drain against with_snapshot.
 
 1. Latency of 4 KiB random writes from a new session, QD1: without a backup, then during a drain (an
    old session holds image A open), as p50/p99 and their ratio (goal p99 <= 2x); the worst latency of a
@@ -37,7 +41,7 @@ from benchlib import log, run, size_bytes, start_cairn  # noqa: E402
 BLOCK = 4096
 
 
-def latencies(uri, size, seconds, seed):
+def latencies(uri, size, seconds, seed, flags=0):
     rng = random.Random(seed)
     h = nbd.NBD()
     h.connect_uri(uri)
@@ -47,7 +51,7 @@ def latencies(uri, size, seconds, seed):
     while time.monotonic() < end:
         offset = rng.randrange(size // BLOCK) * BLOCK
         start = time.monotonic()
-        h.pwrite(data, offset)
+        h.pwrite(data, offset, flags)
         result.append(time.monotonic() - start)
     h.shutdown()
     return result
@@ -104,14 +108,18 @@ def main():
     parser.add_argument("--method", default="cow")
     parser.add_argument("--archive-only", action="store_true")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--snapshot-baseline", action="store_true")
+    parser.add_argument("--fua", action="store_true", help="the measured writes carry FUA")
     args = parser.parse_args()
+    flags = nbd.CMD_FLAG_FUA if args.fua else 0
     size = size_bytes(args.size)
     work = tempfile.mkdtemp(prefix="cairn-bench-backup-")
     directory = os.path.join(work, "pool")
     daemon, port = start_cairn(os.path.abspath(args.cairn), directory, open(os.path.join(work, "daemon.log"), "w"))
     binary = os.path.abspath(args.cairn)
     uri = f"nbd://127.0.0.1:{port}/v"
-    out = {"method": args.method, "size": size, "loadavg_before": os.getloadavg()}
+    out = {"method": args.method, "size": size, "fua": args.fua, "loadavg_before": os.getloadavg()}
     try:
         cli(binary, directory, "volume", "create", "v", str(size))
         log("filling the volume")
@@ -125,11 +133,17 @@ def main():
             out["archive_vs_nbdcopy_median"] = statistics.median(r["ratio"] for r in runs)
             out["archive_vs_nbdcopy_flush_median"] = statistics.median(r["ratio_vs_flush"] for r in runs)
             out["loadavg_after"] = os.getloadavg()
-            print(json.dumps(out, indent=2))
             return
 
         log("latency without a backup")
-        out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1))
+        out["without_backup"] = percentiles(latencies(uri, size, args.seconds, 1, flags))
+        if args.snapshot_baseline:
+            log("latency after a plain snapshot")
+            cli(binary, directory, "snapshot", "create", "v@plain")
+            out["with_snapshot"] = percentiles(latencies(uri, size, args.seconds, 3, flags))
+            out["snapshot_p99_ratio"] = out["with_snapshot"]["p99_us"] / out["without_backup"]["p99_us"]
+            # Kept: deleting it starts a reclaim job that would run during the drain measured next. An
+            # older snapshot costs writes nothing once a newer one (the backup's) exists.
 
         # An old session on A for the whole drain, and a writer that runs across the split.
         old = nbd.NBD()
@@ -162,10 +176,12 @@ def main():
         out["writer_across_split"] = percentiles(across)
 
         log("latency during the drain")
-        out["during_drain"] = percentiles(latencies(uri, size, args.seconds, 2))
+        out["during_drain"] = percentiles(latencies(uri, size, args.seconds, 2, flags))
         out["p99_ratio"] = out["during_drain"]["p99_us"] / out["without_backup"]["p99_us"]
         old.shutdown()
         status = wait_backup(binary, directory, backup["id"])
+        if args.latency_only:
+            return
         out["archive_rate_mib_s"] = status["dataBytes"] / max(status["archiveSeconds"], 1e-9) / (1 << 20)
         out["archive_bytes"] = status.get("archiveBytes")
 
@@ -200,7 +216,8 @@ def main():
         daemon.terminate()
         daemon.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(out, indent=2))
+        out["load_average"] = os.getloadavg()
+        print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -25,14 +25,26 @@ final class CopyOnWriteImages: MirrorImages {
         try pool.read(volumeID: side == .a ? cloneID : volumeID, offset: offset, into: buffer)
     }
 
-    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        if side == .a { try pool.write(volumeID: cloneID, offset: offset, source: source, fua: fua) }
-        try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua)
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        let owedByA = side == .a
+            ? try pool.writeDeferringCommit(volumeID: cloneID, offset: offset, source: source, fua: fua) : false
+        return try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: source, fua: fua) || owedByA
     }
 
     func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
         if side == .a { try pool.discard(volumeID: cloneID, offset: offset, length: length, mode: mode, fua: fua) }
         try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua)
+    }
+
+    func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        // The clone's map falls through to the T snapshot, so the engine answers for A as it reads.
+        try pool.allocationExtents(
+            volumeID: side == .a ? cloneID : volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
+    }
+
+    func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws {
+        guard side == .a else { return try command.run(on: volumeID, pool: pool, fua: fua) }
+        try copyAndWrite(command, on: cloneID, thenWriteTo: volumeID, pool: pool, fua: fua)
     }
 
     func flush() throws { try pool.flush() }
@@ -70,9 +82,10 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
         try pool.read(volumeID: side == .a && broken ? copyID : volumeID, offset: offset, into: buffer)
     }
 
-    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        if side == .a || !broken { try pool.write(volumeID: copyID, offset: offset, source: source, fua: fua) }
-        try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua)
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        let owedByCopy = side == .a || !broken
+            ? try pool.writeDeferringCommit(volumeID: copyID, offset: offset, source: source, fua: fua) : false
+        return try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: source, fua: fua) || owedByCopy
     }
 
     func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
@@ -80,6 +93,22 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
             try pool.discard(volumeID: copyID, offset: offset, length: length, mode: mode, fua: fua)
         }
         try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua)
+    }
+
+    func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        try pool.allocationExtents(
+            volumeID: side == .a && broken ? copyID : volumeID, offset: offset, length: length,
+            maximumExtents: maximumExtents)
+    }
+
+    func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws {
+        switch (side, broken) {
+        case (.b, true): try command.run(on: volumeID, pool: pool, fua: fua)
+        case (.a, true): try copyAndWrite(command, on: copyID, thenWriteTo: volumeID, pool: pool, fua: fua)
+        // Still building: the session reads the volume, and every write reaches the copy too (the
+        // background copy of this chunk waits for the range lock the caller holds).
+        case (_, false): try copyAndWrite(command, on: volumeID, thenWriteTo: copyID, pool: pool, fua: fua)
+        }
     }
 
     /// Copies the volume into the mirror copy, one lock block at a time under its range lock, so that a

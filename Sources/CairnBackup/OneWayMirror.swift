@@ -118,13 +118,20 @@ public final class OneWayMirror: @unchecked Sendable {
         }
     }
 
-    public func write(session: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws {
+    /// Returns true when FUA still owes a pool commit: the caller's group commit, before the reply (no
+    /// I/O thread waits for it, as on a volume without a backup).
+    public func write(session: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
         let side = self.side(of: session)
-        try locks.withRange(offset: offset, length: source.byteCount, exclusive: true) {
+        let owed = try locks.withRange(offset: offset, length: source.byteCount, exclusive: true) {
             try images.write(side, offset: offset, source: source, fua: fua)
         }
         if side == .a { noteWrittenByA(offset: offset, length: source.byteCount) }
+        return owed
     }
+
+    /// FLUSH needs `flush()` (state outside the pool, the log method's journal); otherwise a pool group
+    /// commit is all it takes.
+    public var flushesOutsidePool: Bool { images.flushesOutsidePool }
 
     public func discard(session: UInt64, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
         let side = self.side(of: session)
@@ -132,6 +139,26 @@ public final class OneWayMirror: @unchecked Sendable {
             try images.discard(side, offset: offset, length: length, mode: mode, fua: fua)
         }
         if side == .a { noteWrittenByA(offset: offset, length: length) }
+    }
+
+    /// COPY_AND_WRITE (seed 001) by the session's rules: on A the engine copies inside image A and the
+    /// chunk A ends up with reaches B too; on B only B. The source's blocks are held shared and the
+    /// target's exclusive, so the copy never interleaves with a write to either.
+    public func copyAndWrite(session: UInt64, _ command: CopyAndWrite, fua: Bool) throws {
+        guard !command.source.addingReportingOverflow(UInt64(command.copySize)).overflow,
+            !command.target.addingReportingOverflow(UInt64(command.copySize)).overflow
+        else { throw EngineError(.outOfRange, "COPY_AND_WRITE range is past the end of the volume") }
+        let side = self.side(of: session)
+        try locks.withRanges(shared: command.sourceRange, exclusive: command.targetRange) {
+            try images.copyAndWrite(side, command, fua: fua)
+        }
+        if side == .a { noteWrittenByA(offset: command.target, length: UInt64(command.copySize)) }
+    }
+
+    /// NBD `base:allocation` as the session's image reads: B's holes for a new session, A's for an old
+    /// one. Map lookups only and no range locks: like any block status answer, a hint of an instant.
+    public func allocation(session: UInt64, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        try images.allocation(side(of: session), offset: offset, length: length, maximumExtents: maximumExtents)
     }
 
     /// FLUSH from any session of the volume.

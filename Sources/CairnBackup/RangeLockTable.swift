@@ -45,6 +45,33 @@ public final class RangeLockTable: @unchecked Sendable {
         return try body()
     }
 
+    /// Runs `body` holding the blocks of `shared` shared and those of `exclusive` exclusive (a block in
+    /// both is held exclusive): COPY_AND_WRITE reads its source chunk and writes its target chunk.
+    public func withRanges<T>(shared: Range<UInt64>, exclusive: Range<UInt64>, _ body: () throws -> T) rethrows -> T {
+        let written = Self.blocks(offset: exclusive.lowerBound, length: UInt64(exclusive.count))
+        let read = Self.blocks(offset: shared.lowerBound, length: UInt64(shared.count)).filter { !written.contains($0) }
+        monitor.withLock {
+            while !(written.allSatisfy({ isAvailable($0, exclusive: true) })
+                && read.allSatisfy({ isAvailable($0, exclusive: false) }))
+            {
+                monitor.wait()
+            }
+            for block in written { holders[block] = Self.exclusiveMark }
+            for block in read { holders[block] = (holders[block] ?? 0) + 1 }
+        }
+        defer {
+            monitor.withLock {
+                for block in written { holders[block] = nil }
+                for block in read {
+                    let current = holders[block]!
+                    holders[block] = current == 1 ? nil : current - 1
+                }
+                monitor.broadcast()
+            }
+        }
+        return try body()
+    }
+
     /// True when no block is held (tests).
     public var isIdle: Bool { monitor.withLock { holders.isEmpty } }
 

@@ -87,28 +87,50 @@ final class WriteLogImages: MirrorImages {
         return extents
     }
 
-    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws {
-        if side == .a { try pool.write(volumeID: volumeID, offset: offset, source: source, fua: fua) }
+    func write(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        let owedByA = side == .a
+            ? try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: source, fua: fua) : false
+        return try writeLog(side, offset: offset, source: source, fua: fua) || owedByA
+    }
+
+    var flushesOutsidePool: Bool { true }
+
+    /// The log's part of a write: on A, the blocks B holds in the log get A's bytes too; on B, the
+    /// write lands in the log (or, while merging, in the volume as well). Returns true when FUA still
+    /// owes a pool commit. A FUA write that added entries makes them durable here, once for the whole
+    /// request (the pool commit, then the journal), not once per 4 KiB entry.
+    private func writeLog(_ side: MirrorSide, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
+        var owed = false
+        var recorded = false
+        var reusedOnB = false
         for piece in pieces(offset: offset, length: source.byteCount) {
             let part = source.slice(from: Int(piece.offset - offset), length: Int(piece.length))
             let isMerging = merging.load(ordering: .acquiring)
             if hasEntry(piece.block) {
-                try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: fua)
+                reusedOnB = reusedOnB || side == .b
+                owed = try pool.writeDeferringCommit(volumeID: logID, offset: piece.offset, source: part, fua: fua) || owed
                 if side == .b && isMerging {
-                    try pool.write(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
+                    owed = try pool.writeDeferringCommit(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
+                        || owed
                 }
             } else if side == .b && isMerging {
                 // A is archived: the volume is B's storage again wherever the log holds nothing.
-                try pool.write(volumeID: volumeID, offset: piece.offset, source: part, fua: fua)
+                owed = try pool.writeDeferringCommit(volumeID: volumeID, offset: piece.offset, source: part, fua: fua) || owed
             } else if side == .b {
                 if !covers(piece) { try copyIntoLog(piece.block) }
                 try pool.write(volumeID: logID, offset: piece.offset, source: part, fua: false)
                 // Recorded once the log block is complete: a FLUSH that journals the entry then
                 // commits a block holding either A's old data or this write, never a hole.
                 recordEntry(piece.block)
-                if fua { try flush() }
+                recorded = true
             }
         }
+        // A B write lives only in the log, so FUA needs its entries in the journal before the reply: the
+        // ones it added, and any an earlier write added that no FLUSH has journaled yet. The pool commit
+        // (which also pays what `owed` stands for), then the journal.
+        guard fua && (recorded || (reusedOnB && hasUnjournaledEntries)) else { return owed }
+        try flush()
+        return false
     }
 
     func discard(_ side: MirrorSide, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool) throws {
@@ -134,6 +156,82 @@ final class WriteLogImages: MirrorImages {
         // FUA on B: entries this discard added must be journaled before it completes.
         if fua && side == .b { try flush() }
     }
+
+    func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
+        if side == .a {
+            return try pool.allocationExtents(
+                volumeID: volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
+        }
+        guard offset < size else { throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume") }
+        let end = offset + min(length, size - offset)
+        // B reads the log where it has an entry and the volume elsewhere: runs of entry blocks and of
+        // the others, each answered by the volume it reads.
+        let first = offset / Self.blockSize
+        let last = (end - 1) / Self.blockSize
+        let logged = entries.withLock { $0.filter { $0 >= first && $0 <= last } }.sorted()
+        var runs: [(range: Range<UInt64>, volume: UInt64)] = []
+        var position = offset
+        var index = 0
+        while position < end {
+            if index < logged.count, logged[index] * Self.blockSize <= position {
+                var block = logged[index]
+                while index + 1 < logged.count && logged[index + 1] == block + 1 {
+                    index += 1
+                    block += 1
+                }
+                index += 1
+                let runEnd = min(end, (block + 1) * Self.blockSize)
+                runs.append((position..<runEnd, logID))
+                position = runEnd
+            } else {
+                let runEnd = index < logged.count ? min(end, logged[index] * Self.blockSize) : end
+                runs.append((position..<runEnd, volumeID))
+                position = runEnd
+            }
+        }
+        var extents: [AllocationExtent] = []
+        for run in runs {
+            let answer = try pool.allocationExtents(
+                volumeID: run.volume, offset: run.range.lowerBound, length: UInt64(run.range.count),
+                maximumExtents: maximumExtents - extents.count + 1)
+            for extent in answer {
+                if let previous = extents.last, previous.isHole == extent.isHole {
+                    extents[extents.count - 1].length += extent.length
+                } else {
+                    extents.append(extent)
+                }
+            }
+            // The engine stopped early (too many extents): describe no further than it did.
+            if answer.reduce(0, { $0 + $1.length }) < UInt64(run.range.count) || extents.count > maximumExtents { break }
+        }
+        return Array(extents.prefix(maximumExtents))
+    }
+
+    func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws {
+        if side == .a {
+            // A is the volume: the engine copies there; blocks B holds in its log get the result too.
+            try command.run(on: volumeID, pool: pool, fua: fua)
+            let chunk = try command.readTarget(of: volumeID, pool: pool)
+            if try chunk.withUnsafeBytes({ try writeLog(.a, offset: command.target, source: .bytes($0), fua: fua) }) {
+                try pool.flush()
+            }
+            return
+        }
+        // B's source may lie partly in the log and partly in the volume, and its target goes to the
+        // log: the chunk is built here (as B reads it, with the buffer on top) and written as B writes.
+        try command.check(chunkSize: try pool.volumeInfo(named: logName).chunkSize, volumeSize: size)
+        var chunk = [UInt8](repeating: 0, count: Int(command.copySize))
+        _ = try chunk.withUnsafeMutableBytes { try read(.b, offset: command.source, into: $0) }
+        chunk.withUnsafeMutableBytes { raw in
+            raw.baseAddress!.advanced(by: Int(command.bufferOffset))
+                .copyMemory(from: command.buffer.baseAddress!, byteCount: command.buffer.count)
+        }
+        if try chunk.withUnsafeBytes({ try write(.b, offset: command.target, source: .bytes($0), fua: fua) }) {
+            try pool.flush()
+        }
+    }
+
+    private var hasUnjournaledEntries: Bool { unjournaled.withLock { !$0.isEmpty } }
 
     /// True when the piece covers its whole entry (nothing of A's block survives in B's).
     private func covers(_ piece: (block: UInt64, offset: UInt64, length: UInt64)) -> Bool {

@@ -21,20 +21,38 @@ struct BackupRouting: Sendable {
         return try routing.route.perform(plain) { try $0.read(session: routing.session, offset: offset, into: buffer) }
     }
 
-    /// `plain` returns whether a commit is still owed (FUA); the mirrored path commits itself.
+    /// Returns whether a commit is still owed (FUA), on either path.
     static func write(
         _ routing: BackupRouting?, offset: UInt64, source: WriteSource, fua: Bool, plain: () throws -> Bool
     ) throws -> Bool {
         guard let routing else { return try plain() }
         return try routing.route.perform(plain) {
             try $0.write(session: routing.session, offset: offset, source: source, fua: fua)
-            return false
         }
     }
+
+    /// True when FLUSH must pass the mirror (its images keep durable state outside the pool).
+    var flushNeedsMirror: Bool { route.isActive && route.mirror?.flushesOutsidePool == true }
 
     /// FLUSH: with a mirror, the images' own durable state too (the log method's table).
     static func flush(_ routing: BackupRouting, plain: () throws -> Void) throws {
         try routing.route.perform(plain) { try $0.flush() }
+    }
+
+    /// COPY_AND_WRITE: an A session's copy reaches B too, a B session's stays on B.
+    static func copyAndWrite(_ routing: BackupRouting?, _ command: CopyAndWrite, fua: Bool, plain: () throws -> Void) throws {
+        guard let routing else { return try plain() }
+        try routing.route.perform(plain) { try $0.copyAndWrite(session: routing.session, command, fua: fua) }
+    }
+
+    /// `base:allocation` of the session's image while a backup splits the volume.
+    static func allocation(
+        _ routing: BackupRouting, offset: UInt64, length: UInt64, maximumExtents: Int,
+        plain: () throws -> [AllocationExtent]
+    ) throws -> [AllocationExtent] {
+        try routing.route.perform(plain) {
+            try $0.allocation(session: routing.session, offset: offset, length: length, maximumExtents: maximumExtents)
+        }
     }
 
     static func discard(

@@ -1,3 +1,4 @@
+import CairnBackup
 import CairnEngine
 import CairnIO
 import CairnReplication
@@ -201,8 +202,9 @@ final class VolumeExport: NBDExport {
         let routing = backupRoute
         let pool = self.pool
         let local: @Sendable () -> EventLoopFuture<Void> = {
-            // A volume split by a backup may keep durable state outside the pool (the log method's table).
-            if let routing, routing.isActive {
+            // A volume split by a backup may keep durable state outside the pool (the log method's table);
+            // otherwise the group commit answers, and no I/O thread waits for it.
+            if let routing, routing.flushNeedsMirror {
                 return self.run(on: eventLoop) { try BackupRouting.flush(routing) { try pool.flush() } }
             }
             return self.commit(eventLoop: eventLoop)
@@ -252,10 +254,11 @@ final class VolumeExport: NBDExport {
                     try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
                 }
             } else {
-                _ = try BackupRouting.write(routing, offset: offset, source: .zeros(length: length), fua: fua) {
+                let owed = try BackupRouting.write(routing, offset: offset, source: .zeros(length: length), fua: fua) {
                     try pool.write(volumeID: volumeID, offset: offset, source: .zeros(length: length), fua: fua)
                     return false
                 }
+                if owed { try pool.flush() }
             }
         } }
         return measured(.writeZeroes, since: start,
@@ -283,16 +286,18 @@ final class VolumeExport: NBDExport {
         let pool = self.pool
         let volumeID = self.volumeID
         let epoch = snapshotEpoch
+        if context == Self.allocationContext, let routing = backupRoute, routing.isActive {
+            // Split by a backup: the session's image (A or B, spread over several volumes) answers. On the
+            // I/O threads, since passing the route waits while the backup changes the routing.
+            return measured(.blockStatus, since: start, run(on: eventLoop) {
+                try BackupRouting.allocation(routing, offset: offset, length: length, maximumExtents: limit) {
+                    try pool.allocationExtents(volumeID: volumeID, offset: offset, length: length, maximumExtents: limit)
+                }.map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
+            })
+        }
         // Map lookups only, no file I/O: answered on the event loop.
         return measured(.blockStatus, since: start, eventLoop.makeCompletedFuture {
             do {
-                if context == Self.allocationContext, self.backupRoute?.isActive == true {
-                    // Images A and B are spread over several volumes while a backup splits this one:
-                    // "all data" is always a correct answer (holes are only an optimisation).
-                    let size = try pool.size(volumeID: volumeID)
-                    guard offset < size else { throw EngineError(.invalidArgument, "offset \(offset) is past the end") }
-                    return [NBDExtent(length: min(length, size - offset), flags: 0)]
-                }
                 if context == Self.allocationContext {
                     return try pool.allocationExtents(
                         volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length, maximumExtents: limit
@@ -332,17 +337,19 @@ final class VolumeExport: NBDExport {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
-        if backupRoute?.isActive == true {
-            return eventLoop.makeFailedFuture(
-                NBDExportError(.notSupported, "COPY_AND_WRITE is not available while a backup splits this volume"))
-        }
         let replication = self.replication
+        let routing = backupRoute
         let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop) {
                 try replication?.target.beforeHostWrite(volumeID: volumeID, offset: target, length: UInt64(copySize))
                 return try buffer.withUnsafeReadableBytes { bytes in
-                    try pool.copyAndWrite(
-                        volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
-                        bufferOffset: bufferOffset, fua: fua)
+                    let command = CopyAndWrite(
+                        source: source, target: target, copySize: copySize, buffer: bytes, bufferOffset: bufferOffset)
+                    // On a volume a backup splits, the session's image decides where the copy goes (seed 004).
+                    try BackupRouting.copyAndWrite(routing, command, fua: fua) {
+                        try pool.copyAndWrite(
+                            volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
+                            bufferOffset: bufferOffset, fua: fua)
+                    }
                 }
             } }
         return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),

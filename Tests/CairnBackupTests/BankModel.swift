@@ -47,10 +47,50 @@ final class TestSession: @unchecked Sendable {
         return bytes
     }
 
+    /// COPY_AND_WRITE of the 64 KiB chunk at `source` to `target`, `buffer` at `bufferOffset` in it.
+    func copyAndWrite(source: UInt64, target: UInt64, buffer: [UInt8], bufferOffset: UInt32, copySize: UInt32 = 65536)
+        throws
+    {
+        try buffer.withUnsafeBytes { raw in
+            let command = CopyAndWrite(
+                source: source, target: target, copySize: copySize, buffer: raw, bufferOffset: bufferOffset)
+            try route.perform({
+                try pool.copyAndWrite(
+                    volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: raw,
+                    bufferOffset: bufferOffset, fua: false)
+            }) { try $0.copyAndWrite(session: id, command, fua: false) }
+        }
+    }
+
+    /// `base:allocation` as this session's image reads.
+    func allocation(_ offset: UInt64, _ length: UInt64, maximumExtents: Int = Pool.maximumAllocationExtents) throws
+        -> [AllocationExtent]
+    {
+        try route.perform({
+            try pool.allocationExtents(volumeID: volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
+        }) { try $0.allocation(session: id, offset: offset, length: length, maximumExtents: maximumExtents) }
+    }
+
+    /// A FUA write, as the daemon completes one: the commit it still owes before the reply.
+    func writeFUA(_ offset: UInt64, _ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { raw in
+            let owed = try route.perform({
+                try pool.writeDeferringCommit(volumeID: volumeID, offset: offset, source: .bytes(raw), fua: true)
+            }) { try $0.write(session: id, offset: offset, source: .bytes(raw), fua: true) }
+            if owed { try pool.flush() }
+        }
+    }
+
+    func trim(_ offset: UInt64, _ length: UInt64) throws {
+        try route.perform({ try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim) }) {
+            try $0.discard(session: id, offset: offset, length: length, mode: .trim, fua: false)
+        }
+    }
+
     func write(_ offset: UInt64, _ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { raw in
             try route.perform({ try pool.write(volumeID: volumeID, offset: offset, source: .bytes(raw), fua: false) }) {
-                try $0.write(session: id, offset: offset, source: .bytes(raw), fua: false)
+                _ = try $0.write(session: id, offset: offset, source: .bytes(raw), fua: false)
             }
         }
     }
