@@ -193,7 +193,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "CairnArchiveTests", dependencies: ["CairnArchive"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnArchiveTests", dependencies: ["CairnArchive", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
         .testTarget(
             name: "CairnBackupTests",
             dependencies: [

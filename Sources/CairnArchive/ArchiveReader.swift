@@ -23,7 +23,7 @@ public enum ArchiveRecord: Sendable, Hashable {
 }
 
 /// Reads an archive front to back, checking everything on the way: the preamble, the header's digest,
-/// each record's digest, order and bounds, and at the end the trailer's counts and whole-stream digest.
+/// each record's digest, order and bounds, and at the end the trailer's counts and stream digest.
 /// Any mismatch is an `ArchiveError`; `next()` returns nil only after a trailer that checks out.
 public final class ArchiveReader {
     public let header: ArchiveHeader
@@ -39,6 +39,8 @@ public final class ArchiveReader {
     private var dataRecords: UInt64 = 0
     private var zeroRecords: UInt64 = 0
     private var ended = false
+    /// Version 1's trailer digest also covers DATA payloads; version 2's chains the records' digests.
+    private let streamCoversPayloads: Bool
 
     /// Reads and checks the preamble and header. `name` appears in error messages.
     public init(input: any ArchiveInput, name: String = "the archive") throws {
@@ -51,9 +53,12 @@ public final class ArchiveReader {
         }
         let preamble = magic + (try reading.exactly(ArchiveFormat.preambleLength - magic.count, what: "preamble"))
         let version = preamble.bigEndian(at: 8, as: UInt32.self)
-        guard version == ArchiveFormat.version else {
-            throw ArchiveError(.notAnArchive, "\(name) has format version \(version); this cairn reads version \(ArchiveFormat.version)")
+        guard ArchiveFormat.readableVersions.contains(version) else {
+            throw ArchiveError(
+                .notAnArchive,
+                "\(name) has format version \(version); this cairn reads versions \(ArchiveFormat.readableVersions.lowerBound)-\(ArchiveFormat.readableVersions.upperBound)")
         }
+        streamCoversPayloads = version == 1
         let length = preamble.bigEndian(at: 12, as: UInt32.self)
         guard length > 0, length <= ArchiveFormat.maximumHeaderLength else {
             throw ArchiveError(.corrupt, "\(name) has a header length of \(length) bytes")
@@ -96,7 +101,7 @@ public final class ArchiveReader {
             }
             consume(prefix + Array(rest.suffix(ArchiveFormat.digestLength)))
             let payloadPosition = position
-            consume(Array(payload))
+            consume(Array(payload), hashed: streamCoversPayloads)
             records += 1
             dataRecords += 1
             dataBytes += UInt64(length)
@@ -125,7 +130,7 @@ public final class ArchiveReader {
                 throw ArchiveError(.corrupt, "\(name): the trailer's counts do not match the records read (records lost?)")
             }
             guard Array(rest.suffix(ArchiveFormat.digestLength)) == expected else {
-                throw ArchiveError(.corrupt, "\(name): the whole-archive checksum in the trailer does not match")
+                throw ArchiveError(.corrupt, "\(name): the archive checksum in the trailer does not match")
             }
             position += UInt64(4 + rest.count)
             var probe = [UInt8](repeating: 0, count: 1)
@@ -149,8 +154,8 @@ public final class ArchiveReader {
             zeroBytes: zeroBytes, archiveBytes: position)
     }
 
-    private func consume(_ bytes: [UInt8]) {
-        stream.update(data: bytes)
+    private func consume(_ bytes: [UInt8], hashed: Bool = true) {
+        if hashed { stream.update(data: bytes) }
         position += UInt64(bytes.count)
     }
 

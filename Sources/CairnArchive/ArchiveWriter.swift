@@ -20,7 +20,7 @@ public struct ArchiveSummary: Sendable, Hashable {
 public final class ArchiveWriter {
     public let header: ArchiveHeader
     private let output: any ArchiveOutput
-    /// Digest of every byte written so far (the trailer carries it).
+    /// Digest of every byte written so far except DATA payloads (the trailer carries it).
     private var stream = SHA256()
     private var nextOffset: UInt64 = 0
     private var summary: ArchiveSummary
@@ -67,7 +67,8 @@ public final class ArchiveWriter {
 
     private func emitRecord(_ seal: ArchiveDataSeal, payload: UnsafeRawBufferPointer) throws {
         try emit(seal.prefix)
-        try emit(payload)
+        // Covered by the record's digest in the prefix, which the stream digest covers: not hashed again.
+        try emit(payload, hashed: false)
         summary.dataRecords += 1
         summary.dataBytes += UInt64(payload.count)
         nextOffset = seal.offset + UInt64(payload.count)
@@ -118,8 +119,8 @@ public final class ArchiveWriter {
         try bytes.withUnsafeBytes { try emit($0) }
     }
 
-    private func emit(_ bytes: UnsafeRawBufferPointer) throws {
-        stream.update(bufferPointer: bytes)
+    private func emit(_ bytes: UnsafeRawBufferPointer, hashed: Bool = true) throws {
+        if hashed { stream.update(bufferPointer: bytes) }
         try output.write(bytes)
         summary.archiveBytes += UInt64(bytes.count)
     }

@@ -5,7 +5,7 @@ import Foundation
 /// The archiver's read-ahead: image A is cut into pieces that several reader threads read and seal
 /// (zero runs found, each DATA record's SHA-256 computed) ahead of the one thread that writes them, in
 /// order, into the archive. Reading and per-record hashing, which dominated a single-threaded archiver,
-/// overlap with the writer's own work (the whole-stream digest and write(2)).
+/// overlap with the writer's own work (the trailer's digest chain over record headers, and write(2)).
 ///
 /// Pieces are handed out in volume order and written in volume order; a reader may run at most
 /// `window` pieces ahead of the writer, which bounds memory to `window × pieceSize`.

@@ -1,4 +1,5 @@
 @testable import CairnArchive
+import Crypto
 import Testing
 
 private func header(
@@ -97,6 +98,49 @@ private func sample(_ h: ArchiveHeader = header()) throws -> MemoryArchive {
         }
         #expect(throws: ArchiveError.self) {
             _ = try ArchiveReader(input: MemoryArchive(bytes: good + [0])).verifyAll()
+        }
+    }
+
+    /// Version 1 archives (trailer digest over every byte, payloads included) are still read; a version
+    /// 2 trailer under a version 1 label is not, so the reader really checks each version's digest.
+    @Test func versionOneArchivesStillRead() throws {
+        let current = try sample().bytes
+        #expect(current[8..<12] == [0, 0, 0, 2])
+        let trailerLength = 4 + 16 + ArchiveFormat.digestLength
+        var old = current
+        old.replaceSubrange(8..<12, with: [0, 0, 0, 1])
+        let relabelled = old
+        let body = Array(old[..<(old.count - trailerLength)])
+        old.replaceSubrange((old.count - ArchiveFormat.digestLength)..., with: Array(SHA256.hash(data: body)))
+        let summary = try ArchiveReader(input: MemoryArchive(bytes: old)).verifyAll()
+        #expect(summary.dataBytes == 8192 + 1536 && summary.zeroBytes == 65536)
+        #expect(throws: ArchiveError.self) { _ = try ArchiveReader(input: MemoryArchive(bytes: relabelled)).verifyAll() }
+        var future = current
+        future.replaceSubrange(8..<12, with: [0, 0, 0, 3])
+        let error = #expect(throws: ArchiveError.self) { _ = try ArchiveReader(input: MemoryArchive(bytes: future)) }
+        #expect(error?.code == .notAnArchive)
+    }
+
+    /// The trailer chains the records' digests: a whole record cut out, or two records swapped, is
+    /// caught even though each record on its own is intact.
+    @Test func missingOrReorderedRecordsAreCaught() throws {
+        let output = MemoryArchive()
+        let writer = try ArchiveWriter(output: output, header: header())
+        let one = [UInt8](repeating: 1, count: 4096), two = [UInt8](repeating: 2, count: 4096)
+        try one.withUnsafeBytes { try writer.appendData(offset: 0, bytes: $0) }
+        try two.withUnsafeBytes { try writer.appendData(offset: 8192, bytes: $0) }
+        try writer.finish()
+        let recordLength = ArchiveFormat.dataPrefixLength + ArchiveFormat.digestLength + 4096
+        let trailerStart = output.bytes.count - (4 + 16 + ArchiveFormat.digestLength)
+        let firstStart = trailerStart - 2 * recordLength
+        let first = Array(output.bytes[firstStart..<(firstStart + recordLength)])
+        let second = Array(output.bytes[(firstStart + recordLength)..<trailerStart])
+        var cut = output.bytes
+        cut.removeSubrange((firstStart + recordLength)..<trailerStart)
+        var swapped = output.bytes
+        swapped.replaceSubrange(firstStart..<trailerStart, with: second + first)
+        for bad in [cut, swapped] {
+            #expect(throws: ArchiveError.self) { _ = try ArchiveReader(input: MemoryArchive(bytes: bad)).verifyAll() }
         }
     }
 
