@@ -81,6 +81,15 @@ def qemu_active_mirror():
     socket_path = os.path.join(WORK, "qmp.sock")
     nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "-x", "t", "-b", "127.0.0.1", "-p", str(target_port), "-t",
                             "--cache=writeback", "-e", "8", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # qemu-storage-daemon gives up at once if the target is not listening yet (the run then has no qemu
+    # numbers): wait for qemu-nbd's port first.
+    import socket as sk
+    for _ in range(100):
+        try:
+            sk.create_connection(("127.0.0.1", target_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
     qsd = subprocess.Popen([
         "qemu-storage-daemon",
         "--blockdev", f"driver=file,node-name=f0,filename={source},cache.direct=off",
