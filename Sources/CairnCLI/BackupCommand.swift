@@ -306,11 +306,11 @@ extension BackupCommand {
         @Option(help: "Address to listen on.") var host = "127.0.0.1"
         @Option(help: "TCP port (0: any free port).") var port = 10809
         @Option(help: "Export name (default: the volume's name).") var name: String?
-        @OptionGroup var tls: ExportTLSOptions
+        @OptionGroup var tls: NBDTLSFlags
 
         func run() async throws {
             guard !archives.isEmpty else { throw ValidationError("give an archive to export") }
-            let credentials = try tls.resolved()
+            let credentials = try tls.archiveExportTLS()
             let scheme = (credentials?.mode ?? .disabled) == .required ? "nbds" : "nbd"
             do {
                 try await ArchiveExportServer.run(

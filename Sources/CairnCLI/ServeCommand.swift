@@ -41,22 +41,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Pause between two extents a clone job copies, in ms (a sync rate limit; default 0).")
     var cloneExtentDelayMs: UInt64 = 0
 
-    @Option(name: .long, help: "NBD over TLS: off, selective (offered) or required (default: required with --tls-cert, else off).")
-    var tls: String?
-
-    @Option(name: .long, help: "PEM certificate chain of the NBD server (TLS).")
-    var tlsCert: String?
-
-    @Option(name: .long, help: "PEM private key of the NBD server (TLS).")
-    var tlsKey: String?
-
-    @Option(name: .long, help: "PEM CA that client certificates must chain to (TLS; default: no client certificates).")
-    var tlsCa: String?
-
-    @Option(
-        name: .customLong("tls-psk-file"),
-        help: "TLS with pre-shared keys from a psktool file (username:hexkey lines) instead of certificates.")
-    var tlsPskFile: String?
+    @OptionGroup var tls: NBDTLSFlags
 
     @Option(
         name: .customLong("tls-export"),
@@ -127,21 +112,19 @@ struct ServeCommand: AsyncParsableCommand {
         guard (0...65535).contains(daemon.nbdPort) else { throw ConfigError("the NBD port must be 0...65535") }
         guard !daemon.nbdHost.isEmpty else { throw ConfigError("the NBD host cannot be empty") }
         guard (1...256).contains(daemon.ioThreads) else { throw ConfigError("I/O threads must be 1...256") }
-        daemon.tlsCertificate = tlsCert ?? file?.tls?.cert
-        daemon.tlsKey = tlsKey ?? file?.tls?.key
-        daemon.tlsClientCA = tlsCa ?? file?.tls?.ca
-        daemon.tlsPreSharedKeys = tlsPskFile ?? file?.tls?.pskFile
+        daemon.tlsCertificate = tls.tlsCert ?? file?.tls?.cert
+        daemon.tlsKey = tls.tlsKey ?? file?.tls?.key
+        daemon.tlsClientCA = tls.tlsCa ?? file?.tls?.ca
+        daemon.tlsPreSharedKeys = tls.tlsPskFile ?? file?.tls?.pskFile
         if daemon.tlsPreSharedKeys != nil, daemon.tlsCertificate != nil || daemon.tlsClientCA != nil {
             throw ConfigError("choose certificates (--tls-cert, --tls-ca) or pre-shared keys (--tls-psk-file), not both")
         }
         let credentials = daemon.tlsCertificate != nil || daemon.tlsPreSharedKeys != nil
-        let mode = tls ?? file?.tls?.mode ?? (credentials ? "required" : "off")
-        switch mode {
-        case "off": daemon.tlsMode = .disabled
-        case "selective": daemon.tlsMode = .selective
-        case "required": daemon.tlsMode = .required
-        default: throw ConfigError("unknown TLS mode '\(mode)' (off, selective, required)")
+        let mode = tls.tls ?? file?.tls?.mode ?? (credentials ? "required" : "off")
+        guard let parsed = NBDTLSFlags.mode(named: mode) else {
+            throw ConfigError("unknown TLS mode '\(mode)' (off, selective, required)")
         }
+        daemon.tlsMode = parsed
         if daemon.tlsMode != .disabled, daemon.tlsPreSharedKeys == nil,
             daemon.tlsCertificate == nil || daemon.tlsKey == nil
         {

@@ -3,10 +3,11 @@ import CairnDaemon
 import Foundation
 import NBDProtocol
 
-/// The NBD TLS flags of `cairn serve`, for the commands that serve something else over NBD
-/// (`cairn backup export`): the same names, defaults and checks, so one set of credentials and one
-/// client command line (`nbds://…`, `--tls-creds` for qemu) work for both.
-struct ExportTLSOptions: ParsableArguments {
+/// The NBD TLS flags, declared once for every command that serves NBD (`cairn serve`, `cairn backup
+/// export`): the same names and help, so one set of credentials and one client command line (`nbds://…`,
+/// `--tls-creds` for qemu) work for both. Each command checks them with its own context (serve merges
+/// its configuration file first).
+struct NBDTLSFlags: ParsableArguments {
     @Option(name: .long, help: "NBD over TLS: off, selective (offered) or required (default: required with credentials, else off).")
     var tls: String?
 
@@ -24,19 +25,26 @@ struct ExportTLSOptions: ParsableArguments {
         help: "TLS with pre-shared keys from a psktool file (username:hexkey lines) instead of certificates.")
     var tlsPskFile: String?
 
-    /// The TLS to serve with (nil: off), or a ValidationError that names the flag to fix. Nothing is
-    /// listened on before these checks pass.
-    func resolved() throws -> ArchiveExportTLS? {
+    /// `off`, `selective` or `required`; nil for anything else (each caller words its own error).
+    static func mode(named name: String) -> NBDTLSMode? {
+        switch name {
+        case "off": .disabled
+        case "selective": .selective
+        case "required": .required
+        default: nil
+        }
+    }
+
+    /// The TLS `cairn backup export` serves with (nil: off), or a ValidationError that names the flag to
+    /// fix. Nothing is listened on before these checks pass.
+    func archiveExportTLS() throws -> ArchiveExportTLS? {
         if tlsPskFile != nil, tlsCert != nil || tlsKey != nil || tlsCa != nil {
             throw ValidationError("choose certificates (--tls-cert, --tls-key, --tls-ca) or pre-shared keys (--tls-psk-file), not both")
         }
         let credentials = tlsCert != nil || tlsKey != nil || tlsPskFile != nil
-        let mode: NBDTLSMode
-        switch tls ?? (credentials ? "required" : "off") {
-        case "off": mode = .disabled
-        case "selective": mode = .selective
-        case "required": mode = .required
-        case let other: throw ValidationError("unknown TLS mode '\(other)' (off, selective, required)")
+        let name = tls ?? (credentials ? "required" : "off")
+        guard let mode = Self.mode(named: name) else {
+            throw ValidationError("unknown TLS mode '\(name)' (off, selective, required)")
         }
         guard mode != .disabled else {
             guard !credentials && tlsCa == nil else {
