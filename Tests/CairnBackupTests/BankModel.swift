@@ -115,6 +115,38 @@ func temporaryDirectory() -> String {
     return path
 }
 
+/// A pool in a fresh temporary directory with a backup coordinator on it: the setup of every
+/// engine-level backup test. `close()` (deferred by the caller) closes the pool and removes the directory.
+final class BackupTestPool {
+    let directory: String
+    let pool: Pool
+    let coordinator: BackupCoordinator
+
+    init() throws {
+        directory = temporaryDirectory()
+        var options = PoolOptions()
+        options.logger = testLogger()
+        do {
+            pool = try Pool.open(directory: directory + "/pool", options: options)
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        do {
+            coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
+        } catch {
+            pool.close()
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    func close() {
+        pool.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
 func testLogger() -> Logger {
     var logger = Logger(label: "cairn.backup.test")
     logger.logLevel = .warning

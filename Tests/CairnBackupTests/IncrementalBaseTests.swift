@@ -9,13 +9,9 @@ import Testing
 /// out of `BackupCoordinator.retainedBases`. Every chain restores to the volume as it was at its T.
 @Suite(.serialized) struct IncrementalBaseTests {
     @Test func anyRetainedBackupCanBeTheBase() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = PoolOptions()
-        options.logger = testLogger()
-        let pool = try Pool.open(directory: directory + "/pool", options: options)
-        defer { pool.close() }
-        let coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
+        let fixture = try BackupTestPool()
+        defer { fixture.close() }
+        let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
         let size: UInt64 = 4 << 20
         let volume = try pool.createVolume(name: "v", size: size)
         func path(_ name: String) -> String { directory + "/" + name + ".cbk" }

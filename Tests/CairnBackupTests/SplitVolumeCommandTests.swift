@@ -11,13 +11,9 @@ struct SplitVolumeCommandTests {
 
     /// A pool with volume "v" (1 MiB, 64 KiB chunks) and a backup coordinator.
     static func withPool(_ body: (Pool, BackupCoordinator, UInt64, String) throws -> Void) throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = PoolOptions()
-        options.logger = testLogger()
-        let pool = try Pool.open(directory: directory + "/pool", options: options)
-        defer { pool.close() }
-        let coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
+        let fixture = try BackupTestPool()
+        defer { fixture.close() }
+        let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
         let volume = try pool.createVolume(name: "v", size: 1 << 20, chunkSize: UInt32(chunk))
         try body(pool, coordinator, volume.id, directory)
     }

@@ -19,13 +19,9 @@ import Testing
 
     @Test(arguments: BackupMethod.allCases, [UInt64(1), 2, 3])
     func backupHoldsWholeTransactionsOnly(method: BackupMethod, seed: UInt64) throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = PoolOptions()
-        options.logger = testLogger()
-        let pool = try Pool.open(directory: directory + "/pool", options: options)
-        defer { pool.close() }
-        let coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
+        let fixture = try BackupTestPool()
+        defer { fixture.close() }
+        let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
         let volume = try pool.createVolume(name: "bank", size: BankLayout.volumeSize)
         for account in 0..<BankLayout.accounts {
             try encode([BankLayout.initialBalance]).withUnsafeBytes {
@@ -144,13 +140,9 @@ import Testing
 
     @Test(arguments: BackupMethod.allCases)
     func sealAndTimeoutFreezeImageAWithSessionsStillOnIt(method: BackupMethod) throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = PoolOptions()
-        options.logger = testLogger()
-        let pool = try Pool.open(directory: directory + "/pool", options: options)
-        defer { pool.close() }
-        let coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
+        let fixture = try BackupTestPool()
+        defer { fixture.close() }
+        let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
         let volume = try pool.createVolume(name: "v", size: 1 << 20)
         let old = TestSession(id: 1, pool: pool, volumeID: volume.id, coordinator: coordinator)
         try old.write(0, [UInt8](repeating: 1, count: 4096))
@@ -186,13 +178,9 @@ import Testing
     }
 
     @Test func incrementalArchivesRestoreAsAChain() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = PoolOptions()
-        options.logger = testLogger()
-        let pool = try Pool.open(directory: directory + "/pool", options: options)
-        defer { pool.close() }
-        let coordinator = try BackupCoordinator(pool: pool, dataDirectory: directory + "/pool", logger: testLogger())
+        let fixture = try BackupTestPool()
+        defer { fixture.close() }
+        let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
         let volume = try pool.createVolume(name: "v", size: 4 << 20)
         try writeBytes(pool, volume.id, 0, [UInt8](repeating: 1, count: 1 << 20))
         let full = try startSplit(coordinator, BackupRequest(volume: "v", archivePath: directory + "/0.cbk"))
