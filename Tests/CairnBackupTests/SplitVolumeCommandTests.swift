@@ -117,6 +117,22 @@ struct SplitVolumeCommandTests {
         }
     }
 
+    /// Data in the first 256 KiB, then a split with one old session (A) and one new (B); B writes at
+    /// 512 KiB and trims the first 64 KiB, A writes at 768 KiB.
+    static func splitWithKnownWrites(
+        _ pool: Pool, _ coordinator: BackupCoordinator, _ volumeID: UInt64, _ directory: String, _ method: BackupMethod
+    ) throws -> (old: TestSession, new: TestSession, started: BackupStatus) {
+        try writeBytes(pool, volumeID, 0, [UInt8](repeating: 1, count: 256 << 10))
+        let old = TestSession(id: 1, pool: pool, volumeID: volumeID, coordinator: coordinator)
+        let started = try startSplit(
+            coordinator, BackupRequest(volume: "v", archivePath: directory + "/a.cbk", method: method))
+        let new = TestSession(id: 2, pool: pool, volumeID: volumeID, coordinator: coordinator)
+        try new.write(512 << 10, [UInt8](repeating: 2, count: 4096))
+        try new.trim(0, 64 << 10)
+        try old.write(768 << 10, [UInt8](repeating: 3, count: 4096))
+        return (old, new, started)
+    }
+
     /// True where `extents` (starting at `offset`) mark `position` as a hole.
     static func isHole(_ extents: [AllocationExtent], from offset: UInt64, at position: UInt64) -> Bool? {
         var start = offset
@@ -131,14 +147,7 @@ struct SplitVolumeCommandTests {
     func allocationIsWhatTheSessionsImageReads(method: BackupMethod, seed: UInt64) throws {
         try Self.withPool { pool, coordinator, volumeID, directory in
             let size: UInt64 = 1 << 20
-            try writeBytes(pool, volumeID, 0, [UInt8](repeating: 1, count: 256 << 10))
-            let old = TestSession(id: 1, pool: pool, volumeID: volumeID, coordinator: coordinator)
-            let started = try startSplit(
-                coordinator, BackupRequest(volume: "v", archivePath: directory + "/a.cbk", method: method))
-            let new = TestSession(id: 2, pool: pool, volumeID: volumeID, coordinator: coordinator)
-            try new.write(512 << 10, [UInt8](repeating: 2, count: 4096))
-            try new.trim(0, 64 << 10)
-            try old.write(768 << 10, [UInt8](repeating: 3, count: 4096))
+            let (old, new, started) = try Self.splitWithKnownWrites(pool, coordinator, volumeID, directory, method)
             // Then random writes and trims of both sessions (replay with the seed).
             var random = SeededGenerator(seed: seed)
             for _ in 0..<40 {
@@ -176,14 +185,7 @@ struct SplitVolumeCommandTests {
     func allocationTellsTheImagesApart(method: BackupMethod) throws {
         try Self.withPool { pool, coordinator, volumeID, directory in
             let size: UInt64 = 1 << 20
-            try writeBytes(pool, volumeID, 0, [UInt8](repeating: 1, count: 256 << 10))
-            let old = TestSession(id: 1, pool: pool, volumeID: volumeID, coordinator: coordinator)
-            let started = try startSplit(
-                coordinator, BackupRequest(volume: "v", archivePath: directory + "/a.cbk", method: method))
-            let new = TestSession(id: 2, pool: pool, volumeID: volumeID, coordinator: coordinator)
-            try new.write(512 << 10, [UInt8](repeating: 2, count: 4096))
-            try new.trim(0, 64 << 10)
-            try old.write(768 << 10, [UInt8](repeating: 3, count: 4096))
+            let (old, new, started) = try Self.splitWithKnownWrites(pool, coordinator, volumeID, directory, method)
             let a = try old.allocation(0, size)
             let b = try new.allocation(0, size)
             #expect(Self.isHole(a, from: 0, at: 0) == false, "A keeps what B trimmed: \(a)")
