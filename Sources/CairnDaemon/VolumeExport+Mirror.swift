@@ -37,18 +37,19 @@ extension VolumeExport {
         return promise.futureResult
     }
 
-    /// Whether a read of the live volume covers extents its mirror is still taking from the target.
-    func needsPull(offset: UInt64, length: UInt32) -> Bool {
-        guard snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID) else { return false }
-        return mirror.needsPull(offset: offset, length: UInt64(length))
+    /// The mirror a read of the live volume must first pull from, when it covers extents that mirror is
+    /// still taking from the target; nil (the usual case, one atomic load while no pull runs) otherwise.
+    func mirrorToPullFrom(offset: UInt64, length: UInt32) -> PrimaryMirror? {
+        guard PrimaryMirror.anyPullPending, snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID),
+            mirror.needsPull(offset: offset, length: UInt64(length))
+        else { return nil }
+        return mirror
     }
 
     /// A read of extents not yet taken from the target (`re-establish --take-target-changes`): they are
     /// pulled first, then the read runs as usual. nil (the usual case, one atomic load): read now.
     func readAfterPull(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<[NBDReadSegment]>? {
-        guard PrimaryMirror.anyPullPending, snapshotEpoch == nil, let mirror = replication?.primary(volumeID: volumeID),
-            mirror.needsPull(offset: offset, length: UInt64(length))
-        else { return nil }
+        guard let mirror = mirrorToPullFrom(offset: offset, length: length) else { return nil }
         let promise = eventLoop.makePromise(of: Void.self)
         promise.completeWithTask {
             do {

@@ -150,7 +150,7 @@ final class VolumeExport: NBDExport {
     func readImmediately(offset: UInt64, length: UInt32) -> [NBDReadSegment]? {
         guard length <= Self.immediateReadLimit, backupRoute?.isActive != true else { return nil }
         // Extents still to be taken from a mirror target are pulled first (`readAfterPull`).
-        if PrimaryMirror.anyPullPending, needsPull(offset: offset, length: length) { return nil }
+        if mirrorToPullFrom(offset: offset, length: length) != nil { return nil }
         let start = ContinuousClock.now
         var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
         var extents: [ReadExtent]?
