@@ -144,6 +144,8 @@ extension Replication {
                 s.checksumResync = checksum
             }
             if taking {
+                // The pull set is built (and durable) before the command answers, so its answer and every
+                // status after it show the pull until its last extent is taken.
                 do {
                     try await mirror.preparePull()
                 } catch {
