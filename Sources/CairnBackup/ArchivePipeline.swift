@@ -19,8 +19,8 @@ final class ArchivePipeline: @unchecked Sendable {
     /// Pieces in flight ahead of the writer: enough for every reader to have one being read and one
     /// ready (32 MiB of buffers at 4 MiB pieces).
     static let window = 8
-    /// Reader threads: two keep the writer fed on the 2-core machine this was measured on; more cores
-    /// help hashing up to the window's depth.
+    /// Reader threads: two keep the writer fed on two cores (bench/backup_split.py --archive-only); more
+    /// cores help hashing up to the window's depth.
     static var readerCount: Int { min(4, max(2, ProcessInfo.processInfo.activeProcessorCount)) }
 
     /// One piece of image A to archive.

@@ -5,16 +5,16 @@ public enum BackupMethod: String, Sendable, Codable, CaseIterable {
     /// image B the volume. Fastest split, twice the space.
     case mirror
     /// Write logging: image A is the volume itself (common data); image B keeps only what new sessions
-    /// wrote, in a log volume with a lookup table on B. A write to A deletes B's entry for a fully
-    /// overwritten block. After the backup the log is merged back into the volume.
+    /// wrote, in a log volume with a lookup table on B; a write from A to a block B has logged reaches
+    /// the log too, so B keeps seeing it. After the backup the log is merged back into the volume.
     case log
     /// Copy-on-write: image B is the volume (common data); image A is the engine's point-in-time copy (a
     /// snapshot and a writable clone of it), whose lookup table is the clone's map. Old contents are
     /// preserved by the engine the first time B overwrites a block.
     case cow
 
-    /// The default, as the benchmarks favour (bench/backup: the split costs two metadata commits and no
-    /// copy, and B's writes pay one in-engine copy-on-write per chunk at most).
+    /// The default, as bench/backup_split.py favours: the split costs two metadata commits and no copy,
+    /// and B's writes pay one in-engine copy-on-write per chunk at most.
     public static let standard: BackupMethod = .cow
 }
 

@@ -13,14 +13,16 @@ public struct DaemonConfiguration: Sendable {
     public var apiEndpoint: ControlServer.Endpoint?
     /// Threads doing blocking file I/O. Buffered I/O is mostly CPU work (copies into the page cache), and
     /// FLUSH waits on the commit thread, not here, so a few suffice; more only contend on the slot file's
-    /// inode lock. Measured on the 2-core reference machine (4 KiB random overwrites, QD32): 2 threads
-    /// 49.6k IOPS, 4 threads 49.0k, 8 threads 23.6k before and fewer after the other fixes.
+    /// inode lock. Measured with 4 KiB random overwrites at QD32 on two cores: 2 threads 49.6k IOPS,
+    /// 4 threads 49.0k, 8 threads 23.6k (docs/BENCHMARKS.md).
     public var ioThreads = 4
     /// Jobs waiting for an I/O thread. The NBD server caps requests in flight per connection and the
     /// number of connections, so this bound is a safety net, sized above their product.
     public var ioQueueCapacity = 16384
     /// Pause between two extents a clone job copies, in milliseconds: a sync rate limit (0: none).
     public var cloneExtentDelayMilliseconds: UInt64 = 0
+    /// Pause per MiB a backup archive reads, in milliseconds: an archive rate limit (0: none).
+    public var backupArchiveDelayMilliseconds: UInt64 = 0
 
     /// NBD over TLS (STARTTLS): off, selective (offered; exports outside `tlsOnlyExports` also work
     /// without it) or required.

@@ -114,8 +114,8 @@ extension Pool {
 
     /// The share of time a clone job copies while hosts do I/O to the group; it rests the remainder
     /// after each extent. Like DRBD's resync controller (c-min-rate: resync backs off when application
-    /// I/O is seen) and dm-clone's hydration throttling. Measured on the 2-core reference machine
-    /// (bench/clone-restore.sh, 4 GiB restore, 4 KiB QD32): flat out the hosts kept 0.24/0.18 of their
+    /// I/O is seen) and dm-clone's hydration throttling. Measured with bench/clone-restore.sh (4 GiB
+    /// restore, 4 KiB QD32, two cores): flat out the hosts kept 0.24/0.18 of their
     /// read/write IOPS, at a half share 0.29/0.25, at a fifth 0.41/0.31 (the restore took 25 % longer).
     static let cloneJobShareUnderHostIO = 0.2
 
