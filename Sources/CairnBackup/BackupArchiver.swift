@@ -12,11 +12,9 @@ struct BackupArchiver {
     /// Runs of zeros at least this long inside data are left out of a full archive (holes cost nothing
     /// even where a guest wrote zeros rather than trimmed).
     static let zeroRunSize = 64 << 10
-    /// Fault-injection hook for crash tests: `CAIRN_TEST_ARCHIVE_DELAY_MS` slows every read by that
-    /// much per started MiB, so that a test can kill -9 the daemon while it archives. Unset (0) in
-    /// production.
-    static let testDelayMicroseconds: UInt32 =
-        (UInt32(ProcessInfo.processInfo.environment["CAIRN_TEST_ARCHIVE_DELAY_MS"] ?? "") ?? 0) * 1000
+    /// Pause per started MiB read (`cairn serve --backup-archive-delay-ms`): a rate limit, and what lets a
+    /// test stop the daemon in the middle of an archive. Zero by default.
+    var readDelayPerMiB: Duration = .zero
 
     /// The ranges a full archive covers: everything the image has data in.
     func allocatedRanges() throws -> [Range<UInt64>] {
@@ -31,6 +29,10 @@ struct BackupArchiver {
             }
         }
         return ranges
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// Appends `range` to sorted `ranges`, merging with the last one when they touch.
@@ -59,9 +61,10 @@ struct BackupArchiver {
     ) throws {
         let pool = pool
         let volumeID = volumeID
+        let delay = readDelayPerMiB
         let pipeline = ArchivePipeline(pieces: ArchivePipeline.pieces(of: ranges)) { piece, buffer in
-            if Self.testDelayMicroseconds > 0 {
-                usleep(Self.testDelayMicroseconds * UInt32((piece.length + (1 << 20) - 1) >> 20))
+            if delay > .zero {
+                Thread.sleep(forTimeInterval: Self.seconds(delay * Int((piece.length + (1 << 20) - 1) >> 20)))
             }
             let extents = try pool.read(volumeID: volumeID, offset: piece.offset, into: buffer)
             return Self.records(of: extents, in: UnsafeRawBufferPointer(buffer), at: piece.offset, incremental: incremental)

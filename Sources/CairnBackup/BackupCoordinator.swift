@@ -66,8 +66,12 @@ public final class BackupCoordinator: @unchecked Sendable {
     /// differentials against it plus the latest increment, without keeping a month of overwrites.
     public static let retainedBases = 4
 
-    public init(pool: Pool, dataDirectory: String, logger: Logger) throws {
+    /// Pause per MiB an archive reads (a rate limit; zero: none).
+    let archiveReadDelay: Duration
+
+    public init(pool: Pool, dataDirectory: String, logger: Logger, archiveReadDelay: Duration = .zero) throws {
         self.pool = pool
+        self.archiveReadDelay = archiveReadDelay
         self.logger = logger
         store = try BackupRecordStore(directory: dataDirectory + "/backups")
         // Job ids belong to the process that ran the job: they mean nothing after a restart.

@@ -134,7 +134,8 @@ final class BackupRun: @unchecked Sendable {
 
     /// Writes image A (frozen) to the archive: to `path.partial`, renamed when complete and durable.
     func archive(images: any MirrorImages, writtenByA: Set<UInt64>, jobID: UInt64) throws {
-        let archiver = BackupArchiver(pool: pool, volumeID: images.imageAVolumeID, size: record.volumeSize)
+        var archiver = BackupArchiver(pool: pool, volumeID: images.imageAVolumeID, size: record.volumeSize)
+        archiver.readDelayPerMiB = coordinator.archiveReadDelay
         let ranges: [Range<UInt64>]
         if let baseSnapshot = record.baseSnapshot {
             let base = try pool.snapshotInfo(volume: record.volume, snapshot: baseSnapshot)

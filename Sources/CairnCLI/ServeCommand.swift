@@ -41,6 +41,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Pause between two extents a clone job copies, in ms (a sync rate limit; default 0).")
     var cloneExtentDelayMs: UInt64 = 0
 
+    @Option(name: .long, help: "Pause per MiB a backup archive reads, in ms (an archive rate limit; default 0).")
+    var backupArchiveDelayMs: UInt64 = 0
+
     @OptionGroup var tls: NBDTLSFlags
 
     @Option(
@@ -104,6 +107,7 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.ioThreads = ioThreads ?? file?.io?.threads ?? daemon.ioThreads
         daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
         daemon.cloneExtentDelayMilliseconds = cloneExtentDelayMs
+        daemon.backupArchiveDelayMilliseconds = backupArchiveDelayMs
         daemon.parentToFollow = exitWithParent ? getppid() : nil
         let levelName = logLevel ?? file?.log?.level ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {

@@ -33,7 +33,9 @@ public enum Daemon {
         // Backups a crash interrupted are finished or abandoned before any session is served.
         let backups: BackupCoordinator
         do {
-            backups = try BackupCoordinator(pool: pool, dataDirectory: configuration.dataDirectory, logger: logger)
+            backups = try BackupCoordinator(
+                pool: pool, dataDirectory: configuration.dataDirectory, logger: logger,
+                archiveReadDelay: .milliseconds(configuration.backupArchiveDelayMilliseconds))
         } catch {
             pool.close()
             throw error

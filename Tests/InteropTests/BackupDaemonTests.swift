@@ -227,10 +227,9 @@ struct BackupDaemonTests {
     func killDuringArchiving(method: String) async throws {
         let scratch = try ScratchDirectory("archive-crash")
         defer { scratch.remove() }
-        // Slow archiving down (100 ms per MiB) so the kill lands in the middle of it.
-        setenv("CAIRN_TEST_ARCHIVE_DELAY_MS", "100", 1)
-        defer { unsetenv("CAIRN_TEST_ARCHIVE_DELAY_MS") }
-        try await withDaemon { daemon in
+        // Archiving paced at a second per MiB (the 48 MiB take well over ten seconds, however many reader
+        // threads) so the kill lands in the middle of it; the restarted daemon archives at full speed.
+        try await withDaemon(extraArguments: ["--backup-archive-delay-ms", "1000"]) { daemon in
             try await daemon.cliOK(["volume", "create", "v", "64M"])
             try await Self.qemuIO(daemon, "v", ["write -P 0x77 0 48m"])
             let archive = scratch.file("v.cbk")
@@ -321,10 +320,9 @@ extension BackupDaemonTests {
         let scratch = try ScratchDirectory("bank-crash")
         defer { scratch.remove() }
         let seed = Int.random(in: 1...1_000_000)
-        // 300 ms per archived piece: the bank's ~20 extents take seconds, so the kill lands inside.
-        setenv("CAIRN_TEST_ARCHIVE_DELAY_MS", "300", 1)
-        defer { unsetenv("CAIRN_TEST_ARCHIVE_DELAY_MS") }
-        try await withDaemon { daemon in
+        // Two seconds per archived piece: the bank's ~20 extents take far longer than the kill below needs;
+        // the restarted daemon archives at full speed.
+        try await withDaemon(extraArguments: ["--backup-archive-delay-ms", "2000"]) { daemon in
             try await daemon.cliOK(["volume", "create", "bank", "8M"])
             let log = scratch.file("log.json")
             let archive = scratch.file("bank.cbk")
