@@ -176,7 +176,8 @@ let package = Package(
         ),
         .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: strict),
 
-        // Test doubles for one layer: media that lose unsynced writes like a power cut does.
+        // Test doubles for one layer (media that lose unsynced writes like a power cut does) and the one
+        // seeded generator every randomized test uses.
         .target(name: "CairnTestSupport", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),
 
         .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
@@ -194,25 +195,26 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "CairnArchiveTests", dependencies: ["CairnArchive", .product(name: "Crypto", package: "swift-crypto")],
+            name: "CairnArchiveTests",
+            dependencies: ["CairnArchive", "CairnTestSupport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         .testTarget(
             name: "CairnBackupTests",
             dependencies: [
-                "CairnBackup", "CairnArchive", "CairnEngine", "CairnIO",
+                "CairnBackup", "CairnArchive", "CairnEngine", "CairnIO", "CairnTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "NBDProtocolTests",
-            dependencies: ["NBDProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["NBDProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MirrorProtocolTests",
             dependencies: [
-                "MirrorProtocol", .product(name: "NIOCore", package: "swift-nio"),
+                "MirrorProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict
@@ -231,7 +233,7 @@ let package = Package(
         .testTarget(
             name: "NBDServerTests",
             dependencies: [
-                "NBDServer", "NBDProtocol", "InteropSupport",
+                "NBDServer", "NBDProtocol", "InteropSupport", "CairnTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -249,7 +251,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["CairnAPI", "CairnDaemon", "InteropSupport", "CairnArchive"],
+            dependencies: ["CairnAPI", "CairnDaemon", "InteropSupport", "CairnArchive", "CairnTestSupport"],
             swiftSettings: strict
         ),
     ]

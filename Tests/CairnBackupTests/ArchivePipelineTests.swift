@@ -1,6 +1,7 @@
 import CairnArchive
 @testable import CairnBackup
 import CairnEngine
+import CairnTestSupport
 import Foundation
 import Synchronization
 import Testing

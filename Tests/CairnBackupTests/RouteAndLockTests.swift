@@ -1,4 +1,5 @@
 @testable import CairnBackup
+import CairnTestSupport
 import Foundation
 import Synchronization
 import Testing

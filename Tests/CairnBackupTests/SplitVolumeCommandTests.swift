@@ -1,5 +1,6 @@
 import CairnBackup
 import CairnEngine
+import CairnTestSupport
 import Foundation
 import Testing
 

@@ -1,3 +1,4 @@
+import CairnTestSupport
 import MirrorProtocol
 import Testing
 
@@ -17,7 +18,7 @@ struct CRC32CTests {
     /// The slicing-by-8 path agrees with the byte-at-a-time definition at every length and split.
     @Test("slicing agrees with the bitwise definition, and continuation works")
     func agreesWithReference() {
-        var generator = SplitMix(seed: 0xC0FFEE)
+        var generator = SeededGenerator(seed: 0xC0FFEE)
         for length in [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4096] {
             let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             #expect(CRC32C.checksum(bytes) == Self.reference(bytes), "length \(length)")
@@ -34,7 +35,7 @@ struct CRC32CTests {
     /// reference.
     @Test("folding and three-stream paths agree with the reference on random buffers", arguments: [UInt64(0x5EED_C3C3)])
     func streamsAgree(seed: UInt64) {
-        var generator = SplitMix(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         let bytes = (0..<(3 * 8192 * 3 + 4096)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         let boundaries = [0, 1, 7, 8, 255, 256, 257, 511, 512, 513, 767, 768, 769, 3 * 768, 4096, 24575, 24576, 24577, 2 * 24576 + 768 + 5, 70000]
         bytes.withUnsafeBytes { all in
@@ -61,15 +62,3 @@ struct CRC32CTests {
     }
 }
 
-/// A tiny deterministic generator (tests print their seed).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

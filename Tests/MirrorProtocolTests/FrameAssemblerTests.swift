@@ -1,3 +1,4 @@
+import CairnTestSupport
 import MirrorProtocol
 import NIOCore
 import NIOEmbedded
@@ -10,7 +11,7 @@ struct FrameAssemblerTests {
     /// held to the end, so a payload overwritten by a later read would show.
     @Test("random frames cut at random points decode as the whole stream does", arguments: [UInt64(11), 12, 13])
     func randomCuts(seed: UInt64) throws {
-        var generator = SplitMix(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         var stream = ByteBuffer()
         for index in 0..<60 {
             let size: Int

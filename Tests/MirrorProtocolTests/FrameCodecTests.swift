@@ -1,3 +1,4 @@
+import CairnTestSupport
 import MirrorProtocol
 import NIOCore
 import Testing
@@ -104,7 +105,7 @@ struct FrameCodecTests {
     /// or a framing error. Seeded; the seed is in the failure message.
     @Test("random garbage never crashes the decoder", arguments: [UInt64(1), 2, 3])
     func garbage(seed: UInt64) {
-        var generator = SplitMix(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         for _ in 0..<200 {
             var frame = Self.encoded(
                 MirrorFrame(command: .write, messageID: generator.next(), payload: ByteBuffer(bytes: [1, 2, 3])))

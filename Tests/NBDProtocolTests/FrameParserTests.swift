@@ -1,3 +1,4 @@
+import CairnTestSupport
 import NBDProtocol
 import NIOCore
 import Testing
@@ -295,7 +296,7 @@ struct FrameParserTests {
     /// Random splits of a random request stream parse to the same requests. Prints its seed on failure.
     @Test("randomly split streams parse identically", arguments: [UInt64.random(in: 1...UInt64.max), 42])
     func randomSplits(seed: UInt64) throws {
-        var rng = SplitMix(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         var stream = ByteBuffer()
         var expected: [(NBDCommandType, Int)] = []
         for cookie in 0..<200 {
@@ -335,15 +336,3 @@ struct FrameParserTests {
     }
 }
 
-/// A tiny deterministic generator so randomized tests replay from their seed.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,3 +1,4 @@
+import CairnTestSupport
 import NBDProtocol
 import NBDServer
 import NIOCore
@@ -7,17 +8,6 @@ import Testing
 /// Reproduce a failure by adding the printed seed to the arguments.
 @Suite("randomized pipelines")
 struct RandomizedPipelineTests {
-    struct Generator {
-        var state: UInt64
-        mutating func next(_ bound: Int) -> Int {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return Int((z ^ (z >> 31)) % UInt64(bound))
-        }
-    }
-
     static let size = 4 << 20
     static let slot = 64 << 10
 
@@ -35,7 +25,7 @@ struct RandomizedPipelineTests {
 
     /// Batches of only writes (to distinct 64 KiB slots, so completion order cannot matter) or only reads.
     static func run(seed: UInt64, port: Int) throws -> [String] {
-        var random = Generator(state: seed)
+        var random = SeededGenerator(seed: seed)
         let style = [NBDReplyStyle.simple, .structured, .extended][Int(seed % 3)]
         let extended = style == .extended
         let client = try RawClient(port: port)
