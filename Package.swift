@@ -24,7 +24,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
@@ -43,7 +42,6 @@ let package = Package(
             name: "CairnIO",
             dependencies: [
                 "CCairnIO",
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
@@ -163,8 +161,8 @@ let package = Package(
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnAPI", "CairnDaemon", "CairnEngine", "CairnIO", "NBDClient", "NBDProtocol",
-                "CairnArchive", "CairnBackup",
+                "CairnAPI", "CairnControl", "CairnDaemon", "CairnIO", "NBDClient", "NBDProtocol", "CairnArchive",
+                "CairnBackup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

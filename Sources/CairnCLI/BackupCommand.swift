@@ -35,9 +35,6 @@ struct BackupCommand: AsyncParsableCommand {
         @Flag(help: "Wait until the archive is written, showing progress.") var wait = false
 
         func run() async throws {
-            if let method, BackupMethod(rawValue: method) == nil {
-                throw ValidationError("unknown method '\(method)': use mirror, log or cow")
-            }
             try await runClient {
                 let streaming = archive == "-"
                 let target = streaming ? try makeFIFO() : absolutePath(archive)
