@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "CairnIO",
             dependencies: [
-                "CCairnIO",
+                "CCairnIO", "CMirrorCRC",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
@@ -179,7 +179,8 @@ let package = Package(
         // Test doubles for one layer: media that lose unsynced writes like a power cut does.
         .target(name: "CairnTestSupport", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),
 
-        .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnIOTests", dependencies: ["CairnIO", "CairnTestSupport", "InteropSupport"], swiftSettings: strict),
         .testTarget(
             name: "CairnControlTests",
             dependencies: ["CairnControl", "CairnAPI", .product(name: "Logging", package: "swift-log")],
@@ -199,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "CairnBackupTests",
             dependencies: [
-                "CairnBackup", "CairnArchive", "CairnEngine", "CairnIO",
+                "CairnBackup", "CairnArchive", "CairnEngine", "CairnIO", "CairnTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -220,7 +221,7 @@ let package = Package(
         .testTarget(
             name: "CairnReplicationTests",
             dependencies: [
-                "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO",
+                "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO", "CairnTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

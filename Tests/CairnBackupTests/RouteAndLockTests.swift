@@ -34,7 +34,8 @@ import Testing
             }
         }
         stop.store(true, ordering: .relaxed)
-        group.wait()
+        // A deadline, so a stuck worker fails the test instead of hanging the run.
+        #expect(group.wait(timeout: .now() + 120) == .success, "the workers did not stop")
         #expect(violations.load(ordering: .relaxed) == 0)
         #expect(requests.load(ordering: .relaxed) > 0)
     }
@@ -65,7 +66,7 @@ import Testing
                 }
             }.start()
         }
-        group.wait()
+        #expect(group.wait(timeout: .now() + 120) == .success, "the workers did not finish")
         #expect(violations.load(ordering: .relaxed) == 0)
         #expect(locks.isIdle)
     }
