@@ -91,7 +91,9 @@ struct TransmissionTimeoutTests {
                 try idle.handshake(export: "disk")
                 #expect(idle.isClosedByServer())
             }
-            #expect(catalog.detachCount == 1)
+            // The idle one is detached; the one waiting for its write is not.
+            try await waitUntil { catalog.detachCount == 1 }
+            #expect(catalog.attachedSessions == 1)
             export.release()
             try await blocking {
                 let reply = try client.receiveSimpleReply()
