@@ -39,6 +39,19 @@ import Testing
         }
     }
 
+    /// Without RWF_DSYNC (a kernel before 4.7 answers EOPNOTSUPP and the capability latches off) a
+    /// durable write is pwrite + fdatasync: same bytes, same file.
+    @Test func durableWriteFallbackLands() throws {
+        try withFile { file, directory in
+            file.disableDsyncWrites()
+            let data = [UInt8](repeating: 5, count: 8192)
+            try data.withUnsafeBytes { try file.writeDurably($0, at: 4096) }
+            #expect(try read(file, 4096, 8192) == data)
+            let other = try PosixStorageFile(path: directory + "/slots.dat")
+            #expect(try read(other, 4096, 8192) == data)
+        }
+    }
+
     /// Every copy method gives the same bytes: reflink (or its latched fallback), copy_file_range
     /// once reflink is disabled, userspace once both are, and userspace from a non-POSIX source.
     @Test func copyFallbacksGiveTheSameBytes() throws {
