@@ -60,6 +60,9 @@ public final class PrimaryMirror: Sendable {
     }
 
     let state: Mutex<State>
+    /// Serializes record saves; each saves the newest record, so two updates racing can never leave the
+    /// older one on disk.
+    let recordSaves = Mutex<Void>(())
 
     init(
         record: PrimaryMirrorRecord, changeMap: ChangeMap, pool: Pool, executor: IOExecutor, store: MirrorRecordStore,
@@ -302,7 +305,14 @@ public final class PrimaryMirror: Sendable {
         }
         guard !removed else { return }
         let store = self.store
-        try await executor.run { try store.save(record, to: store.primaryPath(record.volumeID)) }
+        try await executor.run { [self] in
+            try recordSaves.withLock { _ in
+                // The newest record, not the one captured above: a later update may have changed it since.
+                let (newest, removed) = state.withLock { ($0.record, $0.removed) }
+                guard !removed else { return }
+                try store.save(newest, to: store.primaryPath(record.volumeID))
+            }
+        }
     }
 
     /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
