@@ -110,6 +110,9 @@ struct ServeCommand: AsyncParsableCommand {
         return seconds == 0 ? nil : .milliseconds(Int64(seconds * 1000))
     }
 
+    /// A timeout for `--check-config`: its duration, or "off".
+    static func describe(_ timeout: Duration?) -> String { timeout.map { "\($0)" } ?? "off" }
+
     /// File first, then flags over it; every value checked whichever place it came from.
     func resolvedSettings() throws -> Settings {
         let file = try (config ?? ProcessInfo.processInfo.environment["CAIRN_CONFIG"]).map(ServeConfigFile.load)
@@ -240,7 +243,8 @@ struct ServeCommand: AsyncParsableCommand {
         return """
             data directory  \(settings.daemon.dataDirectory)
             nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
-            nbd timeouts    idle \(settings.daemon.nbdTimeouts.idle.map { "\($0)" } ?? "off"), progress \(settings.daemon.nbdTimeouts.payloadProgress.map { "\($0)" } ?? "off")
+            nbd timeouts    idle \(Self.describe(settings.daemon.nbdTimeouts.idle)), \
+            progress \(Self.describe(settings.daemon.nbdTimeouts.payloadProgress))
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")

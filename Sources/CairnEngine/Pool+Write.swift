@@ -124,7 +124,10 @@ extension Pool {
             // A failed RWF_DSYNC write or zero + sync is a failed sync, even with ENOSPC (writeback ran out
             // of space): it may also have consumed the error of earlier buffered writes, which the next
             // fdatasync would then miss. Only a zeroing refused before any data moved is not.
-            if durable, !((failure as? IOError).map { $0.kind == .noSpace && $0.operation.hasPrefix("fallocate") } ?? false) {
+            let refusedBeforeWriting = (failure as? IOError).map {
+                $0.kind == .noSpace && $0.operation.hasPrefix("fallocate")
+            } ?? false
+            if durable, !refusedBeforeWriting {
                 throw failStop(file: media.location, call: "durable write", error: failure)
             }
             throw EngineError.io("writing volume data", failure)

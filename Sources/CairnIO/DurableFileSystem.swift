@@ -70,7 +70,9 @@ public struct PosixFileSystem: DurableFileSystem {
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
-            let n = buffer.withUnsafeMutableBytes { cairn_pread(fd, $0.baseAddress!, UInt64($0.count), UInt64(bytes.count)) }
+            let n = buffer.withUnsafeMutableBytes {
+                cairn_pread(fd, $0.baseAddress!, UInt64($0.count), UInt64(bytes.count))
+            }
             if n == -Int64(EINTR) { continue }
             if n < 0 { throw IOError(operation: "pread", path: path, errno: Int32(-n)) }
             if n == 0 { return bytes }
@@ -99,7 +101,9 @@ public struct PosixFileSystem: DurableFileSystem {
     }
 
     public func link(_ source: String, to destination: String) throws {
-        guard Glibc.link(source, destination) == 0 else { throw IOError(operation: "link", path: destination, errno: errno) }
+        guard Glibc.link(source, destination) == 0 else {
+            throw IOError(operation: "link", path: destination, errno: errno)
+        }
     }
 
     public func remove(_ path: String) throws {
@@ -129,7 +133,9 @@ public struct PosixFileSystem: DurableFileSystem {
         defer { closedir(stream) }
         var names: [String] = []
         while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+            }
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()

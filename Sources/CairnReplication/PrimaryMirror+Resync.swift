@@ -23,7 +23,8 @@ extension PrimaryMirror {
     }
 
     /// The resync job: copies dirty extents in batches; after each batch the target and the primary
-    /// flush and only then are the batch's bits cleared (durably), so an interrupted resync resumes where it stopped and never
+    /// flush and only then are the batch's bits cleared (durably), so an interrupted resync resumes where
+    /// it stopped and never
     /// forgets an extent the target does not durably hold.
     func runResync(job: UInt64) async {
         let jobs = pool.jobs

@@ -106,7 +106,9 @@ public final class SimulatedFileSystem: DurableFileSystem {
     }
 
     public func openForWriting(_ path: String) throws -> (handle: any DurableFileHandle, created: Bool) {
-        if let file = state.withLock({ $0.entries[path] }) { return (SimulatedFileHandle(path: path, file: file, fileSystem: self), false) }
+        if let file = state.withLock({ $0.entries[path] }) {
+            return (SimulatedFileHandle(path: path, file: file, fileSystem: self), false)
+        }
         return (try create(path, exclusive: true), true)
     }
 
@@ -148,7 +150,11 @@ public final class SimulatedFileSystem: DurableFileSystem {
             }
             var kept: [DirectoryChange] = []
             for change in s.pending {
-                if Self.directory(of: change.path) == path { Self.apply(change, to: &s.durableEntries) } else { kept.append(change) }
+                if Self.directory(of: change.path) == path {
+                    Self.apply(change, to: &s.durableEntries)
+                } else {
+                    kept.append(change)
+                }
             }
             s.pending = kept
         }

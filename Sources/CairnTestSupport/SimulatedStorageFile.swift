@@ -90,7 +90,9 @@ public final class SimulatedStorageFile: StorageFile {
             // holds bytes the disk lost for good).
             for change in c.unsynced { Self.apply(change, to: &c.durable) }
             if c.durable.count > c.current.count { c.durable.removeLast(c.durable.count - c.current.count) }
-            if c.durable.count < c.current.count { c.durable += [UInt8](repeating: 0, count: c.current.count - c.durable.count) }
+            if c.durable.count < c.current.count {
+                c.durable += [UInt8](repeating: 0, count: c.current.count - c.durable.count)
+            }
             c.unsynced = []
         }
     }
