@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "CairnIO",
             dependencies: [
-                "CCairnIO",
+                "CCairnIO", "CMirrorCRC",
             ],
             swiftSettings: strict
         ),
@@ -178,7 +178,8 @@ let package = Package(
         // seeded generator every randomized test uses.
         .target(name: "CairnTestSupport", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),
 
-        .testTarget(name: "CairnIOTests", dependencies: ["CairnIO"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnIOTests", dependencies: ["CairnIO", "CairnTestSupport", "InteropSupport"], swiftSettings: strict),
         .testTarget(
             name: "CairnControlTests",
             dependencies: ["CairnControl", "CairnAPI", .product(name: "Logging", package: "swift-log")],
@@ -220,7 +221,7 @@ let package = Package(
         .testTarget(
             name: "CairnReplicationTests",
             dependencies: [
-                "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO",
+                "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO", "CairnTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -13,6 +13,9 @@ proxy never loses track of the framing (the link must run without TLS):
   stall    hold every byte (both ways) until the mode changes; then deliver what was held
   cut      close every connection now and refuse new ones (accept, then close at once)
   corrupt  flip one byte in the middle of every 3rd frame (its payload, or a short frame's header)
+  corrupt-payload  flip one byte in the payload of every other frame that has one of at least 64 bytes,
+           starting with the first (headers stay intact: every corruption is a checksum failure the
+           receiver asks to resend, and the resent frame goes through)
   drop     lose every primary -> target frame (a lost frame); each one's command is appended to
            CONTROL_FILE.dropped
   dup      deliver every write frame (command 20) twice: duplicate delivery
@@ -46,6 +49,7 @@ def pump(client):
     pending = b""  # primary -> target bytes not yet a whole frame
     parked = None  # reorder: (frame, since)
     count = 0
+    payloads = [0]  # corrupt-payload: frames with a payload seen
     try:
         while True:
             current = mode()
@@ -73,6 +77,11 @@ def pump(client):
                     if current == "corrupt" and count % 3 == 0:
                         index = len(frame) // 2
                         frame = frame[:index] + bytes([frame[index] ^ 0xFF]) + frame[index + 1:]
+                    if current == "corrupt-payload" and len(frame) >= HEADER + 64 + TRAILER:
+                        payloads[0] += 1
+                        if payloads[0] % 2 == 1:
+                            index = HEADER + (len(frame) - HEADER - TRAILER) // 2
+                            frame = frame[:index] + bytes([frame[index] ^ 0xFF]) + frame[index + 1:]
                     if current == "dup" and int.from_bytes(frame[4:6], "big") == WRITE:
                         frame = frame + frame
                     if current == "reorder":

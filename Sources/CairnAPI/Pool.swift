@@ -13,6 +13,9 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var filesystemAvailableBytes: UInt64?
     /// Set when the pool stopped accepting writes after a durability failure.
     public var failure: String?
+    /// "ok", or "failed" once an I/O error on the durability path stopped writes (reads go on; a restart
+    /// is required).
+    public var health: String
     /// NBD listener, "host:port".
     public var nbdAddress: String?
     /// Slot file I/O since the daemon started (write amplification = (written + copied + zeroed) / host
@@ -43,8 +46,16 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
         self.fileBytes = fileBytes
         self.filesystemAvailableBytes = filesystemAvailableBytes
         self.failure = failure
+        self.health = failure == nil ? Self.healthOK : Self.healthFailed
         self.nbdAddress = nbdAddress
     }
+}
+
+extension PoolStatusDTO {
+    /// `health` of a pool that accepts writes.
+    public static let healthOK = "ok"
+    /// `health` of a pool stopped by an I/O error.
+    public static let healthFailed = "failed"
 }
 
 /// POST /v1/pool/check

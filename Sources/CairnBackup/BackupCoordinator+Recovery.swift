@@ -75,11 +75,10 @@ extension BackupCoordinator {
             return images
         case .log:
             // Image A is the volume itself, frozen since the drain; the log is merged after archiving.
-            let path = store.journalPath(for: record.id)
+            let journal = try LogTableJournal(path: store.journalPath(for: record.id), logger: logger)
             return WriteLogImages(
                 pool: pool, volumeID: record.volumeID, size: record.volumeSize, logID: imageID,
-                logName: record.imageVolume, journal: try LogTableJournal(path: path),
-                entries: LogTableJournal.load(path: path))
+                logName: record.imageVolume, journal: journal, entries: journal.entries)
         }
     }
 

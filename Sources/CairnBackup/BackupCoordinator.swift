@@ -75,7 +75,7 @@ public final class BackupCoordinator: @unchecked Sendable {
         self.logger = logger
         store = try BackupRecordStore(directory: dataDirectory + "/backups")
         // Job ids belong to the process that ran the job: they mean nothing after a restart.
-        let records = store.loadAll().map { record -> BackupRecord in
+        let records = try store.loadAll().map { record -> BackupRecord in
             var record = record
             record.jobID = nil
             return record

@@ -1,3 +1,5 @@
+import CairnEngine
+import CairnIO
 import Foundation
 
 /// One backup as it is kept on disk (`<pool>/backups/<id>.json`, replaced atomically at each phase
@@ -56,13 +58,20 @@ public struct BackupRecord: Codable, Sendable, Hashable {
     var isFinished: Bool { phase == .succeeded || phase == .failed }
 }
 
-/// The backups directory: one JSON file per backup, written by write-then-rename and synced.
+/// The backups directory: one JSON file per backup, replaced with `AtomicFile`.
 struct BackupRecordStore {
     let directory: String
+    let fileSystem: any DurableFileSystem
 
-    init(directory: String) throws {
+    init(directory: String, fileSystem: any DurableFileSystem = PosixFileSystem()) throws {
         self.directory = directory
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        self.fileSystem = fileSystem
+        do {
+            try fileSystem.makeDirectoryDurably(directory)
+            try AtomicFile.removeLeftovers(in: directory, fileSystem: fileSystem)
+        } catch {
+            throw EngineError(.ioFailure, "cannot prepare the backups directory \(directory): \(error)", cause: error)
+        }
     }
 
     func save(_ record: BackupRecord) throws {
@@ -71,35 +80,37 @@ struct BackupRecordStore {
         encoder.dateEncodingStrategy = .iso8601
         let data = try encoder.encode(record)
         let path = directory + "/" + record.id + ".json"
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-        let synced = fsync(fd)
-        close(fd)
-        guard written == data.count, synced == 0, rename(temporary, path) == 0 else {
-            throw CocoaError(.fileWriteUnknown)
+        do {
+            try AtomicFile.replace(path, with: Array(data), in: fileSystem)
+        } catch {
+            throw EngineError(.ioFailure, "cannot save the backup record \(path): \(error)", cause: error)
         }
-        Self.syncDirectory(directory)
     }
 
-    func loadAll() -> [BackupRecord] {
+    /// Every backup record, oldest first. An unreadable record is an error naming its file: dropping it
+    /// would forget a backup whose image volume and snapshot still hold space.
+    func loadAll() throws -> [BackupRecord] {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasSuffix(".json") }.compactMap { name in
-            guard let data = FileManager.default.contents(atPath: directory + "/" + name) else { return nil }
-            return try? decoder.decode(BackupRecord.self, from: data)
+        return try fileSystem.names(in: directory).filter { $0.hasSuffix(".json") }.map { name in
+            let path = directory + "/" + name
+            guard let bytes = try fileSystem.contents(of: path) else {
+                throw EngineError(.ioFailure, "the backup record \(path) vanished while being read")
+            }
+            do {
+                return try decoder.decode(BackupRecord.self, from: Data(bytes))
+            } catch {
+                throw EngineError(
+                    .corrupt, "the backup record \(path) is unreadable (\(error)); move it away to start without it",
+                    cause: error)
+            }
         }.sorted { $0.startedAt < $1.startedAt }
     }
 
     func journalPath(for id: String) -> String { directory + "/" + id + ".log-table" }
 
-    /// Makes a rename in `directory` durable.
-    static func syncDirectory(_ directory: String) {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+    /// Makes a rename or unlink in `directory` durable.
+    static func syncDirectory(_ directory: String) throws {
+        try PosixFileSystem().syncDirectory(directory)
     }
 }

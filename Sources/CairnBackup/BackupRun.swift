@@ -173,7 +173,9 @@ final class BackupRun: @unchecked Sendable {
                 guard rename(target, record.archivePath) == 0 else {
                     throw EngineError(.ioFailure, "cannot rename \(target) to \(record.archivePath)")
                 }
-                BackupRecordStore.syncDirectory((record.archivePath as NSString).deletingLastPathComponent)
+                // Without it the archive's name may not survive a power cut: the backup must not
+                // claim success over an error.
+                try BackupRecordStore.syncDirectory((record.archivePath as NSString).deletingLastPathComponent)
             }
             record.dataBytes = summary.dataBytes
             record.archiveBytes = summary.archiveBytes
@@ -199,7 +201,7 @@ final class BackupRun: @unchecked Sendable {
         coordinator.update(record)
         route.hold { images.prepareDissolve() }
         if let mirror = route.mirror { try images.dissolve(locks: mirror.locks) }
-        images.forgetTable()
+        try images.forgetTable()
         route.hold { route.install(nil) }
         try images.discardImages()
         dropOlderBases()
@@ -232,7 +234,7 @@ final class BackupRun: @unchecked Sendable {
             }
             do {
                 try images?.dissolve(locks: mirror.locks)
-                images?.forgetTable()
+                try images?.forgetTable()
                 route.hold { route.install(nil) }
             } catch {
                 // The log could not be merged: B still needs it, so the route and the images stay.

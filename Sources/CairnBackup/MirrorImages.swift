@@ -37,14 +37,14 @@ protocol MirrorImages: AnyObject, Sendable {
     func dissolve(locks: RangeLockTable) throws
     /// After `dissolve`, before the route goes: drop any durable lookup table, so that a crash from
     /// here on never merges a log that B stopped updating.
-    func forgetTable()
+    func forgetTable() throws
     /// Deletes whatever storage the images added to the pool.
     func discardImages() throws
 }
 
 extension MirrorImages {
     func prepareDissolve() {}
-    func forgetTable() {}
+    func forgetTable() throws {}
     var flushesOutsidePool: Bool { false }
 
     /// COPY_AND_WRITE done inside the engine on `primary` (the image the session sees), then the target

@@ -1,4 +1,5 @@
 import CairnEngine
+import CairnIO
 import Foundation
 import Glibc
 import Synchronization
@@ -261,10 +262,16 @@ final class WriteLogImages: MirrorImages {
         }
         do {
             try pool.flush()
-            if !batch.isEmpty { try journal.append(batch) }
         } catch {
             unjournaled.withLock { $0.insert(contentsOf: batch, at: 0) }
             throw error
+        }
+        guard !batch.isEmpty else { return }
+        do {
+            try journal.append(batch)
+        } catch {
+            // Appending again after a failed fsync could "succeed" over lost entries: stop the pool.
+            throw pool.failStop(file: journal.path, call: "log table append + fsync", error: error)
         }
     }
 
@@ -294,9 +301,13 @@ final class WriteLogImages: MirrorImages {
     /// until the images are dropped, so a crash in the middle merges again from a log that is current.
     func prepareDissolve() { merging.store(true, ordering: .releasing) }
 
-    func forgetTable() {
-        unlink(journal.path)
-        BackupRecordStore.syncDirectory((journal.path as NSString).deletingLastPathComponent)
+    func forgetTable() throws {
+        do {
+            try AtomicFile.remove(journal.path)
+        } catch {
+            // The merged log's table would be merged again after a restart: harmless but never silent.
+            throw pool.failStop(file: journal.path, call: "unlink + directory fsync", error: error)
+        }
     }
 
     func dissolve(locks: RangeLockTable) throws {
@@ -324,9 +335,9 @@ final class WriteLogImages: MirrorImages {
         let journal = try LogTableJournal(path: journalPath)
         let images = WriteLogImages(
             pool: pool, volumeID: volumeID, size: size, logID: logID, logName: logName, journal: journal,
-            entries: LogTableJournal.load(path: journalPath))
+            entries: journal.entries)
         try images.dissolve(locks: RangeLockTable())
-        images.forgetTable()
+        try images.forgetTable()
         try images.discardImages()
     }
 }

@@ -66,7 +66,7 @@ struct PoolCommand: AsyncParsableCommand {
                     ("copy offload", status.copyMethod),
                     ("written / copied", "\(Output.size(status.bytesWritten)) / \(Output.size(status.bytesCopied))"),
                 ]
-                pairs.append(("health", status.failure.map { "FAILED: \($0)" } ?? "ok"))
+                pairs.append(("health", status.failure.map { "\(status.health): \($0)" } ?? status.health))
                 Output.fields(pairs)
             }
         }

@@ -27,6 +27,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "NBD port (default 10809; 0 picks a free one, written to daemon.json).")
     var nbdPort: Int?
 
+    @Option(name: .long, help: "Close an NBD connection that sends nothing for this many seconds while no request of its runs (default 0: never).")
+    var nbdIdleTimeout: Double?
+
+    @Option(name: .long, help: "Close an NBD connection that stops for this many seconds inside a request (default 60; 0: never).")
+    var nbdProgressTimeout: Double?
+
     @Option(name: .long, help: "Management API socket (default: <data-dir>/cairn.sock).")
     var apiSocket: String?
 
@@ -98,6 +104,18 @@ struct ServeCommand: AsyncParsableCommand {
         var logLevel: Logger.Level
     }
 
+    /// A timeout in seconds from a flag or the file: 0 turns it off; negative or absurd values are refused.
+    static func timeout(_ seconds: Double?, default fallback: Duration?, name: String) throws -> Duration? {
+        guard let seconds else { return fallback }
+        guard seconds.isFinite, (0...86400).contains(seconds) else {
+            throw ConfigError("the \(name) must be 0...86400 seconds (0: off)")
+        }
+        return seconds == 0 ? nil : .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// A timeout for `--check-config`: its duration, or "off".
+    static func describe(_ timeout: Duration?) -> String { timeout.map { "\($0)" } ?? "off" }
+
     /// File first, then flags over it; every value checked whichever place it came from.
     func resolvedSettings() throws -> Settings {
         let file = try (config ?? ProcessInfo.processInfo.environment["CAIRN_CONFIG"]).map(ServeConfigFile.load)
@@ -116,6 +134,11 @@ struct ServeCommand: AsyncParsableCommand {
         guard (0...65535).contains(daemon.nbdPort) else { throw ConfigError("the NBD port must be 0...65535") }
         guard !daemon.nbdHost.isEmpty else { throw ConfigError("the NBD host cannot be empty") }
         guard (1...256).contains(daemon.ioThreads) else { throw ConfigError("I/O threads must be 1...256") }
+        daemon.nbdTimeouts.idle = try Self.timeout(
+            nbdIdleTimeout ?? file?.nbd?.idleTimeout, default: daemon.nbdTimeouts.idle, name: "NBD idle timeout")
+        daemon.nbdTimeouts.payloadProgress = try Self.timeout(
+            nbdProgressTimeout ?? file?.nbd?.progressTimeout, default: daemon.nbdTimeouts.payloadProgress,
+            name: "NBD progress timeout")
         daemon.tlsCertificate = tls.tlsCert ?? file?.tls?.cert
         daemon.tlsKey = tls.tlsKey ?? file?.tls?.key
         daemon.tlsClientCA = tls.tlsCa ?? file?.tls?.ca
@@ -224,6 +247,8 @@ struct ServeCommand: AsyncParsableCommand {
         return """
             data directory  \(settings.daemon.dataDirectory)
             nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
+            nbd timeouts    idle \(Self.describe(settings.daemon.nbdTimeouts.idle)), \
+            progress \(Self.describe(settings.daemon.nbdTimeouts.payloadProgress))
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")

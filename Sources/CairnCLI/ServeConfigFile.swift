@@ -6,7 +6,7 @@ import Yams
 ///
 /// ```yaml
 /// data_dir: /var/lib/cairn
-/// nbd: {host: 127.0.0.1, port: 10809}
+/// nbd: {host: 127.0.0.1, port: 10809, idle_timeout: 0, progress_timeout: 60}   # seconds; 0: off
 /// api: {socket: /run/cairn/cairn.sock}      # or {port: 7800, token_file: /etc/cairn/api.token}
 /// tls: {mode: required, cert: /etc/cairn/server-cert.pem, key: /etc/cairn/server-key.pem}
 /// access:                                    # without rules: everyone, everything, read-write
@@ -19,12 +19,21 @@ struct ServeConfigFile: Decodable, Equatable {
     struct NBD: Decodable, Equatable {
         var host: String?
         var port: Int?
-        enum CodingKeys: String, CodingKey, CaseIterable { case host, port }
+        /// Seconds; 0 turns the timeout off.
+        var idleTimeout: Double?
+        var progressTimeout: Double?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case host, port
+            case idleTimeout = "idle_timeout"
+            case progressTimeout = "progress_timeout"
+        }
         init(from decoder: any Decoder) throws {
             try rejectUnknownKeys(decoder, CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             host = try c.decodeIfPresent(String.self, forKey: .host)
             port = try c.decodeIfPresent(Int.self, forKey: .port)
+            idleTimeout = try c.decodeIfPresent(Double.self, forKey: .idleTimeout)
+            progressTimeout = try c.decodeIfPresent(Double.self, forKey: .progressTimeout)
         }
     }
 

@@ -43,7 +43,7 @@ public enum StatusPage {
         let percent = capacity > 0 ? Double(pool.usedBytes) / Double(capacity) * 100 : 0
         var html = "<section id=\"pool\"><h2>Pool</h2>"
         if let failure = pool.failure {
-            html += "<p class=\"alert\">Writes stopped: \(escape(failure))</p>"
+            html += "<p class=\"alert\" id=\"pool-health\">Health: \(escape(pool.health)). Writes stopped: \(escape(failure))</p>"
         }
         html += """
             <div class="bar" title="used of used + free"><div style="width:\(String(format: "%.1f", percent))%"></div></div>

@@ -1,4 +1,5 @@
 import CairnEngine
+import CairnIO
 import Foundation
 
 /// The management API's bearer token for TCP listeners: read from a file, or made once and kept in the
@@ -10,8 +11,14 @@ enum APIToken {
     static let minimumLength = 16
 
     static func load(from path: String, createIfMissing: Bool) throws -> String {
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let existing: [UInt8]?
+        do {
+            existing = try PosixFileSystem().contents(of: path)
+        } catch {
+            throw EngineError(.ioFailure, "cannot read the API token file \(path): \(error)", cause: error)
+        }
+        if let existing {
+            let token = String(decoding: existing, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard token.count >= minimumLength, token.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
                 throw EngineError(
                     .invalidArgument,
@@ -25,13 +32,12 @@ enum APIToken {
         var generator = SystemRandomNumberGenerator()
         let token = (0..<generatedBytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
             .joined()
-        // Created 0600 before the token is written: never readable by others, not even for a moment.
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else { throw EngineError(.ioFailure, "cannot create the API token file \(path): errno \(errno)") }
-        defer { close(fd) }
-        let bytes = Array((token + "\n").utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
-            throw EngineError(.ioFailure, "cannot write the API token file \(path): errno \(errno)")
+        // AtomicFile.create: made 0600 before the token is written (never readable by others), synced,
+        // then linked in place with its directory synced; an existing file is never overwritten.
+        do {
+            try AtomicFile.create(path, with: Array((token + "\n").utf8))
+        } catch {
+            throw EngineError(.ioFailure, "cannot create the API token file \(path): \(error)", cause: error)
         }
         return token
     }

@@ -60,6 +60,7 @@ public enum Daemon {
             replication: replication, backups: backups)
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
+        nbdConfiguration.transmissionTimeouts = configuration.nbdTimeouts
         if configuration.tlsMode != .disabled {
             do {
                 if let keys = configuration.tlsPreSharedKeys {
@@ -141,7 +142,11 @@ public enum Daemon {
         replication.shutdown()
         await mirrorListener?.close()
         pool.close()
-        unlink(runtimeFile)
+        do {
+            try AtomicFile.remove(runtimeFile)
+        } catch {
+            logger.error("cannot remove the runtime file", metadata: ["file": "\(runtimeFile)", "error": "\(error)"])
+        }
         if case .unixSocket(let path) = endpoint { unlink(path) }
         logger.info("cairn stopped")
     }
@@ -163,9 +168,12 @@ public enum Daemon {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(info)
-        // Write-then-rename so readers never see a half-written file.
-        try data.write(to: URL(fileURLWithPath: path + ".tmp"))
-        rename(path + ".tmp", path)
+        // Readers never see a half-written file, and a stale one after a crash names the old pid.
+        do {
+            try AtomicFile.replace(path, with: Array(data))
+        } catch {
+            throw EngineError(.ioFailure, "cannot write the runtime file \(path): \(error)", cause: error)
+        }
     }
 }
 

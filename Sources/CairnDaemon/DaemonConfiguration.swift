@@ -9,6 +9,8 @@ public struct DaemonConfiguration: Sendable {
     public var nbdHost = "127.0.0.1"
     /// 10809 is NBD's IANA port; 0 picks a free one (tests), reported in `daemon.json`.
     public var nbdPort = 10809
+    /// NBD transmission timeouts: idle (nil: none) and payload progress (`NBDLivenessStateMachine`).
+    public var nbdTimeouts = NBDLivenessStateMachine.Timeouts()
     /// Management API endpoint; nil means `<data directory>/cairn.sock`.
     public var apiEndpoint: ControlServer.Endpoint?
     /// Threads doing blocking file I/O. Buffered I/O is mostly CPU work (copies into the page cache), and

@@ -143,10 +143,7 @@ extension Pool {
             do {
                 try metadata.commit(transaction)
             } catch {
-                throw failPool(
-                    "the pool could not record a protected restore map change and no longer accepts writes; check "
-                        + "the disk and restart the daemon",
-                    log: "restore map commit failed", cause: error)
+                throw failStop(file: media.location, call: "restore map commit", error: error)
             }
             monitor.withLock {
                 guard let group = state.cloneGroups.groups[sourceID] else { return }

@@ -51,10 +51,7 @@ extension Pool {
                     "requested": "\(requested)",
                 ])
         } catch {
-            failPool(
-                "the pool could not make data durable and no longer accepts writes; check the disk and "
-                    + "restart the daemon (data acknowledged by FLUSH before this point is safe)",
-                log: "commit failed", cause: error)
+            failStop(file: media.location, call: "group commit", error: error)
             return
         }
         // The frees are durable: punch the space back to the filesystem (best effort: a failure only
@@ -74,16 +71,6 @@ extension Pool {
             for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
         }
         monitor.broadcast()
-    }
-
-    /// A commit failed: the pool stops accepting writes (every later call gets this error) and says so
-    /// at critical level. Returns the error for the caller to throw.
-    @discardableResult
-    func failPool(_ message: String, log event: Logger.Message, cause: any Error) -> EngineError {
-        let failure = EngineError(.ioFailure, message, cause: cause)
-        logger.critical(event, metadata: ["error": "\(cause)"])
-        monitor.withLock { state.failure = failure }
-        return failure
     }
 
     /// Adds to the captured restore map blocks the bits write-intent commits stored since the capture

@@ -113,13 +113,25 @@ extension Pool {
         try copyOutBeforeWrite(volumeID: volumeID, offset: offset, length: length)
         let plan = try planWrite(volumeID: volumeID, offset: offset, length: length, end: end)
         var failure: (any Error)?
+        let durable = fua && plan.durableDataWriteSuffices
         do {
-            try execute(plan, source: source, durable: fua && plan.durableDataWriteSuffices)
+            try execute(plan, source: source, durable: durable)
         } catch {
             failure = error
         }
         finishWrite(plan, succeeded: failure == nil)
-        if let failure { throw EngineError.io("writing volume data", failure) }
+        if let failure {
+            // A failed RWF_DSYNC write or zero + sync is a failed sync, even with ENOSPC (writeback ran out
+            // of space): it may also have consumed the error of earlier buffered writes, which the next
+            // fdatasync would then miss. Only a zeroing refused before any data moved is not.
+            let refusedBeforeWriting = (failure as? IOError).map {
+                $0.kind == .noSpace && $0.operation.hasPrefix("fallocate")
+            } ?? false
+            if durable, !refusedBeforeWriting {
+                throw failStop(file: media.location, call: "durable write", error: failure)
+            }
+            throw EngineError.io("writing volume data", failure)
+        }
         return fua && !plan.durableDataWriteSuffices
     }
 

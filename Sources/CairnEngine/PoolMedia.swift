@@ -31,7 +31,7 @@ public final class DirectoryMedia: PoolMedia {
     /// a pool.
     public init(directory: String) throws {
         do {
-            try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
+            try PosixFileSystem().makeDirectoriesDurably(directory + "/data")
         } catch {
             throw EngineError(.ioFailure, "cannot create the pool directory \(directory)", cause: error)
         }
@@ -56,8 +56,12 @@ public final class DirectoryMedia: PoolMedia {
         let file: PosixStorageFile
         do {
             let directory = store ?? location + "/data"
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            // A new slot file's name must survive a power cut like its data: sync its directory.
+            let fileSystem = PosixFileSystem()
+            try fileSystem.makeDirectoriesDurably(directory)
+            let created = !fileSystem.exists(directory + "/" + name)
             file = try PosixStorageFile(path: directory + "/" + name, create: true)
+            if created { try fileSystem.syncDirectory(directory) }
         } catch {
             throw EngineError.io("opening slot file \(name)", error)
         }
@@ -75,7 +79,7 @@ public final class DirectoryMedia: PoolMedia {
 
     public func prepareStore(at path: String) throws {
         do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try PosixFileSystem().makeDirectoriesDurably(path)
         } catch {
             throw EngineError(.invalidArgument, "cannot create the store directory \(path)", cause: error)
         }

@@ -48,6 +48,8 @@ public final class PosixStorageFile: StorageFile {
     public func disableReflink() { latch(.reflink) }
     /// Marks copy_file_range unusable for this file (set by the pool's capability probe).
     public func disableCopyFileRange() { latch(.copyFileRange) }
+    /// Marks RWF_DSYNC unusable for this file, as a kernel without it would (tests of the fallback).
+    public func disableDsyncWrites() { latch(.dsyncWrite) }
 
     /// The copy method `copy(from:...)` will try first.
     public var preferredCopyMethod: CopyMethod {

@@ -23,7 +23,7 @@ public final class ChangeMap: Sendable {
     public let extentSize: UInt64
     /// Extents of the volume now (changes with `resize`).
     public var extentCount: UInt64 { state.withLock { $0.extentCount } }
-    let file: PosixStorageFile
+    let file: any StorageFile
     let executor: IOExecutor
 
     /// Bitmap pages are 4 KiB: the unit a sync rewrites and (on every Linux filesystem here) the unit of an
@@ -54,6 +54,10 @@ public final class ChangeMap: Sendable {
         var dirtyClock: UInt64 = 0
         var syncing = false
         var waiters: [CheckedContinuation<Void, any Error>] = []
+        /// The first failed write or sync of the file. Final: after a failed fdatasync the kernel may
+        /// have dropped the pages and reports it once, so rewriting them and syncing again could
+        /// "succeed" over bits the disk never got. The owner fractures the mirror (or stops the pool).
+        var failure: (any Error)?
 
         func persisted(_ index: Int) -> UInt64 { dirty[index] | active[index] }
     }
@@ -62,7 +66,7 @@ public final class ChangeMap: Sendable {
     /// Serializes `markDirtyDurably`'s page writes (its callers are I/O threads, not tasks).
     let blockingSync = Mutex<Void>(())
 
-    init(file: PosixStorageFile, executor: IOExecutor, extentSize: UInt64, extentCount: UInt64, words: [UInt64]) {
+    init(file: any StorageFile, executor: IOExecutor, extentSize: UInt64, extentCount: UInt64, words: [UInt64]) {
         self.file = file
         self.executor = executor
         self.extentSize = extentSize
@@ -79,9 +83,19 @@ public final class ChangeMap: Sendable {
     public static func create(
         path: String, executor: IOExecutor, extentSize: UInt64, volumeSize: UInt64
     ) throws -> ChangeMap {
-        let count = (volumeSize + extentSize - 1) / extentSize
         unlink(path)
-        let file = try PosixStorageFile(path: path, create: true)
+        let map = try create(
+            file: try PosixStorageFile(path: path, create: true), executor: executor, extentSize: extentSize,
+            volumeSize: volumeSize)
+        try MirrorRecordStore.syncDirectory(of: path)
+        return map
+    }
+
+    /// Creates an empty map in `file` (a simulated file in tests) and syncs it.
+    public static func create(
+        file: any StorageFile, executor: IOExecutor, extentSize: UInt64, volumeSize: UInt64
+    ) throws -> ChangeMap {
+        let count = (volumeSize + extentSize - 1) / extentSize
         var header = [UInt64](repeating: 0, count: wordsPerPage)
         header[0] = magic
         header[1] = formatVersion
@@ -91,13 +105,17 @@ public final class ChangeMap: Sendable {
         let words = [UInt64](repeating: 0, count: wordCount(count))
         try file.truncate(to: UInt64(pageBytes + max(1, (words.count * 8 + pageBytes - 1) / pageBytes) * pageBytes))
         try file.sync()
-        try MirrorRecordStore.syncDirectory(of: path)
         return ChangeMap(file: file, executor: executor, extentSize: extentSize, extentCount: count, words: words)
     }
 
     /// Opens an existing map (at start-up).
     public static func open(path: String, executor: IOExecutor) throws -> ChangeMap {
-        let file = try PosixStorageFile(path: path)
+        try open(file: try PosixStorageFile(path: path), executor: executor)
+    }
+
+    /// Opens the map in `file` (a simulated file in tests).
+    public static func open(file: any StorageFile, executor: IOExecutor) throws -> ChangeMap {
+        let path = file.path
         var header = [UInt64](repeating: 0, count: 4)
         try header.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
         guard header[0] == magic, header[1] == formatVersion, header[2] > 0, header[2].nonzeroBitCount == 1 else {
@@ -389,6 +407,19 @@ public final class ChangeMap: Sendable {
 
     /// Writes the bitmap pages of `wanted` that differ from `onDisk`, syncs, and records the result.
     private func writePages(wanted: [UInt64], onDisk: [UInt64]) throws {
+        if let failure = state.withLock({ $0.failure }) { throw failure }
+        do {
+            try writeChangedPages(wanted: wanted, onDisk: onDisk)
+        } catch {
+            state.withLock { s in if s.failure == nil { s.failure = error } }
+            throw error
+        }
+    }
+
+    /// True once a write or sync of the map failed: the map cannot be trusted until rebuilt.
+    public var hasFailed: Bool { state.withLock { $0.failure != nil } }
+
+    private func writeChangedPages(wanted: [UInt64], onDisk: [UInt64]) throws {
         var page = 0
         while page * Self.wordsPerPage < wanted.count {
             let range = (page * Self.wordsPerPage)..<min(wanted.count, (page + 1) * Self.wordsPerPage)

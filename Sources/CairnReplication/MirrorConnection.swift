@@ -67,9 +67,16 @@ final class MirrorConnection: Sendable {
                     .protocolViolation,
                     "the target speaks mirror protocol version \(challenge.version), this node \(MirrorLimits.protocolVersion)")
             }
-            let hello = MirrorHello(proof: secret.proof(for: challenge.nonce), node: node)
+            let ownNonce = ReplicationSecret.nonce()
+            let hello = MirrorHello(proof: secret.proof(for: challenge.nonce), node: node, nonce: ownNonce)
             let reply = try await connection.request(.hello, payload: hello.payload, timeout: timeout)
             if let error = reply.remoteError() { throw error }
+            // The target proves the secret back before anything is sent to it.
+            let proof = try? MirrorTargetProof.decode(payload: reply.payload)
+            guard let proof, secret.verifyTarget(proof.proof, primaryNonce: ownNonce, targetNonce: challenge.nonce) else {
+                throw MirrorRemoteError(
+                    .authenticationFailed, "the target at \(host):\(port) does not hold this primary's replication secret")
+            }
             return connection
         } catch {
             connection.close()

@@ -1,20 +1,27 @@
+import CairnIO
 import Foundation
 import Glibc
 
 /// The `mirrors/` directory of a pool: one JSON record per mirrored volume and side, plus the primary's
-/// change maps. Records are replaced atomically and durably (write, fsync, rename, fsync the directory),
-/// so a crash leaves the old record or the new one, never half of either.
+/// change maps. Records are replaced with `AtomicFile` (unique temporary file, fsync, rename, fsync of
+/// the directory), so a crash leaves the old record or the new one, never half of either, and two
+/// writers of one record never share a temporary file.
 ///
 /// Kept beside the pool's SQLite metadata rather than in it: replication is a layer above the engine, and
 /// its state changes (a fracture, a generation) must be durable at moments the engine's group commit
 /// does not know about.
 public struct MirrorRecordStore: Sendable {
     public let directory: String
+    let fileSystem: any DurableFileSystem
 
-    public init(dataDirectory: String) throws {
+    public init(dataDirectory: String, fileSystem: any DurableFileSystem = PosixFileSystem()) throws {
         directory = dataDirectory + "/mirrors"
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw ReplicationError(.ioFailure, "cannot create \(directory): \(String(cString: strerror(errno)))")
+        self.fileSystem = fileSystem
+        do {
+            try fileSystem.makeDirectoryDurably(directory)
+            try AtomicFile.removeLeftovers(in: directory, fileSystem: fileSystem)
+        } catch {
+            throw ReplicationError(.ioFailure, "cannot prepare \(directory): \(error)")
         }
     }
 
@@ -30,46 +37,54 @@ public struct MirrorRecordStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let data = try encoder.encode(record)
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Self.ioError("open", temporary) }
-        defer { close(fd) }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count, fsync(fd) == 0 else { throw Self.ioError("write", temporary) }
-        guard rename(temporary, path) == 0 else { throw Self.ioError("rename", path) }
-        try Self.syncDirectory(of: path)
+        do {
+            try AtomicFile.replace(path, with: Array(data), in: fileSystem)
+        } catch {
+            throw ReplicationError(.ioFailure, "cannot save the mirror record \(path): \(error)")
+        }
     }
 
+    /// The record at `path`; a missing or unreadable file is an error naming it.
     public func load<T: Decodable>(_ type: T.Type, from path: String) throws -> T {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let bytes: [UInt8]?
         do {
-            return try JSONDecoder().decode(type, from: data)
+            bytes = try fileSystem.contents(of: path)
+        } catch {
+            throw ReplicationError(.ioFailure, "cannot read the mirror record \(path): \(error)")
+        }
+        guard let bytes else { throw ReplicationError(.notFound, "the mirror record \(path) does not exist") }
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
         } catch {
             throw ReplicationError(.corrupt, "\(path) is not a valid mirror record: \(error)")
         }
     }
 
     public func remove(_ path: String) throws {
-        if unlink(path) != 0 && errno != ENOENT { throw Self.ioError("unlink", path) }
-        try Self.syncDirectory(of: path)
+        do {
+            try AtomicFile.remove(path, in: fileSystem)
+        } catch {
+            throw ReplicationError(.ioFailure, "cannot remove \(path): \(error)")
+        }
     }
 
     /// Every record file of one side ("primary" or "target").
-    public func paths(prefix: String) -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    public func paths(prefix: String) throws -> [String] {
+        let names: [String]
+        do {
+            names = try fileSystem.names(in: directory)
+        } catch {
+            throw ReplicationError(.ioFailure, "cannot list \(directory): \(error)")
+        }
         return names.filter { $0.hasPrefix(prefix + "-") && $0.hasSuffix(".json") }.sorted().map { directory + "/" + $0 }
     }
 
     /// fsync of the directory holding `path`: makes a create, rename or unlink durable.
     static func syncDirectory(of path: String) throws {
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw ioError("open", directory) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw ioError("fsync", directory) }
-    }
-
-    static func ioError(_ operation: String, _ path: String) -> ReplicationError {
-        ReplicationError(.ioFailure, "\(operation) \(path): \(String(cString: strerror(errno)))")
+        do {
+            try PosixFileSystem().syncDirectory(PosixFileSystem.directory(of: path))
+        } catch {
+            throw ReplicationError(.ioFailure, "\(error)")
+        }
     }
 }

@@ -34,6 +34,9 @@ public struct PrimaryMirrorRecord: Codable, Sendable, Equatable {
     /// `mirrors/primary-<id>.pull`); reconnects ask the target to keep its change map until it is done.
     /// nil in records written before this existed: false.
     public var takingTargetChanges: Bool?
+    /// A write or sync of the change map failed, so its bits cannot be trusted: at the next start every
+    /// extent is marked dirty (a full resync). nil in records written before this existed: false.
+    public var changeMapLost: Bool?
 
     public var target: String { "\(targetHost):\(targetPort)/\(targetVolume)" }
 }

@@ -187,7 +187,8 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
             } else if secret.verify(hello.proof, nonce: nonce) {
                 node = hello.node
                 logger.info("mirror primary connected", metadata: ["node": "\(hello.node)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
-                context.writeAndFlush(wrapOutboundOut(frame.reply()), promise: nil)
+                let proof = MirrorTargetProof(proof: secret.targetProof(primaryNonce: hello.nonce, targetNonce: nonce))
+                context.writeAndFlush(wrapOutboundOut(frame.reply(proof.payload)), promise: nil)
                 return
             } else {
                 refusal = MirrorRemoteError(.authenticationFailed, "the primary does not hold this target's replication secret")

@@ -112,7 +112,10 @@ extension MirrorTargetService {
             modified: keepChanges, severed: false, primaryNode: node)
         if keepChanges { record.takeInProgress = true }
         do {
-            try store.save(record, to: store.targetPath(info.id))
+            try recordUpdates.withLock { _ in
+                try store.save(record, to: store.targetPath(info.id))
+                state.withLock { $0.records[info.id] = record }
+            }
             if !keepChanges { try removeChangeMap(info.id) }
         } catch {
             if created { try? pool.deleteVolume(name: name, force: true) }
@@ -130,6 +133,10 @@ extension MirrorTargetService {
 
     /// synchronized, sever, remove: record updates. Blocking.
     func update(_ volume: UInt64, command: MirrorCommand, value: UInt64) throws {
+        try recordUpdates.withLock { _ in try updateSerialized(volume, command: command, value: value) }
+    }
+
+    private func updateSerialized(_ volume: UInt64, command: MirrorCommand, value: UInt64) throws {
         guard var record = state.withLock({ $0.records[volume] }) else {
             throw MirrorRemoteError(.badAddress, "volume \(volume) is not paired on the target")
         }

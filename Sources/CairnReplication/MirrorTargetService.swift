@@ -30,6 +30,9 @@ public final class MirrorTargetService: Sendable {
 
     let state = Mutex(State())
     let mapCreation = Mutex<Void>(())
+    /// Serializes every read-change-save-install of a record, so two changes (two first host writes
+    /// after a sever, a write and a `synchronized`) never save over each other.
+    let recordUpdates = Mutex<Void>(())
 
     public init(pool: Pool, executor: IOExecutor, store: MirrorRecordStore, logger: Logger) throws {
         self.pool = pool
@@ -38,7 +41,7 @@ public final class MirrorTargetService: Sendable {
         self.logger = logger
         let known = Set(pool.listVolumes().map(\.id))
         var records: [UInt64: TargetMirrorRecord] = [:]
-        for path in store.paths(prefix: "target") {
+        for path in try store.paths(prefix: "target") {
             let record = try store.load(TargetMirrorRecord.self, from: path)
             guard known.contains(record.volumeID) else {
                 // The volume was deleted: the pairing went with it.
@@ -83,22 +86,36 @@ public final class MirrorTargetService: Sendable {
         try map.markDirtyDurably(map.extents(offset: offset, length: length))
         if record.takeInProgress == true && record.writtenDuringTake != true {
             // Durable before the data: the primary's resumed take must not miss this write unknowingly.
-            if var current = state.withLock({ $0.records[volumeID] }) {
+            try changeRecord(volumeID) { current in
+                guard current.takeInProgress == true, current.writtenDuringTake != true else { return false }
                 current.writtenDuringTake = true
-                try store.save(current, to: store.targetPath(volumeID))
-                let saved = current
-                state.withLock { $0.records[volumeID] = saved }
+                return true
             }
         }
         guard state.withLock({ $0.cleanSevered.contains(volumeID) }) else { return }
-        guard var record = state.withLock({ $0.records[volumeID] }), !record.modified else { return }
-        record.modified = true
-        try store.save(record, to: store.targetPath(volumeID))
-        state.withLock { s in
-            s.records[volumeID] = record
-            s.cleanSevered.remove(volumeID)
+        let modified = try changeRecord(volumeID) { current in
+            guard !current.modified else { return false }
+            current.modified = true
+            return true
         }
+        state.withLock { s in _ = s.cleanSevered.remove(volumeID) }
+        guard modified != nil else { return }
         logger.notice("mirror target written by a host while severed", metadata: ["volume": "\(volumeID)"])
+    }
+
+    /// Reads the volume's record, lets `change` alter it (returning false when nothing needs saving),
+    /// saves it durably and installs it, as one step under `recordUpdates`. Returns the saved record.
+    @discardableResult
+    func changeRecord(_ volumeID: UInt64, _ change: (inout TargetMirrorRecord) throws -> Bool) throws
+        -> TargetMirrorRecord?
+    {
+        try recordUpdates.withLock { _ in
+            guard var record = state.withLock({ $0.records[volumeID] }), try change(&record) else { return nil }
+            try store.save(record, to: store.targetPath(volumeID))
+            let saved = record
+            state.withLock { $0.records[volumeID] = saved }
+            return saved
+        }
     }
 
     /// The volume's target change map, created (empty, durable) on first use. Blocking.
@@ -131,19 +148,28 @@ public final class MirrorTargetService: Sendable {
     /// it fractures, and it learns of the promotion at its next establish. Durable before it is reported.
     /// Blocking.
     public func promote(volumeID: UInt64) throws -> TargetMirrorRecord {
-        guard var record = state.withLock({ $0.records[volumeID] }) else {
+        guard let existing = state.withLock({ $0.records[volumeID] }) else {
             throw ReplicationError(.notFound, "volume \(volumeID) is not the target of a mirror here")
         }
-        if record.promoted == true { return record }
+        if existing.promoted == true { return existing }
         // The map exists before hosts can write: their writes only add bits.
         _ = try changeMap(volumeID)
-        record.promoted = true
-        record.severed = true
-        record.promotedGeneration = UInt64.random(in: 1...UInt64.max)
-        try store.save(record, to: store.targetPath(volumeID))
-        let saved = record
+        let promoted = try changeRecord(volumeID) { record in
+            guard record.promoted != true else { return false }
+            record.promoted = true
+            record.severed = true
+            record.promotedGeneration = UInt64.random(in: 1...UInt64.max)
+            return true
+        }
+        guard let saved = promoted else {
+            // Promoted meanwhile by another caller, or unpaired.
+            guard let current = state.withLock({ $0.records[volumeID] }) else {
+                throw ReplicationError(.notFound, "volume \(volumeID) is not the target of a mirror here")
+            }
+            return current
+        }
+        let record = saved
         state.withLock { s in
-            s.records[volumeID] = saved
             s.owners[volumeID] = nil
             if !saved.modified { s.cleanSevered.insert(volumeID) }
         }

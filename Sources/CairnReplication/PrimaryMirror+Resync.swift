@@ -22,8 +22,9 @@ extension PrimaryMirror {
         if started { logger.info("mirror resync started", metadata: ["volume": "\(volumeID)", "reason": "\(reason)"]) }
     }
 
-    /// The resync job: copies dirty extents in batches; after each batch the target flushes and only then
-    /// are the batch's bits cleared (durably), so an interrupted resync resumes where it stopped and never
+    /// The resync job: copies dirty extents in batches; after each batch the target and the primary
+    /// flush and only then are the batch's bits cleared (durably), so an interrupted resync resumes where
+    /// it stopped and never
     /// forgets an extent the target does not durably hold.
     func runResync(job: UInt64) async {
         let jobs = pool.jobs
@@ -59,7 +60,12 @@ extension PrimaryMirror {
                         group.addTask { try await self.copyExtent(extent, compareFirst: compare) }
                     }
                 }
+                // Both sides durable before a bit is cleared: the copy read the primary's page cache, so
+                // without the primary's own flush a power cut there could leave the target newer than
+                // the primary while the map says the extent is clean.
                 try await flushTarget()
+                let pool = self.pool
+                try await executor.run { try pool.flush() }
                 changeMap.clearDirty(batch, copiedSince: clock)
                 try await changeMap.makeDurable()
                 done += UInt64(batch.count)

@@ -125,7 +125,9 @@ extension PrimaryMirror {
                     group.addTask { try await self.pullExtent(extent) }
                 }
             }
+            // Both sides durable before a bit is cleared (the pull read the target's page cache).
             try await executor.run { try local.flush() }
+            try await flushTarget()
             pull.clearDirty(batch, copiedSince: .max)
             try await pull.makeDurable()
             // Equal on both sides now, unless a write the target missed set the bit again meanwhile.

@@ -60,6 +60,9 @@ public final class PrimaryMirror: Sendable {
     }
 
     let state: Mutex<State>
+    /// Serializes record saves; each saves the newest record, so two updates racing can never leave the
+    /// older one on disk.
+    let recordSaves = Mutex<Void>(())
 
     init(
         record: PrimaryMirrorRecord, changeMap: ChangeMap, pool: Pool, executor: IOExecutor, store: MirrorRecordStore,
@@ -114,6 +117,7 @@ public final class PrimaryMirror: Sendable {
             try await changeMap.beginWrite(extents, dirty: !linked)
         } catch {
             gate.release(token)
+            if changeMap.hasFailed { await changeMapFailed(error) }
             throw error
         }
         guard linked else {
@@ -301,7 +305,14 @@ public final class PrimaryMirror: Sendable {
         }
         guard !removed else { return }
         let store = self.store
-        try await executor.run { try store.save(record, to: store.primaryPath(record.volumeID)) }
+        try await executor.run { [self] in
+            try recordSaves.withLock { _ in
+                // The newest record, not the one captured above: a later update may have changed it since.
+                let (newest, removed) = state.withLock { ($0.record, $0.removed) }
+                guard !removed else { return }
+                try store.save(newest, to: store.primaryPath(record.volumeID))
+            }
+        }
     }
 
     /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
@@ -323,15 +334,37 @@ public final class PrimaryMirror: Sendable {
         let generation = UInt64.random(in: 1...UInt64.max)
         do {
             try await update { $0.generations.current = generation }
-            try await changeMap.makeDurable()
+            do {
+                try await changeMap.makeDurable()
+            } catch {
+                // The map's bits are unknown now: the next start resyncs every extent.
+                try await update { $0.changeMapLost = true }
+            }
         } catch {
-            logger.critical("cannot record the mirror fracture", metadata: ["error": "\(error)"])
+            // Without the fracture on disk a restart would trust the target: stop the pool's writes.
+            pool.failStop(file: store.primaryPath(record.volumeID), call: "recording the mirror fracture", error: error)
         }
         let record = self.record
         logger.error(
             "mirror fractured: host writes continue on the primary and are tracked for resync",
             metadata: ["volume": "\(record.volumeID)", "target": "\(record.target)", "reason": "\(reason)"])
         runAlert(record: record, reason: reason)
+    }
+
+    /// The change map could not be written or synced: the mirror fractures (so writes stop waiting
+    /// for the target) and the record says the map is lost, so the next start resyncs everything. If
+    /// even that cannot be recorded, the pool stops its writes.
+    func changeMapFailed(_ error: any Error) async {
+        logger.critical(
+            "the mirror's change map failed: the mirror fractures and needs a full resync",
+            metadata: ["file": "\(store.changeMapPath(record.volumeID))", "error": "\(error)"])
+        await fracture("the change map could not be made durable: \(error)")
+        guard record.changeMapLost != true else { return }
+        do {
+            try await update { $0.changeMapLost = true }
+        } catch {
+            pool.failStop(file: store.primaryPath(record.volumeID), call: "recording a lost change map", error: error)
+        }
     }
 
     func runAlert(record: PrimaryMirrorRecord, reason: String) {

@@ -70,14 +70,27 @@ public final class Replication: Sendable {
         store = try MirrorRecordStore(dataDirectory: dataDirectory)
         target = try MirrorTargetService(pool: pool, executor: executor, store: store, logger: logger)
         let known = Set(pool.listVolumes().map(\.id))
-        for path in store.paths(prefix: "primary") {
-            let record = try store.load(PrimaryMirrorRecord.self, from: path)
+        for path in try store.paths(prefix: "primary") {
+            var record = try store.load(PrimaryMirrorRecord.self, from: path)
             guard known.contains(record.volumeID) else {
                 try? store.remove(path)
                 try? store.remove(store.changeMapPath(record.volumeID))
                 continue
             }
-            let map = try ChangeMap.open(path: store.changeMapPath(record.volumeID), executor: executor)
+            let map: ChangeMap
+            if record.changeMapLost == true {
+                // The map failed before the restart: rebuilt with every extent dirty (a full resync).
+                map = try ChangeMap.create(
+                    path: store.changeMapPath(record.volumeID), executor: executor, extentSize: record.extentSize,
+                    volumeSize: try pool.size(volumeID: record.volumeID))
+                if map.extentCount > 0 { try map.markDirtyDurably(0...(map.extentCount - 1)) }
+                record.changeMapLost = nil
+                try store.save(record, to: path)
+                logger.warning(
+                    "mirror change map was lost: every extent will be resynced", metadata: ["volume": "\(record.volumeID)"])
+            } else {
+                map = try ChangeMap.open(path: store.changeMapPath(record.volumeID), executor: executor)
+            }
             let mirror = PrimaryMirror(
                 record: record, changeMap: map, pool: pool, executor: executor, store: store, settings: settings,
                 logger: logger)

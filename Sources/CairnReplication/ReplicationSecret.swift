@@ -5,6 +5,10 @@ import MirrorProtocol
 /// The shared secret both daemons of a mirror hold (`--replication-secret-file`). It never crosses the
 /// link: the target sends a random nonce and the primary answers HMAC-SHA256(secret, nonce), so a host
 /// without the secret cannot write to a target, and a recorded proof is useless for another connection.
+/// The primary sends a nonce of its own in the same hello and the target answers with
+/// HMAC-SHA256(secret, label ‖ primary nonce ‖ target nonce), so a host posing as the target is refused
+/// too. The label keeps the two proofs apart: a fake target cannot reflect the primary's nonce back as
+/// its challenge and use the primary's answer as its own proof.
 public struct ReplicationSecret: Sendable {
     /// The secret's bytes (SymmetricKey is not Sendable; a key is made per use, which is rare: once per connection).
     let bytes: [UInt8]
@@ -33,6 +37,20 @@ public struct ReplicationSecret: Sendable {
 
     func proof(for nonce: [UInt8]) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: nonce, using: key))
+    }
+
+    /// Domain label of the target's proof.
+    static let targetProofLabel = Array("cairn-mirror-target-proof".utf8)
+
+    /// The target's answer to the primary's nonce (bound to the target's own challenge too).
+    func targetProof(primaryNonce: [UInt8], targetNonce: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: Self.targetProofLabel + primaryNonce + targetNonce, using: key))
+    }
+
+    /// Constant-time check of the target's proof.
+    func verifyTarget(_ proof: [UInt8], primaryNonce: [UInt8], targetNonce: [UInt8]) -> Bool {
+        HMAC<SHA256>.isValidAuthenticationCode(
+            proof, authenticating: Self.targetProofLabel + primaryNonce + targetNonce, using: key)
     }
 
     /// Constant-time check of a proof.

@@ -20,6 +20,8 @@ public final class SimulatedStorageFile: StorageFile {
         var durable: [UInt8] = []
         var unsynced: [Change] = []
         var failSyncs = false
+        /// One-shot faults (`SimulatedStorageFile+Faults.swift`).
+        var faults = SimulatedFaults()
         /// Bytes written by writes, zeroing and copies (write amplification measurements).
         var bytesWritten: UInt64 = 0
     }
@@ -71,7 +73,8 @@ public final class SimulatedStorageFile: StorageFile {
 
     public func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         let bytes = Array(buffer)
-        contents.withLock { c in
+        try contents.withLock { c in
+            try Self.injectDurableWriteFault(&c, bytes: bytes, offset: offset, path: path)
             Self.apply(.write(offset: Int(offset), bytes: bytes), to: &c.current)
             c.bytesWritten += UInt64(bytes.count)
             // Kept in order with the unsynced changes so that replaying an older one cannot undo it.
@@ -82,7 +85,14 @@ public final class SimulatedStorageFile: StorageFile {
     public func sync() throws {
         try contents.withLock { c in
             if c.failSyncs { throw IOError(operation: "fdatasync", path: path, errno: 5) }
-            c.durable = c.current
+            try Self.injectSyncFault(&c, path: path)
+            // What reached the disk: the unsynced changes, not the cache (after a failed sync the cache
+            // holds bytes the disk lost for good).
+            for change in c.unsynced { Self.apply(change, to: &c.durable) }
+            if c.durable.count > c.current.count { c.durable.removeLast(c.durable.count - c.current.count) }
+            if c.durable.count < c.current.count {
+                c.durable += [UInt8](repeating: 0, count: c.current.count - c.durable.count)
+            }
             c.unsynced = []
         }
     }

@@ -49,23 +49,29 @@ public struct MirrorChallenge: MirrorMessage {
     }
 }
 
-/// Primary → target: proof of the shared secret (HMAC-SHA256 of the nonce) and who is asking.
+/// Primary → target: proof of the shared secret (HMAC-SHA256 of the nonce), who is asking, and the
+/// primary's own nonce, which the target must answer with `MirrorTargetProof` (mutual proof: a fake
+/// target without the secret is refused before any host data goes to it).
 public struct MirrorHello: MirrorMessage {
     public var version: UInt16
     public var proof: [UInt8]
     /// The primary node's name, for the target's logs and status.
     public var node: String
+    /// The primary's challenge to the target (`MirrorLimits.nonceLength` bytes).
+    public var nonce: [UInt8]
 
-    public init(version: UInt16 = MirrorLimits.protocolVersion, proof: [UInt8], node: String) {
+    public init(version: UInt16 = MirrorLimits.protocolVersion, proof: [UInt8], node: String, nonce: [UInt8]) {
         self.version = version
         self.proof = proof
         self.node = node
+        self.nonce = nonce
     }
 
     public func encode(into buffer: inout ByteBuffer) {
         buffer.writeInteger(version)
         buffer.writeBytes(proof)
         buffer.writeMirrorString(node)
+        buffer.writeBytes(nonce)
     }
 
     public static func decode(from buffer: inout ByteBuffer) throws -> MirrorHello {
@@ -73,7 +79,27 @@ public struct MirrorHello: MirrorMessage {
         guard let proof = buffer.readBytes(length: MirrorLimits.proofLength) else {
             throw MirrorPayloadError("truncated hello proof")
         }
-        return MirrorHello(version: version, proof: proof, node: try buffer.readMirrorString())
+        let node = try buffer.readMirrorString()
+        guard let nonce = buffer.readBytes(length: MirrorLimits.nonceLength) else {
+            throw MirrorPayloadError("truncated hello nonce")
+        }
+        return MirrorHello(version: version, proof: proof, node: node, nonce: nonce)
+    }
+}
+
+/// Target → primary, the reply to `hello`: the target's proof of the shared secret over both nonces.
+public struct MirrorTargetProof: MirrorMessage {
+    public var proof: [UInt8]
+
+    public init(proof: [UInt8]) { self.proof = proof }
+
+    public func encode(into buffer: inout ByteBuffer) { buffer.writeBytes(proof) }
+
+    public static func decode(from buffer: inout ByteBuffer) throws -> MirrorTargetProof {
+        guard let proof = buffer.readBytes(length: MirrorLimits.proofLength) else {
+            throw MirrorPayloadError("the target did not prove the replication secret")
+        }
+        return MirrorTargetProof(proof: proof)
     }
 }
 

@@ -65,6 +65,9 @@ public struct NBDFrameParser: Sendable {
     /// Bytes received but not yet turned into messages.
     public var bufferedBytes: Int { buffer?.readableBytes ?? 0 }
 
+    /// True while part of a message (a header, or a payload still arriving or being skipped) is held.
+    public var holdsPartialMessage: Bool { bufferedBytes > 0 || pendingRequest != nil }
+
     /// Adds received bytes. An empty cumulation buffer adopts `bytes` without copying.
     public mutating func append(_ bytes: ByteBuffer) {
         guard bytes.readableBytes > 0 else { return }

@@ -3,8 +3,12 @@ extension NBDHandshakeStateMachine {
     /// empty leaf lists the namespace (proto.md: `base:` "MUST [be supported] as a wildcard"); other
     /// queries match a context by name; queries matching nothing are ignored.
     mutating func listMetaContext(_ request: NBDMetaContextRequest) -> Action {
-        if let refusal = metaContextRefusal(for: request, option: .listMetaContext) { return refusal }
-        let export = directory.describeExport(named: request.exportName)!
+        // One lookup per option: the export may be deleted between two (the catalog is live).
+        let export: NBDExportDescription
+        switch exportForMetaContext(request, option: .listMetaContext) {
+        case .success(let found): export = found
+        case .failure(let refusal): return refusal.action
+        }
         let names: [String]
         if request.queries.isEmpty {
             names = export.metaContexts
@@ -23,8 +27,11 @@ extension NBDHandshakeStateMachine {
     /// silently left out.
     mutating func setMetaContext(_ request: NBDMetaContextRequest) -> Action {
         resetMetaContexts()
-        if let refusal = metaContextRefusal(for: request, option: .setMetaContext) { return refusal }
-        let export = directory.describeExport(named: request.exportName)!
+        let export: NBDExportDescription
+        switch exportForMetaContext(request, option: .setMetaContext) {
+        case .success(let found): export = found
+        case .failure(let refusal): return refusal.action
+        }
         var selected: [NBDSelectedMetaContext] = []
         for query in request.queries {
             guard let id = export.metaContextID(of: query), !selected.contains(where: { $0.id == id }) else {
@@ -53,20 +60,31 @@ extension NBDHandshakeStateMachine {
         }
     }
 
-    private func metaContextRefusal(for request: NBDMetaContextRequest, option: NBDOptionCode) -> Action? {
+    /// A refusal of a meta context option, as an error so `Result` can carry it.
+    struct MetaContextRefusal: Error {
+        var action: Action
+    }
+
+    /// The export a meta context option names, looked up once, or the refusal to send.
+    private func exportForMetaContext(_ request: NBDMetaContextRequest, option: NBDOptionCode)
+        -> Result<NBDExportDescription, MetaContextRefusal>
+    {
         // proto.md: SET "MUST NOT be requested unless structured replies or extended headers have been
         // negotiated first ... a server SHOULD send NBD_REP_ERR_INVALID"; LIST "MAY" get the same answer.
         guard negotiated.replyStyle != .simple else {
-            return .reply(option, [.error(.errorInvalid, message: "negotiate structured replies first")])
+            return .failure(
+                MetaContextRefusal(action: .reply(option, [.error(.errorInvalid, message: "negotiate structured replies first")])))
         }
         guard let export = directory.describeExport(named: request.exportName) else {
-            return .reply(option, [.error(.errorUnknown, message: "no export named \"\(request.exportName)\"")])
+            return .failure(
+                MetaContextRefusal(
+                    action: .reply(option, [.error(.errorUnknown, message: "no export named \"\(request.exportName)\"")])))
         }
         // Selective TLS may only use ERR_TLS_REQD for INFO, GO and EXPORT_NAME: refuse by policy here.
         if export.requiresTLS, !tlsActive {
-            return .reply(option, [.error(.errorPolicy, message: "export requires TLS")])
+            return .failure(MetaContextRefusal(action: .reply(option, [.error(.errorPolicy, message: "export requires TLS")])))
         }
-        return nil
+        return .success(export)
     }
 
     /// `ns:` (empty leaf) matches every context in namespace `ns`.

@@ -130,6 +130,9 @@ extension NBDConnectionHandler {
             NBDTransmissionStateMachine(session: entry.session, limits: configuration.flowControl),
             export
         )
+        liveness = NBDLivenessStateMachine(
+            timeouts: configuration.transmissionTimeouts, now: NIODeadline.now().uptimeNanoseconds)
+        livenessEvent(bytesReceived: true)
         logger.info(
             "NBD transmission started",
             metadata: [

@@ -178,6 +178,7 @@ extension NBDConnectionHandler {
             softClose("all requests answered")
         } else {
             processInput()
+            livenessEvent(bytesReceived: false)
         }
     }
 }

@@ -43,6 +43,9 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     /// A `read()` is outstanding: do not issue another until `channelReadComplete`.
     var readPending = false
     var handshakeTimer: Scheduled<Void>?
+    /// Stall detection in the transmission phase, and its one timer with the deadline it is armed for.
+    var liveness: NBDLivenessStateMachine?
+    var livenessTimer: (timer: Scheduled<Void>, deadline: UInt64)?
     /// A flush of queued replies is scheduled on the event loop.
     var flushScheduled = false
     /// The export the catalog attached, until it is detached (exactly once).
@@ -98,6 +101,7 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         parser.append(unwrapInboundIn(data))
         processInput()
+        livenessEvent(bytesReceived: true)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -107,6 +111,8 @@ final class NBDConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         handshakeTimer?.cancel()
+        livenessTimer?.timer.cancel()
+        livenessTimer = nil
         if case .transmission(var machine, _) = phase {
             machine.connectionClosed()
         }

@@ -22,6 +22,8 @@ public struct NBDServerConfiguration: Sendable {
     public var handshakeTimeout: TimeAmount
     /// How long a graceful shutdown waits for connections to finish before closing them.
     public var shutdownGracePeriod: TimeAmount
+    /// Transmission-phase idle and payload-progress timeouts (`NBDLivenessStateMachine`).
+    public var transmissionTimeouts: NBDLivenessStateMachine.Timeouts
 
     /// Default connection cap: far above the handful of connections a host opens per export (nbdcopy and
     /// fio open two, qemu multi-conn up to 16) while bounding the memory all clients can pin together.
@@ -35,8 +37,10 @@ public struct NBDServerConfiguration: Sendable {
         handshake: NBDHandshakeConfiguration = .init(),
         handshakeTimeout: TimeAmount = .seconds(10),
         shutdownGracePeriod: TimeAmount = .seconds(10),
-        tls: NBDServerTLS? = nil
+        tls: NBDServerTLS? = nil,
+        transmissionTimeouts: NBDLivenessStateMachine.Timeouts = .init()
     ) {
+        self.transmissionTimeouts = transmissionTimeouts
         self.tls = tls
         self.host = host
         self.port = port

@@ -43,7 +43,8 @@ import Testing
         }
         let during = requests.load(ordering: .relaxed) - before
         stop.store(true, ordering: .relaxed)
-        group.wait()
+        // A deadline, so a stuck worker fails the test instead of hanging the run.
+        #expect(group.wait(timeout: .now() + 120) == .success, "the workers did not stop")
         #expect(violations.load(ordering: .relaxed) == 0)
         #expect(before > 0 && during > 0, "requests before the holds: \(before), between them: \(during)")
     }
@@ -74,7 +75,7 @@ import Testing
                 }
             }.start()
         }
-        group.wait()
+        #expect(group.wait(timeout: .now() + 120) == .success, "the workers did not finish")
         #expect(violations.load(ordering: .relaxed) == 0)
         #expect(locks.isIdle)
     }

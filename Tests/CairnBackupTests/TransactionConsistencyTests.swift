@@ -105,7 +105,8 @@ import Testing
         // ... and sessions opened after T run whole transactions on B.
         waitUntil { log.withLock { $0.contains { $0.attached > split } } }
         stop.store(true, ordering: .relaxed)
-        done.wait()
+        // A deadline, so a stuck worker fails the test instead of hanging the run.
+        try #require(done.wait(timeout: .now() + 300) == .success, "seed \(seed): the workers did not stop")
         #expect(failures.withLock { $0 }.isEmpty, "seed \(seed): \(failures.withLock { $0 })")
 
         let record = try waitForBackup(coordinator, started.record.id)

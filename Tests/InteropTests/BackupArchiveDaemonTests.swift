@@ -117,20 +117,18 @@ extension BackupDaemonTests {
     }
 
     /// Starts `cairn backup export` on a free port and waits until `probe` (an nbdinfo URI) answers.
-    static func startExport(_ arguments: [String], probe: (Int) -> [String]) async throws -> (Process, Int) {
+    /// Signals go through `BackgroundProcess` (a pidfd): Foundation's `Process.terminate()` signals by pid,
+    /// which after the child was reaped may name another test's process.
+    static func startExport(_ arguments: [String], probe: (Int) -> [String]) async throws -> (BackgroundProcess, Int) {
         for _ in 0..<5 {
             let port = Int.random(in: 20000...40000)
-            let export = Process()
-            export.executableURL = URL(fileURLWithPath: TestDaemon.binary)
-            export.arguments = ["backup", "export"] + arguments + ["--port", "\(port)"]
-            try export.run()
+            let export = try BackgroundProcess(TestDaemon.binary, ["backup", "export"] + arguments + ["--port", "\(port)"])
             for _ in 0..<50 {
                 if try await runTool(Tools.nbdinfo, ["--size"] + probe(port)).status == 0 { return (export, port) }
                 guard export.isRunning else { break }
                 try await Task.sleep(nanoseconds: 100_000_000)
             }
-            export.terminate()
-            export.waitUntilExit()
+            export.cleanUp()
         }
         throw TestDaemonError("cairn backup export did not start")
     }
@@ -162,10 +160,7 @@ extension BackupDaemonTests {
             let (server, port) = try await Self.startExport(
                 [archive, "--name", "img", "--tls-cert", certificates.serverCert, "--tls-key", certificates.serverKey],
                 probe: x509)
-            defer {
-                server.terminate()
-                server.waitUntilExit()
-            }
+            defer { server.cleanUp() }
             let info = try await runTool(Tools.nbdinfo, x509(port))
             #expect(info.status == 0 && info.stdout.contains("is_read_only: true"), "\(info)")
             let plain = try await runTool(Tools.nbdinfo, ["nbd://127.0.0.1:\(port)/img"])
@@ -187,10 +182,7 @@ extension BackupDaemonTests {
             }
             let (pskServer, pskPort) = try await Self.startExport(
                 [archive, "--name", "img", "--tls-psk-file", scratch.file("alice/keys.psk")], probe: psk)
-            defer {
-                pskServer.terminate()
-                pskServer.waitUntilExit()
-            }
+            defer { pskServer.cleanUp() }
             let pskCopy = scratch.file("psk.raw")
             let pskConverted = try await runTool(Tools.nbdcopy, psk(pskPort) + [pskCopy])
             #expect(pskConverted.status == 0, "\(pskConverted)")

@@ -115,11 +115,11 @@ struct BackupDaemonTests {
 
             // Standard tools read the archive over NBD.
             let port = Int.random(in: 20000...40000)
-            let export = Process()
-            export.executableURL = URL(fileURLWithPath: TestDaemon.binary)
-            export.arguments = ["backup", "export", archive, "--port", "\(port)", "--name", "img"]
-            try export.run()
-            defer { export.terminate() }
+            // A BackgroundProcess, not Foundation's Process: `terminate()` signals by pid, and once the
+            // child is reaped that pid may be another test's process (it once stopped an nbdkit mid-walk).
+            let export = try BackgroundProcess(
+                TestDaemon.binary, ["backup", "export", archive, "--port", "\(port)", "--name", "img"])
+            defer { export.cleanUp() }
             let copy = scratch.file("copy.raw")
             var converted: ProcessResult?
             for _ in 0..<50 {

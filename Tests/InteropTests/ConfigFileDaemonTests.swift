@@ -37,6 +37,15 @@ struct ConfigFileDaemonTests {
         #expect(overridden.stdout.contains("nbd             127.0.0.1:0"), "\(overridden)")
         #expect(overridden.stdout.contains("api             unix:\(scratch.path)/s.sock"), "\(overridden)")
 
+        // NBD timeouts: defaults (no idle timeout, 60 s of progress), from the file, a flag over it.
+        #expect(checked.stdout.contains("nbd timeouts    idle off, progress 60.0 seconds"), "\(checked.stdout)")
+        let timeouts = scratch.file("timeouts.yaml")
+        try "nbd: {idle_timeout: 300, progress_timeout: 0}\n".write(toFile: timeouts, atomically: true, encoding: .utf8)
+        let timed = try await Self.checkConfig(timeouts, ["--nbd-progress-timeout", "15"])
+        #expect(timed.stdout.contains("nbd timeouts    idle 300.0 seconds, progress 15.0 seconds"), "\(timed)")
+        let untimed = try await Self.checkConfig(timeouts)
+        #expect(untimed.stdout.contains("nbd timeouts    idle 300.0 seconds, progress off"), "\(untimed)")
+
         // Remote mirroring from the file; a flag overrides one value.
         try "a-shared-secret-of-some-length".write(toFile: scratch.file("secret"), atomically: true, encoding: .utf8)
         let mirroring = scratch.file("mirror.yaml")
@@ -60,6 +69,8 @@ struct ConfigFileDaemonTests {
             ("colour: blue\n", "colour: unknown key"),
             ("replication: {port: 10950}\n", "needs --replication-secret-file"),
             ("replication: {secret: x}\n", "replication.secret: unknown key"),
+            ("nbd: {idle_timeout: -1}\n", "NBD idle timeout must be 0...86400 seconds"),
+            ("nbd: {progress_timeout: forever}\n", "nbd.progress_timeout"),
         ]
         for (text, message) in mistakes {
             let file = scratch.file("bad.yaml")

@@ -68,7 +68,8 @@ struct RawProtocolTests {
     @Test("a client vanishing mid-WRITE payload or with a WRITE in flight is detached exactly once")
     func vanishingClient() async throws {
         let export = MemoryExport(name: "disk", size: 4 << 20)
-        try await withServer([export]) { server, catalog in
+        let logs = LogCapture()
+        try await withServer([export], logs: logs) { server, catalog in
             try await blocking {
                 let client = try RawClient(port: server.port)
                 try client.handshake(export: "disk")
@@ -77,19 +78,17 @@ struct RawProtocolTests {
             try await waitUntil { catalog.detachCount == 1 }
             #expect(export.counters.writes == 0, "half a payload never reaches the export")
 
-            // Long enough that a loaded machine still checks before the write completes.
-            export.setDelay(.seconds(4), for: .write)
-            let sent = try await blocking { () -> ContinuousClock.Instant in
+            // The write is held inside the export until released: the connection closes while it runs.
+            export.hold(.write)
+            try await blocking {
                 let client = try RawClient(port: server.port)
                 try client.handshake(export: "disk")
                 try client.sendRequest(.write, cookie: 2, offset: 0, length: 4096, payload: Self.payload(2, 4096))
-                return ContinuousClock.now
             }
-            // The connection is gone before the export finishes; detach waits for the write. (Checked only
-            // while the write is surely still running: a starved test task may come back later than 4 s.)
-            try await Task.sleep(nanoseconds: 100_000_000)
-            let stillWriting = ContinuousClock.now - sent < .seconds(3)
-            #expect(!stillWriting || catalog.detachCount == 1)
+            try await waitUntil { export.heldCount == 1 && logs.metadata(of: "NBD client disconnected").count == 2 }
+            // The connection is gone but the write runs: detach waits for it.
+            #expect(catalog.detachCount == 1)
+            export.release()
             try await waitUntil { catalog.detachCount == 2 }
             #expect(export.counters.writes == 1)
             #expect(export.contents(offset: 0, length: 1) == [2])

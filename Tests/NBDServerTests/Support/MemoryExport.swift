@@ -28,6 +28,9 @@ final class MemoryExport: NBDExport {
         var failures: [NBDCommandType: NBDExportError] = [:]
         var delays: [NBDCommandType: TimeAmount] = [:]
         var defaultDelay: TimeAmount?
+        /// Commands whose completions wait for `release` (a gate, not a delay: deterministic).
+        var held: Set<NBDCommandType> = []
+        var waiting: [EventLoopPromise<Void>] = []
         var running = 0
         var maxRunning = 0
         /// Pages a write would copy (`markShared`), for `x-cairn:copy-on-write`.
@@ -80,6 +83,22 @@ final class MemoryExport: NBDExport {
     /// The most export calls that were running at the same time.
     var maxRunning: Int { state.withLock { $0.maxRunning } }
 
+    /// Completions of `command` wait until `release()`.
+    func hold(_ command: NBDCommandType) { state.withLock { _ = $0.held.insert(command) } }
+
+    /// Calls of held commands now waiting.
+    var heldCount: Int { state.withLock { $0.waiting.count } }
+
+    /// Lets every held call complete, and later ones run freely.
+    func release() {
+        let waiting = state.withLock { state -> [EventLoopPromise<Void>] in
+            state.held = []
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for promise in waiting { promise.succeed() }
+    }
+
     /// Bytes as a client would read them (holes are zeroes).
     func contents(offset: UInt64, length: Int) -> [UInt8] {
         state.withLock { state in
@@ -96,12 +115,24 @@ final class MemoryExport: NBDExport {
         on eventLoop: any EventLoop,
         _ body: (inout State) -> Value
     ) -> EventLoopFuture<Value> {
-        let (result, delay): (Result<Value, NBDExportError>, TimeAmount?) = state.withLock { state in
-            state.running += 1
-            state.maxRunning = max(state.maxRunning, state.running)
-            let delay = state.delays[command] ?? state.defaultDelay
-            if let failure = state.failures.removeValue(forKey: command) { return (.failure(failure), delay) }
-            return (.success(body(&state)), delay)
+        let (result, delay, gate): (Result<Value, NBDExportError>, TimeAmount?, EventLoopPromise<Void>?) =
+            state.withLock { state in
+                state.running += 1
+                state.maxRunning = max(state.maxRunning, state.running)
+                let delay = state.delays[command] ?? state.defaultDelay
+                var gate: EventLoopPromise<Void>?
+                if state.held.contains(command) {
+                    gate = eventLoop.makePromise()
+                    state.waiting.append(gate!)
+                }
+                if let failure = state.failures.removeValue(forKey: command) { return (.failure(failure), delay, gate) }
+                return (.success(body(&state)), delay, gate)
+            }
+        if let gate {
+            return gate.futureResult.flatMapThrowing {
+                self.state.withLock { $0.running -= 1 }
+                return try result.get()
+            }
         }
         guard let delay else {
             state.withLock { $0.running -= 1 }
