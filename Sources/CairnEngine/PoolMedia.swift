@@ -7,6 +7,9 @@ public protocol PoolMedia: Sendable {
     /// For messages ("/var/lib/cairn").
     var location: String { get }
     func openMetadataStore() throws -> any MetadataStore
+    /// Opens (creating it empty when absent) the metadata journal: the file group commits append to
+    /// before a checkpoint moves them into the metadata store. Lives with the metadata store.
+    func openMetadataJournal() throws -> any StorageFile
     /// Opens the slot file `name` in the pool's data directory, or in the directory `store` (another
     /// disk), creating it empty if it does not exist.
     func openSlotFile(named name: String, in store: String?) throws -> any StorageFile
@@ -18,18 +21,21 @@ public protocol PoolMedia: Sendable {
     func availableBytes() -> UInt64?
 }
 
-/// A pool in a directory: `metadata.sqlite` and `data/slots-<chunk size>.dat`.
+/// A pool in a directory: `metadata.sqlite`, `metadata.journal` and `data/slots-<chunk size>.dat`.
 public final class DirectoryMedia: PoolMedia {
     public let location: String
     private let lock: ExclusiveFileLock
     private let copyMethod: CopyMethod
+    /// How slot files write data.
+    public let dataWrites: StorageWriteMode
 
     /// Name of the file the owning process holds an exclusive flock on.
     public static let lockFileName = "pool.lock"
 
     /// Opens (creating when absent) the pool directory and takes its lock: only one process may own
     /// a pool.
-    public init(directory: String) throws {
+    public init(directory: String, dataWrites: StorageWriteMode = DirectoryMedia.dataWritesByDefault) throws {
+        self.dataWrites = dataWrites
         do {
             try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
         } catch {
@@ -52,12 +58,35 @@ public final class DirectoryMedia: PoolMedia {
         try SQLiteMetadataStore(path: location + "/metadata.sqlite")
     }
 
+    /// How slot files write unless told otherwise: direct, or `CAIRN_DATA_WRITES=buffered` /
+    /// `write-through` in the environment (for comparisons; docs/BENCHMARKS.md).
+    public static var dataWritesByDefault: StorageWriteMode {
+        switch ProcessInfo.processInfo.environment["CAIRN_DATA_WRITES"] {
+        case "buffered": .buffered
+        case "write-through": .writeThrough
+        default: .direct
+        }
+    }
+
+    /// Name of the metadata journal, next to `metadata.sqlite`.
+    public static let journalFileName = "metadata.journal"
+
+    public func openMetadataJournal() throws -> any StorageFile {
+        do {
+            return try PosixStorageFile(path: location + "/" + Self.journalFileName, create: true)
+        } catch {
+            throw EngineError.io("opening the metadata journal", error)
+        }
+    }
+
     public func openSlotFile(named name: String, in store: String?) throws -> any StorageFile {
         let file: PosixStorageFile
         do {
             let directory = store ?? location + "/data"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            file = try PosixStorageFile(path: directory + "/" + name, create: true)
+            file = try PosixStorageFile(
+                path: directory + "/" + name, create: true, direct: dataWrites == .direct,
+                writeThrough: dataWrites == .writeThrough)
         } catch {
             throw EngineError.io("opening slot file \(name)", error)
         }
