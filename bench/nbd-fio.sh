@@ -17,6 +17,7 @@
 #   RUNTIME*      seconds measured per job [20; quick 3]
 #   RAMP*         seconds of warm-up per job, not measured [5; quick 1]
 #   CHUNK_SIZE    Cairn volume chunk size, e.g. 64K, 1M [Cairn's default, 64K]
+#   CAIRN_SERVE_ARGS  extra arguments for `cairn serve`, e.g. "--io-threads 16" [none]
 #   NUMJOBS       fio jobs = NBD connections per target; queue depth is per job [1]
 #   ROUNDS        repeat all targets this many times, rotating the order; report medians [1]
 #   TARGETS       subset/order of: cairn cairn-buffered cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem
@@ -33,7 +34,7 @@ set -euo pipefail
 
 # The command as typed, with the knobs that were set in the environment (for meta.json and the docs).
 COMMAND=""
-for knob in CAIRN_BIN SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC JOB_FILTER DROP_CACHES PROFILE PROFILE_JOBS \
+for knob in CAIRN_BIN CAIRN_SERVE_ARGS SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC JOB_FILTER DROP_CACHES PROFILE PROFILE_JOBS \
     BENCH_WORKDIR RESULTS_DIR NBD_PYTHON; do
     if [[ -n "${!knob:-}" ]]; then printf -v q '%q' "${!knob}"; COMMAND+="$knob=$q "; fi
 done
@@ -235,7 +236,7 @@ start_cairn() { # $1 = round, $2 = data writes (direct, buffered, write-through)
     mkdir -p "$CAIRN_DIR"
     local logf="$RESULTS_DIR/cairn.r$1.log"
     # Port 0: the daemon picks a free port and writes it to daemon.json (other benchmarks may be running).
-    CAIRN_DATA_WRITES="${2:-direct}" "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" \
+    CAIRN_DATA_WRITES="${2:-direct}" "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" ${CAIRN_SERVE_ARGS:-} \
         </dev/null >"$logf" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

@@ -40,7 +40,16 @@ public final class PosixStorageFile: StorageFile {
     /// Opens (and with `create`, creates with mode 0600) a file for reading and writing. With `direct`,
     /// whole-block writes bypass the page cache (O_DIRECT) where the filesystem allows it; elsewhere, and
     /// for partial blocks, writes go through the page cache as without it.
-    public init(path: String, create: Bool = false, direct: Bool = false, writeThrough: Bool = false) throws {
+    public convenience init(path: String, create: Bool = false, direct: Bool = false, writeThrough: Bool = false) throws {
+        try self.init(path: path, create: create, direct: direct, writeThrough: writeThrough) { cairn_open_direct($0) }
+    }
+
+    /// `openDirect` opens the O_DIRECT descriptor (-errno on failure): tests stand in a filesystem that
+    /// refuses it (tmpfs did until Linux 6.6).
+    @_spi(Testing)
+    public init(
+        path: String, create: Bool, direct: Bool, writeThrough: Bool, openDirect: (UnsafePointer<CChar>) -> Int32
+    ) throws {
         self.writeThrough = writeThrough
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
         let fd = open(path, flags, 0o600)
@@ -50,7 +59,7 @@ public final class PosixStorageFile: StorageFile {
         var directFD: Int32 = -1
         var refused = false
         if direct {
-            directFD = cairn_open_direct(path)
+            directFD = openDirect(path)
             if directFD < 0 {
                 let code = -directFD
                 directFD = -1
