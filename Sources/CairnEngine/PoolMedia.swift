@@ -58,13 +58,16 @@ public final class DirectoryMedia: PoolMedia {
         try SQLiteMetadataStore(path: location + "/metadata.sqlite")
     }
 
-    /// How slot files write unless told otherwise: direct, or `CAIRN_DATA_WRITES=buffered` /
-    /// `write-through` in the environment (for comparisons; docs/BENCHMARKS.md).
+    /// How slot files write unless told otherwise: through the page cache, or as `CAIRN_DATA_WRITES`
+    /// (`direct`, `write-through`, `buffered`) in the environment says. Buffered stays the default until
+    /// direct writes measure better on a quiet machine: direct writes evict the pages they overwrite, so
+    /// reads of fresh data leave the page cache for the disk, and with 4 I/O threads only 4 writes are in
+    /// flight (docs/BENCHMARKS.md, 2026-12-07).
     public static var dataWritesByDefault: StorageWriteMode {
         switch ProcessInfo.processInfo.environment["CAIRN_DATA_WRITES"] {
-        case "buffered": .buffered
+        case "direct": .direct
         case "write-through": .writeThrough
-        default: .direct
+        default: .buffered
         }
     }
 

@@ -239,8 +239,10 @@ public final class PosixStorageFile: StorageFile {
         }
     }
 
+    /// Only on the direct path: buffered writes are allocated at writeback (delayed allocation) anyway,
+    /// where an fallocate would only add a syscall and unwritten extents to convert.
     public func preallocate(at offset: UInt64, length: UInt64) throws {
-        guard length > 0, !isLatched(.preallocate) else { return }
+        guard length > 0, writeMode == .direct, !isLatched(.preallocate) else { return }
         let rc = cairn_allocate(descriptor, offset, length)
         if rc == 0 { return }
         let error = IOError("fallocate", path, result: Int64(rc))
