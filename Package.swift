@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "CairnEngine",
             dependencies: [
-                "CairnIO",
+                "CairnIO", "CMirrorCRC",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

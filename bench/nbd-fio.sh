@@ -3,9 +3,11 @@
 #
 #   bench/nbd-fio.sh [--quick] [--help]
 #
-# Jobs (per target): 4k randwrite QD32, 4k randread QD32, 1M seq write QD8, 1M seq read QD8, after a
-# full sequential fill so that every read hits written data on every target.
-# Targets: cairn, qemu-nbd (raw, --cache=none --aio=native), qemu-nbd-wb (raw, --cache=writeback),
+# Jobs (per target): 4k randwrite QD32 (no FLUSH, a FLUSH every 32 writes, a FLUSH after every write),
+# 4k randread QD32, 1M seq write QD8, 1M seq read QD8, after a full sequential fill so that every read
+# hits written data on every target.
+# Targets: cairn (its default data writes), cairn-direct and cairn-writethrough (the same binary with
+# CAIRN_DATA_WRITES=direct / write-through: O_DIRECT, or page cache + writeback started per write), qemu-nbd (raw, --cache=none --aio=native), qemu-nbd-wb (raw, --cache=writeback),
 # nbdkit-mem (memory plugin: the NBD ceiling), raw-file (fio libaio O_DIRECT on a file: the disk limit).
 # See bench/README.md for what each number means and the caveats.
 #
@@ -15,10 +17,13 @@
 #   RUNTIME*      seconds measured per job [20; quick 3]
 #   RAMP*         seconds of warm-up per job, not measured [5; quick 1]
 #   CHUNK_SIZE    Cairn volume chunk size, e.g. 64K, 1M [Cairn's default, 64K]
+#   CAIRN_SERVE_ARGS  extra arguments for `cairn serve`, e.g. "--io-threads 16" [none]
 #   NUMJOBS       fio jobs = NBD connections per target; queue depth is per job [1]
 #   ROUNDS        repeat all targets this many times, rotating the order; report medians [1]
-#   TARGETS       subset/order of: cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file [all]
-#   WRITE_FSYNC   if > 0, write jobs send a FLUSH every N writes (fio --fsync=N) [0: none]
+#   TARGETS       subset/order of: cairn cairn-direct cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem
+#                 raw-file [cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file]
+#   WRITE_FSYNC   if > 0, the write jobs without their own FLUSH rate send one every N writes [0: none]
+#   JOB_FILTER    run only the jobs whose names match this extended regex [all]
 #   DROP_CACHES   1: sync and drop the page cache before each read job (machine-wide!) [0]
 #   PROFILE       1: perf record the Cairn daemon during PROFILE_JOBS (round 1 only) [0]
 #   PROFILE_JOBS  jobs to profile with PROFILE=1 [randread-4k randwrite-4k]
@@ -29,7 +34,7 @@ set -euo pipefail
 
 # The command as typed, with the knobs that were set in the environment (for meta.json and the docs).
 COMMAND=""
-for knob in CAIRN_BIN SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC DROP_CACHES PROFILE PROFILE_JOBS \
+for knob in CAIRN_BIN CAIRN_SERVE_ARGS SIZE RUNTIME RAMP CHUNK_SIZE NUMJOBS ROUNDS TARGETS WRITE_FSYNC JOB_FILTER DROP_CACHES PROFILE PROFILE_JOBS \
     BENCH_WORKDIR RESULTS_DIR NBD_PYTHON; do
     if [[ -n "${!knob:-}" ]]; then printf -v q '%q' "${!knob}"; COMMAND+="$knob=$q "; fi
 done
@@ -39,7 +44,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HELPER="$REPO/bench/nbd_fio_report.py"
 PYTHON=${PYTHON:-python3}
 NBD_PYTHON=${NBD_PYTHON:-/usr/bin/python3} # a python with libnbd's binding (python3-libnbd)
-ALL_TARGETS="cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
+ALL_TARGETS="cairn cairn-direct cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -59,7 +64,7 @@ else
 fi
 CHUNK_SIZE=${CHUNK_SIZE:-}
 NUMJOBS=${NUMJOBS:-1}
-TARGETS=${TARGETS:-$ALL_TARGETS}
+TARGETS=${TARGETS:-cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file}
 WRITE_FSYNC=${WRITE_FSYNC:-0}
 DROP_CACHES=${DROP_CACHES:-0}
 PROFILE=${PROFILE:-0}
@@ -153,12 +158,12 @@ mkdir -p "$RESULTS_DIR"
 RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
 
 # ------------------------------------------------------------------------------------------ build
-if [[ -z "${CAIRN_BIN:-}" ]] && [[ " $TARGETS " == *" cairn "* ]]; then
+if [[ -z "${CAIRN_BIN:-}" ]] && [[ " $TARGETS " == *" cairn"* ]]; then
     log "building cairn (release, scratch path .build-bench)"
     (cd "$REPO" && swift build -c release --scratch-path "$REPO/.build-bench" --product cairn) >&2
     CAIRN_BIN="$(cd "$REPO" && swift build -c release --scratch-path "$REPO/.build-bench" --show-bin-path)/cairn"
 fi
-if [[ " $TARGETS " == *" cairn "* ]]; then
+if [[ " $TARGETS " == *" cairn"* ]]; then
     [[ -x "$CAIRN_BIN" ]] || die "CAIRN_BIN=$CAIRN_BIN is not executable"
 fi
 
@@ -225,13 +230,13 @@ wait_pidfile() {
     die "pid file $1 never appeared"
 }
 
-start_cairn() { # $1 = round
+start_cairn() { # $1 = round, $2 = data writes (direct, write-through; empty: the default)
     CAIRN_DIR="$WORK/cairn"
     rm -rf "$CAIRN_DIR"
     mkdir -p "$CAIRN_DIR"
     local logf="$RESULTS_DIR/cairn.r$1.log"
     # Port 0: the daemon picks a free port and writes it to daemon.json (other benchmarks may be running).
-    "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" \
+    CAIRN_DATA_WRITES="${2:-}" "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" ${CAIRN_SERVE_ARGS:-} \
         </dev/null >"$logf" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -306,7 +311,9 @@ stop_nbdkit() { stop_pid "$SERVER_PID" 30 || true; }
 start_target() { # $1 = target, $2 = round
     URI="" FILE="" SERVER_PID=0
     case "$1" in
-        cairn) start_cairn "$2" ;;
+        cairn) start_cairn "$2" "" ;;
+        cairn-direct) start_cairn "$2" direct ;;
+        cairn-writethrough) start_cairn "$2" write-through ;;
         qemu-nbd) start_qemu "$2" none ;;
         qemu-nbd-wb) start_qemu "$2" writeback ;;
         nbdkit-mem) start_nbdkit "$2" ;;
@@ -320,7 +327,7 @@ start_target() { # $1 = target, $2 = round
 
 stop_target() { # $1 = target, $2 = round
     case "$1" in
-        cairn) stop_cairn "$2" ;;
+        cairn | cairn-direct | cairn-writethrough) stop_cairn "$2" ;;
         qemu-nbd | qemu-nbd-wb) stop_qemu ;;
         nbdkit-mem) stop_nbdkit ;;
         raw-file) rm -f "$FILE" ;;
@@ -381,8 +388,8 @@ drop_caches() {
     echo 3 >/proc/sys/vm/drop_caches || log "warning: could not drop caches"
 }
 
-run_job() { # $1 = target, $2 = job name, $3 = rw, $4 = bs, $5 = iodepth, $6 = output dir, $7 = round
-    local target=$1 job=$2 rw=$3 bs=$4 qd=$5 dir=$6 round=$7
+run_job() { # $1 = target, $2 = job name, $3 = rw, $4 = bs, $5 = iodepth, $6 = output dir, $7 = round, $8 = fsync
+    local target=$1 job=$2 rw=$3 bs=$4 qd=$5 dir=$6 round=$7 fsync=${8:--}
     local base="$dir/$job.r$round" extra=()
     if [[ "$rw" == write || "$rw" == read ]] && ((NUMJOBS > 1)); then
         # Sequential jobs: each fio job streams through its own region of the device.
@@ -390,15 +397,19 @@ run_job() { # $1 = target, $2 = job name, $3 = rw, $4 = bs, $5 = iodepth, $6 = o
     else
         extra+=(--size="$SIZE_BYTES")
     fi
-    if [[ "$rw" == *write ]] && ((WRITE_FSYNC > 0)); then extra+=(--fsync="$WRITE_FSYNC"); fi
+    if [[ "$fsync" != - ]]; then
+        extra+=(--fsync="$fsync")
+    elif [[ "$rw" == *write ]] && ((WRITE_FSYNC > 0)); then
+        extra+=(--fsync="$WRITE_FSYNC")
+    fi
     if [[ "$rw" == *read ]] && [[ "$DROP_CACHES" == 1 ]]; then drop_caches; fi
 
     local profiler=0
-    if [[ "$PROFILE" == 1 && "$target" == cairn && " $PROFILE_JOBS " == *" $job "* && "$round" == 1 ]]; then
+    if [[ "$PROFILE" == 1 && "$target" == cairn* && " $PROFILE_JOBS " == *" $job "* && "$round" == 1 ]]; then
         command -v perf >/dev/null || die "PROFILE=1 but perf is not installed"
         # Software clock: hardware counters are often unavailable in VMs. Starts after the ramp.
         (sleep "$RAMP"; exec perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" \
-            -o "$RESULTS_DIR/perf-cairn-$job.data" -- sleep "$RUNTIME") \
+            -o "$RESULTS_DIR/perf-$target-$job.data" -- sleep "$RUNTIME") \
             >>"$RESULTS_DIR/perf-record.log" 2>&1 &
         profiler=$!
         PIDS+=("$profiler")
@@ -430,11 +441,13 @@ run_job() { # $1 = target, $2 = job name, $3 = rw, $4 = bs, $5 = iodepth, $6 = o
 }
 
 JOBS=(
-    # name         rw         bs  iodepth
-    "randwrite-4k randwrite 4k 32"
-    "randread-4k randread 4k 32"
-    "seqwrite-1m write 1m 8"
-    "seqread-1m read 1m 8"
+    # name                rw        bs iodepth fsync (FLUSH every N writes; - for WRITE_FSYNC)
+    "randwrite-4k randwrite 4k 32 -"
+    "randwrite-4k-fsync32 randwrite 4k 32 32"
+    "randwrite-4k-fsync1 randwrite 4k 32 1"
+    "randread-4k randread 4k 32 -"
+    "seqwrite-1m write 1m 8 -"
+    "seqread-1m read 1m 8 -"
 )
 
 read -r -a target_list <<<"$TARGETS"
@@ -449,8 +462,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         [[ -n "$URI" ]] && log "  $URI (pid $SERVER_PID)"
         fill_target "$target" "$dir" "$round"
         for spec in "${JOBS[@]}"; do
-            read -r job rw bs qd <<<"$spec"
-            run_job "$target" "$job" "$rw" "$bs" "$qd" "$dir" "$round"
+            read -r job rw bs qd fsync <<<"$spec"
+            [[ -z "${JOB_FILTER:-}" || "$job" =~ $JOB_FILTER ]] || continue
+            run_job "$target" "$job" "$rw" "$bs" "$qd" "$dir" "$round" "$fsync"
         done
         stop_target "$target" "$round"
     done

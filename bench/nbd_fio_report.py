@@ -23,17 +23,22 @@ import time
 JOBS = [
     # name, fio rw, block size, queue depth, metric shown first
     ("randwrite-4k", "randwrite", "4k", 32, "iops"),
+    ("randwrite-4k-fsync32", "randwrite", "4k", 32, "iops"),
+    ("randwrite-4k-fsync1", "randwrite", "4k", 32, "iops"),
     ("randread-4k", "randread", "4k", 32, "iops"),
     ("seqwrite-1m", "write", "1m", 8, "bw"),
     ("seqread-1m", "read", "1m", 8, "bw"),
 ]
 
 # Goals from the issue: Cairn / qemu-nbd (O_DIRECT, aio=native).
-GOALS = {"randwrite-4k": 1.5, "randread-4k": 1.5, "seqwrite-1m": 1.0, "seqread-1m": 1.0}
+GOALS = {"randwrite-4k": 1.5, "randwrite-4k-fsync32": 1.5, "randwrite-4k-fsync1": 1.5, "randread-4k": 1.5, "seqwrite-1m": 1.0, "seqread-1m": 1.0}
 
-TARGET_ORDER = ["cairn", "qemu-nbd", "qemu-nbd-wb", "nbdkit-mem", "raw-file"]
+TARGET_ORDER = ["cairn", "cairn-direct", "cairn-writethrough", "qemu-nbd", "qemu-nbd-wb", "nbdkit-mem", "raw-file"]
+CAIRN_TARGETS = ["cairn", "cairn-direct", "cairn-writethrough"]
 TARGET_LABEL = {
     "cairn": "cairn",
+    "cairn-direct": "cairn (O_DIRECT writes)",
+    "cairn-writethrough": "cairn (write-through)",
     "qemu-nbd": "qemu-nbd (O_DIRECT)",
     "qemu-nbd-wb": "qemu-nbd (writeback)",
     "nbdkit-mem": "nbdkit memory",
@@ -246,7 +251,7 @@ def report(results):
         w(f"Values are medians over {rounds} rounds; 'range' is the min..max IOPS over rounds.")
     w("")
     header = (
-        f"{'job':<13} {'target':<25} {'IOPS':>9} {'MiB/s':>8} {'mean ms':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'job':<21} {'target':<25} {'IOPS':>9} {'MiB/s':>8} {'mean ms':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'p99.9 ms':>8} {'max ms':>8} {'srv CPU':>7} {'us/IO':>6} {'fio CPU':>7} {'other':>6} {'flush s':>7}"
     )
     if rounds > 1:
@@ -259,7 +264,7 @@ def report(results):
             if not a:
                 continue
             line = (
-                f"{job:<13} {TARGET_LABEL.get(t, t):<25} {a['iops']:>9.0f} {a['mibps']:>8.1f} "
+                f"{job:<21} {TARGET_LABEL.get(t, t):<25} {a['iops']:>9.0f} {a['mibps']:>8.1f} "
                 f"{fmt(a['lat_mean_ms'], '>8.3f')} {fmt(a['clat_p50_ms'], '>7.3f')} {fmt(a['clat_p99_ms'], '>7.3f')} "
                 f"{fmt(a['clat_p999_ms'], '>8.3f')} {fmt(a['clat_max_ms'], '>8.1f')} "
                 f"{fmt(a.get('server_cores'), '>7.2f')} {fmt(a.get('server_us_per_io'), '>6.1f')} {a['fio_cpu_pct'] / 100:>7.2f} {fmt(a.get('other_cores'), '>6.2f')} "
@@ -280,13 +285,13 @@ def report(results):
     cols = [("qemu-nbd", "cairn/qemu-nbd"), ("qemu-nbd-wb", "cairn/qemu-wb"), ("nbdkit-mem", "cairn/nbdkit-mem"),
             ("raw-file", "cairn/raw-file")]
     cols = [c for c in cols if c[0] in table]
-    if "cairn" in table and cols:
-        header = f"{'job':<13} " + " ".join(f"{label:>16}" for _, label in cols) + f" {'goal':>6}  met?"
-        w("Ratios (IOPS of Cairn / IOPS of the reference; same as the MiB/s ratio at equal block size)")
+    for cairn in [t for t in CAIRN_TARGETS if t in table and cols]:
+        header = f"{'job':<21} " + " ".join(f"{label:>16}" for _, label in cols) + f" {'goal':>6}  met?"
+        w(f"Ratios of {TARGET_LABEL[cairn]} (IOPS of Cairn / IOPS of the reference; same as the MiB/s ratio at equal block size)")
         w(header)
         w("-" * len(header))
         for job, *_ in JOBS:
-            c = table["cairn"].get(job)
+            c = table[cairn].get(job)
             if not c:
                 continue
             row = {}
@@ -299,9 +304,11 @@ def report(results):
             goal = GOALS[job]
             q = row.get("qemu-nbd")
             met = "-" if q is None else ("YES" if q >= goal else "NO")
-            ratios[job] = {"ratios": row, "goal": goal, "met": None if q is None else q >= goal}
-            w(f"{job:<13} " + " ".join(cells) + f" {goal:>5.1f}x  {met}")
+            ratios.setdefault(cairn, {})[job] = {"ratios": row, "goal": goal, "met": None if q is None else q >= goal}
+            w(f"{job:<21} " + " ".join(cells) + f" {goal:>5.1f}x  {met}")
         w("")
+        w("")
+    if ratios:
         w("Goal (issue): Cairn >= 1.5x qemu-nbd (--cache=none --aio=native) on 4 KiB random I/O, >= 1.0x on sequential.")
         w("")
     if "cairn" in table:
@@ -312,13 +319,13 @@ def report(results):
             if not a or "server_groups" not in a:
                 continue
             groups = sorted(a["server_groups"].items(), key=lambda kv: -(kv[1] or 0))
-            w(f"  {job:<13} total {fmt(a.get('server_cores'), '.2f')}: " +
+            w(f"  {job:<21} total {fmt(a.get('server_cores'), '.2f')}: " +
               ", ".join(f"{g} {v:.2f}" for g, v in groups if v and v >= 0.005))
         w("  (Busiest threads in round 1:)")
         for job, *_ in JOBS:
             a = table["cairn"].get(job)
             if a and a.get("server_threads_r1"):
-                w(f"  {job:<13} " + ", ".join(f"{tid}:{comm} {c:.2f}" for tid, comm, c in a["server_threads_r1"][:10] if c >= 0.005))
+                w(f"  {job:<21} " + ", ".join(f"{tid}:{comm} {c:.2f}" for tid, comm, c in a["server_threads_r1"][:10] if c >= 0.005))
         w("")
 
     text = "\n".join(out)

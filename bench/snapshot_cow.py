@@ -11,13 +11,17 @@ Runs, one target at a time on this machine, 4 KiB random writes at QD32 into a f
   qemu-qcow2-overlay   qemu-nbd serving a qcow2 overlay on a raw backing file (--cache=none --aio=native)
   qemu-qcow2-snapshot  qemu-nbd serving a qcow2 image with an internal snapshot
   nbdkit-cow        nbdkit's cow filter over a raw file
+  *-onepass         cairn-nosnap, cairn-snap1 and qemu-qcow2-snapshot writing every 4 KiB block once
+                    (fio randwrite over the whole size, not time-based): every write is a first write
+                    after the snapshot, the case copy-on-write costs most
 
 and reports IOPS, the ratios the issue sets goals for, Cairn's backend bytes written per host byte (from
 the engine's slot-file counters in `cairn pool status --json`, and from /proc/PID/io), and snapshot
 create latency (server side, over the API socket) on an idle and a busy volume of 1 GiB and of the
 largest size Cairn accepts.
 
-Usage: bench/snapshot-cow.sh [--quick]   (environment: SIZE, RUNTIME, RAMP, FSYNC_EVERY, CAIRN_BIN)
+Usage: bench/snapshot-cow.sh [--quick]   (environment: SIZE, RUNTIME, RAMP, FSYNC_EVERY, CAIRN_BIN, and ONLY: a
+comma-separated subset of the target names above, plus "latency", to run only those)
 """
 import json
 import os
@@ -38,6 +42,11 @@ SIZE = os.environ.get("SIZE", "512M" if QUICK else "2G")
 RUNTIME = int(os.environ.get("RUNTIME", "4" if QUICK else "15"))
 RAMP = int(os.environ.get("RAMP", "1" if QUICK else "3"))
 FSYNC_EVERY = int(os.environ.get("FSYNC_EVERY", "1024"))
+ONLY = [n for n in os.environ.get("ONLY", "").split(",") if n]
+
+
+def wanted(name):
+    return not ONLY or name in ONLY
 CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(REPO, ".build/release/cairn")
 LARGEST = 256 << 40  # Pool.maximumVolumeSize
 
@@ -104,7 +113,7 @@ class Cairn:
         return healthy
 
 
-def cairn_randwrite(work, name, snapshots, fsync_every=0):
+def cairn_randwrite(work, name, snapshots, fsync_every=0, one_pass=False):
     server = Cairn(work, name)
     server.cli("volume", "create", "v", SIZE)
     uri = server.uri("v")
@@ -119,22 +128,28 @@ def cairn_randwrite(work, name, snapshots, fsync_every=0):
                 f"--output={os.path.join(work, name + '-between.json')}")
     before_engine = server.backend_bytes()
     before_proc = proc_io(server.process.pid)
-    result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"),
-                 fsync_every=fsync_every)
+    if one_pass:
+        result = fio(uri, "randwrite", "4k", 32, size=SIZE, output=os.path.join(work, f"{name}.json"))
+    else:
+        result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"),
+                     fsync_every=fsync_every)
     after_engine = server.backend_bytes()
     after_proc = proc_io(server.process.pid)
     # fio counts only the measured period; the ramp's writes hit the engine too.
-    host_bytes = result["io_bytes"] * (RUNTIME + RAMP) / RUNTIME
+    host_bytes = result["io_bytes"] if one_pass else result["io_bytes"] * (RUNTIME + RAMP) / RUNTIME
     healthy = server.stop()
     return {"iops": result["iops"], "host_bytes": host_bytes, "engine_bytes": after_engine - before_engine,
             "proc_write_bytes": after_proc - before_proc, "pool_check_healthy": healthy}
 
 
-def external(work, name, start):
+def external(work, name, start, one_pass=False):
     """Runs a reference target: `start` returns (uri, process or pid) after its own preparation."""
     uri, stopper = start()
     wait_nbd(uri)
-    result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"))
+    if one_pass:
+        result = fio(uri, "randwrite", "4k", 32, size=SIZE, output=os.path.join(work, f"{name}.json"))
+    else:
+        result = fio(uri, "randwrite", "4k", 32, runtime=RUNTIME, output=os.path.join(work, f"{name}.json"))
     stopper()
     return {"iops": result["iops"]}
 
@@ -228,22 +243,39 @@ def main():
                "loadavg": open("/proc/loadavg").read().split()[:3]}
     try:
         for name, snapshots in (("cairn-nosnap", 0), ("cairn-snap1", 1), ("cairn-snap100", 100)):
+            if not wanted(name):
+                continue
             log(f"{name}")
             results[name] = cairn_randwrite(work, name, snapshots)
+        for name, snapshots in (("cairn-nosnap-onepass", 0), ("cairn-snap1-onepass", 1)):
+            if not wanted(name):
+                continue
+            log(f"{name}")
+            results[name] = cairn_randwrite(work, name, snapshots, one_pass=True)
+        if wanted("qemu-qcow2-snapshot-onepass"):
+            log("qemu-qcow2-snapshot-onepass")
+            results["qemu-qcow2-snapshot-onepass"] = external(
+                work, "qemu-qcow2-snapshot-onepass", lambda: qcow2_snapshot(work), one_pass=True)
+            subprocess.run(["sync"])
         # The same two with a FLUSH every FSYNC_EVERY writes: without FLUSHes the no-snapshot run never
         # syncs anything (overwrites in place change no metadata), while the snapshot run's new versions
         # are committed every second, and a commit syncs the data first. Equal durability, fair ratio.
         for name, snapshots in (("cairn-nosnap-flush", 0), ("cairn-snap1-flush", 1)):
+            if not wanted(name):
+                continue
             log(f"{name}")
             results[name] = cairn_randwrite(work, name, snapshots, fsync_every=FSYNC_EVERY)
         for name, start in (("qemu-qcow2-overlay", lambda: qcow2_overlay(work)),
                             ("qemu-qcow2-snapshot", lambda: qcow2_snapshot(work)),
                             ("nbdkit-cow", lambda: nbdkit_cow(work))):
+            if not wanted(name):
+                continue
             log(f"{name}")
             results[name] = external(work, name, start)
             subprocess.run(["sync"])
-        log("snapshot create latency")
-        results["latency"] = snapshot_latencies(work)
+        if wanted("latency"):
+            log("snapshot create latency")
+            results["latency"] = snapshot_latencies(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results)
@@ -256,37 +288,47 @@ def main():
 def report(r):
     print(f"snapshot copy-on-write, {r['date']}, commit {r['commit']}, size {r['size']}, "
           f"{r['runtime']}s + {r['ramp']}s ramp, load {' '.join(r['loadavg'])}")
-    print(f"\n{'target':22} {'4k randwrite IOPS':>18}")
-    for name in ("cairn-nosnap", "cairn-snap1", "cairn-snap100", "cairn-nosnap-flush", "cairn-snap1-flush",
-                 "qemu-qcow2-overlay", "qemu-qcow2-snapshot", "nbdkit-cow"):
-        print(f"{name:22} {r[name]['iops']:18.0f}")
-    print(f"(-flush: a FLUSH every {r.get('fsync_every', FSYNC_EVERY)} writes)")
-    snap = r["cairn-snap1"]
+    print(f"\n{'target':28} {'4k randwrite IOPS':>18}")
+    names = ("cairn-nosnap", "cairn-snap1", "cairn-snap100", "cairn-nosnap-onepass", "cairn-snap1-onepass",
+             "cairn-nosnap-flush", "cairn-snap1-flush", "qemu-qcow2-overlay", "qemu-qcow2-snapshot",
+             "qemu-qcow2-snapshot-onepass", "nbdkit-cow")
+    for name in names:
+        if name in r:
+            print(f"{name:28} {r[name]['iops']:18.0f}")
+    print(f"(-flush: a FLUSH every {r.get('fsync_every', FSYNC_EVERY)} writes; -onepass: every block written once)")
+
+    def ratio(a, b):
+        return r[a]["iops"] / r[b]["iops"] if a in r and b in r else None
     ratios = [
-        ("after snapshot / no snapshot", snap["iops"] / r["cairn-nosnap"]["iops"], 0.8),
-        ("100 snapshots / 1 snapshot", r["cairn-snap100"]["iops"] / snap["iops"], 0.95),
-        ("cairn-snap1 / qcow2 overlay", snap["iops"] / r["qemu-qcow2-overlay"]["iops"], 2.0),
-        ("cairn-snap1 / qcow2 internal snapshot", snap["iops"] / r["qemu-qcow2-snapshot"]["iops"], 2.0),
-        ("cairn-snap1 / nbdkit cow filter", snap["iops"] / r["nbdkit-cow"]["iops"], 2.0),
-        ("after snapshot / none, FLUSH every N", r["cairn-snap1-flush"]["iops"] / r["cairn-nosnap-flush"]["iops"], 0.8),
+        ("after snapshot / no snapshot", ratio("cairn-snap1", "cairn-nosnap"), 0.8),
+        ("100 snapshots / 1 snapshot", ratio("cairn-snap100", "cairn-snap1"), 0.95),
+        ("cairn-snap1 / qcow2 overlay", ratio("cairn-snap1", "qemu-qcow2-overlay"), 2.0),
+        ("cairn-snap1 / qcow2 internal snapshot", ratio("cairn-snap1", "qemu-qcow2-snapshot"), 2.0),
+        ("cairn-snap1 / nbdkit cow filter", ratio("cairn-snap1", "nbdkit-cow"), 2.0),
+        ("after snapshot / none, FLUSH every N", ratio("cairn-snap1-flush", "cairn-nosnap-flush"), 0.8),
+        ("one pass: after snapshot / none", ratio("cairn-snap1-onepass", "cairn-nosnap-onepass"), 0.9),
+        ("one pass: cairn / qcow2 internal snapshot", ratio("cairn-snap1-onepass", "qemu-qcow2-snapshot-onepass"), 2.0),
     ]
-    amplification = snap["engine_bytes"] / snap["host_bytes"]
-    print(f"\n{'ratio':40} {'value':>7} {'goal':>6}  met?")
+    print(f"\n{'ratio':42} {'value':>7} {'goal':>6}  met?")
     for label, value, goal in ratios:
-        print(f"{label:40} {value:7.2f} {goal:6.2f}  {'yes' if value >= goal else 'NO'}")
-    print(f"{'backend bytes / host byte (engine)':40} {amplification:7.2f} {'<=2.0':>6}  "
-          f"{'yes' if amplification <= 2.0 else 'NO'}")
-    print(f"{'backend bytes / host byte (/proc io)':40} {snap['proc_write_bytes'] / snap['host_bytes']:7.2f}"
-          "   (page-cache writeback attributed to the daemon)")
+        if value is not None:
+            print(f"{label:42} {value:7.2f} {goal:6.2f}  {'yes' if value >= goal else 'NO'}")
+    snap = r.get("cairn-snap1") or r.get("cairn-snap1-onepass")
+    if snap:
+        amplification = snap["engine_bytes"] / snap["host_bytes"]
+        print(f"{'backend bytes / host byte (engine)':42} {amplification:7.2f} {'<=2.0':>6}  "
+              f"{'yes' if amplification <= 2.0 else 'NO'}")
+        print(f"{'backend bytes / host byte (/proc io)':42} {snap['proc_write_bytes'] / snap['host_bytes']:7.2f}"
+              "   (page-cache writeback attributed to the daemon)")
     print("\nsnapshot create latency (ms; round trip: API call on the unix socket, including the commits "
           "before and after the cut;\n  paused: how long the engine held host writes back; goal < 5 ms)")
-    for label, values in r["latency"].items():
+    for label, values in r.get("latency", {}).items():
         for mode in ("idle", "busy", "idle paused", "busy paused"):
             v = sorted(x * 1000 for x in values[mode])
             print(f"  {label:7} {mode:11} median {statistics.median(v):6.2f}  p90 {v[int(len(v) * 0.9) - 1]:6.2f}  "
                   f"max {v[-1]:6.2f}")
     print(f"\npool check after each Cairn run: "
-          f"{all(r[n]['pool_check_healthy'] for n in ('cairn-nosnap', 'cairn-snap1', 'cairn-snap100', 'cairn-nosnap-flush', 'cairn-snap1-flush'))}")
+          f"{all(r[n]['pool_check_healthy'] for n in names if n.startswith('cairn') and n in r)}")
 
 
 if __name__ == "__main__":

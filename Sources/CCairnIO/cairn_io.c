@@ -99,3 +99,8 @@ void cairn_set_thread_name(const char *name) { pthread_setname_np(pthread_self()
 int cairn_retain_heap_blocks(int bytes) {
     return mallopt(M_MMAP_THRESHOLD, bytes) && mallopt(M_TRIM_THRESHOLD, bytes);
 }
+
+int cairn_open_direct(const char *path) {
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
+    return fd < 0 ? -errno : fd;
+}

@@ -24,13 +24,17 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var bytesCopied: UInt64
     public var bytesZeroed: UInt64
     public var bytesRead: UInt64
+    /// How data writes reach the disk: "direct" (O_DIRECT), "buffered", or "buffered (O_DIRECT refused)"
+    /// where the filesystem does not allow direct I/O (tmpfs). Absent from older daemons.
+    public var dataWrites: String?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,
         usedBytes: UInt64, sharedBytes: UInt64, pendingFreeBytes: UInt64, fileBytes: UInt64,
         filesystemAvailableBytes: UInt64?, failure: String?, nbdAddress: String?, bytesWritten: UInt64 = 0,
-        bytesCopied: UInt64 = 0, bytesZeroed: UInt64 = 0, bytesRead: UInt64 = 0
+        bytesCopied: UInt64 = 0, bytesZeroed: UInt64 = 0, bytesRead: UInt64 = 0, dataWrites: String? = nil
     ) {
+        self.dataWrites = dataWrites
         self.bytesWritten = bytesWritten
         self.bytesCopied = bytesCopied
         self.bytesZeroed = bytesZeroed

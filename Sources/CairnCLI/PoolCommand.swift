@@ -64,6 +64,7 @@ struct PoolCommand: AsyncParsableCommand {
                     ("on disk", Output.size(status.fileBytes)),
                     ("filesystem free", status.filesystemAvailableBytes.map(Output.size) ?? "unknown"),
                     ("copy offload", status.copyMethod),
+                    ("data writes", status.dataWrites ?? "-"),
                     ("written / copied", "\(Output.size(status.bytesWritten)) / \(Output.size(status.bytesCopied))"),
                 ]
                 pairs.append(("health", status.failure.map { "\(status.health): \($0)" } ?? status.health))

@@ -64,7 +64,7 @@ struct PoolManagement: ManagementService {
             sharedBytes: status.sharedBytes, pendingFreeBytes: status.pendingFreeBytes, fileBytes: status.fileBytes,
             filesystemAvailableBytes: status.filesystemAvailableBytes, failure: status.failure, nbdAddress: nbdAddress,
             bytesWritten: status.bytesWritten, bytesCopied: status.bytesCopied, bytesZeroed: status.bytesZeroed,
-            bytesRead: status.bytesRead)
+            bytesRead: status.bytesRead, dataWrites: status.dataWrites.rawValue)
     }
 
     func checkPool(repair: Bool) async throws -> PoolCheckDTO {

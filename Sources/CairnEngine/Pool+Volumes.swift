@@ -191,7 +191,8 @@ extension Pool {
                 bytesWritten: counters.bytesWritten.load(ordering: .relaxed),
                 bytesCopied: counters.bytesCopied.load(ordering: .relaxed),
                 bytesZeroed: counters.bytesZeroed.load(ordering: .relaxed),
-                bytesRead: counters.bytesRead.load(ordering: .relaxed))
+                bytesRead: counters.bytesRead.load(ordering: .relaxed),
+                dataWrites: Self.dataWriteMode(files.values.map(\.writeMode)))
         }
     }
 
@@ -263,5 +264,15 @@ extension Pool {
         guard size <= maximumVolumeSize else {
             throw EngineError(.invalidArgument, "volume size \(size) exceeds the maximum of 256 TiB")
         }
+    }
+}
+
+extension Pool {
+    /// One word for the slot files' write modes: a refusal anywhere wins, then buffered, then direct.
+    static func dataWriteMode(_ modes: [StorageWriteMode]) -> StorageWriteMode {
+        if modes.contains(.directRefused) { return .directRefused }
+        if modes.isEmpty || modes.contains(.buffered) { return .buffered }
+        if modes.contains(.writeThrough) { return .writeThrough }
+        return .direct
     }
 }

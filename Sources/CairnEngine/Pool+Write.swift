@@ -269,6 +269,11 @@ extension Pool {
         let g = plan.geometry
         let chunkBytes = UInt64(g.chunkSize)
         for chunk in plan.chunks {
+            // A fresh slot is allocated on the disk at once, so its sub-blocks' direct writes do not
+            // each allocate blocks.
+            if chunk.freshSlot {
+                try plan.files[chunk.target.file]!.preallocate(at: chunk.target.index * chunkBytes, length: chunkBytes)
+            }
             for fill in chunk.fills {
                 try fill.mask.forEachRun { first, count in
                     let delta = UInt64(first) * UInt64(g.subBlockSize)

@@ -17,6 +17,9 @@ public struct PoolOptions: Sendable {
     public var runCloneJobsInBackground = true
     /// Pause between two extents a clone job copies: a sync rate limit (0: as fast as the disk goes).
     public var cloneExtentDelayNanoseconds: UInt64 = 0
+    /// Size of the metadata journal (docs/ARCHITECTURE.md, "The pool on disk"): bounds its replay at
+    /// open. Tests make it small so that checkpoints and wrap-arounds happen often.
+    public var journalCapacity: UInt64 = JournaledMetadataStore.defaultCapacity
 
     public init() {}
 }
@@ -38,7 +41,7 @@ public final class Pool: @unchecked Sendable {
     var files: [UInt16: any StorageFile] = [:]
 
     public let media: any PoolMedia
-    let metadata: any MetadataStore
+    let metadata: JournaledMetadataStore
     public let poolID: String
     /// How breaking sharing copies data on these media (reflink, copy_file_range, userspace).
     public let copyMethod: CopyMethod
@@ -65,7 +68,9 @@ public final class Pool: @unchecked Sendable {
         self.media = media
         self.options = options
         self.jobs = JobRegistry(logger: options.logger)
-        self.metadata = try media.openMetadataStore()
+        self.metadata = try JournaledMetadataStore(
+            base: media.openMetadataStore(), journal: media.openMetadataJournal(), capacity: options.journalCapacity,
+            logger: options.logger)
         self.copyMethod = media.probeCopyMethod()
         var loaded = PoolState()
         var slotFilesByChunkSize: [UInt32: UInt16] = [:]
@@ -168,7 +173,7 @@ public final class Pool: @unchecked Sendable {
     public func simulateProcessDeath() {
         monitor.withLock { state.closed = true }
         committer.stop()
-        metadata.close()
+        metadata.abandon()
     }
 
     /// The versions of one chunk, oldest first (tests and debugging).

@@ -7,6 +7,9 @@ public protocol PoolMedia: Sendable {
     /// For messages ("/var/lib/cairn").
     var location: String { get }
     func openMetadataStore() throws -> any MetadataStore
+    /// Opens (creating it empty when absent) the metadata journal: the file group commits append to
+    /// before a checkpoint moves them into the metadata store. Lives with the metadata store.
+    func openMetadataJournal() throws -> any StorageFile
     /// Opens the slot file `name` in the pool's data directory, or in the directory `store` (another
     /// disk), creating it empty if it does not exist.
     func openSlotFile(named name: String, in store: String?) throws -> any StorageFile
@@ -18,18 +21,21 @@ public protocol PoolMedia: Sendable {
     func availableBytes() -> UInt64?
 }
 
-/// A pool in a directory: `metadata.sqlite` and `data/slots-<chunk size>.dat`.
+/// A pool in a directory: `metadata.sqlite`, `metadata.journal` and `data/slots-<chunk size>.dat`.
 public final class DirectoryMedia: PoolMedia {
     public let location: String
     private let lock: ExclusiveFileLock
     private let copyMethod: CopyMethod
+    /// How slot files write data.
+    public let dataWrites: StorageWriteMode
 
     /// Name of the file the owning process holds an exclusive flock on.
     public static let lockFileName = "pool.lock"
 
     /// Opens (creating when absent) the pool directory and takes its lock: only one process may own
     /// a pool.
-    public init(directory: String) throws {
+    public init(directory: String, dataWrites: StorageWriteMode = DirectoryMedia.dataWritesByDefault) throws {
+        self.dataWrites = dataWrites
         do {
             try PosixFileSystem().makeDirectoriesDurably(directory + "/data")
         } catch {
@@ -52,6 +58,30 @@ public final class DirectoryMedia: PoolMedia {
         try SQLiteMetadataStore(path: location + "/metadata.sqlite")
     }
 
+    /// How slot files write unless told otherwise: through the page cache, or as `CAIRN_DATA_WRITES`
+    /// (`direct`, `write-through`, `buffered`) in the environment says. Buffered stays the default until
+    /// direct writes measure better on a quiet machine: direct writes evict the pages they overwrite, so
+    /// reads of fresh data leave the page cache for the disk, and with 4 I/O threads only 4 writes are in
+    /// flight (docs/BENCHMARKS.md, 2026-12-07).
+    public static var dataWritesByDefault: StorageWriteMode {
+        switch ProcessInfo.processInfo.environment["CAIRN_DATA_WRITES"] {
+        case "direct": .direct
+        case "write-through": .writeThrough
+        default: .buffered
+        }
+    }
+
+    /// Name of the metadata journal, next to `metadata.sqlite`.
+    public static let journalFileName = "metadata.journal"
+
+    public func openMetadataJournal() throws -> any StorageFile {
+        do {
+            return try PosixStorageFile(path: location + "/" + Self.journalFileName, create: true)
+        } catch {
+            throw EngineError.io("opening the metadata journal", error)
+        }
+    }
+
     public func openSlotFile(named name: String, in store: String?) throws -> any StorageFile {
         let file: PosixStorageFile
         do {
@@ -60,7 +90,9 @@ public final class DirectoryMedia: PoolMedia {
             let fileSystem = PosixFileSystem()
             try fileSystem.makeDirectoriesDurably(directory)
             let created = !fileSystem.exists(directory + "/" + name)
-            file = try PosixStorageFile(path: directory + "/" + name, create: true)
+            file = try PosixStorageFile(
+                path: directory + "/" + name, create: true, direct: dataWrites == .direct,
+                writeThrough: dataWrites == .writeThrough)
             if created { try fileSystem.syncDirectory(directory) }
         } catch {
             throw EngineError.io("opening slot file \(name)", error)

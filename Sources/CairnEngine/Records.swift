@@ -139,6 +139,9 @@ public struct MetadataTransaction: Sendable {
     public var deleteCloneGroups: [UInt64] = []
     public var upsertCloneGroups: [CloneGroupRecord] = []
     public var cloneMapBlocks: [CloneMapBlock] = []
+    /// The metadata journal's frames up to this sequence number are in the store once this commits
+    /// (set by the journal's checkpoints only; nil leaves the stored number as it is).
+    public var journalApplied: UInt64?
 
     public init() {}
 
@@ -155,6 +158,8 @@ public protocol MetadataStore: AnyObject, Sendable {
     /// Reads the catalog and streams every mapping row, ordered by (volume, chunk, birth).
     func load(mappings: (MappingRow) throws -> Void) throws -> PoolCatalog
     func commit(_ transaction: MetadataTransaction) throws
+    /// The last metadata journal frame the store holds (0: none), as set by `journalApplied` commits.
+    func journalApplied() throws -> UInt64
     /// Runs the store's own consistency check; returns problems found (empty when healthy).
     func integrityCheck() throws -> [String]
     func close()

@@ -202,8 +202,19 @@ public final class SQLiteMetadataStore: MetadataStore {
             createdAt: row["created_at"], preserveStore: row["preserve_store"])
     }
 
+    public func journalApplied() throws -> UInt64 {
+        do {
+            return try queue.read { db in
+                try String.fetchOne(db, sql: "SELECT value FROM pool WHERE key = 'journal_applied'")
+                    .flatMap { UInt64($0) } ?? 0
+            }
+        } catch {
+            throw EngineError(.corrupt, "cannot read the metadata database \(path)", cause: error)
+        }
+    }
+
     public func commit(_ transaction: MetadataTransaction) throws {
-        guard !transaction.isEmpty else { return }
+        guard !transaction.isEmpty || transaction.journalApplied != nil else { return }
         do {
             try queue.inTransaction(.immediate) { db in
                 try Self.apply(transaction, to: db)
@@ -255,6 +266,10 @@ public final class SQLiteMetadataStore: MetadataStore {
             ).execute(arguments: [Int64(bitPattern: s.volumeID), s.name, Int64(s.epoch), Int64(s.size), s.createdAt])
         }
         try applyCloneGroups(t, to: db)
+        if let applied = t.journalApplied {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO pool (key, value) VALUES ('journal_applied', ?)")
+                .execute(arguments: [String(applied)])
+        }
         let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE volume_id = ? AND chunk = ?")
         let upsert = try db.cachedStatement(
             sql: "INSERT OR REPLACE INTO chunks (volume_id, chunk, versions) VALUES (?, ?, ?)")

@@ -47,4 +47,7 @@ public struct PoolStatus: Sendable, Hashable {
     public var bytesCopied: UInt64
     public var bytesZeroed: UInt64
     public var bytesRead: UInt64
+    /// How data writes reach the disk: direct (O_DIRECT), buffered, or buffered because the filesystem
+    /// refused O_DIRECT (the pool's own slot files; the least direct one when they differ).
+    public var dataWrites: StorageWriteMode = .buffered
 }

@@ -23,6 +23,11 @@ public final class MeteredStorageFile: StorageFile {
     }
 
     public var path: String { base.path }
+    public var writeMode: StorageWriteMode { base.writeMode }
+
+    public func preallocate(at offset: UInt64, length: UInt64) throws {
+        try base.preallocate(at: offset, length: length)
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try base.read(into: buffer, at: offset)

@@ -9,6 +9,12 @@ import Synchronization
 public final class PosixStorageFile: StorageFile {
     public let path: String
     public let descriptor: Int32
+    /// The same file opened with O_DIRECT for whole-block writes (-1: not asked for, or refused).
+    private let directDescriptor: Int32
+    /// The filesystem refused O_DIRECT at open (tmpfs: EINVAL) or at the first direct write.
+    private let directRefusedAtOpen: Bool
+    /// Start writeback right after each buffered write.
+    private let writeThrough: Bool
     private let latched = Atomic<UInt8>(0)
 
     /// Capability bits that turned out not to work on this file.
@@ -19,22 +25,65 @@ public final class PosixStorageFile: StorageFile {
         case reflink = 8
         case copyFileRange = 16
         case nowaitRead = 32
+        case direct = 64
+        case preallocate = 128
     }
+
+    /// Alignment O_DIRECT needs of offsets, lengths and buffer addresses: the logical block size of
+    /// every disk Cairn runs on is at most 4 KiB (512e and 4Kn drives, virtio-blk, NVMe).
+    public static let directAlignment = 4096
 
     /// Size of the bounce buffer for userspace copies and zero writes (1 MiB: large enough to stream,
     /// small enough to keep per-thread memory bounded).
     static let bounceBufferSize = 1 << 20
 
-    /// Opens (and with `create`, creates with mode 0600) a file for reading and writing.
-    public init(path: String, create: Bool = false) throws {
+    /// Opens (and with `create`, creates with mode 0600) a file for reading and writing. With `direct`,
+    /// whole-block writes bypass the page cache (O_DIRECT) where the filesystem allows it; elsewhere, and
+    /// for partial blocks, writes go through the page cache as without it.
+    public convenience init(path: String, create: Bool = false, direct: Bool = false, writeThrough: Bool = false) throws {
+        try self.init(path: path, create: create, direct: direct, writeThrough: writeThrough) { cairn_open_direct($0) }
+    }
+
+    /// `openDirect` opens the O_DIRECT descriptor (-errno on failure): tests stand in a filesystem that
+    /// refuses it (tmpfs did until Linux 6.6).
+    @_spi(Testing)
+    public init(
+        path: String, create: Bool, direct: Bool, writeThrough: Bool, openDirect: (UnsafePointer<CChar>) -> Int32
+    ) throws {
+        self.writeThrough = writeThrough
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
         let fd = open(path, flags, 0o600)
         guard fd >= 0 else { throw IOError(operation: "open", path: path, errno: errno) }
         self.path = path
         self.descriptor = fd
+        var directFD: Int32 = -1
+        var refused = false
+        if direct {
+            directFD = openDirect(path)
+            if directFD < 0 {
+                let code = -directFD
+                directFD = -1
+                guard code == EINVAL else {
+                    Glibc.close(fd)
+                    throw IOError(operation: "open(O_DIRECT)", path: path, errno: code)
+                }
+                refused = true
+            }
+        }
+        directDescriptor = directFD
+        directRefusedAtOpen = refused
     }
 
-    deinit { Glibc.close(descriptor) }
+    deinit {
+        Glibc.close(descriptor)
+        if directDescriptor >= 0 { Glibc.close(directDescriptor) }
+    }
+
+    public var writeMode: StorageWriteMode {
+        if directDescriptor >= 0 && !isLatched(.direct) { return .direct }
+        if directRefusedAtOpen || isLatched(.direct) { return .directRefused }
+        return writeThrough ? .writeThrough : .buffered
+    }
 
     private func isLatched(_ capability: Unsupported) -> Bool {
         latched.load(ordering: .relaxed) & capability.rawValue != 0
@@ -89,12 +138,72 @@ public final class PosixStorageFile: StorageFile {
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        if try writeDirect(buffer, at: offset, durably: false) { return }
         try writeAll(buffer, at: offset) { fd, pointer, length, position in
             cairn_pwrite(fd, pointer, length, position)
         }
+        if writeThrough && buffer.count > 0 {
+            // Only starts writeback (no wait, no durability): an error here shows up at the next fdatasync.
+            _ = cairn_start_writeback(descriptor, offset, UInt64(buffer.count), 0)
+        }
+    }
+
+    /// Writes whole blocks with O_DIRECT, from an aligned buffer (the caller's, or one borrowed from
+    /// `DirectBuffers`). False when the write is not for the direct path (partial blocks, no O_DIRECT):
+    /// nothing was written, the caller writes through the page cache. The first EINVAL latches the direct
+    /// path off (a filesystem that accepts O_DIRECT at open but not for I/O); any other error fails.
+    private func writeDirect(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, durably: Bool) throws -> Bool {
+        let align = Self.directAlignment
+        guard directDescriptor >= 0, !isLatched(.direct), buffer.count > 0, buffer.count % align == 0,
+            offset % UInt64(align) == 0
+        else { return false }
+        let fd = directDescriptor
+        func put(_ part: UnsafeRawBufferPointer, at position: UInt64) -> Int64 {
+            durably
+                ? cairn_pwrite_dsync(fd, part.baseAddress!, UInt64(part.count), position)
+                : cairn_pwrite(fd, part.baseAddress!, UInt64(part.count), position)
+        }
+        var done = 0
+        var scratch: UnsafeMutableRawBufferPointer?
+        defer { if let scratch { DirectBuffers.shared.give(scratch) } }
+        let aligned = Int(bitPattern: buffer.baseAddress!) % align == 0
+        while done < buffer.count {
+            var part = UnsafeRawBufferPointer(rebasing: buffer[done...])
+            if !aligned {
+                if scratch == nil { scratch = DirectBuffers.shared.take() }
+                let n = min(scratch!.count, part.count)
+                scratch!.baseAddress!.copyMemory(from: part.baseAddress!, byteCount: n)
+                part = UnsafeRawBufferPointer(rebasing: scratch![0..<n])
+            }
+            let n = put(part, at: offset + UInt64(done))
+            if n == -Int64(EINTR) { continue }
+            if n == -Int64(EINVAL) && done == 0 {
+                latch(.direct)
+                return false
+            }
+            if n < 0 { throw IOError(durably ? "pwritev2(O_DIRECT, RWF_DSYNC)" : "pwrite(O_DIRECT)", path, result: n) }
+            if n == 0 || Int(n) % align != 0 {
+                // A short direct write ends off a block boundary: finish through the page cache.
+                let rest = UnsafeRawBufferPointer(rebasing: buffer[(done + Int(n))...])
+                try writeAll(rest, at: offset + UInt64(done) + UInt64(n)) { fd, pointer, length, position in
+                    cairn_pwrite(fd, pointer, length, position)
+                }
+                if durably { try sync() }
+                return true
+            }
+            done += Int(n)
+        }
+        return true
     }
 
     public func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        if !isLatched(.dsyncWrite) && directDescriptor >= 0 && !isLatched(.direct) {
+            do {
+                if try writeDirect(buffer, at: offset, durably: true) { return }
+            } catch let error as IOError where error.kind == .notSupported {
+                latch(.dsyncWrite)
+            }
+        }
         if !isLatched(.dsyncWrite) {
             do {
                 try writeAll(buffer, at: offset) { fd, pointer, length, position in
@@ -130,6 +239,17 @@ public final class PosixStorageFile: StorageFile {
             if rc < 0 { throw IOError("fdatasync", path, result: Int64(rc)) }
             return
         }
+    }
+
+    /// Only on the direct path: buffered writes are allocated at writeback (delayed allocation) anyway,
+    /// where an fallocate would only add a syscall and unwritten extents to convert.
+    public func preallocate(at offset: UInt64, length: UInt64) throws {
+        guard length > 0, writeMode == .direct, !isLatched(.preallocate) else { return }
+        let rc = cairn_allocate(descriptor, offset, length)
+        if rc == 0 { return }
+        let error = IOError("fallocate", path, result: Int64(rc))
+        guard error.kind == .notSupported else { throw error }
+        latch(.preallocate)
     }
 
     public func punchHole(at offset: UInt64, length: UInt64) throws {

@@ -8,6 +8,19 @@ public enum CopyMethod: String, Sendable, Codable, CaseIterable {
     case userspace
 }
 
+/// How a file's data writes reach the disk. Shown in `cairn pool status`.
+public enum StorageWriteMode: String, Sendable, Codable {
+    /// Whole-block writes bypass the page cache (O_DIRECT): a FLUSH has only the disk cache to flush.
+    case direct
+    /// Every write goes through the page cache; FLUSH writes it back.
+    case buffered
+    /// Through the page cache (reads stay cached), with writeback started as soon as each write returns
+    /// (sync_file_range), so a FLUSH mostly waits for writeback already under way.
+    case writeThrough = "write-through"
+    /// Direct I/O was wanted but the filesystem refused it (tmpfs): latched to the page cache path.
+    case directRefused = "buffered (O_DIRECT refused)"
+}
+
 /// A random-access file of the chunk store. The engine talks to slot files only through this
 /// protocol, so tests can substitute a fault-injecting implementation that loses unsynced writes.
 ///
@@ -29,6 +42,11 @@ public protocol StorageFile: AnyObject, Sendable {
     func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// fdatasync: every write that completed before this call is durable when it returns.
     func sync() throws
+    /// Allocates the range (fallocate mode 0) so later writes into it need no block allocation; where
+    /// the filesystem cannot, does nothing. Never changes what the range reads as.
+    func preallocate(at offset: UInt64, length: UInt64) throws
+    /// Where data writes go (page cache or directly to the disk).
+    var writeMode: StorageWriteMode { get }
     /// Deallocates the range; it then reads as zeros. Never changes the file size. Not durable until
     /// `sync()`.
     func punchHole(at offset: UInt64, length: UInt64) throws
@@ -48,4 +66,11 @@ public protocol StorageFile: AnyObject, Sendable {
     func allocatedBytes() throws -> UInt64
     /// The first offset at or after `offset` that holds data, or nil if there is none (SEEK_DATA).
     func nextData(from offset: UInt64) throws -> UInt64?
+}
+
+extension StorageFile {
+    /// Files without a direct path write through the page cache.
+    public var writeMode: StorageWriteMode { .buffered }
+    /// Files that cannot preallocate do nothing: preallocation is only an optimization.
+    public func preallocate(at offset: UInt64, length: UInt64) throws {}
 }

@@ -27,6 +27,25 @@ public final class SimulatedMedia: PoolMedia {
 
     public func openMetadataStore() throws -> any MetadataStore { store }
 
+    /// The journal is a simulated file like the slot files (so a power cut can lose or tear its unsynced
+    /// appends), whose syncs are the store's commits: `setFailCommits` fails them and the after-commit
+    /// hook runs when one is durable.
+    public func openMetadataJournal() throws -> any StorageFile {
+        let file = try openSlotFile(named: Self.journalName, in: nil) as! SimulatedStorageFile
+        file.syncHooks.withLock {
+            $0 = (
+                before: { [store] in
+                    if store.commitsFail { throw EngineError(.ioFailure, "simulated metadata commit failure") }
+                },
+                after: { [store] in store.committed() }
+            )
+        }
+        return file
+    }
+
+    /// Name of the metadata journal among the files.
+    public static let journalName = "metadata.journal"
+
     public func openSlotFile(named name: String, in store: String?) throws -> any StorageFile {
         let key = store.map { "\($0)/\(name)" } ?? name
         return files.withLock { files in

@@ -7,6 +7,7 @@ public final class SimulatedMetadataStore: MetadataStore {
     struct Durable {
         var catalog = PoolCatalog(poolID: "simulated", formatVersion: 1, slotFiles: [], volumes: [], snapshots: [])
         var mappings: [MappingKey: [ChunkVersion]] = [:]
+        var journalApplied: UInt64 = 0
     }
 
     struct MappingKey: Hashable, Comparable {
@@ -34,6 +35,14 @@ public final class SimulatedMetadataStore: MetadataStore {
         }
         return state.catalog
     }
+
+    public func journalApplied() throws -> UInt64 { durable.withLock { $0.journalApplied } }
+
+    /// True while `setFailCommits(true)` is in force (the journal's simulated file obeys it too).
+    var commitsFail: Bool { failCommits.withLock { $0 } }
+
+    /// Runs the after-commit hook: the journal's simulated file calls it when an append is durable.
+    func committed() { afterCommit.withLock { $0 }?() }
 
     public func commit(_ t: MetadataTransaction) throws {
         if failCommits.withLock({ $0 }) {
@@ -64,6 +73,7 @@ public final class SimulatedMetadataStore: MetadataStore {
                 d.catalog.snapshots.removeAll { $0.volumeID == s.volumeID && $0.name == s.name }
                 d.catalog.snapshots.append(s)
             }
+            if let applied = t.journalApplied { d.journalApplied = applied }
             for entry in t.chunks {
                 let key = MappingKey(volume: entry.volumeID, chunk: entry.chunk)
                 d.mappings[key] = entry.versions.isEmpty ? nil : entry.versions

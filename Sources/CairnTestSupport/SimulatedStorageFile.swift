@@ -4,6 +4,10 @@ import Synchronization
 /// A slot file in memory that behaves like a file in a volatile page cache over a disk: every change
 /// is visible to reads at once, but only what was `sync()`ed is on the "disk". A simulated power cut
 /// (`crashImage`) keeps the synced bytes plus an arbitrary subset of later changes, some of them torn.
+///
+/// The same model covers the direct path (O_DIRECT): a direct write that returned sits in the disk's
+/// volatile cache until the next `sync()` (a cache flush), so it too may be lost or torn by a cut. Only
+/// `writeDurably` (RWF_DSYNC, FUA) is on the disk when it returns.
 public final class SimulatedStorageFile: StorageFile {
     /// Granularity at which an unsynced write can be torn: a disk sector.
     public static let tearGranularity = 512
@@ -27,10 +31,15 @@ public final class SimulatedStorageFile: StorageFile {
     }
 
     public let path: String
+    public let writeMode: StorageWriteMode
     let contents: Mutex<Contents>
+    /// Run around each `sync()`: before it (may fail it), and after it succeeded. The metadata journal's
+    /// file uses them so that a journal append is a metadata commit for the simulated store's hooks.
+    let syncHooks = Mutex<(before: @Sendable () throws -> Void, after: @Sendable () -> Void)?>(nil)
 
-    public init(path: String, durable: [UInt8] = []) {
+    public init(path: String, durable: [UInt8] = [], writeMode: StorageWriteMode = .direct) {
         self.path = path
+        self.writeMode = writeMode
         contents = Mutex(Contents(current: durable, durable: durable))
     }
 
@@ -83,6 +92,8 @@ public final class SimulatedStorageFile: StorageFile {
     }
 
     public func sync() throws {
+        let hooks = syncHooks.withLock { $0 }
+        try hooks?.before()
         try contents.withLock { c in
             if c.failSyncs { throw IOError(operation: "fdatasync", path: path, errno: 5) }
             try Self.injectSyncFault(&c, path: path)
@@ -95,6 +106,7 @@ public final class SimulatedStorageFile: StorageFile {
             }
             c.unsynced = []
         }
+        hooks?.after()
     }
 
     /// Punching keeps the file size, like FALLOC_FL_KEEP_SIZE.

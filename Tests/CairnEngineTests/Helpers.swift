@@ -30,5 +30,7 @@ func testOptions() -> PoolOptions {
     var options = PoolOptions()
     options.commitIntervalNanoseconds = 3_600_000_000_000
     options.logger.logLevel = .warning
+    // Small, so that checkpoints, waits for room and wrap-arounds happen within a test's few hundred commits.
+    options.journalCapacity = 64 << 10
     return options
 }

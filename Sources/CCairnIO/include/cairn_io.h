@@ -36,6 +36,10 @@ int64_t cairn_pwrite(int fd, const void *buffer, uint64_t length, uint64_t offse
 int64_t cairn_seek_data(int fd, uint64_t offset);
 int64_t cairn_seek_hole(int fd, uint64_t offset);
 
+/// open(path, O_RDWR | O_CLOEXEC | O_DIRECT): the descriptor, or -errno (-EINVAL where the filesystem
+/// does not support direct I/O, e.g. tmpfs). O_DIRECT needs _GNU_SOURCE, which Swift's Glibc lacks.
+int cairn_open_direct(const char *path);
+
 /// fdatasync() / fsync() returning -errno.
 int cairn_fdatasync(int fd);
 int cairn_fsync(int fd);

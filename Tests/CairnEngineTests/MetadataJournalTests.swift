@@ -1,0 +1,131 @@
+@_spi(Testing) import CairnEngine
+import CairnTestSupport
+import InteropSupport
+import Synchronization
+import Testing
+
+@Suite struct MetadataJournalTests {
+    /// Every flushed write survives a power cut at any instant of the journal's life: between appends,
+    /// during an append (torn or lost), right after a checkpoint's store commit and before the journal
+    /// starts over, and while the start of a journal that started over is being overwritten. The
+    /// journal is tiny, so it checkpoints and wraps around dozens of times.
+    @Test func flushedWritesSurviveCutsDuringCheckpoints() throws {
+        let seed = SeededGenerator.seedFromEnvironment()
+        var random = SeededGenerator(seed: seed)
+        var options = testOptions()
+        options.journalCapacity = 8 << 10
+        let media = SimulatedMedia()
+        let pool = try Pool(media: media, options: options)
+        let blocks = 256
+        let volume = try pool.createVolume(name: "v", size: UInt64(blocks * 4096), chunkSize: 4096).id
+
+        /// Every write in order (block, value), how many of them a completed FLUSH covers, and the
+        /// snapshots made (each durable when its call returns).
+        struct Model: Sendable {
+            var log: [(block: Int, value: UInt8)] = []
+            var durable = 0
+            var snapshots = 0
+        }
+        /// A crash image and what the model said just before it was taken (durable writes, snapshots)
+        /// and just after (writes started): a checkpoint's image is taken on its own thread while the
+        /// test goes on writing.
+        struct Image: Sendable {
+            var media: SimulatedMedia
+            var durableBefore: Int
+            var snapshotsBefore: Int
+            var startedAfter: Int
+        }
+        let model = Mutex(Model())
+        let images = Mutex<[Image]>([])
+        let hookRandom = Mutex(SeededGenerator(seed: seed ^ 0x5EED))
+        media.store.setAfterCommit { [media] in
+            hookRandom.withLock { rng in
+                guard Int.random(in: 0..<4, using: &rng) == 0, images.withLock({ $0.count }) < 60 else { return }
+                let before = model.withLock { ($0.durable, $0.snapshots) }
+                let image = media.crashImage(using: &rng)
+                let after = model.withLock { $0.log.count }
+                images.withLock {
+                    $0.append(Image(media: image, durableBefore: before.0, snapshotsBefore: before.1, startedAfter: after))
+                }
+            }
+        }
+        for step in 0..<400 {
+            if step % 50 == 49 {
+                _ = try pool.createSnapshot(volume: "v", snapshot: "s\(step)")
+                model.withLock { $0.snapshots += 1 }
+                continue
+            }
+            let block = Int.random(in: 0..<blocks, using: &random)
+            let value = UInt8(step % 250 + 1)
+            model.withLock { $0.log.append((block, value)) }
+            try writeBytes(pool, volume, UInt64(block * 4096), [UInt8](repeating: value, count: 4096))
+            try pool.flush()
+            model.withLock { $0.durable = $0.log.count }
+        }
+        pool.close()
+        let log = model.withLock { $0.log }
+        let taken = images.withLock { $0 }
+        #expect(taken.count > 20, "seed \(seed): too few crash images (\(taken.count)) to mean anything")
+        for (index, image) in taken.enumerated() {
+            let reopened = try Pool(media: image.media, options: options)
+            defer { reopened.close() }
+            let report = try reopened.check()
+            #expect(report.isHealthy, "seed \(seed) image \(index): \(report.errors)")
+            let id = try reopened.volumeID(named: "v")
+            let bytes = try readBytes(reopened, id, 0, blocks * 4096)
+            for block in 0..<blocks {
+                let got = bytes[block * 4096]
+                // The block's last durable value, or any written after it until the image was taken.
+                let durable = log[..<image.durableBefore].last { $0.block == block }?.value ?? 0
+                let allowed = [durable] + log[image.durableBefore..<image.startedAfter].filter { $0.block == block }.map(\.value)
+                #expect(
+                    allowed.contains(got) && bytes[(block * 4096)..<((block + 1) * 4096)].allSatisfy { $0 == got },
+                    "seed \(seed) image \(index): block \(block) reads \(got), allowed \(allowed)")
+            }
+            let snapshots = try reopened.listSnapshots(volume: "v").count
+            #expect(
+                snapshots >= image.snapshotsBefore,
+                "seed \(seed) image \(index): \(snapshots) snapshots, \(image.snapshotsBefore) made before the cut")
+        }
+    }
+
+    /// A frame holds every kind of change it may carry and decodes to the same transaction; a torn
+    /// frame (any byte of it missing or changed) ends the journal.
+    @Test func framesRoundTripAndTornFramesAreRejected() throws {
+        var t = MetadataTransaction()
+        t.upsertVolumes = [
+            VolumeRecord(
+                id: 3, name: "vol", size: 1 << 30, chunkSize: 65536, epoch: 7,
+                parent: ParentLink(volumeID: 2, epoch: 4), createdAt: 1234, preserveStore: "cold"),
+            VolumeRecord(id: 4, name: "plain", size: 4096, chunkSize: 4096, epoch: 1, parent: nil, createdAt: 1),
+        ]
+        t.upsertSnapshots = [SnapshotRecord(volumeID: 3, name: "s1", epoch: 6, size: 1 << 30, createdAt: 99)]
+        t.cloneMapBlocks = [
+            CloneMapBlock(sourceID: 3, kind: .persistentDelta, block: 2, bits: [1, 2, 3]),
+            CloneMapBlock(sourceID: 3, kind: .protectedRestore, block: 0, bits: nil),
+        ]
+        let version = ChunkVersion(
+            birth: 5, slot: SlotAddress(rawValue: 0x0001_0000_0000_002A), dataMask: 0xF0, definedMask: ~0)
+        t.chunks = [(3, 17, [version, version]), (4, 0, [])]
+        let payload = try #require(MetadataJournalFormat.encodePayload(t))
+        let frame = MetadataJournalFormat.frame(sequence: 9, payload: payload)
+        var decoded = MetadataTransaction()
+        try MetadataJournalFormat.decodePayload(frame[MetadataJournalFormat.headerSize...], into: &decoded)
+        #expect(decoded.upsertVolumes == t.upsertVolumes)
+        #expect(decoded.upsertSnapshots == t.upsertSnapshots)
+        #expect(decoded.cloneMapBlocks == t.cloneMapBlocks)
+        #expect(decoded.chunks.map(\.volumeID) == [3, 4] && decoded.chunks[0].versions == [version, version])
+        #expect(decoded.chunks[1].versions.isEmpty)
+
+        let header = try #require(MetadataJournalFormat.header(frame[...]))
+        #expect(header.sequence == 9 && header.length == payload.count)
+        var torn = frame
+        torn[torn.count - 1] ^= 1
+        let tornPayload = Array(torn[MetadataJournalFormat.headerSize...])
+        #expect(MetadataJournalFormat.checksum(sequence: 9, payload: tornPayload) != header.crc)
+
+        var deletion = MetadataTransaction()
+        deletion.deleteVolumes = [3]
+        #expect(MetadataJournalFormat.encodePayload(deletion) == nil, "a deletion must go to the store directly")
+    }
+}
