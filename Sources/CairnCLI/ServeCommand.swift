@@ -27,6 +27,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "NBD port (default 10809; 0 picks a free one, written to daemon.json).")
     var nbdPort: Int?
 
+    @Option(
+        name: .long,
+        help: "iSCSI listener HOST:PORT or PORT (default: the NBD host, port 3260; a free port when --nbd-port is 0).")
+    var iscsiListen: String?
+
+    @Flag(name: .long, help: "Do not serve volumes over iSCSI.")
+    var noIscsi = false
+
     @Option(name: .long, help: "Management API socket (default: <data-dir>/cairn.sock).")
     var apiSocket: String?
 
@@ -102,6 +110,7 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.nbdHost = nbdHost ?? file?.nbd?.host ?? daemon.nbdHost
         daemon.nbdPort = nbdPort ?? file?.nbd?.port ?? daemon.nbdPort
         daemon.ioThreads = ioThreads ?? file?.io?.threads ?? daemon.ioThreads
+        try applyISCSI(file: file?.iscsi, to: &daemon)
         daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
         daemon.cloneExtentDelayMilliseconds = cloneExtentDelayMs
         daemon.parentToFollow = exitWithParent ? getppid() : nil
@@ -220,6 +229,7 @@ struct ServeCommand: AsyncParsableCommand {
         return """
             data directory  \(settings.daemon.dataDirectory)
             nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
+            iscsi           \(settings.daemon.resolvedISCSIPort.map { "\(settings.daemon.iscsiHost ?? settings.daemon.nbdHost):\($0)" } ?? "off")
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")

@@ -46,6 +46,16 @@ extension SCSICommand {
             let lba = u64(2)
             let blocks = u32(10)
             return cdb[0] == Opcode.read16 ? .read(lba: lba, blocks: blocks, fua: fua) : .write(lba: lba, blocks: blocks, fua: fua)
+        case Opcode.writeAndVerify10, Opcode.writeAndVerify12, Opcode.writeAndVerify16:
+            // WRITE AND VERIFY: the write, made durable before GOOD (the medium is what is verified;
+            // BYTCHK 1 compares the data just written with itself). BYTCHK 2 is reserved.
+            try noProtection()
+            if (cdb[1] >> 1) & 0x03 == 2 || (cdb[1] >> 1) & 0x03 == 3 { throw .invalidFieldInCDB }
+            switch cdb[0] {
+            case Opcode.writeAndVerify10: return .write(lba: UInt64(u32(2)), blocks: u16(7), fua: true)
+            case Opcode.writeAndVerify12: return .write(lba: UInt64(u32(2)), blocks: u32(6), fua: true)
+            default: return .write(lba: u64(2), blocks: u32(10), fua: true)
+            }
         case Opcode.verify10, Opcode.verify12, Opcode.verify16:
             try noProtection()
             let byteCheck = (cdb[1] >> 1) & 0x03
@@ -100,7 +110,11 @@ extension SCSICommand {
             return .reportSupportedOperationCodes(
                 options: cdb[2] & 0x07, timeouts: cdb[2] & 0x80 != 0, opcode: cdb[3],
                 serviceAction: UInt16(u16(4)), allocation: u32(6))
-        case Opcode.startStopUnit, Opcode.preventAllowMediumRemoval, Opcode.preFetch10, Opcode.preFetch16:
+        case Opcode.preFetch10:
+            return .preFetch(lba: UInt64(u32(2)), blocks: u16(7))
+        case Opcode.preFetch16:
+            return .preFetch(lba: u64(2), blocks: u32(10))
+        case Opcode.startStopUnit, Opcode.preventAllowMediumRemoval:
             return .noOperation
         default:
             throw .invalidOperationCode

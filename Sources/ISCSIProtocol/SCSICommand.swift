@@ -20,7 +20,9 @@ public enum SCSICommand: Sendable, Equatable {
     case reportLUNs(selectReport: UInt8, allocation: UInt32)
     case reportSupportedOperationCodes(
         options: UInt8, timeouts: Bool, opcode: UInt8, serviceAction: UInt16, allocation: UInt32)
-    /// START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL, PRE-FETCH: accepted and nothing done (no media).
+    /// PRE-FETCH: the range is checked; the page cache already holds what was recently used.
+    case preFetch(lba: UInt64, blocks: UInt32)
+    /// START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL: accepted and nothing done (no removable media).
     case noOperation
 
     /// Operation codes (SBC-4 Table 8, SPC-4 Table 62).
@@ -36,6 +38,7 @@ public enum SCSICommand: Sendable, Equatable {
         public static let readCapacity10: UInt8 = 0x25
         public static let read10: UInt8 = 0x28
         public static let write10: UInt8 = 0x2A
+        public static let writeAndVerify10: UInt8 = 0x2E
         public static let verify10: UInt8 = 0x2F
         public static let preFetch10: UInt8 = 0x34
         public static let synchronizeCache10: UInt8 = 0x35
@@ -45,6 +48,7 @@ public enum SCSICommand: Sendable, Equatable {
         public static let read16: UInt8 = 0x88
         public static let compareAndWrite: UInt8 = 0x89
         public static let write16: UInt8 = 0x8A
+        public static let writeAndVerify16: UInt8 = 0x8E
         public static let verify16: UInt8 = 0x8F
         public static let preFetch16: UInt8 = 0x90
         public static let synchronizeCache16: UInt8 = 0x91
@@ -54,6 +58,7 @@ public enum SCSICommand: Sendable, Equatable {
         public static let maintenanceIn: UInt8 = 0xA3
         public static let read12: UInt8 = 0xA8
         public static let write12: UInt8 = 0xAA
+        public static let writeAndVerify12: UInt8 = 0xAE
         public static let verify12: UInt8 = 0xAF
     }
 

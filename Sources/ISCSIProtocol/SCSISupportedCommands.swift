@@ -24,6 +24,7 @@ public enum SCSISupportedCommands {
         Entry(opcode: O.readCapacity10, usage: [O.readCapacity10, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0]),
         Entry(opcode: O.read10, usage: [O.read10, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0]),
         Entry(opcode: O.write10, usage: [O.write10, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0]),
+        Entry(opcode: O.writeAndVerify10, usage: [O.writeAndVerify10, 0x12, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0]),
         Entry(opcode: O.verify10, usage: [O.verify10, 0x16, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0]),
         Entry(opcode: O.preFetch10, usage: [O.preFetch10, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0]),
         Entry(opcode: O.synchronizeCache10, usage: [O.synchronizeCache10, 0x06, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0]),
@@ -33,6 +34,7 @@ public enum SCSISupportedCommands {
         Entry(opcode: O.read16, usage: [O.read16, 0x18] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.compareAndWrite, usage: [O.compareAndWrite, 0x18] + [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 0xFF, 0, 0]),
         Entry(opcode: O.write16, usage: [O.write16, 0x18] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
+        Entry(opcode: O.writeAndVerify16, usage: [O.writeAndVerify16, 0x12] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.verify16, usage: [O.verify16, 0x16] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.preFetch16, usage: [O.preFetch16, 0x02] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.synchronizeCache16, usage: [O.synchronizeCache16, 0x06] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
@@ -46,6 +48,7 @@ public enum SCSISupportedCommands {
             usage: [O.maintenanceIn, 0x0C, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0]),
         Entry(opcode: O.read12, usage: [O.read12, 0x18] + [UInt8](repeating: 0xFF, count: 8) + [0, 0]),
         Entry(opcode: O.write12, usage: [O.write12, 0x18] + [UInt8](repeating: 0xFF, count: 8) + [0, 0]),
+        Entry(opcode: O.writeAndVerify12, usage: [O.writeAndVerify12, 0x12] + [UInt8](repeating: 0xFF, count: 8) + [0, 0]),
         Entry(opcode: O.verify12, usage: [O.verify12, 0x16] + [UInt8](repeating: 0xFF, count: 8) + [0, 0]),
     ]
 

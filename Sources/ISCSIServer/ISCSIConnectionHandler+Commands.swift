@@ -121,7 +121,7 @@ extension ISCSIConnectionHandler {
                 logger.error("command failed", metadata: ["error": "\(error)"])
                 complete(task, .sense(.internalTargetFailure))
             }
-            flush()
+            flushSoon()
         }
     }
 

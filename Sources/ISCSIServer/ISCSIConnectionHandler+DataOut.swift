@@ -24,6 +24,9 @@ struct PendingWrite {
     var transferTag: UInt32?
     var burstEnd: UInt32 = 0
     var r2tSN: UInt32 = 0
+    /// DataSN the next Data-Out must carry: numbered from 0 within each sequence (the unsolicited burst,
+    /// then each R2T's), RFC 7143 §11.7.5.
+    var expectedDataSN: UInt32 = 0
 }
 
 /// Collecting write data (RFC 7143 §4.2.2.2 - §4.2.2.4): immediate data, unsolicited Data-Out up to
@@ -48,6 +51,7 @@ extension ISCSIConnectionHandler {
         if nextTransferTag == ISCSIPDU.reservedTag { nextTransferTag = 1 }
         pending.transferTag = tag
         pending.burstEnd = offset + length
+        pending.expectedDataSN = 0
         send(
             .readyToTransfer(
                 taskTag: pending.task.tag, logicalUnit: 0, transferTag: tag, r2tSN: pending.r2tSN, bufferOffset: offset,
@@ -67,15 +71,16 @@ extension ISCSIConnectionHandler {
         let inOrder = offset == UInt32(pending.data.readableBytes)
         let asked = solicited ? (pdu.targetTransferTag == pending.transferTag && total <= UInt64(pending.burstEnd))
             : (pending.unsolicitedOpen && total <= UInt64(max(parameters.firstBurstLength, pending.task.expectedLength)))
-        guard inOrder, asked, total <= UInt64(pending.task.expectedLength) else {
+        let numbered = pdu.uint32(36) == pending.expectedDataSN
+        guard inOrder, asked, numbered, total <= UInt64(pending.task.expectedLength) else {
             pendingWrites.removeValue(forKey: pending.task.tag)
             send(.reject(.protocolError, rejected: pdu.header), status: false)
             complete(pending.task, .sense(.dataPhaseError))
-            flush()
             return
         }
         var data = pdu.data
         pending.data.writeBuffer(&data)
+        pending.expectedDataSN &+= 1
         guard pdu.isFinal else {
             pendingWrites[pending.task.tag] = pending
             return
@@ -88,6 +93,5 @@ extension ISCSIConnectionHandler {
             if pending.transferTag == nil && !pending.unsolicitedOpen { requestData(&pending, parameters: parameters) }
             pendingWrites[pending.task.tag] = pending
         }
-        flush()
     }
 }

@@ -51,6 +51,9 @@ extension ISCSIConnectionHandler {
             return unit.write(offset: lba * block, data: data, fua: fua, eventLoop: eventLoop).map {
                 .good(transferred: cdbBytes)
             }
+        case .preFetch(let lba, let blocks):
+            try Self.check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: false)
+            return done(.good(transferred: nil))
         case .synchronizeCache(let lba, let blocks):
             try Self.check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: false)
             return unit.flush(eventLoop: eventLoop).map { .good(transferred: nil) }

@@ -55,7 +55,6 @@ extension ISCSIConnectionHandler {
         default:
             break
         }
-        flush()
     }
 
     /// Sends the answer to an admitted request and reopens its slot in the command window.

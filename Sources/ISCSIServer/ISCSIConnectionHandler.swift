@@ -38,6 +38,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
     var nextTransferTag: UInt32 = 1
     var headerDigest = false
     var dataDigest = false
+    var flushScheduled = false
 
     init(
         initiator: ISCSIInitiatorInfo, portal: String, catalog: any ISCSITargetCatalog,
@@ -196,6 +197,17 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
     }
 
     func flush() { context?.flush() }
+
+    /// Flushes once after everything completing in this event-loop turn has been written: completions
+    /// arrive in batches, and one write(2) for a batch beats one per response.
+    func flushSoon() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            self.context?.flush()
+        }
+    }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.flush()
