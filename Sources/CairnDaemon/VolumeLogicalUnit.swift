@@ -1,4 +1,5 @@
 import CairnEngine
+import ISCSIProtocol
 import ISCSIServer
 import NBDServer
 import NIOCore
@@ -80,9 +81,9 @@ final class VolumeLogicalUnit: ISCSILogicalUnit {
     ) -> EventLoopFuture<UInt32?> {
         locks.serialize(volumeID: export.volumeID, eventLoop: eventLoop) {
             self.read(offset: offset, length: UInt32(expected.readableBytes), eventLoop: eventLoop).flatMap { stored in
-                let difference = zip(stored.readableBytesView, expected.readableBytesView).enumerated()
-                    .first { $0.element.0 != $0.element.1 }?.offset
-                if let difference { return eventLoop.makeSucceededFuture(UInt32(difference)) }
+                if let difference = SCSICompare.firstDifference(stored, expected) {
+                    return eventLoop.makeSucceededFuture(difference)
+                }
                 return self.write(offset: offset, data: data, fua: fua, eventLoop: eventLoop).map { nil }
             }
         }

@@ -42,10 +42,11 @@ public enum ISCSILimits {
     public static let maximumUnmapDescriptors: UInt32 = 256
 
     /// Blocks one UNMAP or WRITE SAME may cover (VPD B0 MAXIMUM UNMAP LBA COUNT / MAXIMUM WRITE SAME
-    /// LENGTH): 1 GiB of 512-byte blocks, so one command does not hold an I/O thread for long.
-    public static let maximumUnmapBlocks: UInt32 = 1 << 21
+    /// LENGTH): 512 MiB of 512-byte blocks, so one command does not hold an I/O thread for long (and
+    /// libiscsi's conformance suite holds targets to at most 2^20).
+    public static let maximumUnmapBlocks: UInt32 = 1 << 20
 
-    /// Blocks one COMPARE AND WRITE may cover (VPD B0 MAXIMUM COMPARE AND WRITE LENGTH): 1 MiB, more than
-    /// VMware's one-block ATS.
+    /// Blocks one COMPARE AND WRITE may cover (VPD B0 MAXIMUM COMPARE AND WRITE LENGTH): the most the
+    /// CDB's one-byte field can say; VMware's ATS uses one block.
     public static let maximumCompareAndWriteBlocks: UInt8 = 255
 }

@@ -42,6 +42,18 @@ extension ISCSIConnectionHandler {
             run(task, command, unit: unit, data: nil)
             return
         }
+        // WRITE SAME's one block and COMPARE AND WRITE's two halves must arrive whole: a different
+        // Expected Data Transfer Length is refused before any data is taken (unlike WRITE, where the
+        // residual says what was used).
+        if UInt64(task.expectedLength) != outLength {
+            switch command {
+            case .writeSame, .compareAndWrite:
+                complete(task, .sense(.invalidFieldInCDB))
+                return
+            default:
+                break
+            }
+        }
         if parameters.immediateData == false && pdu.data.readableBytes > 0 {
             send(.reject(.protocolError, rejected: pdu.header), status: false)
             finishTask(task)

@@ -61,7 +61,7 @@ extension ISCSIConnectionHandler {
             guard byteCheck != 0, blocks > 0, let data else { return done(.good(transferred: nil)) }
             return unit.read(offset: lba * block, length: blocks * UInt32(block), eventLoop: eventLoop).map { stored in
                 let expected = byteCheck == 1 ? data : Self.repeated(data, count: Int(blocks))
-                if let offset = Self.firstDifference(stored, expected) { return .sense(.miscompare(at: offset)) }
+                if let offset = SCSICompare.firstDifference(stored, expected) { return .sense(.miscompare(at: offset)) }
                 return .good(transferred: UInt64(data.readableBytes))
             }
         case .writeSame(let lba, var blocks, let unmap, let noDataOut):
@@ -73,11 +73,15 @@ extension ISCSIConnectionHandler {
             let offset = lba * block
             let length = UInt64(blocks) * block
             guard length > 0 else { return done(.good(transferred: nil)) }
+            // With UNMAP the blocks are unmapped whatever the data block holds: unmapped blocks read as
+            // zeros (LBPRZ), which is what initiators that send UNMAP expect back (SBC-4 §5.48).
+            if unmap {
+                return unit.unmap(offset: offset, length: length, fua: false, eventLoop: eventLoop)
+                    .map { .good(transferred: nil) }
+            }
             if pattern.readableBytesView.allSatisfy({ $0 == 0 }) {
-                let zeroed = unmap
-                    ? unit.unmap(offset: offset, length: length, fua: false, eventLoop: eventLoop)
-                    : unit.writeZeroes(offset: offset, length: length, fua: false, eventLoop: eventLoop)
-                return zeroed.map { .good(transferred: nil) }
+                return unit.writeZeroes(offset: offset, length: length, fua: false, eventLoop: eventLoop)
+                    .map { .good(transferred: nil) }
             }
             return writeRepeated(pattern, offset: offset, length: length, unit: unit, eventLoop: eventLoop)
                 .map { .good(transferred: nil) }
@@ -159,11 +163,4 @@ extension ISCSIConnectionHandler {
         return buffer
     }
 
-    /// The offset of the first byte where `a` and `b` differ, nil when equal over `b`'s length.
-    static func firstDifference(_ a: ByteBuffer, _ b: ByteBuffer) -> UInt32? {
-        let x = a.readableBytesView
-        let y = b.readableBytesView
-        for (index, (p, q)) in zip(x, y).enumerated() where p != q { return UInt32(index) }
-        return x.count < y.count ? UInt32(x.count) : nil
-    }
 }

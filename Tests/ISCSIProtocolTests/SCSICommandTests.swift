@@ -7,7 +7,7 @@ import Testing
 
     @Test func readsAndWritesOfEverySizeDecode() throws {
         #expect(try SCSICommand.parse(Self.cdb([0x08, 0x01, 0x02, 0x03, 0x00, 0])) == .read(lba: 0x10203, blocks: 256, fua: false))
-        #expect(try SCSICommand.parse(Self.cdb([0x28, 0, 0, 0, 0x10, 0, 0, 0, 8, 0])) == .read(lba: 16, blocks: 8, fua: false))
+        #expect(try SCSICommand.parse(Self.cdb([0x28, 0, 0, 0, 0, 0x10, 0, 0, 8, 0])) == .read(lba: 16, blocks: 8, fua: false))
         #expect(try SCSICommand.parse(Self.cdb([0xAA, 0x08, 0, 0, 0, 1, 0, 0, 0, 2])) == .write(lba: 1, blocks: 2, fua: true))
         let write16 = Self.cdb([0x8A, 0x08, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 4])
         #expect(try SCSICommand.parse(write16) == .write(lba: 1 << 32, blocks: 4, fua: true))
