@@ -38,10 +38,6 @@ extension ISCSIConnectionHandler {
             complete(task, .sense(error))
             return
         }
-        guard outLength > 0 else {
-            run(task, command, unit: unit, data: nil)
-            return
-        }
         // WRITE SAME's one block and COMPARE AND WRITE's two halves must arrive whole: a different
         // Expected Data Transfer Length is refused before any data is taken (unlike WRITE, where the
         // residual says what was used).
@@ -53,6 +49,10 @@ extension ISCSIConnectionHandler {
             default:
                 break
             }
+        }
+        guard outLength > 0 else {
+            run(task, command, unit: unit, data: nil)
+            return
         }
         if parameters.immediateData == false && pdu.data.readableBytes > 0 {
             send(.reject(.protocolError, rejected: pdu.header), status: false)
