@@ -147,13 +147,31 @@ let package = Package(
             name: "CairnDaemon",
             dependencies: [
                 "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI", "CairnReplication", "MirrorProtocol",
-                "CairnBackup", "CairnArchive",
+                "CairnBackup", "CairnArchive", "ISCSIServer", "ISCSIProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // iSCSI wire protocol (RFC 7143): PDU codec with CRC-32C digests, text keys, login and session
+        // sequencing, SCSI CDB parsing, sense and parameter data. NIOCore (and the CRC shim) only.
+        .target(
+            name: "ISCSIProtocol",
+            dependencies: ["CMirrorCRC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // iSCSI target: the listener, one channel handler per connection, logical units behind a protocol.
+        .target(
+            name: "ISCSIServer",
+            dependencies: [
+                "ISCSIProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -208,6 +226,11 @@ let package = Package(
         .testTarget(
             name: "NBDProtocolTests",
             dependencies: ["NBDProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ISCSIProtocolTests",
+            dependencies: ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(

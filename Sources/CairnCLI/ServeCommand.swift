@@ -33,6 +33,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Close an NBD connection that stops for this many seconds inside a request (default 60; 0: never).")
     var nbdProgressTimeout: Double?
 
+    @Option(
+        name: .long,
+        help: "iSCSI listener HOST:PORT or PORT (default: the NBD host, port 3260; a free port when --nbd-port is 0).")
+    var iscsiListen: String?
+
+    @Flag(name: .long, help: "Do not serve volumes over iSCSI.")
+    var noIscsi = false
+
     @Option(name: .long, help: "Management API socket (default: <data-dir>/cairn.sock).")
     var apiSocket: String?
 
@@ -123,6 +131,7 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.nbdHost = nbdHost ?? file?.nbd?.host ?? daemon.nbdHost
         daemon.nbdPort = nbdPort ?? file?.nbd?.port ?? daemon.nbdPort
         daemon.ioThreads = ioThreads ?? file?.io?.threads ?? daemon.ioThreads
+        try applyISCSI(file: file?.iscsi, to: &daemon)
         daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
         daemon.cloneExtentDelayMilliseconds = cloneExtentDelayMs
         daemon.backupArchiveDelayMilliseconds = backupArchiveDelayMs
@@ -249,6 +258,7 @@ struct ServeCommand: AsyncParsableCommand {
             nbd             \(settings.daemon.nbdHost):\(settings.daemon.nbdPort)
             nbd timeouts    idle \(Self.describe(settings.daemon.nbdTimeouts.idle)), \
             progress \(Self.describe(settings.daemon.nbdTimeouts.payloadProgress))
+            iscsi           \(settings.daemon.resolvedISCSIPort.map { "\(settings.daemon.iscsiHost ?? settings.daemon.nbdHost):\($0)" } ?? "off")
             api             \(api)
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")

@@ -7,6 +7,7 @@ import Yams
 /// ```yaml
 /// data_dir: /var/lib/cairn
 /// nbd: {host: 127.0.0.1, port: 10809, idle_timeout: 0, progress_timeout: 60}   # seconds; 0: off
+/// iscsi: {listen: "127.0.0.1:3260"}          # or {enabled: false}
 /// api: {socket: /run/cairn/cairn.sock}      # or {port: 7800, token_file: /etc/cairn/api.token}
 /// tls: {mode: required, cert: /etc/cairn/server-cert.pem, key: /etc/cairn/server-key.pem}
 /// access:                                    # without rules: everyone, everything, read-write
@@ -119,8 +120,22 @@ struct ServeConfigFile: Decodable, Equatable {
         }
     }
 
+    /// `iscsi: {listen: "127.0.0.1:3260", enabled: true}`.
+    struct ISCSI: Decodable, Equatable {
+        var listen: String?
+        var enabled: Bool?
+        enum CodingKeys: String, CodingKey, CaseIterable { case listen, enabled }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            listen = try c.decodeIfPresent(String.self, forKey: .listen)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
+        }
+    }
+
     var dataDir: String?
     var nbd: NBD?
+    var iscsi: ISCSI?
     var api: API?
     var tls: TLS?
     var access: [AccessRule]?
@@ -166,7 +181,7 @@ struct ServeConfigFile: Decodable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDir = "data_dir"
-        case nbd, api, tls, access, io, log, replication
+        case nbd, api, tls, access, io, log, replication, iscsi
     }
 
     init(from decoder: any Decoder) throws {
@@ -174,6 +189,7 @@ struct ServeConfigFile: Decodable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         dataDir = try c.decodeIfPresent(String.self, forKey: .dataDir)
         nbd = try c.decodeIfPresent(NBD.self, forKey: .nbd)
+        iscsi = try c.decodeIfPresent(ISCSI.self, forKey: .iscsi)
         api = try c.decodeIfPresent(API.self, forKey: .api)
         tls = try c.decodeIfPresent(TLS.self, forKey: .tls)
         access = try c.decodeIfPresent([AccessRule].self, forKey: .access)

@@ -5,6 +5,7 @@ import CairnEngine
 import CairnIO
 import CairnReplication
 import Foundation
+import ISCSIServer
 import Logging
 import NBDProtocol
 import NBDServer
@@ -19,6 +20,8 @@ public enum Daemon {
         public var pid: Int32
         public var nbd: String
         public var api: String
+        /// "host:port" of the iSCSI listener; nil when it is off.
+        public var iscsi: String?
     }
 
     public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
@@ -87,11 +90,19 @@ public enum Daemon {
             throw EngineError(
                 .busy, "cannot listen for NBD on \(configuration.nbdHost):\(configuration.nbdPort): \(error)")
         }
+        let iscsi: ISCSIServer?
+        do {
+            iscsi = try await startISCSI(configuration, catalog: catalog, logger: logger)
+        } catch {
+            await nbd.close()
+            pool.close()
+            throw error
+        }
         let nbdAddress = "\(configuration.nbdHost):\(nbd.port)"
         let endpoint = configuration.resolvedAPIEndpoint
         var management = PoolManagement(
             pool: pool, executor: executor, nbdAddress: nbdAddress, metricsRegistry: metrics,
-            connectionCount: { nbd.connectionCount },
+            connectionCount: { nbd.connectionCount + (iscsi?.connectionCount ?? 0) },
             requiresTLS: { [tlsMode = configuration.tlsMode] export in
                 tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
             }, replication: replication)
@@ -104,6 +115,7 @@ public enum Daemon {
                         ?? DaemonConfiguration.defaultTokenFile(dataDirectory: configuration.dataDirectory),
                     createIfMissing: configuration.apiTokenFile == nil)
             } catch {
+                await iscsi?.close()
                 await nbd.close()
                 pool.close()
                 throw error
@@ -114,7 +126,10 @@ public enum Daemon {
             logger: logger, backups: BackupManagement(coordinator: backups, pool: pool, executor: executor))
         let runtimeFile = DaemonConfiguration.runtimeFile(dataDirectory: configuration.dataDirectory)
         try writeRuntimeInfo(
-            RuntimeInfo(pid: getpid(), nbd: nbdAddress, api: describe(endpoint)), to: runtimeFile)
+            RuntimeInfo(
+                pid: getpid(), nbd: nbdAddress, api: describe(endpoint),
+                iscsi: iscsi.map { "\(configuration.iscsiHost ?? configuration.nbdHost):\($0.port)" }),
+            to: runtimeFile)
         logger.info(
             "cairn serving",
             metadata: [
@@ -127,7 +142,7 @@ public enum Daemon {
                 services: [
                     .init(service: api),
                     .init(service: NBDService(server: nbd, logger: logger)),
-                ] + (configuration.parentToFollow.map {
+                ] + (iscsi.map { [.init(service: ISCSIService(server: $0))] } ?? []) + (configuration.parentToFollow.map {
                     [.init(service: ParentWatch(parent: $0, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup)]
                 } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -138,6 +153,7 @@ public enum Daemon {
             logger.error("service failed", metadata: ["error": "\(error)"])
         }
         // Services are down: no session can issue I/O any more. Commit and release the pool.
+        await iscsi?.close()
         await nbd.close()
         replication.shutdown()
         await mirrorListener?.close()

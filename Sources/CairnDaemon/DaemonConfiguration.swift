@@ -11,6 +11,20 @@ public struct DaemonConfiguration: Sendable {
     public var nbdPort = 10809
     /// NBD transmission timeouts: idle (nil: none) and payload progress (`NBDLivenessStateMachine`).
     public var nbdTimeouts = NBDLivenessStateMachine.Timeouts()
+
+    /// The iSCSI listener: `iscsiHost` nil means the NBD host; `iscsiPort` nil means off. 3260 is iSCSI's
+    /// IANA port; `resolvedISCSIPort` turns the default into 0 (a free port) when the NBD port is 0, so
+    /// daemons started for tests never contend for 3260.
+    public var iscsiHost: String?
+    public var iscsiPort: Int? = 3260
+    /// True when the iSCSI port was set explicitly (flag or file), not left at its default.
+    public var iscsiPortExplicit = false
+
+    public var resolvedISCSIPort: Int? {
+        guard let port = iscsiPort else { return nil }
+        return !iscsiPortExplicit && nbdPort == 0 ? 0 : port
+    }
+
     /// Management API endpoint; nil means `<data directory>/cairn.sock`.
     public var apiEndpoint: ControlServer.Endpoint?
     /// Threads doing blocking file I/O. Buffered I/O is mostly CPU work (copies into the page cache), and

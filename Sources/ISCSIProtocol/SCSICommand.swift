@@ -1,0 +1,70 @@
+/// A block command this target understands, decoded from its CDB (SBC-4, SPC-4). Fields are in logical
+/// blocks; parsing refuses reserved and protection fields it does not support with INVALID FIELD IN CDB.
+public enum SCSICommand: Sendable, Equatable {
+    case testUnitReady
+    case requestSense(allocation: UInt32)
+    case inquiry(vitalProductData: Bool, page: UInt8, allocation: UInt32)
+    case readCapacity10
+    case readCapacity16(allocation: UInt32)
+    case read(lba: UInt64, blocks: UInt32, fua: Bool)
+    case write(lba: UInt64, blocks: UInt32, fua: Bool)
+    /// VERIFY: `byteCheck` 0 checks the medium only, 1 compares with data sent, 3 compares one block with
+    /// every block (SBC-4 §5.34).
+    case verify(lba: UInt64, blocks: UInt32, byteCheck: UInt8)
+    case synchronizeCache(lba: UInt64, blocks: UInt32)
+    case writeSame(lba: UInt64, blocks: UInt32, unmap: Bool, noDataOut: Bool)
+    case unmap(parameterLength: UInt32)
+    case compareAndWrite(lba: UInt64, blocks: UInt32, fua: Bool)
+    case getLBAStatus(lba: UInt64, allocation: UInt32)
+    case modeSense(sixByte: Bool, disableBlockDescriptors: Bool, pageControl: UInt8, page: UInt8, subpage: UInt8, allocation: UInt32)
+    case reportLUNs(selectReport: UInt8, allocation: UInt32)
+    case reportSupportedOperationCodes(
+        options: UInt8, timeouts: Bool, opcode: UInt8, serviceAction: UInt16, allocation: UInt32)
+    /// PRE-FETCH: the range is checked; the page cache already holds what was recently used.
+    case preFetch(lba: UInt64, blocks: UInt32)
+    /// START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL: accepted and nothing done (no removable media).
+    case noOperation
+
+    /// Operation codes (SBC-4 Table 8, SPC-4 Table 62).
+    public enum Opcode {
+        public static let testUnitReady: UInt8 = 0x00
+        public static let requestSense: UInt8 = 0x03
+        public static let read6: UInt8 = 0x08
+        public static let write6: UInt8 = 0x0A
+        public static let inquiry: UInt8 = 0x12
+        public static let modeSense6: UInt8 = 0x1A
+        public static let startStopUnit: UInt8 = 0x1B
+        public static let preventAllowMediumRemoval: UInt8 = 0x1E
+        public static let readCapacity10: UInt8 = 0x25
+        public static let read10: UInt8 = 0x28
+        public static let write10: UInt8 = 0x2A
+        public static let writeAndVerify10: UInt8 = 0x2E
+        public static let verify10: UInt8 = 0x2F
+        public static let preFetch10: UInt8 = 0x34
+        public static let synchronizeCache10: UInt8 = 0x35
+        public static let writeSame10: UInt8 = 0x41
+        public static let unmap: UInt8 = 0x42
+        public static let modeSense10: UInt8 = 0x5A
+        public static let read16: UInt8 = 0x88
+        public static let compareAndWrite: UInt8 = 0x89
+        public static let write16: UInt8 = 0x8A
+        public static let writeAndVerify16: UInt8 = 0x8E
+        public static let verify16: UInt8 = 0x8F
+        public static let preFetch16: UInt8 = 0x90
+        public static let synchronizeCache16: UInt8 = 0x91
+        public static let writeSame16: UInt8 = 0x93
+        public static let serviceActionIn16: UInt8 = 0x9E
+        public static let reportLUNs: UInt8 = 0xA0
+        public static let maintenanceIn: UInt8 = 0xA3
+        public static let read12: UInt8 = 0xA8
+        public static let write12: UInt8 = 0xAA
+        public static let writeAndVerify12: UInt8 = 0xAE
+        public static let verify12: UInt8 = 0xAF
+    }
+
+    /// SERVICE ACTION IN(16) actions.
+    public static let readCapacity16Action: UInt8 = 0x10
+    public static let getLBAStatusAction: UInt8 = 0x12
+    /// MAINTENANCE IN action REPORT SUPPORTED OPERATION CODES.
+    public static let reportSupportedOperationCodesAction: UInt8 = 0x0C
+}

@@ -1,0 +1,73 @@
+import NIOCore
+
+/// SCSI status bytes (SAM-5 §5.3.1).
+public enum SCSIStatus {
+    public static let good: UInt8 = 0x00
+    public static let checkCondition: UInt8 = 0x02
+    public static let busy: UInt8 = 0x08
+    public static let taskSetFull: UInt8 = 0x28
+}
+
+/// Why a command failed, as fixed-format sense data (SPC-4 §4.5.3): a sense key and an additional sense
+/// code and qualifier. Thrown by CDB parsing and command execution, sent with CHECK CONDITION.
+public struct SCSISense: Error, Sendable, Equatable {
+    public var key: UInt8
+    public var code: UInt8
+    public var qualifier: UInt8
+    /// The INFORMATION field (SBC-4: the offset of the first miscompared byte for MISCOMPARE).
+    public var information: UInt32?
+
+    public init(key: UInt8, code: UInt8, qualifier: UInt8 = 0, information: UInt32? = nil) {
+        self.key = key
+        self.code = code
+        self.qualifier = qualifier
+        self.information = information
+    }
+
+    // Sense keys (SPC-4 Table 48).
+    public static let keyNotReady: UInt8 = 0x02
+    public static let keyMediumError: UInt8 = 0x03
+    public static let keyHardwareError: UInt8 = 0x04
+    public static let keyIllegalRequest: UInt8 = 0x05
+    public static let keyUnitAttention: UInt8 = 0x06
+    public static let keyDataProtect: UInt8 = 0x07
+    public static let keyAbortedCommand: UInt8 = 0x0B
+    public static let keyMiscompare: UInt8 = 0x0E
+
+    // The refusals this target uses (SPC-4 Table 49).
+    public static let invalidOperationCode = SCSISense(key: keyIllegalRequest, code: 0x20)
+    public static let lbaOutOfRange = SCSISense(key: keyIllegalRequest, code: 0x21)
+    public static let invalidFieldInCDB = SCSISense(key: keyIllegalRequest, code: 0x24)
+    public static let logicalUnitNotSupported = SCSISense(key: keyIllegalRequest, code: 0x25)
+    public static let invalidFieldInParameterList = SCSISense(key: keyIllegalRequest, code: 0x26)
+    public static let parameterListLengthError = SCSISense(key: keyIllegalRequest, code: 0x1A)
+    public static let savingParametersNotSupported = SCSISense(key: keyIllegalRequest, code: 0x39)
+    public static let writeProtected = SCSISense(key: keyDataProtect, code: 0x27)
+    public static let spaceAllocationFailed = SCSISense(key: keyDataProtect, code: 0x27, qualifier: 0x07)
+    public static let writeError = SCSISense(key: keyMediumError, code: 0x0C)
+    public static let unrecoveredReadError = SCSISense(key: keyMediumError, code: 0x11)
+    public static let internalTargetFailure = SCSISense(key: keyHardwareError, code: 0x44)
+    /// The target is shutting down or its I/O queue is full: the initiator may retry.
+    public static let notReadyInProgress = SCSISense(key: keyNotReady, code: 0x04, qualifier: 0x01)
+    /// A write's data did not arrive as the command said (SPC-4: DATA PHASE ERROR is 4B/00).
+    public static let dataPhaseError = SCSISense(key: keyAbortedCommand, code: 0x4B)
+    /// COMPARE AND WRITE found different data (SBC-4 §5.2: MISCOMPARE DURING VERIFY OPERATION).
+    public static func miscompare(at offset: UInt32) -> SCSISense {
+        SCSISense(key: keyMiscompare, code: 0x1D, information: offset)
+    }
+
+    /// Fixed-format sense data, 18 bytes.
+    public var fixedFormat: ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt8(information == nil ? 0x70 : 0xF0))  // Current error; VALID with INFORMATION.
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(key)
+        buffer.writeInteger(information ?? 0)
+        buffer.writeInteger(UInt8(10))  // Additional sense length: bytes 8..17.
+        buffer.writeInteger(UInt32(0))
+        buffer.writeInteger(code)
+        buffer.writeInteger(qualifier)
+        buffer.writeRepeatingByte(0, count: 4)
+        return buffer
+    }
+}

@@ -1,0 +1,216 @@
+import ISCSIProtocol
+import Logging
+import NIOCore
+
+/// One initiator connection (= one session: MaxConnections is 1). Owns the PDU decoder, the login state
+/// machine and then the session's command window; the single place their actions are carried out. All
+/// state is confined to the channel's event loop.
+final class ISCSIConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Phase {
+        case login(ISCSILoginStateMachine)
+        /// Full feature phase of a discovery session: Text (SendTargets), NOP and Logout only.
+        case discovery(ISCSISessionParameters)
+        case normal(ISCSISessionParameters, any ISCSILogicalUnit)
+        /// Logged out, failed or disconnected: completions drain, nothing new starts.
+        case closed
+    }
+
+    let catalog: any ISCSITargetCatalog
+    let configuration: ISCSIServerConfiguration
+    var initiator: ISCSIInitiatorInfo
+    /// "host:port" of the listener this connection came in on (SendTargets' TargetAddress).
+    let portal: String
+    let logger: Logger
+    var phase: Phase
+    var decoder = ISCSIPDUDecoder()
+    var received = ByteBuffer()
+    var window = ISCSICommandWindow(expCmdSN: 0, statSN: 0)
+    var context: ChannelHandlerContext?
+    var loginTimer: Scheduled<Void>?
+    /// Writes waiting for their data (Data-Out), by initiator task tag.
+    var pendingWrites: [UInt32: PendingWrite] = [:]
+    /// Commands running in the logical unit; an aborted one completes without a response.
+    var runningTasks: Set<UInt32> = []
+    var abortedTasks: Set<UInt32> = []
+    var nextTransferTag: UInt32 = 1
+    var headerDigest = false
+    var dataDigest = false
+    var flushScheduled = false
+
+    init(
+        initiator: ISCSIInitiatorInfo, portal: String, catalog: any ISCSITargetCatalog,
+        configuration: ISCSIServerConfiguration, tsih: UInt16, logger: Logger
+    ) {
+        self.initiator = initiator
+        self.portal = portal
+        self.catalog = catalog
+        self.configuration = configuration
+        self.logger = logger
+        self.phase = .login(ISCSILoginStateMachine(tsih: tsih))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        loginTimer = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.loginTimeout) { [self] in
+            if case .login = phase {
+                logger.notice("closing a connection whose login did not finish in time")
+                close()
+            }
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        loginTimer?.cancel()
+        endSession()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        close()
+    }
+
+    /// Detaches the logical unit (once) and stops taking PDUs.
+    func endSession() {
+        if case .normal(_, let unit) = phase { catalog.detach(unit, initiator: initiator) }
+        phase = .closed
+        pendingWrites.removeAll()
+    }
+
+    func close() {
+        endSession()
+        context?.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        received.writeBuffer(&bytes)
+        while true {
+            if case .closed = phase { return }
+            let pdu: ISCSIPDU?
+            do {
+                pdu = try decoder.decode(&received)
+            } catch .dataDigestMismatch(let header) {
+                // The PDU is dropped; the initiator learns why (RFC 7143 §7.8).
+                send(.reject(.dataDigestError, rejected: header), status: false)
+                continue
+            } catch {
+                logger.notice("closing connection on a malformed PDU stream", metadata: ["error": "\(error)"])
+                close()
+                return
+            }
+            guard let pdu else { break }
+            handle(pdu)
+        }
+        received.discardReadBytes()
+    }
+
+    func handle(_ pdu: ISCSIPDU) {
+        switch phase {
+        case .login(var machine):
+            handleLogin(pdu, &machine)
+        case .discovery, .normal:
+            handleFullFeature(pdu)
+        case .closed:
+            return
+        }
+    }
+
+    func handleLogin(_ pdu: ISCSIPDU, _ machine: inout ISCSILoginStateMachine) {
+        let initiator = self.initiator
+        let catalog = self.catalog
+        let action = machine.receive(pdu) { catalog.targetExists($0, initiator: initiator) }
+        switch action {
+        case .respond(let response):
+            phase = .login(machine)
+            write(response)
+            flush()
+        case .fail(let response, let status):
+            logger.notice("login refused", metadata: ["status": "\(status)"])
+            write(response)
+            flush()
+            close()
+        case .complete(var response, let parameters):
+            self.initiator.initiatorName = parameters.initiatorName
+            window = ISCSICommandWindow(expCmdSN: parameters.expCmdSN, statSN: parameters.statSN)
+            if parameters.sessionType == .discovery {
+                phase = .discovery(parameters)
+            } else {
+                do {
+                    let unit = try catalog.attach(target: parameters.targetName ?? "", initiator: self.initiator)
+                    phase = .normal(parameters, unit)
+                } catch {
+                    logger.notice("login refused: the target cannot be attached", metadata: ["error": "\(error)"])
+                    response.setUInt16(ISCSILoginStateMachine.Status.targetError.rawValue, 36)
+                    response.flags = response.flags & 0x0C  // No transit: the login failed.
+                    response.data = ByteBuffer()
+                    write(response)
+                    flush()
+                    close()
+                    return
+                }
+            }
+            loginTimer?.cancel()
+            write(response)
+            flush()
+            // Digests and the declared segment size apply from the next PDU on (RFC 7143 §13.1, §13.12).
+            decoder.headerDigest = parameters.headerDigest
+            decoder.dataDigest = parameters.dataDigest
+            decoder.maximumDataSegmentLength = parameters.targetMaxRecvDataSegmentLength
+            headerDigest = parameters.headerDigest
+            dataDigest = parameters.dataDigest
+            logger.debug(
+                "login complete",
+                metadata: [
+                    "iscsi.initiator": "\(parameters.initiatorName)", "iscsi.target": "\(parameters.targetName ?? "-")",
+                ])
+        }
+    }
+
+    var parameters: ISCSISessionParameters? {
+        switch phase {
+        case .discovery(let p), .normal(let p, _): p
+        default: nil
+        }
+    }
+
+    /// Queues `pdu` with the session's sequence numbers; `status`: it takes a StatSN.
+    func send(_ pdu: ISCSIPDU, status: Bool = true) {
+        var pdu = pdu
+        let statSN = status ? window.takeStatSN() : window.nextStatSN
+        pdu.setSequence(statSN: statSN, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN)
+        write(pdu)
+    }
+
+    func write(_ pdu: ISCSIPDU) {
+        guard let context else { return }
+        var out = context.channel.allocator.buffer(capacity: 48 + pdu.data.readableBytes + 16)
+        pdu.encode(into: &out, headerDigest: headerDigest, dataDigest: dataDigest)
+        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    func flush() { context?.flush() }
+
+    /// Flushes once after everything completing in this event-loop turn has been written: completions
+    /// arrive in batches, and one write(2) for a batch beats one per response.
+    func flushSoon() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+}
