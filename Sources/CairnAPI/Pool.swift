@@ -21,6 +21,8 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var bytesCopied: UInt64
     public var bytesZeroed: UInt64
     public var bytesRead: UInt64
+    /// Where the pool lives (nil from daemons that predate backends: a directory).
+    public var backend: PoolBackendDTO?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,

@@ -67,6 +67,7 @@ struct PoolCommand: AsyncParsableCommand {
                     ("written / copied", "\(Output.size(status.bytesWritten)) / \(Output.size(status.bytesCopied))"),
                 ]
                 pairs.append(("health", status.failure.map { "FAILED: \($0)" } ?? "ok"))
+                pairs += Self.backendFields(status.backend)
                 Output.fields(pairs)
             }
         }

@@ -14,6 +14,8 @@ import Yams
 ///   - {exports: ["*"], addresses: ["127.0.0.0/8", "::1"]}
 /// io: {threads: 4}
 /// log: {level: info}
+/// rados: {conf: /etc/ceph/ceph.conf, id: cairn, keyring: /etc/ceph/ceph.client.cairn.keyring, pool: cairn,
+///         namespace: "", lease_seconds: 15, standby: false}   # the pool on Ceph instead of data_dir
 /// ```
 struct ServeConfigFile: Decodable, Equatable {
     struct NBD: Decodable, Equatable {
@@ -154,10 +156,12 @@ struct ServeConfigFile: Decodable, Equatable {
     }
 
     var replication: Replication?
+    /// The pool on a Ceph cluster (`cairn serve --ceph-conf ... --rados-pool ...`).
+    var rados: Rados?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDir = "data_dir"
-        case nbd, api, tls, access, io, log, replication
+        case nbd, api, tls, access, io, log, replication, rados
     }
 
     init(from decoder: any Decoder) throws {
@@ -171,6 +175,7 @@ struct ServeConfigFile: Decodable, Equatable {
         io = try c.decodeIfPresent(IO.self, forKey: .io)
         log = try c.decodeIfPresent(Log.self, forKey: .log)
         replication = try c.decodeIfPresent(Replication.self, forKey: .replication)
+        rados = try c.decodeIfPresent(Rados.self, forKey: .rados)
     }
 
     /// Largest configuration file read: a few hundred bytes are expected.
