@@ -2,6 +2,7 @@ import CairnAPI
 import CairnBackup
 import CairnControl
 import CairnEngine
+import CairnRADOS
 import CairnIO
 import CairnReplication
 import Foundation

@@ -19,11 +19,11 @@ public enum CephSQLiteVFS {
     public static func load(_ configuration: RadosConfiguration) throws {
         try loaded.withLock { loaded in
             if loaded { return }
-            var arguments = ["--conf", configuration.confPath, "--id", configuration.clientID]
-            if let keyring = configuration.keyringPath { arguments += ["--keyring", keyring] }
-            arguments += ["--client_mount_timeout", String(configuration.timeoutSeconds)]
-            arguments += ["--rados_osd_op_timeout", String(max(configuration.timeoutSeconds, RadosCluster.osdOperationTimeoutSeconds))]
-            setenv("CEPH_ARGS", arguments.joined(separator: " "), 1)
+            // The VFS reads the configuration file from CEPH_CONF, the keyring from CEPH_KEYRING and only the
+            // early arguments (the client id) from CEPH_ARGS.
+            setenv("CEPH_CONF", configuration.confPath, 1)
+            if let keyring = configuration.keyringPath { setenv("CEPH_KEYRING", keyring, 1) }
+            setenv("CEPH_ARGS", "--id \(configuration.clientID)", 1)
             var connection: OpaquePointer?
             guard sqlite3_open_v2(":memory:", &connection, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else {
                 throw RadosError("load the SQLite VFS", library, result: -ENOMEM)
@@ -40,8 +40,35 @@ public enum CephSQLiteVFS {
             guard sqlite3_vfs_find("ceph") != nil else {
                 throw VFSLoadError(reason: "\(library) loaded but registered no 'ceph' VFS")
             }
+            sqlite3_auto_extension(unsafeBitCast(exclusiveLockingOnCeph, to: (@convention(c) () -> Void).self))
             loaded = true
         }
+    }
+
+    /// Runs at every SQLite connection's open (`sqlite3_auto_extension`): a database on the ceph VFS gets
+    /// `locking_mode = EXCLUSIVE` before anything else, so the metadata store's `journal_mode = WAL`
+    /// takes effect (WAL without shared memory needs exclusive locking) and the VFS takes its RADOS lock
+    /// once instead of at every transaction. Measured: a commit in 6 ms instead of 52 ms (rollback
+    /// journal, PERSIST) — docs/ARCHITECTURE.md, "The pool on RADOS". One writer per pool is the rule
+    /// anyway; a node taking over breaks the fenced owner's lock (`PoolOwnership`).
+    private static let exclusiveLockingOnCeph:
+        @convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafePointer<CChar>?>?, OpaquePointer?) -> Int32 = {
+            connection, _, _ in
+            var name: UnsafeMutablePointer<CChar>?
+            guard sqlite3_file_control(connection, "main", SQLITE_FCNTL_VFSNAME, &name) == SQLITE_OK, let name else {
+                return SQLITE_OK
+            }
+            defer { sqlite3_free(name) }
+            if String(cString: name).hasPrefix("ceph") {
+                return sqlite3_exec(connection, "PRAGMA locking_mode = EXCLUSIVE", nil, nil, nil)
+            }
+            return SQLITE_OK
+        }
+
+    /// The object holding the VFS's own lock for database `name` (its first stripe) and the lock's name:
+    /// a node taking over breaks the fenced owner's hold on it.
+    public static func lockObject(ofDatabase name: String) -> (object: String, lock: String) {
+        (name + ".0000000000000000", "striper.lock")
     }
 
     /// The URI of database `name` in the configured pool and namespace.

@@ -44,9 +44,11 @@ public final class PoolOwnership: @unchecked Sendable {
 
     /// Takes the pool: fails with `.poolLocked` while another node's lease is live; fences the last
     /// owner's clients (`fence`) before locking. `clientAddresses` are this node's librados clients.
+    /// `fencedLocks`: other locks (object, lock name) the last owner may still hold (the SQLite VFS's): once
+    /// it is fenced, its holds on them are broken so this node need not wait for them to expire.
     public static func acquire(
         _ io: RadosIOContext, clientAddresses: [String], leaseSeconds: Int = defaultLeaseSeconds,
-        log: (String) -> Void = { _ in }
+        fencedLocks: [(object: String, lock: String)] = [], log: (String) -> Void = { _ in }
     ) throws -> PoolOwnership {
         if let owner = try currentOwner(io) {
             throw EngineError(
@@ -59,6 +61,12 @@ public final class PoolOwnership: @unchecked Sendable {
             for address in previous.addresses where !clientAddresses.contains(address) {
                 log("fencing the previous owner's client \(address) (host \(previous.host), pid \(previous.pid))")
                 try io.cluster.blocklist(address: address)
+            }
+            for (object, lock) in fencedLocks {
+                for locker in try io.lockers(object, name: lock) where previous.addresses.contains(locker.address) {
+                    log("breaking the fenced client's lock \(lock) on \(object)")
+                    try io.breakLock(object, name: lock, locker: locker)
+                }
             }
         }
         let ownership = PoolOwnership(io: io, leaseSeconds: leaseSeconds)
@@ -78,7 +86,7 @@ public final class PoolOwnership: @unchecked Sendable {
     /// (fencing the last owner first). Returns nil if `cancelled` turns true first.
     public static func waitToAcquire(
         _ io: RadosIOContext, clientAddresses: [String], leaseSeconds: Int = defaultLeaseSeconds,
-        pollNanoseconds: UInt64 = 500_000_000, cancelled: () -> Bool = { false }, log: (String) -> Void = { _ in }
+        fencedLocks: [(object: String, lock: String)] = [], pollNanoseconds: UInt64 = 500_000_000, cancelled: () -> Bool = { false }, log: (String) -> Void = { _ in }
     ) throws -> PoolOwnership? {
         var announced: String?
         while !cancelled() {
@@ -89,7 +97,9 @@ public final class PoolOwnership: @unchecked Sendable {
                 }
             } else {
                 do {
-                    return try acquire(io, clientAddresses: clientAddresses, leaseSeconds: leaseSeconds, log: log)
+                    return try acquire(
+                        io, clientAddresses: clientAddresses, leaseSeconds: leaseSeconds, fencedLocks: fencedLocks,
+                        log: log)
                 } catch let error as EngineError where error.code == .poolLocked {
                     // Another standby was faster, or the owner renewed just in time: keep waiting.
                 }

@@ -19,6 +19,8 @@ public final class RadosMedia: PoolMedia {
     public static let defaultObjectSize: UInt64 = 1 << 20
     /// The metadata database's name inside the pool's namespace.
     public static let metadataName = "metadata.db"
+    /// The metadata database's own lock, which a fenced owner may still hold.
+    static let fencedLocks = [CephSQLiteVFS.lockObject(ofDatabase: metadataName)]
     /// How long a fullness reading is reused: the engine asks at every allocation, the monitors
     /// update their statistics every few seconds anyway.
     static let usageCacheSeconds = 2.0
@@ -35,7 +37,8 @@ public final class RadosMedia: PoolMedia {
         location = configuration.location
         try CephSQLiteVFS.load(configuration)
         let addresses = [try cluster.address(), try CephSQLiteVFS.clientAddress()]
-        ownership = try PoolOwnership.acquire(io, clientAddresses: addresses, leaseSeconds: leaseSeconds, log: log)
+        ownership = try PoolOwnership.acquire(
+            io, clientAddresses: addresses, leaseSeconds: leaseSeconds, fencedLocks: Self.fencedLocks, log: log)
     }
 
     init(cluster: RadosCluster, io: RadosIOContext, objectSize: UInt64, ownership: PoolOwnership) {
@@ -90,7 +93,7 @@ extension RadosMedia {
         let addresses = [try cluster.address(), try CephSQLiteVFS.clientAddress()]
         guard
             let ownership = try PoolOwnership.waitToAcquire(
-                io, clientAddresses: addresses, leaseSeconds: leaseSeconds, log: log)
+                io, clientAddresses: addresses, leaseSeconds: leaseSeconds, fencedLocks: fencedLocks, log: log)
         else { throw EngineError(.busy, "stopped standing by") }
         log("took over the pool in \(configuration.location)")
         return RadosMedia(cluster: cluster, io: io, objectSize: objectSize, ownership: ownership)

@@ -1,8 +1,10 @@
+import CairnEngine
 import CairnIO
 import CairnRADOS
 import CairnTestSupport
 import Foundation
 import InteropSupport
+import Logging
 import Synchronization
 import Testing
 
@@ -57,7 +59,7 @@ import Testing
         let writeIOPS = Double(writes) / Date().timeIntervalSince(start)
 
         let counters = Counters()
-        start = Date()
+        let readStart = Date()
         let threads = 16
         let group = DispatchGroup()
         for thread in 0..<threads {
@@ -65,7 +67,7 @@ import Testing
             Thread.detachNewThread {
                 var random = SeededGenerator(seed: UInt64(thread))
                 var buffer = [UInt8](repeating: 0, count: 4096)
-                while Date().timeIntervalSince(start) < seconds {
+                while Date().timeIntervalSince(readStart) < seconds {
                     let offset = UInt64(Int.random(in: 0..<(span / 4096), using: &random) * 4096)
                     do {
                         try buffer.withUnsafeMutableBytes { try file.read(into: $0, at: offset) }
@@ -77,10 +79,44 @@ import Testing
             }
         }
         group.wait()
-        let readIOPS = Double(counters.reads.load(ordering: .relaxed)) / Date().timeIntervalSince(start)
+        let readIOPS = Double(counters.reads.load(ordering: .relaxed)) / Date().timeIntervalSince(readStart)
         #expect(counters.failures.load(ordering: .relaxed) == 0)
         return String(
             format: "objects %4d KiB: 1 MiB sequential write %6.1f MB/s, 4 KiB random write %6.0f IOPS, 4 KiB random read (16 threads) %6.0f IOPS",
             Int(objectSize >> 10), sequential, writeIOPS, readIOPS)
+    }
+}
+
+/// What a metadata commit costs on RADOS: 4 KiB write + FLUSH on a pool whose metadata lives in the
+/// SQLite VFS (exclusive locking, WAL). Prints the mean; checks the data reads back.
+@Suite struct CommitLatencyBenchTests {
+    @Test func flushAfterA4KiBWrite() async throws {
+        let configuration = try TestCluster.configuration()
+        let line = try await blocking { () throws -> String in
+            let media = try RadosMedia(configuration)
+            defer { media.ownership.release() }
+            var options = PoolOptions()
+            options.commitIntervalNanoseconds = 3_600_000_000_000
+            options.logger.logLevel = .warning
+            let pool = try Pool(media: media, options: options)
+            defer { pool.close() }
+            try pool.createVolume(name: "v", size: 64 << 20, chunkSize: 65536, preserveStore: nil)
+            let id = try pool.volumeID(named: "v")
+            let rounds = 30
+            let start = Date()
+            for round in 0..<rounds {
+                let data = [UInt8](repeating: UInt8(round + 1), count: 4096)
+                try data.withUnsafeBytes {
+                    try pool.write(volumeID: id, offset: UInt64(round) * 65536, source: .bytes($0), fua: false)
+                }
+                try pool.flush()
+            }
+            let mean = Date().timeIntervalSince(start) / Double(rounds) * 1000
+            var back = [UInt8](repeating: 0, count: 4096)
+            _ = try back.withUnsafeMutableBytes { try pool.read(volumeID: id, offset: 5 * 65536, into: $0) }
+            #expect(back.allSatisfy { $0 == 6 })
+            return String(format: "4 KiB write + FLUSH (data sync + metadata commit): %.1f ms mean over %d", mean, rounds)
+        }
+        print("CommitLatencyBench: \(line)")
     }
 }

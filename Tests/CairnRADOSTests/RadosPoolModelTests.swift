@@ -4,6 +4,7 @@ import CairnTestSupport
 import Foundation
 import Glibc
 import InteropSupport
+import Logging
 import Testing
 
 /// The engine's snapshot/COW/clone model on RADOS media: random writes, TRIMs, zeroes, flushes,
