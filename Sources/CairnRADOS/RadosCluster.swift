@@ -47,28 +47,24 @@ public final class RadosCluster: @unchecked Sendable {
         var cluster: rados_t?
         try check(rados_create2(&cluster, "ceph", "client." + configuration.clientID, 0), "create", "client.\(configuration.clientID)")
         handle = cluster!
-        do {
-            guard FileManager.default.isReadableFile(atPath: configuration.confPath) else {
-                throw RadosError("read configuration", configuration.confPath, result: -ENOENT)
-            }
-            try check(rados_conf_read_file(handle, configuration.confPath), "read configuration", configuration.confPath)
-            if let keyring = configuration.keyringPath {
-                guard FileManager.default.isReadableFile(atPath: keyring) else {
-                    throw RadosError("read keyring", keyring, result: -ENOENT)
-                }
-                try set("keyring", keyring)
-            }
-            let timeout = String(configuration.timeoutSeconds)
-            try set("client_mount_timeout", timeout)
-            try set("rados_mon_op_timeout", timeout)
-            // An OSD that stays away fails the operation (an I/O error to the client) instead of
-            // hanging a thread of the I/O executor forever; a shorter outage (an OSD restart) is a stall.
-            try set("rados_osd_op_timeout", String(max(configuration.timeoutSeconds, Self.osdOperationTimeoutSeconds)))
-            try check(rados_connect(handle), "connect", "the cluster in \(configuration.confPath)")
-        } catch {
-            rados_shutdown(handle)
-            throw error
+        // Every stored property is set: a throw from here on runs deinit, which shuts the handle down.
+        guard FileManager.default.isReadableFile(atPath: configuration.confPath) else {
+            throw RadosError("read configuration", configuration.confPath, result: -ENOENT)
         }
+        try check(rados_conf_read_file(handle, configuration.confPath), "read configuration", configuration.confPath)
+        if let keyring = configuration.keyringPath {
+            guard FileManager.default.isReadableFile(atPath: keyring) else {
+                throw RadosError("read keyring", keyring, result: -ENOENT)
+            }
+            try set("keyring", keyring)
+        }
+        let timeout = String(configuration.timeoutSeconds)
+        try set("client_mount_timeout", timeout)
+        try set("rados_mon_op_timeout", timeout)
+        // An OSD that stays away fails the operation (an I/O error to the client) instead of
+        // hanging a thread of the I/O executor forever; a shorter outage (an OSD restart) is a stall.
+        try set("rados_osd_op_timeout", String(max(configuration.timeoutSeconds, Self.osdOperationTimeoutSeconds)))
+        try check(rados_connect(handle), "connect", "the cluster in \(configuration.confPath)")
     }
 
     deinit { rados_shutdown(handle) }

@@ -158,7 +158,8 @@ extension RadosSlotFile {
         let reserved = recorded.withLock { $0.reservedObjects }
         var index = offset / objectSize
         while index < reserved, index * objectSize < size {
-            if try io.size(of: objectName(index)) != nil { return max(offset, index * objectSize) }
+            let start = index * objectSize
+            if let held = try io.size(of: objectName(index)), start + held > offset { return max(offset, start) }
             index += 1
         }
         return nil

@@ -79,6 +79,7 @@ import Testing
 
         // Fence a, then take its lock: a can no longer write.
         try b.cluster.blocklist(address: lockers[0].address)
+        // b's next operation carries the OSD map with the blocklist: the OSD applies it from then on.
         try b.breakLock("header", name: "owner", locker: lockers[0])
         try b.lockExclusive("header", name: "owner", cookie: "b", description: "test", seconds: 30, renew: false)
         let fenced = #expect(throws: RadosError.self) {

@@ -90,7 +90,11 @@ import Testing
         let configuration = try TestCluster.configuration()
         let mine = try RadosCluster(configuration)
         let file = try RadosSlotFile(io: try mine.ioContext(), name: "slots", objectSize: Self.objectSize)
-        try RadosCluster(configuration).blocklist(address: try mine.address())
+        let other = try RadosCluster(configuration)
+        try other.blocklist(address: try mine.address())
+        // An OSD learns of the blocklist from the next operation that carries the new map (a successor's
+        // first I/O, as here), or from the monitors soon after.
+        _ = try other.ioContext().size(of: "slots.meta")
         let data = [UInt8](repeating: 1, count: 4096)
         // The write may be refused at submission or at its acknowledgement; sync reports it either way.
         let error = #expect(throws: IOError.self) {
@@ -98,6 +102,10 @@ import Testing
             try file.sync()
         }
         #expect(error?.errno == ESHUTDOWN)
-        #expect(throws: IOError.self) { try file.sync() }
+        // And stays refused: nothing of a fenced client reaches the pool.
+        #expect(throws: IOError.self) {
+            try data.withUnsafeBytes { try file.write($0, at: 8192) }
+            try file.sync()
+        }
     }
 }
