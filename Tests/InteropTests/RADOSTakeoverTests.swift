@@ -44,6 +44,7 @@ import Testing
             #expect(compare.status == 0, "\(compare)")
             print("RADOSTakeoverTests: takeover took \(String(format: "%.1f", firstRead.timeIntervalSince(stoppedAt))) s (lease \(RADOSTestCluster.leaseSeconds) s)")
             #expect(b.log.contains("fencing"), "B did not fence A:\n\(b.log)")
+            for line in b.log.split(separator: "\n") where line.contains("notice") { print("RADOSTakeoverTests: B: \(line)") }
 
             // A wakes up: its lease renewal and writes are refused; it stops serving and says why.
             if writer.isRunning { kill(writer.processIdentifier, SIGKILL) }
