@@ -17,13 +17,12 @@ public enum CephSQLiteVFS {
 
     /// Registers the "ceph" VFS (idempotent) with the cluster of `configuration`.
     public static func load(_ configuration: RadosConfiguration) throws {
+        try CephEnvironment.withEnvironment(configuration) { try loadOnce() }
+    }
+
+    private static func loadOnce() throws {
         try loaded.withLock { loaded in
             if loaded { return }
-            // The VFS reads the configuration file from CEPH_CONF, the keyring from CEPH_KEYRING and only the
-            // early arguments (the client id) from CEPH_ARGS.
-            setenv("CEPH_CONF", configuration.confPath, 1)
-            if let keyring = configuration.keyringPath { setenv("CEPH_KEYRING", keyring, 1) }
-            setenv("CEPH_ARGS", "--id \(configuration.clientID)", 1)
             var connection: OpaquePointer?
             guard sqlite3_open_v2(":memory:", &connection, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else {
                 throw RadosError("load the SQLite VFS", library, result: -ENOMEM)

@@ -45,7 +45,10 @@ public final class RadosCluster: @unchecked Sendable {
     public init(_ configuration: RadosConfiguration) throws {
         self.configuration = configuration
         var cluster: rados_t?
-        try check(rados_create2(&cluster, "ceph", "client." + configuration.clientID, 0), "create", "client.\(configuration.clientID)")
+        let created = CephEnvironment.withEnvironment(configuration) {
+            rados_create2(&cluster, "ceph", "client." + configuration.clientID, 0)
+        }
+        try check(created, "create", "client.\(configuration.clientID)")
         handle = cluster!
         // Every stored property is set: a throw from here on runs deinit, which shuts the handle down.
         guard FileManager.default.isReadableFile(atPath: configuration.confPath) else {
