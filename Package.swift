@@ -56,6 +56,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // librados' C API (Debian ships no .pc file for it: the module map links "rados").
+        .systemLibrary(name: "CRados", providers: [.apt(["librados-dev"])]),
+        // Pools on Ceph RADOS: a small librados client (aio, locks, blocklist, cluster status), slot
+        // files striped over objects, metadata through Ceph's SQLite VFS, one-writer ownership.
+        .target(
+            name: "CairnRADOS",
+            dependencies: [
+                "CRados", "CairnEngine", "CairnIO",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
         // Backup archive format (issue 6): self-describing, per-extent SHA-256, sparse, streamable. No I/O
         // beyond reading and writing a byte stream (CCairnIO only to spread a file's writeback).
         .target(
@@ -147,7 +160,7 @@ let package = Package(
             name: "CairnDaemon",
             dependencies: [
                 "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI", "CairnReplication", "MirrorProtocol",
-                "CairnBackup", "CairnArchive", "ISCSIServer", "ISCSIProtocol",
+                "CairnBackup", "CairnArchive", "ISCSIServer", "ISCSIProtocol", "CairnRADOS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -180,7 +193,7 @@ let package = Package(
             name: "CairnCLI",
             dependencies: [
                 "CairnAPI", "CairnControl", "CairnDaemon", "CairnIO", "NBDClient", "NBDProtocol", "CairnArchive",
-                "CairnBackup",
+                "CairnBackup", "CairnRADOS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -198,6 +211,15 @@ let package = Package(
 
         .testTarget(
             name: "CairnIOTests", dependencies: ["CairnIO", "CairnTestSupport", "InteropSupport"], swiftSettings: strict),
+        // Against a real one-machine Ceph cluster (scripts/ceph-cluster; scripts/test starts it).
+        .testTarget(
+            name: "CairnRADOSTests",
+            dependencies: [
+                "CairnRADOS", "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CairnControlTests",
             dependencies: ["CairnControl", "CairnAPI", .product(name: "Logging", package: "swift-log")],

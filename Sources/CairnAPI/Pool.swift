@@ -27,6 +27,8 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     /// How data writes reach the disk: "direct" (O_DIRECT), "buffered", or "buffered (O_DIRECT refused)"
     /// where the filesystem does not allow direct I/O (tmpfs). Absent from older daemons.
     public var dataWrites: String?
+    /// Where the pool lives (nil from daemons that predate backends: a directory).
+    public var backend: PoolBackendDTO?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,

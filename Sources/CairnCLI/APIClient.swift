@@ -105,6 +105,10 @@ enum ExitStatus {
     static let noSpace: Int32 = 5
     /// The pool check found problems.
     static let unhealthy: Int32 = 6
+    /// `cairn serve`: the pool was taken over by another node (this one was fenced) and serving stopped.
+    static let fenced: Int32 = 7
+    /// `cairn serve`: the Ceph cluster holding the pool cannot be reached (sysexits EX_TEMPFAIL).
+    static let clusterUnreachable: Int32 = 75
     /// Bad arguments (sysexits EX_USAGE, as ArgumentParser uses).
     static let usage: Int32 = 64
     /// The daemon cannot be reached (sysexits EX_UNAVAILABLE).

@@ -68,6 +68,7 @@ struct PoolCommand: AsyncParsableCommand {
                     ("written / copied", "\(Output.size(status.bytesWritten)) / \(Output.size(status.bytesCopied))"),
                 ]
                 pairs.append(("health", status.failure.map { "\(status.health): \($0)" } ?? status.health))
+                pairs += Self.backendFields(status.backend)
                 Output.fields(pairs)
             }
         }

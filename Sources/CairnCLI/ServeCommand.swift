@@ -60,6 +60,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var tls: NBDTLSFlags
 
+    @OptionGroup var rados: RadosFlags
+
     @Option(
         name: .customLong("tls-export"),
         help: "With --tls selective: a volume (name or prefix*) reachable only over TLS; repeatable.")
@@ -209,6 +211,7 @@ struct ServeCommand: AsyncParsableCommand {
                 "the API socket path \(path) is too long for a unix socket (108 bytes); use a shorter data directory or API socket")
         }
         try applyReplicationFlags(file: file?.replication, to: &daemon)
+        try applyRadosFlags(file: file?.rados, to: &daemon)
         return Settings(daemon: daemon, logLevel: level)
     }
 
@@ -263,6 +266,7 @@ struct ServeCommand: AsyncParsableCommand {
             tls             \(Self.describeTLS(settings.daemon))
             access          \(settings.daemon.access.map { "\($0.rules.count) rule(s)" } ?? "everyone, read-write")
             replication     \(Self.describeReplication(settings.daemon))
+            rados           \(Self.describeRados(settings.daemon))
             io threads      \(settings.daemon.ioThreads)
             log level       \(settings.logLevel)
             """
@@ -297,6 +301,12 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "cairn")
         do {
             try await Daemon.run(daemon, logger: logger)
+        } catch let error as ClusterUnreachableError {
+            printError("\(error)")
+            throw ArgumentParser.ExitCode(ExitStatus.clusterUnreachable)
+        } catch let error as PoolFencedError {
+            printError("\(error)")
+            throw ArgumentParser.ExitCode(ExitStatus.fenced)
         } catch {
             printError("\(error)")
             throw ArgumentParser.ExitCode(ExitStatus.failure)

@@ -15,6 +15,8 @@ import Yams
 ///   - {exports: ["*"], addresses: ["127.0.0.0/8", "::1"]}
 /// io: {threads: 4}
 /// log: {level: info}
+/// rados: {conf: /etc/ceph/ceph.conf, id: cairn, keyring: /etc/ceph/ceph.client.cairn.keyring, pool: cairn,
+///         namespace: "", lease_seconds: 15, standby: false}   # the pool on Ceph instead of data_dir
 /// ```
 struct ServeConfigFile: Decodable, Equatable {
     struct NBD: Decodable, Equatable {
@@ -178,10 +180,38 @@ struct ServeConfigFile: Decodable, Equatable {
     }
 
     var replication: Replication?
+    /// The pool on a Ceph cluster (`cairn serve --ceph-conf ... --rados-pool ...`).
+    var rados: Rados?
+
+    /// `rados:`: the pool lives in a Ceph RADOS pool (see docs/OPERATIONS.md, "Pools on Ceph").
+    struct Rados: Decodable, Equatable {
+        var conf: String?
+        var id: String?
+        var keyring: String?
+        var pool: String?
+        var namespace: String?
+        var leaseSeconds: Int?
+        var standby: Bool?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case conf, id, keyring, pool, namespace, standby
+            case leaseSeconds = "lease_seconds"
+        }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            conf = try c.decodeIfPresent(String.self, forKey: .conf)
+            id = try c.decodeIfPresent(String.self, forKey: .id)
+            keyring = try c.decodeIfPresent(String.self, forKey: .keyring)
+            pool = try c.decodeIfPresent(String.self, forKey: .pool)
+            namespace = try c.decodeIfPresent(String.self, forKey: .namespace)
+            leaseSeconds = try c.decodeIfPresent(Int.self, forKey: .leaseSeconds)
+            standby = try c.decodeIfPresent(Bool.self, forKey: .standby)
+        }
+    }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDir = "data_dir"
-        case nbd, api, tls, access, io, log, replication, iscsi
+        case nbd, api, tls, access, io, log, replication, iscsi, rados
     }
 
     init(from decoder: any Decoder) throws {
@@ -196,6 +226,7 @@ struct ServeConfigFile: Decodable, Equatable {
         io = try c.decodeIfPresent(IO.self, forKey: .io)
         log = try c.decodeIfPresent(Log.self, forKey: .log)
         replication = try c.decodeIfPresent(Replication.self, forKey: .replication)
+        rados = try c.decodeIfPresent(Rados.self, forKey: .rados)
     }
 
     /// Largest configuration file read: a few hundred bytes are expected.

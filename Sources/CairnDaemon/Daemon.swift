@@ -2,6 +2,7 @@ import CairnAPI
 import CairnBackup
 import CairnControl
 import CairnEngine
+import CairnRADOS
 import CairnIO
 import CairnReplication
 import Foundation
@@ -27,7 +28,8 @@ public enum Daemon {
     public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
         var options = poolOptions(logger)
         options.cloneExtentDelayNanoseconds = configuration.cloneExtentDelayMilliseconds * 1_000_000
-        let pool = try Pool.open(directory: configuration.dataDirectory, options: options)
+        let opened = try await openPool(configuration, options: options, logger: logger)
+        let pool = opened.pool
         let executor = IOExecutor(threadCount: configuration.ioThreads, queueCapacity: configuration.ioQueueCapacity)
         defer {
             executor.shutdown()
@@ -107,6 +109,7 @@ public enum Daemon {
                 tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
             }, replication: replication)
         management.backups = backups
+        management.backendStatus = opened.rados.map(backendStatus)
         var token: String?
         if case .loopback = endpoint {
             do {
@@ -133,7 +136,7 @@ public enum Daemon {
         logger.info(
             "cairn serving",
             metadata: [
-                "pool": "\(configuration.dataDirectory)", "nbd": "\(nbdAddress)", "api": "\(describe(endpoint))",
+                "pool": "\(opened.rados?.location ?? configuration.dataDirectory)", "nbd": "\(nbdAddress)", "api": "\(describe(endpoint))",
             ])
 
         replication.resume()
@@ -144,7 +147,10 @@ public enum Daemon {
                     .init(service: NBDService(server: nbd, logger: logger)),
                 ] + (iscsi.map { [.init(service: ISCSIService(server: $0))] } ?? []) + (configuration.parentToFollow.map {
                     [.init(service: ParentWatch(parent: $0, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup)]
-                } ?? []),
+                } ?? [])
+                    + (opened.rados.map {
+                        [.init(service: OwnershipWatch(media: $0, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup)]
+                    } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
@@ -164,6 +170,13 @@ public enum Daemon {
             logger.error("cannot remove the runtime file", metadata: ["file": "\(runtimeFile)", "error": "\(error)"])
         }
         if case .unixSocket(let path) = endpoint { unlink(path) }
+        if let media = opened.rados {
+            if case .lost(let reason) = media.ownership.state {
+                logger.critical("cairn stopped: fenced", metadata: ["reason": "\(reason)"])
+                throw PoolFencedError(description: "stopped serving: \(reason)")
+            }
+            media.ownership.release()
+        }
         logger.info("cairn stopped")
     }
 

@@ -1,4 +1,5 @@
 import CairnControl
+import CairnRADOS
 import Glibc
 import NBDProtocol
 
@@ -66,6 +67,13 @@ public struct DaemonConfiguration: Sendable {
     /// a test runner or a supervisor script does not outlive it. Read at the very start of the command, so
     /// a parent that exits while the pool opens is still noticed.
     public var parentToFollow: pid_t?
+
+    /// The pool lives in this Ceph RADOS pool instead of the data directory (nil: in the directory).
+    public var rados: RadosConfiguration?
+    /// With `rados`: wait until the serving node's lease lapses, fence it, then take the pool and serve.
+    public var standby = false
+    /// With `rados`: how long this node's hold on the pool lasts without renewal.
+    public var radosLeaseSeconds = PoolOwnership.defaultLeaseSeconds
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

@@ -27,6 +27,8 @@ struct PoolManagement: ManagementService {
     var replication: Replication? = nil
     /// Backups in progress, which pin their volume (`refuseIfBackingUp`).
     var backups: BackupCoordinator? = nil
+    /// Where the pool lives and, on a cluster, its health and fullness (Daemon+RADOS.swift).
+    var backendStatus: (@Sendable () -> PoolBackendDTO)? = nil
 
     /// A volume a backup splits keeps its size, name, content history and existence until the backup ends.
     func refuseIfBackingUp(_ volume: String, _ action: String) throws {
@@ -58,13 +60,15 @@ struct PoolManagement: ManagementService {
 
     func poolStatus() async throws -> PoolStatusDTO {
         let status = try await run { pool.status() }
-        return PoolStatusDTO(
+        var dto = PoolStatusDTO(
             poolID: status.poolID, dataDirectory: status.location, copyMethod: status.copyMethod.rawValue,
             volumeCount: status.volumeCount, provisionedBytes: status.provisionedBytes, usedBytes: status.usedBytes,
             sharedBytes: status.sharedBytes, pendingFreeBytes: status.pendingFreeBytes, fileBytes: status.fileBytes,
             filesystemAvailableBytes: status.filesystemAvailableBytes, failure: status.failure, nbdAddress: nbdAddress,
             bytesWritten: status.bytesWritten, bytesCopied: status.bytesCopied, bytesZeroed: status.bytesZeroed,
             bytesRead: status.bytesRead, dataWrites: status.dataWrites.rawValue)
+        if let backendStatus { dto.backend = try await run { backendStatus() } }
+        return dto
     }
 
     func checkPool(repair: Bool) async throws -> PoolCheckDTO {

@@ -1,0 +1,208 @@
+@_spi(Testing) import CairnEngine
+import CairnRADOS
+import CairnTestSupport
+import Foundation
+import Glibc
+import InteropSupport
+import Logging
+import Testing
+
+/// The engine's snapshot/COW/clone model on RADOS media: random writes, TRIMs, zeroes, flushes,
+/// snapshots, clones, deletions, rollbacks and dedup over several volumes, with restarts that drop
+/// everything not committed. Every snapshot must read back exactly as taken; every live volume must
+/// hold, sector by sector, a value the block-device contract allows; pool check must stay clean.
+@Suite struct RadosPoolModelTests {
+    static let sectors = 1024  // 512 KiB volumes
+    static let sector = 512
+
+    struct LiveImage {
+        var current: [UInt32]
+        var durable: [UInt32]
+        var since: [[UInt32]]
+        init(_ content: [UInt32]) {
+            current = content
+            durable = content
+            since = Array(repeating: [], count: content.count)
+        }
+        mutating func set(_ sector: Int, _ value: UInt32, durably: Bool) {
+            current[sector] = value
+            if durably { durable[sector] = value; since[sector] = [] } else { since[sector].append(value) }
+        }
+        mutating func flushed() { self = LiveImage(current) }
+        func allowed(_ sector: Int) -> [UInt32] { [durable[sector]] + since[sector] }
+    }
+
+    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] {
+        guard value != 0 else { return [UInt8](repeating: 0, count: Self.sector) }
+        var out = [UInt8](repeating: 0, count: Self.sector)
+        withUnsafeBytes(of: value.littleEndian) { out.replaceSubrange(0..<4, with: $0) }
+        withUnsafeBytes(of: UInt32(sector).littleEndian) { out.replaceSubrange(4..<8, with: $0) }
+        for i in 8..<Self.sector { out[i] = UInt8(truncatingIfNeeded: Int(value) &* 131 &+ sector &* 7 &+ i) }
+        return out
+    }
+
+    static func options() -> PoolOptions {
+        var options = PoolOptions()
+        options.commitIntervalNanoseconds = 3_600_000_000_000
+        options.logger.logLevel = .warning
+        return options
+    }
+
+    @Test(arguments: [65536, 4096])
+    func snapshotsClonesAndDedupOnRADOS(chunkSize: Int) async throws {
+        let configuration = try TestCluster.configuration()
+        for failure in try await blocking({ try Self.run(configuration, chunkSize: UInt32(chunkSize)) }) {
+            Issue.record(Comment(rawValue: failure))
+        }
+    }
+
+    static func run(_ configuration: RadosConfiguration, chunkSize: UInt32) throws -> [String] {
+        var failures: [String] = []
+        let seed = SeededGenerator.seedFromEnvironment()
+        print("RadosPoolModelTests seed \(seed) chunk \(chunkSize)")
+        var random = SeededGenerator(seed: seed)
+        let context = "seed \(seed) chunk \(chunkSize)"
+        // Small objects so that volumes span many of them.
+        var media = try RadosMedia(configuration, objectSize: 256 << 10)
+        var pool = try Pool(media: media, options: options())
+        var live: [String: LiveImage] = [:]
+        var snapshots: [String: [UInt32]] = [:]
+        var origins: [String: String] = [:]
+        var nextValue: UInt32 = 1
+        var serial = 0
+        for name in ["a", "b"] {
+            try pool.createVolume(name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: nil)
+            live[name] = LiveImage(Array(repeating: 0, count: sectors))
+        }
+
+        func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
+            let id = try pool.volumeID(named: volume)
+            let epoch = try snapshot.map { try pool.snapshotInfo(volume: volume, snapshot: $0).epoch }
+            var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
+            _ = try buffer.withUnsafeMutableBytes { try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0) }
+            return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
+        }
+
+        func verifyAll(_ pool: Pool, afterRestart: Bool, _ what: String) throws -> Bool {
+            for (key, expected) in snapshots {
+                let parts = key.split(separator: "@").map(String.init)
+                let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                if let bad = (0..<sectors).first(where: { got[$0] != bytes(expected[$0], sector: $0) }) {
+                    failures.append("\(context) \(what): snapshot \(key) sector \(bad) changed")
+                    return false
+                }
+            }
+            for (name, image) in live {
+                let got = try readImage(pool, volume: name, snapshot: nil)
+                for s in 0..<sectors {
+                    let ok = afterRestart
+                        ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
+                        : got[s] == bytes(image.current[s], sector: s)
+                    if !ok {
+                        failures.append("\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4))")
+                        return false
+                    }
+                }
+            }
+            let report = try pool.check()
+            if !report.isHealthy {
+                failures.append("\(context) \(what): pool check: \(report.errors)")
+                return false
+            }
+            return true
+        }
+
+        func waitForJobs(_ pool: Pool) {
+            while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
+        }
+
+        for step in 0..<150 {
+            let volumes = live.keys.sorted()
+            let volume = volumes[Int.random(in: 0..<volumes.count, using: &random)]
+            let id = try pool.volumeID(named: volume)
+            let first = Int.random(in: 0..<sectors, using: &random)
+            let count = min(sectors - first, Int.random(in: 1...(Bool.random(using: &random) ? 8 : 200), using: &random))
+            switch Int.random(in: 0..<100, using: &random) {
+            case 0..<45:
+                let fua = Int.random(in: 0..<6, using: &random) == 0
+                let value = nextValue
+                nextValue += 1
+                let data = (first..<(first + count)).flatMap { bytes(value, sector: $0) }
+                try data.withUnsafeBytes {
+                    try pool.write(volumeID: id, offset: UInt64(first * sector), source: .bytes($0), fua: fua)
+                }
+                for s in first..<(first + count) { live[volume]!.set(s, value, durably: fua) }
+            case 45..<55:
+                let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
+                try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
+                let after = try readImage(pool, volume: volume, snapshot: nil)
+                for s in first..<(first + count) where after[s] == bytes(0, sector: s) && live[volume]!.current[s] != 0 {
+                    live[volume]!.set(s, 0, durably: false)
+                }
+            case 55..<65:
+                try pool.flush()
+                for name in live.keys { live[name]!.flushed() }
+            case 65..<73:
+                serial += 1
+                try pool.createSnapshot(volume: volume, snapshot: "s\(serial)")
+                live[volume]!.flushed()
+                snapshots["\(volume)@s\(serial)"] = live[volume]!.current
+            case 73..<78:
+                let candidates = snapshots.keys.filter { !origins.values.contains($0) }.sorted()
+                guard let key = candidates.randomElement(using: &random) else { continue }
+                let parts = key.split(separator: "@").map(String.init)
+                try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                snapshots[key] = nil
+                waitForJobs(pool)
+            case 78..<82:
+                guard live.count < 5, let key = snapshots.keys.sorted().randomElement(using: &random) else { continue }
+                serial += 1
+                let parts = key.split(separator: "@").map(String.init)
+                try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: "c\(serial)")
+                live["c\(serial)"] = LiveImage(snapshots[key]!)
+                origins["c\(serial)"] = key
+            case 82..<85:
+                let own = snapshots.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
+                guard let key = own.randomElement(using: &random) else { continue }
+                let parts = key.split(separator: "@").map(String.init)
+                let epoch = try pool.snapshotInfo(volume: volume, snapshot: parts[1]).epoch
+                let newer = try pool.listSnapshots(volume: volume).filter { $0.epoch > epoch }
+                guard newer.allSatisfy({ $0.clones.isEmpty }) else { continue }
+                try pool.rollback(volume: volume, snapshot: parts[1], force: true)
+                for snapshot in newer { snapshots["\(volume)@\(snapshot.name)"] = nil }
+                live[volume] = LiveImage(snapshots[key]!)
+                waitForJobs(pool)
+            case 85..<87:
+                try pool.startDedup()
+                waitForJobs(pool)
+                if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
+                    failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
+                    return failures
+                }
+            case 87..<92:
+                guard try verifyAll(pool, afterRestart: false, "live check at step \(step)") else { return failures }
+            default:
+                // The process dies between operations (nothing more is committed) and the pool reopens
+                // from what RADOS holds.
+                waitForJobs(pool)
+                pool.simulateProcessDeath()
+                media.ownership.release()
+                media = try RadosMedia(configuration, objectSize: 256 << 10)
+                pool = try Pool(media: media, options: options())
+                guard try verifyAll(pool, afterRestart: true, "restart at step \(step)") else { return failures }
+                for name in live.keys {
+                    let got = try readImage(pool, volume: name, snapshot: nil)
+                    for s in 0..<sectors {
+                        live[name]!.current[s] = live[name]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? 0
+                    }
+                    live[name]!.flushed()
+                }
+            }
+        }
+        waitForJobs(pool)
+        _ = try verifyAll(pool, afterRestart: false, "final check")
+        pool.close()
+        media.ownership.release()
+        return failures
+    }
+}
