@@ -19,6 +19,8 @@ public final class RadosMedia: PoolMedia {
     public static let defaultObjectSize: UInt64 = 1 << 20
     /// The metadata database's name inside the pool's namespace.
     public static let metadataName = "metadata.db"
+    /// The metadata journal's objects (`metadata.journal.<index>`), beside the metadata database.
+    public static let journalName = "metadata.journal"
     /// The metadata database's own lock, which a fenced owner may still hold.
     static let fencedLocks = [CephSQLiteVFS.lockObject(ofDatabase: metadataName)]
     /// How long a fullness reading is reused: the engine asks at every allocation, the monitors
@@ -51,6 +53,16 @@ public final class RadosMedia: PoolMedia {
 
     public func openMetadataStore() throws -> any MetadataStore {
         try SQLiteMetadataStore(path: CephSQLiteVFS.uri(cluster.configuration, name: Self.metadataName))
+    }
+
+    /// The metadata journal is objects in the cluster like the slot files, so a standby that takes the
+    /// pool over replays what the old owner appended.
+    public func openMetadataJournal() throws -> any StorageFile {
+        do {
+            return try RadosSlotFile(io: io, name: Self.journalName, objectSize: objectSize)
+        } catch let error as RadosError {
+            throw EngineError(.ioFailure, "cannot open the metadata journal in \(location)", cause: error)
+        }
     }
 
     /// A store (another directory on a local pool) becomes a name prefix: all slot files of a RADOS pool

@@ -1,5 +1,6 @@
 import CairnIO
 import CairnRADOS
+import CairnTestSupport
 import Foundation
 import InteropSupport
 import Testing

@@ -1,4 +1,5 @@
 import CairnAPI
+import CairnTestSupport
 import Foundation
 import InteropSupport
 import Testing

@@ -1,4 +1,5 @@
 import CairnAPI
+import CairnTestSupport
 import Foundation
 import Glibc
 import InteropSupport
