@@ -1,4 +1,4 @@
-/// The seed's three ways to build the one-way mirror (fig. 9-13, 14-20, 21-27). They differ in where
+/// The one-way-mirror design's three ways to build the one-way mirror (fig. 9-13, 14-20, 21-27). They differ in where
 /// the data both images share lives; all give the same images.
 public enum BackupMethod: String, Sendable, Codable, CaseIterable {
     /// A full copy of the volume, kept mirrored before the split and broken at T: image A is the copy,

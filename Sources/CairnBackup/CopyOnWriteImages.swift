@@ -1,6 +1,6 @@
 import CairnEngine
 
-/// `--method cow` (seed figs. 21-27) on the engine's own copy-on-write: image B is the volume, image A
+/// `--method cow` (one-way mirror figs. 21-27) on the engine's own copy-on-write: image B is the volume, image A
 /// is a writable clone of a snapshot taken at T. The clone's map is A's lookup table: a block A wrote
 /// is found there, any other falls through to the snapshot, whose old contents the engine preserved
 /// when B overwrote them (the "copy the old data to A before B's first write" of fig. 27, done by
@@ -56,7 +56,7 @@ final class CopyOnWriteImages: MirrorImages {
     }
 }
 
-/// `--method mirror` (seed figs. 9-13): image A is a full, independent copy of the volume. Before the
+/// `--method mirror` (one-way mirror figs. 9-13): image A is a full, independent copy of the volume. Before the
 /// split every write goes to both (a RAID-1 mirror) while a background copy fills the copy; at T the
 /// mirror breaks: old sessions keep writing both, new ones only the volume.
 final class FullMirrorImages: MirrorImages, @unchecked Sendable {

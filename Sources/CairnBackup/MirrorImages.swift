@@ -57,7 +57,7 @@ extension MirrorImages {
     }
 }
 
-/// One COPY_AND_WRITE request (seed 001): the `copySize` bytes at `target` become those at `source` with
+/// One COPY_AND_WRITE request: the `copySize` bytes at `target` become those at `source` with
 /// `buffer` written `bufferOffset` bytes in.
 public struct CopyAndWrite {
     public var source: UInt64

@@ -2,7 +2,7 @@ import CairnEngine
 import CairnIO
 import Synchronization
 
-/// The seed's one-way mirror device for one volume during one backup: two images, the sessions routed
+/// The one-way mirror device for one volume during one backup: two images, the sessions routed
 /// to each, and the range locks they share. Sessions open at the split (T) use image A and their
 /// writes reach A and B; sessions opened later use B only. When every A session has closed (or the
 /// operator seals, or the drain times out) A is frozen and every session uses B.
@@ -141,7 +141,7 @@ public final class OneWayMirror: @unchecked Sendable {
         if side == .a { noteWrittenByA(offset: offset, length: length) }
     }
 
-    /// COPY_AND_WRITE (seed 001) by the session's rules: on A the engine copies inside image A and the
+    /// COPY_AND_WRITE by the session's rules: on A the engine copies inside image A and the
     /// chunk A ends up with reaches B too; on B only B. The source's blocks are held shared and the
     /// target's exclusive, so the copy never interleaves with a write to either.
     public func copyAndWrite(session: UInt64, _ command: CopyAndWrite, fua: Bool) throws {

@@ -1,6 +1,6 @@
 import CairnIO
 
-/// The seed's "locks separate from the data" (figs. 13, 19-20, 26-27): one lock per block of the
+/// The one-way-mirror design's "locks separate from the data" (figs. 13, 19-20, 26-27): one lock per block of the
 /// volume, shared by both images, so that a write of an old session (to A and B) and a write or read
 /// of a new session (B) on the same blocks never interleave. Reads hold blocks shared, writes
 /// exclusive. A request takes every block it needs at once or waits holding none, so lock order

@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// `--method log` (seed figs. 14-20): image A is the volume itself and holds the common data; image B
+/// `--method log` (one-way mirror figs. 14-20): image A is the volume itself and holds the common data; image B
 /// is the volume overlaid by a log volume, with a lookup table on B (`entries`, one per 4 KiB block)
 /// saying which blocks B holds in the log.
 ///
@@ -12,7 +12,7 @@ import Synchronization
 ///   (fig. 18) and the write goes to the log. With an entry: written to the log. New entries reach the
 ///   journal on the next FLUSH (or with a FUA write), after the pool commit that makes their log blocks
 ///   durable: a first write to a block costs one block copy, not a sync.
-/// - A write: written to the volume. Where B has an entry, the seed deletes it (fig. 16); here the
+/// - A write: written to the volume. Where B has an entry, the design deletes it (fig. 16); here the
 ///   write goes to the log too and the entry stays, so entries only ever get added and the journal on
 ///   disk needs no ordering between a deletion and the data it would expose. B sees A's write either way.
 /// - B read: the log where B has an entry, the volume elsewhere (fig. 17). A read: the volume.

@@ -8,7 +8,7 @@ import Foundation
 import Logging
 import NIOHTTP1
 
-/// `cairn backup ...`: consistent backups without quiescing (seed 004's one-way mirror), archives,
+/// `cairn backup ...`: consistent backups without quiescing (the one-way mirror), archives,
 /// verify and restore.
 struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,7 +3,7 @@ import CairnAPI
 import Foundation
 import NIOHTTP1
 
-/// `cairn clone ...`: clone groups (seed 003): full copies of a source volume, kept synchronized or
+/// `cairn clone ...`: clone groups: full copies of a source volume, kept synchronized or
 /// fractured as point-in-time copies, and restored back into the source.
 struct CloneGroupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

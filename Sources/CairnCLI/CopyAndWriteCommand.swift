@@ -9,7 +9,7 @@ import NIOCore
 struct CopyAndWriteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "copy-and-write",
-        abstract: "Copy a chunk inside the array while writing into it (seed 001's COPY_AND_WRITE over NBD).",
+        abstract: "Copy a chunk inside the array while writing into it (COPY_AND_WRITE over NBD).",
         discussion: """
             The chunk at --target becomes a copy of the chunk at --source with the buffer written --offset \
             bytes in. Only the buffer crosses the network: the array copies the chunk itself, in one round \

@@ -3,7 +3,7 @@ import CairnAPI
 import Foundation
 import NIOHTTP1
 
-/// `cairn mirror ...`: synchronous remote mirroring of a volume to another Cairn daemon (seed 002).
+/// `cairn mirror ...`: synchronous remote mirroring of a volume to another Cairn daemon.
 struct MirrorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mirror",

@@ -107,7 +107,7 @@ struct VolumeCommand: AsyncParsableCommand {
     struct Preserve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Send the data a volume preserves for its snapshots to a store, or keep it in the pool.",
-            discussion: "Takes effect for chunks first overwritten from now on (seed 000's LUN map).")
+            discussion: "Takes effect for chunks first overwritten from now on (the LUN map of the COW-offload design).")
         @OptionGroup var options: ClientOptions
         @Argument var name: String
         @Option(help: "Store name (see `cairn pool store list`).") var store: String?

@@ -3,7 +3,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// Consistent backups over the management API (seed 004). A separate protocol so that the core
+/// Consistent backups over the management API. A separate protocol so that the core
 /// `ManagementService` stays as it is; the daemon passes it to `ControlServer.makeApplication`.
 public protocol BackupService: Sendable {
     func listBackups() async throws -> [BackupDTO]

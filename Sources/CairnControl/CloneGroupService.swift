@@ -3,7 +3,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// Clone groups over the management API (seed 003). A separate protocol so that the core
+/// Clone groups over the management API. A separate protocol so that the core
 /// `ManagementService` stays as it is; the daemon's service implements both.
 public protocol CloneGroupService: Sendable {
     func listClones(source: String?) async throws -> [CloneDTO]

@@ -3,7 +3,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// Remote mirrors over the management API (seed 002). A separate protocol, like `CloneGroupService`,
+/// Remote mirrors over the management API. A separate protocol, like `CloneGroupService`,
 /// so the core `ManagementService` stays as it is; the daemon's service implements it.
 public protocol MirrorService: Sendable {
     func listMirrors() async throws -> [MirrorDTO]

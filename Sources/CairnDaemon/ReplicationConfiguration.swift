@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import NIOPosix
 
-/// `cairn serve`'s remote-mirror settings (seed 002).
+/// `cairn serve`'s remote-mirror settings.
 public struct ReplicationConfiguration: Sendable {
     /// Address the replication listener binds to; nil: the NBD host.
     public var host: String?

@@ -2,7 +2,7 @@ import CairnBackup
 import CairnEngine
 import NBDServer
 
-/// A session's place in the backup routing of its volume (seed 004): every request of a live-volume
+/// A session's place in the backup routing of its volume: every request of a live-volume
 /// session passes the volume's `VolumeRoute`. Without a backup that costs one uncontended lock; during
 /// one, the one-way mirror decides whether the session reads and writes image A (it was open at T:
 /// its writes reach A and B) or image B (opened later: B only).

@@ -344,7 +344,7 @@ final class VolumeExport: NBDExport {
                 return try buffer.withUnsafeReadableBytes { bytes in
                     let command = CopyAndWrite(
                         source: source, target: target, copySize: copySize, buffer: bytes, bufferOffset: bufferOffset)
-                    // On a volume a backup splits, the session's image decides where the copy goes (seed 004).
+                    // On a volume a backup splits, the session's image decides where the copy goes.
                     try BackupRouting.copyAndWrite(routing, command, fua: fua) {
                         try pool.copyAndWrite(
                             volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,

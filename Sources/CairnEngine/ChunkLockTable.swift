@@ -1,4 +1,4 @@
-/// Per-volume chunk locks, kept apart from the data (the seed's "locks separate from the data").
+/// Per-volume chunk locks, kept apart from the data (the "locks separate from the data" of the one-way-mirror design).
 ///
 /// Reads and in-place writes hold a chunk shared; anything that changes a chunk's mapping holds it
 /// exclusive. Callers take every lock a request needs in one step under the pool mutex, or none and

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Where a clone stands with its source (seed 003). Every transition is a management operation or the
+/// Where a clone stands with its source. Every transition is a management operation or the
 /// end of a job; see docs/ARCHITECTURE.md, "Clone groups".
 public enum CloneState: String, Codable, Sendable, Hashable {
     /// The sync engine copies the delta map's extents source → clone; host writes to the source are
@@ -38,7 +38,7 @@ public struct CloneGroupRecord: Codable, Sendable, Hashable {
 
 /// Which persisted map a `CloneMapBlock` belongs to.
 public enum CloneMapKind: UInt8, Sendable, Hashable {
-    /// The seed's persistent delta map: one map for the whole group, the union of every clone's delta
+    /// The clone-group design's persistent delta map: one map for the whole group, the union of every clone's delta
     /// map (and of the write-intent extents of mirrored clones). At recovery every clone's delta map is
     /// filled from it.
     case persistentDelta = 0

@@ -33,7 +33,7 @@ struct PersistedMap {
     }
 }
 
-/// The seed's COD scoreboard: the extents being copied right now, by the sync engine or the COD engine.
+/// The clone-group design's COD scoreboard: the extents being copied right now, by the sync engine or the COD engine.
 /// Either engine sets an extent's bit before copying it and clears it after, so no extent is copied
 /// twice at once and no host write lands in an extent while it is being copied.
 struct CODScoreboard {
@@ -45,7 +45,7 @@ struct CODScoreboard {
     var isEmpty: Bool { copying.isEmpty }
 }
 
-/// The seed's COD queue: host requests that need extents copied from the clone before they can be
+/// The clone-group design's COD queue: host requests that need extents copied from the clone before they can be
 /// processed. A request stays queued while every extent it still needs is already being copied (by the
 /// sync engine or another request's COD); it leaves when none of its extents needs copying any more.
 /// The requests themselves wait on the pool monitor; the queue records them for status and tests.

@@ -6,7 +6,7 @@ extension Pool {
     /// becomes active, not one per write; the least recently used idle ones expire at commit time.
     static let activityLogExtents = 256
 
-    /// Builds the clone groups from the catalog: the recovery process of seed 003. Every clone's delta
+    /// Builds the clone groups from the catalog: the clone-group design's recovery process. Every clone's delta
     /// map is filled from the group's persistent delta map (so it may gain bits another clone set; fig. 9),
     /// and a protected restore gets its protected restore map back from disk.
     static func loadCloneGroups(_ catalog: PoolCatalog, volumes: [UInt64: VolumeState], into table: inout CloneGroupTable)

@@ -148,7 +148,7 @@ extension Pool {
         // Protected restore: an extent the clone still has to give the source, and that the host has not
         // written since the restore began, is copied on demand before the request proceeds. The protected
         // restore map is checked too: after a recovery the delta map may hold bits again for extents the
-        // host wrote (seed fig. 9), and copying those would destroy the host's write.
+        // host wrote (the clone-group design's fig. 9), and copying those would destroy the host's write.
         if let restoring, restoring.state == .restoring, let restoreMap = group.restoreMap {
             let needed = extents.filter { restoring.delta.contains($0) && !restoreMap.contains($0) }
             if !needed.isEmpty {

@@ -149,7 +149,7 @@ extension Pool {
             while let extent = member.delta.next(atOrAfter: position) {
                 position = extent + 1
                 if member.state == .restoring, group.restoreMap?.contains(extent) == true {
-                    // Written by the host during the restore (perhaps set again by recovery, seed fig. 9):
+                    // Written by the host during the restore (perhaps set again by recovery, the clone-group design's fig. 9):
                     // the source's data there is the host's and must not be overwritten from the clone.
                     member.delta.remove(extent)
                     group.persistentDelta.markDirty(extent)

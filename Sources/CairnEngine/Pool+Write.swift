@@ -28,7 +28,7 @@ struct ChunkWrite {
         /// partial sub-blocks at the write's edges. This is copy-on-write inside the engine.
         case newVersion
         /// The newest version was born in this epoch but its slot is shared (deduplicated): it is
-        /// replaced by a copy carrying the write (seed 001's COPY_AND_WRITE).
+        /// replaced by a copy carrying the write (COPY_AND_WRITE).
         case replace
     }
 

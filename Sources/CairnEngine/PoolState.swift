@@ -42,7 +42,7 @@ struct PoolState {
     /// `sharedUntilCommit` as captured by the commit in progress.
     var sharedInCommit: Set<SlotAddress> = []
     var nextVolumeID: UInt64 = 1
-    /// Clone groups (seed 003): sources, clones, delta maps, copy-on-demand coordination.
+    /// Clone groups: sources, clones, delta maps, copy-on-demand coordination.
     var cloneGroups = CloneGroupTable()
     /// Set when durability was lost (fdatasync or metadata commit failed): writes are refused from then
     /// on, because the page cache may have dropped data the disk never got.

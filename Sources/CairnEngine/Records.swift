@@ -11,7 +11,7 @@ public struct VolumeRecord: Hashable, Sendable {
     public var parent: ParentLink?
     /// Milliseconds since 1970.
     public var createdAt: Int64
-    /// Store that data preserved for snapshots is copied out to on first overwrite (seed 000's LUN map);
+    /// Store that data preserved for snapshots is copied out to on first overwrite (the LUN map of the COW-offload design);
     /// nil keeps it where it is, in the pool.
     public var preserveStore: String?
 

@@ -118,7 +118,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             try db.execute(sql: "DROP TABLE mappings")
         }
         migrator.registerMigration("v4-clone-groups") { db in
-            // Clone groups (seed 003): one row per group (its record as JSON: extent size, clones and
+            // Clone groups: one row per group (its record as JSON: extent size, clones and
             // their states), and the group's maps in 4 KiB blocks (see ExtentMap); a missing block is zero.
             try db.execute(
                 sql: """

@@ -2,7 +2,7 @@ import CairnIO
 import Glibc
 import Synchronization
 
-/// The primary's **change map** (seed 002's changed-track table; DRBD's quick-sync bitmap and activity
+/// The primary's **change map** (the changed-track table; DRBD's quick-sync bitmap and activity
 /// log in one file): one bit per extent of the primary volume. A set bit means "the target may differ
 /// here". It is *write-intent*: a host write's extents are durably set **before** its data is issued,
 /// so a primary crash can never leave a changed extent the map does not know about.

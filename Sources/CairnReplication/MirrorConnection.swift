@@ -23,7 +23,7 @@ enum MirrorLinkError: Error, Sendable, CustomStringConvertible {
 }
 
 /// The primary's end of one authenticated TCP connection to a target: sends request frames with fresh
-/// message ids and matches replies by id (seed 002: the originating node correlates message ids to tell
+/// message ids and matches replies by id (the originating node correlates message ids to tell
 /// which frames were received and processed). Pipelined: any number of frames in flight.
 final class MirrorConnection: Sendable {
     let channel: any Channel

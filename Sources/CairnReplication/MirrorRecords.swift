@@ -42,7 +42,7 @@ public struct PrimaryMirrorRecord: Codable, Sendable, Equatable {
 }
 
 /// The target's persistent record of a volume paired with a primary (`mirrors/target-<volume id>.json`):
-/// the target's half of seed 002's tables 509.
+/// the target's half of the target's tables 509.
 public struct TargetMirrorRecord: Codable, Sendable, Equatable {
     public var volumeID: UInt64
     public var pairID: UInt64

@@ -6,7 +6,7 @@ import MirrorProtocol
 import NIOCore
 import Synchronization
 
-/// The target's side of seed 002: validates each management frame against its own tables (the pool's
+/// The target's side of the network-mirroring design: validates each management frame against its own tables (the pool's
 /// volumes and the target records) and applies data frames to the paired volume. Every refusal is a
 /// typed `MirrorRemoteError` whose message a person on the primary can act on; a refused frame changes
 /// nothing.

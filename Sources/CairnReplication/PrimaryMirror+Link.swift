@@ -63,7 +63,7 @@ extension PrimaryMirror {
                 lastFailure = "\(error)"
                 switch error {
                 case .timeout, .corruptedReply:
-                    // Sent again on the same connection (seed 002: re-send a copy after the timeout). A late
+                    // Sent again on the same connection (re-send a copy after the timeout). A late
                     // answer to the first copy is ignored; applying a write twice is harmless, since no
                     // overlapping write is in flight (the overlap gate). Closing the connection here would fail
                     // every other frame in flight on it, and one slow frame would cost them all an attempt.

@@ -6,7 +6,7 @@ import MirrorProtocol
 import NIOCore
 import Synchronization
 
-/// One mirrored volume on the primary (seed 002's originating node): the synchronous write path, the
+/// One mirrored volume on the primary (the originating node): the synchronous write path, the
 /// link with its retries, fracture, the change map and the resync job.
 ///
 /// Protocol C semantics: a host write is acknowledged when it is written locally **and** the target

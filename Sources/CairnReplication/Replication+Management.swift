@@ -228,7 +228,7 @@ extension Replication {
         }
     }
 
-    /// Grows or shrinks both volumes of a linked mirror (seed 002's resize frame): the target validates
+    /// Grows or shrinks both volumes of a linked mirror (the resize frame): the target validates
     /// and resizes first, then the primary; host writes wait meanwhile (the whole volume is held in the
     /// overlap gate). A shrink loses data past the new end and needs `force`.
     public func resize(volume name: String, size: UInt64, force: Bool) async throws -> MirrorInfo {

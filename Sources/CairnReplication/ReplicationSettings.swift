@@ -10,7 +10,7 @@ public struct ReplicationSettings: Sendable {
     /// keeps a host write's worst stall (timeout × (retries + 1)) near half a minute, under the 30 s most
     /// guests' disk timeouts allow.
     public var frameTimeout: Double = 5
-    /// Retransmissions before the mirror fractures (seed 002: a predetermined number of re-sends).
+    /// Retransmissions before the mirror fractures (a predetermined number of re-sends).
     public var retries: Int = 3
     /// Seconds between activity-log checkpoints (both sides flush; idle extents' bits are cleared).
     public var checkpointInterval: Double = 2

@@ -70,7 +70,7 @@ public final class SimulatedFileSystem: DurableFileSystem {
             return s.cutSeed
         }
         guard let seed else { return }
-        var random = SplitMix(state: seed)
+        var random = SeededGenerator(seed: seed)
         let image = crashImage(using: &random)
         state.withLock { $0.image = image }
     }
@@ -227,17 +227,5 @@ final class SimulatedFileHandle: DurableFileHandle {
     func truncate(to length: UInt64) throws {
         fileSystem.countCall()
         try file.truncate(to: length)
-    }
-}
-
-/// SplitMix64: the power cut's own generator, seeded by `armPowerCut`.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,4 +1,4 @@
-/// The command field of a mirror frame (seed 002's command/message field): what the frame asks the
+/// The command field of a mirror frame (the command/message field): what the frame asks the
 /// other node to do. A reply carries the command it answers with `MirrorFrameFlags.reply` set.
 public struct MirrorCommand: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt16

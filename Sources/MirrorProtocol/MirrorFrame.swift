@@ -1,6 +1,6 @@
 import NIOCore
 
-/// One frame of the mirror protocol (seed 002, fig. 2): command, message id, payload, checksum.
+/// One frame of the mirror protocol (the network-mirroring design, fig. 2): command, message id, payload, checksum.
 ///
 /// On the wire (big-endian, like NBD):
 ///

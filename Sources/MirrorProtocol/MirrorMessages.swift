@@ -336,7 +336,7 @@ public struct MirrorHandleValue: MirrorMessage {
     }
 }
 
-/// Target → primary: the status query's answer (seed 002: the target's volumes, whether a target
+/// Target → primary: the status query's answer (the target's volumes, whether a target
 /// volume is full or failed, whether replication is progressing).
 public struct MirrorTargetStatus: MirrorMessage {
     public struct Volume: Sendable, Equatable, Codable {

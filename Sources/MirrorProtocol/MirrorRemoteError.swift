@@ -1,6 +1,6 @@
 import NIOCore
 
-/// A typed refusal from the other node (seed 002: the target validates each management frame against
+/// A typed refusal from the other node (the target validates each management frame against
 /// its own tables and answers with the type and nature of the error). Carried in an error reply as
 /// code (UInt16) + message (string). The primary's CLI shows `message`, which is written to be acted on.
 public struct MirrorRemoteError: Error, Sendable, Equatable, CustomStringConvertible {

@@ -1,6 +1,6 @@
 import NIOCore
 
-/// The payload of NBD_CMD_CAIRN_COPY_AND_WRITE: seed 001's COPY_AND_WRITE arguments after the request
+/// The payload of NBD_CMD_CAIRN_COPY_AND_WRITE: COPY_AND_WRITE's arguments after the request
 /// header, whose *offset* is the target location and whose *length* is this payload's length.
 ///
 /// ```
@@ -36,7 +36,7 @@ public struct NBDCopyAndWritePayload: Sendable {
     /// The request's *length*: the fixed fields plus the buffer.
     public var encodedLength: Int { NBDCopyOnWrite.payloadHeaderLength + buffer.readableBytes }
 
-    /// Bytes of the buffer (seed 001's write_buf.size).
+    /// Bytes of the buffer (COPY_AND_WRITE's write_buf.size).
     public var bufferLength: Int { buffer.readableBytes }
 }
 

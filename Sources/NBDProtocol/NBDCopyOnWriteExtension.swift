@@ -1,6 +1,6 @@
 /// Cairn's copy-on-write extension to NBD (docs/NBD-EXTENSIONS.md): a metadata context that says where
-/// a write would copy, and a command that copies a chunk inside the server while writing into it (seed
-/// 001's COPY_AND_WRITE). Both exist on a connection only after the client selected the context with
+/// a write would copy, and a command that copies a chunk inside the server while writing into it
+/// (COPY_AND_WRITE). Both exist on a connection only after the client selected the context with
 /// NBD_OPT_SET_META_CONTEXT, so clients that do not ask see a standard NBD server.
 public enum NBDCopyOnWrite {
     /// The context's namespace. proto.md ("Metadata querying"): namespaces "MUST" be `base`,
