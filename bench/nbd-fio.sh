@@ -7,7 +7,7 @@
 # 4k randread QD32, 1M seq write QD8, 1M seq read QD8, after a full sequential fill so that every read
 # hits written data on every target.
 # Targets: cairn (its default data writes), cairn-direct and cairn-writethrough (the same binary with
-# CAIRN_DATA_WRITES=direct / write-through: O_DIRECT, or page cache + writeback started per write), qemu-nbd (raw, --cache=none --aio=native), qemu-nbd-wb (raw, --cache=writeback),
+# --data-writes direct / write-through: O_DIRECT, or page cache + writeback started per write), qemu-nbd (raw, --cache=none --aio=native), qemu-nbd-wb (raw, --cache=writeback),
 # nbdkit-mem (memory plugin: the NBD ceiling), raw-file (fio libaio O_DIRECT on a file: the disk limit).
 # See bench/README.md for what each number means and the caveats.
 #
@@ -236,7 +236,7 @@ start_cairn() { # $1 = round, $2 = data writes (direct, write-through; empty: th
     mkdir -p "$CAIRN_DIR"
     local logf="$RESULTS_DIR/cairn.r$1.log"
     # Port 0: the daemon picks a free port and writes it to daemon.json (other benchmarks may be running).
-    CAIRN_DATA_WRITES="${2:-}" "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" ${CAIRN_SERVE_ARGS:-} \
+    "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --data-writes "${2:-buffered}" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" ${CAIRN_SERVE_ARGS:-} \
         </dev/null >"$logf" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

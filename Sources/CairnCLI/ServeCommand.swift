@@ -58,6 +58,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Pause per MiB a backup archive reads, in ms (an archive rate limit; default 0).")
     var backupArchiveDelayMs: UInt64 = 0
 
+    @Option(name: .long, help: "How slot files are written: buffered (default), direct (O_DIRECT) or write-through.")
+    var dataWrites: String = StorageWriteMode.buffered.rawValue
+
     @OptionGroup var tls: NBDTLSFlags
 
     @OptionGroup var rados: RadosFlags
@@ -137,6 +140,10 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.apiTokenFile = apiTokenFile ?? file?.api?.tokenFile
         daemon.cloneExtentDelayMilliseconds = cloneExtentDelayMs
         daemon.backupArchiveDelayMilliseconds = backupArchiveDelayMs
+        guard let writes = StorageWriteMode(rawValue: dataWrites), writes != .directRefused else {
+            throw ValidationError("--data-writes: '\(dataWrites)' is not buffered, direct or write-through")
+        }
+        daemon.dataWrites = writes
         daemon.parentToFollow = exitWithParent ? getppid() : nil
         let levelName = logLevel ?? file?.log?.level ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {

@@ -28,6 +28,7 @@ public enum Daemon {
     public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
         var options = poolOptions(logger)
         options.cloneExtentDelayNanoseconds = configuration.cloneExtentDelayMilliseconds * 1_000_000
+        options.dataWrites = configuration.dataWrites
         let opened = try await openPool(configuration, options: options, logger: logger)
         let pool = opened.pool
         let executor = IOExecutor(threadCount: configuration.ioThreads, queueCapacity: configuration.ioQueueCapacity)

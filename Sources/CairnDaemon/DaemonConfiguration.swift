@@ -1,4 +1,5 @@
 import CairnControl
+import CairnIO
 import CairnRADOS
 import Glibc
 import NBDProtocol
@@ -40,6 +41,8 @@ public struct DaemonConfiguration: Sendable {
     public var cloneExtentDelayMilliseconds: UInt64 = 0
     /// Pause per MiB a backup archive reads, in milliseconds: an archive rate limit (0: none).
     public var backupArchiveDelayMilliseconds: UInt64 = 0
+    /// How slot files are written: `buffered` (the page cache), `direct` (O_DIRECT) or `write-through`.
+    public var dataWrites: StorageWriteMode = .buffered
 
     /// NBD over TLS (STARTTLS): off, selective (offered; exports outside `tlsOnlyExports` also work
     /// without it) or required.

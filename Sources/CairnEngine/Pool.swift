@@ -5,6 +5,11 @@ import Synchronization
 
 /// Tunables of a pool. Defaults are what the daemon uses.
 public struct PoolOptions: Sendable {
+    /// How a pool in a directory writes its slot files (`cairn serve --data-writes`). Buffered stays the
+    /// default until direct writes measure better on a quiet machine: direct writes evict the pages they
+    /// overwrite, so reads of fresh data leave the page cache for the disk, and with 4 I/O threads only 4
+    /// writes are in flight (docs/BENCHMARKS.md, 2026-12-07).
+    public var dataWrites: StorageWriteMode = .buffered
     /// Longest time a metadata change waits for a commit when nobody sends FLUSH. dm-thin commits
     /// every second by default; so do we.
     public var commitIntervalNanoseconds: UInt64 = 1_000_000_000
@@ -59,7 +64,7 @@ public final class Pool: @unchecked Sendable {
 
     /// Opens the pool in `directory`, creating it when absent.
     public static func open(directory: String, options: PoolOptions = PoolOptions()) throws -> Pool {
-        try Pool(media: DirectoryMedia(directory: directory), options: options)
+        try Pool(media: DirectoryMedia(directory: directory, dataWrites: options.dataWrites), options: options)
     }
 
     /// Opens a pool on `media`: loads the committed metadata and rebuilds maps, reference counts and

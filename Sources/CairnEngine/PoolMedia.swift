@@ -34,7 +34,7 @@ public final class DirectoryMedia: PoolMedia {
 
     /// Opens (creating when absent) the pool directory and takes its lock: only one process may own
     /// a pool.
-    public init(directory: String, dataWrites: StorageWriteMode = DirectoryMedia.dataWritesByDefault) throws {
+    public init(directory: String, dataWrites: StorageWriteMode = .buffered) throws {
         self.dataWrites = dataWrites
         do {
             try PosixFileSystem().makeDirectoriesDurably(directory + "/data")
@@ -56,19 +56,6 @@ public final class DirectoryMedia: PoolMedia {
 
     public func openMetadataStore() throws -> any MetadataStore {
         try SQLiteMetadataStore(path: location + "/metadata.sqlite")
-    }
-
-    /// How slot files write unless told otherwise: through the page cache, or as `CAIRN_DATA_WRITES`
-    /// (`direct`, `write-through`, `buffered`) in the environment says. Buffered stays the default until
-    /// direct writes measure better on a quiet machine: direct writes evict the pages they overwrite, so
-    /// reads of fresh data leave the page cache for the disk, and with 4 I/O threads only 4 writes are in
-    /// flight (docs/BENCHMARKS.md, 2026-12-07).
-    public static var dataWritesByDefault: StorageWriteMode {
-        switch ProcessInfo.processInfo.environment["CAIRN_DATA_WRITES"] {
-        case "direct": .direct
-        case "write-through": .writeThrough
-        default: .buffered
-        }
     }
 
     /// Name of the metadata journal, next to `metadata.sqlite`.
