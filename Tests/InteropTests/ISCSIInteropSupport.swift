@@ -30,11 +30,11 @@ extension TestDaemon {
 
     /// qemu-io over iSCSI, each command a `-c`; must succeed with every pattern check passing.
     @discardableResult
-    func qemuIOOverISCSI(_ export: String, _ commands: [String], sourceLocation: SourceLocation = #_sourceLocation)
-        async throws -> ProcessResult
-    {
+    func qemuIOOverISCSI(
+        _ export: String, _ commands: [String], readOnly: Bool = false, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> ProcessResult {
         let result = try await runTool(
-            Tools.qemuIO, ["-f", "raw", try iscsiURL(export)] + commands.flatMap { ["-c", $0] })
+            Tools.qemuIO, (readOnly ? ["-r"] : []) + ["-f", "raw", try iscsiURL(export)] + commands.flatMap { ["-c", $0] })
         let failed = result.stdout.contains("failed") || result.stderr.contains("failed")
         #expect(
             result.status == 0 && !result.qemuIOPatternFailed && !failed, "qemu-io iSCSI \(commands): \(result)",
