@@ -33,6 +33,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Close an NBD connection that stops for this many seconds inside a request (default 60; 0: never).")
     var nbdProgressTimeout: Double?
 
+    /// A day: a handshake needs milliseconds; anything longer is a typo, not a slow client.
+    static let longestHandshakeTimeout: Double = 86_400
+
+    @Option(name: .long, help: "Close an NBD connection whose option negotiation takes longer than this many seconds (default 10).")
+    var nbdHandshakeTimeout: Double?
+
     @Option(
         name: .long,
         help: "iSCSI listener HOST:PORT or PORT (default: the NBD host, port 3260; a free port when --nbd-port is 0).")
@@ -157,6 +163,12 @@ struct ServeCommand: AsyncParsableCommand {
         daemon.nbdTimeouts.payloadProgress = try Self.timeout(
             nbdProgressTimeout ?? file?.nbd?.progressTimeout, default: daemon.nbdTimeouts.payloadProgress,
             name: "NBD progress timeout")
+        if let nbdHandshakeTimeout {
+            guard nbdHandshakeTimeout > 0, nbdHandshakeTimeout <= Self.longestHandshakeTimeout else {
+                throw ConfigError("the NBD handshake timeout must be above 0 and at most \(Int(Self.longestHandshakeTimeout)) seconds")
+            }
+            daemon.nbdHandshakeTimeout = nbdHandshakeTimeout
+        }
         daemon.tlsCertificate = tls.tlsCert ?? file?.tls?.cert
         daemon.tlsKey = tls.tlsKey ?? file?.tls?.key
         daemon.tlsClientCA = tls.tlsCa ?? file?.tls?.ca

@@ -9,6 +9,7 @@ import Foundation
 import ISCSIServer
 import Logging
 import NBDProtocol
+import NIOCore
 import NBDServer
 import ServiceLifecycle
 import UnixSignals
@@ -67,6 +68,7 @@ public enum Daemon {
         var nbdConfiguration = NBDServerConfiguration(host: configuration.nbdHost, port: configuration.nbdPort)
         nbdConfiguration.handshake.tlsMode = configuration.tlsMode
         nbdConfiguration.transmissionTimeouts = configuration.nbdTimeouts
+        nbdConfiguration.handshakeTimeout = .milliseconds(Int64(configuration.nbdHandshakeTimeout * 1000))
         if configuration.tlsMode != .disabled {
             do {
                 if let keys = configuration.tlsPreSharedKeys {

@@ -13,6 +13,8 @@ public struct DaemonConfiguration: Sendable {
     public var nbdPort = 10809
     /// NBD transmission timeouts: idle (nil: none) and payload progress (`NBDLivenessStateMachine`).
     public var nbdTimeouts = NBDLivenessStateMachine.Timeouts()
+    /// Seconds a connection may take to finish option negotiation (`--nbd-handshake-timeout`).
+    public var nbdHandshakeTimeout: Double = 10
 
     /// The iSCSI listener: `iscsiHost` nil means the NBD host; `iscsiPort` nil means off. 3260 is iSCSI's
     /// IANA port; `resolvedISCSIPort` turns the default into 0 (a free port) when the NBD port is 0, so
