@@ -123,8 +123,10 @@ public final class Pool: @unchecked Sendable {
             if try file.size() > end { try file.truncate(to: end) }
             files[id] = file
         }
-        committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [unowned self] requested in
-            self.commitOnce(requested: requested)
+        // Weak: a pool dropped without `close()` (a test that failed half-way) must not be read by a timer
+        // commit after it is gone; its commit thread then has nothing left to do.
+        committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [weak self] requested in
+            self?.commitOnce(requested: requested)
         }
         resumeCloneGroupJobs()
         logger.info(
