@@ -5,50 +5,6 @@ import Glibc
 import Synchronization
 import Testing
 
-/// What each 512-byte sector may contain, as the block-device contract allows: after a crash, a
-/// sector holds the value it had at the last completed FLUSH (or FUA write), or any value written to
-/// it since.
-private struct SectorModel {
-    static let sector = 512
-    var current: [UInt32]
-    var durable: [UInt32]
-    var since: [[UInt32]]
-
-    init(sectors: Int) {
-        current = Array(repeating: 0, count: sectors)
-        durable = current
-        since = Array(repeating: [], count: sectors)
-    }
-
-    mutating func set(_ sector: Int, _ value: UInt32, durably: Bool = false) {
-        current[sector] = value
-        if durably {
-            durable[sector] = value
-            since[sector] = []
-        } else {
-            since[sector].append(value)
-        }
-    }
-
-    mutating func flushed() {
-        durable = current
-        since = Array(repeating: [], count: current.count)
-    }
-
-    func allowed(_ sector: Int) -> [UInt32] { [durable[sector]] + since[sector] }
-
-    /// Content of `sector` holding write `value` (0: zeros). Self-identifying, so a read tells which
-    /// write it came from.
-    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] {
-        guard value != 0 else { return [UInt8](repeating: 0, count: Self.sector) }
-        var out = [UInt8](repeating: 0, count: Self.sector)
-        withUnsafeBytes(of: value.littleEndian) { out.replaceSubrange(0..<4, with: $0) }
-        withUnsafeBytes(of: UInt32(sector).littleEndian) { out.replaceSubrange(4..<8, with: $0) }
-        for i in 8..<Self.sector { out[i] = UInt8(truncatingIfNeeded: Int(value) &* 131 &+ sector &* 7 &+ i) }
-        return out
-    }
-}
-
 @Suite struct PowerLossTests {
     static let volumeSize = 4 << 20
 

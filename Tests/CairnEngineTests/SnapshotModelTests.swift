@@ -13,34 +13,8 @@ import Testing
     static let sectors = 2048  // 1 MiB volumes
     static let sector = 512
 
-    /// Expected content of one live volume (see PowerLossTests' SectorModel).
-    struct LiveImage {
-        var current: [UInt32]
-        var durable: [UInt32]
-        var since: [[UInt32]]
-
-        init(_ content: [UInt32]) {
-            current = content
-            durable = content
-            since = Array(repeating: [], count: content.count)
-        }
-
-        mutating func set(_ sector: Int, _ value: UInt32, durably: Bool) {
-            current[sector] = value
-            if durably {
-                durable[sector] = value
-                since[sector] = []
-            } else {
-                since[sector].append(value)
-            }
-        }
-
-        mutating func flushed() { self = LiveImage(current) }
-        func allowed(_ sector: Int) -> [UInt32] { [durable[sector]] + since[sector] }
-    }
-
     struct Model {
-        var live: [String: LiveImage] = [:]
+        var live: [String: SectorModel] = [:]
         /// "volume@snapshot" → exact content.
         var snapshots: [String: [UInt32]] = [:]
         /// clone name → "volume@snapshot" it came from (the snapshot cannot be deleted meanwhile).
@@ -49,14 +23,7 @@ import Testing
         mutating func flushedAll() { for name in live.keys { live[name]!.flushed() } }
     }
 
-    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] {
-        guard value != 0 else { return [UInt8](repeating: 0, count: Self.sector) }
-        var out = [UInt8](repeating: 0, count: Self.sector)
-        withUnsafeBytes(of: value.littleEndian) { out.replaceSubrange(0..<4, with: $0) }
-        withUnsafeBytes(of: UInt32(sector).littleEndian) { out.replaceSubrange(4..<8, with: $0) }
-        for i in 8..<Self.sector { out[i] = UInt8(truncatingIfNeeded: Int(value) &* 131 &+ sector &* 7 &+ i) }
-        return out
-    }
+    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] { SectorModel.bytes(value, sector: sector) }
 
     @Test(arguments: [65536, 4096, 1 << 20])
     func snapshotsNeverChangeAcrossPowerLoss(chunkSize: Int) async throws {
@@ -81,7 +48,7 @@ import Testing
         for name in ["a", "b"] {
             try pool.createVolume(
                 name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: name == "b" ? "disk2" : nil)
-            model.live[name] = LiveImage(Array(repeating: 0, count: sectors))
+            model.live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
         func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
@@ -207,7 +174,7 @@ import Testing
                 let clone = "c\(serial)"
                 try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: clone)
                 if trace { print("  clone \(key) as \(clone)") }
-                model.live[clone] = LiveImage(model.snapshots[key]!)
+                model.live[clone] = SectorModel(model.snapshots[key]!)
                 model.origins[clone] = key
             case 82..<85:
                 let own = model.snapshots.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
@@ -220,7 +187,7 @@ import Testing
                 try pool.rollback(volume: volume, snapshot: parts[1], force: true)
                 if trace { print("  rollback \(key), dropping \(newer.map(\.name))") }
                 for snapshot in newer { model.snapshots["\(volume)@\(snapshot.name)"] = nil }
-                model.live[volume] = LiveImage(model.snapshots[key]!)
+                model.live[volume] = SectorModel(model.snapshots[key]!)
                 waitForJobs(pool)
             case 85..<87:
                 // Dedup shares identical versions (stamps repeat across snapshots and clones).

@@ -15,31 +15,7 @@ import Testing
     static let sectors = 1024  // 512 KiB volumes
     static let sector = 512
 
-    struct LiveImage {
-        var current: [UInt32]
-        var durable: [UInt32]
-        var since: [[UInt32]]
-        init(_ content: [UInt32]) {
-            current = content
-            durable = content
-            since = Array(repeating: [], count: content.count)
-        }
-        mutating func set(_ sector: Int, _ value: UInt32, durably: Bool) {
-            current[sector] = value
-            if durably { durable[sector] = value; since[sector] = [] } else { since[sector].append(value) }
-        }
-        mutating func flushed() { self = LiveImage(current) }
-        func allowed(_ sector: Int) -> [UInt32] { [durable[sector]] + since[sector] }
-    }
-
-    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] {
-        guard value != 0 else { return [UInt8](repeating: 0, count: Self.sector) }
-        var out = [UInt8](repeating: 0, count: Self.sector)
-        withUnsafeBytes(of: value.littleEndian) { out.replaceSubrange(0..<4, with: $0) }
-        withUnsafeBytes(of: UInt32(sector).littleEndian) { out.replaceSubrange(4..<8, with: $0) }
-        for i in 8..<Self.sector { out[i] = UInt8(truncatingIfNeeded: Int(value) &* 131 &+ sector &* 7 &+ i) }
-        return out
-    }
+    static func bytes(_ value: UInt32, sector: Int) -> [UInt8] { SectorModel.bytes(value, sector: sector) }
 
     static func options() -> PoolOptions {
         var options = PoolOptions()
@@ -65,14 +41,14 @@ import Testing
         // Small objects so that volumes span many of them.
         var media = try RadosMedia(configuration, objectSize: 256 << 10)
         var pool = try Pool(media: media, options: options())
-        var live: [String: LiveImage] = [:]
+        var live: [String: SectorModel] = [:]
         var snapshots: [String: [UInt32]] = [:]
         var origins: [String: String] = [:]
         var nextValue: UInt32 = 1
         var serial = 0
         for name in ["a", "b"] {
             try pool.createVolume(name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: nil)
-            live[name] = LiveImage(Array(repeating: 0, count: sectors))
+            live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
         func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
@@ -159,7 +135,7 @@ import Testing
                 serial += 1
                 let parts = key.split(separator: "@").map(String.init)
                 try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: "c\(serial)")
-                live["c\(serial)"] = LiveImage(snapshots[key]!)
+                live["c\(serial)"] = SectorModel(snapshots[key]!)
                 origins["c\(serial)"] = key
             case 82..<85:
                 let own = snapshots.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
@@ -170,7 +146,7 @@ import Testing
                 guard newer.allSatisfy({ $0.clones.isEmpty }) else { continue }
                 try pool.rollback(volume: volume, snapshot: parts[1], force: true)
                 for snapshot in newer { snapshots["\(volume)@\(snapshot.name)"] = nil }
-                live[volume] = LiveImage(snapshots[key]!)
+                live[volume] = SectorModel(snapshots[key]!)
                 waitForJobs(pool)
             case 85..<87:
                 try pool.startDedup()
