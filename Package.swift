@@ -205,6 +205,19 @@ let package = Package(
         ),
         .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: strict),
 
+        // Fuzz targets (the daemon in-process, the mirror and archive decoders, the configuration file) and
+        // the executable that runs them: under libFuzzer (scripts/fuzz) or as a corpus replay (the tests).
+        .target(
+            name: "CairnFuzz",
+            dependencies: [
+                "CairnArchive", "CairnCLI", "CairnDaemon", "CairnEngine", "MirrorProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "cairn-fuzz", dependencies: ["CairnFuzz"], swiftSettings: strict),
+
         // Test doubles for one layer (media that lose unsynced writes like a power cut does) and the one
         // seeded generator every randomized test uses.
         .target(name: "CairnTestSupport", dependencies: ["CairnEngine", "CairnIO"], swiftSettings: strict),

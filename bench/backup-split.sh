@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Backup benchmarks (issue 6): split stall, drain latency, archive throughput, increment size.
+# Backup benchmarks: split stall, drain latency, archive throughput, increment size.
 set -euo pipefail
 exec /usr/bin/python3 "$(dirname "$0")/backup_split.py" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Backup benchmarks (issue 6): does the split stall anyone, how fast is archiving, how small is an
+"""Backup benchmarks: does the split stall anyone, how fast is archiving, how small is an
 increment. Run on a quiet machine; numbers are ratios measured in one run.
 
   backup_split.py --cairn .build/release/cairn [--size 1G] [--seconds 10] [--method cow|log|mirror]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Clone groups: protected restore and incremental sync (issue 4, seed 003).
+"""Clone groups: protected restore and incremental sync.
 
 For each size (1 GiB and LARGE_SIZE, default 8 GiB; --quick: 64 MiB and 256 MiB), on a fresh pool:
 

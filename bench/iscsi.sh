@@ -28,7 +28,8 @@ done
 
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # tgtd ignores SIGTERM while it has targets; nothing here needs a graceful stop.
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -73,7 +74,7 @@ for target in $TARGETS; do
     perf="-"
     if [[ $url == iscsi://* ]]; then
         perf=$(timeout $((PERF_SECONDS + 20)) iscsi-perf -r -b 8 -m "$DEPTH" -t "$PERF_SECONDS" "$url" 2>&1 \
-            | awk '/IOPS/ { for (i = 1; i <= NF; i++) if ($i ~ /IOPS/) v = $(i-1) } END { print v }' | tr -d ',')
+            | grep -o 'iops average [0-9]*' | tail -1 | awk '{ print $3 }')
     fi
     printf "%-12s %14s %14s %18s\n" "$target" "$read" "$write" "${perf:--}"
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Remote mirror benchmark (issue 5): mirrored against unmirrored writes on the same primary, in one run,
+"""Remote mirror benchmark: mirrored against unmirrored writes on the same primary, in one run,
 plus the resync after a fracture during which ~1 % of the volume changed, the same resync with
 `--checksum` after those extents were rewritten with the bytes they held, and CPU seconds per GiB
 replicated on each side.

@@ -309,7 +309,7 @@ def report(results):
         w("")
         w("")
     if ratios:
-        w("Goal (issue): Cairn >= 1.5x qemu-nbd (--cache=none --aio=native) on 4 KiB random I/O, >= 1.0x on sequential.")
+        w("Goal: Cairn >= 1.5x qemu-nbd (--cache=none --aio=native) on 4 KiB random I/O, >= 1.0x on sequential.")
         w("")
     if "cairn" in table:
         # Where Cairn's CPU goes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""NBD over TLS against plaintext, Cairn and qemu-nbd side by side (issue: operating Cairn).
+"""NBD over TLS against plaintext, Cairn and qemu-nbd side by side.
 
 Targets, one at a time, each on a fresh, fully written device of SIZE bytes, one NBD connection:
 

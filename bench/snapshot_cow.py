@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Snapshot and copy-on-write benchmarks (issue: snapshots with in-engine copy-on-write).
+"""Snapshot and copy-on-write benchmarks: snapshots with in-engine copy-on-write.
 
 Runs, one target at a time on this machine, 4 KiB random writes at QD32 into a fully written disk:
 

@@ -4,7 +4,7 @@ import CairnTestSupport
 import Foundation
 import Testing
 
-/// COPY_AND_WRITE and `base:allocation` on a volume a backup splits (issue 6): each session gets its
+/// COPY_AND_WRITE and `base:allocation` on a volume a backup splits: each session gets its
 /// image's answer, and an old session's copy reaches B byte for byte.
 @Suite("COPY_AND_WRITE and block status on a split volume")
 struct SplitVolumeCommandTests {

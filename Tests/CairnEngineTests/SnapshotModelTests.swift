@@ -1,6 +1,7 @@
 @_spi(Testing) import CairnEngine
 import CairnTestSupport
 import InteropSupport
+import Foundation
 import Glibc
 import Synchronization
 import Testing
@@ -25,6 +26,9 @@ import Testing
 
     static func bytes(_ value: UInt32, sector: Int) -> [UInt8] { SectorModel.bytes(value, sector: sector) }
 
+    /// Operations per run; `scripts/soak` raises it (with several seeds) for the long runs.
+    static let steps = Int(ProcessInfo.processInfo.environment["CAIRN_MODEL_STEPS"] ?? "") ?? 400
+
     @Test(arguments: [65536, 4096, 1 << 20])
     func snapshotsNeverChangeAcrossPowerLoss(chunkSize: Int) async throws {
         // Runs on its own thread; failures come back as text and are recorded here, in the test's task.
@@ -43,7 +47,11 @@ import Testing
         var nextValue: UInt32 = 1
         var serial = 0
         let context = "seed \(seed) chunk \(chunkSize)"
-        // "b" sends what its snapshots preserve to another store (seed 000's LUN map: copy-out).
+        // For the summary line scripts/soak adds up.
+        var cuts = 0
+        var jobCuts = 0
+        var sectorsChecked = 0
+        // "b" sends what its snapshots preserve to another store (the COW-offload design's copy-out).
         try pool.addStore(name: "disk2", path: "/disk2")
         for name in ["a", "b"] {
             try pool.createVolume(
@@ -115,7 +123,7 @@ import Testing
         let onlyChunk = getenv("CAIRN_CHUNK").map { UInt32(String(cString: $0)) ?? 0 }
         if let onlyChunk, onlyChunk != chunkSize { return [] }
         let verifyEach = getenv("CAIRN_VERIFY_EACH") != nil
-        for step in 0..<400 {
+        for step in 0..<Self.steps {
             if verifyEach, step > 0 {
                 guard try verifyAll(pool, afterCrash: false, "check before step \(step)") else { return failures }
             }
@@ -199,6 +207,64 @@ import Testing
                 }
             case 87..<90:
                 guard try verifyAll(pool, afterCrash: false, "live check at step \(step)") else { return failures }
+            case 90..<95:
+                // Power cut in the middle of a background job: reclaim after a snapshot deletion, or dedup.
+                // Everything is flushed first, so each image taken at one of the job's commits must reopen
+                // to exactly the model; the snapshot being deleted may still be there, unchanged, or gone.
+                waitForJobs(pool)
+                try pool.flush()
+                model.flushedAll()
+                let deletable = model.snapshots.keys.filter { !model.origins.values.contains($0) }.sorted()
+                let deleting = Bool.random(using: &random) ? deletable.randomElement(using: &random) : nil
+                let images = Mutex<[SimulatedMedia]>([])
+                let hookRandom = Mutex(SeededGenerator(seed: seed ^ UInt64(step)))
+                media.store.setAfterCommit { [media] in
+                    hookRandom.withLock { rng in
+                        guard Bool.random(using: &rng) else { return }
+                        let image = media.crashImage(using: &rng)
+                        images.withLock { if $0.count < 3 { $0.append(image) } }
+                    }
+                }
+                var deletedContent: [UInt32]?
+                if let deleting {
+                    let parts = deleting.split(separator: "@").map(String.init)
+                    try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                    deletedContent = model.snapshots.removeValue(forKey: deleting)
+                } else {
+                    try pool.startDedup()
+                }
+                if trace { print("  job during which to cut: \(deleting.map { "delete \($0)" } ?? "dedup")") }
+                waitForJobs(pool)
+                media.store.setAfterCommit(nil)
+                for image in images.withLock({ $0 }) {
+                    jobCuts += 1
+                    let reopened = try Pool(media: image, options: testOptions())
+                    defer { reopened.close() }
+                    let what = "power cut during \(deleting.map { "reclaim of \($0)" } ?? "dedup") at step \(step)"
+                    guard try verifyAll(reopened, afterCrash: true, what) else { return failures }
+                    if let deleting, let deletedContent {
+                        let parts = deleting.split(separator: "@").map(String.init)
+                        if (try? reopened.snapshotInfo(volume: parts[0], snapshot: parts[1])) != nil {
+                            let got = try readImage(reopened, volume: parts[0], snapshot: parts[1])
+                            if let bad = (0..<sectors).first(where: { got[$0] != bytes(deletedContent[$0], sector: $0) }) {
+                                failures.append("\(context) \(what): the snapshot being deleted changed at sector \(bad)")
+                                return failures
+                            }
+                        }
+                    }
+                    for name in model.live.keys.sorted() {
+                        let got = try readImage(reopened, volume: name, snapshot: nil)
+                        if let bad = (0..<sectors).first(where: { got[$0] != bytes(model.live[name]!.current[$0], sector: $0) }) {
+                            failures.append(
+                                "\(context) \(what): \(name) sector \(bad) holds \(got[bad].prefix(4)), flushed value \(model.live[name]!.current[bad])")
+                            return failures
+                        }
+                        sectorsChecked += sectors
+                    }
+                    // The interrupted job resumes (or is dropped) at open; the pool stays consistent after it.
+                    waitForJobs(reopened)
+                    guard try verifyAll(reopened, afterCrash: true, what + ", after the reopened pool's jobs") else { return failures }
+                }
             default:
                 // Power cut between operations: what the disk kept must be a state the contract allows.
                 waitForJobs(pool)
@@ -206,13 +272,19 @@ import Testing
                 pool.simulateProcessDeath()
                 pool = try Pool(media: image, options: testOptions())
                 media = image
+                cuts += 1
                 guard try verifyAll(pool, afterCrash: true, "power cut at step \(step)") else { return failures }
-                for name in model.live.keys {
+                for name in model.live.keys.sorted() {
                     let got = try readImage(pool, volume: name, snapshot: nil)
                     for s in 0..<sectors {
-                        model.live[name]!.current[s] =
-                            model.live[name]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? 0
+                        guard let kept = model.live[name]!.allowed(s).first(where: { bytes($0, sector: s) == got[s] }) else {
+                            failures.append(
+                                "\(context) power cut at step \(step): \(name) sector \(s) holds \(got[s].prefix(4)), allowed \(model.live[name]!.allowed(s))")
+                            return failures
+                        }
+                        model.live[name]!.current[s] = kept
                     }
+                    sectorsChecked += sectors
                 }
                 model.flushedAll()
             }
@@ -220,6 +292,7 @@ import Testing
         waitForJobs(pool)
         _ = try verifyAll(pool, afterCrash: false, "final check")
         pool.close()
+        print("soak: snapshot model \(context): \(Self.steps) steps, \(cuts + jobCuts) power cuts (\(jobCuts) during jobs), \(sectorsChecked) sectors checked, \(failures.count) failures")
         return failures
     }
 }

@@ -31,7 +31,8 @@ extension BackupDaemonTests {
             try await Self.qemuIO(daemon, "v", ["write -P 0x21 0 8m"])
             let before = try await Self.metrics(daemon)
             #expect(Self.sample(before, "cairn_backups_total", ["result=\"succeeded\""]) == 0, "\(before)")
-            let (old, go) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let old = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let go = old.go
             let started = try Self.json(
                 try await daemon.cliOK(["backup", "start", "v", "--to", scratch.file("v.cbk"), "--json"]))
             let id = try #require(started["id"] as? String)
@@ -42,7 +43,7 @@ extension BackupDaemonTests {
             #expect(Self.sample(during, "cairn_backup_sessions_on_a", [backup, "volume=\"v\""]) == 1, "\(during)")
             #expect(Self.sample(during, "cairn_backup_archived_bytes", [backup]) == 0, "\(during)")
             _ = FileManager.default.createFile(atPath: go, contents: nil)
-            old.waitUntilExit()
+            old.process.waitUntilExit()
             let done = try await Self.waitForBackup(daemon, id)
             #expect(done["phase"] as? String == "succeeded", "\(done)")
             let after = try await Self.metrics(daemon)

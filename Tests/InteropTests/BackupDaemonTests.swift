@@ -2,7 +2,7 @@ import Foundation
 import InteropSupport
 import Testing
 
-/// `cairn backup` through the real daemon and real clients (issue 6): the split at T under one export
+/// `cairn backup` through the real daemon and real clients: the split at T under one export
 /// name, status, drain, archive, verify, restore, export to qemu-img, transaction consistency for each
 /// method, and kill -9 during the drain and during archiving.
 @Suite("backups through cairn serve", .serialized)
@@ -34,19 +34,36 @@ struct BackupDaemonTests {
     }
 
     /// A libnbd session that writes, says it is ready, and stays open until `go` exists.
-    static func holdSession(_ daemon: TestDaemon, _ volume: String, scratch: ScratchDirectory) async throws -> (Process, String) {
+    /// A python NBD session kept open until `go` exists; killed through a pidfd, never by pid (a pid
+    /// reaped by Foundation may already belong to another test's process).
+    struct HeldSession {
+        let process: Process
+        let handle: ProcessHandle
+        let go: String
+
+        func kill() {
+            handle.signal(SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    static func holdSession(_ daemon: TestDaemon, _ volume: String, scratch: ScratchDirectory) async throws -> HeldSession {
         let ready = scratch.file("ready-\(UUID().uuidString)")
         let go = scratch.file("go-\(UUID().uuidString)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Tools.python)
         process.arguments = [Self.bank, "hold", daemon.uri(volume), ready, go]
         try process.run()
+        let session = HeldSession(process: process, handle: ProcessHandle(pid: process.processIdentifier), go: go)
         let deadline = Date().addingTimeInterval(60)
         while !FileManager.default.fileExists(atPath: ready) {
-            guard Date() < deadline, process.isRunning else { throw TestDaemonError("the holding session did not start") }
+            guard Date() < deadline, process.isRunning else {
+                session.kill()
+                throw TestDaemonError("the holding session did not start")
+            }
             try await Task.sleep(nanoseconds: 50_000_000)
         }
-        return (process, go)
+        return session
     }
 
     @Test("old sessions stay on image A under the same export name, new ones land on B; archive, verify, restore, export")
@@ -56,7 +73,8 @@ struct BackupDaemonTests {
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "v", "16M"])
             try await Self.qemuIO(daemon, "v", ["write -P 0x11 0 8m"])
-            let (old, go) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let old = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let go = old.go
             let archive = scratch.file("v.cbk")
             let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", archive, "--json"]))
             let id = try #require(started["id"] as? String)
@@ -84,7 +102,7 @@ struct BackupDaemonTests {
             let image = try await runTool(Tools.qemuIO, ["-f", "raw", "-r", daemon.uri("backup-\(id)-image"), "-c", "read 0 4k"])
             #expect(image.status != 0 || image.stderr.contains("failed") || image.stdout.contains("failed"), "\(image)")
             _ = FileManager.default.createFile(atPath: go, contents: nil)
-            old.waitUntilExit()
+            old.process.waitUntilExit()
             let done = try await Self.waitForBackup(daemon, id)
             #expect(done["phase"] as? String == "succeeded" && done["drain"] as? String == "drained", "\(done)")
             let volumes = try await daemon.cliOK(["volume", "list"])
@@ -185,7 +203,7 @@ struct BackupDaemonTests {
         defer { scratch.remove() }
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "v", "8M"])
-            let (old, _) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let old = try await Self.holdSession(daemon, "v", scratch: scratch)
             let archive = scratch.file("v.cbk")
             let started = try Self.json(try await daemon.cliOK(["backup", "start", "v", "--to", archive, "--method", method, "--json"]))
             let id = try #require(started["id"] as? String)
@@ -203,8 +221,7 @@ struct BackupDaemonTests {
             #expect(flushed.status == 0, "\(flushed)")
             try await daemon.kill9()
             // SIGKILL: a child of the test runner may inherit a mask that blocks SIGTERM.
-            kill(old.processIdentifier, SIGKILL)
-            old.waitUntilExit()
+            old.kill()
             try await daemon.restart()
             let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
             #expect(status["phase"] as? String == "failed", "\(status)")
@@ -266,10 +283,10 @@ extension BackupDaemonTests {
         defer { scratch.remove() }
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "v", "8M"])
-            let (old, go) = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let old = try await Self.holdSession(daemon, "v", scratch: scratch)
+            let go = old.go
             defer {
-                kill(old.processIdentifier, SIGKILL)
-                old.waitUntilExit()
+                old.kill()
             }
             _ = go
             // Refusals: nothing is created, no backup runs.

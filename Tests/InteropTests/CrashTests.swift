@@ -55,6 +55,7 @@ import Testing
                 let check = try await daemon.cli(["pool", "check", "--json"])
                 #expect(check.status == 0 && check.stdout.contains("\"healthy\" : true"), "\(context): \(check)")
                 baseline = state
+                print("soak: kill -9 cycle done (chunk \(chunkSize), seed \(seed), iteration \(iteration))")
             }
         }
     }
@@ -137,6 +138,7 @@ import Testing
                 let check = try await daemon.cli(["pool", "check", "--json"])
                 #expect(check.status == 0, "\(context): \(check)")
                 baseline = state
+                print("soak: kill -9 cycle done (snapshots, seed \(seed), round \(round), \(digests.count) snapshots unchanged)")
             }
         }
     }

@@ -4,7 +4,7 @@ import Glibc
 import InteropSupport
 import Testing
 
-/// Remote mirrors end to end (seed 002): two real `cairn serve` daemons on loopback, host I/O with
+/// Remote mirrors end to end: two real `cairn serve` daemons on loopback, host I/O with
 /// qemu-io, faults from a TCP proxy between them, and after every scenario the two volumes compared
 /// byte for byte with `qemu-img compare`.
 @Suite("remote mirrors between two daemons")

@@ -12,7 +12,7 @@ extension TestDaemon {
     }
 }
 
-/// NBDClient against a real `cairn serve`: the standard commands, then seed 001's COPY_AND_WRITE.
+/// NBDClient against a real `cairn serve`: the standard commands, then COPY_AND_WRITE.
 @Suite("NBD client against the daemon")
 struct NBDClientDaemonTests {
     static let chunk: UInt64 = 64 * 1024

@@ -5,7 +5,7 @@ import NBDProtocol
 import NIOCore
 import Testing
 
-/// COPY_AND_WRITE and `base:allocation` on a volume a backup splits, through the real daemon (issue 6):
+/// COPY_AND_WRITE and `base:allocation` on a volume a backup splits, through the real daemon:
 /// a session open at T (Cairn's NBD client) copies and maps image A, new sessions (`cairn copy-and-write`,
 /// `nbdinfo --map`) image B; the archive holds A.
 @Suite("COPY_AND_WRITE and block status during a backup", .serialized)

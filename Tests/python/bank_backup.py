@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Transaction consistency of `cairn backup` through real NBD sessions (issue 6, seed 004 para. [0003]).
+"""Transaction consistency of `cairn backup` through real NBD sessions (the one-way-mirror design: a backup at T holds every transaction committed before T).
 
   bank_backup.py run   URI_BASE VOLUME LOG --cairn BIN --data-dir D --archive FILE --method M --seed N
   bank_backup.py check URI LOG --mode backup|live
