@@ -29,14 +29,7 @@ final class FuzzDaemon: Sendable {
     private init() throws {
         Self.quietLogging()
         let directory = FuzzScratch.directory + "/pool"
-        let pool = try Pool.open(directory: directory)
-        let volume = try pool.createVolume(name: Self.volumeName, size: Self.volumeSize)
-        let pattern = [UInt8](repeating: 0xA5, count: 256 << 10)
-        try pattern.withUnsafeBytes { bytes in
-            try pool.write(volumeID: volume.id, offset: 1 << 20, source: .bytes(bytes), fua: true)
-        }
-        _ = try pool.createSnapshot(volume: Self.volumeName, snapshot: Self.snapshotName)
-        pool.close()
+        try Self.preparePool(in: directory)
 
         var configuration = DaemonConfiguration(dataDirectory: directory)
         configuration.nbdPort = 0
@@ -63,6 +56,18 @@ final class FuzzDaemon: Sendable {
             guard Date() < deadline else { fatalError("the daemon wrote no runtime file within \(Self.startDeadline) s") }
             usleep(20_000)
         }
+    }
+
+    /// The pool is released (its lock with it) before the daemon opens it.
+    private static func preparePool(in directory: String) throws {
+        let pool = try Pool.open(directory: directory)
+        defer { pool.close() }
+        let volume = try pool.createVolume(name: Self.volumeName, size: Self.volumeSize)
+        let pattern = [UInt8](repeating: 0xA5, count: 256 << 10)
+        try pattern.withUnsafeBytes { bytes in
+            try pool.write(volumeID: volume.id, offset: 1 << 20, source: .bytes(bytes), fua: true)
+        }
+        _ = try pool.createSnapshot(volume: Self.volumeName, snapshot: Self.snapshotName)
     }
 
     /// Connection logs at info level for every input would drown the fuzzer's own output.
