@@ -50,12 +50,16 @@ extension NBDConnectionHandler {
                     )
                 }
             }
-            self.send(self.encode(chunks, for: request, extended: style == .extended), ticket: ticket)
+            // The client may have gone while the export looked the extents up.
+            guard let allocator = self.context?.channel.allocator else { return self.finish(ticket) }
+            self.send(self.encode(chunks, for: request, extended: style == .extended, allocator: allocator), ticket: ticket)
         }
     }
 
-    private func encode(_ chunks: [NBDReplyChunk], for request: NBDRequest, extended: Bool) -> [ByteBuffer] {
-        var buffer = context!.channel.allocator.buffer(capacity: chunks.reduce(0) { $0 + 32 + $1.payloadLength })
+    private func encode(
+        _ chunks: [NBDReplyChunk], for request: NBDRequest, extended: Bool, allocator: ByteBufferAllocator
+    ) -> [ByteBuffer] {
+        var buffer = allocator.buffer(capacity: chunks.reduce(0) { $0 + 32 + $1.payloadLength })
         for (index, chunk) in chunks.enumerated() {
             buffer.writeNBDReplyChunk(
                 chunk,

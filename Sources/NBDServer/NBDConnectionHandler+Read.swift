@@ -41,11 +41,14 @@ extension NBDConnectionHandler {
             let rejection = NBDRequestRejection(.ioError, "internal error")
             return sendCompletion(rejection, for: request, style: style, ticket: ticket)
         }
-        send(readReply(request, segments: segments, style: style), ticket: ticket)
+        // The client may have gone while the export read: the read's answer has nowhere to go.
+        guard let allocator = context?.channel.allocator else { return finish(ticket) }
+        send(readReply(request, segments: segments, style: style, allocator: allocator), ticket: ticket)
     }
 
-    private func readReply(_ request: NBDRequest, segments: [NBDReadSegment], style: NBDReplyStyle) -> [ByteBuffer] {
-        let allocator = context!.channel.allocator
+    private func readReply(
+        _ request: NBDRequest, segments: [NBDReadSegment], style: NBDReplyStyle, allocator: ByteBufferAllocator
+    ) -> [ByteBuffer] {
         var header = allocator.buffer(capacity: 32)
         guard style != .simple else {
             header.writeNBDSimpleReply(error: nil, cookie: request.cookie)

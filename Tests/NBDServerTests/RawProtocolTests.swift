@@ -96,6 +96,28 @@ struct RawProtocolTests {
         }
     }
 
+    /// Found by the nbd-transmission fuzz target: a READ or BLOCK_STATUS answered after its client had
+    /// gone dereferenced the closed connection's context and stopped the daemon.
+    @Test("a client vanishing with a READ and a BLOCK_STATUS in flight: the answers are dropped, the server lives")
+    func vanishingReader() async throws {
+        let export = MemoryExport(name: "disk", size: 4 << 20)
+        let logs = LogCapture()
+        try await withServer([export], logs: logs) { server, catalog in
+            export.hold(.read)
+            export.hold(.blockStatus)
+            try await blocking {
+                let client = try RawClient(port: server.port)
+                try client.handshake(export: "disk")
+                try client.sendRequest(.read, cookie: 1, offset: 0, length: 65536)
+                try client.sendRequest(.blockStatus, cookie: 2, offset: 0, length: 1 << 20)
+            }
+            try await waitUntil { export.heldCount == 2 && logs.metadata(of: "NBD client disconnected").count == 1 }
+            export.release()
+            try await waitUntil { catalog.detachCount == 1 }
+            try await Self.expectServerHealthy(server)
+        }
+    }
+
     @Test("an oversized WRITE is skipped and refused with EINVAL; an absurd one ends the connection")
     func oversizedWrite() async throws {
         let export = MemoryExport(name: "disk", size: 128 << 20)
