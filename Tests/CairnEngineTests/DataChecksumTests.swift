@@ -17,6 +17,16 @@ import Testing
 
     var slotFile: SimulatedStorageFile { media.slotFile(named: "slots-65536.dat")! }
 
+    /// Opens the pool in `directory`, runs `body` and closes it; the pool (and its directory lock) is gone
+    /// when this returns, so the next call can open it again.
+    static func withPool<T>(_ directory: String, _ options: PoolOptions = testOptions(), _ body: (Pool) throws -> T)
+        throws -> T
+    {
+        let pool = try Pool.open(directory: directory, options: options)
+        defer { pool.close() }
+        return try body(pool)
+    }
+
     /// Flips one byte of slot data behind the engine's back (what a disk's silent corruption does).
     static func flipByte(in file: any StorageFile, at offset: UInt64) throws {
         var byte: [UInt8] = [0]
@@ -170,44 +180,47 @@ import Testing
     @Test func intentMarksAreClearedByAnIdleCommitAndAtClose() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var pool = try Pool.open(directory: directory, options: testOptions())
-        let v = try pool.createVolume(name: "v", size: 16 << 20).id
-        #expect(pool.markedChecksumRegionCount == 0)
-        try writeBytes(pool, v, 0, pattern(15, 8192))
-        #expect(pool.markedChecksumRegionCount == 1)
-        // This commit covers the write but began right after it: the mark stays (hysteresis).
-        try pool.flush()
-        #expect(pool.markedChecksumRegionCount == 1)
-        // The next commit finds the region idle for a whole interval, with data and checksums synced.
-        try pool.createSnapshot(volume: "v", snapshot: "s")
-        #expect(pool.markedChecksumRegionCount == 0)
-        // A write marks it again (durably, before the data goes down).
-        try writeBytes(pool, v, 1 << 20, pattern(16, 8192))
-        #expect(pool.markedChecksumRegionCount == 1)
-        pool.close()
-        pool = try Pool.open(directory: directory, options: testOptions())
-        #expect(pool.markedChecksumRegionCount == 0)
-        #expect(try readBytes(pool, v, 1 << 20, 8192) == pattern(16, 8192))
-        #expect(try readBytes(pool, v, 0, 8192) == pattern(15, 8192))
-        pool.close()
+        try Self.withPool(directory) { pool in
+            let v = try pool.createVolume(name: "v", size: 16 << 20).id
+            #expect(pool.markedChecksumRegionCount == 0)
+            try writeBytes(pool, v, 0, pattern(15, 8192))
+            #expect(pool.markedChecksumRegionCount == 1)
+            // This commit covers the write but began right after it: the mark stays (hysteresis).
+            try pool.flush()
+            #expect(pool.markedChecksumRegionCount == 1)
+            // The next commit finds the region idle for a whole interval, with data and checksums synced.
+            try pool.createSnapshot(volume: "v", snapshot: "s")
+            #expect(pool.markedChecksumRegionCount == 0)
+            // A write marks it again (durably, before the data goes down).
+            try writeBytes(pool, v, 1 << 20, pattern(16, 8192))
+            #expect(pool.markedChecksumRegionCount == 1)
+        }
+        try Self.withPool(directory) { pool in
+            let v = try pool.volumeID(named: "v")
+            #expect(pool.markedChecksumRegionCount == 0)
+            #expect(try readBytes(pool, v, 1 << 20, 8192) == pattern(16, 8192))
+            #expect(try readBytes(pool, v, 0, 8192) == pattern(15, 8192))
+        }
     }
 
     @Test func checksumsSurviveReopen() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var pool = try Pool.open(directory: directory, options: testOptions())
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
-        try writeBytes(pool, v, 0, pattern(9, 128 << 10))
-        pool.close()
+        try Self.withPool(directory) { pool in
+            let v = try pool.createVolume(name: "v", size: 1 << 20).id
+            try writeBytes(pool, v, 0, pattern(9, 128 << 10))
+        }
         #expect(FileManager.default.fileExists(atPath: directory + "/data/slots-65536.crc"))
-        pool = try Pool.open(directory: directory, options: testOptions())
-        let slot = pool.versions(volume: "v", chunk: 1)[0].slot
-        let file = try PosixStorageFile(path: directory + "/data/slots-65536.dat")
-        try Self.flipByte(in: file, at: slot.index * 65536 + 5)
-        #expect(throws: EngineError.self) { _ = try readBytes(pool, v, 65536, 4096) }
-        #expect(try readBytes(pool, v, 65536 + 4096, 4096) == Array(pattern(9, 128 << 10)[(65536 + 4096)..<(65536 + 8192)]))
-        #expect(pool.status().checksumMismatches == 1)
-        pool.close()
+        try Self.withPool(directory) { pool in
+            let v = try pool.volumeID(named: "v")
+            let slot = pool.versions(volume: "v", chunk: 1)[0].slot
+            let file = try PosixStorageFile(path: directory + "/data/slots-65536.dat")
+            try Self.flipByte(in: file, at: slot.index * 65536 + 5)
+            #expect(throws: EngineError.self) { _ = try readBytes(pool, v, 65536, 4096) }
+            let expected = Array(pattern(9, 128 << 10)[(65536 + 4096)..<(65536 + 8192)])
+            #expect(try readBytes(pool, v, 65536 + 4096, 4096) == expected)
+            #expect(pool.status().checksumMismatches == 1)
+        }
     }
 
     @Test func poolsWithoutChecksumsAreReadAsUnchecked() throws {
@@ -216,30 +229,32 @@ import Testing
         let checksumFile = directory + "/data/slots-65536.crc"
         var off = testOptions()
         off.dataChecksums = false
-        var pool = try Pool.open(directory: directory, options: off)
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
-        try writeBytes(pool, v, 0, pattern(10, 64 << 10))
-        pool.close()
+        try Self.withPool(directory, off) { pool in
+            let v = try pool.createVolume(name: "v", size: 1 << 20).id
+            try writeBytes(pool, v, 0, pattern(10, 64 << 10))
+        }
         // A pool from before checksums: no checksum file at all.
         try FileManager.default.removeItem(atPath: checksumFile)
-        pool = try Pool.open(directory: directory, options: testOptions())
-        #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(10, 64 << 10))
-        var report = try pool.scrubNow()
-        #expect(report.uncheckedBytes == 64 << 10 && report.verifiedBytes == 0 && report.damage.isEmpty, "\(report)")
-        // What is written from now on is checksummed.
-        try writeBytes(pool, v, 0, pattern(11, 8192))
-        report = try pool.scrubNow()
-        #expect(report.verifiedBytes == 8192 && report.uncheckedBytes == 56 << 10, "\(report)")
-        pool.close()
+        try Self.withPool(directory) { pool in
+            let v = try pool.volumeID(named: "v")
+            #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(10, 64 << 10))
+            var report = try pool.scrubNow()
+            #expect(report.uncheckedBytes == 64 << 10 && report.verifiedBytes == 0 && report.damage.isEmpty, "\(report)")
+            // What is written from now on is checksummed.
+            try writeBytes(pool, v, 0, pattern(11, 8192))
+            report = try pool.scrubNow()
+            #expect(report.verifiedBytes == 8192 && report.uncheckedBytes == 56 << 10, "\(report)")
+        }
         // Written with checksums off, the checksums are stale: the next open recomputes them.
-        pool = try Pool.open(directory: directory, options: off)
-        try writeBytes(pool, v, 0, pattern(12, 64 << 10))
-        pool.close()
-        pool = try Pool.open(directory: directory, options: testOptions())
-        #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(12, 64 << 10))
-        report = try pool.scrubNow()
-        #expect(report.verifiedBytes == 64 << 10 && report.damage.isEmpty, "\(report)")
-        pool.close()
+        try Self.withPool(directory, off) { pool in
+            try writeBytes(pool, try pool.volumeID(named: "v"), 0, pattern(12, 64 << 10))
+        }
+        try Self.withPool(directory) { pool in
+            let v = try pool.volumeID(named: "v")
+            #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(12, 64 << 10))
+            let report = try pool.scrubNow()
+            #expect(report.verifiedBytes == 64 << 10 && report.damage.isEmpty, "\(report)")
+        }
     }
 
     /// Power cuts with unflushed overwrites (full and partial blocks) over flushed data: after each cut
