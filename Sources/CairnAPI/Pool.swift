@@ -34,6 +34,8 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     /// Data blocks found not to match their checksums since the daemon started: each such read failed with
     /// EIO (nil from older daemons).
     public var checksumMismatches: UInt64?
+    /// True when the pool holds data written before it had checksums (read unchecked until rewritten).
+    public var uncheckedData: Bool?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,

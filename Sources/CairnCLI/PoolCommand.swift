@@ -69,7 +69,8 @@ struct PoolCommand: AsyncParsableCommand {
                 ]
                 if let checksums = status.dataChecksums {
                     let mismatches = status.checksumMismatches ?? 0
-                    pairs.append(("data checksums", checksums ? "crc32c per 4 KiB, \(mismatches) mismatches" : "off"))
+                    let unchecked = status.uncheckedData == true ? "; data from before checksums read unchecked until rewritten" : ""
+                    pairs.append(("data checksums", checksums ? "crc32c per 4 KiB, \(mismatches) mismatches\(unchecked)" : "off"))
                 }
                 pairs.append(("health", status.failure.map { "\(status.health): \($0)" } ?? status.health))
                 pairs += Self.backendFields(status.backend)

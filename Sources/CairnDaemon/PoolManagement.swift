@@ -69,6 +69,7 @@ struct PoolManagement: ManagementService {
             bytesRead: status.bytesRead, dataWrites: status.dataWrites.rawValue)
         dto.dataChecksums = status.dataChecksums
         dto.checksumMismatches = status.checksumMismatches
+        dto.uncheckedData = status.uncheckedDataSinceBeforeChecksums
         if let backendStatus { dto.backend = try await run { backendStatus() } }
         return dto
     }

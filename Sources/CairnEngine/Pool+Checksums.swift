@@ -24,6 +24,13 @@ extension Pool {
                 return raw
             }
             checksums = try ChecksumStore(file: sidecar)
+            // An empty checksum file beside a slot file with data: a pool from before checksums.
+            if try sidecar.size() == 0, try raw.size() > 0 {
+                slotFilesWithUncheckedData.add(1, ordering: .relaxed)
+                logger.notice(
+                    "slot file holds data written before data checksums: it is read unchecked until rewritten",
+                    metadata: ["file": "\(name)"])
+            }
         } catch {
             throw EngineError.io("opening the checksum file of \(name)", error)
         }

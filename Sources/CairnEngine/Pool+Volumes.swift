@@ -193,7 +193,8 @@ extension Pool {
                 bytesZeroed: counters.bytesZeroed.load(ordering: .relaxed),
                 bytesRead: counters.bytesRead.load(ordering: .relaxed),
                 dataWrites: Self.dataWriteMode(files.values.map(\.writeMode)), dataChecksums: options.dataChecksums,
-                checksumMismatches: checksumMismatchCount)
+                checksumMismatches: checksumMismatchCount,
+                uncheckedDataSinceBeforeChecksums: slotFilesWithUncheckedData.load(ordering: .relaxed) > 0)
         }
     }
 

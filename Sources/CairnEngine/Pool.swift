@@ -61,6 +61,8 @@ public final class Pool: @unchecked Sendable {
     public let counters = IOCounters()
     /// Checksum mismatches found since the pool opened.
     let checksumCounters = ChecksumCounters()
+    /// Slot files that held data when their checksum file was created (a pool from before checksums).
+    let slotFilesWithUncheckedData = Atomic<Int>(0)
     /// The last scrub's report (`Pool+Scrub`).
     let scrubReports = Mutex<ScrubReport?>(nil)
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.

@@ -54,4 +54,7 @@ public struct PoolStatus: Sendable, Hashable {
     public var dataChecksums = false
     /// Data blocks found not to match their checksums since the pool opened (each read failed with EIO).
     public var checksumMismatches: UInt64 = 0
+    /// Some slot data was written before this pool had checksums: it is read unchecked until rewritten
+    /// (`cairn pool scrub` says how much).
+    public var uncheckedDataSinceBeforeChecksums = false
 }

@@ -209,6 +209,7 @@ import Testing
         try Self.withPool(directory) { pool in
             let v = try pool.createVolume(name: "v", size: 1 << 20).id
             try writeBytes(pool, v, 0, pattern(9, 128 << 10))
+            #expect(!pool.status().uncheckedDataSinceBeforeChecksums)
         }
         #expect(FileManager.default.fileExists(atPath: directory + "/data/slots-65536.crc"))
         try Self.withPool(directory) { pool in
@@ -238,6 +239,7 @@ import Testing
         try Self.withPool(directory) { pool in
             let v = try pool.volumeID(named: "v")
             #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(10, 64 << 10))
+            #expect(pool.status().uncheckedDataSinceBeforeChecksums)
             var report = try pool.scrubNow()
             #expect(report.uncheckedBytes == 64 << 10 && report.verifiedBytes == 0 && report.damage.isEmpty, "\(report)")
             // What is written from now on is checksummed.
