@@ -6,7 +6,8 @@
 # Jobs (per target): 4k randwrite QD32 (no FLUSH, a FLUSH every 32 writes, a FLUSH after every write),
 # 4k randread QD32, 1M seq write QD8, 1M seq read QD8, after a full sequential fill so that every read
 # hits written data on every target.
-# Targets: cairn (its default data writes), cairn-direct and cairn-writethrough (the same binary with
+# Targets: cairn (its default data writes), cairn-nocsum (the same with --no-data-checksums: what data
+# checksums cost), cairn-direct and cairn-writethrough (the same binary with
 # --data-writes direct / write-through: O_DIRECT, or page cache + writeback started per write), qemu-nbd (raw, --cache=none --aio=native), qemu-nbd-wb (raw, --cache=writeback),
 # nbdkit-mem (memory plugin: the NBD ceiling), raw-file (fio libaio O_DIRECT on a file: the disk limit).
 # See bench/README.md for what each number means and the caveats.
@@ -20,7 +21,7 @@
 #   CAIRN_SERVE_ARGS  extra arguments for `cairn serve`, e.g. "--io-threads 16" [none]
 #   NUMJOBS       fio jobs = NBD connections per target; queue depth is per job [1]
 #   ROUNDS        repeat all targets this many times, rotating the order; report medians [1]
-#   TARGETS       subset/order of: cairn cairn-direct cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem
+#   TARGETS       subset/order of: cairn cairn-nocsum cairn-direct cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem
 #                 raw-file [cairn qemu-nbd qemu-nbd-wb nbdkit-mem raw-file]
 #   WRITE_FSYNC   if > 0, the write jobs without their own FLUSH rate send one every N writes [0: none]
 #   JOB_FILTER    run only the jobs whose names match this extended regex [all]
@@ -44,7 +45,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HELPER="$REPO/bench/nbd_fio_report.py"
 PYTHON=${PYTHON:-python3}
 NBD_PYTHON=${NBD_PYTHON:-/usr/bin/python3} # a python with libnbd's binding (python3-libnbd)
-ALL_TARGETS="cairn cairn-direct cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
+ALL_TARGETS="cairn cairn-nocsum cairn-direct cairn-writethrough qemu-nbd qemu-nbd-wb nbdkit-mem raw-file"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -230,13 +231,13 @@ wait_pidfile() {
     die "pid file $1 never appeared"
 }
 
-start_cairn() { # $1 = round, $2 = data writes (direct, write-through; empty: the default)
+start_cairn() { # $1 = round, $2 = data writes (direct, write-through; empty: the default), $3 = more serve flags
     CAIRN_DIR="$WORK/cairn"
     rm -rf "$CAIRN_DIR"
     mkdir -p "$CAIRN_DIR"
     local logf="$RESULTS_DIR/cairn.r$1.log"
     # Port 0: the daemon picks a free port and writes it to daemon.json (other benchmarks may be running).
-    "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --data-writes "${2:-buffered}" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" ${CAIRN_SERVE_ARGS:-} \
+    "$CAIRN_BIN" serve --data-dir "$CAIRN_DIR" --data-writes "${2:-buffered}" --nbd-port 0 --log-level "${CAIRN_LOG_LEVEL:-warning}" ${CAIRN_SERVE_ARGS:-} ${3:-} \
         </dev/null >"$logf" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -312,6 +313,7 @@ start_target() { # $1 = target, $2 = round
     URI="" FILE="" SERVER_PID=0
     case "$1" in
         cairn) start_cairn "$2" "" ;;
+        cairn-nocsum) start_cairn "$2" "" --no-data-checksums ;;
         cairn-direct) start_cairn "$2" direct ;;
         cairn-writethrough) start_cairn "$2" write-through ;;
         qemu-nbd) start_qemu "$2" none ;;
@@ -327,7 +329,7 @@ start_target() { # $1 = target, $2 = round
 
 stop_target() { # $1 = target, $2 = round
     case "$1" in
-        cairn | cairn-direct | cairn-writethrough) stop_cairn "$2" ;;
+        cairn | cairn-nocsum | cairn-direct | cairn-writethrough) stop_cairn "$2" ;;
         qemu-nbd | qemu-nbd-wb) stop_qemu ;;
         nbdkit-mem) stop_nbdkit ;;
         raw-file) rm -f "$FILE" ;;

@@ -33,10 +33,11 @@ JOBS = [
 # Goals from the issue: Cairn / qemu-nbd (O_DIRECT, aio=native).
 GOALS = {"randwrite-4k": 1.5, "randwrite-4k-fsync32": 1.5, "randwrite-4k-fsync1": 1.5, "randread-4k": 1.5, "seqwrite-1m": 1.0, "seqread-1m": 1.0}
 
-TARGET_ORDER = ["cairn", "cairn-direct", "cairn-writethrough", "qemu-nbd", "qemu-nbd-wb", "nbdkit-mem", "raw-file"]
-CAIRN_TARGETS = ["cairn", "cairn-direct", "cairn-writethrough"]
+TARGET_ORDER = ["cairn", "cairn-nocsum", "cairn-direct", "cairn-writethrough", "qemu-nbd", "qemu-nbd-wb", "nbdkit-mem", "raw-file"]
+CAIRN_TARGETS = ["cairn", "cairn-nocsum", "cairn-direct", "cairn-writethrough"]
 TARGET_LABEL = {
     "cairn": "cairn",
+    "cairn-nocsum": "cairn (no data checksums)",
     "cairn-direct": "cairn (O_DIRECT writes)",
     "cairn-writethrough": "cairn (write-through)",
     "qemu-nbd": "qemu-nbd (O_DIRECT)",

@@ -29,6 +29,13 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var dataWrites: String?
     /// Where the pool lives (nil from daemons that predate backends: a directory).
     public var backend: PoolBackendDTO?
+    /// Slot data carries a CRC-32C per 4 KiB verified on every read (nil from older daemons).
+    public var dataChecksums: Bool?
+    /// Data blocks found not to match their checksums since the daemon started: each such read failed with
+    /// EIO (nil from older daemons).
+    public var checksumMismatches: UInt64?
+    /// True when the pool holds data written before it had checksums (read unchecked until rewritten).
+    public var uncheckedData: Bool?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,
@@ -113,6 +120,10 @@ public struct APIErrorBody: Codable, Sendable, Hashable {
 public enum APIPath {
     public static let pool = "/v1/pool"
     public static let poolCheck = "/v1/pool/check"
+    /// POST: start a scrub (answers with the job); GET: the last scrub's report.
+    public static let poolScrub = "/v1/pool/scrub"
+    /// POST: repair the last scrub's damage from mirror targets.
+    public static let poolScrubRepair = "/v1/pool/scrub/repair"
     public static let volumes = "/v1/volumes"
     public static func volume(_ name: String) -> String { "/v1/volumes/\(component(name))" }
     public static func snapshots(of volume: String) -> String { "/v1/volumes/\(component(volume))/snapshots" }
@@ -162,4 +173,69 @@ public enum APIPath {
 public struct DedupRequest: Codable, Sendable {
     public var volumes: [String]
     public init(volumes: [String]) { self.volumes = volumes }
+}
+
+/// GET /v1/pool/scrub: what the last scrub found (a running scrub's report grows as it goes).
+public struct ScrubReportDTO: Codable, Sendable, Hashable {
+    /// One damaged 4 KiB block, where hosts see it.
+    public struct Damage: Codable, Sendable, Hashable {
+        public var volume: String
+        /// Byte offset in the volume (and in the snapshots listed).
+        public var offset: UInt64
+        public var length: UInt64
+        /// The live volume reads this block; false: only `snapshots` do.
+        public var live: Bool
+        public var snapshots: [String]
+        /// "file:index" of the slot holding it.
+        public var slot: String
+
+        public init(volume: String, offset: UInt64, length: UInt64, live: Bool, snapshots: [String], slot: String) {
+            self.volume = volume
+            self.offset = offset
+            self.length = length
+            self.live = live
+            self.snapshots = snapshots
+            self.slot = slot
+        }
+    }
+
+    public var job: UInt64
+    public var finished: Bool
+    public var verifiedBytes: UInt64
+    /// Bytes without a checksum yet (written before the pool had checksums).
+    public var uncheckedBytes: UInt64
+    public var damage: [Damage]
+
+    public init(job: UInt64, finished: Bool, verifiedBytes: UInt64, uncheckedBytes: UInt64, damage: [Damage]) {
+        self.job = job
+        self.finished = finished
+        self.verifiedBytes = verifiedBytes
+        self.uncheckedBytes = uncheckedBytes
+        self.damage = damage
+    }
+}
+
+/// POST /v1/pool/scrub/repair: each damaged block of the last scrub, and whether its volume's mirror target
+/// gave the good bytes back.
+public struct ScrubRepairDTO: Codable, Sendable, Hashable {
+    public struct Block: Codable, Sendable, Hashable {
+        public var volume: String
+        public var offset: UInt64
+        public var length: UInt64
+        public var repaired: Bool
+        /// Why not, when not repaired.
+        public var detail: String?
+
+        public init(volume: String, offset: UInt64, length: UInt64, repaired: Bool, detail: String?) {
+            self.volume = volume
+            self.offset = offset
+            self.length = length
+            self.repaired = repaired
+            self.detail = detail
+        }
+    }
+
+    public var blocks: [Block]
+
+    public init(blocks: [Block]) { self.blocks = blocks }
 }

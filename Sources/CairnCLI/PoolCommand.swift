@@ -7,8 +7,8 @@ import NIOHTTP1
 struct PoolCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pool",
-        abstract: "Pool status and consistency check.",
-        subcommands: [Status.self, Check.self, Store.self])
+        abstract: "Pool status, consistency check and data scrub.",
+        subcommands: [Status.self, Check.self, Scrub.self, Store.self])
 
     struct Store: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -67,6 +67,11 @@ struct PoolCommand: AsyncParsableCommand {
                     ("data writes", status.dataWrites ?? "-"),
                     ("written / copied", "\(Output.size(status.bytesWritten)) / \(Output.size(status.bytesCopied))"),
                 ]
+                if let checksums = status.dataChecksums {
+                    let mismatches = status.checksumMismatches ?? 0
+                    let unchecked = status.uncheckedData == true ? "; data from before checksums read unchecked until rewritten" : ""
+                    pairs.append(("data checksums", checksums ? "crc32c per 4 KiB, \(mismatches) mismatches\(unchecked)" : "off"))
+                }
                 pairs.append(("health", status.failure.map { "\(status.health): \($0)" } ?? status.health))
                 pairs += Self.backendFields(status.backend)
                 Output.fields(pairs)

@@ -67,6 +67,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "How slot files are written: buffered (default), direct (O_DIRECT) or write-through.")
     var dataWrites: String = StorageWriteMode.buffered.rawValue
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Keep a CRC-32C per 4 KiB of data and verify every read (default on; off only to measure its cost).")
+    var dataChecksums = true
+
     @OptionGroup var tls: NBDTLSFlags
 
     @OptionGroup var rados: RadosFlags
@@ -150,6 +155,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--data-writes: '\(dataWrites)' is not buffered, direct or write-through")
         }
         daemon.dataWrites = writes
+        daemon.dataChecksums = dataChecksums
         daemon.parentToFollow = exitWithParent ? getppid() : nil
         let levelName = logLevel ?? file?.log?.level ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {

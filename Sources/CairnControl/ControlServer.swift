@@ -59,6 +59,11 @@ public enum ControlServer {
             let repair = request.uri.queryParameters.get("repair") == "true"
             return try await Encoded(service.checkPool(repair: repair))
         }
+        router.post(RouterPath(APIPath.poolScrub)) { _, _ in
+            EditedResponse(status: .accepted, response: Encoded(try await service.startScrub()))
+        }
+        router.get(RouterPath(APIPath.poolScrub)) { _, _ in try await Encoded(service.scrubReport()) }
+        router.post(RouterPath(APIPath.poolScrubRepair)) { _, _ in try await Encoded(service.repairScrubDamage()) }
         router.get(RouterPath(APIPath.volumes)) { _, _ in try await Encoded(service.listVolumes()) }
         router.post(RouterPath(APIPath.volumes)) { request, context in
             let body = try await request.decode(as: CreateVolumeRequest.self, context: context)

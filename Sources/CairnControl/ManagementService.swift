@@ -20,6 +20,12 @@ public protocol ManagementService: Sendable {
     func changes(volume: String, from: String, to: String?) async throws -> ChangesDTO
 
     func startDedup(volumes: [String]) async throws -> JobDTO
+    /// Starts a scrub of every volume's data against its checksums.
+    func startScrub() async throws -> JobDTO
+    /// The last scrub's report (not_found before the first).
+    func scrubReport() async throws -> ScrubReportDTO
+    /// Repairs the last scrub's damage from the volumes' mirror targets where they hold a trusted copy.
+    func repairScrubDamage() async throws -> ScrubRepairDTO
     func listStores() async throws -> [StoreDTO]
     func addStore(_ store: StoreDTO) async throws -> StoreDTO
     func listJobs() async throws -> [JobDTO]

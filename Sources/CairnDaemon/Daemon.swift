@@ -30,6 +30,7 @@ public enum Daemon {
         var options = poolOptions(logger)
         options.cloneExtentDelayNanoseconds = configuration.cloneExtentDelayMilliseconds * 1_000_000
         options.dataWrites = configuration.dataWrites
+        options.dataChecksums = configuration.dataChecksums
         let opened = try await openPool(configuration, options: options, logger: logger)
         let pool = opened.pool
         let executor = IOExecutor(threadCount: configuration.ioThreads, queueCapacity: configuration.ioQueueCapacity)

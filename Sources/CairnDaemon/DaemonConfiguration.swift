@@ -45,6 +45,8 @@ public struct DaemonConfiguration: Sendable {
     public var backupArchiveDelayMilliseconds: UInt64 = 0
     /// How slot files are written: `buffered` (the page cache), `direct` (O_DIRECT) or `write-through`.
     public var dataWrites: StorageWriteMode = .buffered
+    /// Checksum slot data and verify every read (`PoolOptions.dataChecksums`).
+    public var dataChecksums = true
 
     /// NBD over TLS (STARTTLS): off, selective (offered; exports outside `tlsOnlyExports` also work
     /// without it) or required.

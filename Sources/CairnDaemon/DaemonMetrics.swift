@@ -68,6 +68,17 @@ final class DaemonMetrics: Sendable {
             }
             if delta > 0 { registry.makeCounter(descriptor: backend, labels: [("kind", kind)]).increment(by: Int64(delta)) }
         }
+        if let mismatches = pool.checksumMismatches {
+            let descriptor = Self.name(
+                "pool", "checksum_mismatches", "total", "Data blocks read that did not match their checksum (each read failed)")
+            let delta = reportedBackendBytes.withLock { reported -> UInt64 in
+                let delta = mismatches &- (reported["checksum_mismatches"] ?? 0)
+                reported["checksum_mismatches"] = mismatches
+                return delta
+            }
+            // Created at zero so a scraper sees the series before the first mismatch.
+            registry.makeCounter(descriptor: descriptor).increment(by: Int64(delta))
+        }
         registry.makeGauge(descriptor: Self.name("nbd", "connections", nil, "Open NBD connections"))
             .set(Double(connections))
 

@@ -1,6 +1,7 @@
 import CairnAPI
 import CairnControl
 import CairnEngine
+import CairnReplication
 import Foundation
 
 extension PoolManagement {
@@ -45,6 +46,59 @@ extension PoolManagement {
     func startDedup(volumes: [String]) async throws -> JobDTO {
         let id = try await run { try pool.startDedup(volumes: volumes.isEmpty ? nil : volumes) }
         return try await job(id: id)
+    }
+
+    func startScrub() async throws -> JobDTO {
+        let id = try await run { try pool.startScrub() }
+        return try await job(id: id)
+    }
+
+    func scrubReport() async throws -> ScrubReportDTO {
+        guard let report = pool.lastScrubReport else {
+            throw ManagementError(code: "not_found", message: "no scrub has run since the daemon started; start one with `cairn pool scrub`")
+        }
+        return ScrubReportDTO(
+            job: report.job, finished: report.finished, verifiedBytes: report.verifiedBytes,
+            uncheckedBytes: report.uncheckedBytes,
+            damage: report.damage.map {
+                ScrubReportDTO.Damage(
+                    volume: $0.volume, offset: $0.offset, length: $0.length, live: $0.live, snapshots: $0.snapshots,
+                    slot: "\($0.slot)")
+            })
+    }
+
+    func repairScrubDamage() async throws -> ScrubRepairDTO {
+        guard let report = pool.lastScrubReport, report.finished else {
+            throw ManagementError(code: "not_found", message: "no finished scrub to repair from; run `cairn pool scrub --wait`")
+        }
+        var blocks: [ScrubRepairDTO.Block] = []
+        for damage in report.damage {
+            var block = ScrubRepairDTO.Block(
+                volume: damage.volume, offset: damage.offset, length: damage.length, repaired: false, detail: nil)
+            if !damage.live {
+                block.detail = "only snapshots read it: a mirror holds the live data only"
+            } else if let replication {
+                do {
+                    if try await replication.repairFromTarget(volume: damage.volume, offset: damage.offset, length: damage.length) {
+                        // Read it back: the repair counts only if the block now verifies.
+                        let id = try await run { try pool.volumeID(named: damage.volume) }
+                        _ = try await run {
+                            var bytes = [UInt8](repeating: 0, count: Int(damage.length))
+                            return try bytes.withUnsafeMutableBytes { try pool.read(volumeID: id, offset: damage.offset, into: $0) }
+                        }
+                        block.repaired = true
+                    } else {
+                        block.detail = "no mirror in the mirrored state with this range in sync"
+                    }
+                } catch {
+                    block.detail = "\(error)"
+                }
+            } else {
+                block.detail = "replication is not configured on this daemon"
+            }
+            blocks.append(block)
+        }
+        return ScrubRepairDTO(blocks: blocks)
     }
 
     func listStores() async throws -> [StoreDTO] {

@@ -67,6 +67,9 @@ struct PoolManagement: ManagementService {
             filesystemAvailableBytes: status.filesystemAvailableBytes, failure: status.failure, nbdAddress: nbdAddress,
             bytesWritten: status.bytesWritten, bytesCopied: status.bytesCopied, bytesZeroed: status.bytesZeroed,
             bytesRead: status.bytesRead, dataWrites: status.dataWrites.rawValue)
+        dto.dataChecksums = status.dataChecksums
+        dto.checksumMismatches = status.checksumMismatches
+        dto.uncheckedData = status.uncheckedDataSinceBeforeChecksums
         if let backendStatus { dto.backend = try await run { backendStatus() } }
         return dto
     }

@@ -20,8 +20,9 @@ extension Pool {
         var restoreBlocks: [Int] = []
     }
 
-    /// One group commit: capture the dirty metadata, fdatasync the slot files, commit the metadata,
-    /// then let freed slots be reused. Runs on the commit thread (or in `close`), never concurrently.
+    /// One group commit: capture the dirty metadata, fdatasync the slot files and their checksum files,
+    /// commit the metadata, then let freed slots be reused. Runs on the commit thread (or in `close`),
+    /// never concurrently.
     ///
     /// The order is the durability rule of docs/ARCHITECTURE.md: every version in the transaction was
     /// installed after its data write completed, so syncing the files *after* the capture makes all the
@@ -34,14 +35,18 @@ extension Pool {
         guard var capture = captureDirtyState(requested: requested) else { return }
         let started = ContinuousClock.now
         var synced = started
+        // Chosen before the syncs: only marks of regions idle since the last commit began may be cleared.
+        let intents = beginChecksumCommit(capture.files)
         do {
             for file in capture.files.values { try file.sync() }
+            try syncChecksums(intents)
             synced = ContinuousClock.now
             try mapCommitSerial.withLock {
                 keepRestoreIntent(in: &capture)
                 try metadata.commit(capture.transaction)
                 monitor.withLock { cloneGroupsCommitted() }
             }
+            try finishChecksumCommit(intents)
             let finished = ContinuousClock.now
             logger.debug(
                 "commit",

@@ -114,6 +114,16 @@ extension Pool {
                     return nil
                 }
             }
+        } catch let mismatch as ChecksumMismatch {
+            // Find the read that hit it, to name the damaged block's offset in the volume.
+            let read = reads.first {
+                mismatch.fileOffset + ChecksumLayout.blockSize > $0.fileOffset
+                    && mismatch.fileOffset < $0.fileOffset + UInt64($0.length)
+            }
+            let volumeOffset = read.map { offset + UInt64($0.bufferOffset) + max(mismatch.fileOffset, $0.fileOffset) - $0.fileOffset } ?? offset
+            throw checksumFailure(
+                mismatch, volumeID: volumeID, snapshotEpoch: snapshotEpoch, volumeOffset: volumeOffset,
+                file: read?.file ?? 0)
         } catch {
             throw EngineError.io("reading volume data", error)
         }

@@ -192,7 +192,9 @@ extension Pool {
                 bytesCopied: counters.bytesCopied.load(ordering: .relaxed),
                 bytesZeroed: counters.bytesZeroed.load(ordering: .relaxed),
                 bytesRead: counters.bytesRead.load(ordering: .relaxed),
-                dataWrites: Self.dataWriteMode(files.values.map(\.writeMode)))
+                dataWrites: Self.dataWriteMode(files.values.map(\.writeMode)), dataChecksums: options.dataChecksums,
+                checksumMismatches: checksumMismatchCount,
+                uncheckedDataSinceBeforeChecksums: slotFilesWithUncheckedData.load(ordering: .relaxed) > 0)
         }
     }
 
@@ -248,8 +250,10 @@ extension Pool {
         }
         let id = (state.slotFileRecords.keys.max() ?? 0) + 1
         let record = SlotFileRecord(id: id, name: "slots-\(chunkSize).dat", chunkSize: chunkSize, store: store)
+        let storePath = store.flatMap { state.stores[$0]?.path }
         files[id] = MeteredStorageFile(
-            try media.openSlotFile(named: record.name, in: store.flatMap { state.stores[$0]?.path }), counters: counters)
+            try checksummed(media.openSlotFile(named: record.name, in: storePath), slotFile: record.name, in: storePath),
+            counters: counters)
         state.slotFileRecords[id] = record
         state.allocators[id] = SlotAllocator(fileID: id, chunkSize: chunkSize)
         state.dirty.slotFiles.append(record)

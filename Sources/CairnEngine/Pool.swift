@@ -25,6 +25,9 @@ public struct PoolOptions: Sendable {
     /// Size of the metadata journal (docs/ARCHITECTURE.md, "The pool on disk"): bounds its replay at
     /// open. Tests make it small so that checkpoints and wrap-arounds happen often.
     public var journalCapacity: UInt64 = JournaledMetadataStore.defaultCapacity
+    /// Keep a CRC-32C per 4 KiB of slot data and verify every read (docs/ARCHITECTURE.md, "Data
+    /// checksums"). Off only to measure what checksums cost.
+    public var dataChecksums = true
 
     public init() {}
 }
@@ -56,6 +59,12 @@ public final class Pool: @unchecked Sendable {
     public let jobs: JobRegistry
     /// Bytes written, copied, zeroed and read in slot files since the pool opened.
     public let counters = IOCounters()
+    /// Checksum mismatches found since the pool opened.
+    let checksumCounters = ChecksumCounters()
+    /// Slot files that held data when their checksum file was created (a pool from before checksums).
+    let slotFilesWithUncheckedData = Atomic<Int>(0)
+    /// The last scrub's report (`Pool+Scrub`).
+    let scrubReports = Mutex<ScrubReport?>(nil)
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
     let preserveStoresInUse = Atomic<Bool>(false)
     /// Some volume is (or was, since open) in a clone group: I/O must check the group first.
@@ -114,8 +123,10 @@ public final class Pool: @unchecked Sendable {
         }
         if !loaded.cloneGroups.groups.isEmpty { cloneGroupsInUse.store(true, ordering: .relaxed) }
         for (id, record) in loaded.slotFileRecords {
+            let storePath = record.store.flatMap { loaded.stores[$0]?.path }
             let file = MeteredStorageFile(
-                try media.openSlotFile(named: record.name, in: record.store.flatMap { loaded.stores[$0]?.path }),
+                try checksummed(
+                    media.openSlotFile(named: record.name, in: storePath), slotFile: record.name, in: storePath),
                 counters: counters)
             // Slots past the high-water mark were written after the last commit before a crash: nothing
             // maps them, so give their space back now rather than leak it until reuse.
@@ -170,6 +181,7 @@ public final class Pool: @unchecked Sendable {
         guard !alreadyClosed else { return }
         committer.stop()
         commitOnce()
+        closeChecksums()
         metadata.close()
         logger.info("pool closed", metadata: ["pool": "\(media.location)"])
     }

@@ -13,12 +13,21 @@ public protocol PoolMedia: Sendable {
     /// Opens the slot file `name` in the pool's data directory, or in the directory `store` (another
     /// disk), creating it empty if it does not exist.
     func openSlotFile(named name: String, in store: String?) throws -> any StorageFile
+    /// Opens (creating it empty when absent) the checksum file of slot file `name`, beside it
+    /// (docs/ARCHITECTURE.md, "Data checksums"). By default another file like a slot file.
+    func openChecksumFile(forSlotFile name: String, in store: String?) throws -> any StorageFile
     /// Creates (when missing) and checks a directory that is to hold slot files of a store.
     func prepareStore(at path: String) throws
     /// The fastest copy method slot files on these media support (probed once at open).
     func probeCopyMethod() -> CopyMethod
     /// Space the filesystem can still give the pool, in bytes (nil: unknown).
     func availableBytes() -> UInt64?
+}
+
+extension PoolMedia {
+    public func openChecksumFile(forSlotFile name: String, in store: String?) throws -> any StorageFile {
+        try openSlotFile(named: ChecksumLayout.checksumFileName(forSlotFile: name), in: store)
+    }
 }
 
 /// A pool in a directory: `metadata.sqlite`, `metadata.journal` and `data/slots-<chunk size>.dat`.
@@ -92,6 +101,22 @@ public final class DirectoryMedia: PoolMedia {
             file.disableCopyFileRange()
         }
         return file
+    }
+
+    /// Through the page cache whatever `dataWrites` says: checksum pages are small, rewritten often and
+    /// synced by every commit.
+    public func openChecksumFile(forSlotFile name: String, in store: String?) throws -> any StorageFile {
+        let directory = store ?? location + "/data"
+        let path = directory + "/" + ChecksumLayout.checksumFileName(forSlotFile: name)
+        do {
+            let fileSystem = PosixFileSystem()
+            let created = !fileSystem.exists(path)
+            let file = try PosixStorageFile(path: path, create: true)
+            if created { try fileSystem.syncDirectory(directory) }
+            return file
+        } catch {
+            throw EngineError.io("opening checksum file \(path)", error)
+        }
     }
 
     public func probeCopyMethod() -> CopyMethod { copyMethod }

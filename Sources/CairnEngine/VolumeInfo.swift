@@ -50,4 +50,11 @@ public struct PoolStatus: Sendable, Hashable {
     /// How data writes reach the disk: direct (O_DIRECT), buffered, or buffered because the filesystem
     /// refused O_DIRECT (the pool's own slot files; the least direct one when they differ).
     public var dataWrites: StorageWriteMode = .buffered
+    /// Slot data carries a CRC-32C per 4 KiB, verified on every read (docs/ARCHITECTURE.md, "Data checksums").
+    public var dataChecksums = false
+    /// Data blocks found not to match their checksums since the pool opened (each read failed with EIO).
+    public var checksumMismatches: UInt64 = 0
+    /// Some slot data was written before this pool had checksums: it is read unchecked until rewritten
+    /// (`cairn pool scrub` says how much).
+    public var uncheckedDataSinceBeforeChecksums = false
 }

@@ -1,0 +1,174 @@
+import CairnIO
+import Foundation
+import Logging
+import Synchronization
+
+/// One damaged 4 KiB block as a scrub reports it: where a host sees it.
+public struct ScrubDamage: Sendable, Hashable {
+    public var volume: String
+    /// Byte offset of the block in the volume (and in the snapshots listed).
+    public var offset: UInt64
+    public var length: UInt64
+    /// The live volume reads this block (false: only the snapshots in `snapshots` do).
+    public var live: Bool
+    /// Snapshots of `volume` that read this block.
+    public var snapshots: [String]
+    /// Where the block lives.
+    public var slot: SlotAddress
+}
+
+/// What a scrub found.
+public struct ScrubReport: Sendable, Hashable {
+    /// The scrub's job.
+    public var job: UInt64
+    public var finished: Bool
+    /// Bytes of slot data read and compared with their checksums.
+    public var verifiedBytes: UInt64 = 0
+    /// Bytes read that have no checksum yet (written before this pool had checksums).
+    public var uncheckedBytes: UInt64 = 0
+    public var damage: [ScrubDamage] = []
+
+    /// One line for the job's message.
+    public var summary: String {
+        let head = "verified \(verifiedBytes) bytes" + (uncheckedBytes > 0 ? ", \(uncheckedBytes) without checksums" : "")
+        guard !damage.isEmpty else { return head + ", no damage" }
+        let shown = damage.prefix(Self.damageInSummary).map { d in
+            "\(d.volume)@\(d.offset)" + (d.live ? "" : " (snapshots \(d.snapshots.joined(separator: ",")))")
+        }
+        let more = damage.count > Self.damageInSummary ? ", ..." : ""
+        return head + ", \(damage.count) damaged blocks: " + shown.joined(separator: ", ") + more
+    }
+
+    /// Damaged blocks named in the job message; the report lists all (up to `maximumDamageListed`).
+    static let damageInSummary = 8
+    /// A bound on the report's memory when a disk is badly damaged; the count goes on past it.
+    public static let maximumDamageListed = 10_000
+}
+
+extension Pool {
+    /// Reads every chunk version's data in every volume, compares it with its checksums and reports the
+    /// damage by volume, offset and snapshot. Runs in the background alongside host I/O; returns the job.
+    @discardableResult
+    public func startScrub() throws -> UInt64 {
+        guard options.dataChecksums else {
+            throw EngineError(.invalidArgument, "data checksums are off in this pool: there is nothing to verify")
+        }
+        let (ids, total) = try monitor.withLock { () -> ([UInt64], UInt64) in
+            try checkWritable()
+            let ids = state.volumes.keys.sorted()
+            return (ids, ids.reduce(UInt64(0)) { $0 + UInt64(state.volumes[$1]?.map.count ?? 0) })
+        }
+        if let running = jobs.list().first(where: { $0.kind == "scrub" && $0.state == .running }) {
+            throw EngineError(.busy, "a scrub is already running (job \(running.id)); follow it with `cairn job show \(running.id) --wait`")
+        }
+        let job = jobs.start(kind: "scrub", target: "pool", total: total, unit: "chunks")
+        scrubReports.withLock { $0 = ScrubReport(job: job, finished: false) }
+        let thread = Thread { [self] in
+            setCurrentThreadName("cairn-scrub")
+            do {
+                let report = try runScrub(volumeIDs: ids, job: job)
+                jobs.finish(job, .succeeded, message: report.summary)
+            } catch let error as EngineError where error.code == .closed {
+                jobs.finish(job, .cancelled, message: "\(error)")
+            } catch {
+                jobs.finish(job, .failed, message: "\(error)")
+            }
+        }
+        thread.start()
+        return job
+    }
+
+    /// A whole scrub on the caller's thread, registered as a job like `startScrub`'s (tests).
+    @_spi(Testing)
+    public func scrubNow() throws -> ScrubReport {
+        let ids = monitor.withLock { state.volumes.keys.sorted() }
+        let job = jobs.start(kind: "scrub", target: "pool", total: 0, unit: "chunks")
+        let report = try runScrub(volumeIDs: ids, job: job)
+        jobs.finish(job, .succeeded, message: report.summary)
+        return report
+    }
+
+    /// The last scrub's report (running or finished), nil before the first.
+    public var lastScrubReport: ScrubReport? { scrubReports.withLock { $0 } }
+
+    /// The whole scrub, synchronously (the job thread; tests).
+    func runScrub(volumeIDs: [UInt64], job: UInt64) throws -> ScrubReport {
+        var report = ScrubReport(job: job, finished: false)
+        var examined: UInt64 = 0
+        for id in volumeIDs {
+            let chunks = monitor.withLock { state.volumes[id].map { $0.present.chunks(in: 0..<UInt64.max) } ?? [] }
+            for chunk in chunks {
+                if jobs.isCancelled(job) { throw EngineError(.closed, "scrub cancelled") }
+                examined += 1
+                if examined % 256 == 0 {
+                    jobs.progress(job, done: examined)
+                    scrubReports.withLock { $0 = report }
+                }
+                let (versions, chunkSize, slotFiles) = monitor.withLock {
+                    () -> ([ChunkVersion], UInt32, [UInt16: any StorageFile]) in
+                    let volume = state.volumes[id]
+                    return (volume?.map[chunk]?.versions ?? [], volume?.geometry.chunkSize ?? 0, files)
+                }
+                for version in versions where version.hasSlot {
+                    try scrub(version, volumeID: id, chunk: chunk, chunkSize: chunkSize, files: slotFiles, into: &report)
+                }
+            }
+        }
+        jobs.progress(job, done: examined)
+        report.finished = true
+        scrubReports.withLock { $0 = report }
+        logger.log(
+            level: report.damage.isEmpty ? .info : .error, "scrub finished",
+            metadata: ["verified_bytes": "\(report.verifiedBytes)", "damaged_blocks": "\(report.damage.count)"])
+        return report
+    }
+
+    private func scrub(
+        _ version: ChunkVersion, volumeID: UInt64, chunk: UInt64, chunkSize: UInt32, files: [UInt16: any StorageFile],
+        into report: inout ScrubReport
+    ) throws {
+        guard let file = Self.checksummedFiles([files[version.slot.file]].compactMap { $0 }).first else { return }
+        let geometry = try ChunkGeometry(chunkSize: chunkSize)
+        let sub = UInt64(geometry.subBlockSize)
+        let slotStart = version.slot.index * UInt64(chunkSize)
+        try version.dataMask.forEachRun { first, count in
+            let offset = slotStart + UInt64(first) * sub
+            let length = UInt64(count) * sub
+            let result: (damaged: [UInt64], unchecked: Int)
+            do {
+                result = try file.damagedBlocks(at: offset, length: Int(length))
+            } catch {
+                throw EngineError.io("scrubbing slot \(version.slot)", error)
+            }
+            report.verifiedBytes += length - UInt64(result.unchecked) * ChecksumLayout.blockSize
+            report.uncheckedBytes += UInt64(result.unchecked) * ChecksumLayout.blockSize
+            for fileOffset in result.damaged where report.damage.count < ScrubReport.maximumDamageListed {
+                if let damage = describeDamage(
+                    version, volumeID: volumeID, chunk: chunk, offsetInChunk: fileOffset - slotStart, geometry: geometry)
+                {
+                    report.damage.append(damage)
+                }
+            }
+        }
+    }
+
+    /// Who reads a damaged block of `version`: the live volume and/or which snapshots (nil when the
+    /// version is gone by now: nobody reads it any more).
+    private func describeDamage(
+        _ version: ChunkVersion, volumeID: UInt64, chunk: UInt64, offsetInChunk: UInt64, geometry: ChunkGeometry
+    ) -> ScrubDamage? {
+        monitor.withLock {
+            guard let volume = state.volumes[volumeID], volume.map[chunk]?.versions.contains(version) == true else {
+                return nil
+            }
+            let bit = UInt64(1) << (offsetInChunk / UInt64(geometry.subBlockSize))
+            let live = state.resolve(volume, chunk, wanted: bit).slot(for: bit) == version.slot
+            let snapshots = volume.snapshots.filter {
+                state.resolve(volume, chunk, epoch: $0.epoch, wanted: bit).slot(for: bit) == version.slot
+            }
+            return ScrubDamage(
+                volume: volume.record.name, offset: geometry.start(of: chunk) + offsetInChunk,
+                length: ChecksumLayout.blockSize, live: live, snapshots: snapshots.map(\.name), slot: version.slot)
+        }
+    }
+}
