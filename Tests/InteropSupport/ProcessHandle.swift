@@ -3,7 +3,7 @@ import Glibc
 
 /// A signal target that cannot be a stranger: a Linux pidfd, opened while the child is still ours.
 ///
-/// Signalling by pid is unsafe in a test runner: this machine has 32768 pids, a full suite (with its
+/// Signalling by pid is unsafe in a test runner: with Linux's default 32768 pids, a full suite (with its
 /// threads) wraps them within minutes, and a child reaped by someone else (Foundation reaps its own
 /// `Process` children on its own schedule) leaves a pid that the next process may get. A
 /// `perf record -e signal:signal_generate` of a failing run caught the runner sending SIGTERM to an
