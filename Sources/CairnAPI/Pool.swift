@@ -29,6 +29,11 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var dataWrites: String?
     /// Where the pool lives (nil from daemons that predate backends: a directory).
     public var backend: PoolBackendDTO?
+    /// Open NBD connections, the iSCSI listener ("host:port") and its logged-in sessions; nil from
+    /// daemons that predate them (and the iSCSI fields when iSCSI is off).
+    public var nbdConnections: Int?
+    public var iscsiAddress: String?
+    public var iscsiSessions: [ISCSISessionDTO]?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,
