@@ -174,7 +174,10 @@ let package = Package(
         // sequencing, SCSI CDB parsing, sense and parameter data. NIOCore (and the CRC shim) only.
         .target(
             name: "ISCSIProtocol",
-            dependencies: ["CMirrorCRC", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "CMirrorCRC", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         // iSCSI target: the listener, one channel handler per connection, logical units behind a protocol.
@@ -193,7 +196,7 @@ let package = Package(
             name: "CairnCLI",
             dependencies: [
                 "CairnAPI", "CairnControl", "CairnDaemon", "CairnIO", "NBDClient", "NBDProtocol", "CairnArchive",
-                "CairnBackup", "CairnRADOS",
+                "CairnBackup", "CairnRADOS", "ISCSIProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -266,6 +269,14 @@ let package = Package(
         .testTarget(
             name: "ISCSIProtocolTests",
             dependencies: ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ISCSIServerTests",
+            dependencies: [
+                "ISCSIServer", "ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

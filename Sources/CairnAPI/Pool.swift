@@ -36,6 +36,11 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     public var checksumMismatches: UInt64?
     /// True when the pool holds data written before it had checksums (read unchecked until rewritten).
     public var uncheckedData: Bool?
+    /// Open NBD connections, the iSCSI listener ("host:port") and its logged-in sessions; nil from
+    /// daemons that predate them (and the iSCSI fields when iSCSI is off).
+    public var nbdConnections: Int?
+    public var iscsiAddress: String?
+    public var iscsiSessions: [ISCSISessionDTO]?
 
     public init(
         poolID: String, dataDirectory: String, copyMethod: String, volumeCount: Int, provisionedBytes: UInt64,

@@ -8,6 +8,8 @@ import Yams
 /// data_dir: /var/lib/cairn
 /// nbd: {host: 127.0.0.1, port: 10809, idle_timeout: 0, progress_timeout: 60}   # seconds; 0: off
 /// iscsi: {listen: "127.0.0.1:3260"}          # or {enabled: false}
+///   # chap: {required: true, users: [{name: host1, secret_file: /etc/cairn/host1.chap}],
+///   #        target: {name: cairn, secret: "..."}}   # CHAP name = the session's `clients` identity
 /// api: {socket: /run/cairn/cairn.sock}      # or {port: 7800, token_file: /etc/cairn/api.token}
 /// tls: {mode: required, cert: /etc/cairn/server-cert.pem, key: /etc/cairn/server-key.pem}
 /// access:                                    # without rules: everyone, everything, read-write
@@ -122,16 +124,51 @@ struct ServeConfigFile: Decodable, Equatable {
         }
     }
 
-    /// `iscsi: {listen: "127.0.0.1:3260", enabled: true}`.
+    /// `iscsi: {listen: "127.0.0.1:3260", enabled: true, chap: {...}}`.
     struct ISCSI: Decodable, Equatable {
         var listen: String?
         var enabled: Bool?
-        enum CodingKeys: String, CodingKey, CaseIterable { case listen, enabled }
+        var chap: Chap?
+        enum CodingKeys: String, CodingKey, CaseIterable { case listen, enabled, chap }
         init(from decoder: any Decoder) throws {
             try rejectUnknownKeys(decoder, CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             listen = try c.decodeIfPresent(String.self, forKey: .listen)
             enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
+            chap = try c.decodeIfPresent(Chap.self, forKey: .chap)
+        }
+    }
+
+    /// `chap: {required: BOOL, users: [CREDENTIAL], target: CREDENTIAL}` (ServeCommand+ISCSI.swift).
+    struct Chap: Decodable, Equatable {
+        var required: Bool?
+        var users: [ChapCredential]?
+        var target: ChapCredential?
+        enum CodingKeys: String, CodingKey, CaseIterable { case required, users, target }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            required = try c.decodeIfPresent(Bool.self, forKey: .required)
+            users = try c.decodeIfPresent([ChapCredential].self, forKey: .users)
+            target = try c.decodeIfPresent(ChapCredential.self, forKey: .target)
+        }
+    }
+
+    /// `{name: NAME, secret: TEXT}` or `{name: NAME, secret_file: PATH}`.
+    struct ChapCredential: Decodable, Equatable {
+        var name: String
+        var secret: String?
+        var secretFile: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, secret
+            case secretFile = "secret_file"
+        }
+        init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            secret = try c.decodeIfPresent(String.self, forKey: .secret)
+            secretFile = try c.decodeIfPresent(String.self, forKey: .secretFile)
         }
     }
 

@@ -29,6 +29,7 @@ public enum StatusPage {
             """
         html += poolSection(report.pool)
         html += volumeSection(report)
+        html += sessionSection(report.pool)
         html += cloneSection(report.clones)
         html += mirrorSection(report.mirrors, targets: report.mirrorTargets)
         html += backupSection(report.backups)
@@ -59,6 +60,27 @@ public enum StatusPage {
 
             """
         return html
+    }
+
+    /// NBD connections and iSCSI sessions open now (from the pool status).
+    static func sessionSection(_ pool: PoolStatusDTO) -> String {
+        guard let connections = pool.nbdConnections else { return "" }
+        var html = "<section id=\"sessions\"><h2>Sessions</h2><p>NBD \(escape(pool.nbdAddress ?? "-")): "
+        html += "<span id=\"nbd-connections\">\(connections)</span> connection\(connections == 1 ? "" : "s")"
+        guard let address = pool.iscsiAddress, let sessions = pool.iscsiSessions else {
+            return html + " · iSCSI off</p></section>\n"
+        }
+        html += " · iSCSI \(escape(address)): <span id=\"iscsi-sessions\">\(sessions.count)</span> session"
+        html += sessions.count == 1 ? "</p>" : "s</p>"
+        guard !sessions.isEmpty else { return html + "</section>\n" }
+        html += "<table><thead><tr><th>#</th><th>initiator</th><th>CHAP name</th><th>target</th><th>from</th>"
+        html += "</tr></thead><tbody>"
+        for session in sessions {
+            html += "<tr data-iscsi-session=\"\(session.id)\"><td>\(session.id)</td><td>\(escape(session.initiator))</td>"
+            html += "<td>\(escape(session.chapName ?? "-"))</td><td>\(escape(session.target ?? "(discovery)"))</td>"
+            html += "<td>\(escape(session.remoteAddress))</td></tr>"
+        }
+        return html + "</tbody></table></section>\n"
     }
 
     static func volumeSection(_ report: StatusReport) -> String {

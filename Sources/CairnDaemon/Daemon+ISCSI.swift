@@ -1,7 +1,9 @@
+import CairnAPI
 import CairnEngine
 import ISCSIServer
 import Logging
 import NBDProtocol
+import NBDServer
 import ServiceLifecycle
 
 extension Daemon {
@@ -13,8 +15,9 @@ extension Daemon {
         let host = configuration.iscsiHost ?? configuration.nbdHost
         let targets = VolumeISCSICatalog(volumes: catalog, servesPlaintext: configuration.tlsMode != .required)
         do {
-            return try await ISCSIServer.start(
-                catalog: targets, configuration: ISCSIServerConfiguration(host: host, port: port), logger: logger)
+            var settings = ISCSIServerConfiguration(host: host, port: port)
+            settings.chap = configuration.iscsiChap
+            return try await ISCSIServer.start(catalog: targets, configuration: settings, logger: logger)
         } catch {
             throw EngineError(.busy, "cannot listen for iSCSI on \(host):\(port): \(error) (--iscsi-listen, or --no-iscsi)")
         }
@@ -29,5 +32,22 @@ struct ISCSIService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await server.close()
+    }
+}
+
+/// What the pool status reports about open sessions, by protocol.
+struct ProtocolSessions: Sendable {
+    var nbdConnections: Int
+    var iscsiAddress: String?
+    var iscsi: [ISCSISessionDTO]
+
+    init(nbd: NBDServer, iscsi: ISCSIServer?, iscsiAddress: String?) {
+        nbdConnections = nbd.connectionCount
+        self.iscsiAddress = iscsiAddress
+        self.iscsi = (iscsi?.sessions ?? []).map {
+            ISCSISessionDTO(
+                id: $0.id, remoteAddress: $0.remoteAddress, initiator: $0.initiatorName, chapName: $0.chapName,
+                target: $0.target)
+        }
     }
 }

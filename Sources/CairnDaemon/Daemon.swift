@@ -113,6 +113,8 @@ public enum Daemon {
                 tlsMode == .required || (tlsMode == .selective && catalog.requiresTLS(export))
             }, replication: replication)
         management.backups = backups
+        let iscsiAddress = iscsi.map { "\(configuration.iscsiHost ?? configuration.nbdHost):\($0.port)" }
+        management.protocolSessions = { ProtocolSessions(nbd: nbd, iscsi: iscsi, iscsiAddress: iscsiAddress) }
         management.backendStatus = opened.rados.map(backendStatus)
         var token: String?
         if case .loopback = endpoint {

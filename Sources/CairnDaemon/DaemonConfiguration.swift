@@ -2,6 +2,7 @@ import CairnControl
 import CairnIO
 import CairnRADOS
 import Glibc
+import ISCSIProtocol
 import NBDProtocol
 
 /// Everything `cairn serve` needs to know.
@@ -23,6 +24,8 @@ public struct DaemonConfiguration: Sendable {
     public var iscsiPort: Int? = 3260
     /// True when the iSCSI port was set explicitly (flag or file), not left at its default.
     public var iscsiPortExplicit = false
+    /// CHAP for iSCSI logins (`iscsi.chap` in the file); the CHAP name is the session's client identity.
+    public var iscsiChap = ISCSIChapConfiguration.disabled
 
     public var resolvedISCSIPort: Int? {
         guard let port = iscsiPort else { return nil }

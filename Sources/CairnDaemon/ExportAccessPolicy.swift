@@ -13,8 +13,8 @@ public struct ExportAccessPolicy: Sendable {
         /// Volume names: exact, or a prefix ending in `*` (`*` alone: all). A snapshot export
         /// `vol@snap` is judged by its volume.
         public var exports: [String]
-        /// Certificate subjects as RFC 4514 strings ("CN=backup-host"); nil: any client, with or
-        /// without a certificate.
+        /// Certificate subjects as RFC 4514 strings ("CN=backup-host"), PSK user names, or the CHAP
+        /// names iSCSI initiators authenticated as; nil: any client, with or without an identity.
         public var clients: [String]?
         /// Source addresses or CIDR ranges ("127.0.0.0/8", "::1"); nil: anywhere.
         public var addresses: [AddressRange]?

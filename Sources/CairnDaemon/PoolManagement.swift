@@ -29,6 +29,8 @@ struct PoolManagement: ManagementService {
     var backups: BackupCoordinator? = nil
     /// Where the pool lives and, on a cluster, its health and fullness (Daemon+RADOS.swift).
     var backendStatus: (@Sendable () -> PoolBackendDTO)? = nil
+    /// NBD connections and iSCSI sessions open now, for the pool status and the status page.
+    var protocolSessions: (@Sendable () -> ProtocolSessions)? = nil
 
     /// A volume a backup splits keeps its size, name, content history and existence until the backup ends.
     func refuseIfBackingUp(_ volume: String, _ action: String) throws {
@@ -71,6 +73,11 @@ struct PoolManagement: ManagementService {
         dto.checksumMismatches = status.checksumMismatches
         dto.uncheckedData = status.uncheckedDataSinceBeforeChecksums
         if let backendStatus { dto.backend = try await run { backendStatus() } }
+        if let sessions = protocolSessions?() {
+            dto.nbdConnections = sessions.nbdConnections
+            dto.iscsiAddress = sessions.iscsiAddress
+            dto.iscsiSessions = sessions.iscsiAddress == nil ? nil : sessions.iscsi
+        }
         return dto
     }
 

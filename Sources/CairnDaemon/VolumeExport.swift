@@ -108,7 +108,7 @@ final class VolumeExport: NBDExport {
 
     /// Runs `work` on the I/O executor; its result or error completes a future on `eventLoop`. `writing`:
     /// the command writes, so a range past the end is ENOSPC (the spec's SHOULD), not EINVAL.
-    private func run<T: Sendable>(
+    func run<T: Sendable>(
         on eventLoop: any EventLoop, writing: Bool = false, _ work: @escaping @Sendable () throws -> T
     ) -> EventLoopFuture<T> {
         let promise = eventLoop.makePromise(of: T.self)

@@ -20,10 +20,12 @@ final class VolumeISCSICatalog: ISCSITargetCatalog {
     /// in the clear what NBD guards.
     let servesPlaintext: Bool
     let compareAndWriteLocks = CompareAndWriteLocks()
+    let counters: ISCSIMetrics
 
     init(volumes: VolumeCatalog, servesPlaintext: Bool) {
         self.volumes = volumes
         self.servesPlaintext = servesPlaintext
+        self.counters = ISCSIMetrics(registry: volumes.metrics.registry)
     }
 
     /// `vol` → `iqn…:vol`; `vol@snap` → `iqn…:vol:snap`.
@@ -41,8 +43,11 @@ final class VolumeISCSICatalog: ISCSITargetCatalog {
     }
 
     func session(_ initiator: ISCSIInitiatorInfo) -> NBDSessionInfo {
+        // The CHAP name is the session's identity for access rules' `clients`, as a certificate subject
+        // is for NBD over TLS.
         NBDSessionInfo(
-            id: Self.sessionIDBase + initiator.id, remoteAddress: initiator.remoteAddress, remoteIP: initiator.remoteIP)
+            id: Self.sessionIDBase + initiator.id, remoteAddress: initiator.remoteAddress, remoteIP: initiator.remoteIP,
+            clientIdentity: initiator.chapName)
     }
 
     /// An export this initiator may reach over iSCSI: known, granted, and not one that needs TLS.
@@ -78,5 +83,32 @@ final class VolumeISCSICatalog: ISCSITargetCatalog {
     func detach(_ unit: any ISCSILogicalUnit, initiator: ISCSIInitiatorInfo) {
         guard let unit = unit as? VolumeLogicalUnit else { return }
         volumes.detach(unit.export, session: session(initiator))
+    }
+
+    /// EXTENDED COPY's other logical unit: an export this initiator may reach whose NAA identifier is
+    /// `identifier` (its access rule applies: a read-only grant makes it a read-only copy target).
+    func copyUnit(identifier: UInt64, initiator: ISCSIInitiatorInfo) -> (any ISCSILogicalUnit)? {
+        let session = session(initiator)
+        for listing in volumes.listExports(session: session) where reachable(listing.name, session) {
+            guard let export = volumes.describe(name: listing.name, session: session) as? VolumeExport,
+                VolumeLogicalUnit.identifier(volumeID: export.volumeID, snapshotEpoch: export.snapshotEpoch)
+                    & 0x0FFF_FFFF_FFFF_FFFF == identifier
+            else { continue }
+            guard let attached = try? volumes.attach(name: listing.name, session: session) else { return nil }
+            guard let volume = attached as? VolumeExport else {
+                volumes.detach(attached, session: session)
+                return nil
+            }
+            return VolumeLogicalUnit(export: volume, locks: compareAndWriteLocks)
+        }
+        return nil
+    }
+
+    func detachCopyUnit(_ unit: any ISCSILogicalUnit, initiator: ISCSIInitiatorInfo) {
+        detach(unit, initiator: initiator)
+    }
+
+    func metrics(target: String) -> (any ISCSITargetMetrics)? {
+        counters.target(target)
     }
 }

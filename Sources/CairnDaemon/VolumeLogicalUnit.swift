@@ -21,7 +21,12 @@ final class VolumeLogicalUnit: ISCSILogicalUnit {
     var readOnly: Bool { export.capabilities.contains(.readOnly) }
     /// Stable for a volume (and per snapshot): the volume id and the snapshot's epoch.
     var serial: String { "cairn-\(export.volumeID)" + (export.snapshotEpoch.map { "-\($0)" } ?? "") }
-    var identifier: UInt64 { export.volumeID << 24 | UInt64(export.snapshotEpoch ?? 0) & 0xFF_FFFF }
+    var identifier: UInt64 { Self.identifier(volumeID: export.volumeID, snapshotEpoch: export.snapshotEpoch) }
+
+    /// The unit's NAA identifier: the volume id and the snapshot's epoch (EXTENDED COPY finds units by it).
+    static func identifier(volumeID: UInt64, snapshotEpoch: UInt32?) -> UInt64 {
+        volumeID << 24 | UInt64(snapshotEpoch ?? 0) & 0xFF_FFFF
+    }
 
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer> {
         let segments = export.readImmediately(offset: offset, length: length).map { eventLoop.makeSucceededFuture($0) }

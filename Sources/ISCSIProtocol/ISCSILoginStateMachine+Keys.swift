@@ -28,11 +28,6 @@ extension ISCSILoginStateMachine {
             guard let type = ISCSISessionParameters.SessionType(rawValue: value) else { return .fail(.initiatorError) }
             parameters.sessionType = type
             return .silent
-        case "AuthMethod":
-            // Offered in the initiator's order of preference; this target authenticates by the access
-            // rules of the export (address), so None is the only method it takes.
-            let offered = value.split(separator: ",").map(String.init)
-            return offered.contains("None") ? .answer("None") : .fail(.authenticationFailure)
         case "HeaderDigest", "DataDigest":
             let offered = value.split(separator: ",").map(String.init)
             guard let choice = offered.first(where: { $0 == "None" || $0 == "CRC32C" }) else { return .answer("Reject") }

@@ -5,7 +5,8 @@ import NIOCore
 /// returns and asks the target catalog through `targetExists`.
 ///
 /// Operational keys are answered by the RFC's result functions (§6.2.1: OR, AND, smaller, larger) with
-/// this target's limits; unknown keys get NotUnderstood; authentication is AuthMethod=None.
+/// this target's limits; unknown keys get NotUnderstood; authentication is CHAP (one-way or mutual, with
+/// the secrets of `ISCSIChapConfiguration`) or None (+Chap.swift).
 public struct ISCSILoginStateMachine: Sendable {
     /// Login status classes and details (RFC 7143 §11.13.5).
     public enum Status: UInt16, Sendable {
@@ -46,18 +47,37 @@ public struct ISCSILoginStateMachine: Sendable {
     /// Keys of ours already sent (declared once per login).
     var declared: Set<String> = []
     var finished = false
+    /// CHAP: who may authenticate, and where this login is in the exchange.
+    let chapConfiguration: ISCSIChapConfiguration
+    var chap = ChapState.notOffered
+    /// The identifier and challenge this target sends (random, from the caller: the machine is pure).
+    let chapIdentifier: UInt8
+    let chapChallenge: [UInt8]
+    /// CHAP keys received in the current request, acted on once all its keys are read.
+    var chapKeys: [String: String] = [:]
 
-    public init(tsih: UInt16) {
+    public init(
+        tsih: UInt16, chap: ISCSIChapConfiguration = .disabled, chapIdentifier: UInt8 = 0, chapChallenge: [UInt8] = []
+    ) {
         self.newTSIH = tsih
+        self.chapConfiguration = chap
+        self.chapIdentifier = chapIdentifier
+        self.chapChallenge = chapChallenge
     }
 
     /// The next Login Request. `targetExists` says whether a TargetName names a target this initiator may
     /// log in to.
     public mutating func receive(_ request: ISCSIPDU, targetExists: (String) -> Bool) -> Action {
+        receive(request) { target, _ in targetExists(target) }
+    }
+
+    /// The next Login Request; `targetExists` also gets the CHAP name the initiator proved (nil: none),
+    /// asked only once authentication is settled.
+    public mutating func receive(_ request: ISCSIPDU, targetExists: (String, String?) -> Bool) -> Action {
         exchanges += 1
         let csg = (request.flags >> 2) & 3
         let nsg = request.flags & 3
-        let transit = request.flags & 0x80 != 0
+        var transit = request.flags & 0x80 != 0
         if !started {
             started = true
             statSN = request.expectedStatusSequenceNumber
@@ -96,13 +116,22 @@ public struct ISCSILoginStateMachine: Sendable {
             return failure(request, csg: csg, .initiatorError)
         }
         var answers: [(key: String, value: String)] = []
+        chapKeys = [:]
         for (key, value) in pairs {
-            switch negotiate(key: key, value: value) {
+            let outcome = key.hasPrefix("CHAP_") || key == "AuthMethod"
+                ? authenticate(key: key, value: value, stage: csg) : negotiate(key: key, value: value)
+            switch outcome {
             case .answer(let answer): answers.append((key, answer))
             case .silent: break
             case .fail(let status): return failure(request, csg: csg, status)
             }
         }
+        switch chapStep(stage: csg, leaving: transit && nsg > csg) {
+        case .proceed(let chapAnswers): answers += chapAnswers
+        case .fail(let status): return failure(request, csg: csg, status)
+        }
+        // Until CHAP is done the login stays in the security stage (T=0, RFC 7143 §6.3).
+        transit = transit && !chap.inProgress
         if parameters.initiatorName.isEmpty {
             return failure(request, csg: csg, .missingParameter)
         }
@@ -110,7 +139,7 @@ public struct ISCSILoginStateMachine: Sendable {
             guard let target = parameters.targetName else {
                 return failure(request, csg: csg, .missingParameter)
             }
-            guard targetExists(target) else {
+            guard chap.inProgress || targetExists(target, parameters.authenticatedName) else {
                 return failure(request, csg: csg, .targetNotFound)
             }
             // RFC 7143 §13.9: the first Login Response of a normal session names the portal group.

@@ -7,6 +7,8 @@ public struct ISCSISessionParameters: Sendable, Equatable {
 
     public var sessionType: SessionType = .normal
     public var initiatorName: String = ""
+    /// The CHAP name (CHAP_N) the initiator proved it holds the secret of; nil without CHAP.
+    public var authenticatedName: String?
     /// The target the session logged in to (nil for discovery).
     public var targetName: String?
     /// Initiator Session ID (6 bytes) and the target's handle for the session.

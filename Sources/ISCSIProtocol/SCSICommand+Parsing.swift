@@ -110,6 +110,15 @@ extension SCSICommand {
             return .reportSupportedOperationCodes(
                 options: cdb[2] & 0x07, timeouts: cdb[2] & 0x80 != 0, opcode: cdb[3],
                 serviceAction: UInt16(u16(4)), allocation: u32(6))
+        case Opcode.extendedCopy:
+            // Service action 0: the LID1 form (SPC-4 §6.4); LID4 (1) is not offered.
+            guard cdb[1] & 0x1F == 0 else { throw .invalidFieldInCDB }
+            return .extendedCopy(parameterLength: u32(10))
+        case Opcode.receiveCopyResults:
+            let action = cdb[1] & 0x1F
+            guard action == SCSIReceiveCopyResults.copyStatus || action == SCSIReceiveCopyResults.operatingParameters
+            else { throw .invalidFieldInCDB }
+            return .receiveCopyResults(action: action, listID: cdb[2], allocation: u32(10))
         case Opcode.preFetch10:
             return .preFetch(lba: UInt64(u32(2)), blocks: u16(7))
         case Opcode.preFetch16:

@@ -20,6 +20,10 @@ public enum SCSICommand: Sendable, Equatable {
     case reportLUNs(selectReport: UInt8, allocation: UInt32)
     case reportSupportedOperationCodes(
         options: UInt8, timeouts: Bool, opcode: UInt8, serviceAction: UInt16, allocation: UInt32)
+    /// EXTENDED COPY (LID1): the parameter list follows as data-out (`SCSIExtendedCopyList`).
+    case extendedCopy(parameterLength: UInt32)
+    /// RECEIVE COPY RESULTS: COPY STATUS of list `listID`, or OPERATING PARAMETERS.
+    case receiveCopyResults(action: UInt8, listID: UInt8, allocation: UInt32)
     /// PRE-FETCH: the range is checked; the page cache already holds what was recently used.
     case preFetch(lba: UInt64, blocks: UInt32)
     /// START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL: accepted and nothing done (no removable media).
@@ -45,6 +49,8 @@ public enum SCSICommand: Sendable, Equatable {
         public static let writeSame10: UInt8 = 0x41
         public static let unmap: UInt8 = 0x42
         public static let modeSense10: UInt8 = 0x5A
+        public static let extendedCopy: UInt8 = 0x83
+        public static let receiveCopyResults: UInt8 = 0x84
         public static let read16: UInt8 = 0x88
         public static let compareAndWrite: UInt8 = 0x89
         public static let write16: UInt8 = 0x8A

@@ -4,7 +4,7 @@ import NIOCore
 /// SBC-4 §6.6).
 extension SCSIDeviceProfile {
     /// VPD pages this target has, in the order page 00 lists them.
-    public static let vitalProductDataPages: [UInt8] = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2]
+    public static let vitalProductDataPages: [UInt8] = [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2]
 
     public func inquiry(vitalProductData: Bool, page: UInt8) throws(SCSISense) -> ByteBuffer {
         guard vitalProductData else { return standardInquiry }
@@ -12,6 +12,7 @@ extension SCSIDeviceProfile {
         case 0x00: return vpdPage(0x00, Self.vitalProductDataPages)
         case 0x80: return vpdPage(0x80, Array(serial.utf8))
         case 0x83: return vpdPage(0x83, deviceIdentification)
+        case 0x8F: return vpdPage(0x8F, thirdPartyCopy)
         case 0xB0: return vpdPage(0xB0, blockLimits)
         case 0xB1: return vpdPage(0xB1, blockDeviceCharacteristics)
         case 0xB2: return vpdPage(0xB2, logicalBlockProvisioning)
@@ -27,7 +28,7 @@ extension SCSIDeviceProfile {
         buffer.writeInteger(UInt8(0x06))  // SPC-4.
         buffer.writeInteger(UInt8(0x12))  // HISUP, response data format 2.
         buffer.writeInteger(UInt8(66 - 5))  // Additional length.
-        buffer.writeInteger(UInt8(0x00))
+        buffer.writeInteger(UInt8(0x08))  // 3PC: EXTENDED COPY is supported (SPC-4 §6.6.2).
         buffer.writeInteger(UInt8(0x00))
         buffer.writeInteger(UInt8(0x02))  // CMDQUE: commands are queued.
         buffer.writePadded(Self.vendor, width: 8)
@@ -65,12 +66,38 @@ extension SCSIDeviceProfile {
         return page
     }
 
+    /// Page 8F (SPC-4 §7.8.17): the Supported Commands descriptor (EXTENDED COPY LID1, RECEIVE COPY
+    /// RESULTS' COPY STATUS and OPERATING PARAMETERS) and the Parameter Data descriptor (the limits).
+    var thirdPartyCopy: [UInt8] {
+        var commands: [UInt8] = [SCSICommand.Opcode.extendedCopy, 1, 0x00]
+        commands += [
+            SCSICommand.Opcode.receiveCopyResults, 2, SCSIReceiveCopyResults.copyStatus,
+            SCSIReceiveCopyResults.operatingParameters,
+        ]
+        var supported: [UInt8] = [UInt8(commands.count)] + commands
+        supported += [UInt8](repeating: 0, count: (4 - supported.count % 4) % 4)
+        var page: [UInt8] = [0x00, 0x01, 0x00, UInt8(supported.count)] + supported
+        // Parameter Data descriptor (type 0x0008): CSCD and segment descriptor counts, list length,
+        // inline data length, 28 bytes after its header.
+        var parameters = ByteBuffer()
+        parameters.writeInteger(UInt16(0x0008))
+        parameters.writeInteger(UInt16(28))
+        parameters.writeInteger(UInt16(0))
+        parameters.writeInteger(SCSICopyLimits.maximumTargetDescriptors)
+        parameters.writeInteger(SCSICopyLimits.maximumSegmentDescriptors)
+        parameters.writeInteger(SCSICopyLimits.maximumDescriptorListLength)
+        parameters.writeInteger(UInt32(0))
+        parameters.writeRepeatingByte(0, count: 14)
+        page += Array(parameters.readableBytesView)
+        return page
+    }
+
     /// Page B0 (SBC-4 §6.6.4), 60 bytes of limits.
     var blockLimits: [UInt8] {
         var buffer = ByteBuffer()
         buffer.writeInteger(UInt8(0))  // WSNZ 0: a WRITE SAME of 0 blocks means "to the end".
         buffer.writeInteger(ISCSILimits.maximumCompareAndWriteBlocks)
-        buffer.writeInteger(UInt16(1 << physicalBlockExponent))  // Optimal transfer length granularity.
+        buffer.writeInteger(UInt16(clamping: unmapGranularity))  // Optimal transfer length granularity: 4 KiB.
         buffer.writeInteger(ISCSILimits.maximumTransferLength / blockSize)
         buffer.writeInteger(ISCSILimits.targetMaxBurstLength / blockSize)  // Optimal transfer length.
         buffer.writeInteger(UInt32(0))  // Maximum prefetch length.

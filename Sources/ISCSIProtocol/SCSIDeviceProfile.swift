@@ -11,8 +11,11 @@ public struct SCSIDeviceProfile: Sendable, Equatable {
     public var serial: String
     /// An NAA locally assigned identifier (type 3, 60 bits), unique per logical unit (VPD page 83).
     public var naaIdentifier: UInt64
-    /// log2(physical block / logical block) (READ CAPACITY 16): 3 for 4 KiB sub-blocks under 512-byte
-    /// logical blocks.
+    /// log2(physical block / logical block) (READ CAPACITY 16). 0: every 512-byte block is written whole
+    /// (the engine completes partial 4 KiB sub-blocks itself). The 4 KiB sub-block shows as the optimal
+    /// transfer and unmap granularities of VPD B0 instead: a non-zero exponent makes SBC-4's rule that
+    /// GET LBA STATUS starts at the requested LBA contradict libiscsi's GetLBAStatus tests, which assume
+    /// a status per physical block.
     public var physicalBlockExponent: UInt8
     /// Unmapping is supported and unmapped blocks read as zeros (LBPME, LBPRZ; VPD B2 LBPU, LBPWS).
     public var thinProvisioned: Bool
@@ -21,7 +24,7 @@ public struct SCSIDeviceProfile: Sendable, Equatable {
 
     public init(
         blockSize: UInt32 = 512, blockCount: UInt64, readOnly: Bool, serial: String, naaIdentifier: UInt64,
-        physicalBlockExponent: UInt8 = 3, thinProvisioned: Bool = true, unmapGranularity: UInt32 = 8
+        physicalBlockExponent: UInt8 = 0, thinProvisioned: Bool = true, unmapGranularity: UInt32 = 8
     ) {
         self.blockSize = blockSize
         self.blockCount = blockCount

@@ -31,6 +31,7 @@ public struct SCSISense: Error, Sendable, Equatable {
     public static let keyIllegalRequest: UInt8 = 0x05
     public static let keyUnitAttention: UInt8 = 0x06
     public static let keyDataProtect: UInt8 = 0x07
+    public static let keyCopyAborted: UInt8 = 0x0A
     public static let keyAbortedCommand: UInt8 = 0x0B
     public static let keyMiscompare: UInt8 = 0x0E
 
@@ -47,6 +48,17 @@ public struct SCSISense: Error, Sendable, Equatable {
     public static let writeError = SCSISense(key: keyMediumError, code: 0x0C)
     public static let unrecoveredReadError = SCSISense(key: keyMediumError, code: 0x11)
     public static let internalTargetFailure = SCSISense(key: keyHardwareError, code: 0x44)
+    // EXTENDED COPY refusals (SPC-4 §6.4, Table 49).
+    public static let tooManyTargetDescriptors = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x06)
+    public static let unsupportedTargetDescriptorType = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x07)
+    public static let tooManySegmentDescriptors = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x08)
+    public static let unsupportedSegmentDescriptorType = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x09)
+    /// A segment names a copy target this target cannot reach: an index past the list, or a designator
+    /// that is no logical unit this initiator may use (COPY TARGET DEVICE NOT REACHABLE).
+    public static let copyTargetNotReachable = SCSISense(key: keyCopyAborted, code: 0x0D, qualifier: 0x02)
+    /// A segment failed while being processed (a range past a unit's end): COPY ABORTED without a more
+    /// specific code, as Linux's LIO and libiscsi's conformance suite have it.
+    public static let copyAborted = SCSISense(key: keyCopyAborted, code: 0x00)
     /// The target is shutting down or its I/O queue is full: the initiator may retry.
     public static let notReadyInProgress = SCSISense(key: keyNotReady, code: 0x04, qualifier: 0x01)
     /// A write's data did not arrive as the command said (SPC-4: DATA PHASE ERROR is 4B/00).

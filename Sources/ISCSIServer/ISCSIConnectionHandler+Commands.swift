@@ -15,7 +15,8 @@ enum SCSIOutcome {
 /// SCSI Command PDUs: admission, data-out collection, execution in the logical unit, and the response.
 extension ISCSIConnectionHandler {
     func handleSCSICommand(_ pdu: ISCSIPDU) {
-        let task = SCSITask(tag: pdu.initiatorTaskTag, immediate: pdu.isImmediate, expectedLength: pdu.uint32(20))
+        let task = SCSITask(
+            tag: pdu.initiatorTaskTag, immediate: pdu.isImmediate, expectedLength: pdu.uint32(20), opcode: pdu.byte(32))
         guard case .normal(let parameters, let unit) = phase else {
             // A discovery session carries no SCSI commands (RFC 7143 §4.3).
             finishTask(task)
@@ -88,6 +89,9 @@ extension ISCSIConnectionHandler {
             if blocks > UInt32(ISCSILimits.maximumCompareAndWriteBlocks) { throw .invalidFieldInCDB }
             try check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: true)
             return 2 * UInt64(blocks) * block
+        case .extendedCopy(let length):
+            if length > maximumCopyParameterLength { throw .parameterListLengthError }
+            return UInt64(length)
         case .verify(let lba, let blocks, let byteCheck):
             try check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: false)
             return byteCheck == 1 ? UInt64(blocks) * block : byteCheck == 3 && blocks > 0 ? block : 0
@@ -111,6 +115,7 @@ extension ISCSIConnectionHandler {
         guard let context else { return }
         let eventLoop = context.eventLoop
         runningTasks.insert(task.tag)
+        if let data, data.readableBytes > 0 { metrics?.transferred(dataIn: 0, dataOut: UInt64(data.readableBytes)) }
         let future: EventLoopFuture<SCSIOutcome>
         do {
             future = try perform(command, task: task, unit: unit, data: data, eventLoop: eventLoop)
@@ -145,6 +150,14 @@ extension ISCSIConnectionHandler {
     /// Sends the command's data (Data-In, status in the last PDU) or its SCSI Response.
     func complete(_ task: SCSITask, _ outcome: SCSIOutcome) {
         finishTask(task)
+        if let metrics {
+            if case .sense = outcome { metrics.command(opcode: task.opcode, failed: true) } else {
+                metrics.command(opcode: task.opcode, failed: false)
+            }
+            if case .data(let data) = outcome {
+                metrics.transferred(dataIn: UInt64(min(data.readableBytes, Int(task.expectedLength))), dataOut: 0)
+            }
+        }
         switch outcome {
         case .sense(let sense):
             send(.scsiResponse(taskTag: task.tag, status: SCSIStatus.checkCondition, sense: sense.fixedFormat))

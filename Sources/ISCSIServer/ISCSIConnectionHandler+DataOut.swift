@@ -8,6 +8,8 @@ struct SCSITask {
     var immediate: Bool
     /// Expected Data Transfer Length (RFC 7143 §11.3.4): what the initiator's buffer holds.
     var expectedLength: UInt32
+    /// The CDB's operation code (metrics).
+    var opcode: UInt8 = 0
 }
 
 /// A command whose data-out is still arriving (immediate data, unsolicited Data-Out, then R2Ts).

@@ -101,6 +101,10 @@ extension ISCSIConnectionHandler {
             return unit.compareAndWrite(
                 offset: lba * block, expected: expected, data: replacement, fua: fua, eventLoop: eventLoop
             ).map { miscompare in miscompare.map { .sense(.miscompare(at: $0)) } ?? .good(transferred: nil) }
+        case .extendedCopy:
+            return try extendedCopy(data, unit: unit, eventLoop: eventLoop)
+        case .receiveCopyResults(let action, let listID, let allocation):
+            return parameterData(try receiveCopyResults(action: action, listID: listID), allocation: allocation)
         case .getLBAStatus(let lba, let allocation):
             guard lba < profile.blockCount else { throw .lbaOutOfRange }
             let offset = lba * block

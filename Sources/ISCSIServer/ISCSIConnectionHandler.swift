@@ -39,17 +39,29 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
     var headerDigest = false
     var dataDigest = false
     var flushScheduled = false
+    /// RECEIVE COPY RESULTS' held results, by list identifier (this session's EXTENDED COPYs).
+    var copyResults: [UInt8: SCSICopyStatus] = [:]
+    /// The target's counters (normal sessions, when the catalog keeps them).
+    var metrics: (any ISCSITargetMetrics)?
+
+    /// The server's list of connections, told when the login completes (status page).
+    let registry: ISCSIConnectionRegistry?
 
     init(
         initiator: ISCSIInitiatorInfo, portal: String, catalog: any ISCSITargetCatalog,
-        configuration: ISCSIServerConfiguration, tsih: UInt16, logger: Logger
+        configuration: ISCSIServerConfiguration, tsih: UInt16, logger: Logger, registry: ISCSIConnectionRegistry? = nil
     ) {
+        self.registry = registry
         self.initiator = initiator
         self.portal = portal
         self.catalog = catalog
         self.configuration = configuration
         self.logger = logger
-        self.phase = .login(ISCSILoginStateMachine(tsih: tsih))
+        var random = SystemRandomNumberGenerator()
+        self.phase = .login(
+            ISCSILoginStateMachine(
+                tsih: tsih, chap: configuration.chap, chapIdentifier: random.next(),
+                chapChallenge: (0..<ISCSIChap.challengeLength).map { _ in random.next() }))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -126,19 +138,26 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
     func handleLogin(_ pdu: ISCSIPDU, _ machine: inout ISCSILoginStateMachine) {
         let initiator = self.initiator
         let catalog = self.catalog
-        let action = machine.receive(pdu) { catalog.targetExists($0, initiator: initiator) }
+        let action = machine.receive(pdu) { target, chapName in
+            var named = initiator
+            named.chapName = chapName
+            return catalog.targetExists(target, initiator: named)
+        }
         switch action {
         case .respond(let response):
             phase = .login(machine)
             write(response)
             flush()
         case .fail(let response, let status):
-            logger.notice("login refused", metadata: ["status": "\(status)"])
+            logger.notice(
+                "login refused",
+                metadata: ["status": "\(status)", "iscsi.initiator": "\(machine.parameters.initiatorName)"])
             write(response)
             flush()
             close()
         case .complete(var response, let parameters):
             self.initiator.initiatorName = parameters.initiatorName
+            self.initiator.chapName = parameters.authenticatedName
             window = ISCSICommandWindow(expCmdSN: parameters.expCmdSN, statSN: parameters.statSN)
             if parameters.sessionType == .discovery {
                 phase = .discovery(parameters)
@@ -146,6 +165,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
                 do {
                     let unit = try catalog.attach(target: parameters.targetName ?? "", initiator: self.initiator)
                     phase = .normal(parameters, unit)
+                    metrics = catalog.metrics(target: parameters.targetName ?? "")
                 } catch {
                     logger.notice("login refused: the target cannot be attached", metadata: ["error": "\(error)"])
                     response.setUInt16(ISCSILoginStateMachine.Status.targetError.rawValue, 36)
@@ -158,6 +178,11 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
                 }
             }
             loginTimer?.cancel()
+            registry?.loggedIn(
+                ISCSISessionSummary(
+                    id: initiator.id, remoteAddress: initiator.remoteAddress, initiatorName: parameters.initiatorName,
+                    chapName: parameters.authenticatedName,
+                    target: parameters.sessionType == .normal ? parameters.targetName : nil))
             write(response)
             flush()
             // Digests and the declared segment size apply from the next PDU on (RFC 7143 §13.1, §13.12).

@@ -63,6 +63,56 @@ public protocol ISCSILogicalUnit: AnyObject, Sendable {
     /// every other write to the unit. nil: written; else the offset of the first byte that differed.
     func compareAndWrite(offset: UInt64, expected: ByteBuffer, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop)
         -> EventLoopFuture<UInt32?>
+    /// EXTENDED COPY: `length` bytes of `source` at `sourceOffset` onto this unit at `offset`, done by the
+    /// storage; ranges already checked. The default reads and writes a piece at a time (still inside the
+    /// target: nothing goes back to the initiator); a unit whose storage can share data does better.
+    func copy(
+        from source: any ISCSILogicalUnit, sourceOffset: UInt64, offset: UInt64, length: UInt64,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void>
+}
+
+extension ISCSILogicalUnit {
+    /// Bytes the default `copy` moves per read and write.
+    public static var copyPiece: UInt64 { 1 << 20 }
+
+    public func copy(
+        from source: any ISCSILogicalUnit, sourceOffset: UInt64, offset: UInt64, length: UInt64,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        copyByPieces(from: source, sourceOffset: sourceOffset, offset: offset, length: length, eventLoop: eventLoop)
+    }
+
+    /// The default `copy`: READ from the source and WRITE here, `copyPiece` bytes at a time.
+    public func copyByPieces(
+        from source: any ISCSILogicalUnit, sourceOffset: UInt64, offset: UInt64, length: UInt64,
+        eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        var chain = eventLoop.makeSucceededVoidFuture()
+        var done: UInt64 = 0
+        while done < length {
+            let count = min(length - done, Self.copyPiece)
+            let at = done
+            chain = chain.flatMap {
+                source.read(offset: sourceOffset + at, length: UInt32(count), eventLoop: eventLoop).flatMap { data in
+                    self.write(offset: offset + at, data: data, fua: false, eventLoop: eventLoop)
+                }
+            }
+            done += count
+        }
+        return chain
+    }
+}
+
+/// Counters of one target, kept by whoever serves it (the daemon's Prometheus registry); the handler
+/// reports to it on the event loop, so an implementation only does atomic increments.
+public protocol ISCSITargetMetrics: Sendable {
+    /// A SCSI command was answered: its operation code and whether it ended in CHECK CONDITION.
+    func command(opcode: UInt8, failed: Bool)
+    /// Data that crossed the wire: data-in sent to the initiator, data-out received from it.
+    func transferred(dataIn: UInt64, dataOut: UInt64)
+    /// Bytes an EXTENDED COPY moved inside the storage (none of them crossed the wire).
+    func copied(bytes: UInt64)
 }
 
 /// Who is logging in; passed to the catalog for access rules and session tracking.
@@ -75,6 +125,8 @@ public struct ISCSIInitiatorInfo: Sendable, Hashable {
     public var remoteIP: String?
     /// The initiator's iSCSI name (InitiatorName key), once the login has sent it.
     public var initiatorName: String?
+    /// The CHAP name the initiator authenticated as (nil: no CHAP): its identity for access rules.
+    public var chapName: String?
 
     public init(id: UInt64, remoteAddress: String, remoteIP: String?, initiatorName: String? = nil) {
         self.id = id
@@ -94,6 +146,19 @@ public protocol ISCSITargetCatalog: Sendable {
     func attach(target: String, initiator: ISCSIInitiatorInfo) throws -> any ISCSILogicalUnit
     /// The session ended (logout, disconnect, shutdown): called once per attach.
     func detach(_ unit: any ISCSILogicalUnit, initiator: ISCSIInitiatorInfo)
+    /// EXTENDED COPY names another logical unit by its NAA identifier (`ISCSILogicalUnit.identifier`):
+    /// the unit, attached for the length of the copy, if this initiator may use it; else nil.
+    func copyUnit(identifier: UInt64, initiator: ISCSIInitiatorInfo) -> (any ISCSILogicalUnit)?
+    /// Ends the attachment `copyUnit` made.
+    func detachCopyUnit(_ unit: any ISCSILogicalUnit, initiator: ISCSIInitiatorInfo)
+    /// The counters of `target`, if the catalog keeps any.
+    func metrics(target: String) -> (any ISCSITargetMetrics)?
+}
+
+extension ISCSITargetCatalog {
+    public func copyUnit(identifier: UInt64, initiator: ISCSIInitiatorInfo) -> (any ISCSILogicalUnit)? { nil }
+    public func detachCopyUnit(_ unit: any ISCSILogicalUnit, initiator: ISCSIInitiatorInfo) {}
+    public func metrics(target: String) -> (any ISCSITargetMetrics)? { nil }
 }
 
 extension ISCSILogicalUnitError {

@@ -14,6 +14,8 @@ public struct ISCSIServerConfiguration: Sendable {
     public var loginTimeout: TimeAmount = .seconds(30)
     /// Connections at once; more are refused at accept.
     public var maximumConnections = 256
+    /// CHAP secrets and whether logins must use them.
+    public var chap = ISCSIChapConfiguration.disabled
 
     public init(host: String = "127.0.0.1", port: Int = 3260) {
         self.host = host
@@ -67,7 +69,8 @@ public final class ISCSIServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         ISCSIConnectionHandler(
                             initiator: initiator, portal: portal, catalog: catalog, configuration: configuration,
-                            tsih: UInt16(truncatingIfNeeded: id % 0xFFFF) + 1, logger: connectionLogger))
+                            tsih: UInt16(truncatingIfNeeded: id % 0xFFFF) + 1, logger: connectionLogger,
+                            registry: connections))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)
@@ -90,6 +93,9 @@ public final class ISCSIServer: Sendable {
     /// Sessions (connections) open now.
     public var connectionCount: Int { connections.count }
 
+    /// The sessions that completed their login, oldest first.
+    public var sessions: [ISCSISessionSummary] { connections.sessions }
+
     /// Stops accepting and closes every connection; commands already running complete against the
     /// storage and every attached session is detached once they have.
     public func close() async {
@@ -98,6 +104,17 @@ public final class ISCSIServer: Sendable {
         for channel in channels { channel.close(promise: nil) }
         try? await EventLoopFuture.andAllComplete(channels.map(\.closeFuture), on: group.any()).get()
     }
+}
+
+/// A logged-in session as the status page lists it.
+public struct ISCSISessionSummary: Sendable, Hashable {
+    public var id: UInt64
+    public var remoteAddress: String
+    public var initiatorName: String
+    /// The CHAP name the initiator authenticated as; nil without CHAP.
+    public var chapName: String?
+    /// The target of a normal session; nil for discovery.
+    public var target: String?
 }
 
 /// A refusal while setting up a connection.
@@ -111,6 +128,7 @@ final class ISCSIConnectionRegistry: Sendable {
         var nextID: UInt64 = 1
         var accepting = true
         var channels: [UInt64: any Channel] = [:]
+        var sessions: [UInt64: ISCSISessionSummary] = [:]
     }
 
     private let state = Mutex(State())
@@ -128,7 +146,17 @@ final class ISCSIConnectionRegistry: Sendable {
         }
     }
 
-    func remove(_ id: UInt64) { _ = state.withLock { $0.channels.removeValue(forKey: id) } }
+    func remove(_ id: UInt64) {
+        state.withLock { state in
+            state.channels.removeValue(forKey: id)
+            state.sessions.removeValue(forKey: id)
+        }
+    }
+
+    /// A connection completed its login.
+    func loggedIn(_ session: ISCSISessionSummary) { state.withLock { $0.sessions[session.id] = session } }
+
+    var sessions: [ISCSISessionSummary] { state.withLock { $0.sessions.values.sorted { $0.id < $1.id } } }
 
     func stopAccepting() -> [any Channel] {
         state.withLock { state in

@@ -36,13 +36,13 @@ import Testing
         #expect(data.readInteger(as: UInt64.self) == 2047)
         #expect(data.readInteger(as: UInt32.self) == 512)
         #expect(data.readInteger(as: UInt8.self) == 0)
-        #expect(data.readInteger(as: UInt8.self) == 3)
+        #expect(data.readInteger(as: UInt8.self) == 0)  // One logical block per physical block (see SCSIDeviceProfile).
         #expect(data.readInteger(as: UInt16.self) == 0xC000)
     }
 
     @Test func inquiryPagesAreListedAndWellFormed() throws {
         var pages = try Self.profile.inquiry(vitalProductData: true, page: 0)
-        #expect(Array(pages.readBytes(length: pages.readableBytes)!) == [0, 0, 0, 6, 0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2])
+        #expect(Array(pages.readBytes(length: pages.readableBytes)!) == [0, 0, 0, 7, 0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2])
         for page in SCSIDeviceProfile.vitalProductDataPages {
             let data = try Self.profile.inquiry(vitalProductData: true, page: page)
             #expect(data.getInteger(at: 1, as: UInt8.self) == page)

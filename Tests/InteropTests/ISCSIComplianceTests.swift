@@ -9,17 +9,15 @@ import Testing
 struct ISCSIComplianceTests {
     /// Tests Cairn does not pass yet, with the reason, as "Suite.Test". This list may only shrink: a test
     /// that starts to pass must be taken off it (the suite checks that too).
-    static let knownFailures: [String: String] = [
-        // Asks GET LBA STATUS at LBA i+1 and wants the first descriptor to start at i + (logical blocks
-        // per physical block); SBC-4 §5.8 says the first descriptor contains the requested LBA, which is
-        // what Cairn answers. The test only holds when that ratio is 1 (Cairn reports 8: 4 KiB sub-blocks).
-        "GetLBAStatus.UnmapSingle": "the test assumes one logical block per physical block",
-    ]
+    static let knownFailures: [String: String] = [:]
 
-    /// Tests tgt 1.0.85 skips on a file LUN (ORACLES.md). Persistent reservations are not implemented
-    /// here (tgt has them), so Cairn's count is printed and compared in the report, not asserted for
-    /// `-t SCSI`; for `-t iSCSI` neither skips any.
-    static let tgtSkips = ["SCSI": 81, "iSCSI": 0]
+    /// Tests tgt 1.0.85 skips on a 256 MiB file LUN, counted by `parse` below (2026-12-07, this machine:
+    /// `tgtd --iscsi portal=...`, `iscsi-test-cu --dataloss -t SCSI`; ORACLES.md's 81 counted every
+    /// "[SKIPPED]" line, setup probes included). Cairn skips persistent reservations, RESERVE(6) and
+    /// ORWRITE, which tgt has, so its `-t SCSI` count is printed and compared in the report, not asserted;
+    /// tgt skips COMPARE AND WRITE, EXTENDED COPY, RECEIVE COPY RESULTS and thin provisioning, which Cairn
+    /// runs. For `-t iSCSI` neither skips any.
+    static let tgtSkips = ["SCSI": 62, "iSCSI": 0]
 
     struct Outcome {
         var failed: Set<String> = []
@@ -69,7 +67,7 @@ struct ISCSIComplianceTests {
             #expect(unexpected.isEmpty, "failed: \(unexpected)\n\(result.stdout.suffix(20000))")
             let fixed = Self.knownFailures.keys.filter { outcome.ran.contains($0) && !outcome.failed.contains($0) }
             #expect(fixed.isEmpty, "these pass now; take them off knownFailures: \(fixed.sorted())")
-            if family == "iSCSI" {
+            if family != "SCSI" {
                 #expect(outcome.skipped.isEmpty, "skipped: \(outcome.skipped.sorted())")
             }
             #expect(daemon.process.isRunning)
@@ -81,4 +79,13 @@ struct ISCSIComplianceTests {
 
     @Test("-t iSCSI: no failures outside the known list, no more skips than tgt")
     func iscsiFamily() async throws { try await run(family: "iSCSI") }
+
+    /// The copy offload and thin-provisioning status suites on their own (tgt skips all of the first two:
+    /// it has no EXTENDED COPY): every test runs and passes.
+    @Test("-t SCSI.ExtendedCopy, SCSI.ReceiveCopyResults, SCSI.GetLBAStatus: all pass, none skipped")
+    func copyOffloadAndLBAStatus() async throws {
+        for family in ["SCSI.ExtendedCopy", "SCSI.ReceiveCopyResults", "SCSI.GetLBAStatus"] {
+            try await run(family: family)
+        }
+    }
 }
