@@ -213,7 +213,7 @@ let package = Package(
         .target(
             name: "CairnFuzz",
             dependencies: [
-                "CairnArchive", "CairnCLI", "CairnDaemon", "CairnEngine", "MirrorProtocol",
+                "CairnArchive", "CairnCLI", "CairnDaemon", "CairnEngine", "ISCSIProtocol", "MirrorProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -1,5 +1,6 @@
 import CairnArchive
 import CairnCLI
+import ISCSIProtocol
 import Foundation
 import MirrorProtocol
 import NIOCore
@@ -44,6 +45,14 @@ extension FuzzTarget {
             var remaining = payload
             _ = try? MirrorRemoteError.decode(from: &remaining)
         }
+    }
+
+    /// An iSCSI connection's bytes: PDU decoder (digests and segment sizes from the first byte), then the
+    /// text, CDB and EXTENDED COPY parsers, the login state machine with CHAP, and the command window.
+    static let iscsiPDUs = FuzzTarget(
+        name: "iscsi-pdus", summary: "iSCSI PDU decoder, login and CHAP state machine, CDB and copy parsers"
+    ) { input in
+        ISCSIFuzzing.run(data: Array(input))
     }
 
     /// A backup archive as `backup restore` and `backup verify` read it: header, every record, the seal.

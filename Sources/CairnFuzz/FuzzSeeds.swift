@@ -1,4 +1,5 @@
 import CairnArchive
+import ISCSIProtocol
 import Foundation
 import MirrorProtocol
 import NIOCore
@@ -26,6 +27,7 @@ public enum FuzzSeeds {
             ("mirror-frames", mirrorSeeds()),
             ("archive-reader", try archiveSeeds()),
             ("serve-config", configSeeds()),
+            ("iscsi-pdus", iscsiSeeds()),
         ]
     }
 
@@ -114,6 +116,36 @@ public enum FuzzSeeds {
                 try writer.appendZero(offset: 65536, length: 65536)
             }),
             ("incremental-empty", try archive(kind: .incremental) { _ in }),
+        ]
+    }
+
+    /// First byte: decoder settings (bit 0 header digest, bit 1 data digest, bit 2 the large segment size).
+    static func iscsiSeeds() -> [(String, [UInt8])] {
+        var login = ISCSIPDU(
+            opcode: .loginRequest,
+            data: ISCSITextParameters.encode([
+                ("InitiatorName", "iqn.2026-12.dev.cairn:fuzz"), ("TargetName", "iqn.2026-12.dev.cairn:fuzz"),
+                ("SessionType", "Normal"), ("AuthMethod", "CHAP,None"), ("CHAP_A", "5"),
+            ]))
+        login.flags = 0x81
+        var discovery = ISCSIPDU(
+            opcode: .loginRequest,
+            data: ISCSITextParameters.encode([
+                ("InitiatorName", "iqn.2026-12.dev.cairn:fuzz"), ("SessionType", "Discovery"), ("AuthMethod", "None"),
+                ("HeaderDigest", "CRC32C,None"), ("DataDigest", "None"), ("MaxRecvDataSegmentLength", "262144"),
+            ]))
+        discovery.flags = 0x87
+        var nop = ISCSIPDU(opcode: .nopOut, data: ByteBuffer(bytes: [1, 2, 3]))
+        nop.isImmediate = true
+        func stream(_ settings: UInt8, _ pdus: [ISCSIPDU]) -> [UInt8] {
+            [settings] + pdus.flatMap {
+                Array($0.encoded(headerDigest: settings & 1 != 0, dataDigest: settings & 2 != 0).readableBytesView)
+            }
+        }
+        return [
+            ("chap-login", stream(0, [login])),
+            ("discovery-login-nop", stream(4, [discovery, nop])),
+            ("digests", stream(3, [login, nop])),
         ]
     }
 

@@ -19,7 +19,7 @@ public struct FuzzTarget: Sendable {
     public func run(_ input: UnsafeRawBufferPointer) { body(input) }
 
     public static let all: [FuzzTarget] = [
-        .nbdHandshake, .nbdTransmission, .mirrorFrames, .archiveReader, .serveConfig,
+        .nbdHandshake, .nbdTransmission, .mirrorFrames, .archiveReader, .serveConfig, .iscsiPDUs,
     ]
 
     public static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

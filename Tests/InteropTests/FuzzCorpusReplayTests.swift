@@ -11,7 +11,9 @@ struct FuzzCorpusReplayTests {
     /// The replaying binary sits next to the `cairn` under test.
     static let binary = URL(fileURLWithPath: TestDaemon.binary).deletingLastPathComponent().path + "/cairn-fuzz"
 
-    static let targets = ["nbd-handshake", "nbd-transmission", "mirror-frames", "archive-reader", "serve-config"]
+    static let targets = [
+        "nbd-handshake", "nbd-transmission", "mirror-frames", "archive-reader", "serve-config", "iscsi-pdus",
+    ]
 
     @Test("the list of targets matches the corpus folders")
     func targetsMatchTheCorpus() async throws {
