@@ -7,22 +7,33 @@ import GRDBSQLite
 /// process into the system SQLite that GRDB uses; databases then open as
 /// `file:///<pool>:<namespace>/<name>?vfs=ceph` (SQLite is built with URI filenames on Debian).
 ///
-/// The VFS makes its own librados client from `CEPH_ARGS`, once, at the first database it opens: a
-/// process reaches one cluster under one identity through it.
+/// The VFS makes its own librados client from `CEPH_ARGS`, once per process: a process reaches one
+/// cluster under one identity through it.
+///
+/// That client is made lazily and without a lock by libcephsqlite 16.2 (`getcct`): the first caller
+/// publishes the VFS's CephContext *before* it creates and connects the client, so a second thread
+/// entering the VFS meanwhile finds the context, skips the set-up and uses a `librados::Rados` whose
+/// client is still null (a read at address 0xc30 in `RadosClient::get_instance_id`, from
+/// `ceph_status()` or any logged VFS call), and two first callers at once both set up the same handle.
+/// `load` therefore makes the client itself, under its lock, before any database or function of the
+/// VFS can be reached: every user of the VFS calls `load` first and waits there until it is done.
 public enum CephSQLiteVFS {
     /// The shared object Debian's libsqlite3-mod-ceph installs.
     static let library = "libcephsqlite.so"
 
-    private static let loaded = Mutex<Bool>(false)
+    /// The VFS client's address once `load` has connected it (nil: not loaded yet).
+    private static let loaded = Mutex<String?>(nil)
 
-    /// Registers the "ceph" VFS (idempotent) with the cluster of `configuration`.
-    public static func load(_ configuration: RadosConfiguration) throws {
+    /// Registers the "ceph" VFS (idempotent) with the cluster of `configuration` and connects its
+    /// client; returns that client's address ("127.0.0.1:0/1234"), which a node taking over must fence.
+    @discardableResult
+    public static func load(_ configuration: RadosConfiguration) throws -> String {
         try CephEnvironment.withEnvironment(configuration) { try loadOnce() }
     }
 
-    private static func loadOnce() throws {
+    private static func loadOnce() throws -> String {
         try loaded.withLock { loaded in
-            if loaded { return }
+            if let address = loaded { return address }
             var connection: OpaquePointer?
             guard sqlite3_open_v2(":memory:", &connection, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else {
                 throw RadosError("load the SQLite VFS", library, result: -ENOMEM)
@@ -40,7 +51,10 @@ public enum CephSQLiteVFS {
                 throw VFSLoadError(reason: "\(library) loaded but registered no 'ceph' VFS")
             }
             sqlite3_auto_extension(unsafeBitCast(exclusiveLockingOnCeph, to: (@convention(c) () -> Void).self))
-            loaded = true
+            // The VFS's first call sets its client up (see above): made here, under the lock.
+            let address = try statusAddress()
+            loaded = address
+            return address
         }
     }
 
@@ -83,9 +97,9 @@ public enum CephSQLiteVFS {
 }
 
 extension CephSQLiteVFS {
-    /// The address of the VFS's own librados client ("127.0.0.1:0/1234"), from its `ceph_status()`
-    /// SQL function: a node taking over must fence this client too.
-    public static func clientAddress() throws -> String {
+    /// Asks the VFS's `ceph_status()` SQL function for its client's address; the first call connects
+    /// the client (only `loadOnce` calls this, under its lock).
+    private static func statusAddress() throws -> String {
         var connection: OpaquePointer?
         guard sqlite3_open_v2(":memory:", &connection, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else {
             throw VFSLoadError(reason: "cannot open an SQLite connection")

@@ -11,7 +11,8 @@ import Synchronization
 public final class PoolOwnership: @unchecked Sendable {
     /// The object whose lock says who serves the pool (in the pool's RADOS pool and namespace).
     public static let headerObject = "cairn.header"
-    static let lockName = "cairn.owner"
+    /// The header object's lock whose holder serves the pool.
+    public static let lockName = "cairn.owner"
     static let ownerAttribute = "owner"
 
     /// Default lease: an owner that stops renewing loses the pool this long after its last renewal.
@@ -152,6 +153,52 @@ public final class PoolOwnership: @unchecked Sendable {
         try? io.unlock(Self.headerObject, name: Self.lockName, cookie: cookie)
     }
 
+    /// Throws unless this node still holds the pool as far as it knows (no I/O: what the renewals found).
+    public func requireHeld() throws {
+        switch state {
+        case .held: return
+        case .lost(let reason): throw EngineError(.ioFailure, "this node no longer owns the pool: \(reason)")
+        case .released: throw EngineError(.closed, "this node released the pool")
+        }
+    }
+
+    /// Proves that this node still owns the pool, with one synchronous renewal of the lease through
+    /// this node's own client; throws (and, when the pool was taken, marks it lost) otherwise.
+    ///
+    /// Why this proves a metadata commit landed: a standby fences only once the lease has lapsed at the
+    /// header's OSD, and a renewal (`MUST_RENEW`) fails from that moment on; so a renewal that succeeds
+    /// after the commit's writes were answered means they were answered before any fencing began.
+    public func confirm() throws {
+        try requireHeld()
+        do {
+            try renew()
+        } catch let error as EngineError {
+            throw error
+        } catch {
+            throw EngineError(.ioFailure, "cannot confirm this node still owns the pool", cause: error)
+        }
+    }
+
+    /// One renewal of the lease. When the pool was taken (this client fenced, or the lock expired or
+    /// held by another node) marks it lost and throws an `EngineError` saying why; any other failure
+    /// (a slow OSD) is rethrown as it is.
+    private func renew() throws {
+        do {
+            try io.lockExclusive(
+                Self.headerObject, name: Self.lockName, cookie: cookie, description: "cairn pool owner",
+                seconds: leaseSeconds, renew: true)
+        } catch let error as RadosError where error.isBlocklisted {
+            throw taken("this node was fenced: another node took over the pool (\(error))", cause: error)
+        } catch let error as RadosError where error.errno == ENOENT || error.errno == EBUSY {
+            throw taken("the pool's lease expired and another node holds it now (\(error))", cause: error)
+        }
+    }
+
+    private func taken(_ reason: String, cause: RadosError) -> EngineError {
+        lose(reason)
+        return EngineError(.ioFailure, reason, cause: cause)
+    }
+
     private func startRenewing() {
         let thread = Thread { [self] in renewLoop() }
         thread.name = "cairn.rados.lease"
@@ -169,16 +216,10 @@ public final class PoolOwnership: @unchecked Sendable {
             }
             if stopping { return }
             do {
-                try io.lockExclusive(
-                    Self.headerObject, name: Self.lockName, cookie: cookie, description: "cairn pool owner",
-                    seconds: leaseSeconds, renew: true)
+                try renew()
                 lastRenewal = Date()
-            } catch let error as RadosError where error.isBlocklisted {
-                lose("this node was fenced: another node took over the pool (\(error))")
-                return
-            } catch let error as RadosError where error.errno == ENOENT || error.errno == EBUSY {
-                lose("the pool's lease expired and another node holds it now (\(error))")
-                return
+            } catch is EngineError {
+                return  // taken: `renew` marked the pool lost
             } catch {
                 if Date().timeIntervalSince(lastRenewal) >= Double(leaseSeconds) {
                     lose("the pool's lease could not be renewed for \(leaseSeconds) s: \(error)")

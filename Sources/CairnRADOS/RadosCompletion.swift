@@ -6,6 +6,9 @@ import Glibc
 /// answer means the data is durable on the OSDs: RADOS acknowledges only after every replica has it.
 public final class RadosCompletion: @unchecked Sendable {
     let handle: rados_completion_t
+    /// The context the operation runs in, kept alive until the operation has ended: destroying a
+    /// context (or shutting its client down) under an operation in flight is undefined in librados.
+    let io: RadosIOContext
     /// What the operation was, for its error.
     let operation: String
     let target: String
@@ -13,16 +16,17 @@ public final class RadosCompletion: @unchecked Sendable {
     let statSize = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     let statTime = UnsafeMutablePointer<time_t>.allocate(capacity: 1)
 
-    init(_ operation: String, _ target: String) throws {
+    init(_ operation: String, _ target: String, io: RadosIOContext) throws {
         var completion: rados_completion_t?
         try check(rados_aio_create_completion2(nil, nil, &completion), "aio create completion", target)
         handle = completion!
+        self.io = io
         self.operation = operation
         self.target = target
     }
 
     deinit {
-        // The stat fields must outlive the operation.
+        // The stat fields (and `io`, released after this body) must outlive the operation.
         rados_aio_wait_for_complete(handle)
         rados_aio_release(handle)
         statSize.deallocate()

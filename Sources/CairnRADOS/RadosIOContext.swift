@@ -27,7 +27,7 @@ public final class RadosIOContext: @unchecked Sendable {
 
     /// Writes `buffer` into object `oid` at `offset`, creating the object.
     public func aioWrite(_ oid: String, _ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> RadosCompletion {
-        let completion = try RadosCompletion("write", oid)
+        let completion = try RadosCompletion("write", oid, io: self)
         try check(
             rados_aio_write(handle, oid, completion.handle, buffer.baseAddress?.assumingMemoryBound(to: CChar.self),
                 buffer.count, offset), "write", oid)
@@ -39,7 +39,7 @@ public final class RadosIOContext: @unchecked Sendable {
     public func aioRead(_ oid: String, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
         -> RadosCompletion
     {
-        let completion = try RadosCompletion("read", oid)
+        let completion = try RadosCompletion("read", oid, io: self)
         try check(
             rados_aio_read(handle, oid, completion.handle, buffer.baseAddress?.assumingMemoryBound(to: CChar.self),
                 buffer.count, offset), "read", oid)
@@ -50,7 +50,7 @@ public final class RadosIOContext: @unchecked Sendable {
     public func aioWriteSame(_ oid: String, pattern: UnsafeRawBufferPointer, length: Int, at offset: UInt64) throws
         -> RadosCompletion
     {
-        let completion = try RadosCompletion("writesame", oid)
+        let completion = try RadosCompletion("writesame", oid, io: self)
         try check(
             rados_aio_writesame(handle, oid, completion.handle, pattern.baseAddress?.assumingMemoryBound(to: CChar.self),
                 pattern.count, length, offset), "writesame", oid)
@@ -60,7 +60,7 @@ public final class RadosIOContext: @unchecked Sendable {
     /// Makes `length` bytes at `offset` read as zeros, deallocating them where the OSD's store can.
     /// A missing object stays missing (it already reads as zeros).
     public func aioZero(_ oid: String, at offset: UInt64, length: UInt64) throws -> RadosCompletion {
-        let completion = try RadosCompletion("zero", oid)
+        let completion = try RadosCompletion("zero", oid, io: self)
         let op = rados_create_write_op()!
         defer { rados_release_write_op(op) }
         rados_write_op_assert_exists(op)
@@ -71,14 +71,14 @@ public final class RadosIOContext: @unchecked Sendable {
 
     /// Removes object `oid` (ENOENT when absent).
     public func aioRemove(_ oid: String) throws -> RadosCompletion {
-        let completion = try RadosCompletion("remove", oid)
+        let completion = try RadosCompletion("remove", oid, io: self)
         try check(rados_aio_remove(handle, oid, completion.handle), "remove", oid)
         return completion
     }
 
     /// Size of object `oid`, read from the completion's `size` after `wait()` (ENOENT when absent).
     public func aioStat(_ oid: String) throws -> RadosCompletion {
-        let completion = try RadosCompletion("stat", oid)
+        let completion = try RadosCompletion("stat", oid, io: self)
         try check(rados_aio_stat(handle, oid, completion.handle, completion.statSize, completion.statTime), "stat", oid)
         return completion
     }

@@ -37,8 +37,7 @@ public final class RadosMedia: PoolMedia {
         io = try cluster.ioContext()
         self.objectSize = objectSize
         location = configuration.location
-        try CephSQLiteVFS.load(configuration)
-        let addresses = [try cluster.address(), try CephSQLiteVFS.clientAddress()]
+        let addresses = [try cluster.address(), try CephSQLiteVFS.load(configuration)]
         ownership = try PoolOwnership.acquire(
             io, clientAddresses: addresses, leaseSeconds: leaseSeconds, fencedLocks: Self.fencedLocks, log: log)
     }
@@ -51,8 +50,12 @@ public final class RadosMedia: PoolMedia {
         location = cluster.configuration.location
     }
 
+    /// The SQLite store through the ceph VFS, whose commits count only while this node owns the pool
+    /// (`OwnedMetadataStore`: the VFS does not report a fenced client's failed writes).
     public func openMetadataStore() throws -> any MetadataStore {
-        try SQLiteMetadataStore(path: CephSQLiteVFS.uri(cluster.configuration, name: Self.metadataName))
+        OwnedMetadataStore(
+            base: try SQLiteMetadataStore(path: CephSQLiteVFS.uri(cluster.configuration, name: Self.metadataName)),
+            ownership: ownership)
     }
 
     /// The metadata journal is objects in the cluster like the slot files, so a standby that takes the
@@ -101,8 +104,7 @@ extension RadosMedia {
     ) throws -> RadosMedia {
         let cluster = try RadosCluster(configuration)
         let io = try cluster.ioContext()
-        try CephSQLiteVFS.load(configuration)
-        let addresses = [try cluster.address(), try CephSQLiteVFS.clientAddress()]
+        let addresses = [try cluster.address(), try CephSQLiteVFS.load(configuration)]
         guard
             let ownership = try PoolOwnership.waitToAcquire(
                 io, clientAddresses: addresses, leaseSeconds: leaseSeconds, fencedLocks: fencedLocks, log: log)

@@ -133,7 +133,10 @@ extension RadosSlotFile {
         } catch {
             throw ioError(error, "truncate")
         }
-        state.withLock { $0.size = length }
+        state.withLock {
+            $0.size = length
+            $0.generation += 1
+        }
     }
 
     public func allocatedBytes() throws -> UInt64 {
@@ -151,18 +154,6 @@ extension RadosSlotFile {
             index += 64
         }
         return total
-    }
-
-    public func nextData(from offset: UInt64) throws -> UInt64? {
-        let size = state.withLock { $0.size }
-        let reserved = recorded.withLock { $0.reservedObjects }
-        var index = offset / objectSize
-        while index < reserved, index * objectSize < size {
-            let start = index * objectSize
-            if let held = try io.size(of: objectName(index)), start + held > offset { return max(offset, start) }
-            index += 1
-        }
-        return nil
     }
 
     /// Submits one asynchronous operation per object piece of the range, first reserving the objects it
@@ -185,6 +176,7 @@ extension RadosSlotFile {
         }
         let overflow: [Pending] = state.withLock { state in
             state.pending.append(contentsOf: submitted)
+            state.generation += 1
             if end > state.size { state.size = end }
             // Drop what already finished (keeping the first failure); wait for the oldest beyond the limit.
             var kept: [Pending] = []

@@ -39,6 +39,11 @@ public final class RadosSlotFile: StorageFile, @unchecked Sendable {
         var pending: [Pending] = []
         /// The first write the cluster refused; every later sync fails with it.
         var failure: RadosError?
+        /// Counts submitted changes (writes, zeroes, punches, truncations): what `nextData` found is
+        /// reusable only while this is unchanged.
+        var generation: UInt64 = 0
+        /// A range `nextData` read as all zeros, at `generation`.
+        var knownZero: (range: Range<UInt64>, generation: UInt64)?
     }
 
     /// Writes in flight per file before a writer waits for the oldest: bounds the memory librados

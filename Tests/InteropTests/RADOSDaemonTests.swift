@@ -116,7 +116,9 @@ enum RADOSTestCluster {
     /// Lease for test daemons: a takeover or a restart after kill -9 waits this long.
     static let leaseSeconds = 5
 
-    static func arguments(namespace: String = "it-" + UUID().uuidString.lowercased()) throws -> [String] {
+    static func arguments(
+        namespace: String = "it-" + UUID().uuidString.lowercased(), leaseSeconds: Int = RADOSTestCluster.leaseSeconds
+    ) throws -> [String] {
         let environment = ProcessInfo.processInfo.environment
         guard let conf = environment["CAIRN_CEPH_CONF"], let pool = environment["CAIRN_RADOS_POOL"] else {
             throw TestDaemonError(
