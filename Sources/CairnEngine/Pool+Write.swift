@@ -66,10 +66,10 @@ struct WritePlan {
 }
 
 extension Pool {
-    /// Largest single pwrite the engine issues; longer runs are split. Measured on this machine's ext4
-    /// (kernel 6.18): the page cache sizes folios after the write, and 1 MiB writes make 1 MiB folios;
-    /// later 4 KiB overwrites of those are 4-7x slower (53k vs 228k writes/s single-threaded), and
-    /// streaming 1 MiB pwrites ran at 0.5-1 GiB/s against 1.8 GiB/s for 64 KiB pieces.
+    /// Largest single pwrite the engine issues; longer runs are split. On ext4 with large folios the page
+    /// cache sizes folios after the write, so 1 MiB writes make 1 MiB folios that later 4 KiB overwrites
+    /// pay for (4-7x slower single-threaded), and streaming 1 MiB pwrites measured at 0.5-1 GiB/s against
+    /// 1.8 GiB/s for 64 KiB pieces (docs/BENCHMARKS.md).
     static let maximumWriteSegment: UInt64 = 64 << 10
 
     /// Writes `source` at `offset` of volume `volumeID`. With `fua`, the data is durable on return.
