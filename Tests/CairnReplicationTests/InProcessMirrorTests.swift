@@ -24,9 +24,11 @@ struct InProcessMirrorTests {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             pool = try Pool.open(directory: directory)
             var settings = ReplicationSettings(secret: secret, node: label, group: MultiThreadedEventLoopGroup.singleton)
-            // Generous: the full suite runs many daemons at once on two cores, and nothing here tests
-            // timeouts (the two-daemon tests do, with a fault proxy).
-            settings.frameTimeout = 30
+            // Out of reach: nothing here tests timeouts (the two-daemon tests do, with a fault proxy). In
+            // full runs every suite starts at once, and the target's establish (a volume, a change map and a
+            // record, each made durable with fsyncs that wait behind the whole machine's writeback) has
+            // taken 45 s: a 30 s frame timeout turned that into two failures at the same second.
+            settings.frameTimeout = InProcessMirrorTests.frameTimeout
             settings.resyncExtentDelay = resyncExtentDelay
             replication = try Replication(
                 pool: pool, executor: executor, dataDirectory: directory, settings: settings, logger: Logger(label: label))
@@ -46,6 +48,9 @@ struct InProcessMirrorTests {
             return bytes
         }
     }
+
+    /// Frame timeout of the in-process links (see `Node`).
+    static let frameTimeout: Double = 600
 
     static func waitFor(_ node: Node, _ volume: String, _ condition: (MirrorInfo) -> Bool) async throws -> MirrorInfo {
         for _ in 0..<600 {

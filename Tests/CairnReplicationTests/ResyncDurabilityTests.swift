@@ -39,7 +39,7 @@ struct ResyncDurabilityTests {
         let pool = try Pool(media: media, options: options)
         let executor = IOExecutor(threadCount: 2, queueCapacity: 256)
         var settings = ReplicationSettings(secret: secret, node: "primary", group: MultiThreadedEventLoopGroup.singleton)
-        settings.frameTimeout = 30
+        settings.frameTimeout = InProcessMirrorTests.frameTimeout
         // No checkpoint during the test: only the resync's own flushes may make the data durable.
         settings.checkpointInterval = 3600
         let replication = try Replication(
