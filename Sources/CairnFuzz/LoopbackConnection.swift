@@ -20,10 +20,14 @@ struct LoopbackConnection: ~Copyable {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        let connected = withUnsafePointer(to: &address) {
+        var connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
+        }
+        if connected != 0 && errno == EINTR {
+            // libFuzzer's timeout timer (SIGALRM) interrupts syscalls; the connect goes on without us.
+            connected = Self.finishInterruptedConnect(descriptor)
         }
         guard connected == 0 else { fatalError("connect to the fuzzed daemon: \(String(cString: strerror(errno)))") }
         var timeout = timeval(tv_sec: Self.closeDeadlineSeconds, tv_usec: 0)
@@ -31,6 +35,17 @@ struct LoopbackConnection: ~Copyable {
     }
 
     deinit { close(descriptor) }
+
+    /// Waits for a connect that a signal interrupted; 0 once connected, else -1 with `errno` set.
+    private static func finishInterruptedConnect(_ descriptor: Int32) -> Int32 {
+        var request = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+        while poll(&request, 1, Int32(closeDeadlineSeconds * 1000)) < 0 && errno == EINTR {}
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &error, &length) == 0 else { return -1 }
+        errno = error
+        return error == 0 ? 0 : -1
+    }
 
     /// Sends everything; false once the server has closed (a refused handshake does that).
     @discardableResult
