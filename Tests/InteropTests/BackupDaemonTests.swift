@@ -25,9 +25,10 @@ struct BackupDaemonTests {
     /// Polls `backup status ID` until it has succeeded or failed.
     static func waitForBackup(_ daemon: TestDaemon, _ id: String, seconds: Double = 120) async throws -> [String: Any] {
         let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
+        while true {
             let status = try Self.json(try await daemon.cliOK(["backup", "status", id, "--json"]))
             if let phase = status["phase"] as? String, phase == "succeeded" || phase == "failed" { return status }
+            if Date() >= deadline { break }
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         throw TestDaemonError("backup \(id) did not finish")
