@@ -128,7 +128,7 @@ extension PrimaryMirror {
             let request = MirrorEstablishRequest(
                 volume: record.targetVolume, size: info.size, chunkSize: info.chunkSize, generations: record.generations,
                 requiredBytes: info.allocatedBytes, options: options)
-            let reply = try await connection.request(.establish, payload: request.payload, timeout: settings.frameTimeout)
+            let reply = try await connection.request(.establish, payload: request.payload, timeout: settings.establishTimeout)
             if let error = reply.remoteError() { throw error }
             let established = try MirrorEstablishReply.decode(payload: reply.payload)
             let replaced = state.withLock { s -> Bool in

@@ -12,6 +12,14 @@ public struct ReplicationSettings: Sendable {
     public var frameTimeout: Double = 5
     /// Retransmissions before the mirror fractures (a predetermined number of re-sends).
     public var retries: Int = 3
+    /// Least time an establish may take to be answered, whatever `frameTimeout` is. The target answers it
+    /// after durable work (the volume, its change map and the pairing record, each synced), which on a
+    /// host busy writing back waits behind everyone's dirty data; the frame timeout is for noticing a
+    /// stalled link under host writes, and holds no host write back here.
+    public static let establishTimeoutFloor: Double = 30
+
+    /// How long an establish frame may go unanswered.
+    var establishTimeout: Double { max(frameTimeout, Self.establishTimeoutFloor) }
     /// Seconds between activity-log checkpoints (both sides flush; idle extents' bits are cleared).
     public var checkpointInterval: Double = 2
     /// Run on fracture (`sh -c`), with CAIRN_MIRROR_VOLUME, CAIRN_MIRROR_TARGET and CAIRN_MIRROR_ERROR set.

@@ -89,10 +89,11 @@ struct LibnbdInteropTests {
         }
         try Data(bytes).write(to: URL(fileURLWithPath: source))
         try await withServer([export]) { server, _ in
-            let into = try await runProcess(Tools.nbdcopy, [source, server.uri("disk")])
+            // The timeouts catch a hang; a full suite on two cores has stretched a copy past a minute.
+            let into = try await runProcess(Tools.nbdcopy, [source, server.uri("disk")], timeout: 300)
             #expect(into.status == 0, "\(into)")
             #expect(export.contents(offset: 0, length: 3 << 20) == Array(bytes[0..<(3 << 20)]))
-            let out = try await runProcess(Tools.nbdcopy, [server.uri("disk"), copy])
+            let out = try await runProcess(Tools.nbdcopy, [server.uri("disk"), copy], timeout: 300)
             #expect(out.status == 0, "\(out)")
             #expect(FileManager.default.contents(atPath: copy) == Data(bytes))
         }
