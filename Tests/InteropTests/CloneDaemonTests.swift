@@ -160,9 +160,10 @@ struct CloneDaemonTests {
 
     @Test("kill -9 in the middle of a protected restore: it resumes at start-up and keeps the host's writes")
     func protectedRestoreSurvivesKillNine() async throws {
-        // 64 extents at 1 s each: the restore is still running when the daemon is killed, even on a loaded
-        // machine (the test never waits for it: the restarted daemon copies at full speed).
-        try await withDaemon(extraArguments: Self.throttled(1000)) { daemon in
+        // A minute's pause after each of 64 extents: the restore is still running when the daemon is killed
+        // however slow the machine (reads and writes of the host never wait for the pause; the restarted
+        // daemon copies at full speed).
+        try await withDaemon(extraArguments: Self.throttled(60_000)) { daemon in
             try await Self.fracturedCloneDifferingEverywhere(daemon)
             try await daemon.cliOK(["clone", "restore", "c1", "--protected"])
             // qemu-io writes with FUA: durable when acknowledged, so they must survive the kill. (qemu-io takes
