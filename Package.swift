@@ -1,9 +1,13 @@
 // swift-tools-version:6.2
 // Cairn: a software storage array. One module per layer; dependencies point one way:
-//   cairn (executable) → CairnCLI → CairnDaemon → {NBDServer, CairnControl, CairnEngine, CairnReplication}
+//   cairn (executable) → CairnCLI → CairnDaemon → {NBDServer, ISCSIServer, CairnControl, CairnReplication,
+//                                                   CairnBackup, CairnRADOS, CairnEngine}
 //   CairnReplication → {MirrorProtocol (wire only, NIOCore), CairnEngine}
-//   NBDServer → NBDProtocol (wire only, NIOCore) ; CairnEngine → CairnIO → CCairnIO (syscall shim)
+//   NBDServer → NBDProtocol, ISCSIServer → ISCSIProtocol (wire only, NIOCore)
+//   CairnBackup → {CairnArchive, CairnEngine} ; CairnRADOS → {CRados (librados), CairnEngine}
+//   CairnEngine → CairnIO → CCairnIO (syscall shim)
 //   CairnCLI → NBDClient → NBDProtocol (a small async NBD client, for Cairn's extensions)
+// Every target declares exactly the modules it imports.
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -69,14 +73,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Backup archive format (issue 6): self-describing, per-extent SHA-256, sparse, streamable. No I/O
+        // Backup archive format: self-describing, per-extent SHA-256, sparse, streamable. No I/O
         // beyond reading and writing a byte stream (CCairnIO only to spread a file's writeback).
         .target(
             name: "CairnArchive",
             dependencies: ["CCairnIO", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
-        // Consistent backups without quiescing (seed 004): the one-way mirror (images A and B, range
+        // Consistent backups without quiescing: the one-way mirror (images A and B, range
         // locks, session routing), archiving image A and restoring archives. No networking.
         .target(
             name: "CairnBackup",
@@ -122,7 +126,7 @@ let package = Package(
         ),
         // CRC-32C with the CPU's instruction (C: Swift cannot reach it), table fallback.
         .target(name: "CMirrorCRC"),
-        // Remote mirror wire protocol (seed 002): frames, CRC32C, message payloads. NIOCore only (and the
+        // Remote mirror wire protocol: frames, CRC32C, message payloads. NIOCore only (and the
         // CRC shim): no sockets.
         .target(
             name: "MirrorProtocol",
@@ -152,6 +156,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -268,7 +273,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ISCSIProtocolTests",
-            dependencies: ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["ISCSIProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -293,6 +298,7 @@ let package = Package(
                 "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO", "CairnTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -319,7 +325,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["CairnAPI", "CairnDaemon", "InteropSupport", "CairnArchive", "CairnTestSupport"],
+            dependencies: ["CairnAPI", "CairnDaemon", "InteropSupport", "NBDServer", "CairnTestSupport"],
             swiftSettings: strict
         ),
     ]

@@ -7,7 +7,7 @@ import Foundation
 /// still draining is abandoned (its A sessions were cut mid-work, so A is not a consistent image); one
 /// that was archiving starts its archive again from the frozen, durable image A.
 public struct BackupRecord: Codable, Sendable, Hashable {
-    public enum Phase: String, Codable, Sendable {
+    public enum Phase: String, Codable, Sendable, CaseIterable {
         /// `--method mirror`: building the full copy before the split.
         case establishing
         /// Split at T; waiting for the sessions on A to close.

@@ -1,4 +1,6 @@
 import CairnAPI
+import CairnBackup
+import CairnReplication
 import Prometheus
 import Synchronization
 
@@ -6,17 +8,29 @@ import Synchronization
 ///
 /// Two kinds: request metrics per export, counted on the data path by `VolumeExport` (a few atomic
 /// increments and one histogram record per request), and state — pool space, backend I/O, volumes,
-/// jobs, connections — read from the engine when a scrape comes, so the data path pays nothing for it.
+/// jobs, connections, mirrors, backups — read from the services when a scrape comes, so the data path
+/// pays nothing for it. Every series goes through the registry: one text format, one label escaping.
 /// One registry per daemon, not the process-global `MetricsSystem`: tests run several daemons' worth of
 /// servers in one process.
 final class DaemonMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let exports = Mutex<[String: ExportMetrics]>([:])
-    /// Gauges with a volume or job label, by label value, so that a deleted volume or a forgotten job
-    /// stops being reported.
-    private let labelled = Mutex<[String: [Gauge]]>([:])
-    /// Backend byte counters already added to the Prometheus counters (the engine's are cumulative).
-    private let reportedBackendBytes = Mutex<[String: UInt64]>([:])
+    /// Series with a volume, job, mirror or backup label, by what they describe ("volume:NAME", ...), so
+    /// that a deleted volume, a forgotten job, a removed mirror or an old backup stops being reported.
+    private let labelled = Mutex<[String: [LabelledSeries]]>([:])
+    /// What the services' cumulative totals stood at when last added to a Prometheus counter, by
+    /// "OWNER|METRIC" (OWNER as in `labelled`, or a fixed name for pool-wide totals).
+    private let reportedTotals = Mutex<[String: UInt64]>([:])
+
+    enum LabelledSeries: Sendable {
+        case gauge(Gauge)
+        case counter(Counter)
+    }
+
+    /// The series of one scrape that can go away, collected while rendering.
+    struct Scrape {
+        var series: [String: [LabelledSeries]] = [:]
+    }
 
     /// Request latency buckets: from a page-cache hit (tens of microseconds) to a FLUSH behind seconds of
     /// write-back.
@@ -41,7 +55,10 @@ final class DaemonMetrics: Sendable {
     }
 
     /// Brings the state metrics up to date and renders everything in the Prometheus text format.
-    func render(pool: PoolStatusDTO, volumes: [VolumeDTO], jobs: [JobDTO], connections: Int) -> String {
+    func render(
+        pool: PoolStatusDTO, volumes: [VolumeDTO], jobs: [JobDTO], connections: Int, mirrors: [MirrorInfo] = [],
+        backups: (recent: [BackupMetricSample], finished: [String: Int])? = nil
+    ) -> String {
         let space = Self.name("pool", "space", "bytes", "Pool space by kind (provisioned, used, shared, pending_free, file)")
         for (kind, value) in [
             ("provisioned", pool.provisionedBytes), ("used", pool.usedBytes), ("shared", pool.sharedBytes),
@@ -61,61 +78,94 @@ final class DaemonMetrics: Sendable {
             ("written", pool.bytesWritten), ("copied", pool.bytesCopied), ("zeroed", pool.bytesZeroed),
             ("read", pool.bytesRead),
         ] {
-            let delta = reportedBackendBytes.withLock { reported -> UInt64 in
-                let delta = total &- (reported[kind] ?? 0)
-                reported[kind] = total
-                return delta
-            }
-            if delta > 0 { registry.makeCounter(descriptor: backend, labels: [("kind", kind)]).increment(by: Int64(delta)) }
+            advance(registry.makeCounter(descriptor: backend, labels: [("kind", kind)]), key: "pool|backend_\(kind)", to: total)
         }
         if let mismatches = pool.checksumMismatches {
             let descriptor = Self.name(
                 "pool", "checksum_mismatches", "total", "Data blocks read that did not match their checksum (each read failed)")
-            let delta = reportedBackendBytes.withLock { reported -> UInt64 in
-                let delta = mismatches &- (reported["checksum_mismatches"] ?? 0)
-                reported["checksum_mismatches"] = mismatches
-                return delta
-            }
-            // Created at zero so a scraper sees the series before the first mismatch.
-            registry.makeCounter(descriptor: descriptor).increment(by: Int64(delta))
+            // Made at zero so a scraper sees the series before the first mismatch.
+            advance(registry.makeCounter(descriptor: descriptor), key: "pool|checksum_mismatches", to: mismatches)
         }
         registry.makeGauge(descriptor: Self.name("nbd", "connections", nil, "Open NBD connections"))
             .set(Double(connections))
 
-        var current: [String: [Gauge]] = [:]
+        var scrape = Scrape()
         let volumeBytes = Self.name("volume", "space", "bytes", "Volume size and the pool space it uses")
         let snapshots = Self.name("volume", "snapshots", nil, "Snapshots of the volume")
         for volume in volumes {
-            current["volume:" + volume.name] = [
-                registry.makeGauge(descriptor: volumeBytes, labels: [("volume", volume.name), ("kind", "size")]),
-                registry.makeGauge(descriptor: volumeBytes, labels: [("volume", volume.name), ("kind", "allocated")]),
-                registry.makeGauge(descriptor: snapshots, labels: [("volume", volume.name)]),
-            ]
-            current["volume:" + volume.name]![0].set(Double(volume.size))
-            current["volume:" + volume.name]![1].set(Double(volume.allocatedBytes))
-            current["volume:" + volume.name]![2].set(Double(volume.snapshotCount))
+            let owner = "volume:" + volume.name
+            gauge(volumeBytes, [("volume", volume.name), ("kind", "size")], owner, &scrape).set(Double(volume.size))
+            gauge(volumeBytes, [("volume", volume.name), ("kind", "allocated")], owner, &scrape)
+                .set(Double(volume.allocatedBytes))
+            gauge(snapshots, [("volume", volume.name)], owner, &scrape).set(Double(volume.snapshotCount))
         }
         let progress = Self.name("job", "progress", "ratio", "Done / total of a running job (0 to 1)")
         let running = Self.name("jobs", "running", nil, "Jobs running, by kind")
         var runningByKind: [String: Int] = [:]
         for job in jobs where job.state == "running" {
             runningByKind[job.kind, default: 0] += 1
-            let gauge = registry.makeGauge(
-                descriptor: progress, labels: [("job", "\(job.id)"), ("kind", job.kind), ("target", job.target)])
-            gauge.set(job.total > 0 ? Double(job.done) / Double(job.total) : 0)
-            current["job:\(job.id)"] = [gauge]
+            gauge(progress, [("job", "\(job.id)"), ("kind", job.kind), ("target", job.target)], "job:\(job.id)", &scrape)
+                .set(job.total > 0 ? Double(job.done) / Double(job.total) : 0)
         }
         for kind in Set(runningByKind.keys).union(["dedup", "reclaim"]) {
             registry.makeGauge(descriptor: running, labels: [("kind", kind)]).set(Double(runningByKind[kind] ?? 0))
         }
-        let gone = labelled.withLock { previous -> [Gauge] in
-            let gone = previous.filter { current[$0.key] == nil }.flatMap(\.value)
-            previous = current
-            return gone
-        }
-        for gauge in gone { registry.unregisterGauge(gauge) }
+        renderMirrors(mirrors, &scrape)
+        if let backups { renderBackups(backups.recent, finished: backups.finished, &scrape) }
+        forget(seriesOtherThan: scrape)
         forgetExports(ofVolumesOtherThan: Set(volumes.map(\.name)))
         return registry.emitToString()
+    }
+
+    /// The gauge of `descriptor` and `labels`, kept while `owner` is in every scrape.
+    func gauge(
+        _ descriptor: MetricNameDescriptor, _ labels: [(String, String)], _ owner: String, _ scrape: inout Scrape
+    ) -> Gauge {
+        let gauge = registry.makeGauge(descriptor: descriptor, labels: labels)
+        scrape.series[owner, default: []].append(.gauge(gauge))
+        return gauge
+    }
+
+    /// The counter of `descriptor` and `labels`, kept while `owner` is in every scrape, brought up to a
+    /// service's cumulative `total`.
+    func counter(
+        _ descriptor: MetricNameDescriptor, _ labels: [(String, String)], _ owner: String, total: UInt64,
+        _ scrape: inout Scrape
+    ) {
+        let counter = registry.makeCounter(descriptor: descriptor, labels: labels)
+        scrape.series[owner, default: []].append(.counter(counter))
+        advance(counter, key: owner + "|" + descriptor.name, to: total)
+    }
+
+    /// Adds to `counter` what a cumulative total grew by since the last scrape. A total below the last
+    /// one belongs to a new object of the same name (a mirror set up again): all of it is new.
+    func advance(_ counter: Counter, key: String, to total: UInt64) {
+        let delta = reportedTotals.withLock { reported -> UInt64 in
+            let last = reported[key] ?? 0
+            reported[key] = total
+            return total >= last ? total - last : total
+        }
+        // Incremented by zero too: a counter exists (and is reported) from its first scrape.
+        counter.increment(by: Int64(clamping: delta))
+    }
+
+    /// Unregisters the series of owners this scrape no longer saw, and forgets their totals.
+    private func forget(seriesOtherThan scrape: Scrape) {
+        let gone = labelled.withLock { previous -> [String: [LabelledSeries]] in
+            let gone = previous.filter { scrape.series[$0.key] == nil }
+            previous = scrape.series
+            return gone
+        }
+        guard !gone.isEmpty else { return }
+        reportedTotals.withLock { reported in
+            reported = reported.filter { key, _ in !gone.keys.contains { key.hasPrefix($0 + "|") } }
+        }
+        for series in gone.values.joined() {
+            switch series {
+            case .gauge(let gauge): registry.unregisterGauge(gauge)
+            case .counter(let counter): registry.unregisterCounter(counter)
+            }
+        }
     }
 
     /// Drops the request series of exports whose volume is gone (deleted or renamed), so that a pool that

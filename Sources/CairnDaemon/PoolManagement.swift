@@ -45,8 +45,9 @@ struct PoolManagement: ManagementService {
         let status = try await poolStatus()
         let volumes = try await listVolumes()
         let jobs = try await listJobs()
-        return metricsRegistry.render(pool: status, volumes: volumes, jobs: jobs, connections: connectionCount())
-            + (replication?.prometheusText() ?? "") + (backups?.prometheusText() ?? "")
+        return metricsRegistry.render(
+            pool: status, volumes: volumes, jobs: jobs, connections: connectionCount(), mirrors: replication?.list() ?? [],
+            backups: backups?.metricSamples())
     }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {

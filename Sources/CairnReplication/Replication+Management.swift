@@ -80,10 +80,14 @@ extension Replication {
             throw ReplicationError(.unreachable, "cannot reach the target \(host):\(port): \(error)")
         }
         primaries.withLock { $0.mirrors[volume.id] = mirror }
-        // Writes that started unmirrored finish before the initial sync reads their extents.
-        let deadline = ContinuousClock.now + Self.unmirroredDrainTimeout
-        while primaries.withLock({ ($0.unmirroredWrites[volume.id] ?? 0) > 0 }) && ContinuousClock.now < deadline {
-            try? await Task.sleep(nanoseconds: 1_000_000)
+        // Writes that started unmirrored finish before the initial sync reads their extents; one still
+        // running after a minute is stuck I/O, and a sync that might miss it is no mirror.
+        guard await drainUnmirroredWrites(volumeID: volume.id, timeout: Self.unmirroredDrainTimeout) else {
+            try? await remove(volume: name)
+            throw ReplicationError(
+                .busy,
+                "host writes to volume '\(name)' that started before the mirror have not finished in "
+                    + "\(Self.unmirroredDrainTimeout); the mirror was not established, try again")
         }
         startCheckpoints(mirror)
         mirror.scheduleResync(reason: "established")
@@ -347,37 +351,4 @@ extension Replication {
         let target = self.target
         return try await executor.run { try target.promote(volumeID: id) }
     }
-
-    /// Prometheus text for the mirrors of this daemon (appended to GET /metrics).
-    public func prometheusText() -> String {
-        let mirrors = list()
-        guard !mirrors.isEmpty else { return "" }
-        var lines: [String] = []
-        func family(_ name: String, _ type: String, _ help: String, _ value: (MirrorInfo) -> String) {
-            lines.append("# HELP \(name) \(help)")
-            lines.append("# TYPE \(name) \(type)")
-            for mirror in mirrors {
-                let label = mirror.volume.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                lines.append("\(name){volume=\"\(label)\"} \(value(mirror))")
-            }
-        }
-        family("cairn_mirror_in_sync", "gauge", "1 while the mirror is mirrored (both sides equal)") {
-            $0.state == "mirrored" ? "1" : "0"
-        }
-        family("cairn_mirror_fractured", "gauge", "1 while the mirror is fractured or severed") {
-            $0.state == "fractured" || $0.state == "severed" ? "1" : "0"
-        }
-        family("cairn_mirror_connected", "gauge", "1 while a connection to the target is open") { $0.connected ? "1" : "0" }
-        family("cairn_mirror_lag_bytes", "gauge", "bytes of extents the target lacks (to resync)") {
-            "\($0.dirtyExtents * $0.extentSize)"
-        }
-        family("cairn_mirror_changed_extents", "gauge", "extents set in the change map") { "\($0.changedExtents)" }
-        family("cairn_mirror_fractures_total", "counter", "fractures since the daemon started") { "\($0.fractures)" }
-        family("cairn_mirror_retransmissions_total", "counter", "frames sent again") { "\($0.retransmissions)" }
-        family("cairn_mirror_replicated_bytes_total", "counter", "data bytes the target acknowledged") {
-            "\($0.bytesReplicated)"
-        }
-        return lines.joined(separator: "\n") + "\n"
-    }
-
 }

@@ -57,6 +57,9 @@ public final class Replication: Sendable {
     struct Routes {
         var mirrors: [UInt64: PrimaryMirror] = [:]
         var unmirroredWrites: [UInt64: Int] = [:]
+        /// `establish` calls waiting for a volume's unmirrored writes to end, by volume and token.
+        var drainWaiters: [UInt64: [UInt64: CheckedContinuation<Bool, Never>]] = [:]
+        var nextDrainToken: UInt64 = 0
     }
     let checkpoints = Mutex<[UInt64: Task<Void, Never>]>([:])
 
@@ -118,18 +121,43 @@ public final class Replication: Sendable {
     }
 
     public func unmirroredWriteEnded(volumeID: UInt64) {
-        primaries.withLock { routes in
+        let drained = primaries.withLock { routes -> [CheckedContinuation<Bool, Never>] in
             if let count = routes.unmirroredWrites[volumeID], count > 1 {
                 routes.unmirroredWrites[volumeID] = count - 1
-            } else {
-                routes.unmirroredWrites[volumeID] = nil
+                return []
             }
+            routes.unmirroredWrites[volumeID] = nil
+            return routes.drainWaiters.removeValue(forKey: volumeID).map { Array($0.values) } ?? []
         }
+        for waiter in drained { waiter.resume(returning: true) }
     }
 
     /// Longest wait for writes that started before a mirror existed (a host write takes milliseconds; a
     /// minute means the I/O is stuck, and establish reports it rather than waiting forever).
     static let unmirroredDrainTimeout: Duration = .seconds(60)
+
+    /// Waits until no write that started before the volume's mirror existed is still in flight: woken by
+    /// the last one's end, not by polling. False when `timeout` passed first.
+    func drainUnmirroredWrites(volumeID: UInt64, timeout: Duration) async -> Bool {
+        let timer = Mutex<Task<Void, Never>?>(nil)
+        defer { timer.withLock { $0?.cancel() } }
+        return await withCheckedContinuation { (waiter: CheckedContinuation<Bool, Never>) in
+            let token = primaries.withLock { routes -> UInt64? in
+                guard (routes.unmirroredWrites[volumeID] ?? 0) > 0 else { return nil }
+                routes.nextDrainToken += 1
+                routes.drainWaiters[volumeID, default: [:]][routes.nextDrainToken] = waiter
+                return routes.nextDrainToken
+            }
+            guard let token else { return waiter.resume(returning: true) }
+            timer.withLock {
+                $0 = Task { [self] in
+                    try? await Task.sleep(for: timeout)
+                    let expired = primaries.withLock { $0.drainWaiters[volumeID]?.removeValue(forKey: token) }
+                    expired?.resume(returning: false)
+                }
+            }
+        }
+    }
 
     /// Resumes mirrors after a start: a mirror that was linked when the daemon stopped (or crashed)
     /// reconnects and resyncs what its change map holds; fractured and severed ones wait for the operator.

@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import ISCSIProtocol
 import NIOCore
@@ -6,8 +7,7 @@ import Testing
 /// `ISCSIFuzzing.run` over a few thousand seeded inputs: valid login, CHAP and EXTENDED COPY PDUs with
 /// bytes flipped, cut or repeated, and plain noise. Passing means nothing trapped.
 @Suite struct ISCSIFuzzingTests {
-    static let seed: UInt64 = ProcessInfo.processInfo.environment["ISCSI_FUZZ_SEED"].flatMap { UInt64($0) }
-        ?? UInt64(Date().timeIntervalSince1970 * 1000)
+    static let seed = TestSeed.make()
 
     /// Well-formed PDUs the mutations start from.
     static var corpus: [[UInt8]] {
@@ -32,8 +32,8 @@ import Testing
     }
 
     @Test func seededInputsNeverTrap() {
-        print("ISCSIFuzzingTests seed: \(Self.seed) (ISCSI_FUZZ_SEED=\(Self.seed) replays it)")
-        var random = ISCSIMalformedInputTests.Generator(state: Self.seed)
+        print("ISCSIFuzzingTests seed: \(Self.seed) (CAIRN_SEED=\(Self.seed) replays it)")
+        var random = SeededGenerator(seed: Self.seed)
         let corpus = Self.corpus
         var decoded = 0
         for round in 0..<4000 {

@@ -1,4 +1,5 @@
 import Foundation
+import CairnTestSupport
 import ISCSIProtocol
 import NIOCore
 import Testing
@@ -6,24 +7,11 @@ import Testing
 /// Random and garbled bytes into every parser: each either yields a PDU, asks for more bytes, or throws
 /// one of its declared errors; none crashes or consumes a partial PDU.
 @Suite struct ISCSIMalformedInputTests {
-    /// SplitMix64: a seeded generator, so a failure can be replayed from the printed seed.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
-    static let seed: UInt64 = ProcessInfo.processInfo.environment["ISCSI_FUZZ_SEED"].flatMap { UInt64($0) }
-        ?? UInt64(Date().timeIntervalSince1970 * 1000)
+    static let seed = TestSeed.make()
 
     @Test func garbledPDUsNeverCrashTheDecoderOrTheParsers() throws {
-        print("ISCSIMalformedInputTests seed: \(Self.seed) (ISCSI_FUZZ_SEED=\(Self.seed) replays it)")
-        var random = Generator(state: Self.seed)
+        print("ISCSIMalformedInputTests seed: \(Self.seed) (CAIRN_SEED=\(Self.seed) replays it)")
+        var random = SeededGenerator(seed: Self.seed)
         for round in 0..<2000 {
             // Half the rounds start from a valid PDU and flip bytes; the rest are noise.
             var wire: ByteBuffer
@@ -65,7 +53,7 @@ import Testing
     }
 
     @Test func randomCDBsEitherDecodeOrAreRefusedWithIllegalRequest() {
-        var random = Generator(state: Self.seed ^ 0x5A5A)
+        var random = SeededGenerator(seed: Self.seed ^ 0x5A5A)
         for _ in 0..<20000 {
             let cdb = (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) }
             do {

@@ -82,6 +82,8 @@ public enum Tools {
     public static let nbdinfo = "/usr/bin/nbdinfo"
     public static let nbdcopy = "/usr/bin/nbdcopy"
     public static let fio = "/usr/bin/fio"
+    /// Prometheus' linter for the `/metrics` exposition (Debian's `prometheus` package).
+    public static let promtool = "/usr/bin/promtool"
     /// Debian's python3, which has the libnbd bindings (another python3 may come first on PATH).
     public static let python = "/usr/bin/python3"
     /// qemu 10 binaries (extended headers), extracted from bookworm-backports by scripts/test into

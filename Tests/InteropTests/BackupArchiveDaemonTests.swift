@@ -5,21 +5,10 @@ import Testing
 /// Backups in /metrics, `--since` any retained earlier backup, and `cairn backup export` over TLS, through
 /// the real daemon and real clients (curl, qemu-io, qemu-img, nbdinfo).
 extension BackupDaemonTests {
-    static func metrics(_ daemon: TestDaemon) async throws -> String {
-        let scraped = try await runTool(
-            "/usr/bin/curl", ["-sf", "--unix-socket", daemon.dataDirectory + "/cairn.sock", "http://cairn/metrics"])
-        #expect(scraped.status == 0, "\(scraped)")
-        return scraped.stdout
-    }
+    static func metrics(_ daemon: TestDaemon) async throws -> String { try await daemon.scrapeMetrics() }
 
-    /// The value of the series `name{labels…}` whose labels include every `containing` pair.
     static func sample(_ text: String, _ name: String, _ containing: [String]) -> Double? {
-        for line in text.split(separator: "\n") where line.hasPrefix(name + "{") {
-            let parts = line.split(separator: " ")
-            guard parts.count == 2, containing.allSatisfy({ parts[0].contains($0) }) else { continue }
-            return Double(parts[1])
-        }
-        return nil
+        MetricsText.sample(text, name, containing)
     }
 
     @Test("/metrics shows a backup draining with its session on A, then its archive, and counts it")

@@ -70,12 +70,8 @@ struct ChecksumDaemonTests {
             let status = try await daemon.poolStatus()
             #expect(status.dataChecksums == true)
             #expect((status.checksumMismatches ?? 0) >= 2, "\(status)")
-            let metrics = try await runTool(
-                "/usr/bin/curl",
-                ["-sS", "--fail", "--unix-socket", daemon.dataDirectory + "/cairn.sock", "http://cairn/metrics"])
-            let line = metrics.stdout.split(separator: "\n").first { $0.hasPrefix("cairn_pool_checksum_mismatches_total ") }
-            let count = line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
-            #expect(count >= 2, "metrics: \(line.map(String.init) ?? "no cairn_pool_checksum_mismatches_total")")
+            let metrics = try #require(MetricsText.samples(try await daemon.scrapeMetrics()))
+            #expect((metrics["cairn_pool_checksum_mismatches_total"] ?? 0) >= 2, "\(metrics)")
             #expect(daemon.log.contains("data checksum mismatch"), "the daemon logs the mismatch")
 
             // A whole-block rewrite heals the block; the next scrub is clean.

@@ -5,29 +5,11 @@ import Testing
 /// `GET /metrics` scraped the way Prometheus does, before and after real client I/O.
 @Suite("Prometheus metrics of cairn serve")
 struct MetricsDaemonTests {
-    /// One scrape: every sample, keyed by the metric name and its sorted labels, e.g.
+    /// One scrape (checked by promtool): every sample, keyed by the metric name and its sorted labels, e.g.
     /// `cairn_nbd_requests_total{command="write",export="m"}`.
     static func scrape(_ daemon: TestDaemon) async throws -> [String: Double] {
-        let result = try await runTool(
-            "/usr/bin/curl", ["-sS", "--fail", "--unix-socket", daemon.dataDirectory + "/cairn.sock", "http://cairn/metrics"])
-        try #require(result.status == 0, "\(result)")
-        var samples: [String: Double] = [:]
-        for line in result.stdout.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
-                Issue.record("not a sample line: \(line)")
-                continue
-            }
-            samples[canonical(String(line[..<space]))] = value
-        }
-        return samples
-    }
-
-    /// `name{b="2",a="1"}` → `name{a="1",b="2"}`, so a test does not depend on the label order emitted.
-    static func canonical(_ series: String) -> String {
-        guard let brace = series.firstIndex(of: "{"), series.hasSuffix("}") else { return series }
-        let labels = series[series.index(after: brace)..<series.index(before: series.endIndex)]
-            .split(separator: ",").map(String.init).sorted()
-        return String(series[..<brace]) + "{" + labels.joined(separator: ",") + "}"
+        let text = try await daemon.scrapeMetrics()
+        return try #require(MetricsText.samples(text), "not a sample line in: \(text)")
     }
 
     @Test("request counters, bytes and latency move with a fio run; pool, volume and connection gauges are right")

@@ -195,10 +195,10 @@ struct MirrorDaemonTests {
             let deleteTarget = try await pair.target.cli(["volume", "delete", "dst"])
             #expect(deleteTarget.status != 0 && deleteTarget.stderr.contains("target of a mirror"), "\(deleteTarget)")
             // Metrics.
-            let metrics = try await runTool(
-                "/usr/bin/curl", ["-sS", "--fail", "--unix-socket", primary.dataDirectory + "/cairn.sock", "http://cairn/metrics"]
-            ).stdout
-            #expect(metrics.contains("cairn_mirror_in_sync{volume=\"src\"} 1"), "\(metrics.suffix(2000))")
+            let metrics = try await primary.scrapeMetrics()
+            #expect(MetricsText.sample(metrics, "cairn_mirror_in_sync", ["volume=\"src\""]) == 1, "\(metrics.suffix(2000))")
+            #expect(MetricsText.sample(metrics, "cairn_mirror_lag_bytes", ["volume=\"src\""]) == 0, "\(metrics.suffix(2000))")
+            #expect(MetricsText.sample(metrics, "cairn_mirror_fractures_total", ["volume=\"src\""]) == 0, "\(metrics.suffix(2000))")
 
             // Online verify: every extent compared (SHA-256) on both sides.
             let verified = try decode(MirrorDTO.self, try await primary.cliOK(["mirror", "verify", "src", "--wait", "--json"]))
