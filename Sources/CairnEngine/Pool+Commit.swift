@@ -43,6 +43,7 @@ extension Pool {
             synced = ContinuousClock.now
             try mapCommitSerial.withLock {
                 keepRestoreIntent(in: &capture)
+                keepNewerEpochs(in: &capture.transaction)
                 try metadata.commit(capture.transaction)
                 monitor.withLock { cloneGroupsCommitted() }
             }
@@ -76,6 +77,45 @@ extension Pool {
             for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
         }
         monitor.broadcast()
+    }
+
+    /// Makes a snapshot's cut durable without syncing any data: one metadata transaction with the
+    /// snapshot and its volume's new epoch. Neither points at data, so the ordering rule holds; the
+    /// versions written before the cut become durable with the next group commit (a FLUSH, a FUA write or
+    /// the timer), exactly as they would have without the snapshot. After a power cut before that, the
+    /// snapshot holds what the volume holds from before the cut: the writes that were durable.
+    func commitCut(snapshot: SnapshotRecord, volume: VolumeRecord) throws {
+        var transaction = MetadataTransaction()
+        transaction.upsertSnapshots = [snapshot]
+        transaction.upsertVolumes = [volume]
+        do {
+            try mapCommitSerial.withLock {
+                keepNewerEpochs(in: &transaction)
+                try metadata.commit(transaction)
+            }
+        } catch {
+            throw failStop(file: media.location, call: "snapshot commit", error: error)
+        }
+    }
+
+    /// A transaction captured before a snapshot's cut may reach the store after the cut's own commit:
+    /// the volume's durable epoch must not go back (versions written after the cut would then be born
+    /// in the snapshot's epoch and overwrite it in place). Epochs only grow, so the newest one wins. The
+    /// caller holds `mapCommitSerial`; the monitor is taken here.
+    private func keepNewerEpochs(in transaction: inout MetadataTransaction) {
+        guard !transaction.upsertVolumes.isEmpty else { return }
+        monitor.withLock {
+            for index in transaction.upsertVolumes.indices {
+                let id = transaction.upsertVolumes[index].id
+                let committed = state.committedEpochs[id] ?? 0
+                if transaction.upsertVolumes[index].epoch < committed {
+                    transaction.upsertVolumes[index].epoch = committed
+                } else {
+                    state.committedEpochs[id] = transaction.upsertVolumes[index].epoch
+                }
+            }
+            for id in transaction.deleteVolumes { state.committedEpochs[id] = nil }
+        }
     }
 
     /// Adds to the captured restore map blocks the bits write-intent commits stored since the capture

@@ -20,8 +20,8 @@ public struct SnapshotInfo: Sendable, Hashable {
 }
 
 /// Where the time of a snapshot creation went. Writes are held back only for `writesPaused` (the epoch
-/// barrier: waiting for writes in flight, then switching the epoch); the rest is the two group commits
-/// around it, during which host I/O runs on.
+/// barrier: waiting for writes in flight, then switching the epoch); the rest is the metadata commit
+/// of the cut, during which host I/O runs on.
 public struct SnapshotCreationTiming: Sendable, Hashable {
     public var writesPaused: Duration
     public var total: Duration
@@ -36,17 +36,21 @@ extension Pool {
     /// Takes a snapshot of a volume: every write acknowledged before this call is in it, none that
     /// starts after it returns. O(1) in the size of the volume.
     ///
-    /// Writes pause only while the ones in flight finish and the epoch changes; then one group commit
-    /// makes the cut durable (data synced first, then one journal frame with the snapshot and the
-    /// chunks written before it). With direct data writes and the metadata journal that commit has
-    /// little to sync, so no commit runs before the cut any more to make it small.
+    /// Writes pause only while the ones in flight finish and the epoch changes; then one metadata
+    /// commit (a journal frame: the snapshot and the volume's new epoch, no data sync) makes the
+    /// snapshot durable before this returns. It is not a FLUSH of the volume: writes acknowledged before
+    /// the cut that no FLUSH covered yet are in the snapshot, and become durable in it with the next
+    /// group commit, as they do in the volume. After a power cut the snapshot exists and holds the
+    /// writes from before its cut that were durable: what the volume itself would have held had the
+    /// power gone at the cut. A host that wants every write in it, durably, flushes first (as fsfreeze
+    /// or a guest agent does before a backup snapshot).
     @discardableResult
     public func createSnapshot(volume name: String, snapshot snapshotName: String) throws -> SnapshotInfo {
         try NameRules.validate(snapshotName, what: "snapshot")
         let clock = ContinuousClock()
         let started = clock.now
         var paused = Duration.zero
-        var info = try monitor.withLock { () -> SnapshotInfo in
+        let (taken, record, volumeRecord) = try monitor.withLock { () -> (SnapshotInfo, SnapshotRecord, VolumeRecord) in
             try checkWritable()
             let volume = try state.volume(named: name)
             guard !volume.snapshots.contains(where: { $0.name == snapshotName }) else {
@@ -74,12 +78,14 @@ extension Pool {
                 volume.record.epoch += 1
                 return record
             }
+            // Also in the next group commit, with the versions written before the cut.
             state.dirty.snapshots.append(record)
             state.dirty.volumes.insert(volume.id)
-            return snapshotInfo(volume, record)
+            return (snapshotInfo(volume, record), record, volume.record)
         }
         monitor.broadcast()
-        try flush()
+        try commitCut(snapshot: record, volume: volumeRecord)
+        var info = taken
         info.creation = SnapshotCreationTiming(writesPaused: paused, total: clock.now - started)
         logger.info(
             "snapshot created",

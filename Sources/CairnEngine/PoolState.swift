@@ -41,6 +41,9 @@ struct PoolState {
     var sharedUntilCommit: Set<SlotAddress> = []
     /// `sharedUntilCommit` as captured by the commit in progress.
     var sharedInCommit: Set<SlotAddress> = []
+    /// The newest epoch of each volume that a metadata commit wrote. A group commit captured before a
+    /// snapshot's cut, committed after the cut itself was, must not write the older epoch back.
+    var committedEpochs: [UInt64: UInt32] = [:]
     var nextVolumeID: UInt64 = 1
     /// Clone groups: sources, clones, delta maps, copy-on-demand coordination.
     var cloneGroups = CloneGroupTable()

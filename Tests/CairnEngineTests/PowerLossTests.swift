@@ -20,8 +20,15 @@ import Testing
     }
 
     static func powerLossRun(chunkSize: Int) throws -> [String] {
-        var failures: [String] = []
         let seed = SeededGenerator.seedFromEnvironment()
+        // An error thrown mid-run is a failure like the others: with the seed that replays it.
+        do { return try powerLossRun(chunkSize: chunkSize, seed: seed) } catch {
+            return ["seed \(seed) chunk \(chunkSize): \(error)"]
+        }
+    }
+
+    static func powerLossRun(chunkSize: Int, seed: UInt64) throws -> [String] {
+        var failures: [String] = []
         var random = SeededGenerator(seed: seed)
         var media = SimulatedMedia()
         var pool = try Pool(media: media, options: testOptions())
