@@ -320,8 +320,8 @@ def report(r):
               f"{'yes' if amplification <= 2.0 else 'NO'}")
         print(f"{'backend bytes / host byte (/proc io)':42} {snap['proc_write_bytes'] / snap['host_bytes']:7.2f}"
               "   (page-cache writeback attributed to the daemon)")
-    print("\nsnapshot create latency (ms; round trip: API call on the unix socket, including the commits "
-          "before and after the cut;\n  paused: how long the engine held host writes back; goal < 5 ms)")
+    print("\nsnapshot create latency (ms; round trip: API call on the unix socket, including the commit "
+          "of the cut;\n  paused: how long the engine held host writes back; goal < 5 ms)")
     for label, values in r.get("latency", {}).items():
         for mode in ("idle", "busy", "idle paused", "busy paused"):
             v = sorted(x * 1000 for x in values[mode])

@@ -125,7 +125,10 @@ final class ChecksumStore: @unchecked Sendable {
             for (i, value) in values.enumerated() {
                 let block = first + UInt64(i)
                 let page = try loadPage(Self.pageIndex(block), in: &cache)
-                page.entries[Int(block % UInt64(ChecksumLayout.entriesPerPage))] = value
+                let entry = Int(block % UInt64(ChecksumLayout.entriesPerPage))
+                // A page is written only when a value changed (unknown past the file's end stays unwritten).
+                guard page.entries[entry] != value else { continue }
+                page.entries[entry] = value
                 if !page.dirty {
                     page.dirty = true
                     cache.dirty.insert(Self.pageIndex(block))
@@ -146,6 +149,17 @@ final class ChecksumStore: @unchecked Sendable {
     }
 
     func sync() throws { try file.sync() }
+
+    /// Blocks below this may have a checksum other than unknown (on the disk or in the cache); every
+    /// block from here on reads as unknown.
+    func blocksWithEntries() throws -> UInt64 {
+        let size = try file.size()
+        let onDisk = size > ChecksumLayout.intentAreaSize ? (size - ChecksumLayout.intentAreaSize + 3) / 4 : 0
+        let cached = cache.withLock { cache in
+            cache.pages.keys.max().map { ($0 + 1) * UInt64(ChecksumLayout.entriesPerPage) } ?? 0
+        }
+        return max(onDisk, cached)
+    }
 
     static func pageIndex(_ block: UInt64) -> UInt64 { block / UInt64(ChecksumLayout.entriesPerPage) }
 

@@ -138,14 +138,28 @@ extension ChecksummedSlotFile {
 
     /// Recomputes the checksums of `regions` from the data in them now (after an unclean stop). Their
     /// marks stay until a commit has synced data and checksums together.
+    ///
+    /// Past the end of the file the checksums become unknown: a crash can drop a file's unsynced growth
+    /// and keep the checksums written for it, and a slot there, free after the crash, is read (as zeros)
+    /// by the first partial write that reuses it.
     func recompute(regions: [UInt64]) throws {
         let size = try base.size()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.recomputeBatch, alignment: 4096)
         defer { buffer.deallocate() }
         let block = Int(ChecksumLayout.blockSize)
+        let entriesEnd = try checksums.blocksWithEntries() * ChecksumLayout.blockSize
         for region in regions {
             var offset = region * ChecksumLayout.intentRegionSize
-            let end = min(offset + ChecksumLayout.intentRegionSize, size)
+            let regionEnd = offset + ChecksumLayout.intentRegionSize
+            let end = min(regionEnd, size)
+            var beyond = max(offset, (end + UInt64(block) - 1) / UInt64(block) * UInt64(block))
+            let clearEnd = min(regionEnd, entriesEnd)
+            while beyond < clearEnd {
+                let count = Int(min(UInt64(Self.recomputeBatch), clearEnd - beyond)) / block
+                try checksums.store(
+                    from: beyond / ChecksumLayout.blockSize, [UInt32](repeating: ChecksumLayout.unknown, count: count))
+                beyond += UInt64(count * block)
+            }
             while offset < end {
                 let length = Int(min(UInt64(Self.recomputeBatch), end - offset))
                 let blocks = (length + block - 1) / block
