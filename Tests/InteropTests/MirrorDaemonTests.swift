@@ -28,14 +28,16 @@ struct MirrorDaemonTests {
     }
 
     /// A pair: the target daemon listens for replication; both hold the same secret. Short timeouts so a
-    /// fracture happens within seconds.
+    /// fracture happens within seconds, but not so short that a target's durable write, waiting behind
+    /// the writeback of a machine running every suite at once, fractures a healthy link: with 1 s and
+    /// two retries a healed mirror fractured again in a full run.
     struct Pair {
         let primary: TestDaemon
         let target: TestDaemon
         let replicationPort: Int
         let scratch: ScratchDirectory
 
-        static let primaryArguments = ["--mirror-timeout-ms", "1000", "--mirror-retries", "2"]
+        static let primaryArguments = ["--mirror-timeout-ms", "5000", "--mirror-retries", "2"]
 
         static func start(targetExtra: [String] = [], primaryExtra: [String] = [], scratch given: ScratchDirectory? = nil)
             async throws -> Pair
@@ -253,7 +255,7 @@ struct MirrorDaemonTests {
             // Stall: the host write waits for the retries, then completes once the mirror fractured.
             try proxy.set("stall")
             try await primary.qemuIOOK("src", ["write -P 0x22 3M 64k"])
-            let fractured = try await pair.waitFor("src", state: "fractured", timeout: 30)
+            let fractured = try await pair.waitFor("src", state: "fractured", timeout: 120)
             #expect(fractured.lastError != nil && fractured.fractures >= 1, "\(fractured)")
             // Writes go on while fractured; each written extent is in the change map.
             try await primary.qemuIOOK("src", ["write -P 0x33 10M 4k", "write -P 0x34 20M 2M"])
@@ -329,7 +331,7 @@ struct MirrorDaemonTests {
             // Link cut: fracture, then re-establish once it is back.
             try proxy.set("cut")
             try await primary.qemuIOOK("src", ["write -P 0x77 30M 64k"])
-            _ = try await pair.waitFor("src", state: "fractured", timeout: 30)
+            _ = try await pair.waitFor("src", state: "fractured", timeout: 120)
             try proxy.set("pass")
             try await primary.cliOK(["mirror", "re-establish", "src", "--wait"])
             try await pair.expectEqual("src", "dst")
@@ -377,11 +379,11 @@ struct MirrorDaemonTests {
             ])
             try await pair.target.kill9()
             try await primary.qemuIOOK("src", ["write -P 0x22 0 1M", "write -P 0x23 7M 64k"])
-            let fractured = try await pair.waitFor("src", state: "fractured", timeout: 30)
+            let fractured = try await pair.waitFor("src", state: "fractured", timeout: 120)
             #expect(fractured.dirtyExtents >= 2, "\(fractured)")
             // The operator was alerted (the alert command ran with the volume and the reason).
             var alert = ""
-            _ = try await poll(timeout: 10) {
+            _ = try await poll(timeout: 60) {
                 alert = (try? String(contentsOfFile: alerts, encoding: .utf8)) ?? ""
                 return !alert.isEmpty
             }
