@@ -1,5 +1,6 @@
 import CairnIO
 import Logging
+import Synchronization
 
 extension Duration {
     /// Whole milliseconds, for logs.
@@ -35,11 +36,13 @@ extension Pool {
         guard var capture = captureDirtyState(requested: requested) else { return }
         let started = ContinuousClock.now
         var synced = started
-        // Chosen before the syncs: only marks of regions idle since the last commit began may be cleared.
-        let intents = beginChecksumCommit(capture.files)
+        // Chosen before the syncs: only marks of regions idle since the last such commit began may be
+        // cleared. Most commits leave the checksums to a later one (`checksumSyncIntervalNanoseconds`).
+        let checksumsDue = checksumSyncDue(timer: !requested, now: started)
+        let intents = checksumsDue ? beginChecksumCommit(capture.files) : []
         do {
             for file in capture.files.values { try file.sync() }
-            try syncChecksums(intents)
+            if checksumsDue { try syncChecksums(intents) }
             synced = ContinuousClock.now
             try mapCommitSerial.withLock {
                 keepRestoreIntent(in: &capture)
@@ -47,7 +50,7 @@ extension Pool {
                 try metadata.commit(capture.transaction)
                 monitor.withLock { cloneGroupsCommitted() }
             }
-            try finishChecksumCommit(intents)
+            if checksumsDue { try finishChecksumCommit(intents) }
             let finished = ContinuousClock.now
             logger.debug(
                 "commit",
@@ -77,6 +80,18 @@ extension Pool {
             for slot in capture.frees { state.allocators[slot.file]!.makeReusable(slot.index) }
         }
         monitor.broadcast()
+    }
+
+    /// Whether this commit syncs the checksum files: a timer commit always does, others once per
+    /// `checksumSyncIntervalNanoseconds`. Skipping is safe because a region's mark is cleared only by a
+    /// commit that synced its checksums after its data; until then a crash recomputes them.
+    private func checksumSyncDue(timer: Bool, now: ContinuousClock.Instant) -> Bool {
+        lastChecksumSync.withLock { last in
+            let interval = Duration.nanoseconds(Int64(clamping: options.checksumSyncIntervalNanoseconds))
+            guard timer || last.map({ now - $0 >= interval }) ?? true else { return false }
+            last = now
+            return true
+        }
     }
 
     /// Makes a snapshot's cut durable without syncing any data: one metadata transaction with the

@@ -28,6 +28,11 @@ public struct PoolOptions: Sendable {
     /// Keep a CRC-32C per 4 KiB of slot data and verify every read (docs/ARCHITECTURE.md, "Data
     /// checksums"). Off only to measure what checksums cost.
     public var dataChecksums = true
+    /// Longest time between two group commits that sync the checksum files (and may clear write-intent
+    /// marks). A commit in between syncs only data and metadata: the regions written since stay marked,
+    /// so a crash recomputes their checksums, and a FLUSH pays one `fdatasync` less (measured: 4 KiB
+    /// random writes with a FLUSH every 32 ran at 0.49x of no checksums when every commit synced them).
+    public var checksumSyncIntervalNanoseconds: UInt64 = 1_000_000_000
 
     public init() {}
 }
@@ -65,6 +70,8 @@ public final class Pool: @unchecked Sendable {
     let slotFilesWithUncheckedData = Atomic<Int>(0)
     /// The last scrub's report (`Pool+Scrub`).
     let scrubReports = Mutex<ScrubReport?>(nil)
+    /// When a group commit last synced the checksum files (commit thread, or `close`).
+    let lastChecksumSync = Mutex<ContinuousClock.Instant?>(nil)
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
     let preserveStoresInUse = Atomic<Bool>(false)
     /// Some volume is (or was, since open) in a clone group: I/O must check the group first.

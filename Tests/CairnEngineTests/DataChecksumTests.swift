@@ -154,6 +154,12 @@ import Testing
     }
 
     @Test func aChecksumFileErrorStopsThePool() throws {
+        // Every commit syncs the checksums here, so the FLUSH below reaches the failing sync.
+        var options = testOptions()
+        options.checksumSyncIntervalNanoseconds = 0
+        let media = SimulatedMedia()
+        let pool = try Pool(media: media, options: options)
+        self.pool.close()
         let v = try pool.createVolume(name: "v", size: 1 << 20).id
         // The first write marks its region (a write and sync of the checksum file).
         try writeBytes(pool, v, 0, pattern(12, 65536))
@@ -180,7 +186,10 @@ import Testing
     @Test func intentMarksAreClearedByAnIdleCommitAndAtClose() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try Self.withPool(directory) { pool in
+        // Every commit syncs the checksums here (by default at most one a second does).
+        var options = testOptions()
+        options.checksumSyncIntervalNanoseconds = 0
+        try Self.withPool(directory, options) { pool in
             let v = try pool.createVolume(name: "v", size: 16 << 20).id
             #expect(pool.markedChecksumRegionCount == 0)
             try writeBytes(pool, v, 0, pattern(15, 8192))
@@ -202,6 +211,30 @@ import Testing
             #expect(pool.markedChecksumRegionCount == 0)
             #expect(try readBytes(pool, v, 1 << 20, 8192) == pattern(16, 8192))
             #expect(try readBytes(pool, v, 0, 8192) == pattern(15, 8192))
+        }
+    }
+
+    @Test func flushesBetweenChecksumSyncsLeaveTheMarks() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var options = testOptions()
+        options.checksumSyncIntervalNanoseconds = 3_600_000_000_000
+        try Self.withPool(directory, options) { pool in
+            let v = try pool.createVolume(name: "v", size: 16 << 20).id
+            try pool.flush()  // the first commit syncs the checksums
+            try writeBytes(pool, v, 0, pattern(17, 8192))
+            for name in ["a", "b", "c"] {
+                try pool.createSnapshot(volume: "v", snapshot: name)
+                try pool.flush()
+            }
+            // Data and metadata are durable; the checksums are not yet, so the region stays marked.
+            #expect(pool.markedChecksumRegionCount == 1)
+        }
+        // A clean close synced them and cleared every mark.
+        try Self.withPool(directory) { pool in
+            let v = try pool.volumeID(named: "v")
+            #expect(pool.markedChecksumRegionCount == 0)
+            #expect(try readBytes(pool, v, 0, 8192) == pattern(17, 8192))
         }
     }
 
