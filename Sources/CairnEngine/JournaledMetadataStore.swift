@@ -156,18 +156,29 @@ public final class JournaledMetadataStore: MetadataStore, @unchecked Sendable {
     /// Applies every frame not yet in the store, plus `transaction`, in one store transaction; the
     /// journal then starts over (caller holds `commitSerial`).
     private func checkpointNow(with transaction: MetadataTransaction?) throws {
+        // Counts as the running checkpoint: the checkpoint thread must not apply the same frames and
+        // then set `checkpointed` past the `end` this resets (it did, and the next check underflowed).
         let (from, to) = monitor.withLock { () -> (UInt64, UInt64) in
             while checkpointRunning { monitor.wait() }
+            checkpointRunning = true
             return (checkpointed, end)
         }
-        var t = try Self.read(file, from: from, to: to, after: 0).transaction
-        if let transaction { Self.merge(transaction, into: &t) }
-        t.journalApplied = nextSequence - 1
-        try base.commit(t)
+        do {
+            var t = try Self.read(file, from: from, to: to, after: 0).transaction
+            if let transaction { Self.merge(transaction, into: &t) }
+            t.journalApplied = nextSequence - 1
+            try base.commit(t)
+        } catch {
+            monitor.withLock { checkpointRunning = false }
+            monitor.broadcast()
+            throw error
+        }
         monitor.withLock {
             end = 0
             checkpointed = 0
+            checkpointRunning = false
         }
+        monitor.broadcast()
     }
 
     /// `later` applied after `t`, as one transaction. Only a journal-only `t` is merged into, so the
@@ -246,8 +257,8 @@ public final class JournaledMetadataStore: MetadataStore, @unchecked Sendable {
     private func runCheckpoints() {
         while true {
             let range = monitor.withLock { () -> (from: UInt64, to: UInt64, last: UInt64)? in
-                while !stopping && failure == nil && !roomWanted
-                    && end - checkpointed < Self.checkpointThreshold(capacity: capacity)
+                while !stopping && failure == nil
+                    && (checkpointRunning || (!roomWanted && end - checkpointed < Self.checkpointThreshold(capacity: capacity)))
                 {
                     monitor.wait()
                 }

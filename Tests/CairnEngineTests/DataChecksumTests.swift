@@ -27,6 +27,13 @@ import Testing
         return try body(pool)
     }
 
+    /// Test options whose commits sync the checksum files at most once per `intervalNanoseconds`.
+    static func checksumsSyncedAt(intervalNanoseconds: UInt64) -> PoolOptions {
+        var options = testOptions()
+        options.checksumSyncIntervalNanoseconds = intervalNanoseconds
+        return options
+    }
+
     /// Flips one byte of slot data behind the engine's back (what a disk's silent corruption does).
     static func flipByte(in file: any StorageFile, at offset: UInt64) throws {
         var byte: [UInt8] = [0]
@@ -155,10 +162,8 @@ import Testing
 
     @Test func aChecksumFileErrorStopsThePool() throws {
         // Every commit syncs the checksums here, so the FLUSH below reaches the failing sync.
-        var options = testOptions()
-        options.checksumSyncIntervalNanoseconds = 0
         let media = SimulatedMedia()
-        let pool = try Pool(media: media, options: options)
+        let pool = try Pool(media: media, options: Self.checksumsSyncedAt(intervalNanoseconds: 0))
         self.pool.close()
         let v = try pool.createVolume(name: "v", size: 1 << 20).id
         // The first write marks its region (a write and sync of the checksum file).
@@ -187,9 +192,7 @@ import Testing
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // Every commit syncs the checksums here (by default at most one a second does).
-        var options = testOptions()
-        options.checksumSyncIntervalNanoseconds = 0
-        try Self.withPool(directory, options) { pool in
+        try Self.withPool(directory, Self.checksumsSyncedAt(intervalNanoseconds: 0)) { pool in
             let v = try pool.createVolume(name: "v", size: 16 << 20).id
             #expect(pool.markedChecksumRegionCount == 0)
             try writeBytes(pool, v, 0, pattern(15, 8192))
@@ -217,9 +220,7 @@ import Testing
     @Test func flushesBetweenChecksumSyncsLeaveTheMarks() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = testOptions()
-        options.checksumSyncIntervalNanoseconds = 3_600_000_000_000
-        try Self.withPool(directory, options) { pool in
+        try Self.withPool(directory, Self.checksumsSyncedAt(intervalNanoseconds: 3_600_000_000_000)) { pool in
             let v = try pool.createVolume(name: "v", size: 16 << 20).id
             try pool.flush()  // the first commit syncs the checksums
             try writeBytes(pool, v, 0, pattern(17, 8192))

@@ -1,4 +1,5 @@
 @_spi(Testing) import CairnEngine
+import Foundation
 import CairnTestSupport
 import InteropSupport
 import Synchronization
@@ -97,6 +98,39 @@ import Testing
 
     /// A frame holds every kind of change it may carry and decodes to the same transaction; a torn
     /// frame (any byte of it missing or changed) ends the journal.
+    /// A commit that is not journaled (a volume deletion) checkpoints on the caller's thread while
+    /// appends keep waking the checkpoint thread: the two must never run together (the thread once
+    /// applied the same frames and left `checkpointed` past the reset `end`, trapping on the next check).
+    @Test func checkpointsOnTwoThreadsNeverOverlap() async throws {
+        // A pool in a directory: real SQLite commits are slow enough for the two to meet.
+        var options = testOptions()
+        options.journalCapacity = 8 << 10
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let pool = try Pool.open(directory: directory, options: options)
+        defer { pool.close() }
+        let volume = try pool.createVolume(name: "v", size: 1 << 20, chunkSize: 4096).id
+        let deleted = Atomic<Bool>(false)
+        let deleter = Task.detached {
+            defer { deleted.store(true, ordering: .releasing) }
+            for i in 0..<200 {
+                try pool.createVolume(name: "x\(i)", size: 1 << 20, chunkSize: 4096)
+                try pool.deleteVolume(name: "x\(i)")
+            }
+        }
+        // Journaled commits (a write and a FLUSH each) until the deletions are done.
+        var step = 0
+        while !deleted.load(ordering: .acquiring) {
+            try writeBytes(pool, volume, UInt64(step % 256) * 4096, [UInt8](repeating: UInt8(step % 250 + 1), count: 4096))
+            try pool.flush()
+            step += 1
+        }
+        try await deleter.value
+        #expect(step > 0)
+        #expect(try pool.check().isHealthy)
+        #expect(pool.listVolumes().map(\.name) == ["v"])
+    }
+
     @Test func framesRoundTripAndTornFramesAreRejected() throws {
         var t = MetadataTransaction()
         t.upsertVolumes = [
