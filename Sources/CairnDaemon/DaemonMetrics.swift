@@ -56,8 +56,8 @@ final class DaemonMetrics: Sendable {
 
     /// Brings the state metrics up to date and renders everything in the Prometheus text format.
     func render(
-        pool: PoolStatusDTO, volumes: [VolumeDTO], jobs: [JobDTO], connections: Int, mirrors: [MirrorInfo] = [],
-        backups: (recent: [BackupMetricSample], finished: [String: Int])? = nil
+        pool: PoolStatusDTO, volumes: [VolumeDTO], jobs: [JobDTO], connections: Int, mirrors: [MirrorInfo],
+        backups: (recent: [BackupMetricSample], finished: [String: Int])?
     ) -> String {
         let space = Self.name("pool", "space", "bytes", "Pool space by kind (provisioned, used, shared, pending_free, file)")
         for (kind, value) in [

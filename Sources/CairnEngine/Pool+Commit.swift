@@ -38,11 +38,10 @@ extension Pool {
         var synced = started
         // Chosen before the syncs: only marks of regions idle since the last such commit began may be
         // cleared. Most commits leave the checksums to a later one (`checksumSyncIntervalNanoseconds`).
-        let checksumsDue = checksumSyncDue(timer: !requested, now: started)
-        let intents = checksumsDue ? beginChecksumCommit(capture.files) : []
+        let intents = checksumSyncDue(timer: !requested, now: started) ? beginChecksumCommit(capture.files) : []
         do {
             for file in capture.files.values { try file.sync() }
-            if checksumsDue { try syncChecksums(intents) }
+            try syncChecksums(intents)
             synced = ContinuousClock.now
             try mapCommitSerial.withLock {
                 keepRestoreIntent(in: &capture)
@@ -50,7 +49,7 @@ extension Pool {
                 try metadata.commit(capture.transaction)
                 monitor.withLock { cloneGroupsCommitted() }
             }
-            if checksumsDue { try finishChecksumCommit(intents) }
+            try finishChecksumCommit(intents)
             let finished = ContinuousClock.now
             logger.debug(
                 "commit",

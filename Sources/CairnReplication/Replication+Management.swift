@@ -83,11 +83,18 @@ extension Replication {
         // Writes that started unmirrored finish before the initial sync reads their extents; one still
         // running after a minute is stuck I/O, and a sync that might miss it is no mirror.
         guard await drainUnmirroredWrites(volumeID: volume.id, timeout: Self.unmirroredDrainTimeout) else {
-            try? await remove(volume: name)
-            throw ReplicationError(
-                .busy,
+            let stuck =
                 "host writes to volume '\(name)' that started before the mirror have not finished in "
-                    + "\(Self.unmirroredDrainTimeout); the mirror was not established, try again")
+                + "\(Self.unmirroredDrainTimeout)"
+            do {
+                try await remove(volume: name)
+            } catch {
+                // Said, not swallowed: the operator must know the half-made mirror is still there.
+                logger.error("removing a mirror whose establish failed", metadata: ["volume": "\(name)", "error": "\(error)"])
+                throw ReplicationError(
+                    .busy, "\(stuck); removing the half-made mirror failed too (\(error)): `cairn mirror remove \(name)`")
+            }
+            throw ReplicationError(.busy, "\(stuck); the mirror was not established, try again")
         }
         startCheckpoints(mirror)
         mirror.scheduleResync(reason: "established")

@@ -118,13 +118,17 @@ import Testing
                 try pool.deleteVolume(name: "x\(i)")
             }
         }
-        // Journaled commits (a write and a FLUSH each) until the deletions are done.
+        // Journaled commits (a write and a FLUSH each) until the deletions are done, or a deadline that
+        // a deadlock between the two checkpoints would reach.
         var step = 0
-        while !deleted.load(ordering: .acquiring) {
+        let deadline = ContinuousClock.now + .seconds(300)
+        while !deleted.load(ordering: .acquiring) && ContinuousClock.now < deadline {
             try writeBytes(pool, volume, UInt64(step % 256) * 4096, [UInt8](repeating: UInt8(step % 250 + 1), count: 4096))
             try pool.flush()
             step += 1
         }
+        let finished = deleted.load(ordering: .acquiring)
+        try #require(finished, "the deletions did not finish within 300 s")
         try await deleter.value
         #expect(step > 0)
         #expect(try pool.check().isHealthy)

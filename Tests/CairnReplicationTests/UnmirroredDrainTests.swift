@@ -27,7 +27,10 @@ struct UnmirroredDrainTests {
         }
         // The waiter is registered before the writes end (or finds none and returns at once: then the
         // expectations below catch it).
-        while replication.primaries.withLock({ $0.drainWaiters[7]?.isEmpty ?? true }) && drained.withLock({ $0 == nil }) {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while replication.primaries.withLock({ $0.drainWaiters[7]?.isEmpty ?? true }) && drained.withLock({ $0 == nil })
+            && ContinuousClock.now < deadline
+        {
             await Task.yield()
         }
         replication.unmirroredWriteEnded(volumeID: 7)

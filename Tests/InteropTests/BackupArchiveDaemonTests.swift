@@ -5,12 +5,6 @@ import Testing
 /// Backups in /metrics, `--since` any retained earlier backup, and `cairn backup export` over TLS, through
 /// the real daemon and real clients (curl, qemu-io, qemu-img, nbdinfo).
 extension BackupDaemonTests {
-    static func metrics(_ daemon: TestDaemon) async throws -> String { try await daemon.scrapeMetrics() }
-
-    static func sample(_ text: String, _ name: String, _ containing: [String]) -> Double? {
-        MetricsText.sample(text, name, containing)
-    }
-
     @Test("/metrics shows a backup draining with its session on A, then its archive, and counts it")
     func backupMetrics() async throws {
         let scratch = try ScratchDirectory("backup-metrics")
@@ -18,33 +12,33 @@ extension BackupDaemonTests {
         try await withDaemon { daemon in
             try await daemon.cliOK(["volume", "create", "v", "16M"])
             try await Self.qemuIO(daemon, "v", ["write -P 0x21 0 8m"])
-            let before = try await Self.metrics(daemon)
-            #expect(Self.sample(before, "cairn_backups_total", ["result=\"succeeded\""]) == 0, "\(before)")
+            let before = try await daemon.scrapeMetrics()
+            #expect(MetricsText.sample(before, "cairn_backups_total", ["result=\"succeeded\""]) == 0, "\(before)")
             let old = try await Self.holdSession(daemon, "v", scratch: scratch)
             let go = old.go
             let started = try Self.json(
                 try await daemon.cliOK(["backup", "start", "v", "--to", scratch.file("v.cbk"), "--json"]))
             let id = try #require(started["id"] as? String)
             let backup = "backup=\"\(id)\""
-            let during = try await Self.metrics(daemon)
-            #expect(Self.sample(during, "cairn_backup_phase", [backup, "phase=\"draining\""]) == 1, "\(during)")
-            #expect(Self.sample(during, "cairn_backup_phase", [backup, "phase=\"succeeded\""]) == 0, "\(during)")
-            #expect(Self.sample(during, "cairn_backup_sessions_on_a", [backup, "volume=\"v\""]) == 1, "\(during)")
-            #expect(Self.sample(during, "cairn_backup_archived_bytes", [backup]) == 0, "\(during)")
+            let during = try await daemon.scrapeMetrics()
+            #expect(MetricsText.sample(during, "cairn_backup_phase", [backup, "phase=\"draining\""]) == 1, "\(during)")
+            #expect(MetricsText.sample(during, "cairn_backup_phase", [backup, "phase=\"succeeded\""]) == 0, "\(during)")
+            #expect(MetricsText.sample(during, "cairn_backup_sessions_on_a", [backup, "volume=\"v\""]) == 1, "\(during)")
+            #expect(MetricsText.sample(during, "cairn_backup_archived_bytes", [backup]) == 0, "\(during)")
             _ = FileManager.default.createFile(atPath: go, contents: nil)
             old.process.waitUntilExit()
             let done = try await Self.waitForBackup(daemon, id)
             #expect(done["phase"] as? String == "succeeded", "\(done)")
-            let after = try await Self.metrics(daemon)
-            #expect(Self.sample(after, "cairn_backup_phase", [backup, "phase=\"succeeded\""]) == 1, "\(after)")
-            #expect(Self.sample(after, "cairn_backup_sessions_on_a", [backup]) == 0, "\(after)")
+            let after = try await daemon.scrapeMetrics()
+            #expect(MetricsText.sample(after, "cairn_backup_phase", [backup, "phase=\"succeeded\""]) == 1, "\(after)")
+            #expect(MetricsText.sample(after, "cairn_backup_sessions_on_a", [backup]) == 0, "\(after)")
             let dataBytes = try #require(done["dataBytes"] as? Int)
             #expect(dataBytes >= 8 << 20)
-            #expect(Self.sample(after, "cairn_backup_archived_bytes", [backup]) == Double(dataBytes), "\(after)")
-            #expect((Self.sample(after, "cairn_backup_archive_duration_seconds", [backup]) ?? 0) > 0, "\(after)")
-            #expect((Self.sample(after, "cairn_backup_archive_throughput_bytes_per_second", [backup]) ?? 0) > 0, "\(after)")
-            #expect(Self.sample(after, "cairn_backups_total", ["result=\"succeeded\""]) == 1, "\(after)")
-            #expect(Self.sample(after, "cairn_backups_total", ["result=\"failed\""]) == 0, "\(after)")
+            #expect(MetricsText.sample(after, "cairn_backup_archived_bytes", [backup]) == Double(dataBytes), "\(after)")
+            #expect((MetricsText.sample(after, "cairn_backup_archive_duration_seconds", [backup]) ?? 0) > 0, "\(after)")
+            #expect((MetricsText.sample(after, "cairn_backup_archive_throughput_bytes_per_second", [backup]) ?? 0) > 0, "\(after)")
+            #expect(MetricsText.sample(after, "cairn_backups_total", ["result=\"succeeded\""]) == 1, "\(after)")
+            #expect(MetricsText.sample(after, "cairn_backups_total", ["result=\"failed\""]) == 0, "\(after)")
         }
     }
 
