@@ -34,6 +34,10 @@ public struct PoolStatusDTO: Codable, Sendable, Hashable {
     /// Data blocks found not to match their checksums since the daemon started: each such read failed with
     /// EIO (nil from older daemons).
     public var checksumMismatches: UInt64?
+    /// Host writes done on the network event loop (page-cache overwrites needing no wait), and how many
+    /// of those the kernel throttled (nil from older daemons).
+    public var immediateWrites: UInt64?
+    public var immediateWritesThrottled: UInt64?
     /// True when the pool holds data written before it had checksums (read unchecked until rewritten).
     public var uncheckedData: Bool?
     /// Open NBD connections, the iSCSI listener ("host:port") and its logged-in sessions; nil from

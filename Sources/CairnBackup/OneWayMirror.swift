@@ -210,6 +210,15 @@ public final class VolumeRoute: @unchecked Sendable {
         return try mirrored(mirror)
     }
 
+    /// Runs `plain` if no backup splits the volume and none is changing its routing; nil, having run
+    /// nothing, otherwise. Never waits: for requests served on an event loop.
+    public func performIfPlain<T>(_ plain: () throws -> T) rethrows -> T? {
+        inFlight.add(1, ordering: .sequentiallyConsistent)
+        defer { leave() }
+        guard !holding.load(ordering: .sequentiallyConsistent), current == nil else { return nil }
+        return try plain()
+    }
+
     private func leave() {
         let left = inFlight.subtract(1, ordering: .sequentiallyConsistent).newValue
         if left == 0 && holding.load(ordering: .sequentiallyConsistent) {

@@ -86,6 +86,14 @@ final class DaemonMetrics: Sendable {
             // Made at zero so a scraper sees the series before the first mismatch.
             advance(registry.makeCounter(descriptor: descriptor), key: "pool|checksum_mismatches", to: mismatches)
         }
+        if let immediate = pool.immediateWrites, let throttled = pool.immediateWritesThrottled {
+            let descriptor = Self.name(
+                "pool", "immediate_writes", "total",
+                "Host writes done on the event loop (page-cache overwrites), and those the kernel throttled")
+            for (kind, total) in [("done", immediate), ("throttled", throttled)] {
+                advance(registry.makeCounter(descriptor: descriptor, labels: [("kind", kind)]), key: "pool|immediate_\(kind)", to: total)
+            }
+        }
         registry.makeGauge(descriptor: Self.name("nbd", "connections", nil, "Open NBD connections"))
             .set(Double(connections))
 

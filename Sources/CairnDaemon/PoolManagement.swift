@@ -73,6 +73,8 @@ struct PoolManagement: ManagementService {
         dto.dataChecksums = status.dataChecksums
         dto.checksumMismatches = status.checksumMismatches
         dto.uncheckedData = status.uncheckedDataSinceBeforeChecksums
+        dto.immediateWrites = status.immediateWrites
+        dto.immediateWritesThrottled = status.immediateWritesThrottled
         if let backendStatus { dto.backend = try await run { backendStatus() } }
         if let sessions = protocolSessions?() {
             dto.nbdConnections = sessions.nbdConnections

@@ -31,6 +31,12 @@ struct BackupRouting: Sendable {
         }
     }
 
+    /// `plain` if it may run without passing a backup's mirror and without waiting; nil otherwise.
+    static func writeIfPlain(_ routing: BackupRouting?, plain: () throws -> Bool) throws -> Bool? {
+        guard let routing else { return try plain() }
+        return try routing.route.performIfPlain(plain)
+    }
+
     /// True when FLUSH must pass the mirror (its images keep durable state outside the pool).
     var flushNeedsMirror: Bool { route.isActive && route.mirror?.flushesOutsidePool == true }
 

@@ -178,6 +178,11 @@ final class VolumeExport: NBDExport {
 
     func write(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let start = ContinuousClock.now
+        if !fua, let done = writeImmediately(offset: offset, data: data) {
+            return measured(
+                .write, since: start, bytes: metrics.bytesWritten, length: UInt64(data.readableBytes),
+                eventLoop.makeCompletedFuture(done))
+        }
         let pool = self.pool
         let volumeID = self.volumeID
         let replication = self.replication
@@ -195,6 +200,31 @@ final class VolumeExport: NBDExport {
         } }
         let written = mirrored(.write(offset: offset, data: data), fua: fua, eventLoop: eventLoop, local) ?? local()
         return measured(.write, since: start, bytes: metrics.bytesWritten, length: UInt64(data.readableBytes), written)
+    }
+
+    /// An overwrite the page cache takes at once (`Pool.writeIfImmediate`) is done here on the event loop,
+    /// like a cached read: no trip through the I/O threads, whose two wake-ups cost more than the write.
+    /// Nil when it would wait, or must pass a mirror or a backup's routing: the caller takes the usual path.
+    private func writeImmediately(offset: UInt64, data: ByteBuffer) -> Result<Void, any Error>? {
+        guard snapshotEpoch == nil, UInt64(data.readableBytes) <= Pool.maximumImmediateWrite else { return nil }
+        if let replication {
+            if replication.target.hostWritesNeedBookkeeping(volumeID: volumeID) { return nil }
+            // Counted like any unmirrored write, so an `establish` starting now waits for it.
+            guard replication.routeWrite(volumeID: volumeID) == nil else { return nil }
+        }
+        defer { replication?.unmirroredWriteEnded(volumeID: volumeID) }
+        let pool = self.pool
+        let volumeID = self.volumeID
+        do {
+            let written = try data.withUnsafeReadableBytes { bytes in
+                try BackupRouting.writeIfPlain(backupRoute) {
+                    try pool.writeIfImmediate(volumeID: volumeID, offset: offset, bytes: bytes)
+                }
+            }
+            return written == true ? .success(()) : nil
+        } catch {
+            return .failure(Self.wireError(error, writing: true))
+        }
     }
 
     /// FLUSH: a group commit; the commit thread completes it, no I/O thread waits.

@@ -64,6 +64,19 @@ extension ChecksumStore {
         }
     }
 
+    /// `beginWrite` if every region is already marked (no intent write, no sync); false, having entered
+    /// nothing, otherwise.
+    func beginWriteIfMarked(_ regions: ClosedRange<UInt64>) -> Bool {
+        intentMonitor.withLock {
+            guard regions.allSatisfy({ intent.isMarked($0) }) else { return false }
+            for region in regions {
+                let previous = intent.activity[region]?.inFlight ?? 0
+                intent.activity[region] = (previous + 1, intent.commitSequence)
+            }
+            return true
+        }
+    }
+
     func endWrite(_ regions: ClosedRange<UInt64>) {
         intentMonitor.withLock {
             for region in regions { intent.activity[region]?.inFlight -= 1 }

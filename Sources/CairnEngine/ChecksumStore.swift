@@ -118,6 +118,15 @@ final class ChecksumStore: @unchecked Sendable {
         }
     }
 
+    /// True when the pages holding blocks `first ..< first + count` are in the cache, so a `store` to them
+    /// now reads nothing (another thread's load may still evict one before the store: then it reads one
+    /// page, which the page cache almost surely holds).
+    func isCached(from first: UInt64, count: Int) -> Bool {
+        cache.withLock { cache in
+            (Self.pageIndex(first)...Self.pageIndex(first + UInt64(max(count, 1)) - 1)).allSatisfy { cache.pages[$0] != nil }
+        }
+    }
+
     /// Stores the checksums of blocks `first ..< first + values.count`. The caller holds a write intent on
     /// their region (`beginWrite`): the page may reach the disk any time from now on.
     func store(from first: UInt64, _ values: [UInt32]) throws {

@@ -168,6 +168,31 @@ final class ChecksummedSlotFile: StorageFile {
         }
     }
 
+    /// Whole blocks only (a partial block must be read to checksum it), under a region already marked
+    /// in the intent area, block locks that are free and checksum pages in the cache; false otherwise.
+    func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool {
+        let length = UInt64(buffer.count)
+        guard length > 0, offset % Self.block == 0, length % Self.block == 0 else { return false }
+        let regions = ChecksumStore.regions(at: offset, length: length)
+        guard checksums.beginWriteIfMarked(regions) else { return false }
+        defer { checksums.endWrite(regions) }
+        let first = offset / Self.block
+        let count = Int(length / Self.block)
+        let written = try stripes.withLocksIfFree(at: offset, length: length) { () -> Bool in
+            guard checksums.isCached(from: first, count: count) else { return false }
+            let values = try newChecksums(.bytes(buffer), at: offset, length: length, first: first, count: count)
+            do {
+                guard try base.writeIfImmediate(buffer, at: offset) else { return false }
+            } catch {
+                try sidecar { try checksums.store(from: first, [UInt32](repeating: ChecksumLayout.unknown, count: count)) }
+                throw error
+            }
+            try sidecar { try checksums.store(from: first, values) }
+            return true
+        }
+        return written ?? false
+    }
+
     func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try change(at: offset, length: UInt64(buffer.count), content: .bytes(buffer)) {
             try base.writeDurably(buffer, at: offset)
@@ -325,6 +350,13 @@ final class BlockStripes: Sendable {
             granule += 1
         }
         return try lock(Array(Set(indices)).sorted()[...], body)
+    }
+
+    /// `withLocks` for a range inside one granule whose mutex is free; nil (nothing run) otherwise.
+    func withLocksIfFree<T>(at offset: UInt64, length: UInt64, _ body: () throws -> T) rethrows -> T? {
+        let granule = offset / Self.granule
+        guard granule == (offset + max(length, 1) - 1) / Self.granule else { return nil }
+        return try locks[Int(granule % UInt64(Self.count))].withLockIfFree(body)
     }
 
     private func lock<T>(_ indices: ArraySlice<Int>, _ body: () throws -> T) throws -> T {

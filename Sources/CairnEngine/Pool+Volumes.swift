@@ -183,7 +183,7 @@ extension Pool {
             for (id, allocator) in state.allocators {
                 pending += UInt64(allocator.pendingCount) * UInt64(state.slotFileRecords[id]!.chunkSize)
             }
-            return PoolStatus(
+            var status = PoolStatus(
                 poolID: poolID, location: media.location, copyMethod: copyMethod, volumeCount: state.volumes.count,
                 provisionedBytes: state.volumes.values.reduce(0) { $0 + $1.record.size },
                 usedBytes: used, sharedBytes: shared, pendingFreeBytes: pending, fileBytes: fileBytes,
@@ -195,6 +195,9 @@ extension Pool {
                 dataWrites: Self.dataWriteMode(files.values.map(\.writeMode)), dataChecksums: options.dataChecksums,
                 checksumMismatches: checksumMismatchCount,
                 uncheckedDataSinceBeforeChecksums: slotFilesWithUncheckedData.load(ordering: .relaxed) > 0)
+            status.immediateWrites = immediateWrites.written.load(ordering: .relaxed)
+            status.immediateWritesThrottled = immediateWrites.throttled.load(ordering: .relaxed)
+            return status
         }
     }
 

@@ -168,7 +168,7 @@ extension Pool {
 
     /// Decides, per chunk, how the write changes it (monitor held). Chunks needing a slot are marked
     /// `freshSlot`; `allocateSlots` gives them one once every chunk lock is known to be available.
-    private func classify(_ volume: VolumeState, offset: UInt64, length: UInt64) -> [ChunkWrite] {
+    func classify(_ volume: VolumeState, offset: UInt64, length: UInt64) -> [ChunkWrite] {
         let g = volume.geometry
         let epoch = volume.epoch
         var result: [ChunkWrite] = []

@@ -76,6 +76,8 @@ public final class Pool: @unchecked Sendable {
     let preserveStoresInUse = Atomic<Bool>(false)
     /// Some volume is (or was, since open) in a clone group: I/O must check the group first.
     let cloneGroupsInUse = Atomic<Bool>(false)
+    /// Closes the immediate write path for a while after the kernel throttled one (`Pool+ImmediateWrite`).
+    let immediateWrites = ImmediateWriteGate()
     private var committer: GroupCommitter!
 
     /// Opens the pool in `directory`, creating it when absent.

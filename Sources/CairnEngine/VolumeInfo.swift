@@ -54,6 +54,10 @@ public struct PoolStatus: Sendable, Hashable {
     public var dataChecksums = false
     /// Data blocks found not to match their checksums since the pool opened (each read failed with EIO).
     public var checksumMismatches: UInt64 = 0
+    /// Host writes done on the caller's thread (`Pool.writeIfImmediate`), and how many of them the kernel
+    /// throttled (each closes that path for a second).
+    public var immediateWrites: UInt64 = 0
+    public var immediateWritesThrottled: UInt64 = 0
     /// Some slot data was written before this pool had checksums: it is read unchecked until rewritten
     /// (`cairn pool scrub` says how much).
     public var uncheckedDataSinceBeforeChecksums = false

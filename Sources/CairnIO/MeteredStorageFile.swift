@@ -45,6 +45,12 @@ public final class MeteredStorageFile: StorageFile {
         counters.bytesWritten.add(UInt64(buffer.count), ordering: .relaxed)
     }
 
+    public func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool {
+        let done = try base.writeIfImmediate(buffer, at: offset)
+        if done { counters.bytesWritten.add(UInt64(buffer.count), ordering: .relaxed) }
+        return done
+    }
+
     public func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try base.writeDurably(buffer, at: offset)
         counters.bytesWritten.add(UInt64(buffer.count), ordering: .relaxed)

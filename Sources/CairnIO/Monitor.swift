@@ -41,6 +41,15 @@ public final class Monitor: @unchecked Sendable {
         return try body()
     }
 
+    /// Runs `body` with the mutex held if it is free right now; nil (nothing run) if another thread holds it.
+    /// For callers that must never wait (an event loop).
+    @inline(__always)
+    public func withLockIfFree<T>(_ body: () throws -> T) rethrows -> T? {
+        guard pthread_mutex_trylock(mutex) == 0 else { return nil }
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
     /// Waits for a broadcast. Call only with the mutex held (from inside `withLock`); re-check the
     /// condition in a loop, as with every condition variable.
     public func wait() {

@@ -137,6 +137,23 @@ public final class PosixStorageFile: StorageFile {
         throw IOError("preadv2(RWF_NOWAIT)", path, result: n)
     }
 
+    /// Only a page-cache file writes immediately (an O_DIRECT write waits for the disk, and write-through
+    /// starts writeback, which may wait for the device's queue), and only whole pages: the kernel reads a
+    /// partly written page from the disk first when it is not cached.
+    public func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool {
+        let page = UInt64(Self.directAlignment)
+        guard offset % page == 0, UInt64(buffer.count) % page == 0 else { return false }
+        switch writeMode {
+        case .buffered, .directRefused:
+            try writeAll(buffer, at: offset) { fd, pointer, length, position in
+                cairn_pwrite(fd, pointer, length, position)
+            }
+            return true
+        case .direct, .writeThrough:
+            return false
+        }
+    }
+
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         if try writeDirect(buffer, at: offset, durably: false) { return }
         try writeAll(buffer, at: offset) { fd, pointer, length, position in

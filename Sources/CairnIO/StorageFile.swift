@@ -38,6 +38,12 @@ public protocol StorageFile: AnyObject, Sendable {
     func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool
     /// Writes all of `buffer` at `offset` (extending the file if needed). Not durable until `sync()`.
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
+    /// Writes all of `buffer` at `offset` only if that needs no wait for the disk or for another thread
+    /// doing I/O: a page-cache write, every lock free, everything it updates already in memory. Returns
+    /// false having written nothing otherwise. The one wait left is the kernel's own: a writer past the
+    /// dirty-page limits sleeps in the write (Linux has no non-blocking buffered write on ext4), which
+    /// callers on an event loop watch for. Not durable until `sync()`, like `write`.
+    func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool
     /// Writes all of `buffer` at `offset` and makes that data durable before returning (RWF_DSYNC).
     func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// fdatasync: every write that completed before this call is durable when it returns.
@@ -71,6 +77,8 @@ public protocol StorageFile: AnyObject, Sendable {
 extension StorageFile {
     /// Files without a direct path write through the page cache.
     public var writeMode: StorageWriteMode { .buffered }
+    /// Files whose writes may wait (a network object store, direct I/O) never write immediately.
+    public func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool { false }
     /// Files that cannot preallocate do nothing: preallocation is only an optimization.
     public func preallocate(at offset: UInt64, length: UInt64) throws {}
 }

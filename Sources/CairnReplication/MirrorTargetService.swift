@@ -80,6 +80,12 @@ public final class MirrorTargetService: Sendable {
     /// or promoted): its extents are set in the target's change map, durably, before its data is written
     /// (write-intent, as on the primary), and the first such write durably records that the target
     /// changed. Blocking: call on an I/O thread.
+    /// True when `beforeHostWrite` has work to do for this volume (a severed target's bookkeeping, which
+    /// writes durable state): such writes cannot be done on an event loop.
+    public func hostWritesNeedBookkeeping(volumeID: UInt64) -> Bool {
+        state.withLock { $0.records[volumeID]?.severed == true }
+    }
+
     public func beforeHostWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws {
         guard let record = state.withLock({ $0.records[volumeID] }), record.severed else { return }
         let map = try changeMap(volumeID)

@@ -80,6 +80,13 @@ public final class SimulatedStorageFile: StorageFile {
         }
     }
 
+    /// Memory never waits: every write can be immediate (so the engine's immediate path runs under the
+    /// same power cuts and faults as the others).
+    public func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool {
+        try write(buffer, at: offset)
+        return true
+    }
+
     public func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         let bytes = Array(buffer)
         try contents.withLock { c in

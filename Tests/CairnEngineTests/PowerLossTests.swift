@@ -35,6 +35,7 @@ import Testing
         let volume = try pool.createVolume(name: "v", size: UInt64(Self.volumeSize), chunkSize: UInt32(chunkSize)).id
         var model = SectorModel(sectors: Self.volumeSize / SectorModel.sector)
         var nextValue: UInt32 = 1
+        var immediateWrites = 0
         let captured = Mutex<SimulatedMedia?>(nil)
         let commitRandom = Mutex(SeededGenerator(seed: seed ^ 0xC0FFEE))
 
@@ -83,11 +84,23 @@ import Testing
             switch op {
             case 0..<10:
                 let fua = Int.random(in: 0..<5, using: &random) == 0
+                // Whole 4 KiB blocks now and then, so that overwrites can take the immediate path.
+                let blocks = Int.random(in: 0..<3, using: &random) == 0
+                let first = blocks ? first / 8 * 8 : first
+                let count = blocks ? min(sectors - first, max(8, count / 8 * 8)) : count
                 let value = nextValue
                 nextValue += 1
                 var data: [UInt8] = []
                 for s in first..<(first + count) { data += SectorModel.bytes(value, sector: s) }
-                try writeBytes(pool, volume, UInt64(first * SectorModel.sector), data, fua: fua)
+                let offset = UInt64(first * SectorModel.sector)
+                let immediate = try !fua && data.withUnsafeBytes {
+                    try pool.writeIfImmediate(volumeID: volume, offset: offset, bytes: $0)
+                }
+                if immediate {
+                    immediateWrites += 1
+                } else {
+                    try writeBytes(pool, volume, offset, data, fua: fua)
+                }
                 for s in first..<(first + count) { model.set(s, value) }
                 // A FUA write commits: an image taken then may or may not hold this write.
                 try verifyCapturedImage("commit image during FUA write at step \(step)")
@@ -145,6 +158,8 @@ import Testing
             }
         }
         pool.close()
+        // The immediate path must have been tested here, not only skipped.
+        if immediateWrites == 0 { failures.append("seed \(seed) chunk \(chunkSize): no write took the immediate path") }
         return failures
     }
 }

@@ -1,3 +1,4 @@
+import CairnAPI
 import CairnTestSupport
 import Foundation
 import InteropSupport
@@ -22,6 +23,7 @@ import Testing
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: work) }
             var baseline: String? = nil
+            var immediateWrites: UInt64 = 0
             for iteration in 0..<iterations {
                 let context = "seed \(seed), chunk \(chunkSize), iteration \(iteration)"
                 let log = "\(work)/ops-\(iteration).log"
@@ -37,6 +39,7 @@ import Testing
                 try await Self.waitForCompletions(in: log, process: workload)
                 let delay = UInt64.random(in: 200_000_000...1_500_000_000, using: &random)
                 try await Task.sleep(nanoseconds: delay)
+                immediateWrites += try await daemon.poolStatus().immediateWrites ?? 0
                 try await daemon.kill9()
                 workload.waitUntilExit()
                 try await daemon.restart()
@@ -57,6 +60,8 @@ import Testing
                 baseline = state
                 print("soak: kill -9 cycle done (chunk \(chunkSize), seed \(seed), iteration \(iteration))")
             }
+            // Overwrites done on the event loop (page cache, no I/O thread) were among those killed.
+            #expect(immediateWrites > 0, "seed \(seed), chunk \(chunkSize): no write took the immediate path")
         }
     }
 

@@ -49,6 +49,9 @@ struct MetricsDaemonTests {
             // The engine wrote at least what the host wrote, and the volume now uses space.
             #expect(delta("cairn_pool_backend_bytes_total{kind=\"written\"}") >= written * 4096)
             #expect((after["cairn_pool_space_bytes{kind=\"used\"}"] ?? 0) > 0)
+            // Later writes into chunks fio had already written were done on the event loop.
+            #expect(delta("cairn_pool_immediate_writes_total{kind=\"done\"}") > 0, "\(after)")
+            #expect(after["cairn_pool_immediate_writes_total{kind=\"throttled\"}"] != nil, "\(after)")
             #expect((after["cairn_volume_space_bytes{kind=\"allocated\",volume=\"m\"}"] ?? 0) > 0)
 
             // A client attached shows as a connection; a deleted volume disappears from the gauges.

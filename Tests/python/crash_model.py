@@ -88,6 +88,8 @@ def run(args):
             else:
                 count = rng.choice([1, 1, 2, 8, 8, 16, 64, 128])
                 first = rng.randrange(0, args.blocks - count)
+                if count >= 8 and rng.random() < 0.5:
+                    first -= first % 8  # whole 4 KiB blocks, as filesystems write
                 blocks = list(range(first, first + count))
                 if any(b in busy for b in blocks):
                     continue

@@ -1,0 +1,103 @@
+import CairnIO
+import Synchronization
+
+extension Pool {
+    /// Largest write tried immediately: one pwrite, no longer than the blocking path's pieces.
+    public static let maximumImmediateWrite = maximumWriteSegment
+
+    /// Writes `bytes` at `offset` of volume `volumeID` on the calling thread if that needs no wait: a write
+    /// inside one chunk whose version is the volume's own and already has a slot (no copy-on-write, no
+    /// new slot, no copy at the edges; at most the version's data mask grows, in memory, committed like
+    /// any write), with every lock free and the page cache taking the bytes.
+    /// Returns false having changed nothing otherwise; the caller then takes the blocking path
+    /// (`writeDeferringCommit` on the I/O threads). Never FUA: a durable write waits for the disk.
+    ///
+    /// This is what lets a host's hot overwrites be done on the network event loop: the two thread
+    /// wake-ups of a trip through the I/O executor cost more than the page-cache write itself.
+    public func writeIfImmediate(volumeID: UInt64, offset: UInt64, bytes: UnsafeRawBufferPointer) throws -> Bool {
+        let length = UInt64(bytes.count)
+        guard length > 0, length <= Self.maximumImmediateWrite,
+            !cloneGroupsInUse.load(ordering: .relaxed), !preserveStoresInUse.load(ordering: .relaxed),
+            immediateWrites.isOpen
+        else { return false }
+        guard let plan = try planImmediateWrite(volumeID: volumeID, offset: offset, length: length) else { return false }
+        let chunk = plan.chunks[0]
+        let file = plan.files[chunk.target.file]!
+        let at = chunk.target.index * UInt64(plan.geometry.chunkSize) + UInt64(chunk.segment.lowerBound)
+        let started = ContinuousClock.now
+        let written: Bool
+        do {
+            written = try file.writeIfImmediate(bytes, at: at)
+        } catch {
+            finishWrite(plan, succeeded: false)
+            throw EngineError.io("writing volume data", error)
+        }
+        finishWrite(plan, succeeded: true)
+        if written { immediateWrites.record(ContinuousClock.now - started) }
+        return written
+    }
+
+    /// `planWrite` without waiting: nil when the write would wait for a lock or an epoch change, or needs
+    /// I/O besides its own (a fresh slot's fallocate, edge fills) or more than one chunk.
+    private func planImmediateWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> WritePlan? {
+        try monitor.withLock { () -> WritePlan? in
+            try checkWritable()
+            let volume = try state.liveVolume(volumeID)
+            try Self.checkBounds(volume, offset: offset, length: length)
+            let g = volume.geometry
+            guard !volume.epochChangePending, g.chunk(containing: offset) == g.chunk(containing: offset + length - 1)
+            else { return nil }
+            var plan = WritePlan(volumeID: volumeID, geometry: g, files: files)
+            plan.chunks = classify(volume, offset: offset, length: length)
+            guard plan.chunks.count == 1, let chunk = plan.chunks.first, Self.needsNoOtherIO(chunk),
+                volume.locks.isAvailable(chunk.chunk, exclusive: chunk.lockExclusive)
+            else { return nil }
+            volume.locks.acquire(chunk.chunk, exclusive: chunk.lockExclusive)
+            volume.writesInFlight += 1
+            return plan
+        }
+    }
+}
+
+extension Pool {
+    /// An overwrite, or an exclusive version with a slot gaining whole sub-blocks: nothing to allocate,
+    /// copy or pad, only the data write itself.
+    fileprivate static func needsNoOtherIO(_ chunk: ChunkWrite) -> Bool {
+        switch chunk.kind {
+        case .inPlace: true
+        case .update: !chunk.freshSlot && chunk.fills.isEmpty && !chunk.padHead && !chunk.padTail
+        case .newVersion, .replace: false
+        }
+    }
+}
+
+/// Whether writes may be tried on the caller's thread. A page-cache write can still sleep in the kernel
+/// when the machine's dirty pages pass their limit (balance_dirty_pages); an event loop that met one
+/// such sleep sends writes through the I/O threads for a while instead of sleeping again and again.
+final class ImmediateWriteGate: Sendable {
+    /// An immediate write slower than this was throttled (a page-cache write takes microseconds).
+    static let stallLimit: Duration = .milliseconds(1)
+    /// How long writes stay off the immediate path after a throttled one.
+    static let backoff: Duration = .seconds(1)
+
+    private let reopensAt = Mutex<ContinuousClock.Instant?>(nil)
+    /// Immediate writes done, and how many of them the kernel throttled (for tests and status).
+    let written = Atomic<UInt64>(0)
+    let throttled = Atomic<UInt64>(0)
+
+    var isOpen: Bool {
+        reopensAt.withLock { until in
+            guard let reopening = until else { return true }
+            if ContinuousClock.now < reopening { return false }
+            until = nil
+            return true
+        }
+    }
+
+    func record(_ elapsed: Duration) {
+        written.add(1, ordering: .relaxed)
+        guard elapsed > Self.stallLimit else { return }
+        throttled.add(1, ordering: .relaxed)
+        reopensAt.withLock { $0 = ContinuousClock.now + Self.backoff }
+    }
+}
