@@ -86,6 +86,10 @@ extension SCSICommand {
         case Opcode.compareAndWrite:
             try noProtection()
             return .compareAndWrite(lba: u64(2), blocks: UInt32(cdb[13]), fua: fua)
+        case Opcode.orWrite16:
+            // ORPROTECT sits where WRPROTECT does: no protection information, so only 0.
+            try noProtection()
+            return .orWrite(lba: u64(2), blocks: u32(10), fua: fua)
         case Opcode.serviceActionIn16:
             switch cdb[1] & 0x1F {
             case readCapacity16Action: return .readCapacity16(allocation: u32(10))

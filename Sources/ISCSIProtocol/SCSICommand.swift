@@ -15,6 +15,9 @@ public enum SCSICommand: Sendable, Equatable {
     case writeSame(lba: UInt64, blocks: UInt32, unmap: Bool, noDataOut: Bool)
     case unmap(parameterLength: UInt32)
     case compareAndWrite(lba: UInt64, blocks: UInt32, fua: Bool)
+    /// ORWRITE(16): the data-out ORed into the stored blocks (SBC-4 §5.11, BMOP 0), atomically as COMPARE
+    /// AND WRITE.
+    case orWrite(lba: UInt64, blocks: UInt32, fua: Bool)
     case getLBAStatus(lba: UInt64, allocation: UInt32)
     case modeSense(sixByte: Bool, disableBlockDescriptors: Bool, pageControl: UInt8, page: UInt8, subpage: UInt8, allocation: UInt32)
     case reportLUNs(selectReport: UInt8, allocation: UInt32)
@@ -54,6 +57,7 @@ public enum SCSICommand: Sendable, Equatable {
         public static let read16: UInt8 = 0x88
         public static let compareAndWrite: UInt8 = 0x89
         public static let write16: UInt8 = 0x8A
+        public static let orWrite16: UInt8 = 0x8B
         public static let writeAndVerify16: UInt8 = 0x8E
         public static let verify16: UInt8 = 0x8F
         public static let preFetch16: UInt8 = 0x90

@@ -40,6 +40,7 @@ public enum SCSISupportedCommands {
         Entry(opcode: O.read16, usage: [O.read16, 0x18] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.compareAndWrite, usage: [O.compareAndWrite, 0x18] + [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 0xFF, 0, 0]),
         Entry(opcode: O.write16, usage: [O.write16, 0x18] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
+        Entry(opcode: O.orWrite16, usage: [O.orWrite16, 0x18] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.writeAndVerify16, usage: [O.writeAndVerify16, 0x12] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.verify16, usage: [O.verify16, 0x16] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),
         Entry(opcode: O.preFetch16, usage: [O.preFetch16, 0x02] + [UInt8](repeating: 0xFF, count: 12) + [0, 0]),

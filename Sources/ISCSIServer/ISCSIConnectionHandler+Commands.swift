@@ -39,12 +39,12 @@ extension ISCSIConnectionHandler {
             complete(task, .sense(error))
             return
         }
-        // WRITE SAME's one block and COMPARE AND WRITE's two halves must arrive whole: a different
-        // Expected Data Transfer Length is refused before any data is taken (unlike WRITE, where the
-        // residual says what was used).
+        // WRITE SAME's one block, COMPARE AND WRITE's two halves and ORWRITE's blocks must arrive whole: a
+        // different Expected Data Transfer Length is refused before any data is taken (unlike WRITE, where
+        // the residual says what was used).
         if UInt64(task.expectedLength) != outLength {
             switch command {
-            case .writeSame, .compareAndWrite:
+            case .writeSame, .compareAndWrite, .orWrite:
                 complete(task, .sense(.invalidFieldInCDB))
                 return
             default:
@@ -89,6 +89,9 @@ extension ISCSIConnectionHandler {
             if blocks > UInt32(ISCSILimits.maximumCompareAndWriteBlocks) { throw .invalidFieldInCDB }
             try check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: true)
             return 2 * UInt64(blocks) * block
+        case .orWrite(let lba, let blocks, _):
+            try check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: true)
+            return UInt64(blocks) * block
         case .extendedCopy(let length):
             if length > maximumCopyParameterLength { throw .parameterListLengthError }
             return UInt64(length)

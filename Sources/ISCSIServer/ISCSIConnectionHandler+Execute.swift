@@ -101,6 +101,14 @@ extension ISCSIConnectionHandler {
             return unit.compareAndWrite(
                 offset: lba * block, expected: expected, data: replacement, fua: fua, eventLoop: eventLoop
             ).map { miscompare in miscompare.map { .sense(.miscompare(at: $0)) } ?? .good(transferred: nil) }
+        case .orWrite(let lba, let blocks, let fua):
+            guard blocks > 0 else { return done(.good(transferred: nil)) }
+            let length = Int(UInt64(blocks) * block)
+            guard let data, data.readableBytes >= length else { return done(.sense(.dataPhaseError)) }
+            return unit.orWrite(
+                offset: lba * block, data: data.getSlice(at: data.readerIndex, length: length)!, fua: fua,
+                eventLoop: eventLoop
+            ).map { .good(transferred: nil) }
         case .extendedCopy:
             return try extendedCopy(data, unit: unit, eventLoop: eventLoop)
         case .receiveCopyResults(let action, let listID, let allocation):

@@ -63,6 +63,9 @@ public protocol ISCSILogicalUnit: AnyObject, Sendable {
     /// every other write to the unit. nil: written; else the offset of the first byte that differed.
     func compareAndWrite(offset: UInt64, expected: ByteBuffer, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop)
         -> EventLoopFuture<UInt32?>
+    /// ORWRITE: `data` ORed into the range (`SCSIOrWrite`), read and written back atomically with respect
+    /// to COMPARE AND WRITE and other ORWRITEs to the unit.
+    func orWrite(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void>
     /// EXTENDED COPY: `length` bytes of `source` at `sourceOffset` onto this unit at `offset`, done by the
     /// storage; ranges already checked. The default reads and writes a piece at a time (still inside the
     /// target: nothing goes back to the initiator); a unit whose storage can share data does better.
