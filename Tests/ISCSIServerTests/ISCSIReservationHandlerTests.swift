@@ -14,7 +14,9 @@ import Testing
         var decoder = ISCSIPDUDecoder()
         var cmdSN: UInt32 = 1
 
-        init(catalog: MemoryCatalog, reservations: ISCSIReservationTable, name: String, isid: UInt64) throws {
+        init(
+            catalog: MemoryCatalog, reservations: ISCSIReservationTable, name: String, isid: UInt64, target: String = "lun"
+        ) throws {
             let handler = ISCSIConnectionHandler(
                 initiator: ISCSIInitiatorInfo(id: 1, remoteAddress: "127.0.0.1:1", remoteIP: "127.0.0.1"),
                 portal: "127.0.0.1:3260", catalog: catalog, configuration: ISCSIServerConfiguration(), tsih: 1,
@@ -25,7 +27,7 @@ import Testing
             var pdu = ISCSIPDU(
                 opcode: .loginRequest,
                 data: ISCSITextParameters.encode([
-                    ("InitiatorName", name), ("TargetName", "lun"), ("SessionType", "Normal"),
+                    ("InitiatorName", name), ("TargetName", target), ("SessionType", "Normal"),
                     ("ImmediateData", "Yes"), ("InitialR2T", "No"), ("MaxRecvDataSegmentLength", "262144"),
                 ]))
             pdu.isImmediate = true
@@ -49,6 +51,11 @@ import Testing
 
         /// The SCSI status of `cdb` with `data` as immediate data.
         func status(_ cdb: [UInt8], data: [UInt8] = [], expected: UInt32? = nil) throws -> UInt8 {
+            try response(cdb, data: data, expected: expected).byte(3)
+        }
+
+        /// The last PDU answering `cdb` with `data` as immediate data.
+        func response(_ cdb: [UInt8], data: [UInt8] = [], expected: UInt32? = nil) throws -> ISCSIPDU {
             var pdu = ISCSIPDU(opcode: .scsiCommand, data: ByteBuffer(bytes: data))
             pdu.flags = 0x80 | (data.isEmpty ? 0x40 : 0x20) | 0x01
             pdu.initiatorTaskTag = cmdSN + 100
@@ -58,7 +65,7 @@ import Testing
                 pdu.setByte(byte, 32 + index)
             }
             cmdSN += 1
-            return try exchange(pdu).byte(3)
+            return try exchange(pdu)
         }
 
         func write() throws -> UInt8 { try status([0x2A, 0, 0, 0, 0, 1, 0, 0, 1, 0], data: [UInt8](repeating: 0x5A, count: 512)) }
