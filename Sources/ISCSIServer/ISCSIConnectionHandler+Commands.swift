@@ -166,8 +166,9 @@ extension ISCSIConnectionHandler {
         finishTask(task)
         if let metrics {
             switch outcome {
-            case .sense, .reservationConflict: metrics.command(opcode: task.opcode, failed: true)
-            case .good, .data: metrics.command(opcode: task.opcode, failed: false)
+            case .sense: metrics.command(opcode: task.opcode, status: SCSIStatus.checkCondition)
+            case .reservationConflict: metrics.command(opcode: task.opcode, status: SCSIStatus.reservationConflict)
+            case .good, .data: metrics.command(opcode: task.opcode, status: SCSIStatus.good)
             }
             if case .data(let data) = outcome {
                 metrics.transferred(dataIn: UInt64(min(data.readableBytes, Int(task.expectedLength))), dataOut: 0)

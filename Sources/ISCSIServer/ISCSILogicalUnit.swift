@@ -110,8 +110,9 @@ extension ISCSILogicalUnit {
 /// Counters of one target, kept by whoever serves it (the daemon's Prometheus registry); the handler
 /// reports to it on the event loop, so an implementation only does atomic increments.
 public protocol ISCSITargetMetrics: Sendable {
-    /// A SCSI command was answered: its operation code and whether it ended in CHECK CONDITION.
-    func command(opcode: UInt8, failed: Bool)
+    /// A SCSI command was answered: its operation code and status (GOOD, CHECK CONDITION, RESERVATION
+    /// CONFLICT).
+    func command(opcode: UInt8, status: UInt8)
     /// Data that crossed the wire: data-in sent to the initiator, data-out received from it.
     func transferred(dataIn: UInt64, dataOut: UInt64)
     /// Bytes an EXTENDED COPY moved inside the storage (none of them crossed the wire).

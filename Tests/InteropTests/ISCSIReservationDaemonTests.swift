@@ -39,6 +39,16 @@ struct ISCSIReservationDaemonTests {
             #expect(outcome.ran == Set(Self.tests.map { String($0.dropFirst("SCSI.".count)) }), "\(result)")
             #expect(outcome.failed.isEmpty, "failed: \(outcome.failed.sorted())\n\(result.stdout.suffix(20000))")
             #expect(outcome.skipped.isEmpty, "skipped: \(outcome.skipped.sorted())\n\(result.stdout.suffix(20000))")
+            // The conflicts are counted per operation: the other session's WRITE (Access*), its RESERVE
+            // and MODE SENSE (Reserve6.2Initiators).
+            let metrics = try await MetricsDaemonTests.scrape(daemon)
+            let target = ISCSITools.prefix + "shared"
+            for operation in ["write", "reserve", "mode_sense"] {
+                let series = ISCSIExtendedCopyTests.series(
+                    "cairn_iscsi_commands_total",
+                    ["target": target, "operation": operation, "result": "reservation_conflict"])
+                #expect((metrics[series] ?? 0) >= 1, "\(series): \(metrics.filter { $0.key.contains("iscsi_commands") })")
+            }
             #expect(daemon.process.isRunning)
         }
     }
