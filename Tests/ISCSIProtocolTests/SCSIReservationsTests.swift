@@ -1,3 +1,4 @@
+import CairnTestSupport
 import ISCSIProtocol
 import NIOCore
 import Testing
@@ -383,5 +384,59 @@ import Testing
         #expect(try SCSICommand.parse(cdb([0x57])) == .release)
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x16, 0x01])) }
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x56, 0x10])) }
+    }
+
+    // MARK: Seeded sequences
+
+    @Test("Seeded sequences of reservation commands from three nexuses: refusals change nothing, the invariants hold")
+    func seededSequences() {
+        let seed = TestSeed.make()
+        print("SCSIReservationsTests seed: \(seed) (CAIRN_SEED=\(seed) replays it)")
+        var random = SeededGenerator(seed: seed)
+        let nexuses = [Self.a, Self.b, Self.c]
+        // Few keys, so that commands often name keys that are registered.
+        let keys: [UInt64] = [0, 1, 2, 3]
+        var state = SCSIReservations()
+        for step in 0..<5000 {
+            let nexus = nexuses.randomElement(using: &random)!
+            let before = state
+            let outcome: Outcome
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0: outcome = state.execute(.reserve, parameters: nil, from: nexus)
+            case 1: outcome = state.execute(.release, parameters: nil, from: nexus)
+            case 2:
+                state.nexusLost(nexus)
+                continue
+            default:
+                let type = UInt8.random(in: 0...9, using: &random)
+                let flags: UInt8 = Int.random(in: 0..<20, using: &random) == 0 ? 1 << UInt8.random(in: 0..<8, using: &random) : 0
+                var list = Self.list(
+                    key: keys.randomElement(using: &random)!, serviceActionKey: keys.randomElement(using: &random)!,
+                    flags: flags)
+                if Int.random(in: 0..<20, using: &random) == 0 { list = list.getSlice(at: 0, length: 20)! }
+                outcome = state.execute(
+                    .persistentReserveOut(
+                        action: UInt8.random(in: 0...7, using: &random), scope: 0, type: type, parameterLength: 24),
+                    parameters: list, from: nexus)
+            }
+            switch outcome {
+            case .conflict, .sense:
+                #expect(state == before, "step \(step), seed \(seed): a refusal changed the state")
+            case .good, .data:
+                break
+            }
+            // At most one registration per nexus; a persistent reservation only with its holder registered
+            // (or, all-registrants, someone); RESERVE and registrations never together.
+            #expect(Set(state.registrations.map(\.nexus)).count == state.registrations.count, "seed \(seed)")
+            switch state.reservation {
+            case .persistent(let type, let holder):
+                #expect(type.allRegistrants ? !state.registrations.isEmpty : state.key(of: holder) != nil, "seed \(seed)")
+            case .reserved:
+                #expect(state.registrations.isEmpty, "seed \(seed)")
+            case nil:
+                break
+            }
+            #expect(!state.registrations.contains { $0.key == 0 }, "seed \(seed)")
+        }
     }
 }
