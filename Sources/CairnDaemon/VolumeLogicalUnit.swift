@@ -98,7 +98,8 @@ final class VolumeLogicalUnit: ISCSILogicalUnit {
     func orWrite(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         locks.serialize(volumeID: export.volumeID, eventLoop: eventLoop) {
             self.read(offset: offset, length: UInt32(data.readableBytes), eventLoop: eventLoop).flatMap { stored in
-                self.write(offset: offset, data: SCSIOrWrite.combine(stored, with: data), fua: fua, eventLoop: eventLoop)
+                let combined = SCSIOrWrite.combine(stored, with: data)
+                return self.write(offset: offset, data: combined, fua: fua, eventLoop: eventLoop)
             }
         }
     }

@@ -206,7 +206,9 @@ extension SCSIReservations {
     /// and padded to a multiple of 4 bytes.
     static func transportID(_ nexus: SCSINexus) -> ByteBuffer {
         let hex = String(nexus.isid, radix: 16)
-        var name = Array("\(nexus.initiatorName),i,0x\(String(repeating: "0", count: max(0, 12 - hex.count)))\(hex)".utf8)
+        var name = Array(
+            "\(nexus.initiatorName),i,0x\(String(repeating: "0", count: max(0, 12 - hex.count)))\(hex)".utf8
+        )
         name.append(0)
         while name.count % 4 != 0 { name.append(0) }
         var buffer = ByteBuffer()

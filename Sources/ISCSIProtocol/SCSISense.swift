@@ -51,7 +51,8 @@ public struct SCSISense: Error, Sendable, Equatable {
     public static let unrecoveredReadError = SCSISense(key: keyMediumError, code: 0x11)
     public static let internalTargetFailure = SCSISense(key: keyHardwareError, code: 0x44)
     // PERSISTENT RESERVE OUT refusals (SPC-4 §5.13.11.2, §6.16.2).
-    public static let invalidReleaseOfPersistentReservation = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x04)
+    public static let invalidReleaseOfPersistentReservation = SCSISense(
+        key: keyIllegalRequest, code: 0x26, qualifier: 0x04)
     public static let insufficientRegistrationResources = SCSISense(key: keyIllegalRequest, code: 0x55, qualifier: 0x04)
     // EXTENDED COPY refusals (SPC-4 §6.4, Table 49).
     public static let tooManyTargetDescriptors = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x06)

@@ -31,12 +31,19 @@ import Testing
 
     @discardableResult
     static func run(
-        _ state: inout SCSIReservations, _ action: UInt8, _ nexus: SCSINexus, key: UInt64 = 0,
-        serviceActionKey: UInt64 = 0, type: PRType? = nil, flags: UInt8 = 0
+        _ state: inout SCSIReservations,
+        _ action: UInt8,
+        _ nexus: SCSINexus,
+        key: UInt64 = 0,
+        serviceActionKey: UInt64 = 0,
+        type: PRType? = nil,
+        flags: UInt8 = 0
     ) -> Outcome {
         state.execute(
-            out(action, type: type), parameters: list(key: key, serviceActionKey: serviceActionKey, flags: flags),
-            from: nexus)
+            out(action, type: type),
+            parameters: list(key: key, serviceActionKey: serviceActionKey, flags: flags),
+            from: nexus
+        )
     }
 
     static func register(_ state: inout SCSIReservations, _ nexus: SCSINexus, _ key: UInt64) {
@@ -45,8 +52,16 @@ import Testing
     }
 
     static func keys(_ state: inout SCSIReservations) -> (generation: UInt32, keys: [UInt64]) {
-        guard case .data(var data) = state.execute(.persistentReserveIn(action: 0, allocation: 8192), parameters: nil, from: a)
-        else { Issue.record("READ KEYS failed"); return (0, []) }
+        guard
+            case .data(var data) = state.execute(
+                .persistentReserveIn(action: 0, allocation: 8192),
+                parameters: nil,
+                from: a
+            )
+        else {
+            Issue.record("READ KEYS failed")
+            return (0, [])
+        }
         let generation = data.readInteger(as: UInt32.self)!
         let length = Int(data.readInteger(as: UInt32.self)!)
         #expect(length == data.readableBytes)
@@ -55,8 +70,16 @@ import Testing
 
     /// READ RESERVATION: nil when nothing is reserved, else (key, type).
     static func reservation(_ state: inout SCSIReservations) -> (key: UInt64, type: UInt8)? {
-        guard case .data(let data) = state.execute(.persistentReserveIn(action: 1, allocation: 8192), parameters: nil, from: a)
-        else { Issue.record("READ RESERVATION failed"); return nil }
+        guard
+            case .data(let data) = state.execute(
+                .persistentReserveIn(action: 1, allocation: 8192),
+                parameters: nil,
+                from: a
+            )
+        else {
+            Issue.record("READ RESERVATION failed")
+            return nil
+        }
         guard data.getInteger(at: 4, as: UInt32.self) == 16 else { return nil }
         return (data.getInteger(at: 8, as: UInt64.self)!, data.getInteger(at: 21, as: UInt8.self)! & 0x0F)
     }
@@ -74,11 +97,18 @@ import Testing
             #expect(!state.permits(command, from: Self.b), "\(command)")
         }
         let mode = SCSICommand.modeSense(
-            sixByte: true, disableBlockDescriptors: false, pageControl: 0, page: 0x3F, subpage: 0, allocation: 255)
+            sixByte: true,
+            disableBlockDescriptors: false,
+            pageControl: 0,
+            page: 0x3F,
+            subpage: 0,
+            allocation: 255
+        )
         #expect(!state.permits(mode, from: Self.b))
-        for command in [SCSICommand.inquiry(vitalProductData: false, page: 0, allocation: 36), .requestSense(allocation: 18),
-            .reportLUNs(selectReport: 0, allocation: 16)]
-        {
+        for command in [
+            SCSICommand.inquiry(vitalProductData: false, page: 0, allocation: 36), .requestSense(allocation: 18),
+            .reportLUNs(selectReport: 0, allocation: 16),
+        ] {
             #expect(state.permits(command, from: Self.b))
         }
         // RELEASE from another nexus does nothing and succeeds; from the holder it ends the reservation.
@@ -109,7 +139,9 @@ import Testing
         _ = state.execute(.reserve, parameters: nil, from: Self.a)
         // Every PERSISTENT RESERVE IN and OUT conflicts while a RESERVE is held, the holder's too.
         #expect(Self.run(&state, 6, Self.a, serviceActionKey: 1) == .conflict)
-        #expect(state.execute(.persistentReserveIn(action: 0, allocation: 64), parameters: nil, from: Self.a) == .conflict)
+        #expect(
+            state.execute(.persistentReserveIn(action: 0, allocation: 64), parameters: nil, from: Self.a) == .conflict
+        )
         _ = state.execute(.release, parameters: nil, from: Self.a)
         Self.register(&state, Self.b, 7)
         // A registration, with or without a reservation, makes RESERVE and RELEASE conflict for everyone.
@@ -149,12 +181,18 @@ import Testing
         #expect(Self.keys(&state) == (4, [2]))
     }
 
-    @Test("SPEC_I_PT, ALL_TG_PT and APTPL are refused with INVALID FIELD IN PARAMETER LIST; a short list with PARAMETER LIST LENGTH ERROR")
+    @Test(
+        "SPEC_I_PT, ALL_TG_PT and APTPL are refused with INVALID FIELD IN PARAMETER LIST; a short list with PARAMETER LIST LENGTH ERROR"
+    )
     func unofferedFlagsAreRefused() {
         var state = SCSIReservations()
         for flags: UInt8 in [0x08, 0x04, 0x01] {
-            #expect(Self.run(&state, 0, Self.a, serviceActionKey: 1, flags: flags) == .sense(.invalidFieldInParameterList))
-            #expect(Self.run(&state, 6, Self.a, serviceActionKey: 1, flags: flags) == .sense(.invalidFieldInParameterList))
+            #expect(
+                Self.run(&state, 0, Self.a, serviceActionKey: 1, flags: flags) == .sense(.invalidFieldInParameterList)
+            )
+            #expect(
+                Self.run(&state, 6, Self.a, serviceActionKey: 1, flags: flags) == .sense(.invalidFieldInParameterList)
+            )
         }
         let short = state.execute(Self.out(6), parameters: ByteBuffer(bytes: [0, 1]), from: Self.a)
         #expect(short == .sense(.parameterListLengthError))
@@ -190,7 +228,9 @@ import Testing
         #expect(Self.reservation(&state)! == (1, PRType.writeExclusive.rawValue))
     }
 
-    @Test("RELEASE: the holder with the reserved type ends it; another type is INVALID RELEASE; a non-holder changes nothing")
+    @Test(
+        "RELEASE: the holder with the reserved type ends it; another type is INVALID RELEASE; a non-holder changes nothing"
+    )
     func persistentRelease() {
         var state = SCSIReservations()
         Self.register(&state, Self.a, 1)
@@ -199,7 +239,9 @@ import Testing
         #expect(Self.run(&state, 2, Self.b, key: 3, type: .exclusiveAccess) == .conflict)
         #expect(Self.run(&state, 2, Self.b, key: 2, type: .exclusiveAccess) == .good)
         #expect(Self.reservation(&state) != nil)
-        #expect(Self.run(&state, 2, Self.a, key: 1, type: .writeExclusive) == .sense(.invalidReleaseOfPersistentReservation))
+        #expect(
+            Self.run(&state, 2, Self.a, key: 1, type: .writeExclusive) == .sense(.invalidReleaseOfPersistentReservation)
+        )
         #expect(Self.reservation(&state) != nil)
         #expect(Self.run(&state, 2, Self.a, key: 1, type: .exclusiveAccess) == .good)
         #expect(Self.reservation(&state) == nil)
@@ -232,8 +274,10 @@ import Testing
         (.exclusiveAccessAllRegistrants, true, true, false, false),
     ]
 
-    @Test("Each type's conflicts for reads and writes from the holder, a registrant and an unregistered nexus",
-        arguments: accessTable.indices)
+    @Test(
+        "Each type's conflicts for reads and writes from the holder, a registrant and an unregistered nexus",
+        arguments: accessTable.indices
+    )
     func conflictTable(_ index: Int) {
         let (type, registeredRead, registeredWrite, otherRead, otherWrite) = Self.accessTable[index]
         var state = SCSIReservations()
@@ -246,17 +290,20 @@ import Testing
         #expect(state.permits(Self.read, from: Self.c) == otherRead)
         #expect(state.permits(Self.write, from: Self.c) == otherWrite)
         // Status and reporting commands, and the reservation commands themselves, never conflict here.
-        for command in [SCSICommand.testUnitReady, .readCapacity10, .inquiry(vitalProductData: false, page: 0, allocation: 36),
-            .persistentReserveIn(action: 0, allocation: 8)]
-        {
+        for command in [
+            SCSICommand.testUnitReady, .readCapacity10, .inquiry(vitalProductData: false, page: 0, allocation: 36),
+            .persistentReserveIn(action: 0, allocation: 8),
+        ] {
             #expect(state.permits(command, from: Self.c))
         }
         // READ RESERVATION names the holder's key, 0 under the all-registrants types.
         #expect(Self.reservation(&state)! == (type.allRegistrants ? 0 : 1, type.rawValue))
     }
 
-    @Test("Unregistering the holder ends a single-holder reservation; an all-registrants one lasts while any registrant does",
-        arguments: PRType.allCases)
+    @Test(
+        "Unregistering the holder ends a single-holder reservation; an all-registrants one lasts while any registrant does",
+        arguments: PRType.allCases
+    )
     func ownership(_ type: PRType) {
         var state = SCSIReservations()
         Self.register(&state, Self.a, 1)
@@ -284,12 +331,17 @@ import Testing
 
     // MARK: PREEMPT
 
-    @Test("PREEMPT without a reservation removes the registrations holding the key; 0 is an invalid field; an unknown key conflicts")
+    @Test(
+        "PREEMPT without a reservation removes the registrations holding the key; 0 is an invalid field; an unknown key conflicts"
+    )
     func preemptRegistrations() {
         var state = SCSIReservations()
         Self.register(&state, Self.a, 1)
         Self.register(&state, Self.b, 2)
-        #expect(Self.run(&state, 4, Self.b, key: 2, serviceActionKey: 0, type: .exclusiveAccess) == .sense(.invalidFieldInParameterList))
+        #expect(
+            Self.run(&state, 4, Self.b, key: 2, serviceActionKey: 0, type: .exclusiveAccess)
+                == .sense(.invalidFieldInParameterList)
+        )
         #expect(Self.run(&state, 4, Self.b, key: 2, serviceActionKey: 9, type: .exclusiveAccess) == .conflict)
         #expect(Self.run(&state, 4, Self.c, key: 0, serviceActionKey: 1, type: .exclusiveAccess) == .conflict)
         #expect(Self.keys(&state) == (2, [1, 2]))
@@ -331,8 +383,16 @@ import Testing
     @Test("REPORT CAPABILITIES: length 8, no persistence through power loss, all six types")
     func reportCapabilities() {
         var state = SCSIReservations()
-        guard case .data(let data) = state.execute(.persistentReserveIn(action: 2, allocation: 8), parameters: nil, from: Self.a)
-        else { Issue.record("no data"); return }
+        guard
+            case .data(let data) = state.execute(
+                .persistentReserveIn(action: 2, allocation: 8),
+                parameters: nil,
+                from: Self.a
+            )
+        else {
+            Issue.record("no data")
+            return
+        }
         #expect(Array(data.readableBytesView) == [0, 8, 0, 0x80, 0xEA, 0x01, 0, 0])
     }
 
@@ -342,8 +402,16 @@ import Testing
         Self.register(&state, Self.a, 1)
         Self.register(&state, Self.b, 2)
         _ = Self.run(&state, 1, Self.b, key: 2, type: .writeExclusive)
-        guard case .data(var data) = state.execute(.persistentReserveIn(action: 3, allocation: 8192), parameters: nil, from: Self.a)
-        else { Issue.record("no data"); return }
+        guard
+            case .data(var data) = state.execute(
+                .persistentReserveIn(action: 3, allocation: 8192),
+                parameters: nil,
+                from: Self.a
+            )
+        else {
+            Issue.record("no data")
+            return
+        }
         #expect(data.readInteger(as: UInt32.self) == 2)
         #expect(Int(data.readInteger(as: UInt32.self)!) == data.readableBytes)
         var holders: [UInt64] = []
@@ -366,20 +434,30 @@ import Testing
 
     // MARK: Parsing
 
-    @Test("PERSISTENT RESERVE IN/OUT and RESERVE/RELEASE CDBs decode; bad service actions, scopes, types and third-party fields are refused")
+    @Test(
+        "PERSISTENT RESERVE IN/OUT and RESERVE/RELEASE CDBs decode; bad service actions, scopes, types and third-party fields are refused"
+    )
     func parsing() throws {
         func cdb(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: 16 - bytes.count) }
-        #expect(try SCSICommand.parse(cdb([0x5E, 0x01, 0, 0, 0, 0, 0, 0x20, 0])) == .persistentReserveIn(action: 1, allocation: 0x2000))
+        #expect(
+            try SCSICommand.parse(cdb([0x5E, 0x01, 0, 0, 0, 0, 0, 0x20, 0]))
+                == .persistentReserveIn(action: 1, allocation: 0x2000)
+        )
         for action: UInt8 in 4..<0x20 {
             #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x5E, action])) }
         }
-        #expect(try SCSICommand.parse(cdb([0x5F, 0x01, 0x03, 0, 0, 0, 0, 0, 24]))
-            == .persistentReserveOut(action: 1, scope: 0, type: 3, parameterLength: 24))
+        #expect(
+            try SCSICommand.parse(cdb([0x5F, 0x01, 0x03, 0, 0, 0, 0, 0, 24]))
+                == .persistentReserveOut(action: 1, scope: 0, type: 3, parameterLength: 24)
+        )
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x5F, 0x07])) }
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x5F, 0x01, 0x13])) }
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x5F, 0x01, 0x02])) }
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x5F, 0x04, 0x00])) }
-        #expect(try SCSICommand.parse(cdb([0x5F, 0x00, 0x00, 0, 0, 0, 0, 0, 24])) == .persistentReserveOut(action: 0, scope: 0, type: 0, parameterLength: 24))
+        #expect(
+            try SCSICommand.parse(cdb([0x5F, 0x00, 0x00, 0, 0, 0, 0, 0, 24]))
+                == .persistentReserveOut(action: 0, scope: 0, type: 0, parameterLength: 24)
+        )
         #expect(try SCSICommand.parse(cdb([0x16])) == .reserve)
         #expect(try SCSICommand.parse(cdb([0x57])) == .release)
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x16, 0x01])) }
@@ -409,15 +487,24 @@ import Testing
                 continue
             default:
                 let type = UInt8.random(in: 0...9, using: &random)
-                let flags: UInt8 = Int.random(in: 0..<20, using: &random) == 0 ? 1 << UInt8.random(in: 0..<8, using: &random) : 0
+                let flags: UInt8 =
+                    Int.random(in: 0..<20, using: &random) == 0 ? 1 << UInt8.random(in: 0..<8, using: &random) : 0
                 var list = Self.list(
-                    key: keys.randomElement(using: &random)!, serviceActionKey: keys.randomElement(using: &random)!,
-                    flags: flags)
+                    key: keys.randomElement(using: &random)!,
+                    serviceActionKey: keys.randomElement(using: &random)!,
+                    flags: flags
+                )
                 if Int.random(in: 0..<20, using: &random) == 0 { list = list.getSlice(at: 0, length: 20)! }
                 outcome = state.execute(
                     .persistentReserveOut(
-                        action: UInt8.random(in: 0...7, using: &random), scope: 0, type: type, parameterLength: 24),
-                    parameters: list, from: nexus)
+                        action: UInt8.random(in: 0...7, using: &random),
+                        scope: 0,
+                        type: type,
+                        parameterLength: 24
+                    ),
+                    parameters: list,
+                    from: nexus
+                )
             }
             switch outcome {
             case .conflict, .sense:
@@ -430,7 +517,10 @@ import Testing
             #expect(Set(state.registrations.map(\.nexus)).count == state.registrations.count, "seed \(seed)")
             switch state.reservation {
             case .persistent(let type, let holder):
-                #expect(type.allRegistrants ? !state.registrations.isEmpty : state.key(of: holder) != nil, "seed \(seed)")
+                #expect(
+                    type.allRegistrants ? !state.registrations.isEmpty : state.key(of: holder) != nil,
+                    "seed \(seed)"
+                )
             case .reserved:
                 #expect(state.registrations.isEmpty, "seed \(seed)")
             case nil:

@@ -1,7 +1,8 @@
-@testable import ISCSIServer
 import ISCSIProtocol
 import NIOCore
 import Testing
+
+@testable import ISCSIServer
 
 /// ORWRITE(16) through the connection handler: the OR lands in the unit, and each refusal carries its sense
 /// and changes nothing.
@@ -13,8 +14,12 @@ import Testing
 
     func session(_ target: String) throws -> Session {
         try Session(
-            catalog: MemoryCatalog(units: ["lun": unit, "snap": snapshot]), reservations: ISCSIReservationTable(),
-            name: "iqn.2026-12.test:a", isid: 1, target: target)
+            catalog: MemoryCatalog(units: ["lun": unit, "snap": snapshot]),
+            reservations: ISCSIReservationTable(),
+            name: "iqn.2026-12.test:a",
+            isid: 1,
+            target: target
+        )
     }
 
     static func orWrite(lba: UInt64, blocks: UInt32, fua: Bool = false) -> [UInt8] {
@@ -32,7 +37,10 @@ import Testing
     @Test("ORWRITE ORs the data into two blocks and leaves the rest alone")
     func orWriteCombines() throws {
         let lun = try session("lun")
-        let answer = try lun.response(Self.orWrite(lba: 2, blocks: 2, fua: true), data: [UInt8](repeating: 0xA0, count: 1024))
+        let answer = try lun.response(
+            Self.orWrite(lba: 2, blocks: 2, fua: true),
+            data: [UInt8](repeating: 0xA0, count: 1024)
+        )
         #expect(Self.sense(answer).0 == SCSIStatus.good)
         let bytes = unit.bytes
         #expect(bytes[1024..<2048].allSatisfy { $0 == 0xAF })

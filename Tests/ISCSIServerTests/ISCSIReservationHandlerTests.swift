@@ -1,9 +1,10 @@
-@testable import ISCSIServer
 import ISCSIProtocol
 import Logging
 import NIOCore
 import NIOEmbedded
 import Testing
+
+@testable import ISCSIServer
 
 /// Reservations through the connection handler: two sessions on one unit sharing the server's table,
 /// the RESERVATION CONFLICT status on the wire, and what the end of a session releases.
@@ -15,12 +16,21 @@ import Testing
         var cmdSN: UInt32 = 1
 
         init(
-            catalog: MemoryCatalog, reservations: ISCSIReservationTable, name: String, isid: UInt64, target: String = "lun"
+            catalog: MemoryCatalog,
+            reservations: ISCSIReservationTable,
+            name: String,
+            isid: UInt64,
+            target: String = "lun"
         ) throws {
             let handler = ISCSIConnectionHandler(
                 initiator: ISCSIInitiatorInfo(id: 1, remoteAddress: "127.0.0.1:1", remoteIP: "127.0.0.1"),
-                portal: "127.0.0.1:3260", catalog: catalog, configuration: ISCSIServerConfiguration(), tsih: 1,
-                logger: .init(label: "test"), reservations: reservations)
+                portal: "127.0.0.1:3260",
+                catalog: catalog,
+                configuration: ISCSIServerConfiguration(),
+                tsih: 1,
+                logger: .init(label: "test"),
+                reservations: reservations
+            )
             try channel.pipeline.syncOperations.addHandler(handler)
             channel.pipeline.fireChannelActive()
             decoder.maximumDataSegmentLength = ISCSILimits.maximumDataSegmentLength
@@ -29,7 +39,8 @@ import Testing
                 data: ISCSITextParameters.encode([
                     ("InitiatorName", name), ("TargetName", target), ("SessionType", "Normal"),
                     ("ImmediateData", "Yes"), ("InitialR2T", "No"), ("MaxRecvDataSegmentLength", "262144"),
-                ]))
+                ])
+            )
             pdu.isImmediate = true
             pdu.flags = 0x87
             pdu.setUInt64(isid << 16, 8)
@@ -68,14 +79,19 @@ import Testing
             return try exchange(pdu)
         }
 
-        func write() throws -> UInt8 { try status([0x2A, 0, 0, 0, 0, 1, 0, 0, 1, 0], data: [UInt8](repeating: 0x5A, count: 512)) }
+        func write() throws -> UInt8 {
+            try status([0x2A, 0, 0, 0, 0, 1, 0, 0, 1, 0], data: [UInt8](repeating: 0x5A, count: 512))
+        }
         func read() throws -> UInt8 { try status([0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0], expected: 512) }
 
         /// PERSISTENT RESERVE OUT with the basic parameter list.
-        func persistentReserveOut(_ action: UInt8, type: UInt8 = 0, key: UInt64 = 0, serviceActionKey: UInt64 = 0) throws
+        func persistentReserveOut(_ action: UInt8, type: UInt8 = 0, key: UInt64 = 0, serviceActionKey: UInt64 = 0)
+            throws
             -> UInt8
         {
-            let list = withUnsafeBytes(of: key.bigEndian) { Array($0) } + withUnsafeBytes(of: serviceActionKey.bigEndian) { Array($0) }
+            let list =
+                withUnsafeBytes(of: key.bigEndian) { Array($0) }
+                + withUnsafeBytes(of: serviceActionKey.bigEndian) { Array($0) }
                 + [UInt8](repeating: 0, count: 8)
             return try status([0x5F, action, type, 0, 0, 0, 0, 0, 24, 0], data: list)
         }
@@ -95,7 +111,9 @@ import Testing
         try Session(catalog: catalog, reservations: reservations, name: name, isid: isid)
     }
 
-    @Test("RESERVE(6) in one session: the other's WRITE gets RESERVATION CONFLICT and writes nothing until the holder's connection is lost")
+    @Test(
+        "RESERVE(6) in one session: the other's WRITE gets RESERVATION CONFLICT and writes nothing until the holder's connection is lost"
+    )
     func reserveEndsWithTheHoldersConnection() throws {
         let holder = try session("iqn.2026-12.test:a")
         let other = try session("iqn.2026-12.test:b")
@@ -109,7 +127,9 @@ import Testing
         #expect(try other.status([0x16, 0, 0, 0, 0, 0]) == SCSIStatus.good)
     }
 
-    @Test("LOGICAL UNIT RESET ends a RESERVE; a persistent registration survives the session, and the same initiator port gets its access back")
+    @Test(
+        "LOGICAL UNIT RESET ends a RESERVE; a persistent registration survives the session, and the same initiator port gets its access back"
+    )
     func persistentRegistrationOutlivesTheSession() throws {
         let holder = try session("iqn.2026-12.test:a", isid: 7)
         #expect(try holder.status([0x16, 0, 0, 0, 0, 0]) == SCSIStatus.good)
@@ -135,6 +155,9 @@ import Testing
         #expect(try again.persistentReserveOut(2, type: 3, key: 0xAB) == SCSIStatus.good)
         #expect(try other.write() == SCSIStatus.good)
         // A parameter list of the wrong length: PARAMETER LIST LENGTH ERROR before any data is taken.
-        #expect(try again.status([0x5F, 6, 0, 0, 0, 0, 0, 0, 16, 0], data: [UInt8](repeating: 0, count: 16)) == SCSIStatus.checkCondition)
+        #expect(
+            try again.status([0x5F, 6, 0, 0, 0, 0, 0, 0, 16, 0], data: [UInt8](repeating: 0, count: 16))
+                == SCSIStatus.checkCondition
+        )
     }
 }

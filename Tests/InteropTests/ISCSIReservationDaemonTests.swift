@@ -33,7 +33,10 @@ struct ISCSIReservationDaemonTests {
             try await daemon.createVolume("shared", "64M")
             let url = try daemon.iscsiURL("shared")
             let result = try await runTool(
-                ISCSITools.testSuite, ["--dataloss", "-t", Self.tests.joined(separator: ","), url], timeout: 600)
+                ISCSITools.testSuite,
+                ["--dataloss", "-t", Self.tests.joined(separator: ","), url],
+                timeout: 600
+            )
             let outcome = ISCSIComplianceTests.parse(result.stdout)
             // CUnit prints "Suite: Reserve6", so `parse` names tests without the "SCSI." family.
             #expect(outcome.ran == Set(Self.tests.map { String($0.dropFirst("SCSI.".count)) }), "\(result)")
@@ -46,8 +49,12 @@ struct ISCSIReservationDaemonTests {
             for operation in ["write", "reserve", "mode_sense"] {
                 let series = ISCSIExtendedCopyTests.series(
                     "cairn_iscsi_commands_total",
-                    ["target": target, "operation": operation, "result": "reservation_conflict"])
-                #expect((metrics[series] ?? 0) >= 1, "\(series): \(metrics.filter { $0.key.contains("iscsi_commands") })")
+                    ["target": target, "operation": operation, "result": "reservation_conflict"]
+                )
+                #expect(
+                    (metrics[series] ?? 0) >= 1,
+                    "\(series): \(metrics.filter { $0.key.contains("iscsi_commands") })"
+                )
             }
             #expect(daemon.process.isRunning)
         }
