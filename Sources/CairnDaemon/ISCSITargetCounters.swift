@@ -1,3 +1,4 @@
+import ISCSIProtocol
 import ISCSIServer
 import Prometheus
 import Synchronization
@@ -7,7 +8,7 @@ import Synchronization
 final class ISCSITargetCounters: ISCSITargetMetrics {
     let target: String
     let registry: PrometheusCollectorRegistry
-    /// Command counters by (opcode, failed), made on first use: a target sees a dozen opcodes at most.
+    /// Command counters by (opcode, status), made on first use: a target sees a dozen opcodes at most.
     private let commands = Mutex<[UInt16: Counter]>([:])
     let dataIn: Counter
     let dataOut: Counter
@@ -33,13 +34,13 @@ final class ISCSITargetCounters: ISCSITargetMetrics {
         copiedBytes = registry.makeCounter(descriptor: Self.copiedName, labels: [("target", target)])
     }
 
-    func command(opcode: UInt8, failed: Bool) {
-        let key = UInt16(opcode) << 1 | (failed ? 1 : 0)
+    func command(opcode: UInt8, status: UInt8) {
+        let key = UInt16(opcode) << 8 | UInt16(status)
         let counter = commands.withLock { cache in
             if let counter = cache[key] { return counter }
             let counter = registry.makeCounter(
                 descriptor: Self.commandsName,
-                labels: [("target", target), ("operation", Self.name(of: opcode)), ("result", failed ? "check_condition" : "good")])
+                labels: [("target", target), ("operation", Self.name(of: opcode)), ("result", Self.result(of: status))])
             cache[key] = counter
             return counter
         }
@@ -55,6 +56,16 @@ final class ISCSITargetCounters: ISCSITargetMetrics {
         if bytes > 0 { copiedBytes.increment(by: Int64(bytes)) }
     }
 
+    /// Label values for the statuses the target sends; others as hex.
+    static func result(of status: UInt8) -> String {
+        switch status {
+        case SCSIStatus.good: "good"
+        case SCSIStatus.checkCondition: "check_condition"
+        case SCSIStatus.reservationConflict: "reservation_conflict"
+        default: "0x" + String(status, radix: 16)
+        }
+    }
+
     /// Label values for the operation codes initiators send most; others as hex.
     static func name(of opcode: UInt8) -> String {
         switch opcode {
@@ -63,6 +74,8 @@ final class ISCSITargetCounters: ISCSITargetMetrics {
         case 0x08, 0x28, 0xA8, 0x88: "read"
         case 0x0A, 0x2A, 0xAA, 0x8A: "write"
         case 0x12: "inquiry"
+        case 0x16, 0x56: "reserve"
+        case 0x17, 0x57: "release"
         case 0x1A, 0x5A: "mode_sense"
         case 0x25: "read_capacity"
         case 0x2F, 0xAF, 0x8F: "verify"
@@ -72,7 +85,10 @@ final class ISCSITargetCounters: ISCSITargetMetrics {
         case 0x42: "unmap"
         case 0x83: "extended_copy"
         case 0x84: "receive_copy_results"
+        case 0x5E: "persistent_reserve_in"
+        case 0x5F: "persistent_reserve_out"
         case 0x89: "compare_and_write"
+        case 0x8B: "orwrite"
         case 0x9E: "service_action_in"
         case 0xA0: "report_luns"
         case 0xA3: "maintenance_in"

@@ -94,6 +94,16 @@ final class VolumeLogicalUnit: ISCSILogicalUnit {
         }
     }
 
+    /// Read, OR, write under the same per-volume lock as COMPARE AND WRITE, so the two never interleave.
+    func orWrite(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        locks.serialize(volumeID: export.volumeID, eventLoop: eventLoop) {
+            self.read(offset: offset, length: UInt32(data.readableBytes), eventLoop: eventLoop).flatMap { stored in
+                let combined = SCSIOrWrite.combine(stored, with: data)
+                return self.write(offset: offset, data: combined, fua: fua, eventLoop: eventLoop)
+            }
+        }
+    }
+
     /// NBD export errors as logical unit errors (the handler picks the sense data).
     func translate<T>(_ future: EventLoopFuture<T>) -> EventLoopFuture<T> {
         future.flatMapErrorThrowing { error in

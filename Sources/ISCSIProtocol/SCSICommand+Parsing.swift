@@ -86,6 +86,10 @@ extension SCSICommand {
         case Opcode.compareAndWrite:
             try noProtection()
             return .compareAndWrite(lba: u64(2), blocks: UInt32(cdb[13]), fua: fua)
+        case Opcode.orWrite16:
+            // ORPROTECT sits where WRPROTECT does: no protection information, so only 0.
+            try noProtection()
+            return .orWrite(lba: u64(2), blocks: u32(10), fua: fua)
         case Opcode.serviceActionIn16:
             switch cdb[1] & 0x1F {
             case readCapacity16Action: return .readCapacity16(allocation: u32(10))
@@ -123,6 +127,34 @@ extension SCSICommand {
             return .preFetch(lba: UInt64(u32(2)), blocks: u16(7))
         case Opcode.preFetch16:
             return .preFetch(lba: u64(2), blocks: u32(10))
+        case Opcode.reserve6, Opcode.release6:
+            // Byte 1 held the obsolete third-party and extent fields: only whole-unit reservations for the
+            // sender are offered.
+            if cdb[1] & 0x1F != 0 { throw .invalidFieldInCDB }
+            return cdb[0] == Opcode.reserve6 ? .reserve : .release
+        case Opcode.reserve10, Opcode.release10:
+            // 3RDPTY and LONGID: third-party reservations are not offered (SPC-2 §7.21.2); the parameter
+            // list length only matters with them.
+            if cdb[1] & 0x12 != 0 { throw .invalidFieldInCDB }
+            return cdb[0] == Opcode.reserve10 ? .reserve : .release
+        case Opcode.persistentReserveIn:
+            let action = cdb[1] & 0x1F
+            guard action <= SCSIReservations.InAction.readFullStatus else { throw .invalidFieldInCDB }
+            return .persistentReserveIn(action: action, allocation: u16(7))
+        case Opcode.persistentReserveOut:
+            // REGISTER AND MOVE (7) and higher are not offered.
+            let action = cdb[1] & 0x1F
+            guard action <= SCSIReservations.OutAction.registerAndIgnoreExistingKey else { throw .invalidFieldInCDB }
+            let scope = cdb[2] >> 4
+            let type = cdb[2] & 0x0F
+            // RESERVE, RELEASE and the PREEMPTs take a scope and type: LU_SCOPE only (§6.16.2) and a type
+            // of Table 179.
+            if [1, 2, 4, 5].contains(action),
+                scope != 0 || SCSIPersistentReservationType(rawValue: type) == nil
+            {
+                throw .invalidFieldInCDB
+            }
+            return .persistentReserveOut(action: action, scope: scope, type: type, parameterLength: u32(5))
         case Opcode.startStopUnit, Opcode.preventAllowMediumRemoval:
             return .noOperation
         default:

@@ -5,6 +5,8 @@ public enum SCSIStatus {
     public static let good: UInt8 = 0x00
     public static let checkCondition: UInt8 = 0x02
     public static let busy: UInt8 = 0x08
+    /// Another I_T nexus holds a reservation that excludes this command (SPC-4 §5.13); no sense data.
+    public static let reservationConflict: UInt8 = 0x18
     public static let taskSetFull: UInt8 = 0x28
 }
 
@@ -48,6 +50,10 @@ public struct SCSISense: Error, Sendable, Equatable {
     public static let writeError = SCSISense(key: keyMediumError, code: 0x0C)
     public static let unrecoveredReadError = SCSISense(key: keyMediumError, code: 0x11)
     public static let internalTargetFailure = SCSISense(key: keyHardwareError, code: 0x44)
+    // PERSISTENT RESERVE OUT refusals (SPC-4 §5.13.11.2, §6.16.2).
+    public static let invalidReleaseOfPersistentReservation = SCSISense(
+        key: keyIllegalRequest, code: 0x26, qualifier: 0x04)
+    public static let insufficientRegistrationResources = SCSISense(key: keyIllegalRequest, code: 0x55, qualifier: 0x04)
     // EXTENDED COPY refusals (SPC-4 §6.4, Table 49).
     public static let tooManyTargetDescriptors = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x06)
     public static let unsupportedTargetDescriptorType = SCSISense(key: keyIllegalRequest, code: 0x26, qualifier: 0x07)

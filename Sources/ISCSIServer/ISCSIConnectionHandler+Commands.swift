@@ -10,6 +10,8 @@ enum SCSIOutcome {
     case data(ByteBuffer)
     /// CHECK CONDITION with this sense.
     case sense(SCSISense)
+    /// RESERVATION CONFLICT: another I_T nexus's reservation excludes the command.
+    case reservationConflict
 }
 
 /// SCSI Command PDUs: admission, data-out collection, execution in the logical unit, and the response.
@@ -33,18 +35,23 @@ extension ISCSIConnectionHandler {
             complete(task, .sense(error))
             return
         }
+        // Before any data is asked for: a write held off by a reservation takes none (SPC-4 §5.13.1).
+        if let nexus, !reservations.permits(command, from: nexus, unit: unit.identifier) {
+            complete(task, .reservationConflict)
+            return
+        }
         let profile = Self.profile(of: unit)
         let outLength: UInt64
         do { outLength = try Self.dataOutLength(command, profile: profile) } catch {
             complete(task, .sense(error))
             return
         }
-        // WRITE SAME's one block and COMPARE AND WRITE's two halves must arrive whole: a different
-        // Expected Data Transfer Length is refused before any data is taken (unlike WRITE, where the
-        // residual says what was used).
+        // WRITE SAME's one block, COMPARE AND WRITE's two halves and ORWRITE's blocks must arrive whole: a
+        // different Expected Data Transfer Length is refused before any data is taken (unlike WRITE, where
+        // the residual says what was used).
         if UInt64(task.expectedLength) != outLength {
             switch command {
-            case .writeSame, .compareAndWrite:
+            case .writeSame, .compareAndWrite, .orWrite, .persistentReserveOut:
                 complete(task, .sense(.invalidFieldInCDB))
                 return
             default:
@@ -89,6 +96,13 @@ extension ISCSIConnectionHandler {
             if blocks > UInt32(ISCSILimits.maximumCompareAndWriteBlocks) { throw .invalidFieldInCDB }
             try check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: true)
             return 2 * UInt64(blocks) * block
+        case .orWrite(let lba, let blocks, _):
+            try check(lba: lba, blocks: UInt64(blocks), profile: profile, writing: true)
+            return UInt64(blocks) * block
+        case .persistentReserveOut(_, _, _, let length):
+            // Only the basic parameter list is offered (no SPEC_I_PT, no REGISTER AND MOVE).
+            if length != SCSIReservations.parameterListLength { throw .parameterListLengthError }
+            return UInt64(length)
         case .extendedCopy(let length):
             if length > maximumCopyParameterLength { throw .parameterListLengthError }
             return UInt64(length)
@@ -151,8 +165,10 @@ extension ISCSIConnectionHandler {
     func complete(_ task: SCSITask, _ outcome: SCSIOutcome) {
         finishTask(task)
         if let metrics {
-            if case .sense = outcome { metrics.command(opcode: task.opcode, failed: true) } else {
-                metrics.command(opcode: task.opcode, failed: false)
+            switch outcome {
+            case .sense: metrics.command(opcode: task.opcode, status: SCSIStatus.checkCondition)
+            case .reservationConflict: metrics.command(opcode: task.opcode, status: SCSIStatus.reservationConflict)
+            case .good, .data: metrics.command(opcode: task.opcode, status: SCSIStatus.good)
             }
             if case .data(let data) = outcome {
                 metrics.transferred(dataIn: UInt64(min(data.readableBytes, Int(task.expectedLength))), dataOut: 0)
@@ -161,6 +177,8 @@ extension ISCSIConnectionHandler {
         switch outcome {
         case .sense(let sense):
             send(.scsiResponse(taskTag: task.tag, status: SCSIStatus.checkCondition, sense: sense.fixedFormat))
+        case .reservationConflict:
+            send(.scsiResponse(taskTag: task.tag, status: SCSIStatus.reservationConflict))
         case .good(let transferred):
             let residual = transferred.map { ISCSIPDU.Residual(expected: task.expectedLength, actual: $0) } ?? .none
             send(.scsiResponse(taskTag: task.tag, status: SCSIStatus.good, residual: task.expectedLength == 0 && transferred == nil ? .none : residual))

@@ -101,6 +101,25 @@ extension ISCSIConnectionHandler {
             return unit.compareAndWrite(
                 offset: lba * block, expected: expected, data: replacement, fua: fua, eventLoop: eventLoop
             ).map { miscompare in miscompare.map { .sense(.miscompare(at: $0)) } ?? .good(transferred: nil) }
+        case .orWrite(let lba, let blocks, let fua):
+            guard blocks > 0 else { return done(.good(transferred: nil)) }
+            let length = Int(UInt64(blocks) * block)
+            guard let data, data.readableBytes >= length else { return done(.sense(.dataPhaseError)) }
+            return unit.orWrite(
+                offset: lba * block, data: data.getSlice(at: data.readerIndex, length: length)!, fua: fua,
+                eventLoop: eventLoop
+            ).map { .good(transferred: nil) }
+        case .reserve, .release, .persistentReserveIn, .persistentReserveOut:
+            guard let nexus else { throw .invalidOperationCode }
+            let outcome = reservations.withUnit(unit.identifier) { $0.execute(command, parameters: data, from: nexus) }
+            switch outcome {
+            case .good: return done(.good(transferred: nil))
+            case .data(let buffer):
+                guard case .persistentReserveIn(_, let allocation) = command else { return done(.data(buffer)) }
+                return parameterData(buffer, allocation: allocation)
+            case .conflict: return done(.reservationConflict)
+            case .sense(let sense): return done(.sense(sense))
+            }
         case .extendedCopy:
             return try extendedCopy(data, unit: unit, eventLoop: eventLoop)
         case .receiveCopyResults(let action, let listID, let allocation):

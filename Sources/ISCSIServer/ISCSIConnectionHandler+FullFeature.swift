@@ -121,13 +121,18 @@ extension ISCSIConnectionHandler {
             }
         case 2, 3, 4, 5, 6, 7:
             // ABORT TASK SET, CLEAR ACA, CLEAR TASK SET, LOGICAL UNIT RESET, TARGET WARM/COLD RESET: every
-            // task of this session is dropped; there is no other state to reset.
+            // task of this session is dropped.
             if function != 3 && function <= 5 && pdu.logicalUnit != 0 {
                 response = TaskManagement.lunDoesNotExist
             } else {
                 for tag in pendingWrites.keys { finishTask(pendingWrites[tag]!.task) }
                 pendingWrites.removeAll()
                 abortedTasks.formUnion(runningTasks)
+                // LOGICAL UNIT RESET and the target resets end a RESERVE, whoever holds it (SPC-2 §5.5.1);
+                // persistent reservations stay.
+                if function >= 5, case .normal(_, let unit) = phase {
+                    reservations.withUnit(unit.identifier) { $0.reset() }
+                }
                 response = TaskManagement.functionComplete
             }
         case TaskManagement.taskReassign:

@@ -46,12 +46,18 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
 
     /// The server's list of connections, told when the login completes (status page).
     let registry: ISCSIConnectionRegistry?
+    /// Every unit's reservations, shared by the server's sessions.
+    let reservations: ISCSIReservationTable
+    /// This session's I_T nexus (normal sessions, once logged in).
+    var nexus: SCSINexus?
 
     init(
         initiator: ISCSIInitiatorInfo, portal: String, catalog: any ISCSITargetCatalog,
-        configuration: ISCSIServerConfiguration, tsih: UInt16, logger: Logger, registry: ISCSIConnectionRegistry? = nil
+        configuration: ISCSIServerConfiguration, tsih: UInt16, logger: Logger, registry: ISCSIConnectionRegistry? = nil,
+        reservations: ISCSIReservationTable = ISCSIReservationTable()
     ) {
         self.registry = registry
+        self.reservations = reservations
         self.initiator = initiator
         self.portal = portal
         self.catalog = catalog
@@ -89,9 +95,13 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
         close()
     }
 
-    /// Detaches the logical unit (once) and stops taking PDUs.
+    /// Detaches the logical unit (once) and stops taking PDUs. The end of the session is the loss of its
+    /// I_T nexus: a RESERVE it holds ends.
     func endSession() {
-        if case .normal(_, let unit) = phase { catalog.detach(unit, initiator: initiator) }
+        if case .normal(_, let unit) = phase {
+            if let nexus { reservations.withUnit(unit.identifier) { $0.nexusLost(nexus) } }
+            catalog.detach(unit, initiator: initiator)
+        }
         phase = .closed
         pendingWrites.removeAll()
     }
@@ -165,6 +175,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
                 do {
                     let unit = try catalog.attach(target: parameters.targetName ?? "", initiator: self.initiator)
                     phase = .normal(parameters, unit)
+                    nexus = SCSINexus(initiatorName: parameters.initiatorName, isid: parameters.isid)
                     metrics = catalog.metrics(target: parameters.targetName ?? "")
                 } catch {
                     logger.notice("login refused: the target cannot be attached", metadata: ["error": "\(error)"])

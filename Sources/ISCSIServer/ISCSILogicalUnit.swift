@@ -63,6 +63,9 @@ public protocol ISCSILogicalUnit: AnyObject, Sendable {
     /// every other write to the unit. nil: written; else the offset of the first byte that differed.
     func compareAndWrite(offset: UInt64, expected: ByteBuffer, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop)
         -> EventLoopFuture<UInt32?>
+    /// ORWRITE: `data` ORed into the range (`SCSIOrWrite`), read and written back atomically with respect
+    /// to COMPARE AND WRITE and other ORWRITEs to the unit.
+    func orWrite(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void>
     /// EXTENDED COPY: `length` bytes of `source` at `sourceOffset` onto this unit at `offset`, done by the
     /// storage; ranges already checked. The default reads and writes a piece at a time (still inside the
     /// target: nothing goes back to the initiator); a unit whose storage can share data does better.
@@ -107,8 +110,9 @@ extension ISCSILogicalUnit {
 /// Counters of one target, kept by whoever serves it (the daemon's Prometheus registry); the handler
 /// reports to it on the event loop, so an implementation only does atomic increments.
 public protocol ISCSITargetMetrics: Sendable {
-    /// A SCSI command was answered: its operation code and whether it ended in CHECK CONDITION.
-    func command(opcode: UInt8, failed: Bool)
+    /// A SCSI command was answered: its operation code and status (GOOD, CHECK CONDITION, RESERVATION
+    /// CONFLICT).
+    func command(opcode: UInt8, status: UInt8)
     /// Data that crossed the wire: data-in sent to the initiator, data-out received from it.
     func transferred(dataIn: UInt64, dataOut: UInt64)
     /// Bytes an EXTENDED COPY moved inside the storage (none of them crossed the wire).

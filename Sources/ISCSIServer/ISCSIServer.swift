@@ -48,6 +48,7 @@ public final class ISCSIServer: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "cairn.iscsi")
     ) async throws -> ISCSIServer {
         let connections = ISCSIConnectionRegistry(maximumConnections: configuration.maximumConnections)
+        let reservations = ISCSIReservationTable()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -70,7 +71,7 @@ public final class ISCSIServer: Sendable {
                         ISCSIConnectionHandler(
                             initiator: initiator, portal: portal, catalog: catalog, configuration: configuration,
                             tsih: UInt16(truncatingIfNeeded: id % 0xFFFF) + 1, logger: connectionLogger,
-                            registry: connections))
+                            registry: connections, reservations: reservations))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

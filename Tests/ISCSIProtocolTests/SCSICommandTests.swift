@@ -87,4 +87,24 @@ import Testing
         #expect(sense.getInteger(at: 2, as: UInt8.self) == 0x05)
         #expect(sense.getInteger(at: 12, as: UInt8.self) == 0x21)
     }
+
+    @Test("ORWRITE(16) decodes with FUA; ORPROTECT is refused; REPORT SUPPORTED OPERATION CODES lists it")
+    func orWriteDecodes() throws {
+        let cdb = Self.cdb([0x8B, 0x18, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 3])
+        #expect(try SCSICommand.parse(cdb) == .orWrite(lba: 7, blocks: 3, fua: true))
+        for protect: UInt8 in 1..<8 {
+            #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(Self.cdb([0x8B, protect << 5])) }
+        }
+        let one = try SCSISupportedCommands.report(options: 1, timeouts: false, opcode: 0x8B, serviceAction: 0)
+        #expect(one.getInteger(at: 1, as: UInt8.self)! & 0x07 == 3)
+        #expect(one.getInteger(at: 5, as: UInt8.self)! & 0x18 == 0x18)  // DPO and FUA are looked at.
+    }
+
+    @Test("ORWRITE ORs each byte sent into the stored byte")
+    func orWriteCombines() {
+        let stored = ByteBuffer(bytes: [0x00, 0xA5, 0x0F, 0xFF])
+        let mask = ByteBuffer(bytes: [0x5A, 0x5A, 0xF0, 0x00])
+        #expect(Array(SCSIOrWrite.combine(stored, with: mask).readableBytesView) == [0x5A, 0xFF, 0xFF, 0xFF])
+        #expect(Array(SCSIOrWrite.combine(ByteBuffer(bytes: [0x01]), with: mask).readableBytesView) == [0x5B, 0x5A, 0xF0, 0x00])
+    }
 }

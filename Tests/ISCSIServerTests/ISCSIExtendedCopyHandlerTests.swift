@@ -44,6 +44,11 @@ final class MemoryUnit: ISCSILogicalUnit {
     {
         write(offset: offset, data: data, fua: fua, eventLoop: eventLoop).map { nil }
     }
+    func orWrite(offset: UInt64, data: ByteBuffer, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        read(offset: offset, length: UInt32(data.readableBytes), eventLoop: eventLoop).flatMap { stored in
+            self.write(offset: offset, data: SCSIOrWrite.combine(stored, with: data), fua: fua, eventLoop: eventLoop)
+        }
+    }
 }
 
 /// Targets by name; EXTENDED COPY finds the others by identifier.
