@@ -115,8 +115,11 @@ extension ISCSIConnectionHandler {
                 // Running in the logical unit: it finishes there, its response is not sent.
                 abortedTasks.insert(referenced)
                 response = TaskManagement.functionComplete
+            } else if ISCSICommandWindow.isAfter(window.expCmdSN, pdu.uint32(32)) {
+                // RefCmdSN was received and its task already answered: nothing to abort (RFC 7143 §11.6.1 c).
+                response = TaskManagement.taskDoesNotExist
             } else {
-                // Already answered or never seen: nothing left to abort (RFC 7143 §11.5.1 b).
+                // Not received yet (lost on the way): taken as received, so nothing is left to abort (§11.6.1 b).
                 response = TaskManagement.functionComplete
             }
         case 2, 3, 4, 5, 6, 7:
