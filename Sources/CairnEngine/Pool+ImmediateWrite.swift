@@ -24,6 +24,7 @@ extension Pool {
         let chunk = plan.chunks[0]
         let file = plan.files[chunk.target.file]!
         let at = chunk.target.index * UInt64(plan.geometry.chunkSize) + UInt64(chunk.segment.lowerBound)
+        let sleepsBefore = currentThreadVoluntarySwitches()
         let started = ContinuousClock.now
         let written: Bool
         do {
@@ -33,7 +34,10 @@ extension Pool {
             throw EngineError.io("writing volume data", error)
         }
         finishWrite(plan, succeeded: true)
-        if written { immediateWrites.record(ContinuousClock.now - started) }
+        if written {
+            immediateWrites.record(
+                ContinuousClock.now - started, slept: currentThreadVoluntarySwitches() != sleepsBefore)
+        }
         return written
     }
 
@@ -72,10 +76,13 @@ extension Pool {
 }
 
 /// Whether writes may be tried on the caller's thread. A page-cache write can still sleep in the kernel
-/// when the machine's dirty pages pass their limit (balance_dirty_pages); an event loop that met one
-/// such sleep sends writes through the I/O threads for a while instead of sleeping again and again.
+/// when the machine's dirty pages pass their limit (balance_dirty_pages), or behind another writer's
+/// inode lock; an event loop that met such a sleep sends writes through the I/O threads for a while
+/// instead of sleeping again and again. Being preempted (two cores, busy) is not a sleep and does not
+/// count: the I/O threads would not avoid it.
 final class ImmediateWriteGate: Sendable {
-    /// An immediate write slower than this was throttled (a page-cache write takes microseconds).
+    /// An immediate write that slept and took longer than this was held up (a page-cache write takes
+    /// microseconds).
     static let stallLimit: Duration = .milliseconds(1)
     /// How long writes stay off the immediate path after a throttled one.
     static let backoff: Duration = .seconds(1)
@@ -94,9 +101,9 @@ final class ImmediateWriteGate: Sendable {
         }
     }
 
-    func record(_ elapsed: Duration) {
+    func record(_ elapsed: Duration, slept: Bool) {
         written.add(1, ordering: .relaxed)
-        guard elapsed > Self.stallLimit else { return }
+        guard slept, elapsed > Self.stallLimit else { return }
         throttled.add(1, ordering: .relaxed)
         reopensAt.withLock { $0 = ContinuousClock.now + Self.backoff }
     }
