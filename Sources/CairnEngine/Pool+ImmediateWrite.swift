@@ -33,7 +33,9 @@ extension Pool {
             finishWrite(plan, succeeded: false)
             throw EngineError.io("writing volume data", error)
         }
-        finishWrite(plan, succeeded: true)
+        // Nothing written (the file would have waited): nothing to install either, or a grown data mask
+        // would claim blocks the slot does not hold.
+        finishWrite(plan, succeeded: written)
         if written {
             immediateWrites.record(
                 ContinuousClock.now - started, slept: currentThreadVoluntarySwitches() != sleepsBefore)

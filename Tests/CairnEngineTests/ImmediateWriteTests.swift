@@ -71,6 +71,28 @@ import Testing
         #expect(try !immediate(v, 8192, pattern(5, 4096)))
     }
 
+    @Test("a new block refused by the slot file (its intent region unmarked by a commit) changes no mapping")
+    func refusedNewBlockInstallsNothing() throws {
+        let pool = try Pool(media: SimulatedMedia(), options: DataChecksumTests.checksumsSyncedAt(intervalNanoseconds: 0))
+        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        try writeBytes(pool, v, 0, pattern(1, 4096))
+        // Commits that find the region idle unmark it (a metadata change gives each one something to
+        // write): marking it again takes a sync, so the slot file refuses the immediate write.
+        try pool.flush()
+        for index in 0..<3 where pool.markedChecksumRegionCount > 0 {
+            _ = try pool.createVolume(name: "other\(index)", size: 1 << 20)
+            try pool.flush()
+        }
+        try #require(pool.markedChecksumRegionCount == 0)
+        let before = pool.versions(volume: "v", chunk: 0)
+        #expect(try pattern(2, 4096).withUnsafeBytes { try pool.writeIfImmediate(volumeID: v, offset: 8192, bytes: $0) } == false)
+        #expect(pool.versions(volume: "v", chunk: 0) == before)
+        // The blocking path then writes it, and only then does the block count as data.
+        try writeBytes(pool, v, 8192, pattern(2, 4096))
+        #expect(try readBytes(pool, v, 8192, 4096) == pattern(2, 4096))
+        #expect(pool.versions(volume: "v", chunk: 0) != before)
+    }
+
     @Test("out of range and a failed pool are errors, as on the blocking path")
     func errors() throws {
         let v = try pool.createVolume(name: "v", size: 1 << 20).id
