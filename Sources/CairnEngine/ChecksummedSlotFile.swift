@@ -244,6 +244,7 @@ final class ChecksummedSlotFile: StorageFile {
     func truncate(to length: UInt64) throws { try base.truncate(to: length) }
     func allocatedBytes() throws -> UInt64 { try base.allocatedBytes() }
     func nextData(from offset: UInt64) throws -> UInt64? { try base.nextData(from: offset) }
+    func prefetch(at offset: UInt64, length: UInt64) { base.prefetch(at: offset, length: length) }
 
     /// Runs a sidecar operation, turning its I/O error into the pool's fail-stop.
     func sidecar<T>(_ body: () throws -> T) throws -> T {

@@ -80,4 +80,5 @@ public final class MeteredStorageFile: StorageFile {
     public func truncate(to length: UInt64) throws { try base.truncate(to: length) }
     public func allocatedBytes() throws -> UInt64 { try base.allocatedBytes() }
     public func nextData(from offset: UInt64) throws -> UInt64? { try base.nextData(from: offset) }
+    public func prefetch(at offset: UInt64, length: UInt64) { base.prefetch(at: offset, length: length) }
 }

@@ -380,6 +380,11 @@ public final class PosixStorageFile: StorageFile {
         return UInt64(n)
     }
 
+    /// POSIX_FADV_WILLNEED: the kernel queues the reads and returns.
+    public func prefetch(at offset: UInt64, length: UInt64) {
+        _ = posix_fadvise(descriptor, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
     public func nextData(from offset: UInt64) throws -> UInt64? {
         let n = cairn_seek_data(descriptor, offset)
         if n == -Int64(ENXIO) { return nil }

@@ -64,6 +64,9 @@ public protocol StorageFile: AnyObject, Sendable {
     @discardableResult
     func copy(from source: any StorageFile, at sourceOffset: UInt64, to offset: UInt64, length: UInt64) throws
         -> CopyMethod
+    /// Starts reading the range into the page cache and returns at once (a hint for a reader that knows
+    /// what it reads next, such as a scrub); never an error.
+    func prefetch(at offset: UInt64, length: UInt64)
     /// Current length of the file in bytes.
     func size() throws -> UInt64
     /// Sets the length of the file (dropping or adding zeros at the end).
@@ -79,6 +82,8 @@ extension StorageFile {
     public var writeMode: StorageWriteMode { .buffered }
     /// Files whose writes may wait (a network object store, direct I/O) never write immediately.
     public func writeIfImmediate(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool { false }
+    /// Files without a page cache of their own do nothing.
+    public func prefetch(at offset: UInt64, length: UInt64) {}
     /// Files that cannot preallocate do nothing: preallocation is only an optimization.
     public func preallocate(at offset: UInt64, length: UInt64) throws {}
 }

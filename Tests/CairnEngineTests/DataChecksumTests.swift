@@ -127,6 +127,20 @@ import Testing
         pool.close()
     }
 
+    @Test("a scrub reads ahead in batches and still verifies every chunk, the first and last of each batch too")
+    func scrubCoversEveryBatch() throws {
+        let chunks = 3 * Pool.scrubReadAheadChunks + 5
+        let v = try pool.createVolume(name: "v", size: UInt64(chunks) * 65536).id
+        try writeBytes(pool, v, 0, pattern(8, chunks * 65536))
+        try pool.flush()
+        let damaged: [UInt64] = [0, 31, 32, 63, 64, UInt64(chunks - 1)].map { $0 * 65536 + 4096 }
+        for offset in damaged { try Self.flipByte(in: slotFile, at: slotFileOffset("v", offset) + 9) }
+        let report = try pool.scrubNow()
+        #expect(report.verifiedBytes == UInt64(chunks) * 65536)
+        #expect(Set(report.damage.map(\.offset)) == Set(damaged))
+        pool.close()
+    }
+
     @Test func sharedAndClonedSlotsVerify() throws {
         let a = try pool.createVolume(name: "a", size: 1 << 20).id
         let b = try pool.createVolume(name: "b", size: 1 << 20).id
