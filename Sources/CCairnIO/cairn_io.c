@@ -104,11 +104,3 @@ int cairn_open_direct(const char *path) {
     int fd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
     return fd < 0 ? -errno : fd;
 }
-
-#include <sys/resource.h>
-
-int64_t cairn_thread_voluntary_switches(void) {
-    struct rusage usage;
-    if (getrusage(RUSAGE_THREAD, &usage) != 0) return -1;
-    return (int64_t)usage.ru_nvcsw;
-}

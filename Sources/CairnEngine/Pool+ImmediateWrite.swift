@@ -24,7 +24,6 @@ extension Pool {
         let chunk = plan.chunks[0]
         let file = plan.files[chunk.target.file]!
         let at = chunk.target.index * UInt64(plan.geometry.chunkSize) + UInt64(chunk.segment.lowerBound)
-        let sleepsBefore = currentThreadVoluntarySwitches()
         let started = ContinuousClock.now
         let written: Bool
         do {
@@ -36,10 +35,7 @@ extension Pool {
         // Nothing written (the file would have waited): nothing to install either, or a grown data mask
         // would claim blocks the slot does not hold.
         finishWrite(plan, succeeded: written)
-        if written {
-            immediateWrites.record(
-                ContinuousClock.now - started, slept: currentThreadVoluntarySwitches() != sleepsBefore)
-        }
+        if written { immediateWrites.record(ContinuousClock.now - started) }
         return written
     }
 
@@ -80,14 +76,15 @@ extension Pool {
 /// Whether writes may be tried on the caller's thread. A page-cache write can still sleep in the kernel
 /// when the machine's dirty pages pass their limit (balance_dirty_pages), or behind another writer's
 /// inode lock; an event loop that met such a sleep sends writes through the I/O threads for a while
-/// instead of sleeping again and again. Being preempted (two cores, busy) is not a sleep and does not
-/// count: the I/O threads would not avoid it.
+/// instead of sleeping again and again. Only wall time is measured: asking the kernel whether the
+/// thread slept (getrusage) cost 6 % of the event loop, so a write that was merely preempted closes the
+/// path too, which is why the pause is short.
 final class ImmediateWriteGate: Sendable {
-    /// An immediate write that slept and took longer than this was held up (a page-cache write takes
-    /// microseconds).
-    static let stallLimit: Duration = .milliseconds(1)
-    /// How long writes stay off the immediate path after a throttled one.
-    static let backoff: Duration = .seconds(1)
+    /// An immediate write that took longer than this was held up (a page-cache write takes microseconds).
+    static let stallLimit: Duration = .milliseconds(2)
+    /// How long writes stay off the immediate path after a held-up one: at most a few stalls a second
+    /// reach the event loop while the kernel throttles.
+    static let backoff: Duration = .milliseconds(250)
 
     private let reopensAt = Mutex<ContinuousClock.Instant?>(nil)
     /// Immediate writes done, and how many of them the kernel throttled (for tests and status).
@@ -103,9 +100,9 @@ final class ImmediateWriteGate: Sendable {
         }
     }
 
-    func record(_ elapsed: Duration, slept: Bool) {
+    func record(_ elapsed: Duration) {
         written.add(1, ordering: .relaxed)
-        guard slept, elapsed > Self.stallLimit else { return }
+        guard elapsed > Self.stallLimit else { return }
         throttled.add(1, ordering: .relaxed)
         reopensAt.withLock { $0 = ContinuousClock.now + Self.backoff }
     }

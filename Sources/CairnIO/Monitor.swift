@@ -6,12 +6,6 @@ public func setCurrentThreadName(_ name: String) {
     cairn_set_thread_name(String(name.prefix(15)))
 }
 
-/// How many times the calling thread has slept (given up the CPU to wait, not been preempted): a change
-/// across a call means the call waited for something.
-public func currentThreadVoluntarySwitches() -> Int64 {
-    cairn_thread_voluntary_switches()
-}
-
 /// A mutex with one condition variable (a Hoare/Mesa monitor). Used where a thread must wait for
 /// state another thread changes (chunk locks, executor queue); `Synchronization.Mutex` has no wait.
 public final class Monitor: @unchecked Sendable {

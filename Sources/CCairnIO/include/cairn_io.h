@@ -28,10 +28,6 @@ int64_t cairn_pwrite_dsync(int fd, const void *buffer, uint64_t length, uint64_t
 /// -EAGAIN when the data would have to come from the disk. Returns bytes (maybe short) or -errno.
 int64_t cairn_pread_nowait(int fd, void *buffer, uint64_t length, uint64_t offset);
 
-/// Times the calling thread has given up the CPU to wait (getrusage(RUSAGE_THREAD).ru_nvcsw): a change
-/// across a call means it slept in it (a lock, the disk, dirty-page throttling), not that it was preempted.
-int64_t cairn_thread_voluntary_switches(void);
-
 /// pread()/pwrite() returning -errno instead of setting errno.
 int64_t cairn_pread(int fd, void *buffer, uint64_t length, uint64_t offset);
 int64_t cairn_pwrite(int fd, const void *buffer, uint64_t length, uint64_t offset);
