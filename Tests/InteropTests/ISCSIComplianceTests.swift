@@ -4,7 +4,7 @@ import Testing
 
 /// libiscsi's compliance suite (`iscsi-test-cu --dataloss`) against a real `cairn serve`. A skipped test
 /// counts as passed in that tool, so the `[SKIPPED]` lines are counted too and held to what Debian's
-/// `tgt` skips on a file-backed LUN on the same machine (ORACLES.md: 81 of 215 on `-t SCSI`).
+/// `tgt` skips on a file-backed LUN on the same machine (62 of 215 on `-t SCSI`, see `tgtSkips`).
 @Suite("libiscsi iscsi-test-cu against cairn serve")
 struct ISCSIComplianceTests {
     /// Tests Cairn does not pass yet, with the reason, as "Suite.Test". This list may only shrink: a test
