@@ -1,8 +1,6 @@
 @testable import ISCSIServer
 import ISCSIProtocol
-import Logging
 import NIOCore
-import NIOEmbedded
 import Synchronization
 import Testing
 
@@ -73,74 +71,13 @@ struct MemoryCatalog: ISCSITargetCatalog {
     let source = MemoryUnit(size: 1 << 20, identifier: 0x11, fill: 0xA5)
     let destination = MemoryUnit(size: 1 << 20, identifier: 0x22)
     let snapshot = MemoryUnit(size: 1 << 20, identifier: 0x33, readOnly: true)
-    let channel = EmbeddedChannel()
-    var decoder = ISCSIPDUDecoder()
-    var cmdSN: UInt32 = 1
-
-    init() throws {
-        let catalog = MemoryCatalog(units: ["src": source, "dst": destination, "snap": snapshot])
-        let handler = ISCSIConnectionHandler(
-            initiator: ISCSIInitiatorInfo(id: 1, remoteAddress: "127.0.0.1:1", remoteIP: "127.0.0.1"),
-            portal: "127.0.0.1:3260", catalog: catalog, configuration: ISCSIServerConfiguration(), tsih: 1,
-            logger: .init(label: "test"))
-        try channel.pipeline.syncOperations.addHandler(handler)
-        channel.pipeline.fireChannelActive()
-        decoder.maximumDataSegmentLength = ISCSILimits.maximumDataSegmentLength
-    }
-
-    /// Logs in to `target` (operational stage straight to full feature, immediate data on).
-    func login(_ target: String) throws {
-        var pdu = ISCSIPDU(
-            opcode: .loginRequest,
-            data: ISCSITextParameters.encode([
-                ("InitiatorName", "iqn.2026-12.test:initiator"), ("TargetName", target), ("SessionType", "Normal"),
-                ("ImmediateData", "Yes"), ("InitialR2T", "No"), ("MaxRecvDataSegmentLength", "262144"),
-            ]))
-        pdu.isImmediate = true
-        pdu.flags = 0x87
-        pdu.initiatorTaskTag = 1
-        pdu.setUInt32(cmdSN, 24)
-        let response = try exchange(pdu)
-        #expect(response.opcode == .loginResponse && response.uint16(36) == 0, "login: \(response)")
-    }
-
-    /// Sends `pdu` and returns the last PDU the handler answered with.
-    func exchange(_ pdu: ISCSIPDU) throws -> ISCSIPDU {
-        try channel.writeInbound(pdu.encoded())
-        channel.embeddedEventLoop.run()
-        var out = ByteBuffer()
-        while var part = try channel.readOutbound(as: ByteBuffer.self) { out.writeBuffer(&part) }
-        var last: ISCSIPDU?
-        while let next = try decoder.decode(&out) { last = next }
-        return try #require(last, "no answer")
-    }
-
-    /// A SCSI command with `data` as immediate data, answered with its status PDU.
-    func command(_ cdb: [UInt8], data: [UInt8] = [], expected: UInt32? = nil) throws -> ISCSIPDU {
-        var pdu = ISCSIPDU(opcode: .scsiCommand, data: ByteBuffer(bytes: data))
-        pdu.flags = 0x80 | (data.isEmpty ? 0x40 : 0x20) | 0x01
-        pdu.initiatorTaskTag = cmdSN + 100
-        pdu.setUInt32(expected ?? UInt32(data.count), 20)
-        pdu.setUInt32(cmdSN, 24)
-        for (index, byte) in (cdb + [UInt8](repeating: 0, count: 16 - cdb.count)).enumerated() {
-            pdu.setByte(byte, 32 + index)
-        }
-        cmdSN += 1
-        return try exchange(pdu)
-    }
+    var catalog: MemoryCatalog { MemoryCatalog(units: ["src": source, "dst": destination, "snap": snapshot]) }
 
     /// EXTENDED COPY (LID1) carrying `list`.
-    func extendedCopy(_ list: ByteBuffer) throws -> ISCSIPDU {
+    static func extendedCopy(_ list: ByteBuffer, on session: HandlerSession) throws -> ISCSIPDU {
         let length = UInt32(list.readableBytes)
         let cdb: [UInt8] = [0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0] + withUnsafeBytes(of: length.bigEndian) { Array($0) }
-        return try command(cdb, data: Array(list.readableBytesView))
-    }
-
-    /// (status, sense key, ASC, ASCQ) of a SCSI Response.
-    static func sense(_ pdu: ISCSIPDU) -> (UInt8, UInt8, UInt8, UInt8) {
-        let data = Array(pdu.data.readableBytesView)
-        guard data.count >= 16 else { return (pdu.byte(3), 0, 0, 0) }
-        return (pdu.byte(3), data[4] & 0x0F, data[14], data[15])
+        return try session.response(cdb, data: Array(list.readableBytesView))
     }
 
     static func list(from: UInt64, to: UInt64, blocks: UInt16, source: UInt64 = 0x11, destination: UInt64 = 0x22, id: UInt8 = 7)
@@ -154,36 +91,36 @@ struct MemoryCatalog: ISCSITargetCatalog {
     }
 
     @Test func aCopyBetweenTwoUnitsIsDoneByTheTargetAndItsStatusKept() throws {
-        try login("dst")
-        let done = try extendedCopy(Self.list(from: 8, to: 16, blocks: 64))
-        #expect(Self.sense(done).0 == SCSIStatus.good, "\(done)")
+        let session = try HandlerSession(catalog: catalog, target: "dst")
+        let done = try Self.extendedCopy(Self.list(from: 8, to: 16, blocks: 64), on: session)
+        #expect(senseOf(done).0 == SCSIStatus.good, "\(done)")
         let bytes = destination.bytes
         #expect(bytes[(16 * 512)..<(80 * 512)].allSatisfy { $0 == 0xA5 })
         #expect(bytes[0..<(16 * 512)].allSatisfy { $0 == 0 } && bytes[(80 * 512)...].allSatisfy { $0 == 0 })
         // RECEIVE COPY RESULTS, COPY STATUS of list 7: completed, one segment, 32 KiB.
-        let status = try command([0x84, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64], expected: 64)
+        let status = try session.response([0x84, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64], expected: 64)
         #expect(status.opcode == .dataIn && status.byte(3) == SCSIStatus.good)
         #expect(Array(status.data.readableBytesView) == [0, 0, 0, 8, 1, 0, 1, 0, 0, 0, 0x80, 0])
-        let unknown = try command([0x84, 0x00, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64], expected: 64)
-        #expect(Self.sense(unknown) == (SCSIStatus.checkCondition, 0x05, 0x24, 0x00))
+        let unknown = try session.response([0x84, 0x00, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64], expected: 64)
+        #expect(senseOf(unknown) == (SCSIStatus.checkCondition, 0x05, 0x24, 0x00))
     }
 
     @Test func refusalsCarryCopySense() throws {
-        try login("dst")
+        let session = try HandlerSession(catalog: catalog, target: "dst")
         // A designator no unit has: COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE.
-        var answer = try extendedCopy(Self.list(from: 0, to: 0, blocks: 1, source: 0x99))
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x0A, 0x0D, 0x02))
+        var answer = try Self.extendedCopy(Self.list(from: 0, to: 0, blocks: 1, source: 0x99), on: session)
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x0A, 0x0D, 0x02))
         // Past the destination's end: COPY ABORTED.
-        answer = try extendedCopy(Self.list(from: 0, to: 2047, blocks: 2))
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x0A, 0x00, 0x00))
+        answer = try Self.extendedCopy(Self.list(from: 0, to: 2047, blocks: 2), on: session)
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x0A, 0x00, 0x00))
         // Into a read-only unit: DATA PROTECT, WRITE PROTECTED; it keeps its bytes.
-        answer = try extendedCopy(Self.list(from: 0, to: 0, blocks: 8, destination: 0x33))
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x07, 0x27, 0x00))
+        answer = try Self.extendedCopy(Self.list(from: 0, to: 0, blocks: 8, destination: 0x33), on: session)
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x07, 0x27, 0x00))
         #expect(snapshot.bytes.allSatisfy { $0 == 0 })
         #expect(destination.bytes.allSatisfy { $0 == 0 })
         // An empty parameter list copies nothing and is not an error.
-        answer = try extendedCopy(ByteBuffer())
-        #expect(Self.sense(answer).0 == SCSIStatus.good)
+        answer = try Self.extendedCopy(ByteBuffer(), on: session)
+        #expect(senseOf(answer).0 == SCSIStatus.good)
     }
 }
 

@@ -7,13 +7,11 @@ import Testing
 /// ORWRITE(16) through the connection handler: the OR lands in the unit, and each refusal carries its sense
 /// and changes nothing.
 @Suite struct ISCSIOrWriteHandlerTests {
-    typealias Session = ISCSIReservationHandlerTests.Session
-
     let unit = MemoryUnit(size: 1 << 20, identifier: 0x55, fill: 0x0F)
     let snapshot = MemoryUnit(size: 1 << 20, identifier: 0x66, readOnly: true)
 
-    func session(_ target: String) throws -> Session {
-        try Session(
+    func session(_ target: String) throws -> HandlerSession {
+        try HandlerSession(
             catalog: MemoryCatalog(units: ["lun": unit, "snap": snapshot]),
             reservations: ISCSIReservationTable(),
             name: "iqn.2026-12.test:a",
@@ -27,13 +25,6 @@ import Testing
             + withUnsafeBytes(of: blocks.bigEndian) { Array($0) } + [0, 0]
     }
 
-    /// (status, sense key, ASC, ASCQ).
-    static func sense(_ pdu: ISCSIPDU) -> (UInt8, UInt8, UInt8, UInt8) {
-        let data = Array(pdu.data.readableBytesView)
-        guard data.count >= 16 else { return (pdu.byte(3), 0, 0, 0) }
-        return (pdu.byte(3), data[4] & 0x0F, data[14], data[15])
-    }
-
     @Test("ORWRITE ORs the data into two blocks and leaves the rest alone")
     func orWriteCombines() throws {
         let lun = try session("lun")
@@ -41,7 +32,7 @@ import Testing
             Self.orWrite(lba: 2, blocks: 2, fua: true),
             data: [UInt8](repeating: 0xA0, count: 1024)
         )
-        #expect(Self.sense(answer).0 == SCSIStatus.good)
+        #expect(senseOf(answer).0 == SCSIStatus.good)
         let bytes = unit.bytes
         #expect(bytes[1024..<2048].allSatisfy { $0 == 0xAF })
         #expect(bytes[0..<1024].allSatisfy { $0 == 0x0F } && bytes[2048...].allSatisfy { $0 == 0x0F })
@@ -53,17 +44,17 @@ import Testing
         let block = [UInt8](repeating: 0xF0, count: 512)
         // Expected Data Transfer Length below the CDB's: INVALID FIELD IN CDB before any data is taken.
         var answer = try lun.response(Self.orWrite(lba: 0, blocks: 2), data: block)
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x05, 0x24, 0x00))
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x05, 0x24, 0x00))
         answer = try lun.response(Self.orWrite(lba: 2048, blocks: 1), data: block)
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x05, 0x21, 0x00))
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x05, 0x21, 0x00))
         var protected = Self.orWrite(lba: 0, blocks: 1)
         protected[1] = 0x20
         answer = try lun.response(protected, data: block)
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x05, 0x24, 0x00))
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x05, 0x24, 0x00))
         #expect(unit.bytes.allSatisfy { $0 == 0x0F })
         let snap = try session("snap")
         answer = try snap.response(Self.orWrite(lba: 0, blocks: 1), data: block)
-        #expect(Self.sense(answer) == (SCSIStatus.checkCondition, 0x07, 0x27, 0x00))
+        #expect(senseOf(answer) == (SCSIStatus.checkCondition, 0x07, 0x27, 0x00))
         #expect(snapshot.bytes.allSatisfy { $0 == 0 })
     }
 }

@@ -9,106 +9,12 @@ import Testing
 /// Reservations through the connection handler: two sessions on one unit sharing the server's table,
 /// the RESERVATION CONFLICT status on the wire, and what the end of a session releases.
 @Suite final class ISCSIReservationHandlerTests {
-    /// One initiator session over an embedded channel.
-    final class Session {
-        let channel = EmbeddedChannel()
-        var decoder = ISCSIPDUDecoder()
-        var cmdSN: UInt32 = 1
-
-        init(
-            catalog: MemoryCatalog,
-            reservations: ISCSIReservationTable,
-            name: String,
-            isid: UInt64,
-            target: String = "lun"
-        ) throws {
-            let handler = ISCSIConnectionHandler(
-                initiator: ISCSIInitiatorInfo(id: 1, remoteAddress: "127.0.0.1:1", remoteIP: "127.0.0.1"),
-                portal: "127.0.0.1:3260",
-                catalog: catalog,
-                configuration: ISCSIServerConfiguration(),
-                tsih: 1,
-                logger: .init(label: "test"),
-                reservations: reservations
-            )
-            try channel.pipeline.syncOperations.addHandler(handler)
-            channel.pipeline.fireChannelActive()
-            decoder.maximumDataSegmentLength = ISCSILimits.maximumDataSegmentLength
-            var pdu = ISCSIPDU(
-                opcode: .loginRequest,
-                data: ISCSITextParameters.encode([
-                    ("InitiatorName", name), ("TargetName", target), ("SessionType", "Normal"),
-                    ("ImmediateData", "Yes"), ("InitialR2T", "No"), ("MaxRecvDataSegmentLength", "262144"),
-                ])
-            )
-            pdu.isImmediate = true
-            pdu.flags = 0x87
-            pdu.setUInt64(isid << 16, 8)
-            pdu.initiatorTaskTag = 1
-            pdu.setUInt32(cmdSN, 24)
-            let response = try exchange(pdu)
-            #expect(response.opcode == .loginResponse && response.uint16(36) == 0, "login: \(response)")
-        }
-
-        func exchange(_ pdu: ISCSIPDU) throws -> ISCSIPDU {
-            try channel.writeInbound(pdu.encoded())
-            channel.embeddedEventLoop.run()
-            var out = ByteBuffer()
-            while var part = try channel.readOutbound(as: ByteBuffer.self) { out.writeBuffer(&part) }
-            var last: ISCSIPDU?
-            while let next = try decoder.decode(&out) { last = next }
-            return try #require(last, "no answer")
-        }
-
-        /// The SCSI status of `cdb` with `data` as immediate data.
-        func status(_ cdb: [UInt8], data: [UInt8] = [], expected: UInt32? = nil) throws -> UInt8 {
-            try response(cdb, data: data, expected: expected).byte(3)
-        }
-
-        /// The last PDU answering `cdb` with `data` as immediate data.
-        func response(_ cdb: [UInt8], data: [UInt8] = [], expected: UInt32? = nil) throws -> ISCSIPDU {
-            var pdu = ISCSIPDU(opcode: .scsiCommand, data: ByteBuffer(bytes: data))
-            pdu.flags = 0x80 | (data.isEmpty ? 0x40 : 0x20) | 0x01
-            pdu.initiatorTaskTag = cmdSN + 100
-            pdu.setUInt32(expected ?? UInt32(data.count), 20)
-            pdu.setUInt32(cmdSN, 24)
-            for (index, byte) in (cdb + [UInt8](repeating: 0, count: 16 - cdb.count)).enumerated() {
-                pdu.setByte(byte, 32 + index)
-            }
-            cmdSN += 1
-            return try exchange(pdu)
-        }
-
-        func write() throws -> UInt8 {
-            try status([0x2A, 0, 0, 0, 0, 1, 0, 0, 1, 0], data: [UInt8](repeating: 0x5A, count: 512))
-        }
-        func read() throws -> UInt8 { try status([0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0], expected: 512) }
-
-        /// PERSISTENT RESERVE OUT with the basic parameter list.
-        func persistentReserveOut(_ action: UInt8, type: UInt8 = 0, key: UInt64 = 0, serviceActionKey: UInt64 = 0)
-            throws
-            -> UInt8
-        {
-            let list =
-                withUnsafeBytes(of: key.bigEndian) { Array($0) }
-                + withUnsafeBytes(of: serviceActionKey.bigEndian) { Array($0) }
-                + [UInt8](repeating: 0, count: 8)
-            return try status([0x5F, action, type, 0, 0, 0, 0, 0, 24, 0], data: list)
-        }
-
-        /// The channel closes without a logout: the connection is lost.
-        func drop() throws {
-            channel.pipeline.fireChannelInactive()
-            channel.embeddedEventLoop.run()
-        }
-    }
-
     let unit = MemoryUnit(size: 1 << 20, identifier: 0x44)
     let reservations = ISCSIReservationTable()
     var catalog: MemoryCatalog { MemoryCatalog(units: ["lun": unit]) }
 
-    func session(_ name: String, isid: UInt64 = 1) throws -> Session {
-        try Session(catalog: catalog, reservations: reservations, name: name, isid: isid)
+    func session(_ name: String, isid: UInt64 = 1) throws -> HandlerSession {
+        try HandlerSession(catalog: catalog, reservations: reservations, name: name, isid: isid)
     }
 
     @Test(

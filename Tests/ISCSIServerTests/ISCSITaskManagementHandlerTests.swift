@@ -9,7 +9,7 @@ import Testing
 @Suite struct ISCSITaskManagementHandlerTests {
     let unit = MemoryUnit(size: 1 << 20, identifier: 0x77)
 
-    func abortTask(_ session: ISCSIReservationHandlerTests.Session, referencedTag: UInt32, refCmdSN: UInt32) throws
+    func abortTask(_ session: HandlerSession, referencedTag: UInt32, refCmdSN: UInt32) throws
         -> UInt8
     {
         var pdu = ISCSIPDU(opcode: .taskManagementRequest)
@@ -26,9 +26,7 @@ import Testing
 
     @Test("a task already answered does not exist; a command not received yet is taken as aborted")
     func abortAfterTheAnswer() throws {
-        let session = try ISCSIReservationHandlerTests.Session(
-            catalog: MemoryCatalog(units: ["lun": unit]), reservations: ISCSIReservationTable(),
-            name: "iqn.2026-12.test:tmf", isid: 1)
+        let session = try HandlerSession(catalog: MemoryCatalog(units: ["lun": unit]), name: "iqn.2026-12.test:tmf")
         let written = session.cmdSN
         #expect(try session.write() == SCSIStatus.good)
         // The WRITE (its tag is CmdSN + 100 in these sessions) was answered: TASK DOES NOT EXIST.
