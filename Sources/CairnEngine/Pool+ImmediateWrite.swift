@@ -20,7 +20,8 @@ extension Pool {
             !cloneGroupsInUse.load(ordering: .relaxed), !preserveStoresInUse.load(ordering: .relaxed),
             immediateWrites.isOpen
         else { return false }
-        guard let plan = try planImmediateWrite(volumeID: volumeID, offset: offset, length: length) else { return false }
+        guard let plan = try planWrite(volumeID: volumeID, offset: offset, length: length, end: nil, immediate: true)
+        else { return false }
         let chunk = plan.chunks[0]
         let file = plan.files[chunk.target.file]!
         let at = chunk.target.index * UInt64(plan.geometry.chunkSize) + UInt64(chunk.segment.lowerBound)
@@ -39,32 +40,9 @@ extension Pool {
         return written
     }
 
-    /// `planWrite` without waiting: nil when the write would wait for a lock or an epoch change, or needs
-    /// I/O besides its own (a fresh slot's fallocate, edge fills) or more than one chunk.
-    private func planImmediateWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> WritePlan? {
-        try monitor.withLock { () -> WritePlan? in
-            try checkWritable()
-            let volume = try state.liveVolume(volumeID)
-            try Self.checkBounds(volume, offset: offset, length: length)
-            let g = volume.geometry
-            guard !volume.epochChangePending, g.chunk(containing: offset) == g.chunk(containing: offset + length - 1)
-            else { return nil }
-            var plan = WritePlan(volumeID: volumeID, geometry: g, files: files)
-            plan.chunks = classify(volume, offset: offset, length: length)
-            guard plan.chunks.count == 1, let chunk = plan.chunks.first, Self.needsNoOtherIO(chunk),
-                volume.locks.isAvailable(chunk.chunk, exclusive: chunk.lockExclusive)
-            else { return nil }
-            volume.locks.acquire(chunk.chunk, exclusive: chunk.lockExclusive)
-            volume.writesInFlight += 1
-            return plan
-        }
-    }
-}
-
-extension Pool {
     /// An overwrite, or an exclusive version with a slot gaining whole sub-blocks: nothing to allocate,
     /// copy or pad, only the data write itself.
-    fileprivate static func needsNoOtherIO(_ chunk: ChunkWrite) -> Bool {
+    static func needsNoOtherIO(_ chunk: ChunkWrite) -> Bool {
         switch chunk.kind {
         case .inPlace: true
         case .update: !chunk.freshSlot && chunk.fills.isEmpty && !chunk.padHead && !chunk.padTail

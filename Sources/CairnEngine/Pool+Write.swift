@@ -137,21 +137,32 @@ extension Pool {
 
     /// Takes the chunk locks, classifies every chunk and allocates fresh slots, atomically.
     func planWrite(volumeID: UInt64, offset: UInt64, length: UInt64, end: UInt64?) throws -> WritePlan {
+        try planWrite(volumeID: volumeID, offset: offset, length: length, end: end, immediate: false)!
+    }
+
+    /// `immediate`: nil instead of waiting (for a lock or an epoch change), and nil for a write that needs
+    /// anything besides its own data write into one chunk (`Pool.writeIfImmediate`).
+    func planWrite(volumeID: UInt64, offset: UInt64, length: UInt64, end: UInt64?, immediate: Bool) throws
+        -> WritePlan?
+    {
         try monitor.withLock {
             while true {
                 try checkWritable()
                 let volume = try state.liveVolume(volumeID)
                 try Self.checkBounds(volume, offset: offset, length: length, end: end)
                 if volume.epochChangePending {
+                    if immediate { return nil }
                     monitor.wait()
                     continue
                 }
                 var plan = WritePlan(volumeID: volumeID, geometry: volume.geometry, files: files)
                 plan.chunks = classify(volume, offset: offset, length: length)
+                if immediate && !(plan.chunks.count == 1 && Self.needsNoOtherIO(plan.chunks[0])) { return nil }
                 let available = plan.chunks.allSatisfy {
                     volume.locks.isAvailable($0.chunk, exclusive: $0.lockExclusive)
                 }
                 guard available else {
+                    if immediate { return nil }
                     monitor.wait()
                     continue
                 }

@@ -145,9 +145,7 @@ public final class PosixStorageFile: StorageFile {
         guard offset % page == 0, UInt64(buffer.count) % page == 0 else { return false }
         switch writeMode {
         case .buffered, .directRefused:
-            try writeAll(buffer, at: offset) { fd, pointer, length, position in
-                cairn_pwrite(fd, pointer, length, position)
-            }
+            try write(buffer, at: offset)
             return true
         case .direct, .writeThrough:
             return false

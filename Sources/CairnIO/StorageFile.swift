@@ -24,8 +24,9 @@ public enum StorageWriteMode: String, Sendable, Codable {
 /// A random-access file of the chunk store. The engine talks to slot files only through this
 /// protocol, so tests can substitute a fault-injecting implementation that loses unsynced writes.
 ///
-/// All methods are blocking and thread-safe (positional I/O, no shared file offset). They run on the
-/// I/O executor, never on an event loop.
+/// All methods are thread-safe (positional I/O, no shared file offset) and blocking, so they run on the
+/// I/O executor, never on an event loop; the exceptions are `readIfCached` and `writeIfImmediate`, which
+/// give up rather than wait for the disk, and `prefetch`, which only starts reads.
 public protocol StorageFile: AnyObject, Sendable {
     /// Where the file lives (for messages).
     var path: String { get }
