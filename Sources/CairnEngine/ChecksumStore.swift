@@ -122,14 +122,26 @@ final class ChecksumStore: @unchecked Sendable {
     /// now reads nothing (another thread's load may still evict one before the store: then it reads one
     /// page, which the page cache almost surely holds).
     func isCached(from first: UInt64, count: Int) -> Bool {
-        cache.withLock { cache in
-            (Self.pageIndex(first)...Self.pageIndex(first + UInt64(max(count, 1)) - 1)).allSatisfy { cache.pages[$0] != nil }
+        let firstPage = Self.pageIndex(first)
+        let lastPage = Self.pageIndex(first + UInt64(max(count, 1)) - 1)
+        return cache.withLock { cache in
+            var page = firstPage
+            while page <= lastPage {
+                guard cache.pages[page] != nil else { return false }
+                page += 1
+            }
+            return true
         }
     }
 
     /// Stores the checksums of blocks `first ..< first + values.count`. The caller holds a write intent on
     /// their region (`beginWrite`): the page may reach the disk any time from now on.
     func store(from first: UInt64, _ values: [UInt32]) throws {
+        try values.withUnsafeBufferPointer { try store(from: first, $0) }
+    }
+
+    /// `store` from a caller's buffer (the immediate write path keeps its checksums on the stack).
+    func store(from first: UInt64, _ values: UnsafeBufferPointer<UInt32>) throws {
         try cache.withLock { cache in
             for (i, value) in values.enumerated() {
                 let block = first + UInt64(i)

@@ -180,15 +180,23 @@ final class ChecksummedSlotFile: StorageFile {
         let count = Int(length / Self.block)
         let written = try stripes.withLocksIfFree(at: offset, length: length) { () -> Bool in
             guard checksums.isCached(from: first, count: count) else { return false }
-            let values = try newChecksums(.bytes(buffer), at: offset, length: length, first: first, count: count)
-            do {
-                guard try base.writeIfImmediate(buffer, at: offset) else { return false }
-            } catch {
-                try sidecar { try checksums.store(from: first, [UInt32](repeating: ChecksumLayout.unknown, count: count)) }
-                throw error
+            // Whole blocks only, so every checksum comes from the caller's bytes; on the stack, because this
+            // runs for every hot overwrite on an event loop.
+            return try withUnsafeTemporaryAllocation(of: UInt32.self, capacity: count) { values in
+                for i in 0..<count {
+                    let from = i * Int(Self.block)
+                    values[i] = ChecksumLayout.checksum(UnsafeRawBufferPointer(rebasing: buffer[from..<(from + Int(Self.block))]))
+                }
+                do {
+                    guard try base.writeIfImmediate(buffer, at: offset) else { return false }
+                } catch {
+                    values.update(repeating: ChecksumLayout.unknown)
+                    try sidecar { try checksums.store(from: first, UnsafeBufferPointer(values)) }
+                    throw error
+                }
+                try sidecar { try checksums.store(from: first, UnsafeBufferPointer(values)) }
+                return true
             }
-            try sidecar { try checksums.store(from: first, values) }
-            return true
         }
         return written ?? false
     }
