@@ -1,4 +1,5 @@
 import CairnIO
+import Glibc
 import Synchronization
 
 /// A block of slot data whose bytes do not match the checksum stored for them: silent corruption on
@@ -340,36 +341,76 @@ final class ChecksummedSlotFile: StorageFile {
     }
 }
 
-/// Locks over slot file offsets in 64 KiB granules (a default chunk), striped over a fixed set of mutexes.
-final class BlockStripes: Sendable {
-    /// Mutexes shared by all granules: enough that unrelated writes rarely share one.
-    static let count = 256
-    static let granule: UInt64 = 64 << 10
-    private let locks = (0..<BlockStripes.count).map { _ in Monitor() }
+/// Locks over slot file blocks (4 KiB, the checksum unit), striped over a fixed set of mutexes.
+///
+/// Per block rather than per chunk: a host writing sequentially at queue depth 32 has many writes in one
+/// chunk at once, and with one lock per chunk each write that went to an I/O thread held the lock the
+/// next write on the event loop needed, sending that one to the I/O threads too. A range locks its
+/// stripes in ascending index order (a run that wraps past the last stripe locks the low run first), so
+/// waiters cannot deadlock; the try-lock path waits for nothing.
+final class BlockStripes: @unchecked Sendable {
+    // @unchecked: the mutexes are only touched through pthread calls; their memory never moves.
+    /// Mutexes shared by all blocks: 16 MiB of consecutive blocks before two share one.
+    static let count = 4096
+    static let granule: UInt64 = ChecksumLayout.blockSize
+    private let mutexes: UnsafeMutablePointer<pthread_mutex_t>
 
-    func withLocks<T>(at offset: UInt64, length: UInt64, _ body: () throws -> T) throws -> T {
-        let firstGranule = offset / Self.granule
-        let lastGranule = (offset + max(length, 1) - 1) / Self.granule
-        // The common case (a write inside one 64 KiB granule) allocates nothing.
-        if firstGranule == lastGranule { return try locks[Int(firstGranule % UInt64(Self.count))].withLock(body) }
-        var indices: [Int] = []
-        var granule = firstGranule
-        while granule <= lastGranule && indices.count < Self.count {
-            indices.append(Int(granule % UInt64(Self.count)))
-            granule += 1
+    init() {
+        mutexes = .allocate(capacity: Self.count)
+        for index in 0..<Self.count { pthread_mutex_init(mutexes + index, nil) }
+    }
+
+    deinit {
+        for index in 0..<Self.count { pthread_mutex_destroy(mutexes + index) }
+        mutexes.deallocate()
+    }
+
+    /// The stripes of `[offset, offset + length)` as at most two ascending runs, lowest first.
+    private static func runs(at offset: UInt64, length: UInt64) -> (Range<Int>, Range<Int>) {
+        let first = offset / granule
+        let last = (offset + max(length, 1) - 1) / granule
+        guard last - first + 1 < UInt64(count) else { return (0..<count, 0..<0) }
+        let low = Int(first % UInt64(count))
+        let high = Int(last % UInt64(count))
+        return low <= high ? (low..<(high + 1), 0..<0) : (0..<(high + 1), low..<count)
+    }
+
+    func withLocks<T>(at offset: UInt64, length: UInt64, _ body: () throws -> T) rethrows -> T {
+        let (lower, upper) = Self.runs(at: offset, length: length)
+        for index in lower { pthread_mutex_lock(mutexes + index) }
+        for index in upper { pthread_mutex_lock(mutexes + index) }
+        defer {
+            unlock(upper)
+            unlock(lower)
         }
-        return try lock(Array(Set(indices)).sorted()[...], body)
+        return try body()
     }
 
-    /// `withLocks` for a range inside one granule whose mutex is free; nil (nothing run) otherwise.
+    /// `withLocks` if every stripe of the range is free right now; nil (nothing run) otherwise.
     func withLocksIfFree<T>(at offset: UInt64, length: UInt64, _ body: () throws -> T) rethrows -> T? {
-        let granule = offset / Self.granule
-        guard granule == (offset + max(length, 1) - 1) / Self.granule else { return nil }
-        return try locks[Int(granule % UInt64(Self.count))].withLockIfFree(body)
+        let (lower, upper) = Self.runs(at: offset, length: length)
+        guard tryLock(lower) else { return nil }
+        guard tryLock(upper) else {
+            unlock(lower)
+            return nil
+        }
+        defer {
+            unlock(upper)
+            unlock(lower)
+        }
+        return try body()
     }
 
-    private func lock<T>(_ indices: ArraySlice<Int>, _ body: () throws -> T) throws -> T {
-        guard let first = indices.first else { return try body() }
-        return try locks[first].withLock { try lock(indices.dropFirst(), body) }
+    /// Locks every stripe of `run` if all are free; otherwise releases the ones it took and returns false.
+    private func tryLock(_ run: Range<Int>) -> Bool {
+        for index in run where pthread_mutex_trylock(mutexes + index) != 0 {
+            unlock(run.lowerBound..<index)
+            return false
+        }
+        return true
+    }
+
+    private func unlock(_ run: Range<Int>) {
+        for index in run.reversed() { pthread_mutex_unlock(mutexes + index) }
     }
 }
