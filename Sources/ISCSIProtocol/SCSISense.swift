@@ -18,12 +18,29 @@ public struct SCSISense: Error, Sendable, Equatable {
     public var qualifier: UInt8
     /// The INFORMATION field (SBC-4: the offset of the first miscompared byte for MISCOMPARE).
     public var information: UInt32?
+    /// The CDB byte (and bit) at fault, sent as sense-key specific data (SPC-4 §4.5.2.4.2). Initiators
+    /// read an INVALID FIELD IN CDB of a MAINTENANCE IN without one, or pointing at the service action,
+    /// as "command not supported" rather than as a refused field.
+    public var fieldPointer: (byte: UInt16, bit: UInt8?)?
 
     public init(key: UInt8, code: UInt8, qualifier: UInt8 = 0, information: UInt32? = nil) {
         self.key = key
         self.code = code
         self.qualifier = qualifier
         self.information = information
+    }
+
+    public static func == (lhs: SCSISense, rhs: SCSISense) -> Bool {
+        lhs.key == rhs.key && lhs.code == rhs.code && lhs.qualifier == rhs.qualifier
+            && lhs.information == rhs.information && lhs.fieldPointer?.byte == rhs.fieldPointer?.byte
+            && lhs.fieldPointer?.bit == rhs.fieldPointer?.bit
+    }
+
+    /// INVALID FIELD IN CDB pointing at `byte` (and the most significant wrong `bit` of it, if given).
+    public static func invalidFieldInCDB(byte: UInt16, bit: UInt8? = nil) -> SCSISense {
+        var sense = invalidFieldInCDB
+        sense.fieldPointer = (byte, bit)
+        return sense
     }
 
     // Sense keys (SPC-4 Table 48).
@@ -85,7 +102,14 @@ public struct SCSISense: Error, Sendable, Equatable {
         buffer.writeInteger(UInt32(0))
         buffer.writeInteger(code)
         buffer.writeInteger(qualifier)
-        buffer.writeRepeatingByte(0, count: 4)
+        buffer.writeInteger(UInt8(0))  // Field replaceable unit code.
+        if let (byte, bit) = fieldPointer {
+            // SKSV, C/D (the field is in the CDB), BPV and the bit pointer; then the byte.
+            buffer.writeInteger(UInt8(0xC0 | (bit.map { 0x08 | ($0 & 0x07) } ?? 0)))
+            buffer.writeInteger(byte)
+        } else {
+            buffer.writeRepeatingByte(0, count: 3)
+        }
         return buffer
     }
 }

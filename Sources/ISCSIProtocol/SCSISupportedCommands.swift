@@ -107,8 +107,10 @@ public enum SCSISupportedCommands {
         case 1, 2, 3:
             let hasActions = entries.contains { $0.opcode == opcode && $0.serviceAction != nil }
             // Option 1 names a command without service actions, 2 one with; 3 either (SPC-5).
-            if options == 1 && hasActions { throw .invalidFieldInCDB }
-            if options == 2 && !hasActions { throw .invalidFieldInCDB }
+            // The reporting options (byte 2, bits 2..0) are what is wrong, not the command: said so, so
+            // that the initiator does not take the refusal for "REPORT SUPPORTED OPERATION CODES unsupported".
+            if options == 1 && hasActions { throw .invalidFieldInCDB(byte: 2, bit: 2) }
+            if options == 2 && !hasActions { throw .invalidFieldInCDB(byte: 2, bit: 2) }
             let match = entries.first {
                 $0.opcode == opcode && (hasActions ? $0.serviceAction == serviceAction : true)
             }
@@ -124,7 +126,7 @@ public enum SCSISupportedCommands {
             buffer.writeBytes(match.usage)
             if timeouts { writeTimeouts(&buffer) }
         default:
-            throw .invalidFieldInCDB
+            throw .invalidFieldInCDB(byte: 2, bit: 2)
         }
         return buffer
     }

@@ -75,8 +75,12 @@ import Testing
         #expect(one.getInteger(at: 4, as: UInt8.self) == 0x28)
         let unsupported = try SCSISupportedCommands.report(options: 1, timeouts: false, opcode: 0xC0, serviceAction: 0)
         #expect(unsupported.getInteger(at: 1, as: UInt8.self)! & 0x07 == 1)
-        #expect(throws: SCSISense.invalidFieldInCDB) {
+        // The wrong reporting option is pointed at (byte 2, bits 2..0), so it does not read as "unsupported".
+        #expect(throws: SCSISense.invalidFieldInCDB(byte: 2, bit: 2)) {
             try SCSISupportedCommands.report(options: 1, timeouts: false, opcode: 0x9E, serviceAction: 0x10)
+        }
+        #expect(throws: SCSISense.invalidFieldInCDB(byte: 2, bit: 2)) {
+            try SCSISupportedCommands.report(options: 2, timeouts: false, opcode: 0x00, serviceAction: 0)
         }
     }
 
@@ -86,6 +90,14 @@ import Testing
         #expect(sense.getInteger(at: 0, as: UInt8.self) == 0x70)
         #expect(sense.getInteger(at: 2, as: UInt8.self) == 0x05)
         #expect(sense.getInteger(at: 12, as: UInt8.self) == 0x21)
+        #expect(sense.getInteger(at: 15, as: UInt8.self) == 0)
+        // Sense-key specific: SKSV, C/D (in the CDB), BPV with bit 2, field pointer 2.
+        let pointed = SCSISense.invalidFieldInCDB(byte: 2, bit: 2).fixedFormat
+        #expect(pointed.readableBytes == 18)
+        #expect(pointed.getInteger(at: 12, as: UInt8.self) == 0x24)
+        #expect(pointed.getInteger(at: 15, as: UInt8.self) == 0xCA)
+        #expect(pointed.getInteger(at: 16, as: UInt16.self) == 2)
+        #expect(SCSISense.invalidFieldInCDB(byte: 1).fixedFormat.getInteger(at: 15, as: UInt8.self) == 0xC0)
     }
 
     @Test("ORWRITE(16) decodes with FUA; ORPROTECT is refused; REPORT SUPPORTED OPERATION CODES lists it")
