@@ -14,13 +14,35 @@ extension Daemon {
         guard let port = configuration.resolvedISCSIPort else { return nil }
         let host = configuration.iscsiHost ?? configuration.nbdHost
         let targets = VolumeISCSICatalog(volumes: catalog, servesPlaintext: configuration.tlsMode != .required)
+        let reservations = try restoreReservations(configuration, catalog: catalog, logger: logger)
         do {
             var settings = ISCSIServerConfiguration(host: host, port: port)
             settings.chap = configuration.iscsiChap
-            return try await ISCSIServer.start(catalog: targets, configuration: settings, logger: logger)
+            return try await ISCSIServer.start(
+                catalog: targets, configuration: settings, reservations: reservations, logger: logger)
         } catch {
             throw EngineError(.busy, "cannot listen for iSCSI on \(host):\(port): \(error) (--iscsi-listen, or --no-iscsi)")
         }
+    }
+}
+
+extension Daemon {
+    /// The reservations saved with APTPL before the last stop, less those of volumes that no longer exist
+    /// (a volume id can be given again after a restart, and must not inherit them; the file is rewritten
+    /// without them before any command runs).
+    static func restoreReservations(
+        _ configuration: DaemonConfiguration, catalog: VolumeCatalog, logger: Logger
+    ) throws -> ISCSIReservationTable {
+        let file = ISCSIReservationFile(path: ISCSIReservationFile.path(dataDirectory: configuration.dataDirectory))
+        var saved = try file.load()
+        let volumes = Set(catalog.pool.listVolumes().map(\.id))
+        let stale = saved.keys.filter { !volumes.contains($0 >> VolumeLogicalUnit.volumeIDShift) }
+        if !stale.isEmpty {
+            for unit in stale { saved[unit] = nil }
+            try file.save(saved)
+            logger.info("dropped the saved iSCSI reservations of deleted volumes", metadata: ["units": "\(stale.count)"])
+        }
+        return ISCSIReservationTable(store: file, restored: saved)
     }
 }
 

@@ -25,8 +25,11 @@ final class VolumeLogicalUnit: ISCSILogicalUnit {
 
     /// The unit's NAA identifier: the volume id and the snapshot's epoch (EXTENDED COPY finds units by it).
     static func identifier(volumeID: UInt64, snapshotEpoch: UInt32?) -> UInt64 {
-        volumeID << 24 | UInt64(snapshotEpoch ?? 0) & 0xFF_FFFF
+        volumeID << volumeIDShift | UInt64(snapshotEpoch ?? 0) & 0xFF_FFFF
     }
+
+    /// Bits of an identifier below the volume id (the snapshot's epoch).
+    static let volumeIDShift: UInt64 = 24
 
     func read(offset: UInt64, length: UInt32, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer> {
         let segments = export.readImmediately(offset: offset, length: length).map { eventLoop.makeSucceededFuture($0) }

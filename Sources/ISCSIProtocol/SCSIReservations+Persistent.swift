@@ -1,7 +1,7 @@
 import NIOCore
 
 /// The persistent reservation types (SPC-4 §6.16.3 Table 179).
-public enum SCSIPersistentReservationType: UInt8, Sendable, CaseIterable {
+public enum SCSIPersistentReservationType: UInt8, Sendable, CaseIterable, Codable {
     case writeExclusive = 1
     case exclusiveAccess = 3
     case writeExclusiveRegistrantsOnly = 5
@@ -42,6 +42,8 @@ extension SCSIReservations {
 
     /// The basic PERSISTENT RESERVE OUT parameter list (SPC-4 §6.16.3); the only one offered.
     public static let parameterListLength: UInt32 = 24
+    /// APTPL in the parameter list's byte 20: activate persist through power loss.
+    static let aptplBit: UInt8 = 0x01
 
     mutating func persistentReserveOut(action: UInt8, type: UInt8, parameters: ByteBuffer?, from nexus: SCSINexus)
         -> Outcome
@@ -55,11 +57,14 @@ extension SCSIReservations {
         let registered = self.key(of: nexus)
         switch action {
         case OutAction.register, OutAction.registerAndIgnoreExistingKey:
-            // SPEC_I_PT, ALL_TG_PT, APTPL: REPORT CAPABILITIES says none is offered (SIP_C, ATP_C and
-            // PTPL_C 0), so each is an invalid field (SPC-4 §6.16.3).
-            if flags & 0x0D != 0 { return .sense(.invalidFieldInParameterList) }
+            // SPEC_I_PT and ALL_TG_PT: REPORT CAPABILITIES says neither is offered (SIP_C and ATP_C 0), so
+            // each is an invalid field (SPC-4 §6.16.3); so is APTPL where PTPL_C is 0.
+            let aptpl = flags & Self.aptplBit != 0
+            if flags & 0x0C != 0 || (aptpl && !persistenceOffered) { return .sense(.invalidFieldInParameterList) }
             // REGISTER checks the key the nexus holds (0 when it holds none); the other ignores it.
             if action == OutAction.register, key != (registered ?? 0) { return .conflict }
+            // The last REGISTER that succeeds decides whether the state survives a restart (§5.13.5).
+            persistsThroughPowerLoss = aptpl
             if serviceActionKey == 0 {
                 if registered != nil {
                     unregister(nexus)
@@ -167,11 +172,11 @@ extension SCSIReservations {
             buffer.writeInteger(UInt16(0))  // Obsolete.
         case InAction.reportCapabilities:
             buffer.writeInteger(UInt16(8))
-            // CRH, SIP_C, ATP_C, PTPL_C all 0: RESERVE conflicts with any registration, no SPEC_I_PT, no
-            // ALL_TG_PT, nothing survives a restart.
-            buffer.writeInteger(UInt8(0))
-            // TMV 1: the type mask is valid; ALLOW COMMANDS 0; PTPL_A 0.
-            buffer.writeInteger(UInt8(0x80))
+            // CRH, SIP_C, ATP_C 0: RESERVE conflicts with any registration, no SPEC_I_PT, no ALL_TG_PT;
+            // PTPL_C when the server can keep the state across a restart.
+            buffer.writeInteger(UInt8(persistenceOffered ? 0x01 : 0))
+            // TMV 1: the type mask is valid; ALLOW COMMANDS 0; PTPL_A as the last REGISTER set it.
+            buffer.writeInteger(UInt8(0x80 | (persistsThroughPowerLoss ? 0x01 : 0)))
             // WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX; then EX_AC_AR (SPC-4 Table 172).
             buffer.writeInteger(UInt16(0xEA01))
             buffer.writeInteger(UInt16(0))

@@ -3,7 +3,7 @@ import NIOCore
 /// An I_T nexus as reservations see it: the initiator port (its iSCSI name and the session's ISID) at this
 /// target's one portal group. A session that logs in again with the same name and ISID is the same nexus
 /// (RFC 7143 §4.4.3), which is what lets a persistent registration outlive a connection.
-public struct SCSINexus: Hashable, Sendable {
+public struct SCSINexus: Hashable, Sendable, Codable {
     public var initiatorName: String
     /// The Initiator Session ID, 6 bytes.
     public var isid: UInt64
@@ -19,9 +19,11 @@ public struct SCSINexus: Hashable, Sendable {
 /// asks `permits` before it runs a command, hands reservation commands to `execute`, and reports
 /// `nexusLost` and `reset`.
 ///
-/// Kept in memory only: registrations outlive sessions but not the process (REPORT CAPABILITIES says
-/// PTPL_C 0, and APTPL is refused). Unit attentions (RESERVATIONS PREEMPTED, REGISTRATIONS PREEMPTED,
-/// RESERVATIONS RELEASED) are not raised: this target has no unit attention queue.
+/// Registrations outlive sessions; they outlive the process only when the server offers persistence
+/// (`persistenceOffered`, REPORT CAPABILITIES' PTPL_C) and the last REGISTER set APTPL: the server then
+/// saves `persistent` durably before it answers a command that changed it, and restores it at start.
+/// Unit attentions (RESERVATIONS PREEMPTED, REGISTRATIONS PREEMPTED, RESERVATIONS RELEASED) are not
+/// raised: this target has no unit attention queue.
 public struct SCSIReservations: Sendable, Equatable {
     /// The one reservation a logical unit can hold: SPC-2's or a persistent one, never both (§5.13.3).
     public enum Reservation: Sendable, Equatable {
@@ -33,7 +35,7 @@ public struct SCSIReservations: Sendable, Equatable {
     }
 
     /// A registered reservation key and the nexus it belongs to.
-    public struct Registration: Sendable, Equatable {
+    public struct Registration: Sendable, Equatable, Codable {
         public var nexus: SCSINexus
         public var key: UInt64
     }
@@ -73,8 +75,47 @@ public struct SCSIReservations: Sendable, Equatable {
     public internal(set) var registrations: [Registration] = []
     /// PRgeneration (SPC-4 §6.16.2): counts changes to the registrations, not to the reservation.
     public internal(set) var generation: UInt32 = 0
+    /// PTPL_A: the last REGISTER that succeeded set APTPL, so registrations and the persistent reservation
+    /// must survive a restart (SPC-4 §5.13.5).
+    public internal(set) var persistsThroughPowerLoss = false
+    /// PTPL_C: the server has somewhere durable to keep `persistent`; without it APTPL is refused.
+    public var persistenceOffered: Bool
 
-    public init() {}
+    public init(persistenceOffered: Bool = false) {
+        self.persistenceOffered = persistenceOffered
+    }
+
+    /// What survives a restart: everything persistent, once APTPL asked for it (never a RESERVE(6)/(10)).
+    public struct Persistent: Sendable, Equatable, Codable {
+        public struct Held: Sendable, Equatable, Codable {
+            public var type: SCSIPersistentReservationType
+            public var holder: SCSINexus
+        }
+        public var registrations: [Registration]
+        public var reservation: Held?
+        public var generation: UInt32
+    }
+
+    /// The state to keep across a restart; nil when APTPL is off (a restart then forgets everything).
+    public var persistent: Persistent? {
+        guard persistsThroughPowerLoss else { return nil }
+        var held: Persistent.Held?
+        if case .persistent(let type, let holder) = reservation { held = Persistent.Held(type: type, holder: holder) }
+        return Persistent(registrations: registrations, reservation: held, generation: generation)
+    }
+
+    /// A unit's state as saved before a restart (APTPL was on, so it stays on).
+    public init(restoring saved: Persistent) {
+        self.init(persistenceOffered: true)
+        registrations = saved.registrations
+        reservation = saved.reservation.map { .persistent($0.type, holder: $0.holder) }
+        generation = saved.generation
+        persistsThroughPowerLoss = true
+    }
+
+    /// Nothing reserved or registered, and nothing for a restart to keep: the server need not remember
+    /// the unit.
+    public var isInitial: Bool { self == SCSIReservations(persistenceOffered: persistenceOffered) }
 
     /// The access class of `command`.
     public static func access(of command: SCSICommand) -> Access {

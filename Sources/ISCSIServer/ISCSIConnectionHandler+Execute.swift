@@ -111,14 +111,17 @@ extension ISCSIConnectionHandler {
             ).map { .good(transferred: nil) }
         case .reserve, .release, .persistentReserveIn, .persistentReserveOut:
             guard let nexus else { throw .invalidOperationCode }
-            let outcome = reservations.withUnit(unit.identifier) { $0.execute(command, parameters: data, from: nexus) }
-            switch outcome {
-            case .good: return done(.good(transferred: nil))
-            case .data(let buffer):
-                guard case .persistentReserveIn(_, let allocation) = command else { return done(.data(buffer)) }
-                return parameterData(buffer, allocation: allocation)
-            case .conflict: return done(.reservationConflict)
-            case .sense(let sense): return done(.sense(sense))
+            return reservations.execute(
+                command, parameters: data, from: nexus, unit: unit.identifier, eventLoop: eventLoop
+            ).flatMap { outcome in
+                switch outcome {
+                case .good: return done(.good(transferred: nil))
+                case .data(let buffer):
+                    guard case .persistentReserveIn(_, let allocation) = command else { return done(.data(buffer)) }
+                    return parameterData(buffer, allocation: allocation)
+                case .conflict: return done(.reservationConflict)
+                case .sense(let sense): return done(.sense(sense))
+                }
             }
         case .extendedCopy:
             return try extendedCopy(data, unit: unit, eventLoop: eventLoop)

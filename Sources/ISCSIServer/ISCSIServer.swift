@@ -42,13 +42,14 @@ public final class ISCSIServer: Sendable {
         self.logger = logger
     }
 
-    /// Binds the listening socket and starts accepting logins.
+    /// Binds the listening socket and starts accepting logins. `reservations`: the units' reservations,
+    /// with the store and saved state that make APTPL work (without a store APTPL is refused).
     public static func start(
         catalog: any ISCSITargetCatalog, configuration: ISCSIServerConfiguration,
+        reservations: ISCSIReservationTable = ISCSIReservationTable(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "cairn.iscsi")
     ) async throws -> ISCSIServer {
         let connections = ISCSIConnectionRegistry(maximumConnections: configuration.maximumConnections)
-        let reservations = ISCSIReservationTable()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -396,6 +396,48 @@ import Testing
         #expect(Array(data.readableBytesView) == [0, 8, 0, 0x80, 0xEA, 0x01, 0, 0])
     }
 
+    static func capabilities(_ state: inout SCSIReservations) -> [UInt8] {
+        guard case .data(let data) = state.execute(.persistentReserveIn(action: 2, allocation: 8), parameters: nil, from: a)
+        else { return [] }
+        return Array(data.readableBytesView)
+    }
+
+    @Test("APTPL is refused, changing nothing, where the server cannot keep the state across a restart")
+    func aptplRefusedWithoutPersistence() {
+        var state = SCSIReservations()
+        let outcome = Self.run(&state, SCSIReservations.OutAction.register, Self.a, serviceActionKey: 7, flags: 0x01)
+        #expect(outcome == .sense(.invalidFieldInParameterList))
+        #expect(state == SCSIReservations())
+        #expect(state.persistent == nil)
+    }
+
+    @Test("APTPL: the last REGISTER decides; PTPL_C and PTPL_A say so; the kept state restores as it was")
+    func aptplKeepsAndRestores() {
+        var state = SCSIReservations(persistenceOffered: true)
+        #expect(Self.capabilities(&state) == [0, 8, 0x01, 0x80, 0xEA, 0x01, 0, 0])
+        Self.register(&state, Self.b, 5)
+        #expect(state.persistent == nil, "APTPL not asked yet: nothing to keep")
+        #expect(Self.run(&state, SCSIReservations.OutAction.register, Self.a, serviceActionKey: 7, flags: 0x01) == .good)
+        #expect(Self.run(&state, SCSIReservations.OutAction.reserve, Self.a, key: 7, type: .exclusiveAccess) == .good)
+        #expect(Self.capabilities(&state) == [0, 8, 0x01, 0x81, 0xEA, 0x01, 0, 0])
+        let kept = state.persistent
+        #expect(kept?.registrations.map(\.key) == [5, 7])
+        #expect(kept?.reservation?.type == .exclusiveAccess && kept?.reservation?.holder == Self.a)
+        // A restart: the same registrations, reservation, generation and PTPL_A; a RESERVE(6) never kept.
+        var restored = SCSIReservations(restoring: kept!)
+        #expect(restored == state)
+        #expect(Self.keys(&restored).generation == Self.keys(&state).generation)
+        #expect(!restored.permits(Self.read, from: Self.b))
+        // Any later REGISTER without APTPL turns keeping off for the whole unit.
+        #expect(Self.run(&state, SCSIReservations.OutAction.register, Self.b, key: 5, serviceActionKey: 6) == .good)
+        #expect(state.persistent == nil)
+        #expect(Self.capabilities(&state) == [0, 8, 0x01, 0x80, 0xEA, 0x01, 0, 0])
+        // A REGISTER refused (wrong key) leaves APTPL as it was.
+        #expect(Self.run(&state, SCSIReservations.OutAction.register, Self.a, key: 99, serviceActionKey: 8, flags: 0x01)
+            == .conflict)
+        #expect(state.persistent == nil)
+    }
+
     @Test("READ FULL STATUS: one descriptor per registration with the holder marked and an iSCSI TransportID")
     func readFullStatus() {
         var state = SCSIReservations()
