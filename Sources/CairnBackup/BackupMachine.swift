@@ -101,13 +101,15 @@ struct BackupMachine: Sendable {
             return [.persist]
         case (.archiving(let archiving), .archived(let dataBytes, let archiveBytes, let seconds)):
             guard archiving.startedAt != nil else { throw refusal(event, "the archive was never started") }
-            record.state = .running(
-                .discarding(.init(archiving: archiving, dataBytes: dataBytes, archiveBytes: archiveBytes, seconds: seconds)))
+            let archived = BackupRecord.Archived(
+                archiving: archiving, dataBytes: dataBytes, archiveBytes: archiveBytes, seconds: seconds)
+            record.state = .running(.discarding(archived))
             return [.persist, .dropImageA]
         case (.discarding(let archived), .discarded(let at)):
             let resumed = archived.archiving.resumed
             record.state = .succeeded(archived, .init(at: at, message: resumed ? Self.resumedMessage : nil))
-            let jobMessage = resumed ? Self.resumedMessage : "archived \(archived.dataBytes) bytes to \(record.archivePath)"
+            let jobMessage =
+                resumed ? Self.resumedMessage : "archived \(archived.dataBytes) bytes to \(record.archivePath)"
             return [.dropOlderBases, .persist] + finishJob(.succeeded, jobMessage)
         case (_, .failed(let message, let at)):
             record.state = .failed(stage, .init(at: at, message: message))

@@ -54,14 +54,17 @@ extension BackupRecord: Codable {
             jobID: try c.decodeIfPresent(UInt64.self, forKey: .jobID), state: state)
         guard self.phase == phase else {
             throw DecodingError.dataCorrupted(
-                .init(codingPath: [CodingKeys.phase], debugDescription: "phase \(phase.rawValue) with method \(method.rawValue)"))
+                .init(
+                    codingPath: [CodingKeys.phase],
+                    debugDescription: "phase \(phase.rawValue) with method \(method.rawValue)"))
         }
     }
 
     private typealias Container = KeyedDecodingContainer<CodingKeys>
 
     private static func split(_ c: Container) throws -> Split {
-        Split(at: try c.decode(Date.self, forKey: .splitAt), sessionsOnA: try c.decode(Int.self, forKey: .sessionsAtSplit))
+        Split(
+            at: try c.decode(Date.self, forKey: .splitAt), sessionsOnA: try c.decode(Int.self, forKey: .sessionsAtSplit))
     }
 
     private static func archiving(_ c: Container) throws -> Archiving {
@@ -81,7 +84,9 @@ extension BackupRecord: Codable {
     }
 
     private static func ending(_ c: Container) throws -> Ending {
-        Ending(at: try c.decode(Date.self, forKey: .finishedAt), message: try c.decodeIfPresent(String.self, forKey: .message))
+        Ending(
+            at: try c.decode(Date.self, forKey: .finishedAt),
+            message: try c.decodeIfPresent(String.self, forKey: .message))
     }
 
     public func encode(to encoder: any Encoder) throws {

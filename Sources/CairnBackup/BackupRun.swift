@@ -56,14 +56,17 @@ final class BackupRun: @unchecked Sendable {
             do {
                 try feed(cancelled ? .cancelled(message: message, at: Date()) : .failed(message: message, at: Date()))
             } catch {
-                coordinator.logger.error("backup refused its failure", metadata: ["backup": "\(record.id)", "error": "\(error)"])
+                coordinator.logger.error(
+                    "backup refused its failure", metadata: ["backup": "\(record.id)", "error": "\(error)"])
             }
         }
         switch record.phase {
         case .succeeded:
-            coordinator.logger.info("backup archived", metadata: ["backup": "\(record.id)", "archive": "\(record.archivePath)"])
+            coordinator.logger.info(
+                "backup archived", metadata: ["backup": "\(record.id)", "archive": "\(record.archivePath)"])
         case .failed:
-            coordinator.logger.error("backup failed", metadata: ["backup": "\(record.id)", "error": "\(record.message ?? "")"])
+            coordinator.logger.error(
+                "backup failed", metadata: ["backup": "\(record.id)", "error": "\(record.message ?? "")"])
         default:
             break
         }
@@ -114,7 +117,8 @@ final class BackupRun: @unchecked Sendable {
         case .reopenImages:
             guard let found = try? coordinator.reopenImages(record) else { return .imagesLost(at: Date()) }
             images = found
-            return .imagesReopened(jobID: pool.jobs.start(kind: "backup", target: record.volume, total: 0, unit: "bytes"))
+            let jobID = pool.jobs.start(kind: "backup", target: record.volume, total: 0, unit: "bytes")
+            return .imagesReopened(jobID: jobID)
         case .finishJob(let outcome, let message):
             if let jobID = record.jobID { pool.jobs.finish(jobID, outcome, message: message) }
             return nil
@@ -124,7 +128,9 @@ final class BackupRun: @unchecked Sendable {
     /// Builds the images and splits the sessions at T. With the mirror method, `splitDone` is called once
     /// the copy has started (the caller need not wait for it).
     private func split() throws -> BackupMachine.Event {
-        guard let route, let jobID = record.jobID else { throw EngineError(.busy, "a backup splits only in a live run") }
+        guard let route, let jobID = record.jobID else {
+            throw EngineError(.busy, "a backup splits only in a live run")
+        }
         let volumeID = record.volumeID
         let mirror: OneWayMirror
         switch record.method {
@@ -199,7 +205,8 @@ final class BackupRun: @unchecked Sendable {
         route.hold { mirror.freeze() }
         // Image A is final: make it durable before saying so, so a crash from here on resumes.
         try pool.flush()
-        return .frozen(drain: outcome.rawValue, sessionsLeftOnA: left.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" })
+        let leftOnA = left.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+        return .frozen(drain: outcome.rawValue, sessionsLeftOnA: leftOnA)
     }
 
     private func waitForDrain(_ mirror: OneWayMirror, jobID: UInt64) throws -> OneWayMirror.DrainOutcome {
