@@ -30,6 +30,23 @@ struct BackupMachine: Sendable {
         case imagesReopened(jobID: UInt64)
         /// After `reopened`, the images of an archiving backup could not be found again.
         case imagesLost(at: Date)
+
+        /// The event's name, for refusals and logs.
+        var name: String {
+            switch self {
+            case .started: "started"
+            case .split: "split"
+            case .frozen: "frozen"
+            case .archiveStarted: "archiveStarted"
+            case .archived: "archived"
+            case .discarded: "discarded"
+            case .failed: "failed"
+            case .cancelled: "cancelled"
+            case .reopened: "reopened"
+            case .imagesReopened: "imagesReopened"
+            case .imagesLost: "imagesLost"
+            }
+        }
     }
 
     /// What the run must do, in the order returned.
@@ -152,6 +169,6 @@ struct BackupMachine: Sendable {
     }
 
     private func refusal(_ event: Event, _ reason: String) -> Refusal {
-        Refusal(phase: phase, event: "\(event)".prefix { $0 != "(" }.description, reason: reason)
+        Refusal(phase: phase, event: event.name, reason: reason)
     }
 }

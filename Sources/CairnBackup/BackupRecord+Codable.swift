@@ -64,7 +64,8 @@ extension BackupRecord: Codable {
 
     private static func split(_ c: Container) throws -> Split {
         Split(
-            at: try c.decode(Date.self, forKey: .splitAt), sessionsOnA: try c.decode(Int.self, forKey: .sessionsAtSplit))
+            at: try c.decode(Date.self, forKey: .splitAt),
+            sessionsOnA: try c.decode(Int.self, forKey: .sessionsAtSplit))
     }
 
     private static func archiving(_ c: Container) throws -> Archiving {

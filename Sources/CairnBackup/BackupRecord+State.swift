@@ -5,8 +5,11 @@ extension BackupRecord {
     /// archive size before its split time. A failed backup keeps the stage it stopped in, with what it had
     /// learnt by then (`cairn backup status` still shows T and the drain of a backup whose archive failed).
     public enum State: Sendable, Hashable {
+        /// Not finished: in this stage.
         case running(Stage)
+        /// The archive is complete and image A dropped.
         case succeeded(Archived, Ending)
+        /// Stopped in this stage; what it left has been deleted (only the record stays).
         case failed(Stage, Ending)
     }
 
@@ -24,6 +27,7 @@ extension BackupRecord {
 
     /// The split at T.
     public struct Split: Sendable, Hashable {
+        /// T.
         public var at: Date
         /// Sessions that stayed on image A.
         public var sessionsOnA: Int
@@ -31,6 +35,7 @@ extension BackupRecord {
 
     /// Image A frozen: by its last session leaving, a seal, or the drain timeout.
     public struct Freeze: Sendable, Hashable {
+        /// The split it froze A after.
         public var split: Split
         /// "drained", "sealed" or "timeout" (`OneWayMirror.DrainOutcome`).
         public var drain: String
@@ -40,6 +45,7 @@ extension BackupRecord {
 
     /// Writing the archive from frozen A.
     public struct Archiving: Sendable, Hashable {
+        /// How A was frozen.
         public var freeze: Freeze
         /// When the archive's writing started (nil until it has).
         public var startedAt: Date?
@@ -49,6 +55,7 @@ extension BackupRecord {
 
     /// The archive complete and durable.
     public struct Archived: Sendable, Hashable {
+        /// The archiving it completed.
         public var archiving: Archiving
         /// Volume data the archive carries, and the archive file's size.
         public var dataBytes: UInt64
@@ -59,7 +66,9 @@ extension BackupRecord {
 
     /// How a backup ended.
     public struct Ending: Sendable, Hashable {
+        /// When it ended.
         public var at: Date
+        /// Why it failed, or that its archive was written again after a restart.
         public var message: String?
     }
 }

@@ -122,7 +122,9 @@ public struct BackupRecord: Sendable, Hashable {
         }
     }
 
+    /// T, once split.
     public var splitAt: Date? { split?.at }
+    /// Sessions that stayed on A at T.
     public var sessionsAtSplit: Int? { split?.sessionsOnA }
     /// How A was frozen: "drained", "sealed" or "timeout".
     public var drain: String? { freeze?.drain }
@@ -132,11 +134,15 @@ public struct BackupRecord: Sendable, Hashable {
     public var archiveStartedAt: Date? { archiving?.startedAt }
     /// True when the archive was resumed after a daemon restart.
     public var resumed: Bool? { archiving?.resumed == true ? true : nil }
+    /// Volume data the archive carries, once complete.
     public var dataBytes: UInt64? { archived?.dataBytes }
+    /// Size of the archive file, once complete.
     public var archiveBytes: UInt64? { archived?.archiveBytes }
     /// Time spent writing the archive (not the drain): what archive throughput is measured over.
     public var archiveSeconds: Double? { archived?.seconds }
+    /// When the backup succeeded or failed.
     public var finishedAt: Date? { ending?.at }
+    /// Why it failed (or that its archive was written again after a restart).
     public var message: String? { ending?.message }
 }
 

@@ -119,9 +119,11 @@ import Testing
         var random = SeededGenerator(seed: seed)
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
+        var reached: Set<BackupRecord.Phase> = []
         for round in 0..<500 {
             let method = BackupMethod.allCases[random.next(BackupMethod.allCases.count)]
-            var machine = BackupMachine(record: BackupMachineTests.record(.running(.splitting), method: method, jobID: nil))
+            let start = BackupMachineTests.record(.running(.splitting), method: method, jobID: nil)
+            var machine = BackupMachine(record: start)
             var model = FlatModel(phase: machine.phase)
             var clock = 0
             for step in 0..<Int.random(in: 1...30, using: &random) {
@@ -143,7 +145,10 @@ import Testing
                     #expect(machine.record == before)
                 }
                 let modelAccepted = model.apply(event)
-                #expect(accepted == modelAccepted, "seed \(seed) round \(round) step \(step): \(event) while \(before.phase)")
+                reached.insert(model.phase)
+                #expect(
+                    accepted == modelAccepted,
+                    "seed \(seed) round \(round) step \(step): \(event) while \(before.phase)")
                 guard accepted == modelAccepted else { break }
                 let written = try BackupRecordStore.encode(machine.record)
                 let flat = try decoder.decode(FlatRecord.self, from: written)
@@ -151,6 +156,7 @@ import Testing
                 guard flat == FlatRecord(model) else { break }
             }
         }
+        #expect(reached == Set(BackupRecord.Phase.allCases), "seed \(seed): the sequences reach every phase")
     }
 
     /// The varying fields of the JSON on disk.

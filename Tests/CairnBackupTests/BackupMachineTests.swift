@@ -81,11 +81,14 @@ import Testing
             ),
             "reopened": (.archiving, [.reopenImages]),
             "imagesReopened": (.archiving, [.archive]),
-            "imagesLost": (.failed, [.discardLeftovers, .persist, .finishJob(.failed, message: abandoned("archiving"))]),
+            "imagesLost": (
+                .failed, [.discardLeftovers, .persist, .finishJob(.failed, message: abandoned("archiving"))]
+            ),
         ],
         "discarding": [
             "discarded": (
-                .succeeded, [.dropOlderBases, .persist, .finishJob(.succeeded, message: "archived 4096 bytes to /tmp/b1.cairn")]
+                .succeeded,
+                [.dropOlderBases, .persist, .finishJob(.succeeded, message: "archived 4096 bytes to /tmp/b1.cairn")]
             ),
             "failed": (.failed, [.discardLeftovers, .persist, .finishJob(.failed, message: "disk gone")]),
             "cancelled": (
@@ -114,7 +117,8 @@ import Testing
                     #expect(machine.record == before, "a refusal leaves the record as it was")
                     #expect(error.phase == before.phase)
                     let finished = phaseName == "succeeded" || phaseName == "failed"
-                    #expect(error.reason == (finished ? "the backup has finished" : "not accepted while \(before.phase.rawValue)"))
+                    let reason = finished ? "the backup has finished" : "not accepted while \(before.phase.rawValue)"
+                    #expect(error.reason == reason && error.event == eventName)
                 }
             }
         }
@@ -126,10 +130,12 @@ import Testing
         _ = try machine.handle(.started(jobID: 8))
         #expect(machine.record.jobID == 8 && machine.record.splitAt == nil)
         _ = try machine.handle(.split(at: Self.split.at, sessionsOnA: 2))
-        #expect(machine.phase == .draining && machine.record.splitAt == Self.split.at && machine.record.sessionsAtSplit == 2)
+        #expect(machine.phase == .draining && machine.record.splitAt == Self.split.at)
+        #expect(machine.record.sessionsAtSplit == 2)
         #expect(machine.record.drain == nil && machine.record.sessionsLeftOnA == nil)
         _ = try machine.handle(.frozen(drain: "timeout", sessionsLeftOnA: []))
-        #expect(machine.record.drain == "timeout" && machine.record.sessionsLeftOnA == [] && machine.record.archiveStartedAt == nil)
+        #expect(machine.record.drain == "timeout" && machine.record.sessionsLeftOnA == [])
+        #expect(machine.record.archiveStartedAt == nil)
         #expect(throws: BackupMachine.Refusal.self, "an archive that never started cannot be complete") {
             try machine.handle(.archived(dataBytes: 1, archiveBytes: 2, seconds: 3))
         }
@@ -139,14 +145,17 @@ import Testing
         #expect(machine.phase == .discarding && machine.record.dataBytes == 1 && machine.record.archiveSeconds == 3)
         _ = try machine.handle(.discarded(at: Self.t0.addingTimeInterval(9)))
         #expect(machine.phase == .succeeded && machine.record.finishedAt == Self.t0.addingTimeInterval(9))
-        #expect(machine.record.message == nil && machine.record.resumed == nil && machine.record.splitAt == Self.split.at)
+        #expect(machine.record.message == nil && machine.record.resumed == nil)
+        #expect(machine.record.splitAt == Self.split.at)
     }
 
     @Test func aFailedBackupKeepsWhatItHadLearnt() throws {
         var machine = BackupMachine(record: Self.record(.running(.archiving(Self.archiving))))
         _ = try machine.handle(.failed(message: "disk gone", at: Self.t0.addingTimeInterval(9)))
-        #expect(machine.record.state == .failed(.archiving(Self.archiving), .init(at: Self.t0.addingTimeInterval(9), message: "disk gone")))
-        #expect(machine.record.drain == "sealed" && machine.record.splitAt == Self.split.at && machine.record.dataBytes == nil)
+        let ending = BackupRecord.Ending(at: Self.t0.addingTimeInterval(9), message: "disk gone")
+        #expect(machine.record.state == .failed(.archiving(Self.archiving), ending))
+        #expect(machine.record.drain == "sealed" && machine.record.splitAt == Self.split.at)
+        #expect(machine.record.dataBytes == nil)
     }
 
     @Test func aRestartAbandonsMergesOrResumes() throws {

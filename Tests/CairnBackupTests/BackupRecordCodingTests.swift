@@ -26,7 +26,8 @@ import Testing
 
     static let t1 = Date(timeIntervalSince1970: 1_777_629_601)
     static let splitState = BackupRecord.Split(at: t1, sessionsOnA: 2)
-    static let freezeState = BackupRecord.Freeze(split: splitState, drain: "sealed", sessionsLeftOnA: ["4 10.0.0.1:5000"])
+    static let freezeState = BackupRecord.Freeze(
+        split: splitState, drain: "sealed", sessionsLeftOnA: ["4 10.0.0.1:5000"])
     static let archivingState = BackupRecord.Archiving(
         freeze: freezeState, startedAt: t1.addingTimeInterval(1), resumed: false)
     static let archivedState = BackupRecord.Archived(
@@ -38,16 +39,20 @@ import Testing
         ("establishing", json("establishing", "", method: "mirror"), .running(.splitting)),
         ("draining before T", json("draining", #""jobID" : 5"#), .running(.splitting)),
         ("draining", json("draining", split), .running(.draining(splitState))),
-        ("archiving, not started", json("archiving", frozen), .running(.archiving(.init(freeze: freezeState, resumed: false)))),
+        ("archiving, not started", json("archiving", frozen),
+            .running(.archiving(.init(freeze: freezeState, resumed: false)))),
         ("archiving", json("archiving", frozen + #", "archiveStartedAt" : "2026-05-01T10:00:02Z""#),
             .running(.archiving(archivingState))),
         ("archiving, resumed", json("archiving", frozen + #", "resumed" : true"#),
             .running(.archiving(.init(freeze: freezeState, startedAt: nil, resumed: true)))),
         ("discarding", json("discarding", archived), .running(.discarding(archivedState))),
-        ("succeeded", json("succeeded", archived + ", " + ended), .succeeded(archivedState, .init(at: end, message: nil))),
+        ("succeeded", json("succeeded", archived + ", " + ended),
+            .succeeded(archivedState, .init(at: end, message: nil))),
         ("succeeded, resumed",
-            json("succeeded", archived + #", "resumed" : true, "message" : "archive written again after a daemon restart", "#
-                + ended),
+            json(
+                "succeeded",
+                archived + #", "resumed" : true, "# + #""message" : "archive written again after a daemon restart", "#
+                    + ended),
             .succeeded(
                 .init(archiving: .init(freeze: freezeState, startedAt: t1.addingTimeInterval(1), resumed: true),
                     dataBytes: 4096, archiveBytes: 5000, seconds: 1.5),
@@ -95,6 +100,7 @@ import Testing
             ("succeeded without an end", Self.json("succeeded", Self.archived)),
             ("draining without its session count", Self.json("draining", #""splitAt" : "2026-05-01T10:00:01Z""#)),
             ("an unknown phase", Self.json("paused", "")),
+            ("establishing without the mirror method", Self.json("establishing", "")),
             ("not JSON", Data("{ \"id\" : ".utf8)),
         ] {
             let directory = FileManager.default.temporaryDirectory.path + "/cairn-backup-records-" + UUID().uuidString
