@@ -12,58 +12,18 @@ extension BackupCoordinator {
     @discardableResult
     public func recover() -> [String] {
         let unfinished = list().map(\.record).filter { !$0.isFinished }
-        for var record in unfinished {
+        for record in unfinished {
             let run = BackupRun(
                 coordinator: self, record: record,
-                volumeChunkSize: (try? pool.volumeInfo(named: record.volume).chunkSize) ?? 65536)
-            if record.phase == .discarding {
-                // The archive is complete and durable: only image A's storage is left to drop.
-                if record.method == .log { mergeLog(record) } else { try? pool.deleteVolume(name: record.imageVolume, force: true) }
-                run.dropOlderBases()
-                run.record.phase = .succeeded
-                run.record.finishedAt = Date()
-                update(run.record)
-                continue
-            }
-            guard record.phase == .archiving, let images = try? reopenImages(record) else {
-                if record.method == .log { mergeLog(record) }
-                run.fail(
-                    EngineError(
-                        .busy,
-                        "the daemon stopped while the backup was \(record.phase.rawValue): the sessions on image A "
-                            + "were cut in the middle of their work, so A is not a consistent image; the backup was "
-                            + "abandoned (the volume has every acknowledged write); start a new one"),
-                    images: nil, route: nil)
-                continue
-            }
-            record.resumed = true
-            run.record = record
-            let jobID = pool.jobs.start(kind: "backup", target: record.volume, total: 0, unit: "bytes")
-            run.record.jobID = jobID
-            do {
-                // The blocks A's sessions wrote were only in memory: an increment resumed after a crash
-                // records the whole volume's range (holes as ZERO records), which is larger but exact.
-                let everything = Set(0..<((record.volumeSize + RangeLockTable.blockSize - 1) / RangeLockTable.blockSize))
-                try run.archive(images: images, writtenByA: record.baseArchiveID == nil ? [] : everything, jobID: jobID)
-                run.record.phase = .discarding
-                update(run.record)
-                if record.method == .log { mergeLog(run.record) } else { try images.discardImages() }
-                run.dropOlderBases()
-                run.record.phase = .succeeded
-                run.record.finishedAt = Date()
-                run.record.message = "archive written again after a daemon restart"
-                update(run.record)
-                pool.jobs.finish(jobID, .succeeded, message: run.record.message)
-            } catch {
-                run.fail(error, images: images, route: nil)
-                pool.jobs.finish(jobID, .failed, message: run.record.message)
-            }
+                volumeChunkSize: (try? pool.volumeInfo(named: record.volume).chunkSize) ?? 65536, route: nil)
+            // The phase decides (`BackupMachine`): abandon, archive again from frozen A, or drop A.
+            run.drive(.reopened(at: Date()), reportsCancellation: false)
         }
         return unfinished.map(\.id)
     }
 
     /// The images of an interrupted backup, from the volumes it left in the pool.
-    private func reopenImages(_ record: BackupRecord) throws -> any MirrorImages {
+    func reopenImages(_ record: BackupRecord) throws -> any MirrorImages {
         let imageID = try pool.volumeID(named: record.imageVolume)
         switch record.method {
         case .cow:
@@ -83,7 +43,7 @@ extension BackupCoordinator {
     }
 
     /// Copies B's log into the volume and deletes it (log method): what B acknowledged stays.
-    private func mergeLog(_ record: BackupRecord) {
+    func mergeLog(_ record: BackupRecord) {
         do {
             try WriteLogImages.recover(
                 pool: pool, volumeID: record.volumeID, size: record.volumeSize, logName: record.imageVolume,

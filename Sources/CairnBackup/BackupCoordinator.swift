@@ -182,8 +182,7 @@ public final class BackupCoordinator: @unchecked Sendable {
         let record = BackupRecord(
             id: id, volume: request.volume, volumeID: info.id, volumeSize: info.size, method: request.method,
             archivePath: request.archivePath, baseArchiveID: base?.id, baseChainIndex: base?.index,
-            baseSnapshot: base?.snapshot, phase: request.method == .mirror ? .establishing : .draining,
-            snapshot: Self.snapshotName(id), imageVolume: Self.namePrefix + id + "-image",
+            baseSnapshot: base?.snapshot, snapshot: Self.snapshotName(id), imageVolume: Self.namePrefix + id + "-image",
             drainTimeoutSeconds: request.drainTimeoutSeconds, startedAt: Date())
         try state.withLock { s in
             guard !s.busyVolumes.contains(info.id) else {
@@ -201,7 +200,8 @@ public final class BackupCoordinator: @unchecked Sendable {
             }
             throw EngineError(.ioFailure, "cannot record the backup in \(store.directory)", cause: error)
         }
-        let run = BackupRun(coordinator: self, record: record, volumeChunkSize: info.chunkSize)
+        let run = BackupRun(
+            coordinator: self, record: record, volumeChunkSize: info.chunkSize, route: route(volumeID: info.id))
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread {
             run.execute(splitDone: { ready.signal() })

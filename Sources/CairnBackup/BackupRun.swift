@@ -4,63 +4,133 @@ import Foundation
 import Logging
 
 /// One backup from split to archive, on its own thread: build the images and split at T, wait for A
-/// to drain, freeze A and make it durable, write the archive, drop A.
+/// to drain, freeze A and make it durable, write the archive, drop A. `BackupMachine` decides each step
+/// and every change of the record; the run carries out its actions (`perform`) and reports what they
+/// did as the next event. The coordinator's recovery drives a run the same way after a restart.
 final class BackupRun: @unchecked Sendable {
     // @unchecked: used by one thread at a time (the run's thread).
     let coordinator: BackupCoordinator
-    var record: BackupRecord
+    private(set) var machine: BackupMachine
+    var record: BackupRecord { machine.record }
     let chunkSize: UInt32
     var pool: Pool { coordinator.pool }
+    /// The volume's route while sessions are served; nil when recovering at open (no session yet).
+    let route: VolumeRoute?
+    /// Images A and B, once built (or found again after a restart).
+    private var images: (any MirrorImages)?
+    /// The one-way mirror, once installed.
+    private var mirror: OneWayMirror?
+    /// Called once the split happened (or failed), or the mirror method's copy started.
+    private var splitDone: () -> Void = {}
     /// How often a drain wait looks at cancellation.
     static let cancelPollNanoseconds: UInt64 = 200_000_000
 
-    init(coordinator: BackupCoordinator, record: BackupRecord, volumeChunkSize: UInt32) {
+    init(coordinator: BackupCoordinator, record: BackupRecord, volumeChunkSize: UInt32, route: VolumeRoute?) {
         self.coordinator = coordinator
-        self.record = record
+        self.machine = BackupMachine(record: record)
         self.chunkSize = volumeChunkSize
+        self.route = route
     }
 
     func execute(splitDone: @escaping () -> Void) {
         var signalled = false
-        let signal = {
+        self.splitDone = {
             if !signalled {
                 signalled = true
                 splitDone()
             }
         }
-        defer { signal() }
+        defer { self.splitDone() }
         let jobID = pool.jobs.start(kind: "backup", target: record.volume, total: 0, unit: "bytes")
-        record.jobID = jobID
-        coordinator.update(record)
-        let route = coordinator.route(volumeID: record.volumeID)
-        var images: (any MirrorImages)?
+        drive(.started(jobID: jobID), reportsCancellation: true)
+    }
+
+    /// Feeds `event` and carries out what follows until the backup waits for nothing more; an error on
+    /// the way fails the backup (cancelled when its job was and `reportsCancellation`).
+    func drive(_ event: BackupMachine.Event, reportsCancellation: Bool) {
         do {
-            let mirror = try split(route: route, jobID: jobID, images: &images, establishing: signal)
-            signal()
-            let outcome = try waitForDrain(mirror, jobID: jobID)
-            let left = mirror.sessionsStillOnA
-            route.hold { mirror.freeze() }
-            // Image A is final: make it durable before saying so, so a crash from here on resumes.
-            try pool.flush()
-            record.drain = outcome.rawValue
-            record.sessionsLeftOnA = left.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
-            record.phase = .archiving
-            coordinator.update(record)
-            guard !pool.jobs.isCancelled(jobID) else { throw EngineError(.busy, "the backup was cancelled") }
-            try archive(images: mirror.images, writtenByA: mirror.blocksWrittenByA, jobID: jobID)
-            try finish(images: mirror.images, route: route)
-            pool.jobs.finish(jobID, .succeeded, message: "archived \(record.dataBytes ?? 0) bytes to \(record.archivePath)")
+            try feed(event)
         } catch {
-            fail(error, images: images, route: route)
-            pool.jobs.finish(jobID, pool.jobs.isCancelled(jobID) ? .cancelled : .failed, message: record.message)
+            let message = (error as? EngineError)?.message ?? "\(error)"
+            let cancelled = reportsCancellation && record.jobID.map { pool.jobs.isCancelled($0) } == true
+            do {
+                try feed(cancelled ? .cancelled(message: message, at: Date()) : .failed(message: message, at: Date()))
+            } catch {
+                coordinator.logger.error(
+                    "backup refused its failure", metadata: ["backup": "\(record.id)", "error": "\(error)"])
+            }
+        }
+        switch record.phase {
+        case .succeeded:
+            coordinator.logger.info(
+                "backup archived", metadata: ["backup": "\(record.id)", "archive": "\(record.archivePath)"])
+        case .failed:
+            coordinator.logger.error(
+                "backup failed", metadata: ["backup": "\(record.id)", "error": "\(record.message ?? "")"])
+        default:
+            break
         }
     }
 
-    /// Builds the images and splits the sessions at T.
-    /// `establishing` is called once the mirror method's copy has started (the caller need not wait for it).
-    private func split(
-        route: VolumeRoute, jobID: UInt64, images: inout (any MirrorImages)?, establishing: () -> Void
-    ) throws -> OneWayMirror {
+    /// Hands `first` to the machine and performs its actions in order; the events they report are fed
+    /// in turn. The first error stops the rest.
+    private func feed(_ first: BackupMachine.Event) throws {
+        var events = [first]
+        while !events.isEmpty {
+            for action in try machine.handle(events.removeFirst()) {
+                if let next = try perform(action) { events.append(next) }
+            }
+        }
+    }
+
+    /// Carries out one action; returns the event that reports its outcome, if it has one.
+    private func perform(_ action: BackupMachine.Action) throws -> BackupMachine.Event? {
+        switch action {
+        case .persist:
+            coordinator.update(record, mirror: mirror)
+            return nil
+        case .split:
+            return try split()
+        case .awaitDrain:
+            return try awaitDrain()
+        case .archive:
+            return try archive()
+        case .dropImageA:
+            try dropImageA()
+            return .discarded(at: Date())
+        case .dropImageStorage:
+            if record.method == .log {
+                coordinator.mergeLog(record)
+            } else {
+                try? pool.deleteVolume(name: record.imageVolume, force: true)
+            }
+            return nil
+        case .dropOlderBases:
+            dropOlderBases()
+            return nil
+        case .mergeLog:
+            coordinator.mergeLog(record)
+            return nil
+        case .discardLeftovers:
+            discardLeftovers()
+            return nil
+        case .reopenImages:
+            guard let found = try? coordinator.reopenImages(record) else { return .imagesLost(at: Date()) }
+            images = found
+            let jobID = pool.jobs.start(kind: "backup", target: record.volume, total: 0, unit: "bytes")
+            return .imagesReopened(jobID: jobID)
+        case .finishJob(let outcome, let message):
+            if let jobID = record.jobID { pool.jobs.finish(jobID, outcome, message: message) }
+            return nil
+        }
+    }
+
+    /// Builds the images and splits the sessions at T. With the mirror method, `splitDone` is called once
+    /// the copy has started (the caller need not wait for it).
+    private func split() throws -> BackupMachine.Event {
+        guard let route, let jobID = record.jobID else {
+            throw EngineError(.busy, "a backup splits only in a live run")
+        }
         let volumeID = record.volumeID
         let mirror: OneWayMirror
         switch record.method {
@@ -93,8 +163,10 @@ final class BackupRun: @unchecked Sendable {
             images = made
             let building = OneWayMirror(images: made, phase: .establishing)
             route.hold { route.install(building) }
+            // Not a phase change: `status` shows the sessions on the mirror being built.
+            self.mirror = building
             coordinator.update(record, mirror: building)
-            establishing()
+            splitDone()
             pool.jobs.progress(jobID, done: 0, total: record.volumeSize)
             try made.synchronize(locks: building.locks, size: record.volumeSize) {
                 pool.jobs.progress(jobID, done: $0)
@@ -106,14 +178,12 @@ final class BackupRun: @unchecked Sendable {
                 return splitNow(building, route: route)
             }
         }
-        record.phase = .draining
-        record.splitAt = Date()
-        record.sessionsAtSplit = mirror.sessionsStillOnA.count
-        coordinator.update(record, mirror: mirror)
+        self.mirror = mirror
+        let sessionsOnA = mirror.sessionsStillOnA.count
         coordinator.logger.info(
             "backup split", metadata: ["backup": "\(record.id)", "method": "\(record.method.rawValue)",
-                "sessions_on_a": "\(record.sessionsAtSplit ?? 0)"])
-        return mirror
+                "sessions_on_a": "\(sessionsOnA)"])
+        return .split(at: Date(), sessionsOnA: sessionsOnA)
     }
 
     /// T: the sessions open now stay on A; the mirror becomes the volume's route. Inside the hold.
@@ -121,6 +191,22 @@ final class BackupRun: @unchecked Sendable {
         mirror.split(sessions: coordinator.sessions(of: record.volumeID))
         route.install(mirror)
         return mirror
+    }
+
+    /// Waits for A to drain (or be sealed, or time out), freezes it and makes it durable.
+    private func awaitDrain() throws -> BackupMachine.Event {
+        guard let route, let mirror, let jobID = record.jobID else {
+            throw EngineError(.busy, "only a live run waits for its sessions")
+        }
+        // The split is recorded: `start` may answer with T and the sessions on A.
+        splitDone()
+        let outcome = try waitForDrain(mirror, jobID: jobID)
+        let left = mirror.sessionsStillOnA
+        route.hold { mirror.freeze() }
+        // Image A is final: make it durable before saying so, so a crash from here on resumes.
+        try pool.flush()
+        let leftOnA = left.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+        return .frozen(drain: outcome.rawValue, sessionsLeftOnA: leftOnA)
     }
 
     private func waitForDrain(_ mirror: OneWayMirror, jobID: UInt64) throws -> OneWayMirror.DrainOutcome {
@@ -133,7 +219,13 @@ final class BackupRun: @unchecked Sendable {
     }
 
     /// Writes image A (frozen) to the archive: to `path.partial`, renamed when complete and durable.
-    func archive(images: any MirrorImages, writtenByA: Set<UInt64>, jobID: UInt64) throws {
+    private func archive() throws -> BackupMachine.Event {
+        guard let images, let jobID = record.jobID else { throw EngineError(.busy, "there is no image A to archive") }
+        guard !pool.jobs.isCancelled(jobID) else { throw EngineError(.busy, "the backup was cancelled") }
+        // The blocks A's sessions wrote are known to a live run only (they were in memory): an increment
+        // resumed after a crash records the whole volume's range (holes as ZERO records), larger but exact.
+        let block = RangeLockTable.blockSize
+        let writtenByA = mirror?.blocksWrittenByA ?? Set(0..<((record.volumeSize + block - 1) / block))
         var archiver = BackupArchiver(pool: pool, volumeID: images.imageAVolumeID, size: record.volumeSize)
         archiver.readDelayPerMiB = coordinator.archiveReadDelay
         let ranges: [Range<UInt64>]
@@ -144,7 +236,6 @@ final class BackupRun: @unchecked Sendable {
                 volumeID: record.volumeID, after: base.epoch, upTo: now.epoch, offset: 0, length: record.volumeSize,
                 limit: .max
             ).map { $0.offset..<$0.offset + $0.length }
-            let block = RangeLockTable.blockSize
             let written = writtenByA.map { $0 * block..<min(record.volumeSize, ($0 + 1) * block) }
             ranges = BackupArchiver.union([changed, written])
         } else {
@@ -161,8 +252,7 @@ final class BackupRun: @unchecked Sendable {
             splitAt: ISO8601DateFormatter().string(from: record.splitAt ?? record.startedAt),
             drain: record.drain ?? "drained", sessionsAtSplit: record.sessionsAtSplit ?? 0)
         let archiveStarted = Date()
-        record.archiveStartedAt = archiveStarted
-        coordinator.update(record)
+        try feed(.archiveStarted(at: archiveStarted))
         do {
             let writer = try ArchiveWriter(output: try FileArchiveOutput(path: target), header: header)
             try archiver.write(
@@ -177,9 +267,9 @@ final class BackupRun: @unchecked Sendable {
                 // claim success over an error.
                 try BackupRecordStore.syncDirectory((record.archivePath as NSString).deletingLastPathComponent)
             }
-            record.dataBytes = summary.dataBytes
-            record.archiveBytes = summary.archiveBytes
-            record.archiveSeconds = Date().timeIntervalSince(archiveStarted)
+            return .archived(
+                dataBytes: summary.dataBytes, archiveBytes: summary.archiveBytes,
+                seconds: Date().timeIntervalSince(archiveStarted))
         } catch let error as ArchiveError {
             if !streaming { unlink(target) }
             throw EngineError(.ioFailure, error.message)
@@ -194,21 +284,20 @@ final class BackupRun: @unchecked Sendable {
         return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
     }
 
-    /// Drops image A: merges what must be merged, routes every session straight to the volume again,
-    /// deletes A's storage, keeps the T snapshot as the next incremental base (older bases go).
-    private func finish(images: any MirrorImages, route: VolumeRoute) throws {
-        record.phase = .discarding
-        coordinator.update(record)
+    /// Drops image A. A live run merges what must be merged, routes every session straight to the volume
+    /// again and deletes A's storage; a resumed archive (no session was served yet) merges the log or
+    /// deletes the images. The T snapshot stays as the next incremental base.
+    private func dropImageA() throws {
+        guard let images else { throw EngineError(.busy, "there is no image A to drop") }
+        guard let route else {
+            if record.method == .log { coordinator.mergeLog(record) } else { try images.discardImages() }
+            return
+        }
         route.hold { images.prepareDissolve() }
         if let mirror = route.mirror { try images.dissolve(locks: mirror.locks) }
         try images.forgetTable()
         route.hold { route.install(nil) }
         try images.discardImages()
-        dropOlderBases()
-        record.phase = .succeeded
-        record.finishedAt = Date()
-        coordinator.update(record)
-        coordinator.logger.info("backup archived", metadata: ["backup": "\(record.id)", "archive": "\(record.archivePath)"])
     }
 
     /// Keeps the snapshots of the volume's `BackupCoordinator.retainedBases` newest backups (this one
@@ -225,7 +314,7 @@ final class BackupRun: @unchecked Sendable {
 
     /// A failed (or abandoned) backup leaves nothing behind but its record: sessions go back to the
     /// volume, the images and the T snapshot are deleted, a partial archive is removed.
-    func fail(_ error: any Error, images: (any MirrorImages)?, route: VolumeRoute?) {
+    private func discardLeftovers() {
         var keepImages = false
         if let route, let mirror = route.mirror {
             route.hold {
@@ -252,10 +341,5 @@ final class BackupRun: @unchecked Sendable {
             _ = try? pool.deleteSnapshot(volume: record.volume, snapshot: record.snapshot)
         }
         if !Self.isFIFO(record.archivePath) { unlink(record.archivePath + ".partial") }
-        record.phase = .failed
-        record.finishedAt = Date()
-        record.message = (error as? EngineError)?.message ?? "\(error)"
-        coordinator.update(record)
-        coordinator.logger.error("backup failed", metadata: ["backup": "\(record.id)", "error": "\(record.message!)"])
     }
 }
