@@ -6,15 +6,16 @@ import MirrorProtocol
 /// time and carries out each transition's actions before the next event, so a record is saved at most
 /// once per transition and never over a newer one.
 ///
-/// | state / event     | establish          | synchronized | sever            | host write            | promote                  | remove   |
-/// |--------------------|--------------------|--------------|------------------|-----------------------|--------------------------|----------|
-/// | unpaired           | mirroring          | refused      | refused          | (not a mirror: none)  | refused                  | refused  |
-/// | mirroring          | mirroring          | mirroring    | severed(false)   | refused (read-only)   | promoted(g, false)       | unpaired |
-/// | severed(m)         | mirroring/taking   | refused      | (none)           | severed(true)         | promoted(g, m)           | unpaired |
-/// | promoted(g, m)     | mirroring/taking   | refused      | (none)           | promoted(g, true)     | (none)                   | unpaired |
-/// | takingChanges      | mirroring/taking   | mirroring    | interrupted(-, f)| refused (read-only)   | interrupted(g, false)    | unpaired |
-/// | interrupted(p, w)  | mirroring/taking   | refused      | (none)           | interrupted(p, true)  | interrupted(p ?? g, w)   | unpaired |
+/// | state \ event     | synchronized | sever                 | host write           | promote                |
+/// |-------------------|--------------|-----------------------|----------------------|------------------------|
+/// | unpaired          | refused      | refused               | (not a mirror: none) | refused                |
+/// | mirroring         | mirroring    | severed(false)        | refused (read-only)  | promoted(g, false)     |
+/// | severed(m)        | refused      | (none)                | severed(true)        | promoted(g, m)         |
+/// | promoted(g, m)    | refused      | (none)                | promoted(g, true)    | (none)                 |
+/// | takingChanges     | mirroring    | interrupted(-, false) | refused (read-only)  | interrupted(g, false)  |
+/// | interrupted(p, w) | refused      | (none)                | interrupted(p, true) | interrupted(p ?? g, w) |
 ///
+/// `remove` unpairs any paired state; `sever`, `promote` and `remove` release the primary's connection.
 /// Establish is refused when the checks of `establish(_:)` say so (another pair, a generation the volume
 /// never held, changes here without a choice, a take after writes during the take).
 public struct MirrorTargetMachine: Sendable, Equatable {
@@ -96,8 +97,9 @@ public struct MirrorTargetMachine: Sendable, Equatable {
         guard let current = record else {
             switch event {
             case .hostWrite: return .accepted([])
-            case .promote: return .refused(MirrorRemoteError(.unknownVolume, "volume \(volumeID) is not the target of a mirror here"))
-            default: return .refused(MirrorRemoteError(.badAddress, "volume \(volumeID) is not paired on the target"))
+            case .promote:
+                return refuse(.unknownVolume, "volume \(volumeID) is not the target of a mirror here")
+            default: return refuse(.badAddress, "volume \(volumeID) is not paired on the target")
             }
         }
         switch event {
@@ -110,9 +112,9 @@ public struct MirrorTargetMachine: Sendable, Equatable {
             guard !current.state.isHostWritable else {
                 // A frame that passed the ownership check just before a sever or promotion: the volume is
                 // the hosts' now, and forgetting its changes would lose them.
-                return .refused(MirrorRemoteError(
+                return refuse(
                     current.promoted ? .targetChanged : .badAddress,
-                    "volume \(volumeID) was \(current.promoted ? "promoted" : "severed") on the target"))
+                    "volume \(volumeID) was \(current.promoted ? "promoted" : "severed") on the target")
             }
             return transition(to: .mirroring, generation: generation, then: [.removeChangeMap])
         case .sever:
@@ -127,15 +129,17 @@ public struct MirrorTargetMachine: Sendable, Equatable {
         case .hostWrite:
             switch current.state {
             case .mirroring, .takingChanges:
-                return .refused(MirrorRemoteError(
-                    .volumeInUse, "volume \(volumeID) is the target of a mirror and read-only to hosts until severed or promoted"))
+                return refuse(
+                    .volumeInUse,
+                    "volume \(volumeID) is the target of a mirror and read-only to hosts until severed or promoted")
             case .severed(false): return transition(to: .severed(modified: true), first: [.markExtentsDirty])
             case .promoted(let generation, false):
                 return transition(to: .promoted(generation: generation, modified: true), first: [.markExtentsDirty])
             case .takeInterrupted(let generation, false):
                 // Durable before the data: the primary's resumed take must not miss this write unknowingly.
                 return transition(
-                    to: .takeInterrupted(promotedGeneration: generation, writtenDuringTake: true), first: [.markExtentsDirty])
+                    to: .takeInterrupted(promotedGeneration: generation, writtenDuringTake: true),
+                    first: [.markExtentsDirty])
             case .severed(true), .promoted(_, true), .takeInterrupted(_, true):
                 return .accepted([.markExtentsDirty])
             }
@@ -147,7 +151,8 @@ public struct MirrorTargetMachine: Sendable, Equatable {
             case .mirroring: next = .promoted(generation: generation, modified: false)
             case .severed(let modified): next = .promoted(generation: generation, modified: modified)
             case .takingChanges: next = .takeInterrupted(promotedGeneration: generation, writtenDuringTake: false)
-            case .takeInterrupted(nil, let written): next = .takeInterrupted(promotedGeneration: generation, writtenDuringTake: written)
+            case .takeInterrupted(nil, let written):
+                next = .takeInterrupted(promotedGeneration: generation, writtenDuringTake: written)
             case .promoted, .takeInterrupted: return .accepted([])
             }
             return transition(to: next, first: [.createChangeMap], then: [.releaseOwnership])
@@ -160,7 +165,7 @@ public struct MirrorTargetMachine: Sendable, Equatable {
         let take = request.options.contains(.takeTargetChanges)
         let discard = request.options.contains(.discardTargetChanges)
         guard !(take && discard) else {
-            return .refused(MirrorRemoteError(.invalidArgument, "take or discard the target's changes, not both"))
+            return refuse(.invalidArgument, "take or discard the target's changes, not both")
         }
         var fullSync = !request.created
         // Whether the target keeps its change map and its changes (the primary is taking them).
@@ -168,9 +173,10 @@ public struct MirrorTargetMachine: Sendable, Equatable {
         if let current = record {
             if current.pairID != request.generations.pairID {
                 guard discard else {
-                    return .refused(MirrorRemoteError(
+                    return refuse(
                         .volumeInUse,
-                        "volume '\(name)' is already the mirror of another primary volume (from \(current.primaryNode))"))
+                        "volume '\(name)' is already the mirror of another primary volume (from \(current.primaryNode))"
+                    )
                 }
             } else if request.options.contains(.initial) {
                 fullSync = true
@@ -178,22 +184,29 @@ public struct MirrorTargetMachine: Sendable, Equatable {
                 // The target holds the primary's last synchronized generation, or its current one: the
                 // primary told it "in sync at G" (after every extent was copied) and stopped before it
                 // recorded G as synchronized itself. Its change map still lists whatever changed since.
-                let known = current.generation == request.generations.synced
+                let known =
+                    current.generation == request.generations.synced
                     || current.generation == request.generations.current
                 if !known && !discard {
-                    return .refused(MirrorRemoteError(
+                    return refuse(
                         .diverged,
-                        "volume '\(name)' holds generation \(String(current.generation, radix: 16)) but the primary last synchronized generation \(String(request.generations.synced, radix: 16)); only --discard-target-changes can resume (a full copy from the primary)"))
+                        "volume '\(name)' holds generation \(String(current.generation, radix: 16)) but the primary last synchronized generation \(String(request.generations.synced, radix: 16)); only --discard-target-changes can resume (a full copy from the primary)"
+                    )
                 }
                 if current.changedHere && !discard && !take {
-                    let how = current.promoted ? "was promoted and written on the target" : "was written on the target while the mirror was severed"
-                    return .refused(MirrorRemoteError(
-                        .targetChanged, current.modified ? "volume '\(name)' \(how)" : "volume '\(name)' was promoted on the target"))
+                    let how =
+                        current.promoted
+                        ? "was promoted and written on the target"
+                        : "was written on the target while the mirror was severed"
+                    return refuse(
+                        .targetChanged,
+                        current.modified ? "volume '\(name)' \(how)" : "volume '\(name)' was promoted on the target")
                 }
                 if take && current.writtenDuringTake {
-                    return .refused(MirrorRemoteError(
+                    return refuse(
                         .diverged,
-                        "volume '\(name)' was written on the target again while the primary was taking its earlier changes; those newest writes are not in the set being taken"))
+                        "volume '\(name)' was written on the target again while the primary was taking its earlier changes; those newest writes are not in the set being taken"
+                    )
                 }
                 keepChanges = take && current.changedHere
                 fullSync = discard && (!known || current.changedHere)
@@ -201,13 +214,15 @@ public struct MirrorTargetMachine: Sendable, Equatable {
         } else if !request.created {
             if !request.options.contains(.initial) {
                 guard discard else {
-                    return .refused(MirrorRemoteError(
-                        .diverged, "volume '\(name)' on the target has no record of this mirror (it was removed or replaced)"))
+                    return refuse(
+                        .diverged,
+                        "volume '\(name)' on the target has no record of this mirror (it was removed or replaced)")
                 }
             } else if request.allocatedBytes > 0 && !discard {
-                return .refused(MirrorRemoteError(
+                return refuse(
                     .volumeInUse,
-                    "volume '\(name)' on the target already holds \(request.allocatedBytes) bytes of data that mirroring would overwrite"))
+                    "volume '\(name)' on the target already holds \(request.allocatedBytes) bytes of data that mirroring would overwrite"
+                )
             }
         }
         // Kept until `synchronized`: the primary copies the extents it lists, and may reconnect meanwhile.
@@ -218,6 +233,10 @@ public struct MirrorTargetMachine: Sendable, Equatable {
         return .accepted(
             [.saveRecord(paired)] + (keepChanges ? [] : [.removeChangeMap])
                 + [.takeOwnership, .answerEstablish(fullSyncNeeded: fullSync)])
+    }
+
+    private func refuse(_ code: MirrorRemoteError.Code, _ message: String) -> Outcome {
+        .refused(MirrorRemoteError(code, message))
     }
 
     /// Moves the paired record to `state` (and `generation`): `first`, then the save, then `then`.

@@ -1,5 +1,5 @@
-import Foundation
 import CairnTestSupport
+import Foundation
 import MirrorProtocol
 import Testing
 
@@ -122,7 +122,9 @@ struct MirrorTargetMachineTests {
     /// The other events: one row per state, in the order of `states`.
     static func expected(_ state: TargetMirrorState?, _ event: Event) -> Expected {
         let synced: UInt64 = 0x51
-        func to(_ next: TargetMirrorState, generation: UInt64 = held, before: [Action] = [], after: [Action] = [])
+        func to(
+            _ next: TargetMirrorState, generation: UInt64 = held, before: [Action] = [], after: [Action] = []
+        )
             -> Expected
         {
             .next(next, before + [.saveRecord(record(next, generation: generation))] + after)
@@ -171,7 +173,8 @@ struct MirrorTargetMachineTests {
         case (.takeInterrupted(_?, _), .synchronized): return .refused(.targetChanged)
         case (.takeInterrupted, .sever): return same([.releaseOwnership])
         case (.takeInterrupted(let generation, false), .hostWrite):
-            return to(.takeInterrupted(promotedGeneration: generation, writtenDuringTake: true), before: [.markExtentsDirty])
+            return to(
+                .takeInterrupted(promotedGeneration: generation, writtenDuringTake: true), before: [.markExtentsDirty])
         case (.takeInterrupted(_, true), .hostWrite): return same([.markExtentsDirty])
         case (.takeInterrupted(nil, let written), .promote):
             return to(
@@ -186,7 +189,9 @@ struct MirrorTargetMachineTests {
 
     @Test("synchronized, sever, remove, host write and promote, in every state")
     func eventTable() {
-        let events: [Event] = [.synchronized(generation: 0x51), .sever, .remove, .hostWrite, .promote(generation: Self.promotion)]
+        let events: [Event] = [
+            .synchronized(generation: 0x51), .sever, .remove, .hostWrite, .promote(generation: Self.promotion),
+        ]
         for state in Self.states {
             for event in events {
                 var machine = Self.machine(state)
@@ -220,9 +225,13 @@ struct MirrorTargetMachineTests {
                 MirrorTargetMachine.Establish(
                     volume: "dst", generations: MirrorGenerations(pairID: 3, synced: 0, current: 9),
                     options: [.create, .initial], node: "p", created: true, allocatedBytes: 0)))
-        let paired = TargetMirrorRecord(volumeID: Self.volume, pairID: 3, generation: 0, primaryNode: "p", state: .mirroring)
+        let paired = TargetMirrorRecord(
+            volumeID: Self.volume, pairID: 3, generation: 0, primaryNode: "p", state: .mirroring)
         #expect(
-            outcome == .accepted([.saveRecord(paired), .removeChangeMap, .takeOwnership, .answerEstablish(fullSyncNeeded: false)]))
+            outcome
+                == .accepted([
+                    .saveRecord(paired), .removeChangeMap, .takeOwnership, .answerEstablish(fullSyncNeeded: false),
+                ]))
         // An initial establish onto a volume that holds data needs the discard.
         var existing = Self.machine(nil)
         let refused = existing.handle(
@@ -267,7 +276,8 @@ struct MirrorTargetMachineModelTests {
                     if pairID != request.generations.pairID {
                         if !discard { return false }
                     } else if !request.options.contains(.initial) {
-                        let known = generation == request.generations.synced || generation == request.generations.current
+                        let known =
+                            generation == request.generations.synced || generation == request.generations.current
                         if !known && !discard { return false }
                         if changedHere && !discard && !take { return false }
                         if take && writtenDuringTake { return false }
@@ -325,7 +335,8 @@ struct MirrorTargetMachineModelTests {
             let synced = UInt64(random.next(4))
             return .establish(
                 MirrorTargetMachine.Establish(
-                    volume: "dst", generations: MirrorGenerations(pairID: pair, synced: synced, current: UInt64(random.next(4))),
+                    volume: "dst",
+                    generations: MirrorGenerations(pairID: pair, synced: synced, current: UInt64(random.next(4))),
                     options: options, node: "p", created: random.next(6) == 0, allocatedBytes: UInt64(random.next(2))))
         case 2: return .synchronized(generation: UInt64(random.next(4)))
         case 3: return .sever
@@ -355,7 +366,9 @@ struct MirrorTargetMachineModelTests {
                     #expect(accepted, "seed \(seed), sequence \(sequence): the machine accepts \(trace)")
                 }
                 guard model.matches(machine.record) else {
-                    Issue.record("seed \(seed), sequence \(sequence): \(String(describing: machine.record)) vs \(model) after \(trace)")
+                    Issue.record(
+                        "seed \(seed), sequence \(sequence): \(String(describing: machine.record)) vs \(model) after \(trace)"
+                    )
                     return
                 }
                 if let record = machine.record {

@@ -18,8 +18,14 @@ struct TargetRecordCompatibilityTests {
         (#""modified":false,"severed":false"#, .mirroring),
         (#""modified":false,"severed":true"#, .severed(modified: false)),
         (#""modified":true,"severed":true"#, .severed(modified: true)),
-        (#""modified":false,"promoted":true,"promotedGeneration":171,"severed":true"#, .promoted(generation: 171, modified: false)),
-        (#""modified":true,"promoted":true,"promotedGeneration":171,"severed":true"#, .promoted(generation: 171, modified: true)),
+        (
+            #""modified":false,"promoted":true,"promotedGeneration":171,"severed":true"#,
+            .promoted(generation: 171, modified: false)
+        ),
+        (
+            #""modified":true,"promoted":true,"promotedGeneration":171,"severed":true"#,
+            .promoted(generation: 171, modified: true)
+        ),
         (#""modified":true,"severed":false,"takeInProgress":true"#, .takingChanges),
         (
             #""modified":true,"severed":true,"takeInProgress":true"#,
@@ -61,7 +67,8 @@ struct TargetRecordCompatibilityTests {
         for (flags, state) in Self.written {
             let record = try directory.load(Self.json(flags))
             #expect(record.state == state, "\(flags)")
-            #expect(record.volumeID == 3 && record.pairID == 12 && record.generation == 5 && record.primaryNode == "alpha")
+            #expect(
+                record.volumeID == 3 && record.pairID == 12 && record.generation == 5 && record.primaryNode == "alpha")
             // Saved again, it is the same flags (an earlier version reads it back unchanged).
             let saved = try JSONSerialization.jsonObject(with: JSONEncoder().encode(record)) as? NSDictionary
             let original = try JSONSerialization.jsonObject(with: Data(Self.json(flags).utf8)) as? NSDictionary
