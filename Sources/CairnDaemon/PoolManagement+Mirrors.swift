@@ -107,10 +107,10 @@ extension PoolManagement: MirrorService {
     {
         var dto = MirrorTargetPairingDTO(
             volume: volume, primaryNode: record.primaryNode,
-            state: record.promoted == true
+            state: record.promoted
                 ? "promoted" : record.severed ? "severed" : (connected ? "mirrored" : "fractured"),
             readOnly: !record.severed, modified: record.modified, generation: String(record.generation, radix: 16))
-        dto.promoted = record.promoted ?? false
+        dto.promoted = record.promoted
         dto.promotedGeneration = record.promotedGeneration.map { String($0, radix: 16) }
         dto.changedExtents = replication.target.changedExtents(volumeID: record.volumeID)
         return dto

@@ -10,7 +10,6 @@ extension MirrorTargetService {
         -> MirrorEstablishReply
     {
         let name = request.volume
-        let discard = request.options.contains(.discardTargetChanges)
         let status = pool.status()
         if let failure = status.failure {
             throw MirrorRemoteError(.targetFailed, "the target's pool has failed and accepts no writes: \(failure)")
@@ -54,118 +53,36 @@ extension MirrorTargetService {
             info = try engineCall { try pool.createVolume(name: name, size: request.size, chunkSize: request.chunkSize) }
             created = true
         }
-        let current = state.withLock { $0.records[info.id] }
-        let take = request.options.contains(.takeTargetChanges)
-        guard !(take && discard) else {
-            throw MirrorRemoteError(.invalidArgument, "take or discard the target's changes, not both")
-        }
-        var fullSync = created ? false : true
-        // Whether the target keeps its change map and `modified` (the primary is taking its changes).
-        var keepChanges = false
-        if let current {
-            if current.pairID != request.generations.pairID {
-                guard discard else {
-                    throw MirrorRemoteError(
-                        .volumeInUse, "volume '\(name)' is already the mirror of another primary volume (from \(current.primaryNode))")
-                }
-            } else if request.options.contains(.initial) {
-                fullSync = true
-            } else {
-                // The target holds the primary's last synchronized generation, or its current one: the
-                // primary told it "in sync at G" (after every extent was copied) and stopped before it
-                // recorded G as synchronized itself. Its change map still lists whatever changed since.
-                let known = current.generation == request.generations.synced
-                    || current.generation == request.generations.current
-                if !known && !discard {
-                    throw MirrorRemoteError(
-                        .diverged,
-                        "volume '\(name)' holds generation \(String(current.generation, radix: 16)) but the primary last synchronized generation \(String(request.generations.synced, radix: 16)); only --discard-target-changes can resume (a full copy from the primary)")
-                }
-                if current.changedHere && !discard && !take {
-                    let how = current.promoted == true ? "was promoted and written on the target" : "was written on the target while the mirror was severed"
-                    throw MirrorRemoteError(
-                        .targetChanged, current.modified ? "volume '\(name)' \(how)" : "volume '\(name)' was promoted on the target")
-                }
-                if take && current.writtenDuringTake == true {
-                    throw MirrorRemoteError(
-                        .diverged,
-                        "volume '\(name)' was written on the target again while the primary was taking its earlier changes; those newest writes are not in the set being taken")
-                }
-                keepChanges = take && current.changedHere
-                fullSync = discard && (!known || current.changedHere)
-            }
-        } else if !created {
-            if !request.options.contains(.initial) {
-                guard discard else {
-                    throw MirrorRemoteError(
-                        .diverged, "volume '\(name)' on the target has no record of this mirror (it was removed or replaced)")
-                }
-            } else if info.allocatedBytes > 0 && !discard {
-                throw MirrorRemoteError(
-                    .volumeInUse,
-                    "volume '\(name)' on the target already holds \(info.allocatedBytes) bytes of data that mirroring would overwrite")
-            }
-        }
-        // Kept until `synchronized`: the primary copies the extents it lists, and may reconnect meanwhile.
-        var record = TargetMirrorRecord(
-            volumeID: info.id, pairID: request.generations.pairID, generation: request.generations.synced,
-            modified: keepChanges, severed: false, primaryNode: node)
-        if keepChanges { record.takeInProgress = true }
+        let pairing = MirrorTargetMachine.Establish(
+            volume: name, generations: request.generations, options: request.options, node: node, created: created,
+            allocatedBytes: info.allocatedBytes)
+        let transition: Transition
         do {
-            try recordUpdates.withLock { _ in
-                try store.save(record, to: store.targetPath(info.id))
-                state.withLock { $0.records[info.id] = record }
-            }
-            if !keepChanges { try removeChangeMap(info.id) }
+            transition = try apply(.establish(pairing), volumeID: info.id, connection: connection)
         } catch {
             if created { try? pool.deleteVolume(name: name, force: true) }
             throw MirrorRemoteError(.targetFailed, "cannot record the pairing on the target: \(error)")
         }
-        state.withLock { s in
-            s.records[info.id] = record
-            s.owners[info.id] = connection
-            s.cleanSevered.remove(info.id)
+        switch transition.outcome {
+        case .refused(let reason):
+            throw reason
+        case .accepted(let actions):
+            logger.info(
+                "mirror target paired", metadata: ["volume": "\(name)", "primary": "\(node)", "created": "\(created)"])
+            let fullSync = actions.contains(.answerEstablish(fullSyncNeeded: true))
+            return MirrorEstablishReply(handle: info.id, created: created, fullSyncNeeded: fullSync)
         }
-        logger.info(
-            "mirror target paired", metadata: ["volume": "\(name)", "primary": "\(node)", "created": "\(created)"])
-        return MirrorEstablishReply(handle: info.id, created: created, fullSyncNeeded: fullSync)
     }
 
     /// synchronized, sever, remove: record updates. Blocking.
     func update(_ volume: UInt64, command: MirrorCommand, value: UInt64) throws {
-        try recordUpdates.withLock { _ in try updateSerialized(volume, command: command, value: value) }
-    }
-
-    private func updateSerialized(_ volume: UInt64, command: MirrorCommand, value: UInt64) throws {
-        guard var record = state.withLock({ $0.records[volume] }) else {
-            throw MirrorRemoteError(.badAddress, "volume \(volume) is not paired on the target")
-        }
+        let event: MirrorTargetMachine.Event
         switch command {
-        case .synchronized:
-            record.generation = value
-            record.modified = false
-            record.promoted = nil
-            record.promotedGeneration = nil
-            record.takeInProgress = nil
-            record.writtenDuringTake = nil
-        case .sever:
-            record.severed = true
-        default:
-            try store.remove(store.targetPath(volume))
-            state.withLock { s in
-                s.records[volume] = nil
-                s.cleanSevered.remove(volume)
-            }
-            try removeChangeMap(volume)
-            return
+        case .synchronized: event = .synchronized(generation: value)
+        case .sever: event = .sever
+        default: event = .remove
         }
-        try store.save(record, to: store.targetPath(volume))
-        state.withLock { s in
-            s.records[volume] = record
-            if record.severed && !record.modified { s.cleanSevered.insert(volume) }
-        }
-        // The primary holds what the map listed (it copied it back, or the record says nothing changed).
-        if command == .synchronized { try removeChangeMap(volume) }
+        if case .refused(let reason) = try apply(event, volumeID: volume).outcome { throw reason }
     }
 
     /// The target's change map for the primary (`targetChanges`): empty when hosts wrote nothing here.

@@ -21,18 +21,16 @@ public final class MirrorTargetService: Sendable {
         /// The connection currently mirroring each volume (a newer establish from the same pair takes over:
         /// after a primary crash the old connection may not have been noticed dead yet).
         var owners: [UInt64: ObjectIdentifier] = [:]
-        /// Volumes paired but severed and not yet written by a host (their first host write must first
-        /// record `modified` durably).
-        var cleanSevered: Set<UInt64> = []
         /// Change maps of volumes hosts may write here (severed or promoted): the extents they wrote.
         var maps: [UInt64: ChangeMap] = [:]
     }
 
     let state = Mutex(State())
     let mapCreation = Mutex<Void>(())
-    /// Serializes every read-change-save-install of a record, so two changes (two first host writes
-    /// after a sever, a write and a `synchronized`) never save over each other.
-    let recordUpdates = Mutex<Void>(())
+    /// Serializes the pairings' transitions: each feeds one event to the volume's `MirrorTargetMachine` and
+    /// carries out its actions (at most one record save) before the next begins, so two changes (two
+    /// first host writes after a sever, a write and a `synchronized`) never save over each other.
+    let transitions = Mutex<Void>(())
 
     public init(pool: Pool, executor: IOExecutor, store: MirrorRecordStore, logger: Logger) throws {
         self.pool = pool
@@ -64,7 +62,6 @@ public final class MirrorTargetService: Sendable {
         state.withLock { s in
             s.records = records
             s.maps = maps
-            s.cleanSevered = Set(records.values.filter { $0.severed && !$0.modified }.map(\.volumeID))
         }
     }
 
@@ -76,51 +73,80 @@ public final class MirrorTargetService: Sendable {
     /// True when the volume is paired (severed or not): management must not delete or resize it.
     public func isPaired(volumeID: UInt64) -> Bool { state.withLock { $0.records[volumeID] != nil } }
 
-    /// A host is about to write `length` bytes at `offset` of a paired volume (only possible while severed
+    /// True when `beforeHostWrite` has work to do for this volume (a paired volume's bookkeeping, which
+    /// writes durable state, or its refusal): such writes cannot be done on an event loop.
+    public func hostWritesNeedBookkeeping(volumeID: UInt64) -> Bool {
+        state.withLock { $0.records[volumeID] != nil }
+    }
+
+    /// A host is about to write `length` bytes at `offset` of a paired volume (only allowed while severed
     /// or promoted): its extents are set in the target's change map, durably, before its data is written
     /// (write-intent, as on the primary), and the first such write durably records that the target
     /// changed. Blocking: call on an I/O thread.
-    /// True when `beforeHostWrite` has work to do for this volume (a severed target's bookkeeping, which
-    /// writes durable state): such writes cannot be done on an event loop.
-    public func hostWritesNeedBookkeeping(volumeID: UInt64) -> Bool {
-        state.withLock { $0.records[volumeID]?.severed == true }
+    public func beforeHostWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws {
+        guard let record = state.withLock({ $0.records[volumeID] }) else { return }
+        // Once the record says so, a write only adds bits to the map: no transition, no wait for one.
+        var peek = MirrorTargetMachine(volumeID: volumeID, record: record)
+        if case .accepted([.markExtentsDirty]) = peek.handle(.hostWrite) {
+            return try markDirty(volumeID, offset: offset, length: length)
+        }
+        let transition = try apply(.hostWrite, volumeID: volumeID, write: (offset, length))
+        switch transition.outcome {
+        case .refused(let reason):
+            throw ReplicationError(.wrongState, reason.message)
+        case .accepted(let actions):
+            guard actions.contains(where: { if case .saveRecord = $0 { true } else { false } }) else { return }
+            logger.notice("mirror target written by a host while severed", metadata: ["volume": "\(volumeID)"])
+        }
     }
 
-    public func beforeHostWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws {
-        guard let record = state.withLock({ $0.records[volumeID] }), record.severed else { return }
+    private func markDirty(_ volumeID: UInt64, offset: UInt64, length: UInt64) throws {
         let map = try changeMap(volumeID)
         try map.markDirtyDurably(map.extents(offset: offset, length: length))
-        if record.takeInProgress == true && record.writtenDuringTake != true {
-            // Durable before the data: the primary's resumed take must not miss this write unknowingly.
-            try changeRecord(volumeID) { current in
-                guard current.takeInProgress == true, current.writtenDuringTake != true else { return false }
-                current.writtenDuringTake = true
-                return true
-            }
-        }
-        guard state.withLock({ $0.cleanSevered.contains(volumeID) }) else { return }
-        let modified = try changeRecord(volumeID) { current in
-            guard !current.modified else { return false }
-            current.modified = true
-            return true
-        }
-        state.withLock { s in _ = s.cleanSevered.remove(volumeID) }
-        guard modified != nil else { return }
-        logger.notice("mirror target written by a host while severed", metadata: ["volume": "\(volumeID)"])
     }
 
-    /// Reads the volume's record, lets `change` alter it (returning false when nothing needs saving),
-    /// saves it durably and installs it, as one step under `recordUpdates`. Returns the saved record.
-    @discardableResult
-    func changeRecord(_ volumeID: UInt64, _ change: (inout TargetMirrorRecord) throws -> Bool) throws
-        -> TargetMirrorRecord?
-    {
-        try recordUpdates.withLock { _ in
-            guard var record = state.withLock({ $0.records[volumeID] }), try change(&record) else { return nil }
-            try store.save(record, to: store.targetPath(volumeID))
-            let saved = record
-            state.withLock { $0.records[volumeID] = saved }
-            return saved
+    /// A transition's outcome and the volume's record after it.
+    struct Transition {
+        var outcome: MirrorTargetMachine.Outcome
+        var record: TargetMirrorRecord?
+    }
+
+    /// Feeds `event` to the volume's machine and carries out the actions of the transition, all under
+    /// `transitions`; the new record is installed as soon as it is saved. `connection`: the one that sent
+    /// the frame; `write`: the host write's range. Throws when an action fails. Blocking.
+    func apply(
+        _ event: MirrorTargetMachine.Event, volumeID: UInt64, connection: ObjectIdentifier? = nil,
+        write: (offset: UInt64, length: UInt64)? = nil
+    ) throws -> Transition {
+        try transitions.withLock { _ in
+            var machine = MirrorTargetMachine(volumeID: volumeID, record: state.withLock { $0.records[volumeID] })
+            let outcome = machine.handle(event)
+            guard case .accepted(let actions) = outcome else { return Transition(outcome: outcome, record: machine.record) }
+            for action in actions {
+                switch action {
+                case .createChangeMap:
+                    _ = try changeMap(volumeID)
+                case .markExtentsDirty:
+                    guard let write else { preconditionFailure("a host write names its range") }
+                    try markDirty(volumeID, offset: write.offset, length: write.length)
+                case .saveRecord(let record):
+                    try store.save(record, to: store.targetPath(volumeID))
+                    state.withLock { $0.records[volumeID] = record }
+                case .removeRecord:
+                    try store.remove(store.targetPath(volumeID))
+                    state.withLock { $0.records[volumeID] = nil }
+                case .removeChangeMap:
+                    try removeChangeMap(volumeID)
+                case .takeOwnership:
+                    guard let connection else { preconditionFailure("an establish names its connection") }
+                    state.withLock { $0.owners[volumeID] = connection }
+                case .releaseOwnership:
+                    state.withLock { $0.owners[volumeID] = nil }
+                case .answerEstablish:
+                    break
+                }
+            }
+            return Transition(outcome: outcome, record: machine.record)
         }
     }
 
@@ -154,35 +180,16 @@ public final class MirrorTargetService: Sendable {
     /// it fractures, and it learns of the promotion at its next establish. Durable before it is reported.
     /// Blocking.
     public func promote(volumeID: UInt64) throws -> TargetMirrorRecord {
-        guard let existing = state.withLock({ $0.records[volumeID] }) else {
+        let transition = try apply(.promote(generation: UInt64.random(in: 1...UInt64.max)), volumeID: volumeID)
+        guard case .accepted(let actions) = transition.outcome, let record = transition.record else {
             throw ReplicationError(.notFound, "volume \(volumeID) is not the target of a mirror here")
         }
-        if existing.promoted == true { return existing }
-        // The map exists before hosts can write: their writes only add bits.
-        _ = try changeMap(volumeID)
-        let promoted = try changeRecord(volumeID) { record in
-            guard record.promoted != true else { return false }
-            record.promoted = true
-            record.severed = true
-            record.promotedGeneration = UInt64.random(in: 1...UInt64.max)
-            return true
+        if !actions.isEmpty {
+            logger.notice(
+                "mirror target promoted: writable by hosts, the primary is fenced off",
+                metadata: ["volume": "\(volumeID)", "primary": "\(record.primaryNode)"])
         }
-        guard let saved = promoted else {
-            // Promoted meanwhile by another caller, or unpaired.
-            guard let current = state.withLock({ $0.records[volumeID] }) else {
-                throw ReplicationError(.notFound, "volume \(volumeID) is not the target of a mirror here")
-            }
-            return current
-        }
-        let record = saved
-        state.withLock { s in
-            s.owners[volumeID] = nil
-            if !saved.modified { s.cleanSevered.insert(volumeID) }
-        }
-        logger.notice(
-            "mirror target promoted: writable by hosts, the primary is fenced off",
-            metadata: ["volume": "\(volumeID)", "primary": "\(record.primaryNode)"])
-        return saved
+        return record
     }
 
     /// Extents set in the volume's target change map (written here while severed or promoted).
@@ -250,7 +257,6 @@ public final class MirrorTargetService: Sendable {
                 let volume = try owned(request.handle, connection)
                 let command = frame.command
                 try await executor.run { try self.update(volume, command: command, value: request.value) }
-                if command != .synchronized { connectionClosedFor(volume) }
                 reply = ByteBuffer()
             case .resize:
                 let request = try MirrorHandleValue.decode(payload: frame.payload)
@@ -397,10 +403,6 @@ public final class MirrorTargetService: Sendable {
             promise.succeed(batch.map { $0.request.errorReply(Self.remote(error)) })
         }
         return promise.futureResult
-    }
-
-    private func connectionClosedFor(_ volume: UInt64) {
-        state.withLock { s in s.owners[volume] = nil }
     }
 
     /// The volume a data frame's handle names, if this connection mirrors it.

@@ -13,7 +13,7 @@ extension PrimaryMirror {
     /// Returns false when the target's copy cannot be trusted or is out of reach.
     func repairFromTarget(offset: UInt64, length: UInt64) async throws -> Bool {
         guard length > 0, length <= UInt64(MirrorLimits.maximumFrameSize),
-            state.withLock({ !$0.removed && $0.record.state == .mirrored })
+            state.withLock({ !$0.removed && $0.link.state == .mirrored })
         else { return false }
         let extents = changeMap.extents(offset: offset, length: length)
         let pool = self.pool

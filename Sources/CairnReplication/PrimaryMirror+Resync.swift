@@ -10,16 +10,16 @@ extension PrimaryMirror {
     /// Starts the resync job unless one runs: the mirror becomes `synchronizing` (host writes are mirrored
     /// meanwhile) and the change map's dirty extents are copied to the target.
     func scheduleResync(reason: String) {
-        let started = state.withLock { s -> Bool in
-            guard s.resync == nil, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
-            s.record.state = .synchronizing
-            let id = pool.jobs.start(
-                kind: "mirror-sync", target: "\(s.record.volumeID)→\(s.record.target)", total: 0, unit: "extents")
-            s.jobID = id
-            s.resync = Task { await self.runResync(job: id) }
-            return true
-        }
+        let started = state.withLock { s in feed(.resyncNeeded, reason: nil, &s).contains(.startResync) }
         if started { logger.info("mirror resync started", metadata: ["volume": "\(volumeID)", "reason": "\(reason)"]) }
+    }
+
+    /// Starts the resync job the link machine asked for. Under the state lock.
+    func startResyncJob(_ s: inout State) {
+        let id = pool.jobs.start(
+            kind: "mirror-sync", target: "\(s.record.volumeID)→\(s.record.target)", total: 0, unit: "extents")
+        s.jobID = id
+        s.resync = Task { await self.runResync(job: id) }
     }
 
     /// The resync job: copies dirty extents in batches; after each batch the target and the primary
@@ -30,7 +30,8 @@ extension PrimaryMirror {
         let jobs = pool.jobs
         let epoch = linkState.epoch
         do {
-            try await update { $0.state = .synchronizing }
+            // Durably synchronizing (as the link machine left the record, unless a failure came first).
+            try await update(state: { _ in })
             let generation = record.generations.current
             // Taking the target's changes: target → primary first.
             let pulled = try await runPull(job: job)
@@ -78,18 +79,17 @@ extension PrimaryMirror {
             let handle = state.withLock { $0.handle }
             _ = try await send(.synchronized, payload: MirrorHandleValue(handle: handle, value: generation).payload)
             let map = changeMap
-            try await update { record in
-                record.generations.synced = generation
+            try await update(state: { s in
+                s.record.generations.synced = generation
                 // In sync only with no dirty extent left (one may have appeared since the last batch).
-                if record.state == .synchronizing && record.generations.current == generation && map.dirtyCount == 0 {
-                    record.state = .mirrored
-                    record.lastError = nil
-                }
-            }
+                let inSync = s.record.generations.current == generation && map.dirtyCount == 0
+                feed(.resyncCompleted(inSync: inSync), reason: nil, &s)
+            })
+            // Still synchronizing (extents changed meanwhile): the machine starts the next pass.
             let again = state.withLock { s -> Bool in
                 s.resync = nil
                 s.targetFresh = false
-                return s.record.state == .synchronizing
+                return feed(.jobEnded, reason: nil, &s).contains(.startResync)
             }
             var message = compare
                 ? "\(done) extents compared, \(done - skipped) sent, \(skipped) skipped (equal digests)"
@@ -97,23 +97,31 @@ extension PrimaryMirror {
             if pulled > 0 { message = "\(pulled) extents taken from the target; " + message }
             jobs.finish(job, .succeeded, message: message)
             if again {
-                scheduleResync(reason: "extents changed during the resync")
+                logger.info(
+                    "mirror resync started",
+                    metadata: ["volume": "\(volumeID)", "reason": "extents changed during the resync"])
             } else {
                 logger.info("mirror in sync", metadata: ["volume": "\(volumeID)", "extents": "\(done)"])
             }
         } catch {
-            let stopping = state.withLock { s -> Bool in
+            let cancelled = error is CancellationError
+            let reason =
+                cancelled
+                ? "resync cancelled by the operator; re-establish resumes it"
+                : (error as? TargetUnavailable)?.reason ?? "\(error)"
+            // A failure of an older link's resync, or one during shutdown, changes nothing (the machine's epoch).
+            let (actions, stopping) = state.withLock { s in
                 s.resync = nil
-                return s.stopping
+                let actions = feed(.jobFailed(epoch: epoch, cancelled: cancelled), reason: reason, &s)
+                return (actions, s.link.lifecycle != .running)
             }
             if stopping {
                 jobs.finish(job, .cancelled, message: "the daemon stopped; the resync resumes at the next start")
-            } else if error is CancellationError {
-                await pause("resync cancelled by the operator; re-establish resumes it")
+            } else if cancelled {
+                if actions.contains(.recordPause) { await recordPause() }
                 jobs.finish(job, .cancelled, message: "cancelled; `cairn mirror re-establish` resumes it")
             } else {
-                let reason = (error as? TargetUnavailable)?.reason ?? "\(error)"
-                await fracture(reason, epoch: epoch)
+                if actions.contains(.recordFracture) { await recordFracture(reason) }
                 jobs.finish(job, .failed, message: reason)
             }
         }
@@ -121,12 +129,12 @@ extension PrimaryMirror {
 
     /// Stops linking without an error (a cancelled resync, a sever): like a fracture, but not alerted.
     func pause(_ reason: String?, as final: PrimaryMirrorRecord.State = .fractured) async {
-        state.withLock { s in
-            s.record.state = final
-            s.record.lastError = reason
-            s.connection?.close()
-            s.connection = nil
-        }
+        state.withLock { s in _ = feed(.paused(as: final), reason: reason, &s) }
+        await recordPause()
+    }
+
+    /// The durable half of a pause: a new generation, the activity log's extents dirty.
+    func recordPause() async {
         changeMap.promoteActive()
         let generation = UInt64.random(in: 1...UInt64.max)
         try? await update { $0.generations.current = generation }

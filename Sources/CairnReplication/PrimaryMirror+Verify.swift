@@ -12,7 +12,7 @@ extension PrimaryMirror {
     /// copies them. Needs the mirror linked.
     func startVerify() throws -> UInt64 {
         try state.withLock { s -> UInt64 in
-            guard s.record.state == .mirrored, s.resync == nil else {
+            guard feed(.verifyRequested, reason: nil, &s).contains(.startVerify) else {
                 throw ReplicationError(
                     .wrongState, "verify needs the mirror in sync (it is \(s.record.state.rawValue)\(s.resync == nil ? "" : ", resyncing"))")
             }
@@ -52,7 +52,10 @@ extension PrimaryMirror {
                 }
             }
             jobs.progress(job, done: done)
-            state.withLock { $0.resync = nil }
+            state.withLock { s in
+                s.resync = nil
+                _ = feed(.jobEnded, reason: nil, &s)
+            }
             if found.isEmpty {
                 jobs.finish(job, .succeeded, message: "all \(count) extents equal on both sides")
                 logger.info("mirror verified", metadata: ["volume": "\(volumeID)", "extents": "\(count)"])
@@ -64,12 +67,16 @@ extension PrimaryMirror {
                 scheduleResync(reason: "verify found \(found.count) differing extents")
             }
         } catch {
-            state.withLock { $0.resync = nil }
-            if error is CancellationError {
+            let cancelled = error is CancellationError
+            let reason = (error as? TargetUnavailable)?.reason ?? "\(error)"
+            let actions = state.withLock { s in
+                s.resync = nil
+                return feed(.jobFailed(epoch: epoch, cancelled: cancelled), reason: reason, &s)
+            }
+            if cancelled {
                 jobs.finish(job, .cancelled, message: "verify cancelled")
             } else {
-                let reason = (error as? TargetUnavailable)?.reason ?? "\(error)"
-                await fracture(reason, epoch: epoch)
+                if actions.contains(.recordFracture) { await recordFracture(reason) }
                 jobs.finish(job, .failed, message: reason)
             }
         }

@@ -21,9 +21,8 @@ extension PrimaryMirror {
     ) -> EventLoopFuture<Void>? {
         let link = state.withLock { s in
             (
-                linked: !s.removed && (s.record.state == .mirrored || s.record.state == .synchronizing),
-                epoch: s.linkEpoch, connection: s.connection, handle: s.handle, frameSize: Int(s.record.frameSize),
-                asynchronous: s.lag != nil
+                linked: s.link.isLinked, epoch: s.link.epoch, connection: s.connection, handle: s.handle,
+                frameSize: Int(s.record.frameSize), asynchronous: s.lag != nil
             )
         }
         guard link.linked, !link.asynchronous, let connection = link.connection, connection.isActive else { return nil }

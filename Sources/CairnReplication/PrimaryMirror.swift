@@ -42,21 +42,30 @@ public final class PrimaryMirror: Sendable {
         var connectionsOpened: UInt64 = 0
         /// Asynchronous mode's budget of bytes not yet acknowledged by the target; nil: synchronous.
         var lag: LagBudget?
-        /// Incremented each time establish or re-establish links the mirror: a failure seen by work that began
-        /// under an older link (a resync or retry still winding down) must not fracture the new one.
-        var linkEpoch: UInt64 = 0
-        /// The daemon is stopping: failures from here on are the shutdown's, not the link's, and change no
-        /// state (a mirror linked at shutdown resumes and resyncs at the next start).
-        var stopping = false
-        /// `cairn mirror remove` ran: nothing is sent or recorded any more (a write that looked the mirror up
-        /// just before must not bring its record back).
-        var removed = false
+        /// The link's state, epoch, job and lifecycle; `record.state` follows it (`feed`).
+        var link: MirrorLinkMachine
         /// The pull set while `re-establish --take-target-changes` copies the target's changes here.
         var pullMap: ChangeMap?
         /// The next resync compares digests first and sends only extents that differ (`--checksum`).
         var checksumResync = false
         /// What the last completed resync did (for status).
         var lastResync: ResyncResult?
+
+        init(record: PrimaryMirrorRecord) {
+            self.record = record
+            link = MirrorLinkMachine(state: record.state)
+        }
+
+        /// Feeds the link machine; the record (saved by the next `update`) takes its state.
+        mutating func feed(_ event: MirrorLinkMachine.Event) -> [MirrorLinkMachine.Action] {
+            let actions = link.handle(event)
+            record.state = link.state
+            return actions
+        }
+
+        /// A `cairn mirror remove` ran: a write that looked the mirror up just before must not bring its
+        /// record back.
+        var removed: Bool { link.lifecycle == .removed }
     }
 
     let state: Mutex<State>
@@ -87,15 +96,11 @@ public final class PrimaryMirror: Sendable {
 
     /// Whether writes go to the target now, and under which link.
     var linkState: (linked: Bool, epoch: UInt64) {
-        state.withLock { s in
-            (!s.removed && (s.record.state == .mirrored || s.record.state == .synchronizing), s.linkEpoch)
-        }
+        state.withLock { s in (s.link.isLinked, s.link.epoch) }
     }
 
     /// Writes go to the target (synchronizing or mirrored); otherwise they are only tracked.
-    var isLinked: Bool {
-        state.withLock { !$0.removed && ($0.record.state == .mirrored || $0.record.state == .synchronizing) }
-    }
+    var isLinked: Bool { state.withLock { $0.link.isLinked } }
 
     // MARK: host I/O
 
@@ -299,8 +304,13 @@ public final class PrimaryMirror: Sendable {
 
     /// Persists a record change (blocking write on the I/O executor) and installs it.
     func update(_ change: @escaping @Sendable (inout PrimaryMirrorRecord) -> Void) async throws {
+        try await update(state: { change(&$0.record) })
+    }
+
+    /// Persists a change of the state's record (and link: `State.feed`) the same way.
+    func update(state change: (inout State) -> Void) async throws {
         let (record, removed) = state.withLock { s -> (PrimaryMirrorRecord, Bool) in
-            change(&s.record)
+            change(&s)
             return (s.record, s.removed)
         }
         guard !removed else { return }
@@ -317,19 +327,43 @@ public final class PrimaryMirror: Sendable {
 
     /// The link failed for good: host writes go on locally and are tracked; the operator is alerted.
     func fracture(_ reason: String, epoch: UInt64? = nil) async {
-        let first = state.withLock { s -> Bool in
-            if let epoch, epoch != s.linkEpoch { return false }
-            if s.stopping { return false }
-            guard !s.removed, s.record.state == .mirrored || s.record.state == .synchronizing else { return false }
-            s.record.state = .fractured
-            s.record.lastError = reason
-            s.lastErrorAt = Date()
-            s.fractures += 1
-            if let connection = s.connection { connection.close() }
-            s.connection = nil
-            return true
+        let actions = state.withLock { s in feed(.linkFailed(epoch: epoch), reason: reason, &s) }
+        guard actions.contains(.recordFracture) else { return }
+        await recordFracture(reason)
+    }
+
+    /// Feeds the link machine under the state lock and carries out the actions that change memory only;
+    /// the durable ones (`recordFracture`, `recordPause`) are the caller's, outside the lock.
+    @discardableResult
+    func feed(_ event: MirrorLinkMachine.Event, reason: String?, _ s: inout State) -> [MirrorLinkMachine.Action] {
+        let actions = s.feed(event)
+        for action in actions {
+            switch action {
+            case .closeConnection:
+                s.connection?.close()
+                s.connection = nil
+            case .recordFracture:
+                s.record.lastError = reason
+                s.lastErrorAt = Date()
+                s.fractures += 1
+            case .recordPause:
+                s.record.lastError = reason
+            case .clearLastError:
+                s.record.lastError = nil
+            case .startResync:
+                startResyncJob(&s)
+            case .installConnection, .startVerify, .cancelJob:
+                // The caller's: it holds what these need (the new connection, the job's id), and cancels a
+                // job outside the lock (cancellation handlers run on the cancelling thread).
+                break
+            }
         }
-        guard first else { return }
+        return actions
+    }
+
+    /// The durable half of a fracture: a new generation, the activity log's extents dirty; then the log
+    /// and the alert.
+    func recordFracture(_ reason: String) async {
         changeMap.promoteActive()
         let generation = UInt64.random(in: 1...UInt64.max)
         do {
@@ -414,19 +448,14 @@ public final class PrimaryMirror: Sendable {
     }
 
     /// `cairn mirror remove`: stops everything and records nothing more.
-    func markRemoved() {
-        state.withLock { $0.removed = true }
-        shutdown()
-    }
+    func markRemoved() { stop(.remove) }
 
     /// Closes the link (daemon shutdown); the record stays as it is for the next start.
-    func shutdown() {
-        let (connection, resync) = state.withLock { s in
-            s.stopping = true
-            return (s.connection, s.resync)
-        }
-        resync?.cancel()
-        connection?.close()
+    func shutdown() { stop(.stop) }
+
+    private func stop(_ event: MirrorLinkMachine.Event) {
+        let job = state.withLock { s in feed(event, reason: nil, &s).contains(.cancelJob) ? s.resync : nil }
+        job?.cancel()
     }
 }
 

@@ -67,10 +67,15 @@ extension Replication {
             var options: MirrorEstablishRequest.Options = []
             if discardTargetChanges { options.insert(.discardTargetChanges) }
             let (connection, handle) = try await mirror.openConnection(initial: true, options: options, explicit: true)
-            mirror.state.withLock { s in
+            let installed = mirror.state.withLock { s in
+                guard mirror.feed(.linked, reason: nil, &s).contains(.installConnection) else { return false }
                 s.connection = connection
                 s.handle = handle
-                s.linkEpoch += 1
+                return true
+            }
+            guard installed else {
+                connection.close()
+                throw ReplicationError(.busy, "the daemon is stopping")
             }
             try await executor.run { try store.save(record, to: store.primaryPath(volume.id)) }
         } catch {
@@ -146,13 +151,17 @@ extension Replication {
         if taking { options.insert(.takeTargetChanges) }
         do {
             let (connection, handle) = try await mirror.openConnection(initial: false, options: options, explicit: true)
-            mirror.state.withLock { s in
+            let installed = mirror.state.withLock { s in
+                guard mirror.feed(.linked, reason: nil, &s).contains(.installConnection) else { return false }
                 s.connection = connection
                 s.handle = handle
-                s.linkEpoch += 1
-                s.record.state = .synchronizing
                 s.record.lastError = nil
                 s.checksumResync = checksum
+                return true
+            }
+            guard installed else {
+                connection.close()
+                throw ReplicationError(.busy, "the daemon is stopping or the mirror was removed")
             }
             if taking {
                 // The pull set is built (and durable) before the command answers, so its answer and every
@@ -201,7 +210,7 @@ extension Replication {
         // Severed first: writes from now on are tracked instead of sent (one already sent and refused by
         // the target after it hears the sever is tracked too).
         let (handle, connected) = mirror.state.withLock { s -> (UInt64, Bool) in
-            s.record.state = .severed
+            mirror.feed(.severing, reason: nil, &s)
             return (s.handle, s.connection?.isActive ?? false)
         }
         var told = false
