@@ -15,10 +15,14 @@ extension BackupCoordinator {
         for var record in unfinished {
             let run = BackupRun(
                 coordinator: self, record: record,
-                volumeChunkSize: (try? pool.volumeInfo(named: record.volume).chunkSize) ?? 65536)
+                volumeChunkSize: (try? pool.volumes.info(named: record.volume).chunkSize) ?? 65536)
             if record.phase == .discarding {
                 // The archive is complete and durable: only image A's storage is left to drop.
-                if record.method == .log { mergeLog(record) } else { try? pool.deleteVolume(name: record.imageVolume, force: true) }
+                if record.method == .log {
+                    mergeLog(record)
+                } else {
+                    try? pool.volumes.delete(name: record.imageVolume, force: true)
+                }
                 run.dropOlderBases()
                 run.record.phase = .succeeded
                 run.record.finishedAt = Date()
@@ -64,7 +68,7 @@ extension BackupCoordinator {
 
     /// The images of an interrupted backup, from the volumes it left in the pool.
     private func reopenImages(_ record: BackupRecord) throws -> any MirrorImages {
-        let imageID = try pool.volumeID(named: record.imageVolume)
+        let imageID = try pool.volumes.id(named: record.imageVolume)
         switch record.method {
         case .cow:
             return CopyOnWriteImages(pool: pool, volumeID: record.volumeID, cloneID: imageID, cloneName: record.imageVolume)
