@@ -21,7 +21,8 @@ struct BackupArchiver {
         var ranges: [Range<UInt64>] = []
         var position: UInt64 = 0
         while position < size {
-            let extents = try pool.allocationExtents(volumeID: volumeID, offset: position, length: size - position)
+            let extents = try pool.snapshots.allocationExtents(
+                volumeID: volumeID, offset: position, length: size - position)
             guard !extents.isEmpty else { break }
             for extent in extents {
                 if !extent.isHole { Self.add(position..<position + extent.length, to: &ranges) }

@@ -15,7 +15,7 @@ extension BackupCoordinator {
         for record in unfinished {
             let run = BackupRun(
                 coordinator: self, record: record,
-                volumeChunkSize: (try? pool.volumeInfo(named: record.volume).chunkSize) ?? 65536, route: nil)
+                volumeChunkSize: (try? pool.volumes.info(named: record.volume).chunkSize) ?? 65536, route: nil)
             // The phase decides (`BackupMachine`): abandon, archive again from frozen A, or drop A.
             run.drive(.reopened(at: Date()), reportsCancellation: false)
         }
@@ -24,7 +24,7 @@ extension BackupCoordinator {
 
     /// The images of an interrupted backup, from the volumes it left in the pool.
     func reopenImages(_ record: BackupRecord) throws -> any MirrorImages {
-        let imageID = try pool.volumeID(named: record.imageVolume)
+        let imageID = try pool.volumes.id(named: record.imageVolume)
         switch record.method {
         case .cow:
             return CopyOnWriteImages(pool: pool, volumeID: record.volumeID, cloneID: imageID, cloneName: record.imageVolume)

@@ -148,7 +148,7 @@ public final class BackupCoordinator: @unchecked Sendable {
 
     /// Starts a backup: checks everything that can be refused, records it, and runs it on a thread.
     public func start(_ request: BackupRequest) throws -> BackupStatus {
-        let info = try pool.volumeInfo(named: request.volume)
+        let info = try pool.volumes.info(named: request.volume)
         if let timeout = request.drainTimeoutSeconds, !(timeout > 0) {
             throw EngineError(.invalidArgument, "the drain timeout must be a positive number of seconds")
         }
@@ -169,7 +169,7 @@ public final class BackupCoordinator: @unchecked Sendable {
                     .invalidArgument, "\(since) is a backup of '\(header.volume)' (\(header.volumeSize) bytes), not of this volume")
             }
             let snapshot = Self.snapshotName(header.archiveID)
-            guard (try? pool.snapshotInfo(volume: request.volume, snapshot: snapshot)) != nil else {
+            guard (try? pool.snapshots.info(volume: request.volume, name: snapshot)) != nil else {
                 throw EngineError(
                     .notFound,
                     "the changed-block base of \(since) (snapshot \(request.volume)@\(snapshot)) is gone: the "

@@ -44,7 +44,7 @@ public struct BackupRestorer: Sendable {
 
     /// True when `volume` exists (and may be overwritten); throws when it may not be restored into.
     private func checkTarget(_ volume: String, size: UInt64, force: Bool) throws -> Bool {
-        guard let existing = try? pool.volumeInfo(named: volume) else { return false }
+        guard let existing = try? pool.volumes.info(named: volume) else { return false }
         guard force else {
             throw EngineError(
                 .alreadyExists,
@@ -77,9 +77,9 @@ public struct BackupRestorer: Sendable {
         let total = summaries.reduce(0) { $0 + $1.dataBytes + $1.zeroBytes }
         // Checked again: the volume may have changed since `precheck`.
         let created = try !checkTarget(volume, size: header.volumeSize, force: force)
-        if created { try pool.createVolume(name: volume, size: header.volumeSize, chunkSize: header.chunkSize) }
+        if created { try pool.volumes.create(name: volume, size: header.volumeSize, chunkSize: header.chunkSize) }
         do {
-            let id = try pool.volumeID(named: volume)
+            let id = try pool.volumes.id(named: volume)
             if !created { try pool.discard(volumeID: id, offset: 0, length: header.volumeSize, mode: .zero) }
             var report = RestoreReport(volume: volume, created: created, archives: paths.count, dataBytes: 0, zeroBytes: 0)
             for path in paths {
@@ -103,7 +103,7 @@ public struct BackupRestorer: Sendable {
             return report
         } catch {
             // A new volume that could not be filled is not left behind half-restored.
-            if created { try? pool.deleteVolume(name: volume, force: true) }
+            if created { try? pool.volumes.delete(name: volume, force: true) }
             if let error = error as? ArchiveError { throw EngineError(.invalidArgument, error.message) }
             throw error
         }

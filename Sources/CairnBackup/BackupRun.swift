@@ -138,15 +138,16 @@ final class BackupRun: @unchecked Sendable {
             // Commit what is dirty before the hold, so the commits inside it are small.
             try pool.flush()
             mirror = try route.hold { () -> OneWayMirror in
-                try pool.createSnapshot(volume: record.volume, snapshot: record.snapshot)
-                let clone = try pool.cloneVolume(volume: record.volume, snapshot: record.snapshot, as: record.imageVolume)
+                try pool.snapshots.create(volume: record.volume, name: record.snapshot)
+                let clone = try pool.volumes.clone(
+                    volume: record.volume, snapshot: record.snapshot, as: record.imageVolume)
                 let made = CopyOnWriteImages(
                     pool: pool, volumeID: volumeID, cloneID: clone.id, cloneName: record.imageVolume)
                 images = made
                 return splitNow(OneWayMirror(images: made, phase: .split), route: route)
             }
         case .log:
-            let log = try pool.createVolume(name: record.imageVolume, size: record.volumeSize, chunkSize: chunkSize)
+            let log = try pool.volumes.create(name: record.imageVolume, size: record.volumeSize, chunkSize: chunkSize)
             let journal = try LogTableJournal(path: coordinator.store.journalPath(for: record.id))
             let made = WriteLogImages(
                 pool: pool, volumeID: volumeID, size: record.volumeSize, logID: log.id, logName: record.imageVolume,
@@ -154,11 +155,11 @@ final class BackupRun: @unchecked Sendable {
             images = made
             try pool.flush()
             mirror = try route.hold { () -> OneWayMirror in
-                try pool.createSnapshot(volume: record.volume, snapshot: record.snapshot)
+                try pool.snapshots.create(volume: record.volume, name: record.snapshot)
                 return splitNow(OneWayMirror(images: made, phase: .split), route: route)
             }
         case .mirror:
-            let copy = try pool.createVolume(name: record.imageVolume, size: record.volumeSize, chunkSize: chunkSize)
+            let copy = try pool.volumes.create(name: record.imageVolume, size: record.volumeSize, chunkSize: chunkSize)
             let made = FullMirrorImages(pool: pool, volumeID: volumeID, copyID: copy.id, copyName: record.imageVolume)
             images = made
             let building = OneWayMirror(images: made, phase: .establishing)
@@ -173,7 +174,7 @@ final class BackupRun: @unchecked Sendable {
             }
             try pool.flush()
             mirror = try route.hold { () -> OneWayMirror in
-                try pool.createSnapshot(volume: record.volume, snapshot: record.snapshot)
+                try pool.snapshots.create(volume: record.volume, name: record.snapshot)
                 made.broken = true
                 return splitNow(building, route: route)
             }
@@ -230,9 +231,9 @@ final class BackupRun: @unchecked Sendable {
         archiver.readDelayPerMiB = coordinator.archiveReadDelay
         let ranges: [Range<UInt64>]
         if let baseSnapshot = record.baseSnapshot {
-            let base = try pool.snapshotInfo(volume: record.volume, snapshot: baseSnapshot)
-            let now = try pool.snapshotInfo(volume: record.volume, snapshot: record.snapshot)
-            let changed = try pool.changedExtents(
+            let base = try pool.snapshots.info(volume: record.volume, name: baseSnapshot)
+            let now = try pool.snapshots.info(volume: record.volume, name: record.snapshot)
+            let changed = try pool.snapshots.changedExtents(
                 volumeID: record.volumeID, after: base.epoch, upTo: now.epoch, offset: 0, length: record.volumeSize,
                 limit: .max
             ).map { $0.offset..<$0.offset + $0.length }
@@ -304,11 +305,11 @@ final class BackupRun: @unchecked Sendable {
     /// included) as changed-block bases for `--since`; older ones are deleted, since each pins the data
     /// the volume has overwritten since it was taken.
     func dropOlderBases() {
-        let snapshots = (try? pool.listSnapshots(volume: record.volume)) ?? []
+        let snapshots = (try? pool.snapshots.list(volume: record.volume)) ?? []
         let bases = snapshots.filter { $0.name.hasPrefix(BackupCoordinator.namePrefix) && $0.name != record.snapshot }
             .sorted { $0.epoch > $1.epoch }
         for snapshot in bases.dropFirst(BackupCoordinator.retainedBases - 1) {
-            _ = try? pool.deleteSnapshot(volume: record.volume, snapshot: snapshot.name)
+            _ = try? pool.snapshots.delete(volume: record.volume, name: snapshot.name)
         }
     }
 
@@ -335,10 +336,10 @@ final class BackupRun: @unchecked Sendable {
             if let images { try? images.discardImages() }
             // Abandoned after a crash, the log method's log has been merged (or must be kept): only the
             // other methods' images are deleted blindly.
-            if record.method != .log || images != nil, (try? pool.volumeInfo(named: record.imageVolume)) != nil {
-                try? pool.deleteVolume(name: record.imageVolume, force: true)
+            if record.method != .log || images != nil, (try? pool.volumes.info(named: record.imageVolume)) != nil {
+                try? pool.volumes.delete(name: record.imageVolume, force: true)
             }
-            _ = try? pool.deleteSnapshot(volume: record.volume, snapshot: record.snapshot)
+            _ = try? pool.snapshots.delete(volume: record.volume, name: record.snapshot)
         }
         if !Self.isFIFO(record.archivePath) { unlink(record.archivePath + ".partial") }
     }

@@ -38,7 +38,7 @@ final class CopyOnWriteImages: MirrorImages {
 
     func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
         // The clone's map falls through to the T snapshot, so the engine answers for A as it reads.
-        try pool.allocationExtents(
+        try pool.snapshots.allocationExtents(
             volumeID: side == .a ? cloneID : volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
     }
 
@@ -52,7 +52,7 @@ final class CopyOnWriteImages: MirrorImages {
     func dissolve(locks: RangeLockTable) throws {}
 
     func discardImages() throws {
-        try pool.deleteVolume(name: cloneName, force: true)
+        try pool.volumes.delete(name: cloneName, force: true)
     }
 }
 
@@ -96,7 +96,7 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
     }
 
     func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
-        try pool.allocationExtents(
+        try pool.snapshots.allocationExtents(
             volumeID: side == .a && broken ? copyID : volumeID, offset: offset, length: length,
             maximumExtents: maximumExtents)
     }
@@ -141,6 +141,6 @@ final class FullMirrorImages: MirrorImages, @unchecked Sendable {
     func dissolve(locks: RangeLockTable) throws {}
 
     func discardImages() throws {
-        try pool.deleteVolume(name: copyName, force: true)
+        try pool.volumes.delete(name: copyName, force: true)
     }
 }

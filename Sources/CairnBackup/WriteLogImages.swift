@@ -160,7 +160,7 @@ final class WriteLogImages: MirrorImages {
 
     func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent] {
         if side == .a {
-            return try pool.allocationExtents(
+            return try pool.snapshots.allocationExtents(
                 volumeID: volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
         }
         guard offset < size else { throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume") }
@@ -192,7 +192,7 @@ final class WriteLogImages: MirrorImages {
         }
         var extents: [AllocationExtent] = []
         for run in runs {
-            let answer = try pool.allocationExtents(
+            let answer = try pool.snapshots.allocationExtents(
                 volumeID: run.volume, offset: run.range.lowerBound, length: UInt64(run.range.count),
                 maximumExtents: maximumExtents - extents.count + 1)
             for extent in answer {
@@ -220,7 +220,7 @@ final class WriteLogImages: MirrorImages {
         }
         // B's source may lie partly in the log and partly in the volume, and its target goes to the
         // log: the chunk is built here (as B reads it, with the buffer on top) and written as B writes.
-        try command.check(chunkSize: try pool.volumeInfo(named: logName).chunkSize, volumeSize: size)
+        try command.check(chunkSize: try pool.volumes.info(named: logName).chunkSize, volumeSize: size)
         var chunk = [UInt8](repeating: 0, count: Int(command.copySize))
         _ = try chunk.withUnsafeMutableBytes { try read(.b, offset: command.source, into: $0) }
         chunk.withUnsafeMutableBytes { raw in
@@ -321,14 +321,14 @@ final class WriteLogImages: MirrorImages {
     }
 
     func discardImages() throws {
-        try pool.deleteVolume(name: logName, force: true)
+        try pool.volumes.delete(name: logName, force: true)
         unlink(journal.path)
     }
 
     /// After a crash: the blocks of the journal at `journalPath` are copied from the log into the
     /// volume (no session runs yet), made durable, and the log and journal go.
     static func recover(pool: Pool, volumeID: UInt64, size: UInt64, logName: String, journalPath: String) throws {
-        guard let logID = try? pool.volumeID(named: logName) else {
+        guard let logID = try? pool.volumes.id(named: logName) else {
             unlink(journalPath)
             return
         }

@@ -25,7 +25,7 @@ extension PoolManagement: MirrorService {
     /// Changes that would alter a mirrored volume behind its mirror's back (its size, its data all at once,
     /// its existence) are refused while it is a primary or a paired target.
     func refuseIfMirrored(_ volume: String, _ action: String) throws {
-        guard let replication, let id = try? pool.volumeID(named: volume) else { return }
+        guard let replication, let id = try? pool.volumes.id(named: volume) else { return }
         if replication.primary(volumeID: id) != nil {
             throw ManagementError(
                 code: "busy",

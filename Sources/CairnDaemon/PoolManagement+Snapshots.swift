@@ -6,19 +6,19 @@ import Foundation
 
 extension PoolManagement {
     func listSnapshots(volume: String?) async throws -> [SnapshotDTO] {
-        try await run { try pool.listSnapshots(volume: volume) }.map(dto)
+        try await run { try pool.snapshots.list(volume: volume) }.map(dto)
     }
 
     func snapshot(volume: String, name: String) async throws -> SnapshotDTO {
-        dto(try await run { try pool.snapshotInfo(volume: volume, snapshot: name) })
+        dto(try await run { try pool.snapshots.info(volume: volume, name: name) })
     }
 
     func createSnapshot(volume: String, name: String) async throws -> SnapshotDTO {
-        dto(try await run { try pool.createSnapshot(volume: volume, snapshot: name) })
+        dto(try await run { try pool.snapshots.create(volume: volume, name: name) })
     }
 
     func deleteSnapshot(volume: String, name: String) async throws -> SnapshotDeletionDTO {
-        let job = try await run { try pool.deleteSnapshot(volume: volume, snapshot: name) }
+        let job = try await run { try pool.snapshots.delete(volume: volume, name: name) }
         return SnapshotDeletionDTO(deleted: "\(volume)@\(name)", job: pool.jobs.job(job).map(Self.dto))
     }
 
@@ -27,34 +27,34 @@ extension PoolManagement {
         try refuseIfBackingUp(volume, "rolled back")
         return dto(
             try await run {
-                try pool.rollback(volume: volume, snapshot: snapshot, force: force)
-                return try pool.volumeInfo(named: volume)
+                try pool.snapshots.rollback(volume: volume, to: snapshot, force: force)
+                return try pool.volumes.info(named: volume)
             })
     }
 
     func clone(volume: String, snapshot: String, as name: String) async throws -> VolumeDTO {
-        dto(try await run { try pool.cloneVolume(volume: volume, snapshot: snapshot, as: name) })
+        dto(try await run { try pool.volumes.clone(volume: volume, snapshot: snapshot, as: name) })
     }
 
     func changes(volume: String, from: String, to: String?) async throws -> ChangesDTO {
-        let extents = try await run { try pool.changedExtents(volume: volume, from: from, to: to) }
+        let extents = try await run { try pool.snapshots.changedExtents(volume: volume, from: from, to: to) }
         return ChangesDTO(
             volume: volume, from: from, to: to, changedBytes: extents.reduce(0) { $0 + $1.length },
             extents: extents.map { ChangesDTO.Extent(offset: $0.offset, length: $0.length) })
     }
 
     func startDedup(volumes: [String]) async throws -> JobDTO {
-        let id = try await run { try pool.startDedup(volumes: volumes.isEmpty ? nil : volumes) }
+        let id = try await run { try pool.dedup.start(volumes: volumes.isEmpty ? nil : volumes) }
         return try await job(id: id)
     }
 
     func startScrub() async throws -> JobDTO {
-        let id = try await run { try pool.startScrub() }
+        let id = try await run { try pool.scrub.start() }
         return try await job(id: id)
     }
 
     func scrubReport() async throws -> ScrubReportDTO {
-        guard let report = pool.lastScrubReport else {
+        guard let report = pool.scrub.lastReport else {
             throw ManagementError(code: "not_found", message: "no scrub has run since the daemon started; start one with `cairn pool scrub`")
         }
         return ScrubReportDTO(
@@ -68,7 +68,7 @@ extension PoolManagement {
     }
 
     func repairScrubDamage() async throws -> ScrubRepairDTO {
-        guard let report = pool.lastScrubReport, report.finished else {
+        guard let report = pool.scrub.lastReport, report.finished else {
             throw ManagementError(code: "not_found", message: "no finished scrub to repair from; run `cairn pool scrub --wait`")
         }
         var blocks: [ScrubRepairDTO.Block] = []
@@ -81,7 +81,7 @@ extension PoolManagement {
                 do {
                     if try await replication.repairFromTarget(volume: damage.volume, offset: damage.offset, length: damage.length) {
                         // Read it back: the repair counts only if the block now verifies.
-                        let id = try await run { try pool.volumeID(named: damage.volume) }
+                        let id = try await run { try pool.volumes.id(named: damage.volume) }
                         _ = try await run {
                             var bytes = [UInt8](repeating: 0, count: Int(damage.length))
                             return try bytes.withUnsafeMutableBytes { try pool.read(volumeID: id, offset: damage.offset, into: $0) }
@@ -102,11 +102,11 @@ extension PoolManagement {
     }
 
     func listStores() async throws -> [StoreDTO] {
-        pool.listStores().map { StoreDTO(name: $0.name, path: $0.path) }
+        pool.stores.list().map { StoreDTO(name: $0.name, path: $0.path) }
     }
 
     func addStore(_ store: StoreDTO) async throws -> StoreDTO {
-        try await run { try pool.addStore(name: store.name, path: store.path) }
+        try await run { try pool.stores.add(name: store.name, path: store.path) }
         return store
     }
 

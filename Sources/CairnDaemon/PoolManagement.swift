@@ -85,7 +85,7 @@ struct PoolManagement: ManagementService {
     }
 
     func checkPool(repair: Bool) async throws -> PoolCheckDTO {
-        let r = try await run { try pool.check(repair: repair) }
+        let r = try await run { try pool.checker.check(repair: repair) }
         return PoolCheckDTO(
             healthy: r.isHealthy, volumes: r.volumes, snapshots: r.snapshots, mappings: r.mappings,
             referencedSlots: r.referencedSlots, leakedSlots: r.leakedSlots, leakedBytes: r.leakedBytes,
@@ -93,17 +93,17 @@ struct PoolManagement: ManagementService {
     }
 
     func listVolumes() async throws -> [VolumeDTO] {
-        try await run { pool.listVolumes() }.map(dto)
+        try await run { pool.volumes.list() }.map(dto)
     }
 
     func volume(named name: String) async throws -> VolumeDTO {
-        dto(try await run { try pool.volumeInfo(named: name) })
+        dto(try await run { try pool.volumes.info(named: name) })
     }
 
     func createVolume(_ request: CreateVolumeRequest) async throws -> VolumeDTO {
         dto(
             try await run {
-                try pool.createVolume(
+                try pool.volumes.create(
                     name: request.name, size: request.size, chunkSize: request.chunkSize,
                     preserveStore: request.preserveStore)
             })
@@ -121,23 +121,23 @@ struct PoolManagement: ManagementService {
             try await run {
                 var current = name
                 if let size = request.size {
-                    try pool.resizeVolume(name: current, size: size, force: request.force ?? false)
+                    try pool.volumes.resize(name: current, size: size, force: request.force ?? false)
                 }
                 if let newName = request.name {
-                    try pool.renameVolume(from: current, to: newName)
+                    try pool.volumes.rename(from: current, to: newName)
                     current = newName
                 }
                 if let store = request.preserveStore {
-                    try pool.setPreserveStore(volume: current, store: store.isEmpty ? nil : store)
+                    try pool.stores.setPreserveStore(volume: current, store: store.isEmpty ? nil : store)
                 }
-                return try pool.volumeInfo(named: current)
+                return try pool.volumes.info(named: current)
             })
     }
 
     func deleteVolume(named name: String, force: Bool) async throws {
         try refuseIfMirrored(name, "deleted")
         try refuseIfBackingUp(name, "deleted")
-        try await run { try pool.deleteVolume(name: name, force: force) }
+        try await run { try pool.volumes.delete(name: name, force: force) }
     }
 
     func dto(_ info: VolumeInfo) -> VolumeDTO {

@@ -46,11 +46,11 @@ final class VolumeCatalog: NBDExportCatalog {
     }
 
     func listExports(session: NBDSessionInfo) -> [NBDExportListing] {
-        let volumes = pool.listVolumes().map {
+        let volumes = pool.volumes.list().map {
             NBDExportListing(
                 name: $0.name, description: VolumeExport.volumeDescription, requiresTLS: requiresTLS($0.name))
         }
-        let snapshots = ((try? pool.listSnapshots()) ?? []).map {
+        let snapshots = ((try? pool.snapshots.list()) ?? []).map {
             NBDExportListing(
                 name: "\($0.volume)@\($0.name)", description: VolumeExport.snapshotDescription,
                 requiresTLS: requiresTLS($0.volume))
@@ -72,13 +72,13 @@ final class VolumeCatalog: NBDExportCatalog {
 
     private func describeVolume(name: String) -> VolumeExport? {
         let (volume, snapshot) = Self.split(name)
-        guard let id = try? pool.volumeID(named: volume) else { return nil }
+        guard let id = try? pool.volumes.id(named: volume) else { return nil }
         guard let snapshot else {
             return VolumeExport(
                 pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id,
                 name: name, requiresTLS: requiresTLS(name), replication: replication)
         }
-        guard let info = try? pool.snapshotInfo(volume: volume, snapshot: snapshot) else { return nil }
+        guard let info = try? pool.snapshots.info(volume: volume, name: snapshot) else { return nil }
         return VolumeExport(
             pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name), volumeID: id, name: name,
             snapshotEpoch: info.epoch,
@@ -97,7 +97,7 @@ final class VolumeCatalog: NBDExportCatalog {
         let (volume, snapshot) = Self.split(name)
         do {
             if let snapshot {
-                let pinned = try pool.attachSnapshot(volume: volume, snapshot: snapshot)
+                let pinned = try pool.snapshots.attach(volume: volume, name: snapshot)
                 return VolumeExport(
                     pool: pool, executor: executor, batchers: batchers, metrics: metrics.export(name),
                     volumeID: pinned.volumeID, name: name,
@@ -106,8 +106,8 @@ final class VolumeCatalog: NBDExportCatalog {
             if backups?.isImageVolume(volume) == true {
                 throw NBDExportError(.invalid, "'\(name)' holds a backup's image A and cannot be opened while it runs")
             }
-            let id = try pool.volumeID(named: volume)
-            try pool.attach(volumeID: id)
+            let id = try pool.volumes.id(named: volume)
+            try pool.volumes.attach(volumeID: id)
             let routing = backups.map { coordinator -> BackupRouting in
                 coordinator.sessionAttached(volumeID: id, session: session.id, address: session.remoteAddress)
                 return BackupRouting(route: coordinator.route(volumeID: id), session: session.id)
@@ -133,10 +133,10 @@ final class VolumeCatalog: NBDExportCatalog {
     func detach(_ export: any NBDExport, session: NBDSessionInfo) {
         guard let export = export as? VolumeExport else { return }
         if let epoch = export.snapshotEpoch {
-            pool.detachSnapshot(volumeID: export.volumeID, epoch: epoch)
+            pool.snapshots.detach(volumeID: export.volumeID, epoch: epoch)
         } else {
             backups?.sessionDetached(volumeID: export.volumeID, session: session.id)
-            pool.detach(volumeID: export.volumeID)
+            pool.volumes.detach(volumeID: export.volumeID)
         }
     }
 }

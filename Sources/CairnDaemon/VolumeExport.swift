@@ -75,7 +75,7 @@ final class VolumeExport: NBDExport {
     static let snapshotDescription = "cairn snapshot (read-only)"
 
     var exportDescription: String? { snapshotEpoch == nil ? Self.volumeDescription : Self.snapshotDescription }
-    var size: UInt64 { snapshotEpoch == nil ? ((try? pool.size(volumeID: volumeID)) ?? 0) : snapshotSize }
+    var size: UInt64 { snapshotEpoch == nil ? ((try? pool.volumes.size(volumeID: volumeID)) ?? 0) : snapshotSize }
     var capabilities: NBDExportCapabilities {
         snapshotEpoch == nil && !readOnlyGrant
             ? [.flush, .fua, .trim, .writeZeroes, .fastZero, .cache, .multiConnection, .blockStatus, .copyAndWrite]
@@ -89,7 +89,7 @@ final class VolumeExport: NBDExport {
     /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
     /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).
     var metaContexts: [String] {
-        let older = pool.snapshotEpochs(volumeID: volumeID).filter { $0.epoch < (snapshotEpoch ?? .max) }
+        let older = pool.snapshots.epochs(volumeID: volumeID).filter { $0.epoch < (snapshotEpoch ?? .max) }
         return [Self.allocationContext] + older.map { Self.dirtyBitmapPrefix + $0.name }
     }
 
@@ -312,7 +312,8 @@ final class VolumeExport: NBDExport {
         context: String, offset: UInt64, length: UInt64, maximumExtents: Int?, eventLoop: any EventLoop
     ) -> EventLoopFuture<[NBDExtent]> {
         let start = ContinuousClock.now
-        let limit = min(maximumExtents ?? Pool.maximumAllocationExtents, Pool.maximumAllocationExtents)
+        let limit = min(
+            maximumExtents ?? SnapshotCatalog.maximumAllocationExtents, SnapshotCatalog.maximumAllocationExtents)
         let pool = self.pool
         let volumeID = self.volumeID
         let epoch = snapshotEpoch
@@ -321,7 +322,8 @@ final class VolumeExport: NBDExport {
             // I/O threads, since passing the route waits while the backup changes the routing.
             return measured(.blockStatus, since: start, run(on: eventLoop) {
                 try BackupRouting.allocation(routing, offset: offset, length: length, maximumExtents: limit) {
-                    try pool.allocationExtents(volumeID: volumeID, offset: offset, length: length, maximumExtents: limit)
+                    try pool.snapshots.allocationExtents(
+                        volumeID: volumeID, offset: offset, length: length, maximumExtents: limit)
                 }.map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
             })
         }
@@ -329,7 +331,7 @@ final class VolumeExport: NBDExport {
         return measured(.blockStatus, since: start, eventLoop.makeCompletedFuture {
             do {
                 if context == Self.allocationContext {
-                    return try pool.allocationExtents(
+                    return try pool.snapshots.allocationExtents(
                         volumeID: volumeID, snapshotEpoch: epoch, offset: offset, length: length, maximumExtents: limit
                     ).map { NBDExtent(length: $0.length, flags: $0.isHole ? Self.holeFlags : 0) }
                 }
@@ -339,14 +341,14 @@ final class VolumeExport: NBDExport {
                         .map { NBDExtent(length: $0.length, flags: $0.shared ? shared : 0) }
                 }
                 guard context.hasPrefix(Self.dirtyBitmapPrefix),
-                    let since = pool.snapshotEpochs(volumeID: volumeID).first(where: {
+                    let since = pool.snapshots.epochs(volumeID: volumeID).first(where: {
                         Self.dirtyBitmapPrefix + $0.name == context
                     })
                 else {
                     throw NBDExportError(.invalid, "unknown meta context \(context)")
                 }
                 let end = offset + min(length, Self.maximumDirtyBitmapSpan)
-                let changed = try pool.changedExtents(
+                let changed = try pool.snapshots.changedExtents(
                     volumeID: volumeID, after: since.epoch, upTo: epoch ?? .max, offset: offset, length: end - offset,
                     limit: limit)
                 return Self.tile(changed, from: offset, to: end)
@@ -400,7 +402,7 @@ final class VolumeExport: NBDExport {
             extents.append(NBDExtent(length: extent.offset + extent.length - start, flags: dirtyFlag))
             position = extent.offset + extent.length
         }
-        if changed.count < Pool.maximumAllocationExtents && position < to {
+        if changed.count < SnapshotCatalog.maximumAllocationExtents && position < to {
             extents.append(NBDExtent(length: to - position, flags: 0))
         }
         return extents.isEmpty ? [NBDExtent(length: to - from, flags: 0)] : extents

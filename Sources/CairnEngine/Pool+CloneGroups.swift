@@ -55,15 +55,15 @@ extension Pool {
             let volume = state.volumes[id]!
             return (volume.record.size, volume.record.chunkSize)
         }
-        guard (try? volumeID(named: name)) == nil else {
+        guard (try? volumes.id(named: name)) == nil else {
             throw EngineError(.alreadyExists, "volume '\(name)' already exists")
         }
-        try createVolume(name: name, size: sourceVolume.size, chunkSize: sourceVolume.chunkSize)
+        try volumes.create(name: name, size: sourceVolume.size, chunkSize: sourceVolume.chunkSize)
         let ids: (source: UInt64, clone: UInt64)
         do {
             ids = try joinGroup(source: source, clone: name, sourceVolume: sourceVolume, extentSize: extentSize)
         } catch {
-            try? deleteVolume(name: name)  // nothing half-done: the new volume goes again
+            try? volumes.delete(name: name)  // nothing half-done: the new volume goes again
             throw error
         }
         try flush()
@@ -150,7 +150,7 @@ extension Pool {
         monitor.broadcast()
         try flush()
         logger.info("clone removed", metadata: ["clone": "\(name)"])
-        if deleteVolume { try self.deleteVolume(name: name) }
+        if deleteVolume { try volumes.delete(name: name) }
     }
 
     /// Stops mirroring: the clone becomes a point-in-time copy of the source as of this call (writes

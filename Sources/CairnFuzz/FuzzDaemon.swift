@@ -62,12 +62,12 @@ final class FuzzDaemon: Sendable {
     private static func preparePool(in directory: String) throws {
         let pool = try Pool.open(directory: directory)
         defer { pool.close() }
-        let volume = try pool.createVolume(name: Self.volumeName, size: Self.volumeSize)
+        let volume = try pool.volumes.create(name: Self.volumeName, size: Self.volumeSize)
         let pattern = [UInt8](repeating: 0xA5, count: 256 << 10)
         try pattern.withUnsafeBytes { bytes in
             try pool.write(volumeID: volume.id, offset: 1 << 20, source: .bytes(bytes), fua: true)
         }
-        _ = try pool.createSnapshot(volume: Self.volumeName, snapshot: Self.snapshotName)
+        _ = try pool.snapshots.create(volume: Self.volumeName, name: Self.snapshotName)
     }
 
     /// Connection logs at info level for every input would drown the fuzzer's own output.

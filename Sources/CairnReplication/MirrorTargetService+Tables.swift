@@ -17,7 +17,7 @@ extension MirrorTargetService {
         let available = status.filesystemAvailableBytes ?? .max
         var created = false
         let info: VolumeInfo
-        if let existing = pool.listVolumes().first(where: { $0.name == name }) {
+        if let existing = pool.volumes.list().first(where: { $0.name == name }) {
             guard existing.size == request.size else {
                 throw MirrorRemoteError(
                     .sizeMismatch,
@@ -50,7 +50,9 @@ extension MirrorTargetService {
                     .noSpace,
                     "the target's pool has \(available) bytes free but the primary volume holds \(request.requiredBytes)")
             }
-            info = try engineCall { try pool.createVolume(name: name, size: request.size, chunkSize: request.chunkSize) }
+            info = try engineCall {
+                try pool.volumes.create(name: name, size: request.size, chunkSize: request.chunkSize)
+            }
             created = true
         }
         let pairing = MirrorTargetMachine.Establish(
@@ -60,7 +62,7 @@ extension MirrorTargetService {
         do {
             transition = try apply(.establish(pairing), volumeID: info.id, connection: connection)
         } catch {
-            if created { try? pool.deleteVolume(name: name, force: true) }
+            if created { try? pool.volumes.delete(name: name, force: true) }
             throw MirrorRemoteError(.targetFailed, "cannot record the pairing on the target: \(error)")
         }
         switch transition.outcome {
@@ -102,16 +104,16 @@ extension MirrorTargetService {
     }
 
     func resize(_ volume: UInt64, to size: UInt64) throws {
-        guard let info = pool.listVolumes().first(where: { $0.id == volume }) else {
+        guard let info = pool.volumes.list().first(where: { $0.id == volume }) else {
             throw MirrorRemoteError(.unknownVolume, "volume \(volume) no longer exists on the target")
         }
-        _ = try engineCall { try pool.resizeVolume(name: info.name, size: size, force: true) }
+        _ = try engineCall { try pool.volumes.resize(name: info.name, size: size, force: true) }
     }
 
     func status() -> MirrorTargetStatus {
         let pool = self.pool.status()
         let (records, owners) = state.withLock { ($0.records, $0.owners) }
-        let volumes = self.pool.listVolumes().map { info in
+        let volumes = self.pool.volumes.list().map { info in
             let record = records[info.id]
             let state: String
             if let record {

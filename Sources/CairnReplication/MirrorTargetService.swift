@@ -37,7 +37,7 @@ public final class MirrorTargetService: Sendable {
         self.executor = executor
         self.store = store
         self.logger = logger
-        let known = Set(pool.listVolumes().map(\.id))
+        let known = Set(pool.volumes.list().map(\.id))
         var records: [UInt64: TargetMirrorRecord] = [:]
         for path in try store.paths(prefix: "target") {
             let record = try store.load(TargetMirrorRecord.self, from: path)
@@ -153,7 +153,7 @@ public final class MirrorTargetService: Sendable {
     /// The volume's target change map, created (empty, durable) on first use. Blocking.
     func changeMap(_ volumeID: UInt64) throws -> ChangeMap {
         if let map = state.withLock({ $0.maps[volumeID] }) { return map }
-        let size = try engine { try pool.size(volumeID: volumeID) }
+        let size = try engine { try pool.volumes.size(volumeID: volumeID) }
         let path = store.targetChangeMapPath(volumeID)
         // One creator at a time (a second `create` would replace the first one's file), outside the state lock.
         return try mapCreation.withLock { _ in

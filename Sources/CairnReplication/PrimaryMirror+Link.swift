@@ -119,7 +119,7 @@ extension PrimaryMirror {
             timeout: settings.frameTimeout, tls: settings.tls)
         do {
             let pool = self.pool
-            let info = try await executor.run { try pool.volumeInfo(named: Self.volumeName(pool, record.volumeID)) }
+            let info = try await executor.run { try pool.volumes.info(named: Self.volumeName(pool, record.volumeID)) }
             var options = options
             if initial { options.insert(.initial) }
             // A pull of the target's changes is under way: the target must keep them across reconnects.
@@ -160,7 +160,7 @@ extension PrimaryMirror {
     }
 
     static func volumeName(_ pool: Pool, _ id: UInt64) throws -> String {
-        guard let info = pool.listVolumes().first(where: { $0.id == id }) else {
+        guard let info = pool.volumes.list().first(where: { $0.id == id }) else {
             throw ReplicationError(.notFound, "the mirrored volume (id \(id)) no longer exists")
         }
         return info.name

@@ -150,7 +150,7 @@ extension PrimaryMirror {
     func copyExtent(_ extent: UInt64, compareFirst: Bool = false) async throws -> Bool {
         let pool = self.pool
         let volume = volumeID
-        let size = try pool.size(volumeID: volume)
+        let size = try pool.volumes.size(volumeID: volume)
         let start = extent * changeMap.extentSize
         guard start < size else { return false }
         let length = min(changeMap.extentSize, size - start)

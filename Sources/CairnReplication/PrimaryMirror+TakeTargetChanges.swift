@@ -75,7 +75,7 @@ extension PrimaryMirror {
         let store = self.store
         let executor = self.executor
         let volume = volumeID
-        let size = try pool.size(volumeID: volume)
+        let size = try pool.volumes.size(volumeID: volume)
         let extentSize = changeMap.extentSize
         let pull = try await executor.run {
             try ChangeMap.create(path: store.pullMapPath(volume), executor: executor, extentSize: extentSize, volumeSize: size)
@@ -152,7 +152,7 @@ extension PrimaryMirror {
     func pullExtent(_ extent: UInt64, paced: Bool = true) async throws {
         let pool = self.pool
         let volume = volumeID
-        let size = try pool.size(volumeID: volume)
+        let size = try pool.volumes.size(volumeID: volume)
         let start = extent * changeMap.extentSize
         guard start < size else { return }
         let length = min(changeMap.extentSize, size - start)

@@ -86,7 +86,7 @@ extension PrimaryMirror {
     func extentMatches(_ extent: UInt64) async throws -> Bool {
         let pool = self.pool
         let volume = volumeID
-        let size = try pool.size(volumeID: volume)
+        let size = try pool.volumes.size(volumeID: volume)
         let start = extent * changeMap.extentSize
         guard start < size else { return true }
         let length = min(changeMap.extentSize, size - start)

@@ -39,7 +39,7 @@ extension Replication {
         guard extent.nonzeroBitCount == 1, (4096...(1 << 30)).contains(extent) else {
             throw ReplicationError(.invalidArgument, "the extent size must be a power of two from 4 KiB to 1 GiB")
         }
-        let volume = try engine { try pool.volumeInfo(named: name) }
+        let volume = try engine { try pool.volumes.info(named: name) }
         guard primary(volumeID: volume.id) == nil else {
             throw ReplicationError(.alreadyExists, "volume '\(name)' is already mirrored; see `cairn mirror status \(name)`")
         }
@@ -253,7 +253,7 @@ extension Replication {
     /// overlap gate). A shrink loses data past the new end and needs `force`.
     public func resize(volume name: String, size: UInt64, force: Bool) async throws -> MirrorInfo {
         let mirror = try mirror(named: name)
-        let current = try engine { try pool.volumeInfo(named: name) }
+        let current = try engine { try pool.volumes.info(named: name) }
         guard mirror.record.state == .mirrored else {
             throw ReplicationError(
                 .wrongState,
@@ -276,7 +276,7 @@ extension Replication {
         }
         let volumes = self.pool
         do {
-            _ = try await executor.run { try volumes.resizeVolume(name: name, size: size, force: force) }
+            _ = try await executor.run { try volumes.volumes.resize(name: name, size: size, force: force) }
         } catch {
             // The target already changed: put its size back; what it lost past the new end is copied again.
             _ = try? await mirror.send(.resize, payload: MirrorHandleValue(handle: handle, value: current.size).payload)
@@ -343,7 +343,7 @@ extension Replication {
     /// On a target: forgets the pairing of VOLUME (its primary is gone for good); the volume stays, as an
     /// ordinary writable volume.
     public func releaseTarget(volume name: String) async throws {
-        let id = try engine { try pool.volumeID(named: name) }
+        let id = try engine { try pool.volumes.id(named: name) }
         guard target.isPaired(volumeID: id) else {
             throw ReplicationError(.notFound, "volume '\(name)' is not the target of a mirror on this daemon")
         }
@@ -360,7 +360,7 @@ extension Replication {
     /// learns of the promotion and must choose `--take-target-changes` or `--discard-target-changes`).
     /// What hosts write here from now on is recorded in the target's change map.
     public func promoteTarget(volume name: String) async throws -> TargetMirrorRecord {
-        let id = try engine { try pool.volumeID(named: name) }
+        let id = try engine { try pool.volumes.id(named: name) }
         guard target.isPaired(volumeID: id) else {
             throw ReplicationError(.notFound, "volume '\(name)' is not the target of a mirror on this daemon")
         }

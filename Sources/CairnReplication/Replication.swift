@@ -72,7 +72,7 @@ public final class Replication: Sendable {
         self.logger = logger
         store = try MirrorRecordStore(dataDirectory: dataDirectory)
         target = try MirrorTargetService(pool: pool, executor: executor, store: store, logger: logger)
-        let known = Set(pool.listVolumes().map(\.id))
+        let known = Set(pool.volumes.list().map(\.id))
         for path in try store.paths(prefix: "primary") {
             var record = try store.load(PrimaryMirrorRecord.self, from: path)
             guard known.contains(record.volumeID) else {
@@ -85,7 +85,7 @@ public final class Replication: Sendable {
                 // The map failed before the restart: rebuilt with every extent dirty (a full resync).
                 map = try ChangeMap.create(
                     path: store.changeMapPath(record.volumeID), executor: executor, extentSize: record.extentSize,
-                    volumeSize: try pool.size(volumeID: record.volumeID))
+                    volumeSize: try pool.volumes.size(volumeID: record.volumeID))
                 if map.extentCount > 0 { try map.markDirtyDurably(0...(map.extentCount - 1)) }
                 record.changeMapLost = nil
                 try store.save(record, to: path)
@@ -190,14 +190,14 @@ public final class Replication: Sendable {
 
     /// The target side: volumes of this pool paired with a primary elsewhere.
     public func targetPairings() -> [(volume: String, record: TargetMirrorRecord, connected: Bool)] {
-        let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let names = Dictionary(pool.volumes.list().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         return target.records().compactMap { record in
             names[record.volumeID].map { ($0, record, target.isConnected(volumeID: record.volumeID)) }
         }.sorted { $0.volume < $1.volume }
     }
 
     public func list() -> [MirrorInfo] {
-        let names = Dictionary(pool.listVolumes().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let names = Dictionary(pool.volumes.list().map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         return primaries.withLock { Array($0.mirrors.values) }.compactMap { mirror in
             names[mirror.volumeID].map { Self.info(mirror, name: $0) }
         }.sorted { $0.volume < $1.volume }
@@ -227,7 +227,7 @@ public final class Replication: Sendable {
     static let maximumAsynchronousLag: UInt64 = 4 << 30
 
     func mirror(named name: String) throws -> PrimaryMirror {
-        let id = try engine { try pool.volumeID(named: name) }
+        let id = try engine { try pool.volumes.id(named: name) }
         guard let mirror = primary(volumeID: id) else {
             throw ReplicationError(.notFound, "volume '\(name)' is not mirrored (see `cairn mirror list`)")
         }

@@ -62,7 +62,7 @@ import Testing
         let pool = try Pool.open(directory: directory + "/pool", options: options)
         defer { pool.close() }
         let size: UInt64 = 24 << 20
-        let volume = try pool.createVolume(name: "v", size: size)
+        let volume = try pool.volumes.create(name: "v", size: size)
         var random = SeededGenerator(seed: seed)
         for _ in 0..<60 {
             let length = Int.random(in: 1...256, using: &random) * 4096

@@ -63,11 +63,14 @@ final class TestSession: @unchecked Sendable {
     }
 
     /// `base:allocation` as this session's image reads.
-    func allocation(_ offset: UInt64, _ length: UInt64, maximumExtents: Int = Pool.maximumAllocationExtents) throws
+    func allocation(
+        _ offset: UInt64, _ length: UInt64, maximumExtents: Int = SnapshotCatalog.maximumAllocationExtents
+    ) throws
         -> [AllocationExtent]
     {
         try route.perform({
-            try pool.allocationExtents(volumeID: volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
+            try pool.snapshots.allocationExtents(
+                volumeID: volumeID, offset: offset, length: length, maximumExtents: maximumExtents)
         }) { try $0.allocation(session: id, offset: offset, length: length, maximumExtents: maximumExtents) }
     }
 

@@ -13,7 +13,7 @@ import Testing
         defer { fixture.close() }
         let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
         let size: UInt64 = 4 << 20
-        let volume = try pool.createVolume(name: "v", size: size)
+        let volume = try pool.volumes.create(name: "v", size: size)
         func path(_ name: String) -> String { directory + "/" + name + ".cbk" }
         func backup(_ name: String, since: String? = nil) throws -> BackupRecord {
             let started = try startSplit(
@@ -24,7 +24,7 @@ import Testing
         }
         func restored(_ chain: [String], as name: String) throws -> [UInt8] {
             _ = try BackupRestorer(pool: pool).restore(paths: chain.map(path), to: name, force: false)
-            return try readBytes(pool, try pool.volumeID(named: name), 0, Int(size))
+            return try readBytes(pool, try pool.volumes.id(named: name), 0, Int(size))
         }
 
         try writeBytes(pool, volume.id, 0, [UInt8](repeating: 1, count: 1 << 20))
@@ -53,7 +53,7 @@ import Testing
             #expect(throws: EngineError.self, "\(chain)") {
                 try BackupRestorer(pool: pool).restore(paths: chain.map(path), to: "bad", force: false)
             }
-            #expect((try? pool.volumeInfo(named: "bad")) == nil)
+            #expect((try? pool.volumes.info(named: "bad")) == nil)
         }
 
         // Four backups later the full is no longer a base: refused clearly, and nothing is started.
@@ -71,7 +71,7 @@ import Testing
         }
         #expect(coordinator.list().count == before)
         #expect(!FileManager.default.fileExists(atPath: path("stale")))
-        let bases = try pool.listSnapshots(volume: "v").filter { $0.name.hasPrefix(BackupCoordinator.namePrefix) }
+        let bases = try pool.snapshots.list(volume: "v").filter { $0.name.hasPrefix(BackupCoordinator.namePrefix) }
         #expect(bases.count == BackupCoordinator.retainedBases)
         // The oldest base still kept works.
         _ = try backup("fromOldest", since: "later0")

@@ -14,8 +14,8 @@ import Testing
         options.commitIntervalNanoseconds = 3_600_000_000_000
         options.logger.logLevel = .critical
         let pool = try Pool(media: SimulatedMedia(), options: options)
-        let volume = try pool.createVolume(name: "v", size: 1 << 20, chunkSize: 65536)
-        let log = try pool.createVolume(name: "v-log", size: 1 << 20, chunkSize: 65536)
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20, chunkSize: 65536)
+        let log = try pool.volumes.create(name: "v-log", size: 1 << 20, chunkSize: 65536)
         try fileSystem.makeDirectory("/pool")
         let journal = try LogTableJournal(path: "/pool/b.log-table", fileSystem: fileSystem)
         let images = WriteLogImages(

@@ -15,7 +15,7 @@ struct SplitVolumeCommandTests {
         let fixture = try BackupTestPool()
         defer { fixture.close() }
         let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
-        let volume = try pool.createVolume(name: "v", size: 1 << 20, chunkSize: UInt32(chunk))
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20, chunkSize: UInt32(chunk))
         try body(pool, coordinator, volume.id, directory)
     }
 
@@ -76,7 +76,7 @@ struct SplitVolumeCommandTests {
             #expect(record.phase == .succeeded, "\(record.message ?? "")")
             new.close()
             _ = try BackupRestorer(pool: pool).restore(paths: [directory + "/a.cbk"], to: "r", force: false)
-            let r = try pool.volumeID(named: "r")
+            let r = try pool.volumes.id(named: "r")
             #expect(try readBytes(pool, r, 0, Int(c)) == [UInt8](repeating: 0x11, count: Int(c)), "A's source")
             #expect(try readBytes(pool, r, 4 * c, Int(c)) == fromA)
             #expect(try readBytes(pool, r, 6 * c, Int(c)) == [UInt8](repeating: 0, count: Int(c)))

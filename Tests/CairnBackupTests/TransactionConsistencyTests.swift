@@ -23,7 +23,7 @@ import Testing
         let fixture = try BackupTestPool()
         defer { fixture.close() }
         let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
-        let volume = try pool.createVolume(name: "bank", size: BankLayout.volumeSize)
+        let volume = try pool.volumes.create(name: "bank", size: BankLayout.volumeSize)
         for account in 0..<BankLayout.accounts {
             try encode([BankLayout.initialBalance]).withUnsafeBytes {
                 try pool.write(
@@ -113,10 +113,10 @@ import Testing
         #expect(record.phase == .succeeded, "seed \(seed): \(record.message ?? "")")
         #expect(record.drain == "drained")
         #expect((record.sessionsAtSplit ?? 0) > 0, "seed \(seed): the backup split with transactions in flight")
-        #expect((try? pool.volumeInfo(named: record.imageVolume)) == nil, "image A is discarded")
+        #expect((try? pool.volumes.info(named: record.imageVolume)) == nil, "image A is discarded")
 
         _ = try BackupRestorer(pool: pool).restore(paths: [archive], to: "restored", force: false)
-        let restored = try pool.volumeID(named: "restored")
+        let restored = try pool.volumes.id(named: "restored")
         let transactions = log.withLock { $0 }
         #expect(transactions.contains { $0.detached < asked } && transactions.contains { $0.attached > split })
         for (volumeID, what) in [(restored, "restored archive"), (volume.id, "live volume")] {
@@ -145,7 +145,7 @@ import Testing
         let fixture = try BackupTestPool()
         defer { fixture.close() }
         let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
-        let volume = try pool.createVolume(name: "v", size: 1 << 20)
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20)
         let old = TestSession(id: 1, pool: pool, volumeID: volume.id, coordinator: coordinator)
         try old.write(0, [UInt8](repeating: 1, count: 4096))
 
@@ -173,7 +173,7 @@ import Testing
         new.close()
 
         _ = try BackupRestorer(pool: pool).restore(paths: [directory + "/a.cbk"], to: "r", force: false)
-        let r = try pool.volumeID(named: "r")
+        let r = try pool.volumes.id(named: "r")
         #expect(try readBytes(pool, r, 0, 4096) == [UInt8](repeating: 1, count: 4096))
         #expect(try readBytes(pool, r, 4096, 4096) == [UInt8](repeating: 3, count: 4096))
         #expect(try readBytes(pool, r, 8192, 4096) == [UInt8](repeating: 0, count: 4096))
@@ -183,7 +183,7 @@ import Testing
         let fixture = try BackupTestPool()
         defer { fixture.close() }
         let (directory, pool, coordinator) = (fixture.directory, fixture.pool, fixture.coordinator)
-        let volume = try pool.createVolume(name: "v", size: 4 << 20)
+        let volume = try pool.volumes.create(name: "v", size: 4 << 20)
         try writeBytes(pool, volume.id, 0, [UInt8](repeating: 1, count: 1 << 20))
         let full = try startSplit(coordinator, BackupRequest(volume: "v", archivePath: directory + "/0.cbk"))
         #expect(try waitForBackup(coordinator, full.record.id).phase == .succeeded)
@@ -201,10 +201,10 @@ import Testing
         #expect(throws: EngineError.self) {
             try BackupRestorer(pool: pool).restore(paths: [directory + "/1.cbk"], to: "bad", force: false)
         }
-        #expect((try? pool.volumeInfo(named: "bad")) == nil)
+        #expect((try? pool.volumes.info(named: "bad")) == nil)
         _ = try BackupRestorer(pool: pool).restore(
             paths: [directory + "/0.cbk", directory + "/1.cbk"], to: "r", force: false)
-        let r = try pool.volumeID(named: "r")
+        let r = try pool.volumes.id(named: "r")
         #expect(try readBytes(pool, r, 0, 4 << 20) == readBytes(pool, volume.id, 0, 4 << 20))
         // An existing volume is overwritten only with force.
         #expect(throws: EngineError.self) {

@@ -53,7 +53,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
     static func fracturedGroup(_ names: [String], _ log: FailureLog) throws -> (SimulatedMedia, Pool, UInt64) {
         let media = SimulatedMedia()
         let pool = try Pool(media: media, options: cloneTestOptions())
-        let source = try pool.createVolume(name: "src", size: UInt64(size), chunkSize: 64 << 10).id
+        let source = try pool.volumes.create(name: "src", size: UInt64(size), chunkSize: 64 << 10).id
         try writeBytes(pool, source, 0, pattern(1, size))
         for name in names {
             _ = try pool.addClone(source: "src", name: name, extentSize: UInt64(extent))
@@ -70,7 +70,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
 
     static func protectedRestoreWithCopyOnDemand(_ log: FailureLog) throws {
         let (_, pool, source) = try Self.fracturedGroup(["clone"], log)
-        let clone = try pool.volumeID(named: "clone")
+        let clone = try pool.volumes.id(named: "clone")
         let e = Self.extent
         // The source goes bad in extents 4 and 7 after the fracture.
         try writeBytes(pool, source, UInt64(4 * e + 100), pattern(9, 5000))
@@ -103,7 +103,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
         try log.check(try pool.cloneMaps(clone: "clone").delta == [0, 4, 7])
         try log.check(try readBytes(pool, source, 0, Self.size) == expected)
         try log.check(try readBytes(pool, clone, 0, Self.size) == pattern(1, Self.size), "the clone was modified")
-        try log.check(try pool.check().isHealthy)
+        try log.check(try pool.checker.check().isHealthy)
         pool.close()
     }
 
@@ -130,7 +130,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
         let (media, pool, source) = try Self.fracturedGroup(["clone1", "clone2"], log)
         let e = Self.extent
         // Clone 1 differs from the source in extent 7 (it was written after the fracture).
-        let clone1 = try pool.volumeID(named: "clone1")
+        let clone1 = try pool.volumes.id(named: "clone1")
         try writeBytes(pool, clone1, UInt64(7 * e), pattern(5, e))
         try log.check(try pool.cloneMaps(clone: "clone1").delta == [7])
         try log.check(try pool.cloneMaps(clone: "clone2").delta.isEmpty)
@@ -170,7 +170,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
             "the clone was modified")
         try log.check(try recovered.cloneInfo(named: "clone1").state == .fractured)
         try log.check(try recovered.cloneMaps(clone: "clone1").delta == [6, 7])
-        try log.check(try recovered.check().isHealthy)
+        try log.check(try recovered.checker.check().isHealthy)
         recovered.close()
     }
 
@@ -181,7 +181,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
         let (media, pool, source) = try Self.fracturedGroup(["fractured", "mirrored"], log)
         _ = try pool.syncClone(named: "mirrored")
         try log.check(try pool.runCloneJob(clone: "mirrored"))
-        let clone = try pool.volumeID(named: "fractured")
+        let clone = try pool.volumes.id(named: "fractured")
         // No FUA, no FLUSH: the data may or may not reach the disk, the maps must know either way.
         try writeBytes(pool, source, UInt64(3 * Self.extent + 512), pattern(4, 4096))
         try writeBytes(pool, clone, UInt64(9 * Self.extent), pattern(5, 512))
@@ -195,7 +195,7 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
         try log.check(try recovered.cloneInfo(named: "mirrored").state == .synchronizing)
         try log.check(try recovered.cloneMaps(clone: "mirrored").delta.contains(3))
         try log.check(try recovered.runCloneJob(clone: "mirrored"))
-        let mirrored = try recovered.volumeID(named: "mirrored")
+        let mirrored = try recovered.volumes.id(named: "mirrored")
         try log.check(try readBytes(recovered, mirrored, 0, Self.size) == readBytes(recovered, source, 0, Self.size))
         recovered.close()
     }
@@ -221,15 +221,15 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
         try refused(.invalidArgument, "not supported") { _ = try pool.addClone(source: "src", name: "x", pool: "/elsewhere") }
         try refused(.invalidArgument, "extents") { _ = try pool.addClone(source: "src", name: "x", extentSize: 4 << 10) }
         try refused(.notFound, "not a clone") { _ = try pool.syncClone(named: "src") }
-        try refused(.busy, "source of clone") { try pool.deleteVolume(name: "src", force: true) }
-        try refused(.busy, "clone group") { try pool.resizeVolume(name: "clone1", size: 2 << 20) }
+        try refused(.busy, "source of clone") { try pool.volumes.delete(name: "src", force: true) }
+        try refused(.busy, "clone group") { try pool.volumes.resize(name: "clone1", size: 2 << 20) }
 
         _ = try pool.restoreClone(named: "clone1", protected: true)
         try refused(.busy, "is running") { _ = try pool.syncClone(named: "clone1") }
         try refused(.busy, "one restore at a time") { _ = try pool.restoreClone(named: "clone2", protected: true) }
         try refused(.busy, "one restore at a time") { _ = try pool.syncClone(named: "clone2") }
         try refused(.readOnly, "only a fractured clone") {
-            try writeBytes(pool, try pool.volumeID(named: "clone1"), 0, pattern(1, 4096))
+            try writeBytes(pool, try pool.volumes.id(named: "clone1"), 0, pattern(1, 4096))
         }
         try refused(.busy, "running") { try pool.removeClone(named: "clone1") }
         try log.check(try pool.cloneInfo(named: "clone2").state == .fractured)

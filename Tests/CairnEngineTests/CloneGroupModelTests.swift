@@ -37,14 +37,14 @@ import Testing
         let trace = getenv("CAIRN_TRACE") != nil
         var pool = try Pool(media: SimulatedMedia(), options: cloneTestOptions())
         let size = UInt64(blocks * block)
-        _ = try pool.createVolume(name: "src", size: size, chunkSize: UInt32(chunkSize))
+        _ = try pool.volumes.create(name: "src", size: size, chunkSize: UInt32(chunkSize))
         // The model: block values of the source as hosts see it, and of each clone where defined (nil
         // while a sync into it runs: its content is then in between).
         var source = [UInt32](repeating: 0, count: blocks)
         var clone: [String: [UInt32]?] = [:]
         var nextValue: UInt32 = 1
 
-        func id(_ name: String) throws -> UInt64 { try pool.volumeID(named: name) }
+        func id(_ name: String) throws -> UInt64 { try pool.volumes.id(named: name) }
         func write(_ name: String, _ first: Int, _ count: Int) throws {
             var data: [UInt8] = []
             let value = nextValue
@@ -136,7 +136,7 @@ import Testing
                 let image = (pool.media as! SimulatedMedia).crashImage(using: &random)
                 pool.simulateProcessDeath()
                 pool = try Pool(media: image, options: cloneTestOptions())
-                let report = try pool.check()
+                let report = try pool.checker.check()
                 if !report.isHealthy { failures.append("seed \(seed) after power cut at step \(stepIndex): \(report.errors)") }
                 for name in clones {
                     // Interrupted mirrored writes make a synchronized clone synchronizing again.
@@ -154,7 +154,7 @@ import Testing
                 failures.append("seed \(seed): clone \(name) still \(info.state.rawValue) after its job")
             }
         }
-        if !(try pool.check().isHealthy) { failures.append("seed \(seed): pool check failed at the end") }
+        if !(try pool.checker.check().isHealthy) { failures.append("seed \(seed): pool check failed at the end") }
         pool.close()
         return failures
     }

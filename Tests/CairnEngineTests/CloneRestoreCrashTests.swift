@@ -41,7 +41,7 @@ import Testing
     static func round(seed: UInt64, _ log: FailureLog) throws {
         var random = SeededGenerator(seed: seed)
         let (media, pool, source) = try CloneGroupFigureTests.fracturedGroup(["clone"], log)
-        let cloneID = try pool.volumeID(named: "clone")
+        let cloneID = try pool.volumes.id(named: "clone")
         let cloneContent = try readBytes(pool, cloneID, 0, size)
         // The source goes bad in most extents after the fracture (FUA: durable before the restore).
         for e in 0..<(size / extent) where Bool.random(using: &random) || e % 3 == 0 {

@@ -64,7 +64,7 @@ import Testing
     }
 
     @Test func aFlippedByteFailsItsBlockOnly() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, v, 0, pattern(1, 256 << 10))
         try pool.flush()
         let damaged: UInt64 = 65536 + 3 * 4096
@@ -88,7 +88,7 @@ import Testing
     }
 
     @Test func partialWritesKeepTheirBlocksVerified() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         var model = pattern(4, 128 << 10)
         try writeBytes(pool, v, 0, model)
         for (offset, length) in [(100, 512), (4000, 300), (65536 - 200, 400), (70000, 9000)] {
@@ -98,30 +98,30 @@ import Testing
         }
         #expect(try readBytes(pool, v, 0, 128 << 10) == model)
         try pool.flush()
-        #expect(try pool.scrubNow().damage.isEmpty)
+        #expect(try pool.scrub.runNow().damage.isEmpty)
         pool.close()
     }
 
     @Test func scrubReportsVolumeOffsetAndSnapshot() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, v, 0, pattern(5, 256 << 10))
-        try pool.createSnapshot(volume: "v", snapshot: "s1")
+        try pool.snapshots.create(volume: "v", name: "s1")
         // Chunk 2 is overwritten after the snapshot: its first version is only the snapshot's.
         try writeBytes(pool, v, 2 * 65536, pattern(6, 65536))
         try pool.flush()
-        #expect(try pool.scrubNow().damage.isEmpty)
+        #expect(try pool.scrub.runNow().damage.isEmpty)
         let liveDamage: UInt64 = 65536 + 8192
         let snapshotDamage: UInt64 = 2 * 65536 + 4096
         try Self.flipByte(in: slotFile, at: slotFileOffset("v", liveDamage) + 7)
         try Self.flipByte(in: slotFile, at: slotFileOffset("v", snapshotDamage, version: 0) + 4000)
-        let report = try pool.scrubNow()
+        let report = try pool.scrub.runNow()
         #expect(report.finished)
         #expect(report.verifiedBytes >= 5 * 65536)
         let found = Set(report.damage.map { "\($0.volume)@\($0.offset) live=\($0.live) \($0.snapshots)" })
         #expect(found == ["v@\(liveDamage) live=true [\"s1\"]", "v@\(snapshotDamage) live=false [\"s1\"]"])
         // The live volume reads chunk 2 fine; the snapshot does not.
         #expect(try readBytes(pool, v, snapshotDamage, 4096) == Array(pattern(6, 65536)[4096..<8192]))
-        let epoch = try pool.snapshotInfo(volume: "v", snapshot: "s1").epoch
+        let epoch = try pool.snapshots.info(volume: "v", name: "s1").epoch
         expectMismatch(v, snapshotDamage, 4096, snapshotEpoch: epoch)
         #expect(report.summary.contains("2 damaged blocks"))
         pool.close()
@@ -129,25 +129,25 @@ import Testing
 
     @Test("a scrub reads ahead in batches and still verifies every chunk, the first and last of each batch too")
     func scrubCoversEveryBatch() throws {
-        let chunks = 3 * Pool.scrubReadAheadChunks + 5
-        let v = try pool.createVolume(name: "v", size: UInt64(chunks) * 65536).id
+        let chunks = 3 * Scrubber.readAheadChunks + 5
+        let v = try pool.volumes.create(name: "v", size: UInt64(chunks) * 65536).id
         try writeBytes(pool, v, 0, pattern(8, chunks * 65536))
         try pool.flush()
         let damaged: [UInt64] = [0, 31, 32, 63, 64, UInt64(chunks - 1)].map { $0 * 65536 + 4096 }
         for offset in damaged { try Self.flipByte(in: slotFile, at: slotFileOffset("v", offset) + 9) }
-        let report = try pool.scrubNow()
+        let report = try pool.scrub.runNow()
         #expect(report.verifiedBytes == UInt64(chunks) * 65536)
         #expect(Set(report.damage.map(\.offset)) == Set(damaged))
         pool.close()
     }
 
     @Test func sharedAndClonedSlotsVerify() throws {
-        let a = try pool.createVolume(name: "a", size: 1 << 20).id
-        let b = try pool.createVolume(name: "b", size: 1 << 20).id
+        let a = try pool.volumes.create(name: "a", size: 1 << 20).id
+        let b = try pool.volumes.create(name: "b", size: 1 << 20).id
         try writeBytes(pool, a, 0, pattern(7, 256 << 10))
         try writeBytes(pool, b, 0, pattern(7, 256 << 10))
         try pool.flush()
-        let job = try pool.startDedup()
+        let job = try pool.dedup.start()
         let deadline = ContinuousClock.now + .seconds(60)
         while pool.jobs.job(job)?.state == .running && ContinuousClock.now < deadline { usleep(1000) }
         #expect(pool.jobs.job(job)?.state == .succeeded)
@@ -155,21 +155,21 @@ import Testing
         #expect(try readBytes(pool, a, 0, 256 << 10) == pattern(7, 256 << 10))
         #expect(try readBytes(pool, b, 0, 256 << 10) == pattern(7, 256 << 10))
         // A clone of a snapshot, with a partial write that copies the edges of its sub-block.
-        try pool.createSnapshot(volume: "a", snapshot: "s")
-        try pool.cloneVolume(volume: "a", snapshot: "s", as: "c")
-        let c = try pool.volumeID(named: "c")
+        try pool.snapshots.create(volume: "a", name: "s")
+        try pool.volumes.clone(volume: "a", snapshot: "s", as: "c")
+        let c = try pool.volumes.id(named: "c")
         try writeBytes(pool, c, 4096 + 100, pattern(8, 200))
         var expected = pattern(7, 256 << 10)
         expected.replaceSubrange(4196..<4396, with: pattern(8, 200))
         #expect(try readBytes(pool, c, 0, 256 << 10) == expected)
-        #expect(try pool.scrubNow().damage.isEmpty)
+        #expect(try pool.scrub.runNow().damage.isEmpty)
         // Damage in a shared slot fails every volume that reads it.
         let shared = pool.versions(volume: "a", chunk: 1)[0].slot
         #expect(pool.versions(volume: "b", chunk: 1)[0].slot == shared)
         try Self.flipByte(in: slotFile, at: shared.index * 65536 + 20000)
         expectMismatch(a, 65536 + 16384, 4096)
         expectMismatch(b, 65536 + 16384, 4096)
-        let volumes = Set(try pool.scrubNow().damage.map(\.volume))
+        let volumes = Set(try pool.scrub.runNow().damage.map(\.volume))
         #expect(volumes == ["a", "b"])
         pool.close()
     }
@@ -179,7 +179,7 @@ import Testing
         let media = SimulatedMedia()
         let pool = try Pool(media: media, options: Self.checksumsSyncedAt(intervalNanoseconds: 0))
         self.pool.close()
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         // The first write marks its region (a write and sync of the checksum file).
         try writeBytes(pool, v, 0, pattern(12, 65536))
         let checksumFile = try #require(media.slotFile(named: "slots-65536.crc"))
@@ -193,7 +193,7 @@ import Testing
     }
 
     @Test func aFailedIntentMarkStopsThePool() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         try pool.flush()
         let checksumFile = try #require(media.slotFile(named: "slots-65536.crc"))
         checksumFile.failNextSyncs()
@@ -207,7 +207,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // Every commit syncs the checksums here (by default at most one a second does).
         try Self.withPool(directory, Self.checksumsSyncedAt(intervalNanoseconds: 0)) { pool in
-            let v = try pool.createVolume(name: "v", size: 16 << 20).id
+            let v = try pool.volumes.create(name: "v", size: 16 << 20).id
             #expect(pool.markedChecksumRegionCount == 0)
             try writeBytes(pool, v, 0, pattern(15, 8192))
             #expect(pool.markedChecksumRegionCount == 1)
@@ -216,7 +216,7 @@ import Testing
             #expect(pool.markedChecksumRegionCount == 1)
             // The next commit (a snapshot leaves it metadata to write) finds the region idle for a whole
             // interval, with data and checksums synced.
-            try pool.createSnapshot(volume: "v", snapshot: "s")
+            try pool.snapshots.create(volume: "v", name: "s")
             try pool.flush()
             #expect(pool.markedChecksumRegionCount == 0)
             // A write marks it again (durably, before the data goes down).
@@ -224,7 +224,7 @@ import Testing
             #expect(pool.markedChecksumRegionCount == 1)
         }
         try Self.withPool(directory) { pool in
-            let v = try pool.volumeID(named: "v")
+            let v = try pool.volumes.id(named: "v")
             #expect(pool.markedChecksumRegionCount == 0)
             #expect(try readBytes(pool, v, 1 << 20, 8192) == pattern(16, 8192))
             #expect(try readBytes(pool, v, 0, 8192) == pattern(15, 8192))
@@ -235,11 +235,11 @@ import Testing
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Self.withPool(directory, Self.checksumsSyncedAt(intervalNanoseconds: 3_600_000_000_000)) { pool in
-            let v = try pool.createVolume(name: "v", size: 16 << 20).id
+            let v = try pool.volumes.create(name: "v", size: 16 << 20).id
             try pool.flush()  // the first commit syncs the checksums
             try writeBytes(pool, v, 0, pattern(17, 8192))
             for name in ["a", "b", "c"] {
-                try pool.createSnapshot(volume: "v", snapshot: name)
+                try pool.snapshots.create(volume: "v", name: name)
                 try pool.flush()
             }
             // Data and metadata are durable; the checksums are not yet, so the region stays marked.
@@ -247,7 +247,7 @@ import Testing
         }
         // A clean close synced them and cleared every mark.
         try Self.withPool(directory) { pool in
-            let v = try pool.volumeID(named: "v")
+            let v = try pool.volumes.id(named: "v")
             #expect(pool.markedChecksumRegionCount == 0)
             #expect(try readBytes(pool, v, 0, 8192) == pattern(17, 8192))
         }
@@ -257,13 +257,13 @@ import Testing
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Self.withPool(directory) { pool in
-            let v = try pool.createVolume(name: "v", size: 1 << 20).id
+            let v = try pool.volumes.create(name: "v", size: 1 << 20).id
             try writeBytes(pool, v, 0, pattern(9, 128 << 10))
             #expect(!pool.status().uncheckedDataSinceBeforeChecksums)
         }
         #expect(FileManager.default.fileExists(atPath: directory + "/data/slots-65536.crc"))
         try Self.withPool(directory) { pool in
-            let v = try pool.volumeID(named: "v")
+            let v = try pool.volumes.id(named: "v")
             let slot = pool.versions(volume: "v", chunk: 1)[0].slot
             let file = try PosixStorageFile(path: directory + "/data/slots-65536.dat")
             try Self.flipByte(in: file, at: slot.index * 65536 + 5)
@@ -281,30 +281,30 @@ import Testing
         var off = testOptions()
         off.dataChecksums = false
         try Self.withPool(directory, off) { pool in
-            let v = try pool.createVolume(name: "v", size: 1 << 20).id
+            let v = try pool.volumes.create(name: "v", size: 1 << 20).id
             try writeBytes(pool, v, 0, pattern(10, 64 << 10))
         }
         // A pool from before checksums: no checksum file at all.
         try FileManager.default.removeItem(atPath: checksumFile)
         try Self.withPool(directory) { pool in
-            let v = try pool.volumeID(named: "v")
+            let v = try pool.volumes.id(named: "v")
             #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(10, 64 << 10))
             #expect(pool.status().uncheckedDataSinceBeforeChecksums)
-            var report = try pool.scrubNow()
+            var report = try pool.scrub.runNow()
             #expect(report.uncheckedBytes == 64 << 10 && report.verifiedBytes == 0 && report.damage.isEmpty, "\(report)")
             // What is written from now on is checksummed.
             try writeBytes(pool, v, 0, pattern(11, 8192))
-            report = try pool.scrubNow()
+            report = try pool.scrub.runNow()
             #expect(report.verifiedBytes == 8192 && report.uncheckedBytes == 56 << 10, "\(report)")
         }
         // Written with checksums off, the checksums are stale: the next open recomputes them.
         try Self.withPool(directory, off) { pool in
-            try writeBytes(pool, try pool.volumeID(named: "v"), 0, pattern(12, 64 << 10))
+            try writeBytes(pool, try pool.volumes.id(named: "v"), 0, pattern(12, 64 << 10))
         }
         try Self.withPool(directory) { pool in
-            let v = try pool.volumeID(named: "v")
+            let v = try pool.volumes.id(named: "v")
             #expect(try readBytes(pool, v, 0, 64 << 10) == pattern(12, 64 << 10))
-            let report = try pool.scrubNow()
+            let report = try pool.scrub.runNow()
             #expect(report.verifiedBytes == 64 << 10 && report.damage.isEmpty, "\(report)")
         }
     }
@@ -319,7 +319,7 @@ import Testing
         let size = 1 << 20
         var media = SimulatedMedia()
         var pool = try Pool(media: media, options: testOptions())
-        let v = try pool.createVolume(name: "v", size: UInt64(size)).id
+        let v = try pool.volumes.create(name: "v", size: UInt64(size)).id
         var model = SectorModel(sectors: size / SectorModel.sector)
         var value: UInt32 = 1
         func write(_ first: Int, _ count: Int) throws {
@@ -364,7 +364,7 @@ import Testing
                 model.current[s] = held
             }
             model.flushed()
-            #expect(try pool.scrubNow().damage.isEmpty, "seed \(seed) cut \(cut)")
+            #expect(try pool.scrub.runNow().damage.isEmpty, "seed \(seed) cut \(cut)")
         }
         pool.close()
     }

@@ -9,7 +9,7 @@ import Testing
 
     init() throws {
         pool = try Pool(media: SimulatedMedia(), options: testOptions())
-        volume = try pool.createVolume(name: "v", size: 16 << 20).id
+        volume = try pool.volumes.create(name: "v", size: 16 << 20).id
     }
 
     @Test func unwrittenReadsAsZerosAndHoles() throws {
@@ -17,7 +17,7 @@ import Testing
         let extents = try buffer.withUnsafeMutableBytes { try pool.read(volumeID: volume, offset: 100, into: $0) }
         #expect(buffer.allSatisfy { $0 == 0 })
         #expect(extents == [ReadExtent(offset: 100, length: 200_000, isHole: true)])
-        #expect(try pool.allocationExtents(volumeID: volume, offset: 0, length: 16 << 20)
+        #expect(try pool.snapshots.allocationExtents(volumeID: volume, offset: 0, length: 16 << 20)
             == [AllocationExtent(length: 16 << 20, isHole: true)])
         pool.close()
     }
@@ -33,7 +33,7 @@ import Testing
         try writeBytes(pool, volume, 65536 - 300, pattern(3, 700))
         #expect(try readBytes(pool, volume, 65536 - 300, 700) == pattern(3, 700))
         #expect(try readBytes(pool, volume, 65536 + 400, 3696) == [UInt8](repeating: 0, count: 3696))
-        let extents = try pool.allocationExtents(volumeID: volume, offset: 0, length: 1 << 20)
+        let extents = try pool.snapshots.allocationExtents(volumeID: volume, offset: 0, length: 1 << 20)
         #expect(extents == [
             AllocationExtent(length: 4096, isHole: false),
             AllocationExtent(length: 65536 - 8192, isHole: true),
@@ -64,13 +64,13 @@ import Testing
         // NO_HOLE zeroes keep the range allocated.
         try pool.write(volumeID: volume, offset: 2 << 20, source: .zeros(length: 65536), fua: false)
         #expect(try readBytes(pool, volume, 2 << 20, 65536) == [UInt8](repeating: 0, count: 65536))
-        #expect(try pool.allocationExtents(volumeID: volume, offset: 2 << 20, length: 65536)
+        #expect(try pool.snapshots.allocationExtents(volumeID: volume, offset: 2 << 20, length: 65536)
             == [AllocationExtent(length: 65536, isHole: false)])
         // Trimming everything gives every slot back.
         try pool.discard(volumeID: volume, offset: 0, length: 16 << 20, mode: .trim)
         try pool.flush()
         #expect(pool.status().usedBytes == 0)
-        #expect(try pool.check().isHealthy)
+        #expect(try pool.checker.check().isHealthy)
         pool.close()
     }
 
@@ -84,11 +84,11 @@ import Testing
         } catch let error as EngineError {
             #expect(error.code == .noSpace)
         }
-        #expect(try pool.allocationExtents(volumeID: volume, offset: 0, length: 65536)
+        #expect(try pool.snapshots.allocationExtents(volumeID: volume, offset: 0, length: 65536)
             == [AllocationExtent(length: 65536, isHole: true)])
         (pool.media as! SimulatedMedia).setAvailableBytes(nil)
         try writeBytes(pool, volume, 0, pattern(1, 4096))
-        #expect(try pool.check().isHealthy)
+        #expect(try pool.checker.check().isHealthy)
         pool.close()
     }
 

@@ -10,7 +10,7 @@ import Testing
     @Test func failedSyncTurnsThePoolReadOnlyAndRestartRecovers() throws {
         let media = SimulatedMedia()
         let pool = try Pool(media: media, options: testOptions())
-        let volume = try pool.createVolume(name: "v", size: 1 << 20).id
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, volume, 0, pattern(1, 65536))
         try pool.flush()
         try writeBytes(pool, volume, 65536, pattern(2, 4096))
@@ -25,30 +25,30 @@ import Testing
         pool.simulateProcessDeath()
         let reopened = try Pool(media: image, options: testOptions())
         defer { reopened.close() }
-        #expect(try readBytes(reopened, try reopened.volumeID(named: "v"), 0, 65536) == pattern(1, 65536))
-        #expect(try reopened.check().isHealthy)
+        #expect(try readBytes(reopened, try reopened.volumes.id(named: "v"), 0, 65536) == pattern(1, 65536))
+        #expect(try reopened.checker.check().isHealthy)
     }
 
     @Test func failedMetadataCommitIsReportedAndNothingFlushedIsLost() throws {
         let media = SimulatedMedia()
         let pool = try Pool(media: media, options: testOptions())
-        let volume = try pool.createVolume(name: "v", size: 1 << 20).id
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, volume, 0, pattern(1, 8192))
         try pool.flush()
         media.store.setFailCommits(true)
         try writeBytes(pool, volume, 131072, pattern(2, 8192))
         #expect(throws: EngineError.self) { try pool.flush() }
-        #expect(throws: EngineError.self) { try pool.createVolume(name: "w", size: 1 << 20) }
+        #expect(throws: EngineError.self) { try pool.volumes.create(name: "w", size: 1 << 20) }
         var random = SeededGenerator(seed: 8)
         let image = media.crashImage(using: &random)
         pool.simulateProcessDeath()
         image.store.setFailCommits(false)
         let reopened = try Pool(media: image, options: testOptions())
         defer { reopened.close() }
-        let id = try reopened.volumeID(named: "v")
+        let id = try reopened.volumes.id(named: "v")
         #expect(try readBytes(reopened, id, 0, 8192) == pattern(1, 8192))
-        #expect(reopened.listVolumes().map(\.name) == ["v"])
-        #expect(try reopened.check().isHealthy)
+        #expect(reopened.volumes.list().map(\.name) == ["v"])
+        #expect(try reopened.checker.check().isHealthy)
     }
 
     /// A pool with one volume whose first chunk was written and flushed: a FUA write over it is an
@@ -56,7 +56,7 @@ import Testing
     private func flushedPool() throws -> (SimulatedMedia, Pool, UInt64, SimulatedStorageFile) {
         let media = SimulatedMedia()
         let pool = try Pool(media: media, options: testOptions())
-        let volume = try pool.createVolume(name: "v", size: 1 << 20).id
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, volume, 0, pattern(1, 65536))
         try pool.flush()
         return (media, pool, volume, media.slotFile(named: "slots-65536.dat")!)
@@ -70,14 +70,14 @@ import Testing
         #expect(pool.status().failure?.contains("slots-65536.dat") == true)
         #expect(throws: EngineError.self) { try writeBytes(pool, volume, 131072, pattern(4, 4096)) }
         #expect(throws: EngineError.self) { try pool.flush() }
-        #expect(throws: EngineError.self) { try pool.createVolume(name: "w", size: 1 << 20) }
+        #expect(throws: EngineError.self) { try pool.volumes.create(name: "w", size: 1 << 20) }
         _ = try readBytes(pool, volume, 0, 65536)
         var random = SeededGenerator(seed: seed)
         let image = media.crashImage(using: &random)
         pool.simulateProcessDeath()
         let reopened = try Pool(media: image, options: testOptions())
         defer { reopened.close() }
-        #expect(try reopened.check().isHealthy)
+        #expect(try reopened.checker.check().isHealthy)
         #expect(!reopened.hasFailed)
     }
 

@@ -15,8 +15,8 @@ import Testing
     var slotFile: SimulatedStorageFile { media.slotFile(named: "slots-65536.dat")! }
 
     @Test func alignedChunksAreSharedWithoutWritingData() throws {
-        let a = try pool.createVolume(name: "a", size: 4 << 20).id
-        let b = try pool.createVolume(name: "b", size: 4 << 20).id
+        let a = try pool.volumes.create(name: "a", size: 4 << 20).id
+        let b = try pool.volumes.create(name: "b", size: 4 << 20).id
         try writeBytes(pool, a, 0, pattern(1, 2 << 20))
         try writeBytes(pool, b, 0, pattern(9, 4 << 20))
         try pool.flush()
@@ -36,13 +36,13 @@ import Testing
         #expect(try readBytes(pool, b, 1 << 20, 4096) == Array(pattern(1, 2 << 20)[0..<4096]))
         #expect(try readBytes(pool, b, (1 << 20) + 4096, 4096) == Array(pattern(1, 2 << 20)[4096..<8192]))
         #expect(try readBytes(pool, a, 65536, 4096) == Array(pattern(1, 2 << 20)[65536..<69632]))
-        #expect(try pool.check().isHealthy)
+        #expect(try pool.checker.check().isHealthy)
         pool.close()
     }
 
     @Test func unalignedRangesAreCopiedAndHolesStayZero() throws {
-        let a = try pool.createVolume(name: "a", size: 4 << 20).id
-        let b = try pool.createVolume(name: "b", size: 4 << 20).id
+        let a = try pool.volumes.create(name: "a", size: 4 << 20).id
+        let b = try pool.volumes.create(name: "b", size: 4 << 20).id
         try writeBytes(pool, a, 0, pattern(1, 1 << 20))
         try writeBytes(pool, b, 0, pattern(9, 4 << 20))
         // Source 512 bytes off the chunk grid: nothing lines up, everything is copied; the hole in
@@ -56,19 +56,19 @@ import Testing
         #expect(try readBytes(pool, b, 2 << 20, Int(length)) == source)
         #expect(source[((1 << 20) - 512)...].allSatisfy { $0 == 0 })
         // From a snapshot: the copy sees the snapshot, not later writes.
-        try pool.createSnapshot(volume: "a", snapshot: "s")
+        try pool.snapshots.create(volume: "a", name: "s")
         try writeBytes(pool, a, 0, pattern(5, 1 << 20))
-        let epoch = try pool.snapshotInfo(volume: "a", snapshot: "s").epoch
+        let epoch = try pool.snapshots.info(volume: "a", name: "s").epoch
         _ = try pool.copyVolumeRange(
             from: a, snapshotEpoch: epoch, sourceOffset: 0, to: b, targetOffset: 0, length: 1 << 20, fua: false)
         source = pattern(1, 1 << 20)
         #expect(try readBytes(pool, b, 0, 1 << 20) == source)
-        #expect(try pool.check().isHealthy)
+        #expect(try pool.checker.check().isHealthy)
         pool.close()
     }
 
     @Test func overlappingRangesOfOneVolumeCopyLikeMemmove() throws {
-        let v = try pool.createVolume(name: "v", size: 4 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 4 << 20).id
         let original = pattern(6, 2 << 20)
         try writeBytes(pool, v, 0, original)
         // Up by one chunk (shareable, overlapping), then down by 4 KiB (unaligned, overlapping).
@@ -80,13 +80,13 @@ import Testing
         let shifted = Array(expected[4096..<(4096 + (1 << 20))])
         expected.replaceSubrange(0..<(1 << 20), with: shifted)
         #expect(try readBytes(pool, v, 0, 2 << 20) == expected)
-        #expect(try pool.check().isHealthy)
+        #expect(try pool.checker.check().isHealthy)
         pool.close()
     }
 
     @Test func refusalsChangeNothing() throws {
-        let a = try pool.createVolume(name: "a", size: 1 << 20).id
-        let b = try pool.createVolume(name: "b", size: 1 << 20).id
+        let a = try pool.volumes.create(name: "a", size: 1 << 20).id
+        let b = try pool.volumes.create(name: "b", size: 1 << 20).id
         try writeBytes(pool, b, 0, pattern(2, 1 << 20))
         #expect(throws: EngineError.self) {
             try pool.copyVolumeRange(from: a, sourceOffset: 65536, to: b, targetOffset: 0, length: 1 << 20, fua: false)

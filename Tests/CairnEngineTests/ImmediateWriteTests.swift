@@ -19,7 +19,7 @@ import Testing
 
     @Test("overwrites and new blocks in a chunk's own slot are immediate, read back, and are checksummed")
     func overwriteIsImmediate() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, v, 0, pattern(1, 65536))
         #expect(try immediate(v, 8192, pattern(2, 4096)))
         #expect(try immediate(v, 16384, pattern(3, 16384)))
@@ -44,7 +44,7 @@ import Testing
 
     @Test("refused, changing nothing: a new chunk, a snapshot's chunk, two chunks, a partial block, a clone group")
     func refusals() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         // Nothing written there yet: a new slot and a metadata change.
         #expect(try !immediate(v, 0, pattern(1, 4096)))
         #expect(try readBytes(pool, v, 0, 4096) == [UInt8](repeating: 0, count: 4096))
@@ -53,7 +53,7 @@ import Testing
         #expect(try !immediate(v, 65536 - 4096, pattern(2, 8192)))
         #expect(try !immediate(v, 512, pattern(2, 512)))
         // A snapshot reads the chunk: copy-on-write, never in place.
-        try pool.createSnapshot(volume: "v", snapshot: "s")
+        try pool.snapshots.create(volume: "v", name: "s")
         #expect(try !immediate(v, 4096, pattern(3, 4096)))
         #expect(try readBytes(pool, v, 0, 128 << 10) == pattern(1, 128 << 10))
         #expect(pool.status().immediateWrites == 0)
@@ -61,12 +61,12 @@ import Testing
         // the volume's own again: the next overwrite is immediate.
         try writeBytes(pool, v, 4096, pattern(3, 4096))
         #expect(try immediate(v, 4096, pattern(4, 4096)))
-        let snapshot = try #require(pool.snapshotEpochs(volumeID: v).first?.epoch)
+        let snapshot = try #require(pool.snapshots.epochs(volumeID: v).first?.epoch)
         var old = [UInt8](repeating: 0, count: 4096)
         _ = try old.withUnsafeMutableBytes { try pool.read(volumeID: v, snapshotEpoch: snapshot, offset: 4096, into: $0) }
         #expect(old == Array(pattern(1, 128 << 10)[4096..<8192]))
         // A clone group: its writes go through the group first.
-        _ = try pool.createVolume(name: "src", size: 1 << 20)
+        _ = try pool.volumes.create(name: "src", size: 1 << 20)
         _ = try pool.addClone(source: "src", name: "c")
         #expect(try !immediate(v, 8192, pattern(5, 4096)))
     }
@@ -74,13 +74,13 @@ import Testing
     @Test("a new block refused by the slot file (its intent region unmarked by a commit) changes no mapping")
     func refusedNewBlockInstallsNothing() throws {
         let pool = try Pool(media: SimulatedMedia(), options: DataChecksumTests.checksumsSyncedAt(intervalNanoseconds: 0))
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, v, 0, pattern(1, 4096))
         // Commits that find the region idle unmark it (a metadata change gives each one something to
         // write): marking it again takes a sync, so the slot file refuses the immediate write.
         try pool.flush()
         for index in 0..<3 where pool.markedChecksumRegionCount > 0 {
-            _ = try pool.createVolume(name: "other\(index)", size: 1 << 20)
+            _ = try pool.volumes.create(name: "other\(index)", size: 1 << 20)
             try pool.flush()
         }
         try #require(pool.markedChecksumRegionCount == 0)
@@ -95,7 +95,7 @@ import Testing
 
     @Test("out of range and a failed pool are errors, as on the blocking path")
     func errors() throws {
-        let v = try pool.createVolume(name: "v", size: 1 << 20).id
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
         try writeBytes(pool, v, 0, pattern(1, 65536))
         #expect(throws: EngineError.self) { _ = try immediate(v, (1 << 20) - 2048, pattern(2, 4096)) }
         _ = pool.failStop(file: "/pool/slots-65536.dat", call: "fdatasync", error: EngineError(.ioFailure, "EIO"))

@@ -18,7 +18,7 @@ import Testing
         let media = SimulatedMedia()
         let pool = try Pool(media: media, options: options)
         let blocks = 256
-        let volume = try pool.createVolume(name: "v", size: UInt64(blocks * 4096), chunkSize: 4096).id
+        let volume = try pool.volumes.create(name: "v", size: UInt64(blocks * 4096), chunkSize: 4096).id
 
         /// Every write in order (block, value), how many of them a completed FLUSH covers, and the
         /// snapshots made (each durable when its call returns).
@@ -52,7 +52,7 @@ import Testing
         }
         for step in 0..<400 {
             if step % 50 == 49 {
-                _ = try pool.createSnapshot(volume: "v", snapshot: "s\(step)")
+                _ = try pool.snapshots.create(volume: "v", name: "s\(step)")
                 model.withLock { $0.snapshots += 1 }
                 continue
             }
@@ -70,9 +70,9 @@ import Testing
         for (index, image) in taken.enumerated() {
             let reopened = try Pool(media: image.media, options: options)
             defer { reopened.close() }
-            let report = try reopened.check()
+            let report = try reopened.checker.check()
             #expect(report.isHealthy, "seed \(seed) image \(index): \(report.errors)")
-            let id = try reopened.volumeID(named: "v")
+            let id = try reopened.volumes.id(named: "v")
             let bytes = try readBytes(reopened, id, 0, blocks * 4096)
             for block in 0..<blocks {
                 // The block's last durable value, or any written after it until the image was taken. A
@@ -89,7 +89,7 @@ import Testing
                     sectors.allSatisfy { $0 != nil },
                     "seed \(seed) image \(index): block \(block) sectors read \(sectors), allowed \(allowed)")
             }
-            let snapshots = try reopened.listSnapshots(volume: "v").count
+            let snapshots = try reopened.snapshots.list(volume: "v").count
             #expect(
                 snapshots >= image.snapshotsBefore,
                 "seed \(seed) image \(index): \(snapshots) snapshots, \(image.snapshotsBefore) made before the cut")
@@ -109,13 +109,13 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let pool = try Pool.open(directory: directory, options: options)
         defer { pool.close() }
-        let volume = try pool.createVolume(name: "v", size: 1 << 20, chunkSize: 4096).id
+        let volume = try pool.volumes.create(name: "v", size: 1 << 20, chunkSize: 4096).id
         let deleted = Atomic<Bool>(false)
         let deleter = Task.detached {
             defer { deleted.store(true, ordering: .releasing) }
             for i in 0..<200 {
-                try pool.createVolume(name: "x\(i)", size: 1 << 20, chunkSize: 4096)
-                try pool.deleteVolume(name: "x\(i)")
+                try pool.volumes.create(name: "x\(i)", size: 1 << 20, chunkSize: 4096)
+                try pool.volumes.delete(name: "x\(i)")
             }
         }
         // Journaled commits (a write and a FLUSH each) until the deletions are done, or a deadline that
@@ -131,8 +131,8 @@ import Testing
         try #require(finished, "the deletions did not finish within 300 s")
         try await deleter.value
         #expect(step > 0)
-        #expect(try pool.check().isHealthy)
-        #expect(pool.listVolumes().map(\.name) == ["v"])
+        #expect(try pool.checker.check().isHealthy)
+        #expect(pool.volumes.list().map(\.name) == ["v"])
     }
 
     @Test func framesRoundTripAndTornFramesAreRejected() throws {

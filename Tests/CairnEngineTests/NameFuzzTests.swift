@@ -35,7 +35,7 @@ import Testing
         var random = SeededGenerator(seed: seed)
         let pool = try Pool(media: SimulatedMedia(), options: testOptions())
         defer { pool.close() }
-        _ = try pool.createVolume(name: "base", size: 1 << 20)
+        _ = try pool.volumes.create(name: "base", size: 1 << 20)
         var accepted = 0
         var refused = 0
         for round in 0..<2000 {
@@ -51,10 +51,10 @@ import Testing
                     "seed \(seed) round \(round): \(error.message.debugDescription)")
             }
             #expect(isValid == expected, "seed \(seed) round \(round): \(name.debugDescription)")
-            let before = pool.listVolumes().map(\.name)
-            let snapshotsBefore = try pool.listSnapshots().map(\.name)
-            let created = (try? pool.createVolume(name: name, size: 1 << 20)) != nil
-            let snapshotted = (try? pool.createSnapshot(volume: "base", snapshot: name)) != nil
+            let before = pool.volumes.list().map(\.name)
+            let snapshotsBefore = try pool.snapshots.list().map(\.name)
+            let created = (try? pool.volumes.create(name: name, size: 1 << 20)) != nil
+            let snapshotted = (try? pool.snapshots.create(volume: "base", name: name)) != nil
             if expected {
                 accepted += 1
                 // A valid name may still be taken already; otherwise both calls succeed.
@@ -63,12 +63,12 @@ import Testing
             } else {
                 refused += 1
                 #expect(!created && !snapshotted, "seed \(seed) round \(round): accepted \(name.debugDescription)")
-                #expect(pool.listVolumes().map(\.name) == before, "seed \(seed) round \(round)")
-                #expect(try pool.listSnapshots().map(\.name) == snapshotsBefore, "seed \(seed) round \(round)")
+                #expect(pool.volumes.list().map(\.name) == before, "seed \(seed) round \(round)")
+                #expect(try pool.snapshots.list().map(\.name) == snapshotsBefore, "seed \(seed) round \(round)")
             }
         }
         // The generator exercised both sides.
         #expect(accepted > 20 && refused > 500, "seed \(seed): \(accepted) accepted, \(refused) refused")
-        #expect(try pool.check().isHealthy)
+        #expect(try pool.checker.check().isHealthy)
     }
 }

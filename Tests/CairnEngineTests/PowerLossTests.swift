@@ -32,7 +32,7 @@ import Testing
         var random = SeededGenerator(seed: seed)
         var media = SimulatedMedia()
         var pool = try Pool(media: media, options: testOptions())
-        let volume = try pool.createVolume(name: "v", size: UInt64(Self.volumeSize), chunkSize: UInt32(chunkSize)).id
+        let volume = try pool.volumes.create(name: "v", size: UInt64(Self.volumeSize), chunkSize: UInt32(chunkSize)).id
         var model = SectorModel(sectors: Self.volumeSize / SectorModel.sector)
         var nextValue: UInt32 = 1
         var immediateWrites = 0
@@ -52,9 +52,9 @@ import Testing
 
         func verify(_ image: SimulatedMedia, _ what: String) throws -> Pool {
             let reopened = try Pool(media: image, options: testOptions())
-            let report = try reopened.check()
+            let report = try reopened.checker.check()
             if !report.isHealthy { failures.append("seed \(seed) chunk \(chunkSize) \(what): \(report.errors)") }
-            let id = try reopened.volumeID(named: "v")
+            let id = try reopened.volumes.id(named: "v")
             let bytes = try readBytes(reopened, id, 0, Self.volumeSize)
             for sector in 0..<model.current.count {
                 let got = Array(bytes[(sector * SectorModel.sector)..<((sector + 1) * SectorModel.sector)])

@@ -56,17 +56,17 @@ import Testing
         var jobCuts = 0
         var sectorsChecked = 0
         // "b" sends what its snapshots preserve to another store (the COW-offload design's copy-out).
-        try pool.addStore(name: "disk2", path: "/disk2")
+        try pool.stores.add(name: "disk2", path: "/disk2")
         for name in ["a", "b"] {
-            try pool.createVolume(
+            try pool.volumes.create(
                 name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: name == "b" ? "disk2" : nil)
             model.live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
         func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
-            let id = try pool.volumeID(named: volume)
+            let id = try pool.volumes.id(named: volume)
             var epoch: UInt32?
-            if let snapshot { epoch = try pool.snapshotInfo(volume: volume, snapshot: snapshot).epoch }
+            if let snapshot { epoch = try pool.snapshots.info(volume: volume, name: snapshot).epoch }
             var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
             _ = try buffer.withUnsafeMutableBytes {
                 try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0)
@@ -82,7 +82,8 @@ import Testing
                 if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
                     let chunk = UInt64(bad * sector) / UInt64(chunkSize)
                     failures.append(
-                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), allowed \(allowed(bad)); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshotInfo(volume: parts[0], snapshot: parts[1]).epoch)")
+                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), allowed \(allowed(bad)); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshots.info(volume: parts[0], name: parts[1]).epoch)"
+                    )
                     for slot in pool.versions(volume: parts[0], chunk: chunk).map(\.slot) {
                         failures.append("  refcount of \(slot): \(pool.refcount(of: slot))")
                     }
@@ -112,7 +113,7 @@ import Testing
                     }
                 }
             }
-            let report = try pool.check()
+            let report = try pool.checker.check()
             if !report.isHealthy {
                 failures.append("\(context) \(what): pool check: \(report.errors)")
                 return false
@@ -134,7 +135,7 @@ import Testing
             }
             let volumes = model.live.keys.sorted()
             let volume = volumes[Int.random(in: 0..<volumes.count, using: &random)]
-            let id = try pool.volumeID(named: volume)
+            let id = try pool.volumes.id(named: volume)
             let first = Int.random(in: 0..<sectors, using: &random)
             let count = min(sectors - first, Int.random(in: 1...(Bool.random(using: &random) ? 8 : 200), using: &random))
             let op = Int.random(in: 0..<100, using: &random)
@@ -167,14 +168,14 @@ import Testing
             case 65..<73:
                 serial += 1
                 let name = "s\(serial)"
-                try pool.createSnapshot(volume: volume, snapshot: name)
+                try pool.snapshots.create(volume: volume, name: name)
                 if trace { print("  snapshot \(volume)@\(name)") }
                 model.snapshots["\(volume)@\(name)"] = model.live[volume]!
             case 73..<78:
                 let candidates = model.snapshots.keys.filter { !model.origins.values.contains($0) }.sorted()
                 guard let key = candidates.randomElement(using: &random) else { continue }
                 let parts = key.split(separator: "@").map(String.init)
-                try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                try pool.snapshots.delete(volume: parts[0], name: parts[1])
                 if trace { print("  delete \(key)") }
                 model.snapshots[key] = nil
                 waitForJobs(pool)
@@ -184,7 +185,7 @@ import Testing
                 serial += 1
                 let parts = key.split(separator: "@").map(String.init)
                 let clone = "c\(serial)"
-                try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: clone)
+                try pool.volumes.clone(volume: parts[0], snapshot: parts[1], as: clone)
                 if trace { print("  clone \(key) as \(clone)") }
                 model.live[clone] = model.snapshots[key]!
                 model.origins[clone] = key
@@ -192,18 +193,18 @@ import Testing
                 let own = model.snapshots.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
                 guard let key = own.randomElement(using: &random) else { continue }
                 let parts = key.split(separator: "@").map(String.init)
-                let epoch = try pool.snapshotInfo(volume: volume, snapshot: parts[1]).epoch
-                let newer = try pool.listSnapshots(volume: volume).filter { $0.epoch > epoch }
+                let epoch = try pool.snapshots.info(volume: volume, name: parts[1]).epoch
+                let newer = try pool.snapshots.list(volume: volume).filter { $0.epoch > epoch }
                 // Newer snapshots with clones block a rollback.
                 guard newer.allSatisfy({ $0.clones.isEmpty }) else { continue }
-                try pool.rollback(volume: volume, snapshot: parts[1], force: true)
+                try pool.snapshots.rollback(volume: volume, to: parts[1], force: true)
                 if trace { print("  rollback \(key), dropping \(newer.map(\.name))") }
                 for snapshot in newer { model.snapshots["\(volume)@\(snapshot.name)"] = nil }
                 model.live[volume] = model.snapshots[key]!
                 waitForJobs(pool)
             case 85..<87:
                 // Dedup shares identical versions (stamps repeat across snapshots and clones).
-                try pool.startDedup()
+                try pool.dedup.start()
                 waitForJobs(pool)
                 if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
                     failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
@@ -232,10 +233,10 @@ import Testing
                 var deletedContent: [UInt32]?  // flushed above: exact
                 if let deleting {
                     let parts = deleting.split(separator: "@").map(String.init)
-                    try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                    try pool.snapshots.delete(volume: parts[0], name: parts[1])
                     deletedContent = model.snapshots.removeValue(forKey: deleting)?.current
                 } else {
-                    try pool.startDedup()
+                    try pool.dedup.start()
                 }
                 if trace { print("  job during which to cut: \(deleting.map { "delete \($0)" } ?? "dedup")") }
                 waitForJobs(pool)
@@ -248,7 +249,7 @@ import Testing
                     guard try verifyAll(reopened, afterCrash: true, what) else { return failures }
                     if let deleting, let deletedContent {
                         let parts = deleting.split(separator: "@").map(String.init)
-                        if (try? reopened.snapshotInfo(volume: parts[0], snapshot: parts[1])) != nil {
+                        if (try? reopened.snapshots.info(volume: parts[0], name: parts[1])) != nil {
                             let got = try readImage(reopened, volume: parts[0], snapshot: parts[1])
                             if let bad = (0..<sectors).first(where: { got[$0] != bytes(deletedContent[$0], sector: $0) }) {
                                 failures.append("\(context) \(what): the snapshot being deleted changed at sector \(bad)")

@@ -100,8 +100,8 @@ import Testing
             options.logger.logLevel = .warning
             let pool = try Pool(media: media, options: options)
             defer { pool.close() }
-            try pool.createVolume(name: "v", size: 64 << 20, chunkSize: 65536, preserveStore: nil)
-            let id = try pool.volumeID(named: "v")
+            try pool.volumes.create(name: "v", size: 64 << 20, chunkSize: 65536, preserveStore: nil)
+            let id = try pool.volumes.id(named: "v")
             let rounds = 30
             let start = Date()
             for round in 0..<rounds {

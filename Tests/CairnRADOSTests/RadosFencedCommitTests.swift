@@ -37,8 +37,8 @@ import Testing
                 pool.close()
                 media.ownership.release()
             }
-            try pool.createVolume(name: "kept", size: 1 << 20, chunkSize: 65536, preserveStore: nil)
-            try pool.createVolume(name: "gone", size: 1 << 20, chunkSize: 65536, preserveStore: nil)
+            try pool.volumes.create(name: "kept", size: 1 << 20, chunkSize: 65536, preserveStore: nil)
+            try pool.volumes.create(name: "gone", size: 1 << 20, chunkSize: 65536, preserveStore: nil)
             try pool.flush()
             let failedBefore = pool.hasFailed
 
@@ -51,10 +51,12 @@ import Testing
 
             // Deleting a volume commits to the store directly (not through the metadata journal).
             var deleteError: EngineError?
-            do { try pool.deleteVolume(name: "gone", force: true) } catch let error as EngineError { deleteError = error }
+            do { try pool.volumes.delete(name: "gone", force: true) } catch let error as EngineError {
+                deleteError = error
+            }
             // Fail-stop: later writes are refused too.
             let data = [UInt8](repeating: 1, count: 4096)
-            let id = try pool.volumeID(named: "kept")
+            let id = try pool.volumes.id(named: "kept")
             let laterWriteRefused: Bool
             do {
                 try data.withUnsafeBytes { try pool.write(volumeID: id, offset: 0, source: .bytes($0), fua: true) }

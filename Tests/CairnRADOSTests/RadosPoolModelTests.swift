@@ -47,13 +47,14 @@ import Testing
         var nextValue: UInt32 = 1
         var serial = 0
         for name in ["a", "b"] {
-            try pool.createVolume(name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: nil)
+            try pool.volumes.create(
+                name: name, size: UInt64(sectors * sector), chunkSize: chunkSize, preserveStore: nil)
             live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
         func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
-            let id = try pool.volumeID(named: volume)
-            let epoch = try snapshot.map { try pool.snapshotInfo(volume: volume, snapshot: $0).epoch }
+            let id = try pool.volumes.id(named: volume)
+            let epoch = try snapshot.map { try pool.snapshots.info(volume: volume, name: $0).epoch }
             var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
             _ = try buffer.withUnsafeMutableBytes { try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0) }
             return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
@@ -81,7 +82,7 @@ import Testing
                     }
                 }
             }
-            let report = try pool.check()
+            let report = try pool.checker.check()
             if !report.isHealthy {
                 failures.append("\(context) \(what): pool check: \(report.errors)")
                 return false
@@ -96,7 +97,7 @@ import Testing
         for step in 0..<150 {
             let volumes = live.keys.sorted()
             let volume = volumes[Int.random(in: 0..<volumes.count, using: &random)]
-            let id = try pool.volumeID(named: volume)
+            let id = try pool.volumes.id(named: volume)
             let first = Int.random(in: 0..<sectors, using: &random)
             let count = min(sectors - first, Int.random(in: 1...(Bool.random(using: &random) ? 8 : 200), using: &random))
             switch Int.random(in: 0..<100, using: &random) {
@@ -122,36 +123,36 @@ import Testing
                 for key in snapshots.keys { snapshots[key]!.flushed() }
             case 65..<73:
                 serial += 1
-                try pool.createSnapshot(volume: volume, snapshot: "s\(serial)")
+                try pool.snapshots.create(volume: volume, name: "s\(serial)")
                 // Not a FLUSH: unflushed writes from before the cut may or may not survive in it.
                 snapshots["\(volume)@s\(serial)"] = live[volume]!
             case 73..<78:
                 let candidates = snapshots.keys.filter { !origins.values.contains($0) }.sorted()
                 guard let key = candidates.randomElement(using: &random) else { continue }
                 let parts = key.split(separator: "@").map(String.init)
-                try pool.deleteSnapshot(volume: parts[0], snapshot: parts[1])
+                try pool.snapshots.delete(volume: parts[0], name: parts[1])
                 snapshots[key] = nil
                 waitForJobs(pool)
             case 78..<82:
                 guard live.count < 5, let key = snapshots.keys.sorted().randomElement(using: &random) else { continue }
                 serial += 1
                 let parts = key.split(separator: "@").map(String.init)
-                try pool.cloneVolume(volume: parts[0], snapshot: parts[1], as: "c\(serial)")
+                try pool.volumes.clone(volume: parts[0], snapshot: parts[1], as: "c\(serial)")
                 live["c\(serial)"] = snapshots[key]!
                 origins["c\(serial)"] = key
             case 82..<85:
                 let own = snapshots.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
                 guard let key = own.randomElement(using: &random) else { continue }
                 let parts = key.split(separator: "@").map(String.init)
-                let epoch = try pool.snapshotInfo(volume: volume, snapshot: parts[1]).epoch
-                let newer = try pool.listSnapshots(volume: volume).filter { $0.epoch > epoch }
+                let epoch = try pool.snapshots.info(volume: volume, name: parts[1]).epoch
+                let newer = try pool.snapshots.list(volume: volume).filter { $0.epoch > epoch }
                 guard newer.allSatisfy({ $0.clones.isEmpty }) else { continue }
-                try pool.rollback(volume: volume, snapshot: parts[1], force: true)
+                try pool.snapshots.rollback(volume: volume, to: parts[1], force: true)
                 for snapshot in newer { snapshots["\(volume)@\(snapshot.name)"] = nil }
                 live[volume] = snapshots[key]!
                 waitForJobs(pool)
             case 85..<87:
-                try pool.startDedup()
+                try pool.dedup.start()
                 waitForJobs(pool)
                 if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
                     failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")

@@ -21,7 +21,7 @@ struct ChangeMapLostTests {
         defer { pool.close() }
         let executor = IOExecutor(threadCount: 1, queueCapacity: 16)
         defer { executor.shutdown() }
-        let volume = try pool.createVolume(name: "src", size: 8 << 20, chunkSize: 65536)
+        let volume = try pool.volumes.create(name: "src", size: 8 << 20, chunkSize: 65536)
         let store = try MirrorRecordStore(dataDirectory: directory)
         let record = PrimaryMirrorRecord(
             volumeID: volume.id, targetHost: "127.0.0.1", targetPort: 1, targetVolume: "dst", extentSize: 1 << 20,

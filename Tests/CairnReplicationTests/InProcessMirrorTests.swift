@@ -43,7 +43,7 @@ struct InProcessMirrorTests {
 
         func bytes(_ volume: String, _ offset: UInt64, _ length: Int) throws -> [UInt8] {
             var bytes = [UInt8](repeating: 0xEE, count: length)
-            let id = try pool.volumeID(named: volume)
+            let id = try pool.volumes.id(named: volume)
             _ = try bytes.withUnsafeMutableBytes { try pool.read(volumeID: id, offset: offset, into: $0) }
             return bytes
         }
@@ -73,7 +73,7 @@ struct InProcessMirrorTests {
         let server = try await MirrorTargetServer.start(
             host: "127.0.0.1", port: 0, service: target.replication.target, secret: secret,
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "target"))
-        let volume = try primary.pool.createVolume(name: "src", size: 4 << 20, chunkSize: 65536)
+        let volume = try primary.pool.volumes.create(name: "src", size: 4 << 20, chunkSize: 65536)
         let pattern = [UInt8](repeating: 0x3C, count: 1 << 20)
         try pattern.withUnsafeBytes { try primary.pool.write(volumeID: volume.id, offset: 1 << 20, source: .bytes($0), fua: false) }
 
@@ -92,7 +92,7 @@ struct InProcessMirrorTests {
         #expect(try target.bytes("dst", 12288, 8192) == [UInt8](repeating: 0x77, count: 8192))
 
         // Behind the mirror's back (no host could do this: the target volume is read-only to hosts).
-        let dst = try target.pool.volumeID(named: "dst")
+        let dst = try target.pool.volumes.id(named: "dst")
         try [UInt8](repeating: 0x99, count: 4096).withUnsafeBytes {
             try target.pool.write(volumeID: dst, offset: 3 << 20, source: .bytes($0), fua: false)
         }

@@ -26,7 +26,7 @@ struct MirrorFailStopTests {
             var options = PoolOptions()
             options.logger.logLevel = .critical
             pool = try Pool(media: SimulatedMedia(), options: options)
-            let volume = try pool.createVolume(name: "src", size: 8 << 20, chunkSize: 65536)
+            let volume = try pool.volumes.create(name: "src", size: 8 << 20, chunkSize: 65536)
             try fileSystem.makeDirectory("/pool")
             store = try MirrorRecordStore(dataDirectory: "/pool", fileSystem: fileSystem)
             let record = PrimaryMirrorRecord(

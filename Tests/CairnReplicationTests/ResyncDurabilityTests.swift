@@ -49,7 +49,7 @@ struct ResyncDurabilityTests {
             pool.close()
             executor.shutdown()
         }
-        let volume = try pool.createVolume(name: "src", size: 4 << 20, chunkSize: 65536)
+        let volume = try pool.volumes.create(name: "src", size: 4 << 20, chunkSize: 65536)
         // Acknowledged, never flushed: only in the primary's page cache.
         let pattern = [UInt8](repeating: 0x5A, count: 1 << 20)
         try pattern.withUnsafeBytes { try pool.write(volumeID: volume.id, offset: 1 << 20, source: .bytes($0), fua: false) }
@@ -70,7 +70,7 @@ struct ResyncDurabilityTests {
         defer { reopened.close() }
         var bytes = [UInt8](repeating: 0, count: 1 << 20)
         _ = try bytes.withUnsafeMutableBytes {
-            try reopened.read(volumeID: try reopened.volumeID(named: "src"), offset: 1 << 20, into: $0)
+            try reopened.read(volumeID: try reopened.volumes.id(named: "src"), offset: 1 << 20, into: $0)
         }
         #expect(bytes == pattern, "the target holds data the primary lost, under a clean change map")
         await server.close()

@@ -26,7 +26,7 @@ struct TakeTargetChangesTests {
         let server = try await MirrorTargetServer.start(
             host: "127.0.0.1", port: 0, service: target.replication.target, secret: secret,
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "target"))
-        let volume = try primary.pool.createVolume(name: "src", size: size, chunkSize: 65536)
+        let volume = try primary.pool.volumes.create(name: "src", size: size, chunkSize: 65536)
         try [UInt8](repeating: fill, count: Int(size)).withUnsafeBytes {
             try primary.pool.write(volumeID: volume.id, offset: 0, source: .bytes($0), fua: false)
         }
@@ -38,7 +38,7 @@ struct TakeTargetChangesTests {
 
     /// A host write through the primary's mirror, as the NBD export issues it.
     static func primaryWrite(_ node: Node, offset: UInt64, byte: UInt8, length: Int = 4096) async throws {
-        let id = try node.pool.volumeID(named: "src")
+        let id = try node.pool.volumes.id(named: "src")
         let mirror = try #require(node.replication.primary(volumeID: id))
         let data = ByteBuffer(bytes: [UInt8](repeating: byte, count: length))
         let pool = node.pool
@@ -49,7 +49,7 @@ struct TakeTargetChangesTests {
 
     /// A host write on the target (severed or promoted), as the daemon issues it: write-intent first.
     static func targetWrite(_ node: Node, offset: UInt64, byte: UInt8, length: Int = 4096) throws {
-        let id = try node.pool.volumeID(named: "dst")
+        let id = try node.pool.volumes.id(named: "dst")
         try node.replication.target.beforeHostWrite(volumeID: id, offset: offset, length: UInt64(length))
         try [UInt8](repeating: byte, count: length).withUnsafeBytes {
             try node.pool.write(volumeID: id, offset: offset, source: .bytes($0), fua: false)
@@ -104,7 +104,7 @@ struct TakeTargetChangesTests {
             #expect(try primary.bytes("src", 0, 4096) == [UInt8](repeating: 0xB3, count: 4096))
             #expect(try primary.bytes("src", 1 << 20, 8192) == [UInt8](repeating: 0xB2, count: 8192))
             // The target is an ordinary mirror target again: read-only, no change map, not promoted.
-            let id = try target.pool.volumeID(named: "dst")
+            let id = try target.pool.volumes.id(named: "dst")
             #expect(target.replication.target.isProtected(volumeID: id))
             #expect(target.replication.target.changedExtents(volumeID: id) == 0)
             #expect(target.replication.target.records().first?.promoted != true)

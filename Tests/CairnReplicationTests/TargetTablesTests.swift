@@ -59,7 +59,7 @@ struct TargetTablesTests {
         let f = try Fixture()
         defer { f.close() }
         #expect(await f.establish("nope", options: [.initial]).remoteError()?.code == .unknownVolume)
-        #expect(f.pool.listVolumes().isEmpty)
+        #expect(f.pool.volumes.list().isEmpty)
 
         let created = await f.establish("dst")
         let reply = try MirrorEstablishReply.decode(payload: created.payload)

@@ -83,4 +83,8 @@ extension PoolState {
         }
         return volume
     }
+
+    func volume(named name: String) throws -> VolumeState {
+        volumes[try volumeID(named: name)]!
+    }
 }

@@ -110,7 +110,7 @@ extension Pool {
     ) throws -> Bool {
         let length = source.length
         guard length > 0 else { return false }
-        try copyOutBeforeWrite(volumeID: volumeID, offset: offset, length: length)
+        try stores.copyOutBeforeWrite(volumeID: volumeID, offset: offset, length: length)
         let plan = try planWrite(volumeID: volumeID, offset: offset, length: length, end: end)
         var failure: (any Error)?
         let durable = fua && plan.durableDataWriteSuffices
@@ -432,5 +432,15 @@ extension Pool {
         state.release(list.latest.slot)
         volume.setVersions(chunk, list.droppingLatest())
         state.markDirty(volume.id, chunk)
+    }
+
+    /// Runs `body` with no write of `volume` between planning and installing (monitor held): new writes
+    /// wait, writes in flight finish first. Used wherever the epoch changes.
+    func withEpochBarrier<T>(_ volume: VolumeState, _ body: () throws -> T) rethrows -> T {
+        while volume.epochChangePending { monitor.wait() }
+        volume.epochChangePending = true
+        defer { volume.epochChangePending = false }
+        while volume.writesInFlight > 0 { monitor.wait() }
+        return try body()
     }
 }

@@ -45,76 +45,92 @@ public struct ScrubReport: Sendable, Hashable {
     public static let maximumDamageListed = 10_000
 }
 
-extension Pool {
+/// `pool.scrub`: the background job that reads every version's data and checks it against its checksums,
+/// reporting damage by volume, offset and snapshot. Owns the last report (`lastReport`, behind its own
+/// mutex: the pool mutex never guards it); progress is a job in `pool.jobs`.
+///
+/// Core calls it uses: `monitor` and `state` (versions, `resolve` to name who reads a damaged block),
+/// `checkWritable()`, `options.dataChecksums`, and the slot `files` it reads (`Pool.checksummedFiles`).
+public final class Scrubber: Sendable {
+    unowned let pool: Pool
+    /// The last scrub's report, updated as it runs.
+    private let reports = Mutex<ScrubReport?>(nil)
+
+    init(pool: Pool) { self.pool = pool }
+
     /// Reads every chunk version's data in every volume, compares it with its checksums and reports the
     /// damage by volume, offset and snapshot. Runs in the background alongside host I/O; returns the job.
     @discardableResult
-    public func startScrub() throws -> UInt64 {
-        guard options.dataChecksums else {
+    public func start() throws -> UInt64 {
+        guard pool.options.dataChecksums else {
             throw EngineError(.invalidArgument, "data checksums are off in this pool: there is nothing to verify")
         }
-        let (ids, total) = try monitor.withLock { () -> ([UInt64], UInt64) in
-            try checkWritable()
-            let ids = state.volumes.keys.sorted()
-            return (ids, ids.reduce(UInt64(0)) { $0 + UInt64(state.volumes[$1]?.map.count ?? 0) })
+        let (ids, total) = try pool.monitor.withLock { () -> ([UInt64], UInt64) in
+            try pool.checkWritable()
+            let ids = pool.state.volumes.keys.sorted()
+            return (ids, ids.reduce(UInt64(0)) { $0 + UInt64(pool.state.volumes[$1]?.map.count ?? 0) })
         }
-        if let running = jobs.list().first(where: { $0.kind == "scrub" && $0.state == .running }) {
+        if let running = pool.jobs.list().first(where: { $0.kind == "scrub" && $0.state == .running }) {
             throw EngineError(.busy, "a scrub is already running (job \(running.id)); follow it with `cairn job show \(running.id) --wait`")
         }
-        let job = jobs.start(kind: "scrub", target: "pool", total: total, unit: "chunks")
-        scrubReports.withLock { $0 = ScrubReport(job: job, finished: false) }
-        let thread = Thread { [self] in
+        let job = pool.jobs.start(kind: "scrub", target: "pool", total: total, unit: "chunks")
+        reports.withLock { $0 = ScrubReport(job: job, finished: false) }
+        // The thread keeps the pool alive until it is done, as the service only holds it unowned.
+        let thread = Thread { [self, pool] in
             setCurrentThreadName("cairn-scrub")
+            defer { withExtendedLifetime(pool) {} }
             do {
-                let report = try runScrub(volumeIDs: ids, job: job)
-                jobs.finish(job, .succeeded, message: report.summary)
+                let report = try run(volumeIDs: ids, job: job)
+                pool.jobs.finish(job, .succeeded, message: report.summary)
             } catch let error as EngineError where error.code == .closed {
-                jobs.finish(job, .cancelled, message: "\(error)")
+                pool.jobs.finish(job, .cancelled, message: "\(error)")
             } catch {
-                jobs.finish(job, .failed, message: "\(error)")
+                pool.jobs.finish(job, .failed, message: "\(error)")
             }
         }
         thread.start()
         return job
     }
 
-    /// A whole scrub on the caller's thread, registered as a job like `startScrub`'s (tests).
+    /// A whole scrub on the caller's thread, registered as a job like `start`'s (tests).
     @_spi(Testing)
-    public func scrubNow() throws -> ScrubReport {
-        let ids = monitor.withLock { state.volumes.keys.sorted() }
-        let job = jobs.start(kind: "scrub", target: "pool", total: 0, unit: "chunks")
-        let report = try runScrub(volumeIDs: ids, job: job)
-        jobs.finish(job, .succeeded, message: report.summary)
+    public func runNow() throws -> ScrubReport {
+        let ids = pool.monitor.withLock { pool.state.volumes.keys.sorted() }
+        let job = pool.jobs.start(kind: "scrub", target: "pool", total: 0, unit: "chunks")
+        let report = try run(volumeIDs: ids, job: job)
+        pool.jobs.finish(job, .succeeded, message: report.summary)
         return report
     }
 
     /// The last scrub's report (running or finished), nil before the first.
-    public var lastScrubReport: ScrubReport? { scrubReports.withLock { $0 } }
+    public var lastReport: ScrubReport? { reports.withLock { $0 } }
 
     /// The whole scrub, synchronously (the job thread; tests).
-    func runScrub(volumeIDs: [UInt64], job: UInt64) throws -> ScrubReport {
+    func run(volumeIDs: [UInt64], job: UInt64) throws -> ScrubReport {
         var report = ScrubReport(job: job, finished: false)
         var examined: UInt64 = 0
         for id in volumeIDs {
-            let chunks = monitor.withLock { state.volumes[id].map { $0.present.chunks(in: 0..<UInt64.max) } ?? [] }
+            let chunks = pool.monitor.withLock {
+                pool.state.volumes[id].map { $0.present.chunks(in: 0..<UInt64.max) } ?? []
+            }
             // The next batch is being read ahead while this one is verified: one 64 KiB read at a time
             // would leave the disk idle between them.
             var batchStart = 0
-            var next = prefetchScrubBatch(volumeID: id, chunks: chunks[0..<min(chunks.count, Self.scrubReadAheadChunks)])
+            var next = prefetchBatch(volumeID: id, chunks: chunks[0..<min(chunks.count, Self.readAheadChunks)])
             while batchStart < chunks.count {
                 let current = next
                 let nextStart = batchStart + current.chunks.count
-                next = prefetchScrubBatch(
-                    volumeID: id, chunks: chunks[nextStart..<min(chunks.count, nextStart + Self.scrubReadAheadChunks)])
+                next = prefetchBatch(
+                    volumeID: id, chunks: chunks[nextStart..<min(chunks.count, nextStart + Self.readAheadChunks)])
                 for (chunk, versions) in current.chunks {
-                    if jobs.isCancelled(job) { throw EngineError(.closed, "scrub cancelled") }
+                    if pool.jobs.isCancelled(job) { throw EngineError(.closed, "scrub cancelled") }
                     examined += 1
                     if examined % 256 == 0 {
-                        jobs.progress(job, done: examined)
-                        scrubReports.withLock { $0 = report }
+                        pool.jobs.progress(job, done: examined)
+                        reports.withLock { $0 = report }
                     }
                     for version in versions where version.hasSlot {
-                        try scrub(
+                        try verify(
                             version, volumeID: id, chunk: chunk, chunkSize: current.chunkSize, files: current.files,
                             into: &report)
                     }
@@ -122,10 +138,10 @@ extension Pool {
                 batchStart = nextStart
             }
         }
-        jobs.progress(job, done: examined)
+        pool.jobs.progress(job, done: examined)
         report.finished = true
-        scrubReports.withLock { $0 = report }
-        logger.log(
+        reports.withLock { $0 = report }
+        pool.logger.log(
             level: report.damage.isEmpty ? .info : .error, "scrub finished",
             metadata: ["verified_bytes": "\(report.verifiedBytes)", "damaged_blocks": "\(report.damage.count)"])
         return report
@@ -133,17 +149,17 @@ extension Pool {
 
     /// Chunks whose slots a scrub asks the kernel to read ahead of the one it verifies (2 MiB of 64 KiB
     /// chunks).
-    public static let scrubReadAheadChunks = 32
+    public static let readAheadChunks = 32
 
     /// The versions of `chunks` (as they are now) with their slot data's reads started.
-    private func prefetchScrubBatch(volumeID: UInt64, chunks: ArraySlice<UInt64>)
+    private func prefetchBatch(volumeID: UInt64, chunks: ArraySlice<UInt64>)
         -> (chunks: [(UInt64, [ChunkVersion])], chunkSize: UInt32, files: [UInt16: any StorageFile])
     {
-        let (batch, chunkSize, slotFiles) = monitor.withLock {
+        let (batch, chunkSize, slotFiles) = pool.monitor.withLock {
             () -> ([(UInt64, [ChunkVersion])], UInt32, [UInt16: any StorageFile]) in
-            let volume = state.volumes[volumeID]
+            let volume = pool.state.volumes[volumeID]
             let batch = chunks.map { ($0, volume?.map[$0]?.versions ?? []) }
-            return (batch, volume?.geometry.chunkSize ?? 0, files)
+            return (batch, volume?.geometry.chunkSize ?? 0, pool.files)
         }
         for (_, versions) in batch {
             for version in versions where version.hasSlot {
@@ -154,11 +170,11 @@ extension Pool {
         return (batch, chunkSize, slotFiles)
     }
 
-    private func scrub(
+    private func verify(
         _ version: ChunkVersion, volumeID: UInt64, chunk: UInt64, chunkSize: UInt32, files: [UInt16: any StorageFile],
         into report: inout ScrubReport
     ) throws {
-        guard let file = Self.checksummedFiles([files[version.slot.file]].compactMap { $0 }).first else { return }
+        guard let file = Pool.checksummedFiles([files[version.slot.file]].compactMap { $0 }).first else { return }
         let geometry = try ChunkGeometry(chunkSize: chunkSize)
         let sub = UInt64(geometry.subBlockSize)
         let slotStart = version.slot.index * UInt64(chunkSize)
@@ -188,14 +204,15 @@ extension Pool {
     private func describeDamage(
         _ version: ChunkVersion, volumeID: UInt64, chunk: UInt64, offsetInChunk: UInt64, geometry: ChunkGeometry
     ) -> ScrubDamage? {
-        monitor.withLock {
-            guard let volume = state.volumes[volumeID], volume.map[chunk]?.versions.contains(version) == true else {
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[volumeID], volume.map[chunk]?.versions.contains(version) == true
+            else {
                 return nil
             }
             let bit = UInt64(1) << (offsetInChunk / UInt64(geometry.subBlockSize))
-            let live = state.resolve(volume, chunk, wanted: bit).slot(for: bit) == version.slot
+            let live = pool.state.resolve(volume, chunk, wanted: bit).slot(for: bit) == version.slot
             let snapshots = volume.snapshots.filter {
-                state.resolve(volume, chunk, epoch: $0.epoch, wanted: bit).slot(for: bit) == version.slot
+                pool.state.resolve(volume, chunk, epoch: $0.epoch, wanted: bit).slot(for: bit) == version.slot
             }
             return ScrubDamage(
                 volume: volume.record.name, offset: geometry.start(of: chunk) + offsetInChunk,

@@ -139,7 +139,7 @@ extension Pool {
             let end = min(volume.record.size, offset + min(length, Self.maximumSharingSpan))
             var result: [(offset: UInt64, length: UInt64, shared: Bool)] = []
             var position = offset
-            while position < end && result.count < Self.maximumAllocationExtents {
+            while position < end && result.count < SnapshotCatalog.maximumAllocationExtents {
                 let chunk = g.chunk(containing: position)
                 let chunkEnd = min(end, g.start(of: chunk) + UInt64(g.chunkSize))
                 let shared: Bool

@@ -15,7 +15,7 @@ public struct SnapshotInfo: Sendable, Hashable {
     public var attachments: Int
     /// Clones made from it (they keep it alive).
     public var clones: [String]
-    /// How long taking it took; only in the answer to `createSnapshot`.
+    /// How long taking it took; only in the answer to `SnapshotCatalog.create`.
     public var creation: SnapshotCreationTiming? = nil
 }
 
@@ -27,7 +27,19 @@ public struct SnapshotCreationTiming: Sendable, Hashable {
     public var total: Duration
 }
 
-extension Pool {
+/// `pool.snapshots`: taking, listing, deleting and rolling back to snapshots, the sessions that read
+/// them, the ranges changed between two epochs (`+Changes`) and allocation status (`+BlockStatus`,
+/// NBD block status). Owns no state of its own: snapshot records live in each `VolumeState`, under the
+/// pool mutex.
+///
+/// Core calls it uses: `monitor` and `state`, `checkWritable()`, `flush()`, `withEpochBarrier`,
+/// `commitCut` (a snapshot's own commit), the clone groups' `checkNotInCloneGroup` and
+/// `cloneGroupRoutesReads`; and `pool.reclaim` after a deletion.
+public final class SnapshotCatalog: Sendable {
+    unowned let pool: Pool
+
+    init(pool: Pool) { self.pool = pool }
+
     /// Snapshots per volume. Creation and copy-on-write do not slow down with more (a write consults
     /// only the newest snapshot), but reclaim and listing walk the list; a few hundred is plenty for
     /// scheduled snapshots, and the bound keeps a runaway script from making them slow.
@@ -45,14 +57,15 @@ extension Pool {
     /// power gone at the cut. A host that wants every write in it, durably, flushes first (as fsfreeze
     /// or a guest agent does before a backup snapshot).
     @discardableResult
-    public func createSnapshot(volume name: String, snapshot snapshotName: String) throws -> SnapshotInfo {
+    public func create(volume name: String, name snapshotName: String) throws -> SnapshotInfo {
         try NameRules.validate(snapshotName, what: "snapshot")
         let clock = ContinuousClock()
         let started = clock.now
         var paused = Duration.zero
-        let (taken, record, volumeRecord) = try monitor.withLock { () -> (SnapshotInfo, SnapshotRecord, VolumeRecord) in
-            try checkWritable()
-            let volume = try state.volume(named: name)
+        let (taken, record, volumeRecord) = try pool.monitor.withLock {
+            () -> (SnapshotInfo, SnapshotRecord, VolumeRecord) in
+            try pool.checkWritable()
+            let volume = try pool.state.volume(named: name)
             guard !volume.snapshots.contains(where: { $0.name == snapshotName }) else {
                 throw EngineError(.alreadyExists, "snapshot '\(name)@\(snapshotName)' already exists")
             }
@@ -66,28 +79,28 @@ extension Pool {
             }
             let barrierStarted = clock.now
             defer { paused = clock.now - barrierStarted }
-            let record = try withEpochBarrier(volume) {
+            let record = try pool.withEpochBarrier(volume) {
                 // Checked again: the barrier may have waited for another snapshot of the same name.
                 guard !volume.snapshots.contains(where: { $0.name == snapshotName }) else {
                     throw EngineError(.alreadyExists, "snapshot '\(name)@\(snapshotName)' already exists")
                 }
                 let record = SnapshotRecord(
                     volumeID: volume.id, name: snapshotName, epoch: volume.epoch, size: volume.record.size,
-                    createdAt: Self.now())
+                    createdAt: Pool.now())
                 volume.snapshots.append(record)
                 volume.record.epoch += 1
                 return record
             }
             // Also in the next group commit, with the versions written before the cut.
-            state.dirty.snapshots.append(record)
-            state.dirty.volumes.insert(volume.id)
+            pool.state.dirty.snapshots.append(record)
+            pool.state.dirty.volumes.insert(volume.id)
             return (snapshotInfo(volume, record), record, volume.record)
         }
-        monitor.broadcast()
-        try commitCut(snapshot: record, volume: volumeRecord)
+        pool.monitor.broadcast()
+        try pool.commitCut(snapshot: record, volume: volumeRecord)
         var info = taken
         info.creation = SnapshotCreationTiming(writesPaused: paused, total: clock.now - started)
-        logger.info(
+        pool.logger.info(
             "snapshot created",
             metadata: [
                 "snapshot": "\(name)@\(snapshotName)", "epoch": "\(info.epoch)",
@@ -97,9 +110,9 @@ extension Pool {
     }
 
     /// Snapshots of one volume (or of every volume), oldest first.
-    public func listSnapshots(volume name: String? = nil) throws -> [SnapshotInfo] {
-        try monitor.withLock {
-            let volumes = try name.map { [try state.volume(named: $0)] } ?? state.volumes.values.sorted {
+    public func list(volume name: String? = nil) throws -> [SnapshotInfo] {
+        try pool.monitor.withLock {
+            let volumes = try name.map { [try pool.state.volume(named: $0)] } ?? pool.state.volumes.values.sorted {
                 $0.record.name < $1.record.name
             }
             return volumes.flatMap { volume in
@@ -108,9 +121,9 @@ extension Pool {
         }
     }
 
-    public func snapshotInfo(volume name: String, snapshot snapshotName: String) throws -> SnapshotInfo {
-        try monitor.withLock {
-            let volume = try state.volume(named: name)
+    public func info(volume name: String, name snapshotName: String) throws -> SnapshotInfo {
+        try pool.monitor.withLock {
+            let volume = try pool.state.volume(named: name)
             return snapshotInfo(volume, try volume.snapshot(named: snapshotName))
         }
     }
@@ -119,10 +132,10 @@ extension Pool {
     /// (durably) when this returns; the space only it held is reclaimed by a background job whose id is
     /// returned.
     @discardableResult
-    public func deleteSnapshot(volume name: String, snapshot snapshotName: String) throws -> UInt64 {
-        let volumeID = try monitor.withLock { () -> UInt64 in
-            try checkWritable()
-            let volume = try state.volume(named: name)
+    public func delete(volume name: String, name snapshotName: String) throws -> UInt64 {
+        let volumeID = try pool.monitor.withLock { () -> UInt64 in
+            try pool.checkWritable()
+            let volume = try pool.state.volume(named: name)
             let snapshot = try volume.snapshot(named: snapshotName)
             let clones = self.clones(of: volume, epoch: snapshot.epoch)
             guard clones.isEmpty else {
@@ -138,28 +151,28 @@ extension Pool {
             // Hidden from now on, but it keeps protecting its versions until its deletion is durable:
             // otherwise a write could change in place a version that a crash would bring back.
             volume.deletingSnapshots.insert(snapshotName)
-            state.dirty.deletedSnapshots.append((volume.id, snapshotName))
+            pool.state.dirty.deletedSnapshots.append((volume.id, snapshotName))
             return volume.id
         }
-        try flush()
-        monitor.withLock {
-            guard let volume = state.volumes[volumeID] else { return }
+        try pool.flush()
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[volumeID] else { return }
             volume.snapshots.removeAll { $0.name == snapshotName }
             volume.deletingSnapshots.remove(snapshotName)
         }
-        monitor.broadcast()
-        logger.info("snapshot deleted", metadata: ["snapshot": "\(name)@\(snapshotName)"])
-        return startReclaim(volumeID: volumeID, target: "\(name)@\(snapshotName)")
+        pool.monitor.broadcast()
+        pool.logger.info("snapshot deleted", metadata: ["snapshot": "\(name)@\(snapshotName)"])
+        return pool.reclaim.start(volumeID: volumeID, target: "\(name)@\(snapshotName)")
     }
 
     /// Returns a volume to the content of one of its snapshots. Snapshots newer than it would no longer
     /// fit in the volume's history and are destroyed, so that needs `force`; so does a volume with
     /// sessions attached (they see their disk change under them).
-    public func rollback(volume name: String, snapshot snapshotName: String, force: Bool = false) throws {
-        let volumeID = try monitor.withLock { () -> UInt64 in
-            try checkWritable()
-            let volume = try state.volume(named: name)
-            try checkNotInCloneGroup(volume.id, doing: "rolling it back")
+    public func rollback(volume name: String, to snapshotName: String, force: Bool = false) throws {
+        let volumeID = try pool.monitor.withLock { () -> UInt64 in
+            try pool.checkWritable()
+            let volume = try pool.state.volume(named: name)
+            try pool.checkNotInCloneGroup(volume.id, doing: "rolling it back")
             let target = try volume.snapshot(named: snapshotName)
             let newer = volume.snapshots.filter { $0.epoch > target.epoch }
             if !newer.isEmpty && !force {
@@ -185,73 +198,42 @@ extension Pool {
                         + "them. Disconnect them or use --force")
             }
             // Stop all I/O on the volume: no read may see a half-rolled-back map.
-            while volume.epochChangePending || volume.readsBlocked { monitor.wait() }
+            while volume.epochChangePending || volume.readsBlocked { pool.monitor.wait() }
             volume.epochChangePending = true
             volume.readsBlocked = true
-            while volume.writesInFlight > 0 || !volume.locks.isEmpty { monitor.wait() }
+            while volume.writesInFlight > 0 || !volume.locks.isEmpty { pool.monitor.wait() }
             for chunk in volume.present.chunks(in: 0..<UInt64.max) {
                 var versions = volume.map[chunk]!.versions
                 while let last = versions.last, last.birth > target.epoch {
-                    state.release(last.slot)
+                    pool.state.release(last.slot)
                     versions.removeLast()
                 }
                 volume.setVersions(chunk, versions.isEmpty ? nil : VersionList(versions))
-                state.markDirty(volume.id, chunk)
+                pool.state.markDirty(volume.id, chunk)
             }
             for snapshot in newer {
-                state.dirty.deletedSnapshots.append((volume.id, snapshot.name))
+                pool.state.dirty.deletedSnapshots.append((volume.id, snapshot.name))
                 volume.snapshotAttachments[snapshot.name] = nil
             }
             volume.snapshots.removeAll { $0.epoch > target.epoch }
             volume.record.size = target.size
-            state.dirty.volumes.insert(volume.id)
+            pool.state.dirty.volumes.insert(volume.id)
             volume.epochChangePending = false
             volume.readsBlocked = false
             return volume.id
         }
-        monitor.broadcast()
-        try flush()
+        pool.monitor.broadcast()
+        try pool.flush()
         _ = volumeID
-        logger.info("volume rolled back", metadata: ["volume": "\(name)", "snapshot": "\(snapshotName)"])
+        pool.logger.info("volume rolled back", metadata: ["volume": "\(name)", "snapshot": "\(snapshotName)"])
     }
 
-    /// Creates a writable clone of a snapshot: a new volume that reads the snapshot wherever it has not
-    /// been written. O(1); the snapshot cannot be deleted while the clone exists.
-    @discardableResult
-    public func cloneVolume(volume name: String, snapshot snapshotName: String, as cloneName: String) throws
-        -> VolumeInfo
-    {
-        try NameRules.validate(cloneName)
-        let info = try monitor.withLock { () -> VolumeInfo in
-            try checkWritable()
-            let source = try state.volume(named: name)
-            let snapshot = try source.snapshot(named: snapshotName)
-            guard state.volumeIDs[cloneName] == nil else {
-                throw EngineError(.alreadyExists, "volume '\(cloneName)' already exists")
-            }
-            let id = state.nextVolumeID
-            state.nextVolumeID += 1
-            let record = VolumeRecord(
-                id: id, name: cloneName, size: snapshot.size, chunkSize: source.record.chunkSize, epoch: 1,
-                parent: ParentLink(volumeID: source.id, epoch: snapshot.epoch), createdAt: Self.now())
-            let clone = VolumeState(record: record, geometry: source.geometry, slotFile: source.slotFile)
-            state.volumes[id] = clone
-            state.volumeIDs[cloneName] = id
-            state.dirty.volumes.insert(id)
-            return self.info(of: clone)
-        }
-        try flush()
-        logger.info("volume cloned", metadata: ["volume": "\(cloneName)", "origin": "\(name)@\(snapshotName)"])
-        return info
-    }
-
-    /// Pins a snapshot for a reader (an NBD export of `volume@snapshot`): deletion is refused meanwhile.
     /// Returns the volume id, the snapshot epoch and its size.
-    public func attachSnapshot(volume name: String, snapshot snapshotName: String) throws
+    public func attach(volume name: String, name snapshotName: String) throws
         -> (volumeID: UInt64, epoch: UInt32, size: UInt64)
     {
-        try monitor.withLock {
-            let volume = try state.volume(named: name)
+        try pool.monitor.withLock {
+            let volume = try pool.state.volume(named: name)
             let snapshot = try volume.snapshot(named: snapshotName)
             volume.snapshotAttachments[snapshotName, default: 0] += 1
             return (volume.id, snapshot.epoch, snapshot.size)
@@ -259,16 +241,16 @@ extension Pool {
     }
 
     /// Names and epochs of a volume's snapshots, oldest first (cheap: for NBD meta context lists).
-    public func snapshotEpochs(volumeID: UInt64) -> [(name: String, epoch: UInt32)] {
-        monitor.withLock {
-            guard let volume = state.volumes[volumeID] else { return [] }
+    public func epochs(volumeID: UInt64) -> [(name: String, epoch: UInt32)] {
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[volumeID] else { return [] }
             return volume.snapshots.filter { !volume.deletingSnapshots.contains($0.name) }.map { ($0.name, $0.epoch) }
         }
     }
 
-    public func detachSnapshot(volumeID: UInt64, epoch: UInt32) {
-        monitor.withLock {
-            guard let volume = state.volumes[volumeID],
+    public func detach(volumeID: UInt64, epoch: UInt32) {
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[volumeID],
                 let snapshot = volume.snapshots.first(where: { $0.epoch == epoch })
             else { return }
             let remaining = (volume.snapshotAttachments[snapshot.name] ?? 1) - 1
@@ -287,13 +269,7 @@ extension Pool {
 
     /// Names of the clones made from `volume` at `epoch`.
     func clones(of volume: VolumeState, epoch: UInt32) -> [String] {
-        state.volumes.values.filter { $0.record.parent == ParentLink(volumeID: volume.id, epoch: epoch) }
+        pool.state.volumes.values.filter { $0.record.parent == ParentLink(volumeID: volume.id, epoch: epoch) }
             .map(\.record.name).sorted()
-    }
-}
-
-extension PoolState {
-    func volume(named name: String) throws -> VolumeState {
-        volumes[try volumeID(named: name)]!
     }
 }

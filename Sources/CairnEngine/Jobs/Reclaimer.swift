@@ -11,74 +11,85 @@ private struct DeadData {
     var dead: UInt64
 }
 
-extension Pool {
+/// `pool.reclaim`: the background job that gives back what no reader of a volume needs any more after
+/// a snapshot deletion: versions nobody reads are dropped, data nobody reads is punched out. Owns no
+/// state of its own; its progress is a job in `pool.jobs`.
+///
+/// Core calls it uses: `monitor` and `state` (chunk locks, versions, `release`, `markDirty`), the slot
+/// `files` it punches, and `flush()` when a pass is done.
+public final class Reclaimer: Sendable {
+    unowned let pool: Pool
+
+    init(pool: Pool) { self.pool = pool }
+
     /// Chunks examined per pass under the pool mutex.
-    static let reclaimBatchChunks = 256
+    static let batchChunks = 256
 
     /// Starts reclaiming what no reader of the volume needs any more (after a snapshot deletion, or at
     /// open in case a crash interrupted one). Returns the job id.
     @discardableResult
-    func startReclaim(volumeID: UInt64, target: String) -> UInt64 {
-        let total = monitor.withLock { UInt64(state.volumes[volumeID]?.present.count ?? 0) }
-        let job = jobs.start(kind: "reclaim", target: target, total: total, unit: "chunks")
-        let thread = Thread { [self] in
+    func start(volumeID: UInt64, target: String) -> UInt64 {
+        let total = pool.monitor.withLock { UInt64(pool.state.volumes[volumeID]?.present.count ?? 0) }
+        let job = pool.jobs.start(kind: "reclaim", target: target, total: total, unit: "chunks")
+        // The thread keeps the pool alive until it is done, as the service only holds it unowned.
+        let thread = Thread { [self, pool] in
             setCurrentThreadName("cairn-reclaim")
-            runReclaim(volumeID: volumeID, job: job)
+            withExtendedLifetime(pool) { run(volumeID: volumeID, job: job) }
         }
         thread.start()
         return job
     }
 
     /// Runs reclaim synchronously (tests and startup).
-    func runReclaim(volumeID: UInt64, job: UInt64) {
+    func run(volumeID: UInt64, job: UInt64) {
         var examined: UInt64 = 0
         var droppedVersions = 0
         var cursor: UInt64 = 0
         do {
             while true {
-                if jobs.isCancelled(job) {
-                    jobs.finish(job, .cancelled, message: "stopped after \(examined) chunks")
+                if pool.jobs.isCancelled(job) {
+                    pool.jobs.finish(job, .cancelled, message: "stopped after \(examined) chunks")
                     return
                 }
-                let scan = monitor.withLock { () -> (chunks: [UInt64], next: UInt64?)? in
-                    guard let volume = state.volumes[volumeID] else { return nil }
+                let scan = pool.monitor.withLock { () -> (chunks: [UInt64], next: UInt64?)? in
+                    guard let volume = pool.state.volumes[volumeID] else { return nil }
                     var chunks: [UInt64] = []
                     var next = cursor
                     var scanned = 0
-                    while scanned < Self.reclaimBatchChunks, let chunk = volume.present.next(atOrAfter: next) {
+                    while scanned < Self.batchChunks, let chunk = volume.present.next(atOrAfter: next) {
                         scanned += 1
                         next = chunk + 1
                         if volume.map[chunk]!.count > 1 {
                             chunks.append(chunk)
                         }
                     }
-                    return (chunks, scanned < Self.reclaimBatchChunks ? nil : next)
+                    return (chunks, scanned < Self.batchChunks ? nil : next)
                 }
                 guard let scan else { break }
-                droppedVersions += try reclaimBatch(volumeID: volumeID, chunks: scan.chunks)
+                droppedVersions += try batch(volumeID: volumeID, chunks: scan.chunks)
                 examined += UInt64(scan.chunks.count)
-                jobs.progress(job, done: examined)
+                pool.jobs.progress(job, done: examined)
                 guard let next = scan.next else { break }
                 cursor = next
             }
-            try flush()
-            jobs.finish(job, .succeeded, message: "dropped \(droppedVersions) versions no reader needed")
+            try pool.flush()
+            pool.jobs.finish(job, .succeeded, message: "dropped \(droppedVersions) versions no reader needed")
         } catch {
-            jobs.finish(job, .failed, message: "\(error)")
-            logger.error("reclaim failed", metadata: ["error": "\(error)"])
+            pool.jobs.finish(job, .failed, message: "\(error)")
+            pool.logger.error("reclaim failed", metadata: ["error": "\(error)"])
         }
     }
 
     /// Drops versions no reader uses and punches out data nobody reads. Returns versions dropped.
-    private func reclaimBatch(volumeID id: UInt64, chunks: [UInt64]) throws -> Int {
+    private func batch(volumeID id: UInt64, chunks: [UInt64]) throws -> Int {
         guard !chunks.isEmpty else { return 0 }
         var dropped = 0
-        let (work, slotFiles, geometry) = try monitor.withLock {
+        let (work, slotFiles, geometry) = try pool.monitor.withLock {
             () -> ([DeadData], [UInt16: any StorageFile], ChunkGeometry) in
             while true {
-                let volume = try state.liveVolume(id)
+                let volume = try pool.state.liveVolume(id)
                 guard chunks.allSatisfy({ volume.locks.isAvailable($0, exclusive: true) }) else {
-                    monitor.wait()
+                    pool.monitor.wait()
                     continue
                 }
                 // Readers: every snapshot (hidden ones included until their deletion is durable; clones
@@ -101,13 +112,13 @@ extension Pool {
                     var kept: [ChunkVersion] = []
                     for (index, version) in versions.enumerated() {
                         if used[index] == 0 {
-                            state.release(version.slot)
+                            pool.state.release(version.slot)
                             dropped += 1
                             continue
                         }
                         let dead = version.dataMask & ~used[index]
-                        if dead != 0 && version.hasSlot && state.refcount(version.slot) == 1
-                            && !state.mayBeDurablyShared(version.slot)
+                        if dead != 0 && version.hasSlot && pool.state.refcount(version.slot) == 1
+                            && !pool.state.mayBeDurablyShared(version.slot)
                         {
                             work.append(DeadData(chunk: chunk, birth: version.birth, slot: version.slot, dead: dead))
                         }
@@ -116,11 +127,11 @@ extension Pool {
                     if kept.count != versions.count {
                         versions = kept
                         volume.setVersions(chunk, versions.isEmpty ? nil : VersionList(versions))
-                        state.markDirty(id, chunk)
+                        pool.state.markDirty(id, chunk)
                     }
                 }
                 for chunk in Set(work.map(\.chunk)) { volume.locks.acquire(chunk, exclusive: true) }
-                return (work, files, volume.geometry)
+                return (work, pool.files, volume.geometry)
             }
         }
         guard !work.isEmpty else { return dropped }
@@ -136,25 +147,25 @@ extension Pool {
         } catch {
             failure = error
         }
-        monitor.withLock {
-            guard let volume = state.volumes[id] else { return }
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[id] else { return }
             for chunk in Set(work.map(\.chunk)) { volume.locks.release(chunk, exclusive: true) }
             guard failure == nil else { return }
-            state.unsyncedData = true
+            pool.state.unsyncedData = true
             for item in work {
                 guard var versions = volume.map[item.chunk]?.versions,
                     let index = versions.firstIndex(where: { $0.birth == item.birth })
                 else { continue }
                 versions[index].dataMask &= ~item.dead
                 if versions[index].dataMask == 0 {
-                    state.release(versions[index].slot)
+                    pool.state.release(versions[index].slot)
                     versions[index].slot = .none
                 }
                 volume.setVersions(item.chunk, VersionList(versions))
-                state.markDirty(id, item.chunk)
+                pool.state.markDirty(id, item.chunk)
             }
         }
-        monitor.broadcast()
+        pool.monitor.broadcast()
         if let failure { throw EngineError.io("reclaiming space", failure) }
         return dropped
     }

@@ -11,13 +11,13 @@ public struct ChangedExtent: Sendable, Hashable {
     }
 }
 
-extension Pool {
+extension SnapshotCatalog {
     /// Ranges written between snapshot `from` and snapshot `to` (nil: the live volume), from metadata
     /// alone: the sub-blocks defined by versions born after `from` and no later than `to`. No data is
     /// read. A superset of what differs (a write of identical bytes counts), never a subset.
     public func changedExtents(volume name: String, from: String, to: String?) throws -> [ChangedExtent] {
-        let (id, fromEpoch, toEpoch, size) = try monitor.withLock { () -> (UInt64, UInt32, UInt32, UInt64) in
-            let volume = try state.volume(named: name)
+        let (id, fromEpoch, toEpoch, size) = try pool.monitor.withLock { () -> (UInt64, UInt32, UInt32, UInt64) in
+            let volume = try pool.state.volume(named: name)
             let start = try volume.snapshot(named: from)
             let end = try to.map { try volume.snapshot(named: $0) }
             if let end, end.epoch <= start.epoch {
@@ -33,8 +33,8 @@ extension Pool {
     public func changedExtents(
         volumeID: UInt64, after fromEpoch: UInt32, upTo toEpoch: UInt32, offset: UInt64, length: UInt64, limit: Int
     ) throws -> [ChangedExtent] {
-        try monitor.withLock {
-            let volume = try state.liveVolume(volumeID)
+        try pool.monitor.withLock {
+            let volume = try pool.state.liveVolume(volumeID)
             let g = volume.geometry
             let sub = UInt64(g.subBlockSize)
             let end = offset + length

@@ -18,7 +18,18 @@ public struct PoolCheckReport: Sendable, Hashable {
     public var isHealthy: Bool { errors.isEmpty }
 }
 
-extension Pool {
+/// `pool.checker`: `cairn pool check`. Reads the committed metadata back and checks it on its own
+/// (structure, references, slot bounds), against the maps and reference counts in memory, and the slot
+/// files' free lists against the space they hold. Owns no state; changes nothing unless asked to repair
+/// leaked space.
+///
+/// Core calls it uses: `flush()`, `metadata.integrityCheck()` and `metadata.load`, `monitor` and `state`
+/// (maps, `refcount`, allocators: `claimIfReusable`/`abandon` around a punch), and the slot `files`.
+public final class PoolChecker: Sendable {
+    unowned let pool: Pool
+
+    init(pool: Pool) { self.pool = pool }
+
     /// Most errors listed in one report: a badly broken pool would otherwise produce millions of lines.
     static let maximumReportedErrors = 100
 
@@ -26,15 +37,15 @@ extension Pool {
     /// it matches the in-memory state, and that no unreferenced slot still holds space. With `repair`,
     /// leaked space is punched out; nothing else is changed.
     public func check(repair: Bool = false) throws -> PoolCheckReport {
-        try flush()
+        try pool.flush()
         var report = PoolCheckReport()
         func problem(_ text: String) {
             if report.errors.count < Self.maximumReportedErrors { report.errors.append(text) }
         }
-        for line in try metadata.integrityCheck() { problem(line) }
+        for line in try pool.metadata.integrityCheck() { problem(line) }
 
         var rows: [ChunkKey: [ChunkVersion]] = [:]
-        let catalog = try metadata.load { row in
+        let catalog = try pool.metadata.load { row in
             rows[ChunkKey(volume: row.volumeID, chunk: row.chunk), default: []].append(row.version)
         }
         report.volumes = catalog.volumes.count
@@ -62,7 +73,7 @@ extension Pool {
         }
 
         var references: [SlotAddress: Int] = [:]
-        let fileSizes = monitor.withLock { files }.mapValues { (try? $0.size()) ?? 0 }
+        let fileSizes = pool.monitor.withLock { pool.files }.mapValues { (try? $0.size()) ?? 0 }
         for (key, versions) in rows {
             guard let volume = volumes[key.volume] else {
                 problem("mappings of missing volume \(key.volume)")
@@ -100,7 +111,7 @@ extension Pool {
 
         try compareWithMemory(rows, references: references, problem: problem)
         try scanForLeaks(repair: repair, report: &report)
-        logger.info(
+        pool.logger.info(
             "pool check finished",
             metadata: ["errors": "\(report.errors.count)", "leaked_slots": "\(report.leakedSlots)"])
         return report
@@ -110,9 +121,9 @@ extension Pool {
     private func compareWithMemory(
         _ rows: [ChunkKey: [ChunkVersion]], references: [SlotAddress: Int], problem: (String) -> Void
     ) throws {
-        monitor.withLock {
+        pool.monitor.withLock {
             var memoryCount = 0
-            for (id, volume) in state.volumes {
+            for (id, volume) in pool.state.volumes {
                 for (chunk, list) in volume.map {
                     memoryCount += 1
                     if rows[ChunkKey(volume: id, chunk: chunk)] != list.versions {
@@ -124,8 +135,8 @@ extension Pool {
             if committedChunks.count != memoryCount {
                 problem("committed metadata has \(committedChunks.count) mapped chunks, memory has \(memoryCount)")
             }
-            for (slot, count) in references where state.refcount(slot) != UInt32(count) {
-                problem("slot \(slot): \(count) references in metadata, reference count \(state.refcount(slot))")
+            for (slot, count) in references where pool.state.refcount(slot) != UInt32(count) {
+                problem("slot \(slot): \(count) references in metadata, reference count \(pool.state.refcount(slot))")
             }
         }
     }
@@ -134,9 +145,9 @@ extension Pool {
     /// write to a fresh slot and the commit that would have mapped it). They are harmless, since nothing
     /// reads them, and `repair` punches them out.
     private func scanForLeaks(repair: Bool, report: inout PoolCheckReport) throws {
-        let targets = monitor.withLock {
-            state.allocators.map { (id, allocator) in
-                (id, files[id]!, UInt64(allocator.chunkSize), allocator.reusableIndexes(), allocator.highWater)
+        let targets = pool.monitor.withLock {
+            pool.state.allocators.map { (id, allocator) in
+                (id, pool.files[id]!, UInt64(allocator.chunkSize), allocator.reusableIndexes(), allocator.highWater)
             }
         }
         for (fileID, file, chunkSize, free, highWater) in targets {
@@ -147,9 +158,9 @@ extension Pool {
                 report.leakedBytes += chunkSize
                 if repair {
                     // Claim the slot so the allocator cannot hand it out while it is being punched.
-                    let claimed = monitor.withLock { state.allocators[fileID]!.claimIfReusable(index) }
+                    let claimed = pool.monitor.withLock { pool.state.allocators[fileID]!.claimIfReusable(index) }
                     guard claimed else { continue }
-                    defer { monitor.withLock { state.allocators[fileID]!.abandon(index) } }
+                    defer { pool.monitor.withLock { pool.state.allocators[fileID]!.abandon(index) } }
                     try file.punchHole(at: start, length: chunkSize)
                     report.repairedSlots += 1
                 }
@@ -158,8 +169,8 @@ extension Pool {
                 report.leakedBytes += (try file.size()) - data
                 if repair {
                     // Under the monitor: no slot past the high-water mark can be handed out meanwhile.
-                    try monitor.withLock {
-                        try file.truncate(to: state.allocators[fileID]!.highWater * chunkSize)
+                    try pool.monitor.withLock {
+                        try file.truncate(to: pool.state.allocators[fileID]!.highWater * chunkSize)
                     }
                 }
             }

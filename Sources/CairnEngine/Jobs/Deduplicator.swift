@@ -26,32 +26,45 @@ private struct DedupKey: Hashable {
     var digest: SHA256Digest
 }
 
-extension Pool {
+/// `pool.dedup`: the background job that finds versions holding identical data and makes them share one
+/// slot. Owns no state of its own; its progress and result are a job in `pool.jobs`.
+///
+/// Core calls it uses: `monitor` and `state` (chunk locks, versions, `retain`/`release`, `markDirty`),
+/// `checkWritable()`, `withEpochBarrier`, the slot `files` it reads, and `flush()`.
+public final class Deduplicator: Sendable {
+    unowned let pool: Pool
+
+    init(pool: Pool) { self.pool = pool }
+
     /// Finds versions whose data is identical (same sub-blocks, same bytes: SHA-256, then a byte
     /// comparison under the chunk locks) across the given volumes and their snapshots, and makes them
     /// share one slot. Runs alongside host I/O: a later write to a shared chunk gets its own copy through
-    /// the ordinary copy-on-write path. Returns the job id; `jobs` reports progress and the result.
+    /// the ordinary copy-on-write path. Returns the job id; `pool.jobs` reports progress and the result.
     @discardableResult
-    public func startDedup(volumes names: [String]? = nil) throws -> UInt64 {
-        let ids = try monitor.withLock { () -> [UInt64] in
-            try checkWritable()
-            if let names { return try names.map { try state.volumeID(named: $0) } }
-            return state.volumes.keys.sorted()
+    public func start(volumes names: [String]? = nil) throws -> UInt64 {
+        let ids = try pool.monitor.withLock { () -> [UInt64] in
+            try pool.checkWritable()
+            if let names { return try names.map { try pool.state.volumeID(named: $0) } }
+            return pool.state.volumes.keys.sorted()
         }
-        let total = monitor.withLock { ids.reduce(UInt64(0)) { $0 + UInt64(state.volumes[$1]?.map.count ?? 0) } }
+        let total = pool.monitor.withLock {
+            ids.reduce(UInt64(0)) { $0 + UInt64(pool.state.volumes[$1]?.map.count ?? 0) }
+        }
         let target = names?.joined(separator: ",") ?? "pool"
-        let job = jobs.start(kind: "dedup", target: target, total: total, unit: "chunks")
-        let thread = Thread { [self] in
+        let job = pool.jobs.start(kind: "dedup", target: target, total: total, unit: "chunks")
+        // The thread keeps the pool alive until it is done, as the service only holds it unowned.
+        let thread = Thread { [self, pool] in
             setCurrentThreadName("cairn-dedup")
+            defer { withExtendedLifetime(pool) {} }
             do {
-                let report = try runDedup(volumeIDs: ids, job: job)
-                jobs.finish(
+                let report = try run(volumeIDs: ids, job: job)
+                pool.jobs.finish(
                     job, .succeeded,
                     message: "shared \(report.sharedVersions) of \(report.scannedVersions) versions, saved \(report.savedBytes) bytes")
             } catch let error as EngineError where error.code == .closed {
-                jobs.finish(job, .cancelled, message: "\(error)")
+                pool.jobs.finish(job, .cancelled, message: "\(error)")
             } catch {
-                jobs.finish(job, .failed, message: "\(error)")
+                pool.jobs.finish(job, .failed, message: "\(error)")
             }
         }
         thread.start()
@@ -59,7 +72,7 @@ extension Pool {
     }
 
     /// The whole dedup pass, synchronously (the job thread; tests).
-    func runDedup(volumeIDs: [UInt64], job: UInt64) throws -> DedupReport {
+    func run(volumeIDs: [UInt64], job: UInt64) throws -> DedupReport {
         var report = DedupReport()
         // Versions written from now on are born in a new epoch: a write to a chunk shared below then
         // adds a version on top instead of copying the shared data (see `ChunkAccess`).
@@ -67,12 +80,14 @@ extension Pool {
         var firstSeen: [DedupKey: DedupCandidate] = [:]
         var examined: UInt64 = 0
         for id in volumeIDs {
-            let chunks = monitor.withLock { state.volumes[id].map { $0.present.chunks(in: 0..<UInt64.max) } ?? [] }
+            let chunks = pool.monitor.withLock {
+                pool.state.volumes[id].map { $0.present.chunks(in: 0..<UInt64.max) } ?? []
+            }
             for chunk in chunks {
-                if jobs.isCancelled(job) { throw EngineError(.closed, "dedup cancelled") }
+                if pool.jobs.isCancelled(job) { throw EngineError(.closed, "dedup cancelled") }
                 examined += 1
-                if examined % 256 == 0 { jobs.progress(job, done: examined) }
-                let versions = monitor.withLock { state.volumes[id]?.map[chunk]?.versions ?? [] }
+                if examined % 256 == 0 { pool.jobs.progress(job, done: examined) }
+                let versions = pool.monitor.withLock { pool.state.volumes[id]?.map[chunk]?.versions ?? [] }
                 for version in versions where version.hasSlot {
                     report.scannedVersions += 1
                     let candidate = DedupCandidate(volumeID: id, chunk: chunk, version: version)
@@ -90,17 +105,17 @@ extension Pool {
                 }
             }
         }
-        jobs.progress(job, done: examined)
-        try flush()
-        logger.info(
+        pool.jobs.progress(job, done: examined)
+        try pool.flush()
+        pool.logger.info(
             "dedup finished",
             metadata: ["shared": "\(report.sharedVersions)", "saved_bytes": "\(report.savedBytes)"])
         return report
     }
 
     private func subBlockSize(of version: ChunkVersion) -> UInt32 {
-        monitor.withLock {
-            let chunkSize = state.slotFileRecords[version.slot.file]?.chunkSize ?? ChunkGeometry.defaultChunkSize
+        pool.monitor.withLock {
+            let chunkSize = pool.state.slotFileRecords[version.slot.file]?.chunkSize ?? ChunkGeometry.defaultChunkSize
             return (try? ChunkGeometry(chunkSize: chunkSize).subBlockSize) ?? ChunkGeometry.minimumSubBlockSize
         }
     }
@@ -114,8 +129,9 @@ extension Pool {
 
     /// The bytes of a version's data sub-blocks, concatenated.
     private func dataBytes(of version: ChunkVersion) throws -> [UInt8]? {
-        let found = monitor.withLock { () -> (any StorageFile, UInt32)? in
-            guard let file = files[version.slot.file], let record = state.slotFileRecords[version.slot.file] else {
+        let found = pool.monitor.withLock { () -> (any StorageFile, UInt32)? in
+            guard let file = pool.files[version.slot.file], let record = pool.state.slotFileRecords[version.slot.file]
+            else {
                 return nil
             }
             return (file, record.chunkSize)
@@ -138,64 +154,56 @@ extension Pool {
     /// Both chunks are locked exclusive meanwhile, so no write changes either slot under the comparison.
     private func share(_ duplicate: DedupCandidate, with keep: DedupCandidate) throws -> Bool {
         let chunks = Set([ChunkKey(volume: duplicate.volumeID, chunk: duplicate.chunk), ChunkKey(volume: keep.volumeID, chunk: keep.chunk)])
-        let locked = try monitor.withLock { () -> Bool in
+        let locked = try pool.monitor.withLock { () -> Bool in
             while true {
-                try checkWritable()
-                guard chunks.allSatisfy({ state.volumes[$0.volume] != nil }) else { return false }
-                if chunks.allSatisfy({ state.volumes[$0.volume]!.locks.isAvailable($0.chunk, exclusive: true) }) {
-                    for key in chunks { state.volumes[key.volume]!.locks.acquire(key.chunk, exclusive: true) }
+                try pool.checkWritable()
+                guard chunks.allSatisfy({ pool.state.volumes[$0.volume] != nil }) else { return false }
+                if chunks.allSatisfy({ pool.state.volumes[$0.volume]!.locks.isAvailable($0.chunk, exclusive: true) }) {
+                    for key in chunks { pool.state.volumes[key.volume]!.locks.acquire(key.chunk, exclusive: true) }
                     return true
                 }
-                monitor.wait()
+                pool.monitor.wait()
             }
         }
         guard locked else { return false }
         defer {
-            monitor.withLock {
-                for key in chunks { state.volumes[key.volume]?.locks.release(key.chunk, exclusive: true) }
+            pool.monitor.withLock {
+                for key in chunks { pool.state.volumes[key.volume]?.locks.release(key.chunk, exclusive: true) }
             }
-            monitor.broadcast()
+            pool.monitor.broadcast()
         }
-        let unchanged = monitor.withLock {
+        let unchanged = pool.monitor.withLock {
             [duplicate, keep].allSatisfy { candidate in
-                state.volumes[candidate.volumeID]?.map[candidate.chunk]?.versions.contains(candidate.version) == true
+                pool.state.volumes[candidate.volumeID]?.map[candidate.chunk]?.versions.contains(candidate.version)
+                    == true
             }
         }
         guard unchanged, let a = try dataBytes(of: duplicate.version), let b = try dataBytes(of: keep.version), a == b
         else { return false }
-        monitor.withLock {
-            guard let volume = state.volumes[duplicate.volumeID], var versions = volume.map[duplicate.chunk]?.versions,
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[duplicate.volumeID],
+                var versions = volume.map[duplicate.chunk]?.versions,
                 let index = versions.firstIndex(of: duplicate.version)
             else { return }
-            state.retain(keep.version.slot)
-            state.release(duplicate.version.slot)
+            pool.state.retain(keep.version.slot)
+            pool.state.release(duplicate.version.slot)
             versions[index].slot = keep.version.slot
             volume.setVersions(duplicate.chunk, VersionList(versions))
-            state.markDirty(duplicate.volumeID, duplicate.chunk)
+            pool.state.markDirty(duplicate.volumeID, duplicate.chunk)
         }
         return true
     }
 
-    /// Runs `body` with no write of `volume` between planning and installing (monitor held): new writes
-    /// wait, writes in flight finish first. Used wherever the epoch changes.
-    func withEpochBarrier<T>(_ volume: VolumeState, _ body: () throws -> T) rethrows -> T {
-        while volume.epochChangePending { monitor.wait() }
-        volume.epochChangePending = true
-        defer { volume.epochChangePending = false }
-        while volume.writesInFlight > 0 { monitor.wait() }
-        return try body()
-    }
-
     /// Starts a new epoch for a volume without taking a snapshot: versions written from now on are born
     /// after everything that exists. Uses the same short write barrier as a snapshot and commits.
-    func advanceEpoch(volumeID: UInt64) throws {
-        try monitor.withLock {
-            try checkWritable()
-            let volume = try state.liveVolume(volumeID)
-            withEpochBarrier(volume) { volume.record.epoch += 1 }
-            state.dirty.volumes.insert(volume.id)
+    private func advanceEpoch(volumeID: UInt64) throws {
+        try pool.monitor.withLock {
+            try pool.checkWritable()
+            let volume = try pool.state.liveVolume(volumeID)
+            pool.withEpochBarrier(volume) { volume.record.epoch += 1 }
+            pool.state.dirty.volumes.insert(volume.id)
         }
-        monitor.broadcast()
-        try flush()
+        pool.monitor.broadcast()
+        try pool.flush()
     }
 }

@@ -10,8 +10,8 @@ private struct CopyOut {
     var preserved: SlotAddress
 }
 
-extension Pool {
-    /// Seed 000's copy-on-write with a LUN map, for volumes that have a preserve store: on the first
+extension StoreCatalog {
+    /// The COW-offload design's copy-on-write with a LUN map, for volumes that have a preserve store: on the first
     /// write to a chunk a snapshot still reads, the engine copies the old data to the preserve store
     /// (another disk), points the snapshot's version there, commits that durably, and only then lets the
     /// live volume overwrite its own slot in place. The host sends one write and never sees where the old
@@ -21,38 +21,38 @@ extension Pool {
     /// durable, the metadata on disk still says the snapshot reads the live slot.
     func copyOutBeforeWrite(volumeID: UInt64, offset: UInt64, length: UInt64) throws {
         // Most pools never configure a preserve store: skip the mutex entirely then.
-        guard preserveStoresInUse.load(ordering: .relaxed) else { return }
+        guard inUse.load(ordering: .relaxed) else { return }
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, length > 0 else { return }
-        let planned = try monitor.withLock {
+        let planned = try pool.monitor.withLock {
             () -> (work: [CopyOut], files: [UInt16: any StorageFile], geometry: ChunkGeometry)? in
             while true {
-                try checkWritable()
-                let volume = try state.liveVolume(volumeID)
-                guard let store = volume.record.preserveStore, state.stores[store] != nil,
+                try pool.checkWritable()
+                let volume = try pool.state.liveVolume(volumeID)
+                guard let store = volume.record.preserveStore, pool.state.stores[store] != nil,
                     let newest = volume.newestSnapshotEpoch
                 else { return nil }
                 let g = volume.geometry
                 var candidates: [(UInt64, ChunkVersion)] = []
                 for chunk in g.chunk(containing: offset)...g.chunk(containing: end - 1) {
                     guard let v = volume.map[chunk]?.latest, v.birth <= newest, v.hasSlot, v.slot.file == volume.slotFile,
-                        state.refcount(v.slot) == 1, !state.mayBeDurablyShared(v.slot)
+                        pool.state.refcount(v.slot) == 1, !pool.state.mayBeDurablyShared(v.slot)
                     else { continue }
                     candidates.append((chunk, v))
                 }
                 guard !candidates.isEmpty else { return nil }
                 if volume.epochChangePending || !candidates.allSatisfy({ volume.locks.isAvailable($0.0, exclusive: true) }) {
-                    monitor.wait()
+                    pool.monitor.wait()
                     continue
                 }
-                let preserveFile = try slotFile(forChunkSize: g.chunkSize, store: store)
-                try checkSpace(forChunks: candidates.count, chunkSize: g.chunkSize)
+                let preserveFile = try pool.slotFile(forChunkSize: g.chunkSize, store: store)
+                try pool.checkSpace(forChunks: candidates.count, chunkSize: g.chunkSize)
                 let work = candidates.map { chunk, version in
-                    CopyOut(chunk: chunk, version: version, preserved: state.allocators[preserveFile]!.allocate())
+                    CopyOut(chunk: chunk, version: version, preserved: pool.state.allocators[preserveFile]!.allocate())
                 }
                 for item in work { volume.locks.acquire(item.chunk, exclusive: true) }
                 volume.writesInFlight += 1
-                return (work, files, g)
+                return (work, pool.files, g)
             }
         }
         guard let (work, slotFiles, g) = planned else { return }
@@ -70,16 +70,16 @@ extension Pool {
         } catch {
             failure = error
         }
-        monitor.withLock {
-            guard let volume = state.volumes[volumeID] else {
-                for item in work { state.allocators[item.preserved.file]?.abandon(item.preserved.index) }
+        pool.monitor.withLock {
+            guard let volume = pool.state.volumes[volumeID] else {
+                for item in work { pool.state.allocators[item.preserved.file]?.abandon(item.preserved.index) }
                 return
             }
-            state.unsyncedData = true
+            pool.state.unsyncedData = true
             for item in work {
                 volume.locks.release(item.chunk, exclusive: true)
                 guard failure == nil else {
-                    state.allocators[item.preserved.file]!.abandon(item.preserved.index)
+                    pool.state.allocators[item.preserved.file]!.abandon(item.preserved.index)
                     continue
                 }
                 // The snapshot's version now reads the preserved copy; a new live version owns the pool slot
@@ -93,13 +93,13 @@ extension Pool {
                         birth: volume.epoch, slot: item.version.slot, dataMask: item.version.dataMask,
                         definedMask: item.version.definedMask))
                 volume.setVersions(item.chunk, list)
-                state.markDirty(volumeID, item.chunk)
+                pool.state.markDirty(volumeID, item.chunk)
             }
             volume.writesInFlight -= 1
         }
-        monitor.broadcast()
+        pool.monitor.broadcast()
         if let failure { throw EngineError.io("copying preserved data to the preserve store", failure) }
-        try flush()
-        logger.debug("copied out", metadata: ["chunks": "\(work.count)"])
+        try pool.flush()
+        pool.logger.debug("copied out", metadata: ["chunks": "\(work.count)"])
     }
 }

@@ -12,7 +12,7 @@ public struct AllocationExtent: Sendable, Hashable {
     }
 }
 
-extension Pool {
+extension SnapshotCatalog {
     /// Most extents one block status answer carries. NBD lets a server describe less than asked; the
     /// client asks again from where the answer stopped (qemu and nbdinfo do).
     public static let maximumAllocationExtents = 2048
@@ -22,13 +22,13 @@ extension Pool {
     /// starts at `offset`.
     public func allocationExtents(
         volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, length: UInt64,
-        maximumExtents: Int = Pool.maximumAllocationExtents
+        maximumExtents: Int = SnapshotCatalog.maximumAllocationExtents
     ) throws -> [AllocationExtent] {
         let limit = max(1, min(maximumExtents, Self.maximumAllocationExtents))
         // A source being restored reads its clone's data where its own slots hold nothing yet: all data.
-        let restoring = snapshotEpoch == nil && cloneGroupRoutesReads(volumeID: volumeID)
-        return try monitor.withLock {
-            let volume = try state.liveVolume(volumeID)
+        let restoring = snapshotEpoch == nil && pool.cloneGroupRoutesReads(volumeID: volumeID)
+        return try pool.monitor.withLock {
+            let volume = try pool.state.liveVolume(volumeID)
             let size = try snapshotEpoch.map { try volume.snapshot(atEpoch: $0).size } ?? volume.record.size
             guard offset < size else {
                 throw EngineError(.invalidArgument, "offset \(offset) is past the end of the volume")
@@ -48,7 +48,7 @@ extension Pool {
             }
             var indexes = [volume.present]
             var link = volume.record.parent
-            while let current = link, let parent = state.volumes[current.volumeID] {
+            while let current = link, let parent = pool.state.volumes[current.volumeID] {
                 indexes.append(parent.present)
                 link = parent.record.parent
             }
@@ -68,7 +68,7 @@ extension Pool {
                 }
                 let chunkStart = g.start(of: chunk)
                 let chunkEnd = min(end, chunkStart + UInt64(g.chunkSize))
-                let mask = state.resolve(volume, chunk, epoch: snapshotEpoch ?? .max, wanted: g.fullMask).dataMask
+                let mask = pool.state.resolve(volume, chunk, epoch: snapshotEpoch ?? .max, wanted: g.fullMask).dataMask
                 while position < chunkEnd {
                     let bit = (position - chunkStart) / sub
                     let runEnd = min(chunkEnd, chunkStart + (bit + 1) * sub)
@@ -80,29 +80,5 @@ extension Pool {
             // state change or the end of the asked range, except the one in progress when the loop stopped.
             return Array(extents.prefix(limit))
         }
-    }
-
-    /// Records that a session uses the volume; `deleteVolume` and shrinking refuse while any is attached.
-    public func attach(volumeID: UInt64) throws {
-        try monitor.withLock {
-            _ = try state.liveVolume(volumeID)
-            state.volumes[volumeID]!.attachments += 1
-        }
-    }
-
-    public func detach(volumeID: UInt64) {
-        monitor.withLock {
-            if state.volumes[volumeID] != nil { state.volumes[volumeID]!.attachments -= 1 }
-        }
-    }
-
-    /// Current size of a volume (NBD export size at attach time).
-    public func size(volumeID: UInt64) throws -> UInt64 {
-        try monitor.withLock { try state.liveVolume(volumeID).record.size }
-    }
-
-    /// Resolves a volume name to its id (stable across renames).
-    public func volumeID(named name: String) throws -> UInt64 {
-        try monitor.withLock { try state.volumeID(named: name) }
     }
 }

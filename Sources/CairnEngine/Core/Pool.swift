@@ -60,7 +60,7 @@ public final class Pool: @unchecked Sendable {
     public let copyMethod: CopyMethod
     let options: PoolOptions
     var logger: Logger { options.logger }
-    /// Background jobs (reclaim after snapshot deletion, dedup) and their progress.
+    /// Background jobs (reclaim after snapshot deletion, dedup, scrub) and their progress.
     public let jobs: JobRegistry
     /// Bytes written, copied, zeroed and read in slot files since the pool opened.
     public let counters = IOCounters()
@@ -68,17 +68,30 @@ public final class Pool: @unchecked Sendable {
     let checksumCounters = ChecksumCounters()
     /// Slot files that held data when their checksum file was created (a pool from before checksums).
     let slotFilesWithUncheckedData = Atomic<Int>(0)
-    /// The last scrub's report (`Pool+Scrub`).
-    let scrubReports = Mutex<ScrubReport?>(nil)
     /// When a group commit last synced the checksum files (commit thread, or `close`).
     let lastChecksumSync = Mutex<ContinuousClock.Instant?>(nil)
-    /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
-    let preserveStoresInUse = Atomic<Bool>(false)
     /// Some volume is (or was, since open) in a clone group: I/O must check the group first.
     let cloneGroupsInUse = Atomic<Bool>(false)
     /// Closes the immediate write path for a while after the kernel throttled one (`Pool+ImmediateWrite`).
     let immediateWrites = ImmediateWriteGate()
     private var committer: GroupCommitter!
+
+    // The services around the core (docs/ARCHITECTURE.md, "Inside the engine"). Each holds the pool
+    // unowned; `init` makes them all before the pool is shared, so none is ever made lazily on two threads.
+    /// Volumes: create, delete, resize, rename, clone, list, attach.
+    public private(set) lazy var volumes = VolumeCatalog(pool: self)
+    /// Snapshots: create, delete, rollback, list, changed ranges, block status.
+    public private(set) lazy var snapshots = SnapshotCatalog(pool: self)
+    /// Preserve stores and the copy-out before a write overwrites preserved data.
+    public private(set) lazy var stores = StoreCatalog(pool: self)
+    /// Giving back space no reader needs after a snapshot deletion (a job).
+    public private(set) lazy var reclaim = Reclaimer(pool: self)
+    /// Sharing one slot between versions with identical data (a job).
+    public private(set) lazy var dedup = Deduplicator(pool: self)
+    /// Verifying slot data against its checksums (a job).
+    public private(set) lazy var scrub = Scrubber(pool: self)
+    /// `cairn pool check`.
+    public private(set) lazy var checker = PoolChecker(pool: self)
 
     /// Opens the pool in `directory`, creating it when absent.
     public static func open(directory: String, options: PoolOptions = PoolOptions()) throws -> Pool {
@@ -127,9 +140,8 @@ public final class Pool: @unchecked Sendable {
         }
         self.poolID = catalog.poolID
         self.state = loaded
-        if loaded.volumes.values.contains(where: { $0.record.preserveStore != nil }) {
-            preserveStoresInUse.store(true, ordering: .relaxed)
-        }
+        _ = (volumes, snapshots, stores, reclaim, dedup, scrub, checker)
+        if loaded.volumes.values.contains(where: { $0.record.preserveStore != nil }) { stores.noteInUse() }
         if !loaded.cloneGroups.groups.isEmpty { cloneGroupsInUse.store(true, ordering: .relaxed) }
         for (id, record) in loaded.slotFileRecords {
             let storePath = record.store.flatMap { loaded.stores[$0]?.path }
