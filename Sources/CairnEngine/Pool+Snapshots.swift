@@ -159,7 +159,7 @@ extension Pool {
         let volumeID = try monitor.withLock { () -> UInt64 in
             try checkWritable()
             let volume = try state.volume(named: name)
-            try checkNotInCloneGroup(volume.id, doing: "rolling it back")
+            try cloneGroups.refuse(.rollback, of: volume.id)
             let target = try volume.snapshot(named: snapshotName)
             let newer = volume.snapshots.filter { $0.epoch > target.epoch }
             if !newer.isEmpty && !force {

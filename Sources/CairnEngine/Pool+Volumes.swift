@@ -61,7 +61,7 @@ extension Pool {
             try checkWritable()
             let id = try state.volumeID(named: name)
             let volume = state.volumes[id]!
-            if size != volume.record.size { try checkNotInCloneGroup(id, doing: "resizing it") }
+            if size != volume.record.size { try cloneGroups.refuse(.resize, of: id) }
             guard size < volume.record.size else { return id }
             if volume.attachments > 0 && !force {
                 throw EngineError(
@@ -125,7 +125,7 @@ extension Pool {
             try checkWritable()
             let id = try state.volumeID(named: name)
             let volume = state.volumes[id]!
-            try checkNotInCloneGroup(id, doing: "deleting it")
+            try cloneGroups.refuse(.delete, of: id)
             if let child = state.volumes.values.first(where: { $0.record.parent?.volumeID == id }) {
                 throw EngineError(
                     .busy, "volume '\(name)' has a clone '\(child.record.name)'; delete the clone first")

@@ -74,11 +74,11 @@ public final class Pool: @unchecked Sendable {
     let lastChecksumSync = Mutex<ContinuousClock.Instant?>(nil)
     /// Some volume has (or had, since open) a preserve store: writes must check for copy-out.
     let preserveStoresInUse = Atomic<Bool>(false)
-    /// Some volume is (or was, since open) in a clone group: I/O must check the group first.
-    let cloneGroupsInUse = Atomic<Bool>(false)
     /// Closes the immediate write path for a while after the kernel throttled one (`Pool+ImmediateWrite`).
     let immediateWrites = ImmediateWriteGate()
     private var committer: GroupCommitter!
+    /// Clone groups: members, delta and restore maps, COD, jobs (`CloneGroups/`). Set once in `init`.
+    public private(set) var cloneGroups: CloneGroups!
 
     /// Opens the pool in `directory`, creating it when absent.
     public static func open(directory: String, options: PoolOptions = PoolOptions()) throws -> Pool {
@@ -123,14 +123,15 @@ public final class Pool: @unchecked Sendable {
             try Self.loadMappings(pendingRows, into: &volumesByID, allocators: &loaded.allocators)
             for id in loaded.allocators.keys { loaded.allocators[id]!.finishLoading() }
             loaded.volumes = volumesByID
-            try Self.loadCloneGroups(catalog, volumes: volumesByID, into: &loaded.cloneGroups)
+            try CloneGroups.load(catalog, volumes: volumesByID, into: &loaded.cloneGroups)
         }
         self.poolID = catalog.poolID
         self.state = loaded
+        cloneGroups = CloneGroups(pool: self)
         if loaded.volumes.values.contains(where: { $0.record.preserveStore != nil }) {
             preserveStoresInUse.store(true, ordering: .relaxed)
         }
-        if !loaded.cloneGroups.groups.isEmpty { cloneGroupsInUse.store(true, ordering: .relaxed) }
+        if !loaded.cloneGroups.groups.isEmpty { cloneGroups.inUse.store(true, ordering: .relaxed) }
         for (id, record) in loaded.slotFileRecords {
             let storePath = record.store.flatMap { loaded.stores[$0]?.path }
             let file = MeteredStorageFile(
@@ -148,7 +149,7 @@ public final class Pool: @unchecked Sendable {
         committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [weak self] requested in
             self?.commitOnce(requested: requested)
         }
-        resumeCloneGroupJobs()
+        cloneGroups.resumeJobs()
         logger.info(
             "pool opened",
             metadata: [
