@@ -3,7 +3,7 @@ import CairnTestSupport
 import InteropSupport
 import Testing
 
-/// Options for clone-group tests: no timer commits, and jobs driven by the test (`runCloneJob`).
+/// Options for clone-group tests: no timer commits, and jobs driven by the test (`cloneGroups.runJob`).
 func cloneTestOptions() -> PoolOptions {
     var options = testOptions()
     options.runCloneJobsInBackground = false

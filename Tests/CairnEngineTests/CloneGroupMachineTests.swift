@@ -415,7 +415,9 @@ import Testing
         let job = Machine.Job.allCases[random.next(3)]
         let running = random.next(6) == 0 ? Self.running : nil
         switch random.next(11) {
-        case 0: return .add(clone: clone, of: random.next(4) == 0 ? ids[random.next(ids.count)] : source, extentSize: nil)
+        case 0:
+            let of = random.next(4) == 0 ? ids[random.next(ids.count)] : source
+            return .add(clone: clone, of: of, extentSize: nil)
         case 1: return .fracture(clone: clone, deltaExtents: 1)
         case 2, 3:
             return .start(

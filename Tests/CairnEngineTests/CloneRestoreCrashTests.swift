@@ -8,7 +8,7 @@ import Testing
 /// acknowledged reads back; an unflushed write is all there, partly there by sector, or gone), the clone
 /// is never modified, and when the restore ends the clone's new delta map holds every extent where
 /// source and clone differ (nothing diverges silently). This is what lets an unflushed write wait for
-/// the next commit to record its protected restore map bit (Pool+CloneGroupIO.swift, `sourceStep`).
+/// the next commit to record its protected restore map bit (CloneGroups/CloneGroups+IO.swift, `sourceStep`).
 @Suite struct CloneRestoreCrashTests {
     static let extent = CloneGroupFigureTests.extent
     static let size = CloneGroupFigureTests.size

@@ -1,5 +1,7 @@
 import CairnIO
 import Logging
+
+/// Recovery at open and the clone groups' part of the group commit.
 extension CloneGroups {
     /// Write-intent extents a mirrored clone keeps set in the persistent delta map while idle. Like DRBD's
     /// activity log (al-extents, 1237 by default): a hot extent costs one synchronous commit when it
@@ -9,14 +11,15 @@ extension CloneGroups {
     /// Builds the clone groups from the catalog: the clone-group design's recovery process. Every clone's delta
     /// map is filled from the group's persistent delta map (so it may gain bits another clone set; fig. 9),
     /// and a protected restore gets its protected restore map back from disk.
-    static func load(_ catalog: PoolCatalog, volumes: [UInt64: VolumeState], into table: inout CloneGroupTable) throws {
+    static func load(_ catalog: PoolCatalog, volumes: [UInt64: VolumeState], into table: inout CloneGroupTable)
+        throws
+    {
         for record in catalog.cloneGroups {
             guard let source = volumes[record.sourceID] else {
                 throw EngineError(.corrupt, "clone group of unknown volume \(record.sourceID)")
             }
-            let machine = CloneGroupMachine(
-                sourceID: record.sourceID, extentSize: record.extentSize,
-                clones: Dictionary(record.clones.map { ($0.volumeID, $0.state) }, uniquingKeysWith: { first, _ in first }))
+            let states = Dictionary(record.clones.map { ($0.volumeID, $0.state) }) { first, _ in first }
+            let machine = CloneGroupMachine(sourceID: record.sourceID, extentSize: record.extentSize, clones: states)
             let group = CloneGroupState(machine: machine, volumeSize: source.record.size)
             for block in catalog.cloneMapBlocks where block.sourceID == record.sourceID {
                 guard let words = ExtentMap.decode(block.bits ?? []),

@@ -52,7 +52,8 @@ extension CloneGroups {
     /// protected restore, or the clone during a regular reverse sync.
     func readTarget(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> UInt64 {
         guard inUse.load(ordering: .relaxed), length > 0 else { return volumeID }
-        if case .route(let target) = try step(volumeID: volumeID, offset: offset, length: length, writing: false, fua: false)
+        if case .route(let target) = try step(
+            volumeID: volumeID, offset: offset, length: length, writing: false, fua: false)
         {
             return target
         }

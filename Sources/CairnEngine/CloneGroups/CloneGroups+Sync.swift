@@ -20,7 +20,8 @@ extension CloneGroups {
         let (kind, name, total) = monitor.withLock { () -> (String, String, UInt64) in
             let group = table.groups[sourceID]
             let state = group?.machine.state(of: cloneID)
-            return ("clone-\(state?.rawValue ?? "sync")", volumeName(cloneID), group?.members[cloneID]?.delta.setCount ?? 0)
+            let total = group?.members[cloneID]?.delta.setCount ?? 0
+            return ("clone-\(state?.rawValue ?? "sync")", volumeName(cloneID), total)
         }
         let job = pool.jobs.start(kind: kind, target: name, total: total, unit: "extents")
         monitor.withLock { table.groups[sourceID]?.members[cloneID]?.job = job }
