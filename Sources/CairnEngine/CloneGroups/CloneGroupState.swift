@@ -102,7 +102,7 @@ final class CloneGroupState {
     var restoreMap: ExtentMap?
     var persistentRestoreMap: PersistedMap
     /// Protected-restore bits a host write waits to see durable before it may overwrite an extent whose
-    /// restore is already durable (`Pool.commitRestoreIntent`).
+    /// restore is already durable (`CloneGroups.commitRestoreIntent`).
     var restoreIntent: Set<UInt64> = []
     var scoreboard = CODScoreboard()
     var codQueue = CopyOnDemandQueue()

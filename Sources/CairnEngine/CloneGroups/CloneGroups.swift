@@ -130,6 +130,7 @@ public final class CloneGroups: @unchecked Sendable {
         }
     }
 
+    /// One clone, as management commands show it.
     public func info(named name: String) throws -> CloneInfo {
         try monitor.withLock {
             let (group, member) = try member(named: name)
