@@ -102,7 +102,7 @@ final class BackupRun: @unchecked Sendable {
             if record.method == .log {
                 coordinator.mergeLog(record)
             } else {
-                try? pool.deleteVolume(name: record.imageVolume, force: true)
+                try? pool.volumes.delete(name: record.imageVolume, force: true)
             }
             return nil
         case .dropOlderBases:

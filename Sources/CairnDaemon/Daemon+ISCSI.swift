@@ -35,7 +35,7 @@ extension Daemon {
     ) throws -> ISCSIReservationTable {
         let file = ISCSIReservationFile(path: ISCSIReservationFile.path(dataDirectory: configuration.dataDirectory))
         var saved = try file.load()
-        let volumes = Set(catalog.pool.listVolumes().map(\.id))
+        let volumes = Set(catalog.pool.volumes.list().map(\.id))
         let stale = saved.keys.filter { !volumes.contains($0 >> VolumeLogicalUnit.volumeIDShift) }
         if !stale.isEmpty {
             for unit in stale { saved[unit] = nil }

@@ -54,7 +54,7 @@ import Testing
             if name == "src" {
                 for b in first..<(first + count) { source[b] = value }
                 for (other, content) in clone where content != nil {
-                    let state = try pool.cloneInfo(named: other).state
+                    let state = try pool.cloneGroups.info(named: other).state
                     if state == .synchronized || state == .reverseSyncing {
                         for b in first..<(first + count) { clone[other]!![b] = value }
                     }
@@ -80,27 +80,27 @@ import Testing
         }
         /// Runs a clone's job for up to `steps` extents (all when nil) and applies its end to the model.
         func step(_ name: String, _ steps: Int?) throws {
-            let before = try pool.cloneInfo(named: name).state
+            let before = try pool.cloneGroups.info(named: name).state
             guard [CloneState.synchronizing, .reverseSyncing, .restoring].contains(before) else { return }
-            guard try pool.runCloneJob(clone: name, maxExtents: steps) else { return }
-            let after = try pool.cloneInfo(named: name).state
+            guard try pool.cloneGroups.runJob(clone: name, maxExtents: steps) else { return }
+            let after = try pool.cloneGroups.info(named: name).state
             if before == .synchronizing && after == .synchronized { clone[name] = .some(source) }
         }
 
         for name in clones {
             for _ in 0..<4 { try write("src", Int.random(in: 0..<(blocks - 4), using: &random), 4) }
-            _ = try pool.addClone(source: "src", name: name, extentSize: UInt64(extent))
+            _ = try pool.cloneGroups.add(source: "src", name: name, extentSize: UInt64(extent))
             clone[name] = .some(nil)
         }
         for stepIndex in 0..<300 {
             let op = Int.random(in: 0..<100, using: &random)
             let name = clones.randomElement(using: &random)!
-            let state = try pool.cloneInfo(named: name).state
+            let state = try pool.cloneGroups.info(named: name).state
             let first = Int.random(in: 0..<blocks, using: &random)
             let count = min(blocks - first, Int.random(in: 1...6, using: &random))
             if trace { print("step \(stepIndex) op \(op) clone \(name) \(state.rawValue) blocks \(first)+\(count)") }
-            let restoring = try pool.listClones().contains { $0.state == .restoring || $0.state == .reverseSyncing }
-            let othersMirrored = try pool.listClones().contains {
+            let restoring = try pool.cloneGroups.list().contains { $0.state == .restoring || $0.state == .reverseSyncing }
+            let othersMirrored = try pool.cloneGroups.list().contains {
                 $0.name != name && [CloneState.synchronizing, .synchronized, .reverseSyncing].contains($0.state)
             }
             switch op {
@@ -110,21 +110,21 @@ import Testing
                 if state == .fractured { try write(name, first, count) }
             case 45..<55:
                 if state == .synchronized {
-                    try pool.fractureClone(named: name)
+                    try pool.cloneGroups.fracture(named: name)
                 }
             case 55..<58:
                 if state == .fractured && !restoring {
-                    _ = try pool.syncClone(named: name)
+                    _ = try pool.cloneGroups.sync(named: name)
                     clone[name] = .some(nil)
                 }
             case 58..<62:
                 if state == .fractured && !restoring && !othersMirrored {
-                    _ = try pool.reverseSyncClone(named: name)
+                    _ = try pool.cloneGroups.reverseSync(named: name)
                     source = clone[name]!!
                 }
             case 62..<72:
                 if state == .fractured && !restoring && !othersMirrored {
-                    _ = try pool.restoreClone(named: name, protected: true)
+                    _ = try pool.cloneGroups.restore(named: name, protected: true)
                     source = clone[name]!!
                 }
             case 72..<86:
@@ -140,7 +140,7 @@ import Testing
                 if !report.isHealthy { failures.append("seed \(seed) after power cut at step \(stepIndex): \(report.errors)") }
                 for name in clones {
                     // Interrupted mirrored writes make a synchronized clone synchronizing again.
-                    if try pool.cloneInfo(named: name).state == .synchronizing { clone[name] = .some(nil) }
+                    if try pool.cloneGroups.info(named: name).state == .synchronizing { clone[name] = .some(nil) }
                 }
             }
             try check("step \(stepIndex) (op \(op))")
@@ -149,7 +149,7 @@ import Testing
         for name in clones { try step(name, nil) }
         try check("after every job finished")
         for name in clones {
-            let info = try pool.cloneInfo(named: name)
+            let info = try pool.cloneGroups.info(named: name)
             if info.state == .synchronizing || info.state == .restoring || info.state == .reverseSyncing {
                 failures.append("seed \(seed): clone \(name) still \(info.state.rawValue) after its job")
             }

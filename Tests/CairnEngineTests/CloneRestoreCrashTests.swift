@@ -8,7 +8,7 @@ import Testing
 /// acknowledged reads back; an unflushed write is all there, partly there by sector, or gone), the clone
 /// is never modified, and when the restore ends the clone's new delta map holds every extent where
 /// source and clone differ (nothing diverges silently). This is what lets an unflushed write wait for
-/// the next commit to record its protected restore map bit (Pool+CloneGroupIO.swift, `sourceStep`).
+/// the next commit to record its protected restore map bit (CloneGroups/CloneGroups+IO.swift, `sourceStep`).
 @Suite struct CloneRestoreCrashTests {
     static let extent = CloneGroupFigureTests.extent
     static let size = CloneGroupFigureTests.size
@@ -47,7 +47,7 @@ import Testing
         for e in 0..<(size / extent) where Bool.random(using: &random) || e % 3 == 0 {
             try writeBytes(pool, source, UInt64(e * extent), pattern(UInt8(50 + e), extent), fua: true)
         }
-        _ = try pool.restoreClone(named: "clone", protected: true)
+        _ = try pool.cloneGroups.restore(named: "clone", protected: true)
 
         // Per sector: the writes that touched it, in order, and whether each is durable.
         var history = [[(id: Int, durable: Bool)]](repeating: [], count: size / sector)
@@ -67,7 +67,7 @@ import Testing
                 try pool.flush()
                 for s in history.indices { history[s] = history[s].map { ($0.id, true) } }
             default:
-                _ = try pool.runCloneJob(clone: "clone", maxExtents: Int(random.next(upperBound: UInt64(3))) + 1)
+                _ = try pool.cloneGroups.runJob(clone: "clone", maxExtents: Int(random.next(upperBound: UInt64(3))) + 1)
             }
         }
         let image = media.crashImage(using: &random)
@@ -75,10 +75,10 @@ import Testing
 
         let recovered = try Pool(media: image, options: cloneTestOptions())
         defer { recovered.close() }
-        if try recovered.cloneInfo(named: "clone").state == .restoring {
-            try log.check(try recovered.runCloneJob(clone: "clone"), "the resumed restore did not finish")
+        if try recovered.cloneGroups.info(named: "clone").state == .restoring {
+            try log.check(try recovered.cloneGroups.runJob(clone: "clone"), "the resumed restore did not finish")
         }
-        try log.check(try recovered.cloneInfo(named: "clone").state == .fractured)
+        try log.check(try recovered.cloneGroups.info(named: "clone").state == .fractured)
         let restored = try readBytes(recovered, source, 0, size)
         try log.check(try readBytes(recovered, cloneID, 0, size) == cloneContent, "the clone changed")
         for s in history.indices {
@@ -94,7 +94,7 @@ import Testing
                 return
             }
         }
-        let delta = Set(try recovered.cloneMaps(clone: "clone").delta)
+        let delta = Set(try recovered.cloneGroups.maps(clone: "clone").delta)
         for e in 0..<(size / extent) {
             let range = (e * extent)..<((e + 1) * extent)
             if restored[range] != cloneContent[range] && !delta.contains(UInt64(e)) {

@@ -67,7 +67,7 @@ import Testing
         #expect(old == Array(pattern(1, 128 << 10)[4096..<8192]))
         // A clone group: its writes go through the group first.
         _ = try pool.volumes.create(name: "src", size: 1 << 20)
-        _ = try pool.addClone(source: "src", name: "c")
+        _ = try pool.cloneGroups.add(source: "src", name: "c")
         #expect(try !immediate(v, 8192, pattern(5, 4096)))
     }
 

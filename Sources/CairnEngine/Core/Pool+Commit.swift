@@ -47,7 +47,7 @@ extension Pool {
                 keepRestoreIntent(in: &capture)
                 keepNewerEpochs(in: &capture.transaction)
                 try metadata.commit(capture.transaction)
-                monitor.withLock { cloneGroupsCommitted() }
+                monitor.withLock { cloneGroups.committed() }
             }
             try finishChecksumCommit(intents)
             let finished = ContinuousClock.now
@@ -176,7 +176,7 @@ extension Pool {
                 guard let volume = state.volumes[key.volume] else { continue }
                 t.chunks.append((key.volume, key.chunk, volume.map[key.chunk]?.versions ?? []))
             }
-            capture.restoreBlocks = captureCloneGroups(into: &t)
+            capture.restoreBlocks = cloneGroups.capture(into: &t)
             capture.transaction = t
             capture.frees = state.pendingFrees
             capture.files = files

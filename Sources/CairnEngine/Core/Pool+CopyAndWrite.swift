@@ -19,17 +19,17 @@ extension Pool {
     ) throws {
         // In a clone group the source chunk is read like a host read (copied on demand first during a
         // protected restore) and the target chunk is written like a host write, then mirrored.
-        guard try cloneGroupReadTarget(volumeID: volumeID, offset: source, length: UInt64(copySize)) == volumeID else {
+        guard try cloneGroups.readTarget(volumeID: volumeID, offset: source, length: UInt64(copySize)) == volumeID else {
             throw EngineError(
                 .busy, "COPY_AND_WRITE is not available while a reverse sync runs into this volume; use WRITE")
         }
-        let ticket = try cloneGroupBeforeWrite(
+        let ticket = try cloneGroups.beforeWrite(
             volumeID: volumeID, offset: target, length: UInt64(copySize), fua: fua)
-        defer { cloneGroupAfterWrite(ticket) }
+        defer { cloneGroups.afterWrite(ticket) }
         try copyAndWriteChunk(
             volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: buffer,
             bufferOffset: bufferOffset, fua: fua)
-        if try cloneGroupMirror(ticket, offset: target, fua: fua, { clone in
+        if try cloneGroups.mirror(ticket, offset: target, fua: fua, { clone in
             try copyRange(from: volumeID, to: clone, offset: target, length: UInt64(copySize))
         }) {
             try flush()

@@ -31,11 +31,11 @@ extension Pool {
     public func discard(volumeID: UInt64, offset: UInt64, length: UInt64, mode: DiscardMode, fua: Bool = false)
         throws
     {
-        // A discard changes content like a write: same clone-group treatment (Pool+CloneGroupIO.swift).
-        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: length, fua: fua)
-        defer { cloneGroupAfterWrite(ticket) }
+        // A discard changes content like a write: same clone-group treatment (CloneGroups/CloneGroups+IO.swift).
+        let ticket = try cloneGroups.beforeWrite(volumeID: volumeID, offset: offset, length: length, fua: fua)
+        defer { cloneGroups.afterWrite(ticket) }
         try discard(volumeID: volumeID, offset: offset, length: length, mode: mode, fua: fua, limit: nil)
-        if try cloneGroupMirror(ticket, offset: offset, fua: fua, { clone in
+        if try cloneGroups.mirror(ticket, offset: offset, fua: fua, { clone in
             try discard(volumeID: clone, offset: offset, length: length, mode: mode, fua: false, limit: nil)
         }) {
             try flush()

@@ -40,12 +40,12 @@ extension Pool {
             return UInt64(target.geometry.chunkSize)
         }
         if snapshotEpoch == nil,
-            try cloneGroupReadTarget(volumeID: sourceID, offset: sourceOffset, length: length) != sourceID
+            try cloneGroups.readTarget(volumeID: sourceID, offset: sourceOffset, length: length) != sourceID
         {
             throw EngineError(.busy, "the source is being restored from a clone; copy it after the restore")
         }
-        let ticket = try cloneGroupBeforeWrite(volumeID: targetID, offset: targetOffset, length: length, fua: fua)
-        defer { cloneGroupAfterWrite(ticket) }
+        let ticket = try cloneGroups.beforeWrite(volumeID: targetID, offset: targetOffset, length: length, fua: fua)
+        defer { cloneGroups.afterWrite(ticket) }
         // Ranges that could not be shared are gathered and copied a piece at a time.
         var pending: (offset: UInt64, length: UInt64)?
         func copyPending() throws {
@@ -95,7 +95,7 @@ extension Pool {
             position += piece
         }
         try copyPending()
-        if try cloneGroupMirror(ticket, offset: targetOffset, fua: fua, { clone in
+        if try cloneGroups.mirror(ticket, offset: targetOffset, fua: fua, { clone in
             try copyRange(from: targetID, to: clone, offset: targetOffset, length: length)
         }) || fua {
             try flush()

@@ -17,7 +17,7 @@ extension Pool {
     public func writeIfImmediate(volumeID: UInt64, offset: UInt64, bytes: UnsafeRawBufferPointer) throws -> Bool {
         let length = UInt64(bytes.count)
         guard length > 0, length <= Self.maximumImmediateWrite,
-            !cloneGroupsInUse.load(ordering: .relaxed), !stores.inUse.load(ordering: .relaxed),
+            !cloneGroups.inUse.load(ordering: .relaxed), !stores.inUse.load(ordering: .relaxed),
             immediateWrites.isOpen
         else { return false }
         guard let plan = try planWrite(volumeID: volumeID, offset: offset, length: length, end: nil, immediate: true)

@@ -32,7 +32,7 @@ extension Pool {
         // A source being restored from a clone reads through its clone group (copy on demand, or the clone).
         let target =
             snapshotEpoch == nil
-            ? try cloneGroupReadTarget(volumeID: volumeID, offset: offset, length: UInt64(buffer.count)) : volumeID
+            ? try cloneGroups.readTarget(volumeID: volumeID, offset: offset, length: UInt64(buffer.count)) : volumeID
         return try read(volumeID: target, snapshotEpoch: snapshotEpoch, offset: offset, into: buffer, mayBlock: true)!
     }
 
@@ -50,7 +50,7 @@ extension Pool {
         volumeID: UInt64, snapshotEpoch: UInt32? = nil, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
     ) throws -> [ReadExtent]? {
         if snapshotEpoch == nil
-            && cloneGroupRoutesReads(volumeID: volumeID, offset: offset, length: UInt64(buffer.count))
+            && cloneGroups.routesReads(volumeID: volumeID, offset: offset, length: UInt64(buffer.count))
         {
             return nil
         }

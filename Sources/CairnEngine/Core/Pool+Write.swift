@@ -86,12 +86,12 @@ extension Pool {
     /// Writes, and with `fua` makes the data durable unless that takes a metadata commit: then returns
     /// true and leaves the commit to the caller (`flush(completion:)`), so no I/O thread waits for it.
     /// A volume in a clone group goes through the group first (copy on demand, durable delta map bits)
-    /// and its write is mirrored to the clones that are synchronized with it (Pool+CloneGroupIO.swift).
+    /// and its write is mirrored to the clones that are synchronized with it (CloneGroups/CloneGroups+IO.swift).
     public func writeDeferringCommit(volumeID: UInt64, offset: UInt64, source: WriteSource, fua: Bool) throws -> Bool {
-        let ticket = try cloneGroupBeforeWrite(volumeID: volumeID, offset: offset, length: source.length, fua: fua)
-        defer { cloneGroupAfterWrite(ticket) }
+        let ticket = try cloneGroups.beforeWrite(volumeID: volumeID, offset: offset, length: source.length, fua: fua)
+        defer { cloneGroups.afterWrite(ticket) }
         let needsCommit = try write(volumeID: volumeID, offset: offset, source: source, fua: fua, end: nil, commitLater: true)
-        let mirrored = try cloneGroupMirror(ticket, offset: offset, fua: fua) { clone in
+        let mirrored = try cloneGroups.mirror(ticket, offset: offset, fua: fua) { clone in
             try write(volumeID: clone, offset: offset, source: source, fua: false, end: nil)
         }
         return needsCommit || mirrored

@@ -70,8 +70,6 @@ public final class Pool: @unchecked Sendable {
     let slotFilesWithUncheckedData = Atomic<Int>(0)
     /// When a group commit last synced the checksum files (commit thread, or `close`).
     let lastChecksumSync = Mutex<ContinuousClock.Instant?>(nil)
-    /// Some volume is (or was, since open) in a clone group: I/O must check the group first.
-    let cloneGroupsInUse = Atomic<Bool>(false)
     /// Closes the immediate write path for a while after the kernel throttled one (`Pool+ImmediateWrite`).
     let immediateWrites = ImmediateWriteGate()
     private var committer: GroupCommitter!
@@ -92,6 +90,8 @@ public final class Pool: @unchecked Sendable {
     public private(set) lazy var scrub = Scrubber(pool: self)
     /// `cairn pool check`.
     public private(set) lazy var checker = PoolChecker(pool: self)
+    /// Clone groups: members, delta and restore maps, COD, jobs (`CloneGroups/`).
+    public private(set) lazy var cloneGroups = CloneGroups(pool: self)
 
     /// Opens the pool in `directory`, creating it when absent.
     public static func open(directory: String, options: PoolOptions = PoolOptions()) throws -> Pool {
@@ -136,13 +136,13 @@ public final class Pool: @unchecked Sendable {
             try Self.loadMappings(pendingRows, into: &volumesByID, allocators: &loaded.allocators)
             for id in loaded.allocators.keys { loaded.allocators[id]!.finishLoading() }
             loaded.volumes = volumesByID
-            try Self.loadCloneGroups(catalog, volumes: volumesByID, into: &loaded.cloneGroups)
+            try CloneGroups.load(catalog, volumes: volumesByID, into: &loaded.cloneGroups)
         }
         self.poolID = catalog.poolID
         self.state = loaded
-        _ = (volumes, snapshots, stores, reclaim, dedup, scrub, checker)
+        _ = (volumes, snapshots, stores, reclaim, dedup, scrub, checker, cloneGroups)
         if loaded.volumes.values.contains(where: { $0.record.preserveStore != nil }) { stores.noteInUse() }
-        if !loaded.cloneGroups.groups.isEmpty { cloneGroupsInUse.store(true, ordering: .relaxed) }
+        if !loaded.cloneGroups.groups.isEmpty { cloneGroups.inUse.store(true, ordering: .relaxed) }
         for (id, record) in loaded.slotFileRecords {
             let storePath = record.store.flatMap { loaded.stores[$0]?.path }
             let file = MeteredStorageFile(
@@ -160,7 +160,7 @@ public final class Pool: @unchecked Sendable {
         committer = GroupCommitter(intervalNanoseconds: options.commitIntervalNanoseconds) { [weak self] requested in
             self?.commitOnce(requested: requested)
         }
-        resumeCloneGroupJobs()
+        cloneGroups.resumeJobs()
         logger.info(
             "pool opened",
             metadata: [

@@ -26,7 +26,7 @@ extension SnapshotCatalog {
     ) throws -> [AllocationExtent] {
         let limit = max(1, min(maximumExtents, Self.maximumAllocationExtents))
         // A source being restored reads its clone's data where its own slots hold nothing yet: all data.
-        let restoring = snapshotEpoch == nil && pool.cloneGroupRoutesReads(volumeID: volumeID)
+        let restoring = snapshotEpoch == nil && pool.cloneGroups.routesReads(volumeID: volumeID)
         return try pool.monitor.withLock {
             let volume = try pool.state.liveVolume(volumeID)
             let size = try snapshotEpoch.map { try volume.snapshot(atEpoch: $0).size } ?? volume.record.size

@@ -33,7 +33,7 @@ public struct SnapshotCreationTiming: Sendable, Hashable {
 /// pool mutex.
 ///
 /// Core calls it uses: `monitor` and `state`, `checkWritable()`, `flush()`, `withEpochBarrier`,
-/// `commitCut` (a snapshot's own commit), the clone groups' `checkNotInCloneGroup` and
+/// `commitCut` (a snapshot's own commit), the clone groups' `refuse(_:of:)` and
 /// `cloneGroupRoutesReads`; and `pool.reclaim` after a deletion.
 public final class SnapshotCatalog: Sendable {
     unowned let pool: Pool
@@ -172,7 +172,7 @@ public final class SnapshotCatalog: Sendable {
         let volumeID = try pool.monitor.withLock { () -> UInt64 in
             try pool.checkWritable()
             let volume = try pool.state.volume(named: name)
-            try pool.checkNotInCloneGroup(volume.id, doing: "rolling it back")
+            try pool.cloneGroups.refuse(.rollback, of: volume.id)
             let target = try volume.snapshot(named: snapshotName)
             let newer = volume.snapshots.filter { $0.epoch > target.epoch }
             if !newer.isEmpty && !force {

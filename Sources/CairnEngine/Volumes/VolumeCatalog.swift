@@ -7,7 +7,7 @@ import Synchronization
 /// the pool mutex.
 ///
 /// Core calls it uses: `monitor` and `state`, `checkWritable()`, `flush()`, `slotFile(forChunkSize:)`,
-/// `discard(volumeID:...limit:)` (shrinking), and the clone groups' `checkNotInCloneGroup`.
+/// `discard(volumeID:...limit:)` (shrinking), and the clone groups' `refuse(_:of:)`.
 public final class VolumeCatalog: Sendable {
     unowned let pool: Pool
 
@@ -71,7 +71,7 @@ public final class VolumeCatalog: Sendable {
             try pool.checkWritable()
             let id = try pool.state.volumeID(named: name)
             let volume = pool.state.volumes[id]!
-            if size != volume.record.size { try pool.checkNotInCloneGroup(id, doing: "resizing it") }
+            if size != volume.record.size { try pool.cloneGroups.refuse(.resize, of: id) }
             guard size < volume.record.size else { return id }
             if volume.attachments > 0 && !force {
                 throw EngineError(
@@ -136,7 +136,7 @@ public final class VolumeCatalog: Sendable {
             try pool.checkWritable()
             let id = try pool.state.volumeID(named: name)
             let volume = pool.state.volumes[id]!
-            try pool.checkNotInCloneGroup(id, doing: "deleting it")
+            try pool.cloneGroups.refuse(.delete, of: id)
             if let child = pool.state.volumes.values.first(where: { $0.record.parent?.volumeID == id }) {
                 throw EngineError(
                     .busy, "volume '\(name)' has a clone '\(child.record.name)'; delete the clone first")

@@ -12,24 +12,24 @@ private enum SyncPick {
     case gone
 }
 
-extension Pool {
-    /// The states a job serves: the sync engine copies while a clone is in one of them.
-    static let jobStates: Set<CloneState> = [.synchronizing, .reverseSyncing, .restoring]
-
+extension CloneGroups {
     /// Registers the job that serves a clone's current state (sync, reverse sync, protected restore) and
     /// runs it on its own thread, unless the options leave it to the caller (tests).
     @discardableResult
-    func startCloneJob(sourceID: UInt64, cloneID: UInt64) -> UInt64 {
+    func startJob(sourceID: UInt64, cloneID: UInt64) -> UInt64 {
         let (kind, name, total) = monitor.withLock { () -> (String, String, UInt64) in
-            let member = state.cloneGroups.groups[sourceID]?.members[cloneID]
-            return ("clone-\(member?.state.rawValue ?? "sync")", volumeName(cloneID), member?.delta.setCount ?? 0)
+            let group = table.groups[sourceID]
+            let state = group?.machine.state(of: cloneID)
+            let total = group?.members[cloneID]?.delta.setCount ?? 0
+            return ("clone-\(state?.rawValue ?? "sync")", volumeName(cloneID), total)
         }
-        let job = jobs.start(kind: kind, target: name, total: total, unit: "extents")
-        monitor.withLock { state.cloneGroups.groups[sourceID]?.members[cloneID]?.job = job }
-        if options.runCloneJobsInBackground {
-            let thread = Thread { [self] in
+        let job = pool.jobs.start(kind: kind, target: name, total: total, unit: "extents")
+        monitor.withLock { table.groups[sourceID]?.members[cloneID]?.job = job }
+        if pool.options.runCloneJobsInBackground {
+            // The thread holds the pool (and so this service) until the job ends.
+            let thread = Thread { [pool] in
                 setCurrentThreadName("cairn-clone")
-                _ = runCloneJob(sourceID: sourceID, cloneID: cloneID, job: job)
+                _ = pool.cloneGroups.runJob(sourceID: sourceID, cloneID: cloneID, job: job)
             }
             thread.start()
         }
@@ -37,16 +37,15 @@ extension Pool {
     }
 
     /// Starts the jobs a crash (or a shutdown) interrupted: the recovery process's last step.
-    func resumeCloneGroupJobs() {
-        let pending = monitor.withLock {
-            state.cloneGroups.groups.values.flatMap { group in
-                group.members.values.filter { Self.jobStates.contains($0.state) }
-                    .map { (group.sourceID, $0.id) }
-            }
+    func resumeJobs() {
+        let pending = monitor.withLock { () -> [(UInt64, [Action])] in
+            table.groups.values.compactMap { group in (try? apply(.opened, to: group)).map { (group.sourceID, $0) } }
         }
-        for (source, clone) in pending {
-            let job = startCloneJob(sourceID: source, cloneID: clone)
-            logger.info("clone job resumed", metadata: ["job": "\(job)", "clone": "\(clone)"])
+        for (source, actions) in pending {
+            for case .startJob(let clone) in actions {
+                let job = startJob(sourceID: source, cloneID: clone)
+                logger.info("clone job resumed", metadata: ["job": "\(job)", "clone": "\(clone)"])
+            }
         }
     }
 
@@ -55,25 +54,26 @@ extension Pool {
     /// the COD engine through the COD scoreboard. Returns true when the job ended (done, cancelled or
     /// failed); false when it stopped after `maxExtents` copies (tests drive jobs step by step).
     @discardableResult
-    func runCloneJob(sourceID: UInt64, cloneID: UInt64, job: UInt64, maxExtents: Int? = nil) -> Bool {
+    func runJob(sourceID: UInt64, cloneID: UInt64, job: UInt64, maxExtents: Int? = nil) -> Bool {
         var cursor: UInt64 = 0
         var copied: UInt64 = 0
         var extentSize: UInt64 = 0
         var hostRequestsSeen: UInt64 = 0
         do {
             while true {
-                if jobs.isCancelled(job) {
-                    jobs.finish(
+                if pool.jobs.isCancelled(job) {
+                    pool.jobs.finish(
                         job, .cancelled,
                         message: "paused after \(copied) extents; run the same command again to resume")
+                    cancelled(sourceID: sourceID, cloneID: cloneID, job: job)
                     return true
                 }
                 if let maxExtents, copied >= maxExtents { return false }
                 let pick = try monitor.withLock { () throws -> SyncPick in
                     while true {
-                        try checkWritable()
-                        guard let group = state.cloneGroups.groups[sourceID], let member = group.members[cloneID],
-                            member.job == job, Self.jobStates.contains(member.state)
+                        try pool.checkWritable()
+                        guard let group = table.groups[sourceID], let member = group.members[cloneID],
+                            member.job == job, group.state(of: member).isServedByJob
                         else { return .gone }
                         extentSize = group.extentSize
                         if let pick = pickExtent(group, member, cursor: &cursor) { return pick }
@@ -82,11 +82,11 @@ extension Pool {
                 }
                 switch pick {
                 case .gone:
-                    jobs.finish(job, .cancelled, message: "the clone left this state; nothing more to do")
+                    pool.jobs.finish(job, .cancelled, message: "the clone left this state; nothing more to do")
                     return true
                 case .done:
-                    try finishCloneJob(sourceID: sourceID, cloneID: cloneID, job: job)
-                    jobs.finish(
+                    try finishJob(sourceID: sourceID, cloneID: cloneID, job: job)
+                    pool.jobs.finish(
                         job, .succeeded, message: "copied \(copied) extents (\(copied * extentSize) bytes at most)")
                     return true
                 case .copy(let extent, let direction):
@@ -95,7 +95,7 @@ extension Pool {
                     let copyTime = started.duration(to: .now)
                     copied += 1
                     let remaining = remainingExtents(sourceID, cloneID)
-                    jobs.progress(job, done: copied, total: copied + remaining)
+                    pool.jobs.progress(job, done: copied, total: copied + remaining)
                     // The sync rate limit, never with the scoreboard claimed, nor after the last extent.
                     if remaining > 0 {
                         pause(job: job)
@@ -104,9 +104,9 @@ extension Pool {
                 }
             }
         } catch let error as EngineError where error.code == .closed {
-            jobs.finish(job, .cancelled, message: "the pool closed; the job resumes when it opens again")
+            pool.jobs.finish(job, .cancelled, message: "the pool closed; the job resumes when it opens again")
         } catch {
-            jobs.finish(job, .failed, message: "\(error)")
+            pool.jobs.finish(job, .failed, message: "\(error)")
             logger.error("clone job failed", metadata: ["job": "\(job)", "error": "\(error)"])
         }
         return true
@@ -122,7 +122,7 @@ extension Pool {
     /// Rests after a copy when host requests arrived since the last look, so that the copy gets at most
     /// `cloneJobShareUnderHostIO` of the time; without host I/O the job runs flat out.
     private func yieldToHosts(sourceID: UInt64, seen: inout UInt64, copyTime: Duration) {
-        let now = monitor.withLock { state.cloneGroups.groups[sourceID]?.hostRequests ?? 0 }
+        let now = monitor.withLock { table.groups[sourceID]?.hostRequests ?? 0 }
         defer { seen = now }
         guard now != seen else { return }
         let share = Self.cloneJobShareUnderHostIO
@@ -132,8 +132,8 @@ extension Pool {
 
     /// The sync rate limit between two extents; a cancel cuts it short.
     private func pause(job: UInt64) {
-        var remaining = options.cloneExtentDelayNanoseconds
-        while remaining > 0 && !jobs.isCancelled(job) {
+        var remaining = pool.options.cloneExtentDelayNanoseconds
+        while remaining > 0 && !pool.jobs.isCancelled(job) {
             let step = min(remaining, 20_000_000)
             Thread.sleep(forTimeInterval: Double(step) / 1e9)
             remaining -= step
@@ -146,9 +146,10 @@ extension Pool {
         while true {
             let start = cursor
             var position = cursor
+            let state = group.state(of: member)
             while let extent = member.delta.next(atOrAfter: position) {
                 position = extent + 1
-                if member.state == .restoring, group.restoreMap?.contains(extent) == true {
+                if state == .restoring, group.restoreMap?.contains(extent) == true {
                     // Written by the host during the restore (perhaps set again by recovery, the clone-group design's fig. 9):
                     // the source's data there is the host's and must not be overwritten from the clone.
                     member.delta.remove(extent)
@@ -162,7 +163,7 @@ extension Pool {
                 }
                 group.scoreboard.claim(extent)
                 cursor = extent + 1
-                return .copy(extent, member.state)
+                return .copy(extent, state)
             }
             if member.delta.isEmpty { return .done }
             cursor = 0
@@ -175,7 +176,7 @@ extension Pool {
         var failure: (any Error)?
         do {
             let extentSize = try monitor.withLock { () throws -> UInt64 in
-                guard let group = state.cloneGroups.groups[sourceID] else {
+                guard let group = table.groups[sourceID] else {
                     throw EngineError(.notFound, "the clone group was removed")
                 }
                 return group.extentSize
@@ -189,7 +190,7 @@ extension Pool {
             failure = error
         }
         monitor.withLock {
-            guard let group = state.cloneGroups.groups[sourceID] else { return }
+            guard let group = table.groups[sourceID] else { return }
             if failure == nil, group.members[cloneID]?.delta.remove(extent) == true {
                 group.persistentDelta.markDirty(extent)
             }
@@ -200,34 +201,28 @@ extension Pool {
     }
 
     private func remainingExtents(_ sourceID: UInt64, _ cloneID: UInt64) -> UInt64 {
-        monitor.withLock { state.cloneGroups.groups[sourceID]?.members[cloneID]?.delta.setCount ?? 0 }
+        monitor.withLock { table.groups[sourceID]?.members[cloneID]?.delta.setCount ?? 0 }
     }
 
     /// The end of a job: the copied data and the cleared bits are made durable first, then the state
     /// changes and that is committed too. At the end of a protected restore the protected restore map
     /// becomes the clone's new delta map.
-    private func finishCloneJob(sourceID: UInt64, cloneID: UInt64, job: UInt64) throws {
-        try flush()
-        monitor.withLock {
-            guard let group = state.cloneGroups.groups[sourceID], let member = group.members[cloneID], member.job == job
-            else { return }
-            switch member.state {
-            case .synchronizing, .reverseSyncing:
-                member.record.state = .synchronized
-            case .restoring:
-                member.delta = group.restoreMap ?? ExtentMap(count: group.extentCount)
-                group.restoreMap = nil
-                group.restoreIntent = []
-                group.persistentRestoreMap.markAllDirty()
-                group.persistentDelta.markAllDirty()
-                member.record.state = .fractured
-            case .synchronized, .fractured:
-                return
-            }
-            group.recordDirty = true
+    private func finishJob(sourceID: UInt64, cloneID: UInt64, job: UInt64) throws {
+        try pool.flush()
+        let later = try monitor.withLock { () throws -> [Action] in
+            guard let group = table.groups[sourceID], let member = group.members[cloneID], member.job == job
+            else { return [.commit] }
+            return try apply(.jobFinished(clone: cloneID), to: group)
         }
-        monitor.broadcast()
-        try flush()
+        _ = try finish(later, sourceID: sourceID)
+    }
+
+    /// A cancel leaves the clone's state as it is (the same command resumes the job); the machine says so.
+    private func cancelled(sourceID: UInt64, cloneID: UInt64, job: UInt64) {
+        monitor.withLock {
+            guard let group = table.groups[sourceID], group.members[cloneID]?.job == job else { return }
+            _ = try? apply(.jobCancelled(clone: cloneID), to: group)
+        }
     }
 
     // MARK: - Tests
@@ -235,21 +230,21 @@ extension Pool {
     /// Runs the job of clone `name` on the calling thread, for at most `maxExtents` copies. Returns true
     /// when the job ended.
     @_spi(Testing)
-    public func runCloneJob(clone name: String, maxExtents: Int? = nil) throws -> Bool {
+    public func runJob(clone name: String, maxExtents: Int? = nil) throws -> Bool {
         let (source, clone, job) = try monitor.withLock { () throws -> (UInt64, UInt64, UInt64) in
-            let (group, member) = try cloneMember(named: name)
+            let (group, member) = try member(named: name)
             guard let job = member.job else { throw EngineError(.notFound, "no job for '\(name)'") }
             return (group.sourceID, member.id, job)
         }
-        return runCloneJob(sourceID: source, cloneID: clone, job: job, maxExtents: maxExtents)
+        return runJob(sourceID: source, cloneID: clone, job: job, maxExtents: maxExtents)
     }
 
     /// A clone's delta map, the protected restore map of a restore in progress, and the group's
     /// persistent delta map as last committed.
     @_spi(Testing)
-    public func cloneMaps(clone name: String) throws -> (delta: [UInt64], restoreMap: [UInt64]?, persistent: [UInt64]) {
+    public func maps(clone name: String) throws -> (delta: [UInt64], restoreMap: [UInt64]?, persistent: [UInt64]) {
         try monitor.withLock {
-            let (group, member) = try cloneMember(named: name)
+            let (group, member) = try member(named: name)
             return (member.delta.members, group.restoreMap?.members, group.persistentDelta.durable.members)
         }
     }
@@ -258,7 +253,7 @@ extension Pool {
     @_spi(Testing)
     public func copyOnDemandCounters(source name: String) throws -> (queued: UInt64, copied: UInt64) {
         try monitor.withLock {
-            guard let group = state.cloneGroups.groups[try state.volumeID(named: name)] else {
+            guard let group = table.groups[try pool.state.volumeID(named: name)] else {
                 throw EngineError(.notFound, "'\(name)' has no clones")
             }
             return (group.codQueue.requestsQueued, group.codQueue.extentsCopied)

@@ -64,9 +64,11 @@ struct CopyOnDemandQueue {
     mutating func copied(_ count: Int) { extentsCopied += UInt64(count) }
 }
 
-/// A clone's in-memory state.
+/// A clone's in-memory maps; its state is the group machine's (`CloneGroupMachine`).
 final class CloneMember {
-    var record: CloneRecord
+    let id: UInt64
+    /// Milliseconds since 1970.
+    let createdAt: Int64
     /// Extents in which clone and source differ (for a clone being restored: still to copy).
     var delta: ExtentMap
     /// Write-intent extents of a mirrored clone: a mirrored write is in flight there, or was recently.
@@ -78,27 +80,21 @@ final class CloneMember {
     /// The job working on this clone, if any (or the last one).
     var job: UInt64?
 
-    init(record: CloneRecord, extentCount: UInt64, delta: ExtentMap? = nil) {
-        self.record = record
+    init(id: UInt64, createdAt: Int64, extentCount: UInt64, delta: ExtentMap? = nil) {
+        self.id = id
+        self.createdAt = createdAt
         self.delta = delta ?? ExtentMap(count: extentCount)
         activity = ExtentMap(count: extentCount)
-    }
-
-    var id: UInt64 { record.volumeID }
-    var state: CloneState { record.state }
-    /// Host writes to the source reach this clone too.
-    var isMirrored: Bool {
-        record.state == .synchronizing || record.state == .synchronized || record.state == .reverseSyncing
     }
 }
 
 /// A clone group in memory (guarded by the pool mutex): the source, its clones, the persisted maps and
 /// the coordination between host I/O and the copy engines.
 final class CloneGroupState {
-    let sourceID: UInt64
-    let extentSize: UInt64
+    /// The clones' states and the rules for changing them: only the service changes it, through events.
+    var machine: CloneGroupMachine
     let extentCount: UInt64
-    /// Clones by volume id.
+    /// Clones by volume id: the same clones as the machine's.
     var members: [UInt64: CloneMember] = [:]
     /// The persistent delta map: union of the clones' delta and activity maps.
     var persistentDelta: PersistedMap
@@ -106,7 +102,7 @@ final class CloneGroupState {
     var restoreMap: ExtentMap?
     var persistentRestoreMap: PersistedMap
     /// Protected-restore bits a host write waits to see durable before it may overwrite an extent whose
-    /// restore is already durable (`Pool.commitRestoreIntent`).
+    /// restore is already durable (`CloneGroups.commitRestoreIntent`).
     var restoreIntent: Set<UInt64> = []
     var scoreboard = CODScoreboard()
     var codQueue = CopyOnDemandQueue()
@@ -122,23 +118,29 @@ final class CloneGroupState {
     /// Host requests to the group's volumes so far: the sync engine backs off while this moves.
     var hostRequests: UInt64 = 0
 
-    init(sourceID: UInt64, extentSize: UInt64, volumeSize: UInt64) {
-        self.sourceID = sourceID
-        self.extentSize = extentSize
-        extentCount = (volumeSize + extentSize - 1) / extentSize
+    init(machine: CloneGroupMachine, volumeSize: UInt64) {
+        self.machine = machine
+        extentCount = (volumeSize + machine.extentSize - 1) / machine.extentSize
         persistentDelta = PersistedMap(count: extentCount)
         persistentRestoreMap = PersistedMap(count: extentCount)
     }
 
+    var sourceID: UInt64 { machine.sourceID }
+    var extentSize: UInt64 { machine.extentSize }
+
+    /// Where `member` stands with the source.
+    func state(of member: CloneMember) -> CloneState { machine.clones[member.id]! }
+
     var record: CloneGroupRecord {
         CloneGroupRecord(
             sourceID: sourceID, extentSize: extentSize,
-            clones: members.values.map(\.record).sorted { $0.volumeID < $1.volumeID })
+            clones: members.values.map { CloneRecord(volumeID: $0.id, state: state(of: $0), createdAt: $0.createdAt) }
+                .sorted { $0.volumeID < $1.volumeID })
     }
 
     /// The clone being restored into the source (reverse sync or protected restore), if any.
-    var restoringMember: CloneMember? {
-        members.values.first { $0.state == .reverseSyncing || $0.state == .restoring }
+    var restoringMember: (member: CloneMember, state: CloneState)? {
+        machine.restoring.map { (members[$0.clone]!, $0.state) }
     }
 
     /// Whether the persistent delta map must have `extent` set: some clone's delta or activity has it.
@@ -154,6 +156,38 @@ final class CloneGroupState {
             for (index, word) in member.activity.blockWords(block).enumerated() { words[index] |= word }
         }
         return words
+    }
+
+    /// Carries out an action of the machine that touches only this group's maps (monitor held). Returns
+    /// false for the others (membership, commits, jobs), which the service carries out.
+    func perform(_ action: CloneGroupMachine.Action) -> Bool {
+        switch action {
+        case .persistRecord:
+            recordDirty = true
+        case .persistWholeDeltaMap:
+            persistentDelta.markAllDirty()
+        case .endActivityLog(let clone):
+            guard let member = members[clone] else { return true }
+            for extent in member.activity.members { persistentDelta.markDirty(extent) }
+            member.activity = ExtentMap(count: extentCount)
+            member.activityUse = [:]
+        case .coverDeltaInOthers(let clone):
+            guard let member = members[clone] else { return true }
+            for other in members.values where other !== member { other.delta.formUnion(member.delta) }
+        case .beginRestoreMap:
+            restoreMap = ExtentMap(count: extentCount)
+            persistentRestoreMap.markAllDirty()
+        case .endRestoreMap(let clone):
+            members[clone]?.delta = restoreMap ?? ExtentMap(count: extentCount)
+            restoreMap = nil
+            restoreIntent = []
+            persistentRestoreMap.markAllDirty()
+        case .recoverRestoreMap:
+            restoreMap = persistentRestoreMap.durable
+        case .createMember, .forgetMember, .deleteGroup, .commit, .retry, .startJob:
+            return false
+        }
+        return true
     }
 
     func extents(offset: UInt64, length: UInt64) -> ClosedRange<UInt64> {

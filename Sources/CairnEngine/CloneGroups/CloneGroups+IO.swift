@@ -20,13 +20,15 @@ private enum CloneIOStep {
     /// Bits that protect this write are set in memory but not yet durable: commit, then look again.
     case commit
     /// Only protected-restore bits of extents whose restore is already durable must become durable: a
-    /// metadata-only commit suffices (`Pool.commitRestoreIntent`), then look again.
+    /// metadata-only commit suffices (`CloneGroups.commitRestoreIntent`), then look again.
     case commitRestoreIntent(sourceID: UInt64)
     /// Extents it needs are being copied by someone else: wait on the COD queue.
     case wait
 }
 
-extension Pool {
+/// The hooks the core's host data path calls before I/O: each returns at once, with no lock taken, while no
+/// volume of the pool is in a clone group (`inUse`).
+extension CloneGroups {
     /// Prepares a host write (WRITE, WRITE_ZEROES, TRIM, COPY_AND_WRITE) to a volume in a clone group:
     ///
     /// - to a source under protected restore: extents still to copy go through the COD engine first;
@@ -38,11 +40,9 @@ extension Pool {
     /// Every such bit is durable before this returns (write-intent), so that no crash can leave data on
     /// disk that the maps do not know about, with one exception that costs nothing in safety: see
     /// `sourceStep`. Returns nil for volumes outside clone groups.
-    func cloneGroupBeforeWrite(volumeID: UInt64, offset: UInt64, length: UInt64, fua: Bool) throws
-        -> CloneWriteTicket?
-    {
-        guard cloneGroupsInUse.load(ordering: .relaxed), length > 0 else { return nil }
-        switch try cloneGroupStep(volumeID: volumeID, offset: offset, length: length, writing: true, fua: fua) {
+    func beforeWrite(volumeID: UInt64, offset: UInt64, length: UInt64, fua: Bool) throws -> CloneWriteTicket? {
+        guard inUse.load(ordering: .relaxed), length > 0 else { return nil }
+        switch try step(volumeID: volumeID, offset: offset, length: length, writing: true, fua: fua) {
         case .proceed(let ticket): return ticket
         default: return nil
         }
@@ -50,9 +50,9 @@ extension Pool {
 
     /// The volume a host read of `volumeID` must read: itself, after any COD its extents need during a
     /// protected restore, or the clone during a regular reverse sync.
-    func cloneGroupReadTarget(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> UInt64 {
-        guard cloneGroupsInUse.load(ordering: .relaxed), length > 0 else { return volumeID }
-        if case .route(let target) = try cloneGroupStep(
+    func readTarget(volumeID: UInt64, offset: UInt64, length: UInt64) throws -> UInt64 {
+        guard inUse.load(ordering: .relaxed), length > 0 else { return volumeID }
+        if case .route(let target) = try step(
             volumeID: volumeID, offset: offset, length: length, writing: false, fua: false)
         {
             return target
@@ -61,11 +61,11 @@ extension Pool {
     }
 
     /// True when reads of `volumeID` cannot be served straight from its own slots (a restore into it runs).
-    func cloneGroupRoutesReads(volumeID: UInt64) -> Bool {
-        guard cloneGroupsInUse.load(ordering: .relaxed) else { return false }
+    func routesReads(volumeID: UInt64) -> Bool {
+        guard inUse.load(ordering: .relaxed) else { return false }
         return monitor.withLock {
-            guard let group = state.cloneGroups.groups[volumeID] else { return false }
-            return group.restoringMember != nil
+            guard let group = table.groups[volumeID] else { return false }
+            return group.machine.restoring != nil
         }
     }
 
@@ -74,32 +74,32 @@ extension Pool {
     /// has to copy one of these extents (a COD first). An extent the restore is done with stays done for
     /// the rest of the restore (nothing adds to the restoring clone's delta map meanwhile), so a read of
     /// restored extents may be answered at once, on the event loop, like any read.
-    func cloneGroupRoutesReads(volumeID: UInt64, offset: UInt64, length: UInt64) -> Bool {
-        guard cloneGroupsInUse.load(ordering: .relaxed) else { return false }
+    func routesReads(volumeID: UInt64, offset: UInt64, length: UInt64) -> Bool {
+        guard inUse.load(ordering: .relaxed) else { return false }
         return monitor.withLock {
-            guard let group = state.cloneGroups.groups[volumeID], let restoring = group.restoringMember else {
+            guard let group = table.groups[volumeID], let restoring = group.restoringMember else {
                 return false
             }
             guard restoring.state == .restoring, length > 0 else { return true }
             return group.extents(offset: offset, length: length).contains {
-                restoring.delta.contains($0) || group.scoreboard.contains($0)
+                restoring.member.delta.contains($0) || group.scoreboard.contains($0)
             }
         }
     }
 
     /// Runs the steps (COD, commits, waits) until the request may proceed; returns the final step.
-    private func cloneGroupStep(volumeID: UInt64, offset: UInt64, length: UInt64, writing: Bool, fua: Bool) throws
+    private func step(volumeID: UInt64, offset: UInt64, length: UInt64, writing: Bool, fua: Bool) throws
         -> CloneIOStep
     {
         var queued = false
         defer {
-            if queued { monitor.withLock { _ = state.cloneGroups.group(containing: volumeID)?.codQueue.dequeue() } }
+            if queued { monitor.withLock { _ = table.group(containing: volumeID)?.codQueue.dequeue() } }
         }
         while true {
             let step = try monitor.withLock { () throws -> CloneIOStep in
                 while true {
-                    guard let group = state.cloneGroups.group(containing: volumeID),
-                        let volume = state.volumes[volumeID], offset < volume.record.size,
+                    guard let group = table.group(containing: volumeID),
+                        let volume = pool.state.volumes[volumeID], offset < volume.record.size,
                         length <= volume.record.size - offset
                     else {
                         // Not in a group, or out of bounds: the I/O's own checks answer.
@@ -129,7 +129,7 @@ extension Pool {
             case .copyOnDemand(let clone, let extents):
                 try copyOnDemand(volumeID: volumeID, clone: clone, extents: extents)
             case .commit:
-                try flush()
+                try pool.flush()
             case .commitRestoreIntent(let sourceID):
                 try commitRestoreIntent(sourceID: sourceID)
             case .wait:
@@ -144,12 +144,12 @@ extension Pool {
     private func sourceStep(_ group: CloneGroupState, _ extents: ClosedRange<UInt64>, writing: Bool, fua: Bool)
         -> CloneIOStep
     {
-        let restoring = group.restoringMember
+        let restoring = group.restoringMember?.member
         // Protected restore: an extent the clone still has to give the source, and that the host has not
         // written since the restore began, is copied on demand before the request proceeds. The protected
         // restore map is checked too: after a recovery the delta map may hold bits again for extents the
         // host wrote (the clone-group design's fig. 9), and copying those would destroy the host's write.
-        if let restoring, restoring.state == .restoring, let restoreMap = group.restoreMap {
+        if let restoring, group.state(of: restoring) == .restoring, let restoreMap = group.restoreMap {
             let needed = extents.filter { restoring.delta.contains($0) && !restoreMap.contains($0) }
             if !needed.isEmpty {
                 let free = needed.filter { !group.scoreboard.contains($0) }
@@ -159,14 +159,14 @@ extension Pool {
             }
         }
         guard writing else {
-            if let restoring, restoring.state == .reverseSyncing { return .route(restoring.id) }
+            if let restoring, group.state(of: restoring) == .reverseSyncing { return .route(restoring.id) }
             return .proceed(nil)
         }
         // The sync engine copying one of these extents (mirrored clones) finishes first.
         if extents.contains(where: { group.scoreboard.contains($0) }) { return .wait }
         var mustCommit = false
         var intent = false
-        let tracked = group.members.values.contains { $0.state != .restoring }
+        let tracked = group.machine.clones.values.contains { $0 != .restoring }
         for extent in extents {
             if group.restoreMap != nil {
                 if group.restoreMap!.insert(extent) { group.persistentRestoreMap.markDirty(extent) }
@@ -188,7 +188,7 @@ extension Pool {
                 }
             }
             for member in group.members.values {
-                switch member.state {
+                switch group.state(of: member) {
                 case .fractured:
                     if member.delta.insert(extent) { group.persistentDelta.markDirty(extent) }
                 case .synchronizing, .synchronized, .reverseSyncing:
@@ -212,7 +212,7 @@ extension Pool {
         return .proceed(
             CloneWriteTicket(
                 sourceID: group.sourceID, extents: extents,
-                mirrors: group.members.values.filter(\.isMirrored).map(\.id).sorted()))
+                mirrors: group.machine.clones.filter(\.value.isMirrored).map(\.key).sorted()))
     }
 
     /// A host write to a clone (monitor held): only a fractured clone takes writes, and they set its
@@ -220,13 +220,8 @@ extension Pool {
     private func cloneWriteStep(_ group: CloneGroupState, _ member: CloneMember, _ extents: ClosedRange<UInt64>) throws
         -> CloneIOStep
     {
-        guard member.state == .fractured else {
-            let name = state.volumes[member.id]?.record.name ?? "?"
-            let source = state.volumes[group.sourceID]?.record.name ?? "?"
-            throw EngineError(
-                .readOnly,
-                "volume '\(name)' is a clone of '\(source)' and is \(member.state.rawValue); only a fractured clone "
-                    + "takes writes (`cairn clone fracture \(name)`)")
+        if case .refused(let refusal) = group.machine.handle(.hostWrite(volume: member.id)) {
+            throw refusal.error(naming: volumeName)
         }
         var mustCommit = false
         for extent in extents {
@@ -244,10 +239,10 @@ extension Pool {
     }
 
     /// The write holding `ticket` completed (or failed).
-    func cloneGroupAfterWrite(_ ticket: CloneWriteTicket?) {
+    func afterWrite(_ ticket: CloneWriteTicket?) {
         guard let ticket else { return }
         monitor.withLock {
-            guard let group = state.cloneGroups.groups[ticket.sourceID] else { return }
+            guard let group = table.groups[ticket.sourceID] else { return }
             for extent in ticket.extents {
                 let count = (group.writers[extent] ?? 1) - 1
                 group.writers[extent] = count == 0 ? nil : count
@@ -259,7 +254,7 @@ extension Pool {
 
     /// Mirrors a completed source write to the clones of `ticket`. Returns true when a FUA write now
     /// needs a commit to cover the mirrored data too.
-    func cloneGroupMirror(_ ticket: CloneWriteTicket?, offset: UInt64, fua: Bool, _ body: (UInt64) throws -> Void)
+    func mirror(_ ticket: CloneWriteTicket?, offset: UInt64, fua: Bool, _ body: (UInt64) throws -> Void)
         throws -> Bool
     {
         guard let ticket, !ticket.mirrors.isEmpty else { return false }
@@ -269,7 +264,7 @@ extension Pool {
             } catch {
                 // The clone missed this write: its extents become differences for the next sync.
                 monitor.withLock {
-                    if let group = state.cloneGroups.groups[ticket.sourceID], let member = group.members[clone] {
+                    if let group = table.groups[ticket.sourceID], let member = group.members[clone] {
                         for extent in ticket.extents where member.delta.insert(extent) {
                             group.persistentDelta.markDirty(extent)
                         }
@@ -289,7 +284,7 @@ extension Pool {
         defer {
             if !remaining.isEmpty {
                 monitor.withLock {
-                    if let group = state.cloneGroups.groups[volumeID] {
+                    if let group = table.groups[volumeID] {
                         for extent in remaining { group.scoreboard.release(extent) }
                     }
                 }
@@ -298,14 +293,14 @@ extension Pool {
         }
         while let extent = remaining.first {
             let extentSize = try monitor.withLock { () throws -> UInt64 in
-                guard let group = state.cloneGroups.groups[volumeID] else {
+                guard let group = table.groups[volumeID] else {
                     throw EngineError(.notFound, "the clone group was removed")
                 }
                 return group.extentSize
             }
             try copyExtent(from: clone, to: volumeID, extent: extent, extentSize: extentSize)
             monitor.withLock {
-                guard let group = state.cloneGroups.groups[volumeID] else { return }
+                guard let group = table.groups[volumeID] else { return }
                 if group.members[clone]?.delta.remove(extent) == true { group.persistentDelta.markDirty(extent) }
                 group.scoreboard.release(extent)
                 group.codQueue.copied(1)
@@ -315,27 +310,11 @@ extension Pool {
         }
     }
 
-    /// Copies one extent's content between two volumes of a group, inside the engine: data runs are
-    /// written, holes are zeroed (deallocated), so a thin clone stays thin.
+    /// Copies one extent's content between two volumes of a group (`Pool.copyRange`: a thin clone stays thin).
     func copyExtent(from: UInt64, to: UInt64, extent: UInt64, extentSize: UInt64) throws {
-        let size = try monitor.withLock { try state.liveVolume(from).record.size }
+        let size = try monitor.withLock { try pool.state.liveVolume(from).record.size }
         let offset = extent * extentSize
         guard offset < size else { return }
-        try copyRange(from: from, to: to, offset: offset, length: min(extentSize, size - offset))
-    }
-
-    /// Copies `[offset, offset + length)` of one volume onto the same range of another (same size).
-    func copyRange(from: UInt64, to: UInt64, offset: UInt64, length: UInt64) throws {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(length), alignment: 4096)
-        defer { buffer.deallocate() }
-        for piece in try readVolumeData(volumeID: from, offset: offset, into: buffer) {
-            if piece.isHole {
-                try discard(volumeID: to, offset: piece.offset, length: piece.length, mode: .zero, fua: false, limit: nil)
-            } else {
-                let start = Int(piece.offset - offset)
-                let bytes = UnsafeRawBufferPointer(rebasing: buffer[start..<(start + Int(piece.length))])
-                try write(volumeID: to, offset: piece.offset, source: .bytes(bytes), fua: false, end: nil)
-            }
-        }
+        try pool.copyRange(from: from, to: to, offset: offset, length: min(extentSize, size - offset))
     }
 }

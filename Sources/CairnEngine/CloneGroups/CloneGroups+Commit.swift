@@ -1,6 +1,8 @@
 import CairnIO
 import Logging
-extension Pool {
+
+/// Recovery at open and the clone groups' part of the group commit.
+extension CloneGroups {
     /// Write-intent extents a mirrored clone keeps set in the persistent delta map while idle. Like DRBD's
     /// activity log (al-extents, 1237 by default): a hot extent costs one synchronous commit when it
     /// becomes active, not one per write; the least recently used idle ones expire at commit time.
@@ -9,15 +11,16 @@ extension Pool {
     /// Builds the clone groups from the catalog: the clone-group design's recovery process. Every clone's delta
     /// map is filled from the group's persistent delta map (so it may gain bits another clone set; fig. 9),
     /// and a protected restore gets its protected restore map back from disk.
-    static func loadCloneGroups(_ catalog: PoolCatalog, volumes: [UInt64: VolumeState], into table: inout CloneGroupTable)
+    static func load(_ catalog: PoolCatalog, volumes: [UInt64: VolumeState], into table: inout CloneGroupTable)
         throws
     {
         for record in catalog.cloneGroups {
             guard let source = volumes[record.sourceID] else {
                 throw EngineError(.corrupt, "clone group of unknown volume \(record.sourceID)")
             }
-            let group = CloneGroupState(
-                sourceID: record.sourceID, extentSize: record.extentSize, volumeSize: source.record.size)
+            let states = Dictionary(record.clones.map { ($0.volumeID, $0.state) }) { first, _ in first }
+            let machine = CloneGroupMachine(sourceID: record.sourceID, extentSize: record.extentSize, clones: states)
+            let group = CloneGroupState(machine: machine, volumeSize: source.record.size)
             for block in catalog.cloneMapBlocks where block.sourceID == record.sourceID {
                 guard let words = ExtentMap.decode(block.bits ?? []),
                     Int(block.block) < group.persistentDelta.durable.blockCount
@@ -34,18 +37,14 @@ extension Pool {
                     throw EngineError(.corrupt, "clone group of '\(source.record.name)' lists unknown volume \(clone.volumeID)")
                 }
                 let member = CloneMember(
-                    record: clone, extentCount: group.extentCount, delta: group.persistentDelta.durable)
-                // A mirrored clone with bits set was interrupted mid-write (activity extents) or mid-sync:
-                // it is synchronizing again until those extents are copied.
-                if clone.state == .synchronized && !member.delta.isEmpty {
-                    member.record.state = .synchronizing
-                    group.recordDirty = true
-                }
+                    id: clone.volumeID, createdAt: clone.createdAt, extentCount: group.extentCount,
+                    delta: group.persistentDelta.durable)
                 group.members[clone.volumeID] = member
                 table.sourceOfClone[clone.volumeID] = record.sourceID
-            }
-            if group.members.values.contains(where: { $0.state == .restoring }) {
-                group.restoreMap = group.persistentRestoreMap.durable
+                guard case .accepted(let actions) = group.machine.handle(
+                    .recovered(clone: clone.volumeID, deltaEmpty: member.delta.isEmpty))
+                else { continue }
+                for action in actions { _ = group.perform(action) }
             }
             table.groups[record.sourceID] = group
         }
@@ -54,11 +53,11 @@ extension Pool {
     /// Adds the clone groups' changes to the commit being captured (monitor held): group records, and the
     /// persistent delta map and protected restore map blocks that changed, computed from memory now.
     /// Returns the indices of the restore map blocks captured while their restore runs.
-    func captureCloneGroups(into t: inout MetadataTransaction) -> [Int] {
+    func capture(into t: inout MetadataTransaction) -> [Int] {
         var restoreBlocks: [Int] = []
-        t.deleteCloneGroups = state.cloneGroups.deleted.sorted()
-        state.cloneGroups.deleted = []
-        for group in state.cloneGroups.groups.values {
+        t.deleteCloneGroups = table.deleted.sorted()
+        table.deleted = []
+        for group in table.groups.values {
             expireActivity(group)
             if group.recordDirty {
                 t.upsertCloneGroups.append(group.record)
@@ -90,8 +89,8 @@ extension Pool {
     }
 
     /// The commit that captured the clone groups is durable (monitor held).
-    func cloneGroupsCommitted() {
-        for group in state.cloneGroups.groups.values {
+    func committed() {
+        for group in table.groups.values {
             group.persistentDelta.committed()
             group.persistentRestoreMap.committed()
         }
@@ -119,10 +118,10 @@ extension Pool {
     /// yet). `mapCommitSerial` orders it with full commits' transactions (not their data syncs, which it
     /// need not wait for); a full commit adds these bits to its own words (`keepRestoreIntent`).
     func commitRestoreIntent(sourceID: UInt64) throws {
-        try mapCommitSerial.withLock {
+        try pool.mapCommitSerial.withLock {
             let blocks = try monitor.withLock { () throws -> [(block: Int, words: [UInt64])] in
-                try checkWritable()
-                guard let group = state.cloneGroups.groups[sourceID], group.restoreMap != nil else { return [] }
+                try pool.checkWritable()
+                guard let group = table.groups[sourceID], group.restoreMap != nil else { return [] }
                 var byBlock: [Int: [UInt64]] = [:]
                 for extent in group.restoreIntent where !group.persistentRestoreMap.isDurablySet(extent) {
                     let block = ExtentMap.block(of: extent)
@@ -141,12 +140,12 @@ extension Pool {
                     sourceID: sourceID, kind: .protectedRestore, block: UInt32($0.block), bits: ExtentMap.encode($0.words))
             }
             do {
-                try metadata.commit(transaction)
+                try pool.metadata.commit(transaction)
             } catch {
-                throw failStop(file: media.location, call: "restore map commit", error: error)
+                throw pool.failStop(file: pool.media.location, call: "restore map commit", error: error)
             }
             monitor.withLock {
-                guard let group = state.cloneGroups.groups[sourceID] else { return }
+                guard let group = table.groups[sourceID] else { return }
                 for (block, words) in blocks {
                     group.persistentRestoreMap.durable.setBlockWords(block, words)
                     // A full commit in flight writes these bits too (`keepRestoreIntent`): say so, or
