@@ -382,8 +382,8 @@ public final class MirrorTargetService: Sendable {
     ///
     /// Measured (bench/mirror.py randwrite-4k-qd32, perf on the target): with one job per 4 KiB frame,
     /// every frame woke an I/O thread and every completion woke the event loop, and context switches
-    /// (futex waits, finish_task_switch) were the largest cost on a machine whose two cores also run fio
-    /// and the primary. The handler batches the small frames of one socket read.
+    /// (futex waits, finish_task_switch) were the largest cost when the target shares its cores with the
+    /// primary and the host. The handler batches the small frames of one socket read.
     func applyData(_ batch: [DataWork], eventLoop: any EventLoop) -> EventLoopFuture<[MirrorFrame]> {
         let promise = eventLoop.makePromise(of: [MirrorFrame].self)
         do {

@@ -6,7 +6,7 @@ import Synchronization
 ///
 /// Measured (bench/mirror.py, perf on the primary): the task-based `write` cost each host write a task, an
 /// `async let` child task and about six thread hops (event loop → cooperative pool → connection loop → pool →
-/// I/O thread → pool → event loop), which on a loaded machine dominated a 4 KiB write. Here the overlap gate,
+/// I/O thread → pool → event loop), which dominated a 4 KiB write whenever cores were contended. Here the overlap gate,
 /// the write-intent check, the frame and the local write are all issued from the host's event loop and joined
 /// with futures. Anything unusual (an overlapping write in flight, a change-map bit not yet durable, no
 /// connection, a frame larger than the frame size, asynchronous mode, a failed first attempt) falls back to
