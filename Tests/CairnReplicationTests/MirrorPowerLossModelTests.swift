@@ -22,7 +22,7 @@ import Testing
 @Suite("mirror power-loss model")
 struct MirrorPowerLossModelTests {
     /// Operations per run; `scripts/soak` raises it (with several seeds) for the long runs.
-    static let steps = Int(ProcessInfo.processInfo.environment["CAIRN_MODEL_STEPS"] ?? "") ?? 120
+    static let steps = Int(ProcessInfo.processInfo.environment["CAIRN_MODEL_STEPS"] ?? "") ?? 200
 
     @Test("acknowledged writes survive power cuts of either node; in sync means equal to the primary and the model")
     func mirrorModel() async throws {
@@ -167,10 +167,12 @@ final class MirrorModelRun: @unchecked Sendable {
         case 69..<71:
             log("primary: the next metadata sync fails")
             primary.media.slotFile(named: SimulatedMedia.journalName)?.failNextSyncs(1)
-        case 71..<74:
+        case 71..<73:
             log("sever")
             _ = try? await primary.replication.sever(volume: "src")
-        case 74..<80:
+        case 73..<75:
+            try await establishAgain()
+        case 75..<80:
             try await reestablishIfSplit()
         case 80..<86:
             try await cutPrimary("at random")
@@ -281,7 +283,35 @@ final class MirrorModelRun: @unchecked Sendable {
 
     // MARK: management
 
+    /// `mirror remove`, unmirrored writes (never flushed: only the initial sync's own flushes make them
+    /// durable), and a new pairing with the same target volume, which holds the old pairing's data.
+    func establishAgain() async throws {
+        log("remove the mirror, write unmirrored, establish again")
+        do { try await primary.replication.remove(volume: "src") } catch { log("remove failed: \(error)") }
+        for _ in 0..<2 { try await write() }
+        try await establishIfUnmirrored()
+        // The moment the initial sync's durability is for: a primary cut as soon as it is done (or during it).
+        guard Bool.random(using: &random) else { return }
+        for _ in 0..<random.next(300) {
+            guard (try? primary.replication.info(volume: "src").state) == "synchronizing" else { break }
+            try await Task.sleep(nanoseconds: 5_000_000)
+        }
+        try await cutPrimary("after the initial sync")
+    }
+
+    func establishIfUnmirrored() async throws {
+        guard primary.replication.primary(volumeID: try primary.pool.volumeID(named: "src")) == nil else { return }
+        do {
+            _ = try await primary.replication.establish(
+                volume: "src", target: "127.0.0.1:\(link.port)/dst", extentSize: Self.extentSize, discardTargetChanges: true)
+        } catch {
+            log("establish failed: \(error)")
+        }
+    }
+
     func reestablishIfSplit() async throws {
+        try await establishIfUnmirrored()
+        guard primary.replication.primary(volumeID: try primary.pool.volumeID(named: "src")) != nil else { return }
         let info = try primary.replication.info(volume: "src")
         guard info.state == "fractured" || info.state == "severed" else { return }
         log("re-establish (\(info.state): \(info.lastError ?? ""))")
@@ -375,6 +405,11 @@ final class MirrorModelRun: @unchecked Sendable {
             if primary.pool.hasFailed || primaryUncertain { try await cutPrimary("its pool stopped after an I/O error") }
             if target.pool.hasFailed { try await cutTarget("its pool stopped after an I/O error") }
             guard failures.isEmpty else { return false }
+            try await establishIfUnmirrored()
+            guard primary.replication.primary(volumeID: try primary.pool.volumeID(named: "src")) != nil else {
+                try await Task.sleep(nanoseconds: 20_000_000)
+                continue
+            }
             let info = try primary.replication.info(volume: "src")
             if info.state == "fractured" || info.state == "severed" {
                 try await reestablishIfSplit()
