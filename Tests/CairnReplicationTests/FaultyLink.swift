@@ -23,6 +23,8 @@ final class FaultyLink: Sendable {
         /// Added to every delivery, both ways (order kept).
         var delay: TimeAmount = .zero
         var open: [ObjectIdentifier: any Channel] = [:]
+        /// Run instead of delivering the next flush frame (primary → target), once.
+        var flushInterception: (@Sendable () -> Void)?
     }
 
     let faults: Mutex<Faults>
@@ -86,6 +88,10 @@ final class FaultyLink: Sendable {
 
     func loseWriteFrames(_ count: Int) { faults.withLock { $0.writeFramesToLose += count } }
 
+    /// The next flush frame is not delivered: `action` runs instead (on an event loop), to break something
+    /// at the moment the primary asks for durability.
+    func interceptNextFlush(_ action: @escaping @Sendable () -> Void) { faults.withLock { $0.flushInterception = action } }
+
     func setDelay(_ delay: TimeAmount) { faults.withLock { $0.delay = delay } }
 
     /// Back to a healthy link (the target's own state is left as it is).
@@ -110,6 +116,13 @@ final class FaultyLink: Sendable {
             f.writeFramesToLose -= 1
             f.framesLost += 1
             return true
+        }
+    }
+
+    fileprivate func takeFlushInterception() -> (@Sendable () -> Void)? {
+        faults.withLock { f in
+            defer { f.flushInterception = nil }
+            return f.flushInterception
         }
     }
 
@@ -153,6 +166,10 @@ private final class Relay: ChannelInboundHandler, @unchecked Sendable {
             guard pending.readableBytes >= total, let frame = pending.readSlice(length: total) else { break }
             let command = frame.getInteger(at: frame.readerIndex + 4, as: UInt16.self)
             if command == MirrorCommand.write.rawValue && link.takeLoss() { continue }
+            if command == MirrorCommand.flush.rawValue, let action = link.takeFlushInterception() {
+                action()
+                continue
+            }
             deliver(frame, on: context.eventLoop)
         }
         pending.discardReadBytes()

@@ -69,7 +69,9 @@ final class SimulatedMirrorNode: @unchecked Sendable {
     /// Power cut now: returns what the disks kept (the media's image and a copy of `mirrors/`), and leaves
     /// this node dead: its pool refuses everything, its I/O threads take no more work (so nothing of it
     /// can reach the target again), its links are closed. `whileHeld` runs with every I/O thread held.
-    func powerCut(using random: inout SeededGenerator, whileHeld: () -> Void = {}) async throws -> (SimulatedMedia, String) {
+    func powerCut(using random: inout some RandomNumberGenerator, whileHeld: () -> Void = {}) async throws
+        -> (SimulatedMedia, String)
+    {
         let released = DispatchSemaphore(value: 0)
         let started = DispatchSemaphore(value: 0)
         for _ in 0..<executor.threadCount {
