@@ -49,6 +49,7 @@ extension PrimaryMirror {
                 let clock = changeMap.dirtyClock
                 let batch = changeMap.dirtyExtents(limit: ReplicationSettings.resyncBatch)
                 if batch.isEmpty { break }
+                let connection = connectionSerial
                 try await withThrowingTaskGroup(of: Bool.self) { group in
                     var pending = batch[...]
                     for _ in 0..<ReplicationSettings.resyncConcurrency {
@@ -67,6 +68,9 @@ extension PrimaryMirror {
                 try await flushTarget()
                 let pool = self.pool
                 try await executor.run { try pool.flush() }
+                // A flush answered on a newer connection may follow a target restart that lost the
+                // batch's unsynced copies: it vouches for nothing sent before it, so the batch goes again.
+                guard connectionSerial == connection else { continue }
                 changeMap.clearDirty(batch, copiedSince: clock)
                 try await changeMap.makeDurable()
                 done += UInt64(batch.count)

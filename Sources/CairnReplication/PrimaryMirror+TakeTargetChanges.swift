@@ -114,6 +114,7 @@ extension PrimaryMirror {
             let clock = changeMap.dirtyClock
             let batch = pull.dirtyExtents(limit: ReplicationSettings.resyncBatch)
             if batch.isEmpty { break }
+            let connection = connectionSerial
             try await withThrowingTaskGroup(of: Void.self) { group in
                 var pending = batch[...]
                 for _ in 0..<ReplicationSettings.resyncConcurrency {
@@ -130,9 +131,13 @@ extension PrimaryMirror {
             try await flushTarget()
             pull.clearDirty(batch, copiedSince: .max)
             try await pull.makeDurable()
-            // Equal on both sides now, unless a write the target missed set the bit again meanwhile.
-            changeMap.clearDirty(batch, copiedSince: clock)
-            try await changeMap.makeDurable()
+            // Equal on both sides now, unless a write the target missed set the bit again meanwhile, or
+            // the target restarted during the batch and lost what was read from its page cache (the
+            // primary keeps it; the resync that follows sends it back).
+            if connectionSerial == connection {
+                changeMap.clearDirty(batch, copiedSince: clock)
+                try await changeMap.makeDurable()
+            }
             done += UInt64(batch.count)
             jobs.progress(job, done: done, total: done + pull.dirtyCount)
         }

@@ -242,6 +242,10 @@ public final class PrimaryMirror: Sendable {
         var reason: String
     }
 
+    /// Which connection the link is on: a job compares it around a batch, because a flush answered on a
+    /// newer connection does not cover frames sent on an older one.
+    var connectionSerial: UInt64 { state.withLock { $0.connectionsOpened } }
+
     func flushTarget() async throws {
         let handle = state.withLock { $0.handle }
         _ = try await send(.flush, payload: MirrorHandleValue(handle: handle).payload)
