@@ -7,8 +7,9 @@ import Testing
 /// record used to be kept: one flat struct whose fields the steps assign. After every event both agree
 /// on whether it was accepted, and the machine's record, written to disk, is the model's field for field.
 @Suite struct BackupMachineModelTests {
-    /// The flat record and the assignments each step used to make.
-    struct FlatModel {
+    /// The flat record and the assignments each step used to make; decoded from the JSON on disk too (its
+    /// varying fields), to compare with what the machine wrote.
+    struct FlatModel: Decodable, Equatable {
         var phase: BackupRecord.Phase
         var jobID: UInt64?
         var splitAt: Date?
@@ -151,35 +152,11 @@ import Testing
                     "seed \(seed) round \(round) step \(step): \(event) while \(before.phase)")
                 guard accepted == modelAccepted else { break }
                 let written = try BackupRecordStore.encode(machine.record)
-                let flat = try decoder.decode(FlatRecord.self, from: written)
-                #expect(flat == FlatRecord(model), "seed \(seed) round \(round) step \(step): \(event)")
-                guard flat == FlatRecord(model) else { break }
+                let flat = try decoder.decode(FlatModel.self, from: written)
+                #expect(flat == model, "seed \(seed) round \(round) step \(step): \(event)")
+                guard flat == model else { break }
             }
         }
         #expect(reached == Set(BackupRecord.Phase.allCases), "seed \(seed): the sequences reach every phase")
-    }
-
-    /// The varying fields of the JSON on disk.
-    struct FlatRecord: Decodable, Equatable {
-        var phase: BackupRecord.Phase
-        var jobID: UInt64?
-        var splitAt: Date?
-        var sessionsAtSplit: Int?
-        var drain: String?
-        var sessionsLeftOnA: [String]?
-        var archiveStartedAt: Date?
-        var dataBytes: UInt64?
-        var archiveBytes: UInt64?
-        var archiveSeconds: Double?
-        var finishedAt: Date?
-        var message: String?
-        var resumed: Bool?
-
-        init(_ m: FlatModel) {
-            (phase, jobID, splitAt, sessionsAtSplit, drain, sessionsLeftOnA) =
-                (m.phase, m.jobID, m.splitAt, m.sessionsAtSplit, m.drain, m.sessionsLeftOnA)
-            (archiveStartedAt, dataBytes, archiveBytes, archiveSeconds, finishedAt, message, resumed) =
-                (m.archiveStartedAt, m.dataBytes, m.archiveBytes, m.archiveSeconds, m.finishedAt, m.message, m.resumed)
-        }
     }
 }
