@@ -6,22 +6,8 @@ import Testing
 /// The management API on a loopback TCP port (`--api-port`) answers only callers presenting its token.
 @Suite("management API on TCP")
 struct APITokenDaemonTests {
-    /// A port that was free a moment ago (bind to 0, read it back, close).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        try #require(bound, "cannot find a free port")
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A loopback port for `--api-port` (`LoopbackPort`).
+    static func freePort() throws -> Int { LoopbackPort.free() }
 
     /// Starts `cairn serve --api-port PORT`; returns the process once daemon.json is written.
     static func start(_ directory: String, port: Int, extra: [String] = []) async throws -> BackgroundProcess {

@@ -9,23 +9,8 @@ import Testing
 /// byte for byte with `qemu-img compare`.
 @Suite("remote mirrors between two daemons")
 struct MirrorDaemonTests {
-    /// A free loopback TCP port (bound and released; the race with another process is acceptable here).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A loopback port for a target's replication listener (`LoopbackPort`).
+    static func freePort() -> Int { LoopbackPort.free() }
 
     /// A pair: the target daemon listens for replication; both hold the same secret. Short timeouts so a
     /// fracture happens within seconds, but not so short that a target's durable write, waiting behind
