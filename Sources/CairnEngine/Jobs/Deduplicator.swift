@@ -52,22 +52,10 @@ public final class Deduplicator: Sendable {
         }
         let target = names?.joined(separator: ",") ?? "pool"
         let job = pool.jobs.start(kind: "dedup", target: target, total: total, unit: "chunks")
-        // The thread keeps the pool alive until it is done, as the service only holds it unowned.
-        let thread = Thread { [self, pool] in
-            setCurrentThreadName("cairn-dedup")
-            defer { withExtendedLifetime(pool) {} }
-            do {
-                let report = try run(volumeIDs: ids, job: job)
-                pool.jobs.finish(
-                    job, .succeeded,
-                    message: "shared \(report.sharedVersions) of \(report.scannedVersions) versions, saved \(report.savedBytes) bytes")
-            } catch let error as EngineError where error.code == .closed {
-                pool.jobs.finish(job, .cancelled, message: "\(error)")
-            } catch {
-                pool.jobs.finish(job, .failed, message: "\(error)")
-            }
+        pool.jobs.runDetached(job, threadName: "cairn-dedup", keeping: pool) { [self] in
+            let report = try run(volumeIDs: ids, job: job)
+            return "shared \(report.sharedVersions) of \(report.scannedVersions) versions, saved \(report.savedBytes) bytes"
         }
-        thread.start()
         return job
     }
 

@@ -1,3 +1,4 @@
+import CairnIO
 import Foundation
 import Logging
 import Synchronization
@@ -87,6 +88,27 @@ public final class JobRegistry: Sendable {
         ]
         if let message { metadata["job.message"] = "\(message)" }
         logger.log(level: outcome == .failed ? .error : .info, "job finished", metadata: metadata)
+    }
+
+    /// Runs `body` on a thread of its own named `threadName` and ends `job` with its outcome: the message
+    /// it returns on success, cancelled for a closed pool or a cancellation (`EngineError.closed`), failed
+    /// otherwise. `owner` stays alive until the thread is done (services hold their pool unowned).
+    func runDetached(
+        _ job: UInt64, threadName: String, keeping owner: AnyObject & Sendable, _ body: @escaping @Sendable () throws -> String
+    ) {
+        let thread = Thread { [self, owner] in
+            setCurrentThreadName(threadName)
+            withExtendedLifetime(owner) {
+                do {
+                    finish(job, .succeeded, message: try body())
+                } catch let error as EngineError where error.code == .closed {
+                    finish(job, .cancelled, message: "\(error)")
+                } catch {
+                    finish(job, .failed, message: "\(error)")
+                }
+            }
+        }
+        thread.start()
     }
 
     /// Asks a running job to stop at its next checkpoint. Returns false if there is no such running job.

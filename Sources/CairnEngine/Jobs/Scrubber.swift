@@ -75,20 +75,9 @@ public final class Scrubber: Sendable {
         }
         let job = pool.jobs.start(kind: "scrub", target: "pool", total: total, unit: "chunks")
         reports.withLock { $0 = ScrubReport(job: job, finished: false) }
-        // The thread keeps the pool alive until it is done, as the service only holds it unowned.
-        let thread = Thread { [self, pool] in
-            setCurrentThreadName("cairn-scrub")
-            defer { withExtendedLifetime(pool) {} }
-            do {
-                let report = try run(volumeIDs: ids, job: job)
-                pool.jobs.finish(job, .succeeded, message: report.summary)
-            } catch let error as EngineError where error.code == .closed {
-                pool.jobs.finish(job, .cancelled, message: "\(error)")
-            } catch {
-                pool.jobs.finish(job, .failed, message: "\(error)")
-            }
+        pool.jobs.runDetached(job, threadName: "cairn-scrub", keeping: pool) { [self] in
+            try run(volumeIDs: ids, job: job).summary
         }
-        thread.start()
         return job
     }
 
