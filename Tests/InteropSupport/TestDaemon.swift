@@ -20,8 +20,8 @@ public final class TestDaemon: @unchecked Sendable {
     }()
 
     /// How long a daemon may take to start listening before the test fails. The suite starts dozens of
-    /// daemons at once (Swift Testing runs suites in parallel), so on a loaded 2-core machine the first
-    /// ones can take a minute; three mean "broken", not "slow".
+    /// daemons at once (Swift Testing runs suites in parallel), so on a loaded machine with few cores the
+    /// first ones can take a minute; three mean "broken", not "slow".
     static let startTimeout: Double = 180
 
     /// Starts a daemon on a fresh data directory (or `dataDirectory`, to reopen a pool).

@@ -11,7 +11,7 @@ struct ISCSIComplianceTests {
     /// that starts to pass must be taken off it (the suite checks that too).
     static let knownFailures: [String: String] = [:]
 
-    /// Tests tgt 1.0.85 skips on a 256 MiB file LUN, counted by `parse` below (2026-12-07, this machine:
+    /// Tests tgt 1.0.85 skips on a 256 MiB file LUN, counted by `parse` below (2026-12-07,
     /// `tgtd --iscsi portal=...`, `iscsi-test-cu --dataloss -t SCSI`; ORACLES.md's 81 counted every
     /// "[SKIPPED]" line, setup probes included). Cairn may skip no more than tgt (38 on 2026-12-07; docs/
     /// ARCHITECTURE.md says which and why); it runs COMPARE AND WRITE, EXTENDED COPY, RECEIVE COPY RESULTS

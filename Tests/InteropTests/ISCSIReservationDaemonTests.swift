@@ -5,7 +5,7 @@ import Testing
 /// SCSI reservations across real initiator sessions: libiscsi's test tool opens a second session (another
 /// initiator name) for these tests, so each one is two sessions of `cairn serve` contending for one volume.
 /// libiscsi-bin has no other tool that sends RESERVE or PERSISTENT RESERVE (sg_persist needs a kernel SCSI
-/// device, and this machine has no kernel iSCSI initiator).
+/// device, and the test machines have no kernel iSCSI initiator).
 @Suite("SCSI reservations between two iSCSI sessions")
 struct ISCSIReservationDaemonTests {
     /// The two-session tests, and what each shows.

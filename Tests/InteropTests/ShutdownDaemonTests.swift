@@ -34,7 +34,7 @@ struct ShutdownDaemonTests {
             let signalled = Date()
             daemon.signal(SIGTERM)
             // Bounded by the 10 s shutdown grace period plus the final commit; the generous bound only
-            // catches a hang (a loaded 2-core CI machine stretches seconds).
+            // catches a hang (a loaded CI machine stretches seconds).
             let exited = try await poll(timeout: 60) { !daemon.process.isRunning }
             let elapsed = Date().timeIntervalSince(signalled)
             #expect(exited, "cairn serve still running \(elapsed) s after SIGTERM\n\(daemon.log)")
@@ -69,7 +69,7 @@ struct ShutdownDaemonTests {
             try await holder.send("write 0 0x4c 65536")
             try await holder.send("flush")
             // The held client never leaves by itself, so exiting at all proves the daemon did not wait for
-            // it. No wall-clock bound: on a loaded 2-core CI machine seconds say nothing.
+            // it. No wall-clock bound: on a loaded CI machine seconds say nothing.
             daemon.signal(SIGTERM)
             let exited = try await poll(timeout: 60) { !daemon.process.isRunning }
             #expect(exited, "cairn serve still running 60 s after SIGTERM\n\(daemon.log)")
