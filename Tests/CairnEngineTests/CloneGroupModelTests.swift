@@ -37,6 +37,13 @@ import Testing
 
     static func run(chunkSize: Int) throws -> [String] {
         let seed = SeededGenerator.seedFromEnvironment()
+        // An error thrown mid-run is a failure like the others: with the seed that replays it.
+        do { return try run(chunkSize: chunkSize, seed: seed) } catch {
+            return ["seed \(seed) chunk \(chunkSize): \(error)"]
+        }
+    }
+
+    static func run(chunkSize: Int, seed: UInt64) throws -> [String] {
         var random = SeededGenerator(seed: seed)
         var failures: [String] = []
         let trace = getenv("CAIRN_TRACE") != nil

@@ -42,8 +42,15 @@ import Testing
     }
 
     static func run(chunkSize: UInt32) throws -> [String] {
-        var failures: [String] = []
         let seed = SeededGenerator.seedFromEnvironment()
+        // An error thrown mid-run is a failure like the others: with the seed that replays it.
+        do { return try run(chunkSize: chunkSize, seed: seed) } catch {
+            return ["seed \(seed) chunk \(chunkSize): \(error)"]
+        }
+    }
+
+    static func run(chunkSize: UInt32, seed: UInt64) throws -> [String] {
+        var failures: [String] = []
         var random = SeededGenerator(seed: seed)
         var media = SimulatedMedia()
         var pool = try Pool(media: media, options: testOptions())

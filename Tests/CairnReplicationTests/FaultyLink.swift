@@ -35,7 +35,7 @@ final class FaultyLink: Sendable {
     /// Starts a relay on a loopback port of its own, forwarding to `upstreamPort`.
     static func start(upstreamPort: Int) async throws -> FaultyLink {
         let link = FaultyLink(upstreamPort: upstreamPort)
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let channel = try await ServerBootstrap(group: SimulatedMirrorNode.eventLoops)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { client in link.accept(client) }

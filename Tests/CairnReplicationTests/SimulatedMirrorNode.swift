@@ -25,6 +25,11 @@ final class SimulatedMirrorNode: @unchecked Sendable {
     /// The target's listener (nil on the primary).
     private(set) var server: MirrorTargetServer?
 
+    /// The event loops of every simulated node and link, apart from the singleton the rest of the test
+    /// process shares: a real daemon has loops of its own, and another suite's work on a shared loop must
+    /// not stall these nodes' frames.
+    static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
     /// A node on `media` (new, or what a power cut kept) and `directory` (holding `mirrors/`).
     init(label: String, secret: ReplicationSecret, media: SimulatedMedia, directory: String, settings tune: (inout ReplicationSettings) -> Void)
         throws
@@ -38,7 +43,7 @@ final class SimulatedMirrorNode: @unchecked Sendable {
         options.logger.logLevel = .critical
         pool = try Pool(media: media, options: options)
         executor = IOExecutor(threadCount: 2, queueCapacity: 1024, name: "cairn-\(label)")
-        var settings = ReplicationSettings(secret: secret, node: label, group: MultiThreadedEventLoopGroup.singleton)
+        var settings = ReplicationSettings(secret: secret, node: label, group: SimulatedMirrorNode.eventLoops)
         tune(&settings)
         var logger = Logger(label: label)
         logger.logLevel = .critical
@@ -58,7 +63,7 @@ final class SimulatedMirrorNode: @unchecked Sendable {
         logger.logLevel = .critical
         let server = try await MirrorTargetServer.start(
             host: "127.0.0.1", port: 0, service: replication.target, secret: secret,
-            group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            group: SimulatedMirrorNode.eventLoops, logger: logger)
         self.server = server
         return server.port
     }

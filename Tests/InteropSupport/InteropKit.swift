@@ -98,7 +98,7 @@ public final class BackgroundProcess: @unchecked Sendable {
             throw TestDaemonError("cannot start \(executable): \(String(cString: strerror(result)))")
         }
         pid = child
-        handle = ProcessHandle(pid: child)
+        handle = ProcessHandle(pid: child, executable: executable)
     }
 
     /// Reaps the child if it has exited (never blocks).

@@ -27,9 +27,32 @@ public final class ProcessHandle: @unchecked Sendable {
     }()
 
     /// Opens a pidfd for `pid`, which must be a child that has not been reaped yet (or the open may
-    /// name a stranger): call it right after spawning.
-    public init(pid: pid_t) {
+    /// name a stranger): call it right after spawning `executable`. A child that exited and was reaped
+    /// before the open leaves its pid free for the next process; when the pid runs another program than
+    /// `executable`, the handle stays inert rather than hold a stranger.
+    public init(pid: pid_t, executable: String) {
         fd = Self.pidfdOpen.map { $0(pid, 0) } ?? -1
+        guard fd >= 0, let expected = Self.program(executable), let running = Self.running(pid), running != expected
+        else { return }
+        FileHandle.standardError.write(
+            Data("ProcessHandle: pid \(pid) runs \(running), not \(expected): the child was reaped before its pidfd opened; it will not be signalled\n".utf8))
+        Glibc.close(fd)
+        fd = -1
+    }
+
+    /// The resolved path of an ELF executable that keeps running as itself: nil for a script (it runs as
+    /// its interpreter) and for a shell or `env` (they may exec another program at once).
+    static func program(_ path: String) -> String? {
+        let launchers = ["sh", "bash", "dash", "env"]
+        guard !launchers.contains(URL(fileURLWithPath: path).lastPathComponent), let file = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? file.close() }
+        guard (try? file.read(upToCount: 4)) == Data([0x7F, 0x45, 0x4C, 0x46]) else { return nil }
+        return URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+    }
+
+    /// What `pid` runs now (`/proc/<pid>/exe`); nil once it has exited.
+    static func running(_ pid: pid_t) -> String? {
+        try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
     }
 
     /// Sends `signal` to the process if it still exists; never to anyone else.

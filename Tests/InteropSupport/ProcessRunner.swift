@@ -62,7 +62,7 @@ private func runBlocking(
     try process.run()
     // SIGKILL: children of the test runner start with SIGTERM blocked, so terminate() would not stop a
     // hung client.
-    let handle = ProcessHandle(pid: process.processIdentifier)
+    let handle = ProcessHandle(pid: process.processIdentifier, executable: process.executableURL!.path)
     defer { handle.close() }
     let killer = DispatchWorkItem { if process.isRunning { handle.signal(SIGKILL) } }
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)

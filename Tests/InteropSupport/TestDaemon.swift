@@ -59,7 +59,7 @@ public final class TestDaemon: @unchecked Sendable {
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let handle = ProcessHandle(pid: process.processIdentifier)
+        let handle = ProcessHandle(pid: process.processIdentifier, executable: process.executableURL!.path)
         let deadline = Date().addingTimeInterval(startTimeout)
         // The runtime file is looked at once more after the deadline: a test task the machine starved past
         // it must not call a daemon that did start "not started".

@@ -55,7 +55,7 @@ struct BackupDaemonTests {
         process.executableURL = URL(fileURLWithPath: Tools.python)
         process.arguments = [Self.bank, "hold", daemon.uri(volume), ready, go]
         try process.run()
-        let session = HeldSession(process: process, handle: ProcessHandle(pid: process.processIdentifier), go: go)
+        let session = HeldSession(process: process, handle: ProcessHandle(pid: process.processIdentifier, executable: Tools.python), go: go)
         let deadline = Date().addingTimeInterval(60)
         while !FileManager.default.fileExists(atPath: ready) {
             guard Date() < deadline, process.isRunning else {

@@ -51,6 +51,18 @@ extension TestDaemon {
         #expect(report.leakedSlots == 0, "pool check found leaked slots: \(report)", sourceLocation: sourceLocation)
     }
 
+    /// After a kill -9: `pool check` finds a healthy pool, and `--repair` leaves no leaked slot. A free
+    /// slot may hold the data of a write whose commit never came (the allocator hands it out again; until
+    /// then it only takes space), and repair must give that space back.
+    func expectHealthyAfterCrash(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let (report, status) = try await poolCheck(repair: true)
+        #expect(
+            status == 0 && report.healthy && report.errors.isEmpty, "pool check --repair: \(report)",
+            sourceLocation: sourceLocation)
+        #expect(report.repairedSlots == report.leakedSlots, "pool check --repair: \(report)", sourceLocation: sourceLocation)
+        try await expectHealthy(sourceLocation: sourceLocation)
+    }
+
     /// qemu-io on one of this daemon's volumes (raw format), each command a `-c`.
     func qemuIO(_ volume: String, _ commands: [String], binary: String = Tools.qemuIO, timeout: Double = 120)
         async throws -> ProcessResult

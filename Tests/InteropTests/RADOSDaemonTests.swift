@@ -85,7 +85,7 @@ import Testing
                 timeout: 300)
             #expect(verify.status == 0, "seed \(seed): \(verify)")
             #expect(verify.stdout.contains("durable block writes"), "seed \(seed): \(verify)")
-            try await daemon.expectHealthy()
+            try await daemon.expectHealthyAfterCrash()
         }
     }
 

@@ -94,7 +94,7 @@ public final class JobRegistry: Sendable {
     /// it returns on success, cancelled for a closed pool or a cancellation (`EngineError.closed`), failed
     /// otherwise. `owner` stays alive until the thread is done (services hold their pool unowned).
     func runDetached(
-        _ job: UInt64, threadName: String, keeping owner: AnyObject & Sendable, _ body: @escaping @Sendable () throws -> String
+        _ job: UInt64, threadName: String, keeping owner: any AnyObject & Sendable, _ body: @escaping @Sendable () throws -> String
     ) {
         let thread = Thread { [self, owner] in
             setCurrentThreadName(threadName)
