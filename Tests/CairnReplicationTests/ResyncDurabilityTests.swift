@@ -29,7 +29,7 @@ struct ResyncDurabilityTests {
             host: "127.0.0.1", port: 0, service: target.replication.target, secret: secret,
             group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "target"))
 
-        let directory = NSTemporaryDirectory() + "cairn-primary-\(UUID().uuidString)"
+        let directory = SimulatedMirrorNode.directoryRoot + "cairn-primary-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var options = PoolOptions()

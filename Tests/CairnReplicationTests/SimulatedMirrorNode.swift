@@ -51,8 +51,14 @@ final class SimulatedMirrorNode: @unchecked Sendable {
             pool: pool, executor: executor, dataDirectory: directory, settings: settings, logger: logger)
     }
 
+    /// Where the nodes' `mirrors/` directories go: memory (tmpfs) where there is one. Like the pool's
+    /// simulated disks, the record files must not wait for the machine's disk: with the rest of the suite
+    /// writing gigabytes, a real fsync there can take tens of seconds, and an establish that waited on
+    /// one went unanswered past the link's deadline.
+    static let directoryRoot = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm/" : NSTemporaryDirectory()
+
     static func newDirectory(_ label: String) throws -> String {
-        let directory = NSTemporaryDirectory() + "cairn-\(label)-\(UUID().uuidString)"
+        let directory = directoryRoot + "cairn-\(label)-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         return directory
     }
