@@ -80,9 +80,11 @@ struct ReferenceServerDaemonTests {
             try #require(fill.status == 0, "\(fill)")
             // nbdkit exits 0 only when a signal stops it. In full suite runs it has been stopped that way
             // mid-walk, from outside this test. One sender was found and removed (Foundation's
-            // `Process.terminate()` in the backup export tests, signalling a reaped pid); another remains
-            // unidentified (seen again after that fix). Only then is the walk repeated with a fresh nbdkit, up
-            // to `walkAttempts` times; any other failure, Cairn's included, fails the test at once.
+            // `Process.terminate()` in the backup export tests, signalling a reaped pid). The other is a
+            // parent-death signal: ftrace's stack of the SIGTERM is `do_exit` of a test-runner thread (an
+            // idle dispatch thread ending), not a kill; which process set the death signal is not found
+            // yet. Only then is the walk repeated with a fresh nbdkit, up to `walkAttempts` times; any
+            // other failure, Cairn's included, fails the test at once.
             var run = ProcessResult(status: -1, stdout: "", stderr: "")
             for attempt in 1...Self.walkAttempts {
                 try? FileManager.default.removeItem(atPath: socket)
