@@ -42,7 +42,7 @@ extension Daemon {
             try file.save(saved)
             logger.info("dropped the saved iSCSI reservations of deleted volumes", metadata: ["units": "\(stale.count)"])
         }
-        return ISCSIReservationTable(store: file, restored: saved)
+        return ISCSIReservationTable(store: file, restored: saved, logger: logger)
     }
 }
 

@@ -1,4 +1,5 @@
 import ISCSIProtocol
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -19,10 +20,15 @@ public final class ISCSIReservationTable: Sendable {
     /// Serializes saves, each writing the table as it is when it starts: a command answered after its own
     /// save finished is covered by it, whatever order concurrent commands' saves ran in.
     private let saving = Mutex(())
+    private let logger: Logger
 
     /// `restored`: what `store` held at start (the units whose APTPL was on).
-    public init(store: (any ISCSIReservationStore)? = nil, restored: [UInt64: SCSIReservations.Persistent] = [:]) {
+    public init(
+        store: (any ISCSIReservationStore)? = nil, restored: [UInt64: SCSIReservations.Persistent] = [:],
+        logger: Logger = Logger(label: "cairn.iscsi")
+    ) {
         self.store = store
+        self.logger = logger
         units = Mutex(restored.mapValues { SCSIReservations(restoring: $0) })
     }
 
@@ -53,7 +59,12 @@ public final class ISCSIReservationTable: Sendable {
         guard changedKept, store != nil else { return eventLoop.makeSucceededFuture(outcome) }
         return NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { try self.saveKept() }
             .map { outcome }
-            .flatMapErrorThrowing { _ in .sense(.internalTargetFailure) }
+            .flatMapErrorThrowing { [logger] error in
+                logger.error(
+                    "cannot save the iSCSI reservations that must survive a restart: the command is answered INTERNAL TARGET FAILURE",
+                    metadata: ["unit": "\(unit)", "error": "\(error)"])
+                return .sense(.internalTargetFailure)
+            }
     }
 
     /// Writes every unit's kept state (blocking: a thread pool's thread).
