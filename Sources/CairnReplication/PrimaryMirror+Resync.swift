@@ -122,7 +122,7 @@ extension PrimaryMirror {
             if stopping {
                 jobs.finish(job, .cancelled, message: "the daemon stopped; the resync resumes at the next start")
             } else if cancelled {
-                if actions.contains(.recordPause) { await recordPause() }
+                if actions.contains(.recordPause) { await recordDivergence(call: "recording the mirror pause") }
                 jobs.finish(job, .cancelled, message: "cancelled; `cairn mirror re-establish` resumes it")
             } else {
                 if actions.contains(.recordFracture) { await recordFracture(reason) }
@@ -134,15 +134,7 @@ extension PrimaryMirror {
     /// Stops linking without an error (a cancelled resync, a sever): like a fracture, but not alerted.
     func pause(_ reason: String?, as final: PrimaryMirrorRecord.State = .fractured) async {
         state.withLock { s in _ = feed(.paused(as: final), reason: reason, &s) }
-        await recordPause()
-    }
-
-    /// The durable half of a pause: a new generation, the activity log's extents dirty.
-    func recordPause() async {
-        changeMap.promoteActive()
-        let generation = UInt64.random(in: 1...UInt64.max)
-        try? await update { $0.generations.current = generation }
-        try? await changeMap.makeDurable()
+        await recordDivergence(call: "recording the mirror pause")
     }
 
     /// Copies one extent under the overlap gate (no host write to it runs meanwhile): data as write

@@ -337,7 +337,7 @@ public final class PrimaryMirror: Sendable {
     }
 
     /// Feeds the link machine under the state lock and carries out the actions that change memory only;
-    /// the durable ones (`recordFracture`, `recordPause`) are the caller's, outside the lock.
+    /// the durable ones (`recordFracture`, `recordDivergence`) are the caller's, outside the lock.
     @discardableResult
     func feed(_ event: MirrorLinkMachine.Event, reason: String?, _ s: inout State) -> [MirrorLinkMachine.Action] {
         let actions = s.feed(event)
@@ -368,6 +368,19 @@ public final class PrimaryMirror: Sendable {
     /// The durable half of a fracture: a new generation, the activity log's extents dirty; then the log
     /// and the alert.
     func recordFracture(_ reason: String) async {
+        await recordDivergence(call: "recording the mirror fracture")
+        let record = self.record
+        logger.error(
+            "mirror fractured: host writes continue on the primary and are tracked for resync",
+            metadata: ["volume": "\(record.volumeID)", "target": "\(record.target)", "reason": "\(reason)"])
+        runAlert(record: record, reason: reason)
+    }
+
+    /// The durable half of a fracture or a pause: a new generation (the sides may differ from now on)
+    /// and the activity log's extents dirty. A map that cannot be synced is recorded as lost (the next
+    /// start resyncs every extent); a record that cannot be saved stops the pool's writes, since a
+    /// restart would otherwise trust the target. `call` names the step in that stop's log line.
+    func recordDivergence(call: String) async {
         changeMap.promoteActive()
         let generation = UInt64.random(in: 1...UInt64.max)
         do {
@@ -375,18 +388,11 @@ public final class PrimaryMirror: Sendable {
             do {
                 try await changeMap.makeDurable()
             } catch {
-                // The map's bits are unknown now: the next start resyncs every extent.
                 try await update { $0.changeMapLost = true }
             }
         } catch {
-            // Without the fracture on disk a restart would trust the target: stop the pool's writes.
-            pool.failStop(file: store.primaryPath(record.volumeID), call: "recording the mirror fracture", error: error)
+            pool.failStop(file: store.primaryPath(record.volumeID), call: call, error: error)
         }
-        let record = self.record
-        logger.error(
-            "mirror fractured: host writes continue on the primary and are tracked for resync",
-            metadata: ["volume": "\(record.volumeID)", "target": "\(record.target)", "reason": "\(reason)"])
-        runAlert(record: record, reason: reason)
     }
 
     /// The change map could not be written or synced: the mirror fractures (so writes stop waiting
