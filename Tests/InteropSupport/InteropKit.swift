@@ -23,6 +23,50 @@ public struct ScratchDirectory: Sendable {
     public func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// The one thread every background child is spawned from. Linux sends a child its parent-death signal
+/// when the *thread* that forked it exits, and nbdkit asks for SIGTERM on its parent's death
+/// (`PR_SET_PDEATHSIG`): spawned from one of the test runner's worker threads, which end when idle, it was
+/// stopped in the middle of a test. This thread never ends.
+final class SpawnThread: @unchecked Sendable {
+    // @unchecked: `jobs` is only touched under `condition`.
+    static let shared = SpawnThread()
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in serve() }
+        thread.name = "test-spawner"
+        thread.start()
+    }
+
+    private func serve() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
+        }
+    }
+
+    /// Runs `body` on the spawning thread and waits for it.
+    func run<Result>(_ body: () -> Result) -> Result {
+        withoutActuallyEscaping(body) { body in
+            let done = DispatchSemaphore(value: 0)
+            var result: Result?
+            condition.lock()
+            jobs.append {
+                result = body()
+                done.signal()
+            }
+            condition.signal()
+            condition.unlock()
+            done.wait()
+            return result!
+        }
+    }
+}
+
 /// A client process that keeps running while the test does something else (fio during a shutdown, a
 /// held-open NBD session, qemu-storage-daemon). Output goes to files; stop it by PID.
 ///
@@ -93,7 +137,9 @@ public final class BackgroundProcess: @unchecked Sendable {
             for pointer in envp { free(pointer) }
         }
         var child: pid_t = 0
-        let result = posix_spawn(&child, executable, &actions, &attributes, argv, envp)
+        let result = SpawnThread.shared.run {
+            posix_spawn(&child, executable, &actions, &attributes, argv, envp)
+        }
         guard result == 0 else {
             throw TestDaemonError("cannot start \(executable): \(String(cString: strerror(result)))")
         }

@@ -66,8 +66,6 @@ struct ReferenceServerDaemonTests {
         print(json.dumps({"seconds": seconds, "cpu": cpu_used, "extents": extents}))
         """
 
-    static let walkAttempts = 3
-
     @Test("a fragmented volume walked like qemu-img map: same extents as nbdkit, not an order of magnitude slower")
     func fragmentedMap() async throws {
         let scratch = try ScratchDirectory("reference")
@@ -78,34 +76,20 @@ struct ReferenceServerDaemonTests {
             try await daemon.createVolume("frag", "32M")
             let fill = try await runPython(Self.fill, [daemon.uri("frag"), file], timeout: 120)
             try #require(fill.status == 0, "\(fill)")
-            // nbdkit exits 0 only when a signal stops it. In full suite runs it has been stopped that way
-            // mid-walk, from outside this test. One sender was found and removed (Foundation's
-            // `Process.terminate()` in the backup export tests, signalling a reaped pid). The other is a
-            // parent-death signal: ftrace's stack of the SIGTERM is `do_exit` of a test-runner thread (an
-            // idle dispatch thread ending), not a kill; which process set the death signal is not found
-            // yet. Only then is the walk repeated with a fresh nbdkit, up to `walkAttempts` times; any
-            // other failure, Cairn's included, fails the test at once.
-            var run = ProcessResult(status: -1, stdout: "", stderr: "")
-            for attempt in 1...Self.walkAttempts {
-                try? FileManager.default.removeItem(atPath: socket)
-                let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-v", "-U", socket, "file", file])
-                defer { nbdkit.cleanUp() }
-                let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
-                try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
-                run = try await runPython(
-                    Self.walk,
-                    [
-                        daemon.uri("frag"), "nbd+unix:///?socket=\(socket)", "\(daemon.process.processIdentifier)",
-                        "\(nbdkit.pid)",
-                    ],
-                    timeout: 300)
-                if run.status == 0 { break }
-                let stoppedFromOutside = nbdkit.terminationStatus == 0
-                try #require(
-                    stoppedFromOutside && attempt < Self.walkAttempts,
-                    "attempt \(attempt): \(run)\n--- nbdkit\n\(nbdkit.summary.suffix(8000))")
-                print("fragmentedMap: nbdkit was stopped from outside during the walk; walking again")
-            }
+            // nbdkit asks for SIGTERM when the thread that started it exits; BackgroundProcess spawns from a
+            // thread that never does, so nbdkit lives until cleanUp.
+            let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-v", "-U", socket, "file", file])
+            defer { nbdkit.cleanUp() }
+            let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
+            try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
+            let run = try await runPython(
+                Self.walk,
+                [
+                    daemon.uri("frag"), "nbd+unix:///?socket=\(socket)", "\(daemon.process.processIdentifier)",
+                    "\(nbdkit.pid)",
+                ],
+                timeout: 300)
+            try #require(run.status == 0, "\(run)\n--- nbdkit\n\(nbdkit.summary.suffix(8000))")
             let out = try #require(try parseJSON(run.stdout) as? [String: Any], "\(run)")
             let seconds = out["seconds"] as? [Double] ?? []
             let cpu = out["cpu"] as? [Double] ?? []
