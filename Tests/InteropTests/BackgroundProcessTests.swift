@@ -15,7 +15,7 @@ struct BackgroundProcessTests {
 
         // Start nbdkit from a thread of our own and let that thread end.
         final class Started: @unchecked Sendable {
-            var process: Result<BackgroundProcess, Error>?
+            var process: Result<BackgroundProcess, any Error>?
             /// "PID/task/TID" of the starting thread.
             var thread = ""
         }
