@@ -62,17 +62,30 @@ extension MirrorTargetService {
         do {
             transition = try apply(.establish(pairing), volumeID: info.id, connection: connection)
         } catch {
-            if created { try? pool.volumes.delete(name: name, force: true) }
+            if created { deleteRefusedVolume(name) }
             throw MirrorRemoteError(.targetFailed, "cannot record the pairing on the target: \(error)")
         }
         switch transition.outcome {
         case .refused(let reason):
+            if created { deleteRefusedVolume(name) }
             throw reason
         case .accepted(let actions):
             logger.info(
                 "mirror target paired", metadata: ["volume": "\(name)", "primary": "\(node)", "created": "\(created)"])
             let fullSync = actions.contains(.answerEstablish(fullSyncNeeded: true))
             return MirrorEstablishReply(handle: info.id, created: created, fullSyncNeeded: fullSync)
+        }
+    }
+
+    /// A volume made for an establish that was then refused: it holds nothing yet, so it goes again. A
+    /// failure to delete it is only logged (the refusal is the answer; the operator can delete it).
+    private func deleteRefusedVolume(_ name: String) {
+        do {
+            try pool.volumes.delete(name: name, force: true)
+        } catch {
+            logger.warning(
+                "could not delete the volume made for a refused establish",
+                metadata: ["volume": "\(name)", "error": "\(error)"])
         }
     }
 

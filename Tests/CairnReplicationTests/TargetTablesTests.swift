@@ -60,6 +60,10 @@ struct TargetTablesTests {
         defer { f.close() }
         #expect(await f.establish("nope", options: [.initial]).remoteError()?.code == .unknownVolume)
         #expect(f.pool.volumes.list().isEmpty)
+        // Refused by the pairing's own rules after the volume was made for it: the volume goes again.
+        let both = await f.establish("dst", options: [.create, .initial, .takeTargetChanges, .discardTargetChanges])
+        #expect(both.remoteError()?.code == .invalidArgument, "\(both)")
+        #expect(f.pool.volumes.list().isEmpty, "a refused establish left the volume it created")
 
         let created = await f.establish("dst")
         let reply = try MirrorEstablishReply.decode(payload: created.payload)
