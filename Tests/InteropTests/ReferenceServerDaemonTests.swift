@@ -76,12 +76,9 @@ struct ReferenceServerDaemonTests {
             try await daemon.createVolume("frag", "32M")
             let fill = try await runPython(Self.fill, [daemon.uri("frag"), file], timeout: 120)
             try #require(fill.status == 0, "\(fill)")
-            // nbdkit asks for SIGTERM when the thread that started it exits; BackgroundProcess spawns from a
-            // thread that never does, so nbdkit lives until cleanUp.
             let nbdkit = try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-v", "-U", socket, "file", file])
             defer { nbdkit.cleanUp() }
-            let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
-            try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
+            try await Self.waitUntilServing(nbdkit, socket: socket)
             let run = try await runPython(
                 Self.walk,
                 [
@@ -114,5 +111,46 @@ struct ReferenceServerDaemonTests {
                 "REQ_ONE walk over \(extents[0].count) extents: Cairn used \(cpu[0]) CPU s (\(seconds[0]) s wall, \(perRequest[0]) ms per request), nbdkit \(cpu[1]) CPU s (\(seconds[1]) s wall, \(perRequest[1]) ms)"
             )
         }
+    }
+
+    static func waitUntilServing(_ nbdkit: BackgroundProcess, socket: String) async throws {
+        let up = try await poll(timeout: 20) { FileManager.default.fileExists(atPath: socket) || !nbdkit.isRunning }
+        try #require(up && nbdkit.isRunning, "nbdkit: \(nbdkit.summary)")
+    }
+
+    /// nbdkit asks for SIGTERM when its parent dies (`PR_SET_PDEATHSIG`), and Linux sends it when the
+    /// *thread* that started it exits: `BackgroundProcess` spawns from a thread that never does.
+    @Test("nbdkit started from a thread that then exits keeps serving")
+    func startingThreadExits() async throws {
+        let scratch = try ScratchDirectory("spawn")
+        defer { scratch.remove() }
+        let file = scratch.file("disk.raw")
+        let socket = scratch.file("nbdkit.sock")
+        try #require(FileManager.default.createFile(atPath: file, contents: Data(count: 1 << 20)))
+
+        final class Started: @unchecked Sendable {
+            var process: Result<BackgroundProcess, any Error>?
+            /// "PID/task/TID" of the starting thread.
+            var thread = ""
+        }
+        let started = Started()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            started.thread = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
+            started.process = Result { try BackgroundProcess("/usr/bin/nbdkit", ["-f", "-U", socket, "file", file]) }
+            done.signal()
+        }.start()
+        done.wait()
+        let nbdkit = try #require(try started.process?.get())
+        defer { nbdkit.cleanUp() }
+        try #require(started.thread.contains("/task/"), "no thread id: '\(started.thread)'")
+        let gone = try await poll(timeout: 30) { !FileManager.default.fileExists(atPath: "/proc/\(started.thread)") }
+        try #require(gone, "the starting thread \(started.thread) did not exit")
+
+        // The thread's exit has sent whatever death signal it was going to; nbdkit must still serve.
+        try await Self.waitUntilServing(nbdkit, socket: socket)
+        let info = try await runTool("/usr/bin/nbdinfo", ["--size", "nbd+unix:///?socket=\(socket)"], timeout: 30)
+        #expect(info.status == 0 && info.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1048576", "\(info)")
+        #expect(nbdkit.isRunning, "nbdkit stopped: \(nbdkit.summary)")
     }
 }
