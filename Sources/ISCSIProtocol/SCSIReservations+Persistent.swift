@@ -46,10 +46,10 @@ extension SCSIReservations {
     static let aptplBit: UInt8 = 0x01
 
     mutating func persistentReserveOut(action: UInt8, type: UInt8, parameters: ByteBuffer?, from nexus: SCSINexus)
-        -> Outcome
+        -> (Outcome, [Notice])
     {
         guard let list = parameters, list.readableBytes == Int(Self.parameterListLength) else {
-            return .sense(.parameterListLengthError)
+            return (.sense(.parameterListLengthError), [])
         }
         let key = list.getInteger(at: list.readerIndex, as: UInt64.self)!
         let serviceActionKey = list.getInteger(at: list.readerIndex + 8, as: UInt64.self)!
@@ -60,85 +60,121 @@ extension SCSIReservations {
             // SPEC_I_PT and ALL_TG_PT: REPORT CAPABILITIES says neither is offered (SIP_C and ATP_C 0), so
             // each is an invalid field (SPC-4 §6.16.3); so is APTPL where PTPL_C is 0.
             let aptpl = flags & Self.aptplBit != 0
-            if flags & 0x0C != 0 || (aptpl && !persistenceOffered) { return .sense(.invalidFieldInParameterList) }
+            if flags & 0x0C != 0 || (aptpl && !persistenceOffered) {
+                return (.sense(.invalidFieldInParameterList), [])
+            }
             // REGISTER checks the key the nexus holds (0 when it holds none); the other ignores it.
-            if action == OutAction.register, key != (registered ?? 0) { return .conflict }
+            if action == OutAction.register, key != (registered ?? 0) { return (.conflict, []) }
             // The last REGISTER that succeeds decides whether the state survives a restart (§5.13.5).
             persistsThroughPowerLoss = aptpl
             if serviceActionKey == 0 {
+                var notices: [Notice] = []
                 if registered != nil {
+                    let before = reservation
                     unregister(nexus)
                     generation &+= 1
+                    // The holder of a registrants-only reservation unregistered, which ended it: every
+                    // remaining registrant is told (SPC-4 §5.13.10).
+                    if case .persistent(let held, _) = before, held.registrantsOnly, !held.allRegistrants,
+                        reservation == nil
+                    {
+                        notices = registrations.map { Notice(.reservationsReleased, for: $0.nexus) }
+                    }
                 }
-                return .good
+                return (.good, notices)
             }
             if let index = registrations.firstIndex(where: { $0.nexus == nexus }) {
                 registrations[index].key = serviceActionKey
             } else {
                 guard registrations.count < Self.maximumRegistrations else {
-                    return .sense(.insufficientRegistrationResources)
+                    return (.sense(.insufficientRegistrationResources), [])
                 }
                 registrations.append(Registration(nexus: nexus, key: serviceActionKey))
             }
             generation &+= 1
-            return .good
+            return (.good, [])
         case OutAction.reserve:
             guard let registered, registered == key, let type = SCSIPersistentReservationType(rawValue: type) else {
-                return .conflict
+                return (.conflict, [])
             }
             switch reservation {
             case nil:
                 reservation = .persistent(type, holder: nexus)
-                return .good
+                return (.good, [])
             case .persistent(let held, _):
                 // The holder asking again for the same type is a no-op; anything else conflicts (§5.13.9).
-                return isHolder(nexus) && held == type ? .good : .conflict
+                return (isHolder(nexus) && held == type ? .good : .conflict, [])
             case .reserved:
-                return .conflict
+                return (.conflict, [])
             }
         case OutAction.release:
-            guard let registered, registered == key else { return .conflict }
-            guard case .persistent(let held, _) = reservation, isHolder(nexus) else { return .good }
-            guard held.rawValue == type else { return .sense(.invalidReleaseOfPersistentReservation) }
+            guard let registered, registered == key else { return (.conflict, []) }
+            guard case .persistent(let held, _) = reservation, isHolder(nexus) else { return (.good, []) }
+            guard held.rawValue == type else { return (.sense(.invalidReleaseOfPersistentReservation), []) }
             reservation = nil
-            return .good
+            // Releasing a registrants-only or all-registrants reservation tells every other registrant
+            // (SPC-4 §5.13.11.2.2); the other types end silently.
+            let notices =
+                held.registrantsOnly
+                ? registrations.filter { $0.nexus != nexus }.map { Notice(.reservationsReleased, for: $0.nexus) } : []
+            return (.good, notices)
         case OutAction.clear:
-            guard let registered, registered == key else { return .conflict }
+            guard let registered, registered == key else { return (.conflict, []) }
+            // Every other registrant lost its registration (and any reservation): RESERVATIONS PREEMPTED
+            // (SPC-4 §5.13.11.2.6).
+            let notices = registrations.filter { $0.nexus != nexus }.map {
+                Notice(.reservationsPreempted, for: $0.nexus)
+            }
             registrations.removeAll()
             reservation = nil
             generation &+= 1
-            return .good
+            return (.good, notices)
         case OutAction.preempt, OutAction.preemptAndAbort:
             guard let registered, registered == key, let type = SCSIPersistentReservationType(rawValue: type) else {
-                return .conflict
+                return (.conflict, [])
             }
             return preempt(serviceActionKey, type: type, by: nexus)
         default:
-            return .sense(.invalidFieldInCDB)
+            return (.sense(.invalidFieldInCDB), [])
         }
     }
 
     /// PREEMPT (SPC-4 §5.13.11.4): removes the registrations that hold `target` and, when `target` names
     /// the reservation's holder (or is 0 under an all-registrants type), takes the reservation over with
     /// `type`. The preempting nexus keeps its own registration. PREEMPT AND ABORT is the same here: the
-    /// tasks of the preempted nexuses run to completion in their own sessions.
-    mutating func preempt(_ target: UInt64, type: SCSIPersistentReservationType, by nexus: SCSINexus) -> Outcome {
+    /// tasks of the preempted nexuses run to completion in their own sessions. Each nexus whose
+    /// registration went is told REGISTRATIONS PREEMPTED; when the reservation changed type, every other
+    /// nexus still registered is told RESERVATIONS RELEASED (§5.13.11.4.3).
+    mutating func preempt(_ target: UInt64, type: SCSIPersistentReservationType, by nexus: SCSINexus)
+        -> (Outcome, [Notice])
+    {
+        let before = registrations
+        var typeChanged = false
         switch reservation {
         case .persistent(let held, _) where held.allRegistrants && target == 0:
             registrations.removeAll { $0.nexus != nexus }
             reservation = .persistent(type, holder: nexus)
+            typeChanged = held != type
         case .persistent(let held, let holder) where !held.allRegistrants && key(of: holder) == target:
             registrations.removeAll { $0.key == target && $0.nexus != nexus }
             reservation = .persistent(type, holder: nexus)
+            typeChanged = held != type
         default:
             // No reservation, or `target` is not its holder: only registrations go.
-            if target == 0 { return .sense(.invalidFieldInParameterList) }
-            guard registrations.contains(where: { $0.key == target }) else { return .conflict }
+            if target == 0 { return (.sense(.invalidFieldInParameterList), []) }
+            guard registrations.contains(where: { $0.key == target }) else { return (.conflict, []) }
             let removed = registrations.filter { $0.key == target && $0.nexus != nexus }
             for registration in removed { unregister(registration.nexus) }
         }
         generation &+= 1
-        return .good
+        let remaining = Set(registrations.map(\.nexus))
+        var notices = before.filter { !remaining.contains($0.nexus) }.map {
+            Notice(.registrationsPreempted, for: $0.nexus)
+        }
+        if typeChanged {
+            notices += registrations.filter { $0.nexus != nexus }.map { Notice(.reservationsReleased, for: $0.nexus) }
+        }
+        return (.good, notices)
     }
 
     /// Removes `nexus`'s registration; a reservation it held alone ends with it (SPC-4 §5.13.10).

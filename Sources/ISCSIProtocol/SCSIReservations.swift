@@ -22,8 +22,9 @@ public struct SCSINexus: Hashable, Sendable, Codable {
 /// Registrations outlive sessions; they outlive the process only when the server offers persistence
 /// (`persistenceOffered`, REPORT CAPABILITIES' PTPL_C) and the last REGISTER set APTPL: the server then
 /// saves `persistent` durably before it answers a command that changed it, and restores it at start.
-/// Unit attentions (RESERVATIONS PREEMPTED, REGISTRATIONS PREEMPTED, RESERVATIONS RELEASED) are not
-/// raised: this target has no unit attention queue.
+/// The unit attentions a command owes other registrants (RESERVATIONS PREEMPTED, REGISTRATIONS PREEMPTED,
+/// RESERVATIONS RELEASED) come back from `run` as notices; the server establishes them
+/// (`SCSIUnitAttentions`).
 public struct SCSIReservations: Sendable, Equatable {
     /// The one reservation a logical unit can hold: SPC-2's or a persistent one, never both (§5.13.3).
     public enum Reservation: Sendable, Equatable {
@@ -63,6 +64,16 @@ public struct SCSIReservations: Sendable, Equatable {
         case conflict
         /// CHECK CONDITION with this sense; nothing changed.
         case sense(SCSISense)
+    }
+
+    /// A unit attention condition a reservation command established for another I_T nexus (SPC-4 §5.13).
+    public struct Notice: Sendable, Equatable {
+        public var nexus: SCSINexus
+        public var condition: SCSIUnitAttention
+        public init(_ condition: SCSIUnitAttention, for nexus: SCSINexus) {
+            self.nexus = nexus
+            self.condition = condition
+        }
     }
 
     /// Registrations one logical unit keeps: one per initiator port, so this covers the hosts times paths
@@ -156,6 +167,24 @@ public struct SCSIReservations: Sendable, Equatable {
 
     /// Runs RESERVE, RELEASE or a PERSISTENT RESERVE IN/OUT from `nexus`; `parameters`: the data-out.
     public mutating func execute(_ command: SCSICommand, parameters: ByteBuffer?, from nexus: SCSINexus) -> Outcome {
+        run(command, parameters: parameters, from: nexus).outcome
+    }
+
+    /// `execute`, with the unit attentions the command established for other nexuses (none for a refusal).
+    public mutating func run(_ command: SCSICommand, parameters: ByteBuffer?, from nexus: SCSINexus)
+        -> (outcome: Outcome, notices: [Notice])
+    {
+        switch command {
+        case .persistentReserveOut(let action, _, let type, _):
+            if case .reserved = reservation { return (.conflict, []) }
+            return persistentReserveOut(action: action, type: type, parameters: parameters, from: nexus)
+        default:
+            return (executeWithoutNotices(command, from: nexus), [])
+        }
+    }
+
+    /// RESERVE, RELEASE and PERSISTENT RESERVE IN: none establishes a unit attention.
+    mutating func executeWithoutNotices(_ command: SCSICommand, from nexus: SCSINexus) -> Outcome {
         switch command {
         case .reserve:
             // With CRH 0 any registration makes RESERVE and RELEASE conflict, whoever sends them (§5.13.3).
@@ -178,9 +207,6 @@ public struct SCSIReservations: Sendable, Equatable {
             // A unit RESERVEd makes every PERSISTENT RESERVE IN and OUT conflict, whoever sends it.
             if case .reserved = reservation { return .conflict }
             return persistentReserveIn(action: action)
-        case .persistentReserveOut(let action, _, let type, _):
-            if case .reserved = reservation { return .conflict }
-            return persistentReserveOut(action: action, type: type, parameters: parameters, from: nexus)
         default:
             return .sense(.invalidOperationCode)
         }

@@ -30,9 +30,28 @@ extension ISCSIConnectionHandler {
             complete(task, .sense(.logicalUnitNotSupported))
             return
         }
+        // A pending unit attention is reported before the CDB is even looked at (SAM-5 §5.14); REQUEST
+        // SENSE takes it once its own CDB has been accepted, so a refused one clears nothing.
+        let attentionClass = SCSIUnitAttentions.CommandClass(opcode: cdb[0])
+        if let nexus, attentionClass != .requestSense,
+            case .checkCondition(let sense) = reservations.unitAttentions.command(
+                opcode: cdb[0], from: nexus, unit: unit.identifier, capacity: unit.size)
+        {
+            complete(task, .sense(sense))
+            return
+        }
         let command: SCSICommand
         do { command = try SCSICommand.parse(cdb) } catch {
             complete(task, .sense(error))
+            return
+        }
+        if let nexus, case .requestSense(let allocation) = command,
+            case .senseData(let sense) = reservations.unitAttentions.command(
+                opcode: cdb[0], from: nexus, unit: unit.identifier, capacity: unit.size)
+        {
+            let data = sense.fixedFormat
+            let length = min(data.readableBytes, Int(allocation))
+            complete(task, .data(data.getSlice(at: data.readerIndex, length: length)!))
             return
         }
         // Before any data is asked for: a write held off by a reservation takes none (SPC-4 §5.13.1).

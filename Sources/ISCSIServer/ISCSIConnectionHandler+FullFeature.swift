@@ -135,6 +135,10 @@ extension ISCSIConnectionHandler {
                 // persistent reservations stay.
                 if function >= 5, case .normal(_, let unit) = phase {
                     reservations.withUnit(unit.identifier) { $0.reset() }
+                    // Every other nexus of the unit learns of the reset from its next command (SAM-5 §7.7;
+                    // a target reset resets this target's one unit). The sender knows already.
+                    reservations.unitAttentions.establishForAll(
+                        function == 5 ? .logicalUnitReset : .targetReset, unit: unit.identifier, except: nexus)
                 }
                 response = TaskManagement.functionComplete
             }

@@ -175,7 +175,10 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
                 do {
                     let unit = try catalog.attach(target: parameters.targetName ?? "", initiator: self.initiator)
                     phase = .normal(parameters, unit)
-                    nexus = SCSINexus(initiatorName: parameters.initiatorName, isid: parameters.isid)
+                    let nexus = SCSINexus(initiatorName: parameters.initiatorName, isid: parameters.isid)
+                    self.nexus = nexus
+                    // A nexus new since the target started gets POWER ON, RESET, OR BUS DEVICE RESET.
+                    reservations.unitAttentions.arrived(nexus, unit: unit.identifier, capacity: unit.size)
                     metrics = catalog.metrics(target: parameters.targetName ?? "")
                 } catch {
                     logger.notice("login refused: the target cannot be attached", metadata: ["error": "\(error)"])

@@ -21,12 +21,17 @@ public final class ISCSIReservationTable: Sendable {
     /// save finished is covered by it, whatever order concurrent commands' saves ran in.
     private let saving = Mutex(())
     private let logger: Logger
+    /// Where the unit attentions a reservation command owes other nexuses go (and the server's other unit
+    /// attentions: one table per server, reached through this one by every session).
+    public let unitAttentions: ISCSIUnitAttentionTable
 
     /// `restored`: what `store` held at start (the units whose APTPL was on).
     public init(
         store: (any ISCSIReservationStore)? = nil, restored: [UInt64: SCSIReservations.Persistent] = [:],
+        unitAttentions: ISCSIUnitAttentionTable = ISCSIUnitAttentionTable(),
         logger: Logger = Logger(label: "cairn.iscsi")
     ) {
+        self.unitAttentions = unitAttentions
         self.store = store
         self.logger = logger
         units = Mutex(restored.mapValues { SCSIReservations(restoring: $0) })
@@ -45,17 +50,19 @@ public final class ISCSIReservationTable: Sendable {
         }
     }
 
-    /// Runs a reservation command; when it changed what a restart must keep (or stopped keeping it), the
-    /// answer waits for the durable save. A save that fails answers INTERNAL TARGET FAILURE; the command's
+    /// Runs a reservation command and establishes the unit attentions it owes other nexuses (before the
+    /// answer, so no other session's later command misses them); when it changed what a restart must keep
+    /// (or stopped keeping it), the answer waits for the durable save. A save that fails answers INTERNAL TARGET FAILURE; the command's
     /// effect stays in memory and the next save that succeeds writes it.
     func execute(
         _ command: SCSICommand, parameters: ByteBuffer?, from nexus: SCSINexus, unit: UInt64, eventLoop: any EventLoop
     ) -> EventLoopFuture<SCSIReservations.Outcome> {
-        let (outcome, changedKept) = withUnit(unit) { state in
+        let (outcome, notices, changedKept) = withUnit(unit) { state in
             let before = state.persistent
-            let outcome = state.execute(command, parameters: parameters, from: nexus)
-            return (outcome, state.persistent != before)
+            let (outcome, notices) = state.run(command, parameters: parameters, from: nexus)
+            return (outcome, notices, state.persistent != before)
         }
+        unitAttentions.establish(notices, unit: unit)
         guard changedKept, store != nil else { return eventLoop.makeSucceededFuture(outcome) }
         return NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { try self.saveKept() }
             .map { outcome }

@@ -506,6 +506,74 @@ import Testing
         #expect(throws: SCSISense.invalidFieldInCDB) { try SCSICommand.parse(cdb([0x56, 0x10])) }
     }
 
+    // MARK: Unit attentions owed to other registrants
+
+    /// The notices of one PERSISTENT RESERVE OUT, which must succeed.
+    static func notices(
+        _ state: inout SCSIReservations, _ action: UInt8, _ nexus: SCSINexus, key: UInt64 = 0,
+        serviceActionKey: UInt64 = 0, type: PRType? = nil
+    ) -> [SCSIReservations.Notice] {
+        let (outcome, notices) = state.run(
+            out(action, type: type), parameters: list(key: key, serviceActionKey: serviceActionKey), from: nexus)
+        #expect(outcome == .good)
+        return notices
+    }
+
+    @Test("PREEMPT: each removed registrant is told REGISTRATIONS PREEMPTED; a changed type tells the rest RESERVATIONS RELEASED")
+    func preemptNotices() {
+        typealias N = SCSIReservations.Notice
+        let Out = SCSIReservations.OutAction.self
+        var state = SCSIReservations()
+        Self.register(&state, Self.a, 1)
+        Self.register(&state, Self.b, 2)
+        Self.register(&state, Self.c, 3)
+        Self.run(&state, Out.reserve, Self.b, key: 2, type: .writeExclusive)
+        // Same type: only the preempted holder hears of it.
+        #expect(
+            Self.notices(&state, Out.preempt, Self.a, key: 1, serviceActionKey: 2, type: .writeExclusive)
+                == [N(.registrationsPreempted, for: Self.b)])
+        Self.register(&state, Self.b, 2)
+        // The holder (a) is preempted with another type: a loses its registration, b and c are left
+        // registered and the reservation changed under them.
+        #expect(
+            Self.notices(&state, Out.preempt, Self.c, key: 3, serviceActionKey: 1, type: .exclusiveAccess)
+                == [N(.registrationsPreempted, for: Self.a), N(.reservationsReleased, for: Self.b)])
+        // Registrations only (no reservation held by key 2).
+        #expect(
+            Self.notices(&state, Out.preempt, Self.c, key: 3, serviceActionKey: 2, type: .exclusiveAccess)
+                == [N(.registrationsPreempted, for: Self.b)])
+    }
+
+    @Test("CLEAR tells every other registrant RESERVATIONS PREEMPTED; the sender hears nothing")
+    func clearNotices() {
+        var state = SCSIReservations()
+        for (nexus, key) in [(Self.a, UInt64(1)), (Self.b, 2), (Self.c, 3)] { Self.register(&state, nexus, key) }
+        Self.run(&state, SCSIReservations.OutAction.reserve, Self.a, key: 1, type: .exclusiveAccess)
+        #expect(
+            Self.notices(&state, SCSIReservations.OutAction.clear, Self.b, key: 2)
+                == [.init(.reservationsPreempted, for: Self.a), .init(.reservationsPreempted, for: Self.c)])
+    }
+
+    @Test("RELEASE and a holder's unregistration tell the others RESERVATIONS RELEASED for the registrants types only")
+    func releaseNotices() {
+        let Out = SCSIReservations.OutAction.self
+        for type in PRType.allCases {
+            var state = SCSIReservations()
+            Self.register(&state, Self.a, 1)
+            Self.register(&state, Self.b, 2)
+            Self.run(&state, Out.reserve, Self.a, key: 1, type: type)
+            let released = Self.notices(&state, Out.release, Self.a, key: 1, type: type)
+            #expect(released == (type.registrantsOnly ? [.init(.reservationsReleased, for: Self.b)] : []), "\(type)")
+
+            // The holder unregisters: a registrants-only reservation ends and the others are told; an
+            // all-registrants one stays with b; the others end silently.
+            Self.run(&state, Out.reserve, Self.a, key: 1, type: type)
+            let unregistered = Self.notices(&state, Out.register, Self.a, key: 1, serviceActionKey: 0)
+            let told = type.registrantsOnly && !type.allRegistrants
+            #expect(unregistered == (told ? [.init(.reservationsReleased, for: Self.b)] : []), "\(type)")
+        }
+    }
+
     // MARK: Seeded sequences
 
     @Test("Seeded sequences of reservation commands from three nexuses: refusals change nothing, the invariants hold")
@@ -537,7 +605,7 @@ import Testing
                     flags: flags
                 )
                 if Int.random(in: 0..<20, using: &random) == 0 { list = list.getSlice(at: 0, length: 20)! }
-                outcome = state.execute(
+                let result = state.run(
                     .persistentReserveOut(
                         action: UInt8.random(in: 0...7, using: &random),
                         scope: 0,
@@ -547,6 +615,14 @@ import Testing
                     parameters: list,
                     from: nexus
                 )
+                outcome = result.outcome
+                let notices = result.notices
+                let registeredBefore = Set(before.registrations.map(\.nexus))
+                #expect(notices.allSatisfy { $0.nexus != nexus && registeredBefore.contains($0.nexus) }, "seed \(seed)")
+                switch outcome {
+                case .conflict, .sense: #expect(notices.isEmpty, "step \(step), seed \(seed)")
+                case .good, .data: break
+                }
             }
             switch outcome {
             case .conflict, .sense:

@@ -7,18 +7,22 @@ import Testing
 @testable import ISCSIServer
 
 /// One initiator session with the connection handler over an embedded channel: logged in to `target`
-/// (operational stage straight to full feature, immediate data on), commands with immediate data.
+/// (operational stage straight to full feature, immediate data on), commands with immediate data. Like
+/// libiscsi's connect, it then sends TEST UNIT READY until one is GOOD (at most 10 times), so the unit
+/// attentions pending at login are consumed; `loginAttentions` lists them as (ASC, ASCQ).
 final class HandlerSession {
     let channel = EmbeddedChannel()
     var decoder = ISCSIPDUDecoder()
     var cmdSN: UInt32 = 1
+    var loginAttentions: [[UInt8]] = []
 
     init(
         catalog: MemoryCatalog,
         reservations: ISCSIReservationTable = ISCSIReservationTable(),
         name: String = "iqn.2026-12.test:initiator",
         isid: UInt64 = 1,
-        target: String = "lun"
+        target: String = "lun",
+        consumeAttentions: Bool = true
     ) throws {
         let handler = ISCSIConnectionHandler(
             initiator: ISCSIInitiatorInfo(id: 1, remoteAddress: "127.0.0.1:1", remoteIP: "127.0.0.1"),
@@ -46,7 +50,20 @@ final class HandlerSession {
         pdu.setUInt32(cmdSN, 24)
         let response = try exchange(pdu)
         #expect(response.opcode == .loginResponse && response.uint16(36) == 0, "login: \(response)")
+        guard consumeAttentions else { return }
+        for _ in 0..<10 {
+            let answer = try self.response([0x00, 0, 0, 0, 0, 0])
+            let (status, key, asc, ascq) = senseOf(answer)
+            if status == SCSIStatus.good { return }
+            #expect(
+                status == SCSIStatus.checkCondition && key == SCSISense.keyUnitAttention, "TEST UNIT READY: \(answer)")
+            loginAttentions.append([asc, ascq])
+        }
+        Issue.record("TEST UNIT READY still not GOOD after 10 tries: \(loginAttentions)")
     }
+
+    /// (status, sense key, ASC, ASCQ) of TEST UNIT READY.
+    func testUnitReady() throws -> (UInt8, UInt8, UInt8, UInt8) { senseOf(try response([0x00, 0, 0, 0, 0, 0])) }
 
     func exchange(_ pdu: ISCSIPDU) throws -> ISCSIPDU {
         try channel.writeInbound(pdu.encoded())
