@@ -123,7 +123,7 @@ struct PythonLibnbdTests {
         let disk = MemoryExport(
             name: "disk",
             size: 4 << 20,
-            blockSizes: NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 1 << 20)
+            blockSizes: NBDBlockSizeConstraints(minimum: 512, preferred: 4096, maximumPayload: 1 << 20)
         )
         let readOnly = MemoryExport(name: "ro", size: 1 << 20, capabilities: [.readOnly])
         try await withServer([disk, readOnly]) { server, _ in
