@@ -279,11 +279,7 @@ public final class MirrorTargetService: Sendable {
                 let volume = try owned(request.handle, connection)
                 reply = try await executor.run { try self.changes(volume) }.payload
             case .read:
-                let range = try MirrorRange.decode(payload: frame.payload)
-                let volume = try owned(range.handle, connection)
-                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
-                    throw MirrorRemoteError(.invalidArgument, "a read covers at most \(MirrorLimits.maximumFrameSize) bytes")
-                }
+                let (range, volume) = try ownedFrameRange(frame.payload, connection, "a read")
                 let pool = self.pool
                 reply = try await executor.run {
                     try self.engine {
@@ -298,11 +294,7 @@ public final class MirrorTargetService: Sendable {
                     }
                 }
             case .checksum:
-                let range = try MirrorRange.decode(payload: frame.payload)
-                let volume = try owned(range.handle, connection)
-                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
-                    throw MirrorRemoteError(.invalidArgument, "a checksum covers at most \(MirrorLimits.maximumFrameSize) bytes")
-                }
+                let (range, volume) = try ownedFrameRange(frame.payload, connection, "a checksum")
                 let pool = self.pool
                 let digest = try await executor.run {
                     try self.engine { try ExtentDigest.compute(pool: pool, volumeID: volume, offset: range.offset, length: range.length) }
@@ -403,6 +395,19 @@ public final class MirrorTargetService: Sendable {
             promise.succeed(batch.map { $0.request.errorReply(Self.remote(error)) })
         }
         return promise.futureResult
+    }
+
+    /// The range of a read or checksum request, on a volume this connection mirrors. At most one frame
+    /// long: a read's answer travels in one frame, and a checksum reads as much as a read would.
+    private func ownedFrameRange(
+        _ payload: ByteBuffer, _ connection: ObjectIdentifier, _ what: String
+    ) throws -> (range: MirrorRange, volume: UInt64) {
+        let range = try MirrorRange.decode(payload: payload)
+        let volume = try owned(range.handle, connection)
+        guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
+            throw MirrorRemoteError(.invalidArgument, "\(what) covers at most \(MirrorLimits.maximumFrameSize) bytes")
+        }
+        return (range, volume)
     }
 
     /// The volume a data frame's handle names, if this connection mirrors it.
