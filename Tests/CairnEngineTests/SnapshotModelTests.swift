@@ -36,17 +36,13 @@ import Testing
     @Test(arguments: [65536, 4096, 1 << 20])
     func snapshotsNeverChangeAcrossPowerLoss(chunkSize: Int) async throws {
         // Runs on its own thread; failures come back as text and are recorded here, in the test's task.
-        for failure in try await blocking({ try Self.run(chunkSize: UInt32(chunkSize)) }) {
+        for failure in try await blocking({ Self.run(chunkSize: UInt32(chunkSize)) }) {
             Issue.record(Comment(rawValue: failure))
         }
     }
 
-    static func run(chunkSize: UInt32) throws -> [String] {
-        let seed = SeededGenerator.seedFromEnvironment()
-        // An error thrown mid-run is a failure like the others: with the seed that replays it.
-        do { return try run(chunkSize: chunkSize, seed: seed) } catch {
-            return ["seed \(seed) chunk \(chunkSize): \(error)"]
-        }
+    static func run(chunkSize: UInt32) -> [String] {
+        SeededGenerator.modelFailures("chunk \(chunkSize)") { try run(chunkSize: chunkSize, seed: $0) }
     }
 
     static func run(chunkSize: UInt32, seed: UInt64) throws -> [String] {
@@ -70,21 +66,10 @@ import Testing
             model.live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
-        func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
-            let id = try pool.volumes.id(named: volume)
-            var epoch: UInt32?
-            if let snapshot { epoch = try pool.snapshots.info(volume: volume, name: snapshot).epoch }
-            var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
-            _ = try buffer.withUnsafeMutableBytes {
-                try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0)
-            }
-            return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
-        }
-
         func verifyAll(_ pool: Pool, afterCrash: Bool, _ what: String) throws -> Bool {
             for (key, image) in model.snapshots {
                 let parts = key.split(separator: "@").map(String.init)
-                let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                 let allowed = { (s: Int) in afterCrash ? image.allowed(s) : [image.current[s]] }
                 if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
                     let chunk = UInt64(bad * sector) / UInt64(chunkSize)
@@ -107,7 +92,7 @@ import Testing
                 }
             }
             for (name, image) in model.live {
-                let got = try readImage(pool, volume: name, snapshot: nil)
+                let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                 for s in 0..<sectors {
                     let ok =
                         afterCrash
@@ -160,7 +145,7 @@ import Testing
                 let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
                 try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
                 // TRIM frees whole sub-blocks only: learn from the volume which sectors read zero now.
-                let after = try readImage(pool, volume: volume, snapshot: nil)
+                let after = try pool.sectorImage(volume: volume, snapshot: nil, sectors: sectors)
                 for s in first..<(first + count)
                 where after[s] == bytes(0, sector: s) && model.live[volume]!.current[s] != 0 {
                     model.live[volume]!.set(s, 0, durably: false)
@@ -257,7 +242,7 @@ import Testing
                     if let deleting, let deletedContent {
                         let parts = deleting.split(separator: "@").map(String.init)
                         if (try? reopened.snapshots.info(volume: parts[0], name: parts[1])) != nil {
-                            let got = try readImage(reopened, volume: parts[0], snapshot: parts[1])
+                            let got = try reopened.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                             if let bad = (0..<sectors).first(where: { got[$0] != bytes(deletedContent[$0], sector: $0) }) {
                                 failures.append("\(context) \(what): the snapshot being deleted changed at sector \(bad)")
                                 return failures
@@ -265,7 +250,7 @@ import Testing
                         }
                     }
                     for name in model.live.keys.sorted() {
-                        let got = try readImage(reopened, volume: name, snapshot: nil)
+                        let got = try reopened.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                         if let bad = (0..<sectors).first(where: { got[$0] != bytes(model.live[name]!.current[$0], sector: $0) }) {
                             failures.append(
                                 "\(context) \(what): \(name) sector \(bad) holds \(got[bad].prefix(4)), flushed value \(model.live[name]!.current[bad])")
@@ -287,7 +272,7 @@ import Testing
                 cuts += 1
                 guard try verifyAll(pool, afterCrash: true, "power cut at step \(step)") else { return failures }
                 for name in model.live.keys.sorted() {
-                    let got = try readImage(pool, volume: name, snapshot: nil)
+                    let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                     for s in 0..<sectors {
                         guard let kept = model.live[name]!.allowed(s).first(where: { bytes($0, sector: s) == got[s] }) else {
                             failures.append(
@@ -301,7 +286,7 @@ import Testing
                 // Each snapshot holds one of its allowed values per sector (checked above): that one, forever.
                 for key in model.snapshots.keys.sorted() {
                     let parts = key.split(separator: "@").map(String.init)
-                    let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                    let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                     for s in 0..<sectors {
                         model.snapshots[key]!.current[s] =
                             model.snapshots[key]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? model.snapshots[key]!.current[s]

@@ -52,18 +52,10 @@ import Testing
             live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
-        func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
-            let id = try pool.volumes.id(named: volume)
-            let epoch = try snapshot.map { try pool.snapshots.info(volume: volume, name: $0).epoch }
-            var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
-            _ = try buffer.withUnsafeMutableBytes { try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0) }
-            return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
-        }
-
         func verifyAll(_ pool: Pool, afterRestart: Bool, _ what: String) throws -> Bool {
             for (key, image) in snapshots {
                 let parts = key.split(separator: "@").map(String.init)
-                let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                 let allowed = { (s: Int) in afterRestart ? image.allowed(s) : [image.current[s]] }
                 if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
                     failures.append("\(context) \(what): snapshot \(key) sector \(bad) changed")
@@ -71,7 +63,7 @@ import Testing
                 }
             }
             for (name, image) in live {
-                let got = try readImage(pool, volume: name, snapshot: nil)
+                let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                 for s in 0..<sectors {
                     let ok = afterRestart
                         ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
@@ -113,7 +105,7 @@ import Testing
             case 45..<55:
                 let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
                 try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
-                let after = try readImage(pool, volume: volume, snapshot: nil)
+                let after = try pool.sectorImage(volume: volume, snapshot: nil, sectors: sectors)
                 for s in first..<(first + count) where after[s] == bytes(0, sector: s) && live[volume]!.current[s] != 0 {
                     live[volume]!.set(s, 0, durably: false)
                 }
@@ -170,7 +162,7 @@ import Testing
                 pool = try Pool(media: media, options: options())
                 guard try verifyAll(pool, afterRestart: true, "restart at step \(step)") else { return failures }
                 for name in live.keys {
-                    let got = try readImage(pool, volume: name, snapshot: nil)
+                    let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                     for s in 0..<sectors {
                         live[name]!.current[s] = live[name]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? 0
                     }
@@ -178,7 +170,7 @@ import Testing
                 }
                 for key in snapshots.keys {
                     let parts = key.split(separator: "@").map(String.init)
-                    let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                    let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                     for s in 0..<sectors {
                         snapshots[key]!.current[s] =
                             snapshots[key]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? snapshots[key]!.current[s]
