@@ -70,11 +70,10 @@ import Testing
             for (key, image) in model.snapshots {
                 let parts = key.split(separator: "@").map(String.init)
                 let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
-                let allowed = { (s: Int) in afterCrash ? image.allowed(s) : [image.current[s]] }
-                if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
+                if let bad = image.firstMismatch(in: got, afterCrash: afterCrash) {
                     let chunk = UInt64(bad * sector) / UInt64(chunkSize)
                     failures.append(
-                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), allowed \(allowed(bad)); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshots.info(volume: parts[0], name: parts[1]).epoch)"
+                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), allowed \(image.allowed(bad, afterCrash: afterCrash)); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshots.info(volume: parts[0], name: parts[1]).epoch)"
                     )
                     for slot in pool.versions(volume: parts[0], chunk: chunk).map(\.slot) {
                         failures.append("  refcount of \(slot): \(pool.refcount(of: slot))")
@@ -93,16 +92,10 @@ import Testing
             }
             for (name, image) in model.live {
                 let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
-                for s in 0..<sectors {
-                    let ok =
-                        afterCrash
-                        ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
-                        : got[s] == bytes(image.current[s], sector: s)
-                    if !ok {
-                        failures.append(
-                            "\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4)), allowed \(afterCrash ? image.allowed(s) : [image.current[s]])")
-                        return false
-                    }
+                if let s = image.firstMismatch(in: got, afterCrash: afterCrash) {
+                    failures.append(
+                        "\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4)), allowed \(image.allowed(s, afterCrash: afterCrash))")
+                    return false
                 }
             }
             let report = try pool.checker.check()
@@ -111,10 +104,6 @@ import Testing
                 return false
             }
             return true
-        }
-
-        func waitForJobs(_ pool: Pool) {
-            while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
         }
 
         let trace = getenv("CAIRN_TRACE") != nil
@@ -170,7 +159,7 @@ import Testing
                 try pool.snapshots.delete(volume: parts[0], name: parts[1])
                 if trace { print("  delete \(key)") }
                 model.snapshots[key] = nil
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 78..<82:
                 let candidates = model.snapshots.keys.sorted()
                 guard model.live.count < 6, let key = candidates.randomElement(using: &random) else { continue }
@@ -193,11 +182,11 @@ import Testing
                 if trace { print("  rollback \(key), dropping \(newer.map(\.name))") }
                 for snapshot in newer { model.snapshots["\(volume)@\(snapshot.name)"] = nil }
                 model.live[volume] = model.snapshots[key]!
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 85..<87:
                 // Dedup shares identical versions (stamps repeat across snapshots and clones).
                 try pool.dedup.start()
-                waitForJobs(pool)
+                pool.waitForJobs()
                 if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
                     failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
                     return failures
@@ -208,7 +197,7 @@ import Testing
                 // Power cut in the middle of a background job: reclaim after a snapshot deletion, or dedup.
                 // Everything is flushed first, so each image taken at one of the job's commits must reopen
                 // to exactly the model; the snapshot being deleted may still be there, unchanged, or gone.
-                waitForJobs(pool)
+                pool.waitForJobs()
                 try pool.flush()
                 model.flushedAll()
                 let deletable = model.snapshots.keys.filter { !model.origins.values.contains($0) }.sorted()
@@ -231,7 +220,7 @@ import Testing
                     try pool.dedup.start()
                 }
                 if trace { print("  job during which to cut: \(deleting.map { "delete \($0)" } ?? "dedup")") }
-                waitForJobs(pool)
+                pool.waitForJobs()
                 media.store.setAfterCommit(nil)
                 for image in images.withLock({ $0 }) {
                     jobCuts += 1
@@ -259,12 +248,12 @@ import Testing
                         sectorsChecked += sectors
                     }
                     // The interrupted job resumes (or is dropped) at open; the pool stays consistent after it.
-                    waitForJobs(reopened)
+                    reopened.waitForJobs()
                     guard try verifyAll(reopened, afterCrash: true, what + ", after the reopened pool's jobs") else { return failures }
                 }
             default:
                 // Power cut between operations: what the disk kept must be a state the contract allows.
-                waitForJobs(pool)
+                pool.waitForJobs()
                 let image = media.crashImage(using: &random)
                 pool.simulateProcessDeath()
                 pool = try Pool(media: image, options: testOptions())
@@ -296,7 +285,7 @@ import Testing
                 model.flushedAll()
             }
         }
-        waitForJobs(pool)
+        pool.waitForJobs()
         _ = try verifyAll(pool, afterCrash: false, "final check")
         pool.close()
         print("soak: snapshot model \(context): \(Self.steps) steps, \(cuts + jobCuts) power cuts (\(jobCuts) during jobs), \(sectorsChecked) sectors checked, \(failures.count) failures")

@@ -56,22 +56,16 @@ import Testing
             for (key, image) in snapshots {
                 let parts = key.split(separator: "@").map(String.init)
                 let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
-                let allowed = { (s: Int) in afterRestart ? image.allowed(s) : [image.current[s]] }
-                if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
+                if let bad = image.firstMismatch(in: got, afterCrash: afterRestart) {
                     failures.append("\(context) \(what): snapshot \(key) sector \(bad) changed")
                     return false
                 }
             }
             for (name, image) in live {
                 let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
-                for s in 0..<sectors {
-                    let ok = afterRestart
-                        ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
-                        : got[s] == bytes(image.current[s], sector: s)
-                    if !ok {
-                        failures.append("\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4))")
-                        return false
-                    }
+                if let s = image.firstMismatch(in: got, afterCrash: afterRestart) {
+                    failures.append("\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4))")
+                    return false
                 }
             }
             let report = try pool.checker.check()
@@ -80,10 +74,6 @@ import Testing
                 return false
             }
             return true
-        }
-
-        func waitForJobs(_ pool: Pool) {
-            while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
         }
 
         for step in 0..<150 {
@@ -124,7 +114,7 @@ import Testing
                 let parts = key.split(separator: "@").map(String.init)
                 try pool.snapshots.delete(volume: parts[0], name: parts[1])
                 snapshots[key] = nil
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 78..<82:
                 guard live.count < 5, let key = snapshots.keys.sorted().randomElement(using: &random) else { continue }
                 serial += 1
@@ -142,10 +132,10 @@ import Testing
                 try pool.snapshots.rollback(volume: volume, to: parts[1], force: true)
                 for snapshot in newer { snapshots["\(volume)@\(snapshot.name)"] = nil }
                 live[volume] = snapshots[key]!
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 85..<87:
                 try pool.dedup.start()
-                waitForJobs(pool)
+                pool.waitForJobs()
                 if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
                     failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
                     return failures
@@ -155,7 +145,7 @@ import Testing
             default:
                 // The process dies between operations (nothing more is committed) and the pool reopens
                 // from what RADOS holds.
-                waitForJobs(pool)
+                pool.waitForJobs()
                 pool.simulateProcessDeath()
                 media.ownership.release()
                 media = try RadosMedia(configuration, objectSize: 256 << 10)
@@ -179,7 +169,7 @@ import Testing
                 }
             }
         }
-        waitForJobs(pool)
+        pool.waitForJobs()
         _ = try verifyAll(pool, afterRestart: false, "final check")
         pool.close()
         media.ownership.release()

@@ -1,4 +1,5 @@
 import CairnEngine
+import Glibc
 
 extension Pool {
     /// A volume, or one of its snapshots, read whole and cut into `SectorModel.sector`-byte sectors to
@@ -11,5 +12,10 @@ extension Pool {
         var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
         _ = try buffer.withUnsafeMutableBytes { try read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0) }
         return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
+    }
+
+    /// Blocks until no background job (reclaim, dedup, scrub) runs, so a check sees their end state.
+    public func waitForJobs() {
+        while jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
     }
 }
