@@ -15,6 +15,17 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// The products most targets import, named once.
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let nioTLS: Target.Dependency = .product(name: "NIOTLS", package: "swift-nio")
+let nioEmbedded: Target.Dependency = .product(name: "NIOEmbedded", package: "swift-nio")
+let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
+
 let package = Package(
     name: "cairn",
     platforms: [.macOS(.v15)],
@@ -44,20 +55,13 @@ let package = Package(
         .target(name: "CCairnIO"),
         .target(
             name: "CairnIO",
-            dependencies: [
-                "CCairnIO", "CMirrorCRC",
-            ],
+            dependencies: ["CCairnIO", "CMirrorCRC"],
             swiftSettings: strict
         ),
         // Storage engine: pool, chunk store, maps, durability. No networking.
         .target(
             name: "CairnEngine",
-            dependencies: [
-                "CairnIO", "CMirrorCRC",
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
+            dependencies: ["CairnIO", "CMirrorCRC", grdb, logging, crypto],
             swiftSettings: strict
         ),
         // librados' C API (Debian ships no .pc file for it: the module map links "rados").
@@ -67,8 +71,7 @@ let package = Package(
         .target(
             name: "CairnRADOS",
             dependencies: [
-                "CRados", "CairnEngine", "CairnIO",
-                .product(name: "GRDB", package: "GRDB.swift"),
+                "CRados", "CairnEngine", "CairnIO", grdb,
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
             swiftSettings: strict
@@ -77,37 +80,29 @@ let package = Package(
         // beyond reading and writing a byte stream (CCairnIO only to spread a file's writeback).
         .target(
             name: "CairnArchive",
-            dependencies: ["CCairnIO", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CCairnIO", crypto],
             swiftSettings: strict
         ),
         // Consistent backups without quiescing: the one-way mirror (images A and B, range
         // locks, session routing), archiving image A and restoring archives. No networking.
         .target(
             name: "CairnBackup",
-            dependencies: [
-                "CairnArchive", "CairnEngine", "CairnIO",
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["CairnArchive", "CairnEngine", "CairnIO", logging],
             swiftSettings: strict
         ),
         // NBD wire protocol: types, frame parser, reply encoder, handshake state machine. NIOCore only.
         .target(
             name: "NBDProtocol",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [nioCore],
             swiftSettings: strict
         ),
         // NBD server: channel handlers, back-pressure, export catalog. Storage behind a protocol.
         .target(
             name: "NBDServer",
             dependencies: [
-                "NBDProtocol",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOTLS", package: "swift-nio"),
+                "NBDProtocol", nioCore, nioPosix, nioSSL, nioTLS, logging,
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -115,13 +110,7 @@ let package = Package(
         // and Cairn's COPY_AND_WRITE extension.
         .target(
             name: "NBDClient",
-            dependencies: [
-                "NBDProtocol",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOTLS", package: "swift-nio"),
-            ],
+            dependencies: ["NBDProtocol", nioCore, nioPosix, nioSSL, nioTLS],
             swiftSettings: strict
         ),
         // CRC-32C with the CPU's instruction (C: Swift cannot reach it), table fallback.
@@ -130,20 +119,13 @@ let package = Package(
         // CRC shim): no sockets.
         .target(
             name: "MirrorProtocol",
-            dependencies: ["CMirrorCRC", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["CMirrorCRC", nioCore],
             swiftSettings: strict
         ),
         // Remote mirroring: the target's replication listener, the primary's link, change map, resync.
         .target(
             name: "CairnReplication",
-            dependencies: [
-                "MirrorProtocol", "CairnEngine", "CairnIO",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["MirrorProtocol", "CairnEngine", "CairnIO", nioCore, nioPosix, nioSSL, crypto, logging],
             swiftSettings: strict
         ),
         // Management API types shared by the daemon and the CLI (Codable, no dependencies).
@@ -154,9 +136,7 @@ let package = Package(
             dependencies: [
                 "CairnAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOCore", package: "swift-nio"),
+                logging, crypto, nioCore,
             ],
             swiftSettings: strict
         ),
@@ -166,9 +146,7 @@ let package = Package(
             dependencies: [
                 "CairnEngine", "CairnIO", "NBDServer", "NBDProtocol", "CairnControl", "CairnAPI", "CairnReplication", "MirrorProtocol",
                 "CairnBackup", "CairnArchive", "ISCSIServer", "ISCSIProtocol", "CairnRADOS",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                nioCore, nioPosix, logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -179,21 +157,13 @@ let package = Package(
         // sequencing, SCSI CDB parsing, sense and parameter data. NIOCore (and the CRC shim) only.
         .target(
             name: "ISCSIProtocol",
-            dependencies: [
-                "CMirrorCRC", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
+            dependencies: ["CMirrorCRC", nioCore, crypto],
             swiftSettings: strict
         ),
         // iSCSI target: the listener, one channel handler per connection, logical units behind a protocol.
         .target(
             name: "ISCSIServer",
-            dependencies: [
-                "ISCSIProtocol",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["ISCSIProtocol", nioCore, nioPosix, logging],
             swiftSettings: strict
         ),
         // Command implementations (serve, volume, pool) talking to the daemon's API.
@@ -204,9 +174,7 @@ let package = Package(
                 "CairnBackup", "CairnRADOS", "ISCSIProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                logging, nioCore, nioHTTP1,
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
@@ -219,8 +187,7 @@ let package = Package(
             name: "CairnFuzz",
             dependencies: [
                 "CairnArchive", "CairnCLI", "CairnDaemon", "CairnEngine", "ISCSIProtocol", "MirrorProtocol",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
+                logging, nioCore,
             ],
             swiftSettings: strict
         ),
@@ -235,70 +202,53 @@ let package = Package(
         // Against a real one-machine Ceph cluster (scripts/ceph-cluster; scripts/test starts it).
         .testTarget(
             name: "CairnRADOSTests",
-            dependencies: [
-                "CairnRADOS", "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport",
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["CairnRADOS", "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport", logging],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CairnControlTests",
-            dependencies: ["CairnControl", "CairnAPI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CairnControl", "CairnAPI", logging],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CairnEngineTests",
-            dependencies: [
-                "CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport",
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["CairnEngine", "CairnIO", "CairnTestSupport", "InteropSupport", logging],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CairnArchiveTests",
-            dependencies: ["CairnArchive", "CairnTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CairnArchive", "CairnTestSupport", crypto],
             swiftSettings: strict),
         .testTarget(
             name: "CairnBackupTests",
-            dependencies: [
-                "CairnBackup", "CairnArchive", "CairnEngine", "CairnIO", "CairnTestSupport",
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["CairnBackup", "CairnArchive", "CairnEngine", "CairnIO", "CairnTestSupport", logging],
             swiftSettings: strict
         ),
         .testTarget(
             name: "NBDProtocolTests",
-            dependencies: ["NBDProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["NBDProtocol", "CairnTestSupport", nioCore],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ISCSIProtocolTests",
-            dependencies: ["ISCSIProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["ISCSIProtocol", "CairnTestSupport", nioCore],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ISCSIServerTests",
-            dependencies: [
-                "ISCSIServer", "ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["ISCSIServer", "ISCSIProtocol", nioCore, nioEmbedded, logging],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MirrorProtocolTests",
-            dependencies: [
-                "MirrorProtocol", "CairnTestSupport", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-            ],
+            dependencies: ["MirrorProtocol", "CairnTestSupport", nioCore, nioEmbedded],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CairnReplicationTests",
             dependencies: [
                 "CairnReplication", "MirrorProtocol", "CairnEngine", "CairnIO", "CairnTestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                nioCore, nioPosix, logging,
             ],
             swiftSettings: strict
         ),
@@ -307,20 +257,14 @@ let package = Package(
         .testTarget(
             name: "NBDServerTests",
             dependencies: [
-                "NBDServer", "NBDProtocol", "InteropSupport", "CairnTestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                "NBDServer", "NBDProtocol", "InteropSupport", "CairnTestSupport", nioCore, nioPosix, logging,
             ],
             swiftSettings: strict
         ),
         // NBDClient against a real daemon, and the CLI commands built on it.
         .testTarget(
             name: "NBDClientTests",
-            dependencies: [
-                "NBDClient", "NBDProtocol", "InteropSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-            ],
+            dependencies: ["NBDClient", "NBDProtocol", "InteropSupport", nioCore],
             swiftSettings: strict
         ),
         .testTarget(

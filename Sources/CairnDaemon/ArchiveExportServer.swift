@@ -94,7 +94,7 @@ final class ArchiveExport: NBDExport {
     var exportDescription: String? { "cairn backup \(image.header.archiveID) of \(image.header.volume) (read-only)" }
     var size: UInt64 { image.size }
     var capabilities: NBDExportCapabilities { [.readOnly, .multiConnection, .blockStatus, .cache] }
-    var blockSizes: NBDBlockSizes { NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 32 << 20) }
+    var blockSizes: NBDBlockSizeConstraints { .init(minimum: 512, preferred: 4096, maximumPayload: 32 << 20) }
     var metaContexts: [String] { ["base:allocation"] }
 
     init(image: ArchiveImage, name: String) {

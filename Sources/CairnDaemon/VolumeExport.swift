@@ -23,7 +23,7 @@ final class VolumeExport: NBDExport {
     /// Block sizes: 512-byte sectors are the smallest unit (volume sizes are whole sectors); 4 KiB is a
     /// sub-block, below which a write into unwritten space pads; 32 MiB is the NBD payload convention
     /// (qemu's NBD_MAX_BUFFER_SIZE, nbdkit's default).
-    static let blockSizes = NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 32 << 20)
+    static let blockSizes = NBDBlockSizeConstraints(minimum: 512, preferred: 4096, maximumPayload: 32 << 20)
     static let allocationContext = "base:allocation"
     /// qemu's naming for a dirty bitmap context; qemu-img and `nbdinfo --map=CONTEXT` read it. Here the
     /// bitmap named after a snapshot marks what changed since that snapshot.
@@ -85,7 +85,7 @@ final class VolumeExport: NBDExport {
     let readOnlyGrant: Bool
     /// Reachable only after STARTTLS (selective TLS, `tls.exports`).
     let requiresTLS: Bool
-    var blockSizes: NBDBlockSizes { Self.blockSizes }
+    var blockSizes: NBDBlockSizeConstraints { Self.blockSizes }
     /// base:allocation, plus one dirty bitmap per older snapshot (changes since it). The server adds
     /// `x-cairn:copy-on-write` for live volumes (the `copyAndWrite` capability).
     var metaContexts: [String] {

@@ -171,23 +171,11 @@ final class MirrorClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         pending[id] = Pending(promise: promise, timer: timer, command: command)
         channel.write(MirrorFrame(command: command, flags: flags, messageID: id, payload: payload, data: data), promise: nil)
-        flushSoon(channel)
+        cork.flushSoon(channel)
     }
 
-    /// A flush is queued on the loop for frames written since the last one.
-    private var flushScheduled = false
-
-    /// Corks the frames of one event-loop turn: the frames written while the loop runs its queued tasks
-    /// (concurrent host writes) leave in one gathering write instead of one syscall each. The flush runs
-    /// right after the tasks already queued, so no frame waits for anything but the current turn.
-    private func flushSoon(_ channel: any Channel) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        channel.eventLoop.execute { [self] in
-            flushScheduled = false
-            channel.flush()
-        }
-    }
+    /// Frames written in one event-loop turn leave in one gathering write.
+    private let cork = CorkedFlush()
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {

@@ -154,7 +154,7 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Writes replies (corked) and lets the socket be read again once below the in-flight bound.
     private func answered(_ replies: [MirrorFrame], channel: any Channel) {
         for reply in replies { channel.write(reply, promise: nil) }
-        flushSoon(channel)
+        cork.flushSoon(channel)
         let wasAtBound = inFlight >= Self.maximumInFlight
         inFlight -= replies.count
         if wasAtBound && inFlight < Self.maximumInFlight {
@@ -163,19 +163,8 @@ final class MirrorTargetHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// A flush is queued on the loop for replies written since the last one.
-    private var flushScheduled = false
-
-    /// Corks the replies of one event-loop turn into one gathering write (the I/O threads finish writes
-    /// in bursts); the flush runs right after the tasks already queued.
-    private func flushSoon(_ channel: any Channel) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        channel.eventLoop.execute { [self] in
-            flushScheduled = false
-            channel.flush()
-        }
-    }
+    /// Frames written in one event-loop turn leave in one gathering write.
+    private let cork = CorkedFlush()
 
     private func authenticate(_ frame: MirrorFrame, context: ChannelHandlerContext) {
         let refusal: MirrorRemoteError

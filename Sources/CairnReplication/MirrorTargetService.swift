@@ -217,35 +217,9 @@ public final class MirrorTargetService: Sendable {
             case .establish:
                 let request = try MirrorEstablishRequest.decode(payload: frame.payload)
                 reply = try await executor.run { try self.establish(request, connection: connection, node: node) }.payload
-            case .write:
-                let (header, data) = try MirrorWriteHeader.split(frame.payload)
-                let volume = try owned(header.handle, connection)
-                let fua = frame.flags.contains(.fua)
-                try await executor.run {
-                    try self.engine {
-                        try data.withUnsafeReadableBytes { bytes in
-                            try self.pool.write(volumeID: volume, offset: header.offset, source: .bytes(bytes), fua: fua)
-                        }
-                    }
-                }
-                reply = ByteBuffer()
-            case .writeZeroes, .trim:
-                let range = try MirrorRange.decode(payload: frame.payload)
-                let volume = try owned(range.handle, connection)
-                let fua = frame.flags.contains(.fua)
-                let command = frame.command
-                let punch = frame.flags.contains(.punch)
-                try await executor.run {
-                    try self.engine {
-                        if command == .trim {
-                            try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .trim, fua: fua)
-                        } else if punch {
-                            try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .zero, fua: fua)
-                        } else {
-                            try self.pool.write(volumeID: volume, offset: range.offset, source: .zeros(length: range.length), fua: fua)
-                        }
-                    }
-                }
+            case .write, .writeZeroes, .trim:
+                let work = try dataWork(frame, connection: connection)
+                try await executor.run { try self.engine(work.apply) }
                 reply = ByteBuffer()
             case .flush:
                 let request = try MirrorHandleValue.decode(payload: frame.payload)
@@ -279,11 +253,7 @@ public final class MirrorTargetService: Sendable {
                 let volume = try owned(request.handle, connection)
                 reply = try await executor.run { try self.changes(volume) }.payload
             case .read:
-                let range = try MirrorRange.decode(payload: frame.payload)
-                let volume = try owned(range.handle, connection)
-                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
-                    throw MirrorRemoteError(.invalidArgument, "a read covers at most \(MirrorLimits.maximumFrameSize) bytes")
-                }
+                let (range, volume) = try ownedFrameRange(frame.payload, connection, "a read")
                 let pool = self.pool
                 reply = try await executor.run {
                     try self.engine {
@@ -298,11 +268,7 @@ public final class MirrorTargetService: Sendable {
                     }
                 }
             case .checksum:
-                let range = try MirrorRange.decode(payload: frame.payload)
-                let volume = try owned(range.handle, connection)
-                guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
-                    throw MirrorRemoteError(.invalidArgument, "a checksum covers at most \(MirrorLimits.maximumFrameSize) bytes")
-                }
+                let (range, volume) = try ownedFrameRange(frame.payload, connection, "a checksum")
                 let pool = self.pool
                 let digest = try await executor.run {
                     try self.engine { try ExtentDigest.compute(pool: pool, volumeID: volume, offset: range.offset, length: range.length) }
@@ -344,36 +310,43 @@ public final class MirrorTargetService: Sendable {
     func prepareData(_ frame: MirrorFrame, connection: ObjectIdentifier) -> DataFrame? {
         let command = frame.command
         guard command == .write || command == .writeZeroes || command == .trim else { return nil }
-        let fua = frame.flags.contains(.fua)
-        let punch = frame.flags.contains(.punch)
-        let request = MirrorFrame(command: frame.command, flags: frame.flags, messageID: frame.messageID)
         do {
-            if command == .write {
-                let (header, data) = try MirrorWriteHeader.split(frame.payload)
-                let volume = try owned(header.handle, connection)
-                return .ready(DataWork(request: request, bytes: data.readableBytes, fua: fua) {
-                    try data.withUnsafeReadableBytes { bytes in
-                        try self.pool.write(volumeID: volume, offset: header.offset, source: .bytes(bytes), fua: fua)
-                    }
-                })
-            }
-            let range = try MirrorRange.decode(payload: frame.payload)
-            let volume = try owned(range.handle, connection)
-            return .ready(DataWork(request: request, bytes: 0, fua: fua) {
-                if command == .trim {
-                    try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .trim, fua: fua)
-                } else if punch {
-                    try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .zero, fua: fua)
-                } else {
-                    try self.pool.write(volumeID: volume, offset: range.offset, source: .zeros(length: range.length), fua: fua)
-                }
-            })
+            return .ready(try dataWork(frame, connection: connection))
         } catch let error as MirrorRemoteError {
             return .refused(frame.errorReply(error))
         } catch let error as MirrorPayloadError {
             return .refused(frame.errorReply(MirrorRemoteError(.protocolViolation, "malformed \(frame.command) frame: \(error)")))
         } catch {
             return .refused(frame.errorReply(Self.remote(error)))
+        }
+    }
+
+    /// A write, write-zeroes or trim frame decoded and checked against the connection's volumes: the one
+    /// place both `handle` and `prepareData` turn a data frame into engine calls.
+    private func dataWork(_ frame: MirrorFrame, connection: ObjectIdentifier) throws -> DataWork {
+        let command = frame.command
+        let fua = frame.flags.contains(.fua)
+        let punch = frame.flags.contains(.punch)
+        let request = MirrorFrame(command: frame.command, flags: frame.flags, messageID: frame.messageID)
+        if command == .write {
+            let (header, data) = try MirrorWriteHeader.split(frame.payload)
+            let volume = try owned(header.handle, connection)
+            return DataWork(request: request, bytes: data.readableBytes, fua: fua) {
+                try data.withUnsafeReadableBytes { bytes in
+                    try self.pool.write(volumeID: volume, offset: header.offset, source: .bytes(bytes), fua: fua)
+                }
+            }
+        }
+        let range = try MirrorRange.decode(payload: frame.payload)
+        let volume = try owned(range.handle, connection)
+        return DataWork(request: request, bytes: 0, fua: fua) {
+            if command == .trim {
+                try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .trim, fua: fua)
+            } else if punch {
+                try self.pool.discard(volumeID: volume, offset: range.offset, length: range.length, mode: .zero, fua: fua)
+            } else {
+                try self.pool.write(volumeID: volume, offset: range.offset, source: .zeros(length: range.length), fua: fua)
+            }
         }
     }
 
@@ -403,6 +376,19 @@ public final class MirrorTargetService: Sendable {
             promise.succeed(batch.map { $0.request.errorReply(Self.remote(error)) })
         }
         return promise.futureResult
+    }
+
+    /// The range of a read or checksum request, on a volume this connection mirrors. At most one frame
+    /// long: a read's answer travels in one frame, and a checksum reads as much as a read would.
+    private func ownedFrameRange(
+        _ payload: ByteBuffer, _ connection: ObjectIdentifier, _ what: String
+    ) throws -> (range: MirrorRange, volume: UInt64) {
+        let range = try MirrorRange.decode(payload: payload)
+        let volume = try owned(range.handle, connection)
+        guard range.length <= UInt64(MirrorLimits.maximumFrameSize) else {
+            throw MirrorRemoteError(.invalidArgument, "\(what) covers at most \(MirrorLimits.maximumFrameSize) bytes")
+        }
+        return (range, volume)
     }
 
     /// The volume a data frame's handle names, if this connection mirrors it.

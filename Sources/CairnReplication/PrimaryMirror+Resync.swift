@@ -146,24 +146,14 @@ extension PrimaryMirror {
     func copyExtent(_ extent: UInt64, compareFirst: Bool = false) async throws -> Bool {
         let pool = self.pool
         let volume = volumeID
-        let size = try pool.volumes.size(volumeID: volume)
-        let start = extent * changeMap.extentSize
-        guard start < size else { return false }
-        let length = min(changeMap.extentSize, size - start)
+        guard let range = try byteRange(ofExtent: extent) else { return false }
+        let (start, length) = (range.lowerBound, UInt64(range.count))
         let fresh = state.withLock { $0.targetFresh }
         if settings.resyncExtentDelay > 0 { try await Task.sleep(nanoseconds: UInt64(settings.resyncExtentDelay * 1e9)) }
-        return try await gate.withRange(start..<(start + length)) {
+        return try await gate.withRange(range) {
             // A checksum frame covers at most the largest frame; bigger extents are sent whole.
-            if compareFirst && length <= UInt64(MirrorLimits.maximumFrameSize) {
-                let handle = state.withLock { $0.handle }
-                async let remote = send(.checksum, payload: MirrorRange(handle: handle, offset: start, length: length).payload)
-                let local = try await executor.run {
-                    try ExtentDigest.compute(pool: pool, volumeID: volume, offset: start, length: length)
-                }
-                let reply = try await remote
-                if reply.payload.getBytes(at: reply.payload.readerIndex, length: reply.payload.readableBytes) == local {
-                    return false
-                }
+            if compareFirst && length <= UInt64(MirrorLimits.maximumFrameSize), try await digestsMatch(range) {
+                return false
             }
             let (buffer, extents) = try await executor.run { () -> (ByteBuffer, [ReadExtent]) in
                 var buffer = ByteBufferAllocator().buffer(capacity: Int(length))

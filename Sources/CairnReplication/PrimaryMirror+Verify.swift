@@ -84,20 +84,30 @@ extension PrimaryMirror {
 
     /// Compares one extent's digests (local and the target's) with no write to it in flight.
     func extentMatches(_ extent: UInt64) async throws -> Bool {
+        guard let range = try byteRange(ofExtent: extent) else { return true }
+        return try await gate.withRange(range) { try await digestsMatch(range) }
+    }
+
+    /// The bytes change-map extent `extent` covers in the volume: nil past its end, short at its end.
+    func byteRange(ofExtent extent: UInt64) throws -> Range<UInt64>? {
+        let size = try pool.volumes.size(volumeID: volumeID)
+        let start = extent * changeMap.extentSize
+        guard start < size else { return nil }
+        return start..<(start + min(changeMap.extentSize, size - start))
+    }
+
+    /// Whether the target's digest of `range` equals the primary's: the target's `checksum` frame is in
+    /// flight while the local digest is computed. The caller holds `range` in the overlap gate.
+    func digestsMatch(_ range: Range<UInt64>) async throws -> Bool {
         let pool = self.pool
         let volume = volumeID
-        let size = try pool.volumes.size(volumeID: volume)
-        let start = extent * changeMap.extentSize
-        guard start < size else { return true }
-        let length = min(changeMap.extentSize, size - start)
-        return try await gate.withRange(start..<(start + length)) {
-            let handle = state.withLock { $0.handle }
-            async let remote = send(.checksum, payload: MirrorRange(handle: handle, offset: start, length: length).payload)
-            let local = try await executor.run {
-                try ExtentDigest.compute(pool: pool, volumeID: volume, offset: start, length: length)
-            }
-            let reply = try await remote
-            return reply.payload.getBytes(at: reply.payload.readerIndex, length: reply.payload.readableBytes) == local
+        let (start, length) = (range.lowerBound, UInt64(range.count))
+        let handle = state.withLock { $0.handle }
+        async let remote = send(.checksum, payload: MirrorRange(handle: handle, offset: start, length: length).payload)
+        let local = try await executor.run {
+            try ExtentDigest.compute(pool: pool, volumeID: volume, offset: start, length: length)
         }
+        let reply = try await remote
+        return reply.payload.getBytes(at: reply.payload.readerIndex, length: reply.payload.readableBytes) == local
     }
 }

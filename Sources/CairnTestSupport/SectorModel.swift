@@ -33,6 +33,18 @@ public struct SectorModel: Sendable {
 
     public func allowed(_ sector: Int) -> [UInt32] { [durable[sector]] + since[sector] }
 
+    /// What `sector` may hold now: any value a crash may have left (`afterCrash`), else exactly the
+    /// current one.
+    public func allowed(_ sector: Int, afterCrash: Bool) -> [UInt32] {
+        afterCrash ? allowed(sector) : [current[sector]]
+    }
+
+    /// The first sector of `image` (as `Pool.sectorImage` reads it) holding content the model does not
+    /// allow; nil when every sector is allowed.
+    public func firstMismatch(in image: [[UInt8]], afterCrash: Bool) -> Int? {
+        image.indices.first { s in !allowed(s, afterCrash: afterCrash).contains { Self.bytes($0, sector: s) == image[s] } }
+    }
+
     /// Content of `sector` holding write `value` (0: zeros). Self-identifying, so a read tells which
     /// write it came from.
     public static func bytes(_ value: UInt32, sector: Int) -> [UInt8] {

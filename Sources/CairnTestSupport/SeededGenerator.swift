@@ -29,3 +29,15 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     /// A value in `0..<bound` (for model tests that pick indices).
     public mutating func next(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
+
+extension SeededGenerator {
+    /// Runs a randomized model test with the environment's seed and returns its failures. An error thrown
+    /// mid-run is a failure like the others: reported with the seed that replays it and `label` (which
+    /// run: "chunk 4096").
+    public static func modelFailures(_ label: String, _ run: (_ seed: UInt64) throws -> [String]) -> [String] {
+        let seed = seedFromEnvironment()
+        do { return try run(seed) } catch {
+            return ["seed \(seed) \(label): \(error)"]
+        }
+    }
+}

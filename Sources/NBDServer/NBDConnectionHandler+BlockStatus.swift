@@ -26,8 +26,7 @@ extension NBDConnectionHandler {
             for (metaContext, contextResult) in zip(contexts, results) {
                 switch contextResult {
                 case .failure(let error):
-                    let rejection = self.rejection(for: error, request: request)
-                    return self.sendCompletion(rejection, for: request, style: style, ticket: ticket)
+                    return self.sendFailure(error, for: request, style: style, ticket: ticket)
                 case .success(let extents):
                     guard
                         let descriptors = NBDBlockStatusShaper.descriptors(

@@ -23,13 +23,7 @@ extension NBDConnectionHandler {
             case .success(let segments):
                 self.sendRead(request, segments: segments, style: style, ticket: ticket)
             case .failure(let error):
-                // Simple replies: "If it chooses not to [disconnect], it MUST NOT send any payload".
-                self.sendCompletion(
-                    self.rejection(for: error, request: request),
-                    for: request,
-                    style: style,
-                    ticket: ticket
-                )
+                self.sendFailure(error, for: request, style: style, ticket: ticket)
             }
         }
     }

@@ -96,12 +96,7 @@ extension NBDConnectionHandler {
             case .success:
                 self.sendCompletion(nil, for: request, style: style, ticket: ticket)
             case .failure(let error):
-                self.sendCompletion(
-                    self.rejection(for: error, request: request),
-                    for: request,
-                    style: style,
-                    ticket: ticket
-                )
+                self.sendFailure(error, for: request, style: style, ticket: ticket)
             }
         }
     }
@@ -129,6 +124,12 @@ extension NBDConnectionHandler {
             ]
         )
         return rejection
+    }
+
+    /// Replies to a request the export failed with the error that failure maps to (simple replies carry
+    /// no payload after an error: "If it chooses not to [disconnect], it MUST NOT send any payload").
+    func sendFailure(_ error: any Error, for request: NBDRequest, style: NBDReplyStyle, ticket: Ticket) {
+        sendCompletion(rejection(for: error, request: request), for: request, style: style, ticket: ticket)
     }
 
     /// Replies success or one error to a request without reply data.

@@ -1,3 +1,4 @@
+import NBDProtocol
 import NIOCore
 
 /// What an export can do; the server turns this into transmission flags and refuses commands the export lacks.
@@ -29,22 +30,6 @@ public struct NBDExportCapabilities: OptionSet, Sendable, Hashable {
     /// offered, and a client that selects it may send NBD_CMD_CAIRN_COPY_AND_WRITE. The export implements
     /// `copyAndWrite` and answers `blockStatus` for that context.
     public static let copyAndWrite = NBDExportCapabilities(rawValue: 1 << 10)
-}
-
-/// Block size constraints advertised with NBD_INFO_BLOCK_SIZE (proto.md "Block size constraints").
-public struct NBDBlockSizes: Sendable, Hashable {
-    /// Smallest addressable unit; requests not aligned to it are refused with EINVAL.
-    public var minimum: UInt32
-    /// Size below which the export has to read-modify-write.
-    public var preferred: UInt32
-    /// Largest payload the export accepts for READ and WRITE.
-    public var maximumPayload: UInt32
-
-    public init(minimum: UInt32, preferred: UInt32, maximumPayload: UInt32) {
-        self.minimum = minimum
-        self.preferred = preferred
-        self.maximumPayload = maximumPayload
-    }
 }
 
 /// A contiguous piece of a READ reply, in export coordinates.
@@ -99,7 +84,9 @@ public protocol NBDExport: AnyObject, Sendable {
     /// Size in bytes, read at GO/EXPORT_NAME time and for bounds checks.
     var size: UInt64 { get }
     var capabilities: NBDExportCapabilities { get }
-    var blockSizes: NBDBlockSizes { get }
+    /// Block size constraints for NBD_INFO_BLOCK_SIZE, as the wire carries them: the server raises the
+    /// minimum to at least 1 and caps the maximum payload at what it buffers before advertising them.
+    var blockSizes: NBDBlockSizeConstraints { get }
     /// Meta context names this export answers BLOCK_STATUS for (e.g. "base:allocation").
     var metaContexts: [String] { get }
     /// Reachable only over TLS when the server runs selective TLS (proto.md "SELECTIVETLS"): before

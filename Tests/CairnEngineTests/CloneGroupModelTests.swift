@@ -30,17 +30,13 @@ import Testing
 
     @Test(arguments: [65536, 4096])
     func randomOperationsAndPowerCutsMatchTheModel(chunkSize: Int) async throws {
-        for failure in try await blocking({ try Self.run(chunkSize: chunkSize) }) {
+        for failure in try await blocking({ Self.run(chunkSize: chunkSize) }) {
             Issue.record(Comment(rawValue: failure))
         }
     }
 
-    static func run(chunkSize: Int) throws -> [String] {
-        let seed = SeededGenerator.seedFromEnvironment()
-        // An error thrown mid-run is a failure like the others: with the seed that replays it.
-        do { return try run(chunkSize: chunkSize, seed: seed) } catch {
-            return ["seed \(seed) chunk \(chunkSize): \(error)"]
-        }
+    static func run(chunkSize: Int) -> [String] {
+        SeededGenerator.modelFailures("chunk \(chunkSize)") { try run(chunkSize: chunkSize, seed: $0) }
     }
 
     static func run(chunkSize: Int, seed: UInt64) throws -> [String] {

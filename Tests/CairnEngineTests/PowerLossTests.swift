@@ -14,17 +14,13 @@ import Testing
     @Test(arguments: [65536, 4096, 1 << 20])
     func acknowledgedFlushedDataSurvivesPowerLoss(chunkSize: Int) async throws {
         // Runs on its own thread; failures come back as text and are recorded here, in the test's task.
-        for failure in try await blocking({ try Self.powerLossRun(chunkSize: chunkSize) }) {
+        for failure in try await blocking({ Self.powerLossRun(chunkSize: chunkSize) }) {
             Issue.record(Comment(rawValue: failure))
         }
     }
 
-    static func powerLossRun(chunkSize: Int) throws -> [String] {
-        let seed = SeededGenerator.seedFromEnvironment()
-        // An error thrown mid-run is a failure like the others: with the seed that replays it.
-        do { return try powerLossRun(chunkSize: chunkSize, seed: seed) } catch {
-            return ["seed \(seed) chunk \(chunkSize): \(error)"]
-        }
+    static func powerLossRun(chunkSize: Int) -> [String] {
+        SeededGenerator.modelFailures("chunk \(chunkSize)") { try powerLossRun(chunkSize: chunkSize, seed: $0) }
     }
 
     static func powerLossRun(chunkSize: Int, seed: UInt64) throws -> [String] {

@@ -23,10 +23,6 @@ import Testing
         return bytes
     }
 
-    func waitForJobs() {
-        while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
-    }
-
     @Test func aWriteAfterASnapshotWritesOnlyWhatItWrites() throws {
         let v = try pool.volumes.create(name: "v", size: 4 << 20).id
         try writeBytes(pool, v, 0, pattern(1, 4 << 20))
@@ -69,11 +65,11 @@ import Testing
         // 1 MiB for "old", 1 MiB written after it, 512 KiB written after "mid".
         #expect(pool.status().usedBytes == 5 << 19)
         try pool.snapshots.delete(volume: "v", name: "old")
-        waitForJobs()
+        pool.waitForJobs()
         #expect(pool.status().usedBytes == 3 << 19)
         #expect(try snapshotRead("v", "mid", 0, 1 << 20) == pattern(2, 1 << 20))
         try pool.snapshots.delete(volume: "v", name: "mid")
-        waitForJobs()
+        pool.waitForJobs()
         // Half of "mid"'s data is still the live volume's; the overwritten half goes.
         #expect(pool.status().usedBytes == 1 << 20)
         var expected = pattern(3, 512 << 10) + Array(pattern(2, 1 << 20)[(512 << 10)...])
@@ -157,7 +153,7 @@ import Testing
         try pool.flush()
         #expect(pool.status().usedBytes == 5 << 20)
         let job = try pool.dedup.start()
-        waitForJobs()
+        pool.waitForJobs()
         #expect(pool.jobs.job(job)?.state == .succeeded, "\(String(describing: pool.jobs.job(job)))")
         #expect(pool.status().usedBytes < 4 << 20)
         #expect(pool.status().sharedBytes > 0)

@@ -36,17 +36,13 @@ import Testing
     @Test(arguments: [65536, 4096, 1 << 20])
     func snapshotsNeverChangeAcrossPowerLoss(chunkSize: Int) async throws {
         // Runs on its own thread; failures come back as text and are recorded here, in the test's task.
-        for failure in try await blocking({ try Self.run(chunkSize: UInt32(chunkSize)) }) {
+        for failure in try await blocking({ Self.run(chunkSize: UInt32(chunkSize)) }) {
             Issue.record(Comment(rawValue: failure))
         }
     }
 
-    static func run(chunkSize: UInt32) throws -> [String] {
-        let seed = SeededGenerator.seedFromEnvironment()
-        // An error thrown mid-run is a failure like the others: with the seed that replays it.
-        do { return try run(chunkSize: chunkSize, seed: seed) } catch {
-            return ["seed \(seed) chunk \(chunkSize): \(error)"]
-        }
+    static func run(chunkSize: UInt32) -> [String] {
+        SeededGenerator.modelFailures("chunk \(chunkSize)") { try run(chunkSize: chunkSize, seed: $0) }
     }
 
     static func run(chunkSize: UInt32, seed: UInt64) throws -> [String] {
@@ -70,26 +66,14 @@ import Testing
             model.live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
-        func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
-            let id = try pool.volumes.id(named: volume)
-            var epoch: UInt32?
-            if let snapshot { epoch = try pool.snapshots.info(volume: volume, name: snapshot).epoch }
-            var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
-            _ = try buffer.withUnsafeMutableBytes {
-                try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0)
-            }
-            return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
-        }
-
         func verifyAll(_ pool: Pool, afterCrash: Bool, _ what: String) throws -> Bool {
             for (key, image) in model.snapshots {
                 let parts = key.split(separator: "@").map(String.init)
-                let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
-                let allowed = { (s: Int) in afterCrash ? image.allowed(s) : [image.current[s]] }
-                if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
+                let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
+                if let bad = image.firstMismatch(in: got, afterCrash: afterCrash) {
                     let chunk = UInt64(bad * sector) / UInt64(chunkSize)
                     failures.append(
-                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), allowed \(allowed(bad)); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshots.info(volume: parts[0], name: parts[1]).epoch)"
+                        "\(context) \(what): snapshot \(key) sector \(bad) changed: holds \(got[bad].prefix(4)), allowed \(image.allowed(bad, afterCrash: afterCrash)); chunk \(chunk) versions \(pool.versions(volume: parts[0], chunk: chunk)), epoch \(try pool.snapshots.info(volume: parts[0], name: parts[1]).epoch)"
                     )
                     for slot in pool.versions(volume: parts[0], chunk: chunk).map(\.slot) {
                         failures.append("  refcount of \(slot): \(pool.refcount(of: slot))")
@@ -107,17 +91,11 @@ import Testing
                 }
             }
             for (name, image) in model.live {
-                let got = try readImage(pool, volume: name, snapshot: nil)
-                for s in 0..<sectors {
-                    let ok =
-                        afterCrash
-                        ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
-                        : got[s] == bytes(image.current[s], sector: s)
-                    if !ok {
-                        failures.append(
-                            "\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4)), allowed \(afterCrash ? image.allowed(s) : [image.current[s]])")
-                        return false
-                    }
+                let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
+                if let s = image.firstMismatch(in: got, afterCrash: afterCrash) {
+                    failures.append(
+                        "\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4)), allowed \(image.allowed(s, afterCrash: afterCrash))")
+                    return false
                 }
             }
             let report = try pool.checker.check()
@@ -126,10 +104,6 @@ import Testing
                 return false
             }
             return true
-        }
-
-        func waitForJobs(_ pool: Pool) {
-            while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
         }
 
         let trace = getenv("CAIRN_TRACE") != nil
@@ -160,7 +134,7 @@ import Testing
                 let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
                 try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
                 // TRIM frees whole sub-blocks only: learn from the volume which sectors read zero now.
-                let after = try readImage(pool, volume: volume, snapshot: nil)
+                let after = try pool.sectorImage(volume: volume, snapshot: nil, sectors: sectors)
                 for s in first..<(first + count)
                 where after[s] == bytes(0, sector: s) && model.live[volume]!.current[s] != 0 {
                     model.live[volume]!.set(s, 0, durably: false)
@@ -185,7 +159,7 @@ import Testing
                 try pool.snapshots.delete(volume: parts[0], name: parts[1])
                 if trace { print("  delete \(key)") }
                 model.snapshots[key] = nil
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 78..<82:
                 let candidates = model.snapshots.keys.sorted()
                 guard model.live.count < 6, let key = candidates.randomElement(using: &random) else { continue }
@@ -208,11 +182,11 @@ import Testing
                 if trace { print("  rollback \(key), dropping \(newer.map(\.name))") }
                 for snapshot in newer { model.snapshots["\(volume)@\(snapshot.name)"] = nil }
                 model.live[volume] = model.snapshots[key]!
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 85..<87:
                 // Dedup shares identical versions (stamps repeat across snapshots and clones).
                 try pool.dedup.start()
-                waitForJobs(pool)
+                pool.waitForJobs()
                 if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
                     failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
                     return failures
@@ -223,7 +197,7 @@ import Testing
                 // Power cut in the middle of a background job: reclaim after a snapshot deletion, or dedup.
                 // Everything is flushed first, so each image taken at one of the job's commits must reopen
                 // to exactly the model; the snapshot being deleted may still be there, unchanged, or gone.
-                waitForJobs(pool)
+                pool.waitForJobs()
                 try pool.flush()
                 model.flushedAll()
                 let deletable = model.snapshots.keys.filter { !model.origins.values.contains($0) }.sorted()
@@ -246,7 +220,7 @@ import Testing
                     try pool.dedup.start()
                 }
                 if trace { print("  job during which to cut: \(deleting.map { "delete \($0)" } ?? "dedup")") }
-                waitForJobs(pool)
+                pool.waitForJobs()
                 media.store.setAfterCommit(nil)
                 for image in images.withLock({ $0 }) {
                     jobCuts += 1
@@ -257,7 +231,7 @@ import Testing
                     if let deleting, let deletedContent {
                         let parts = deleting.split(separator: "@").map(String.init)
                         if (try? reopened.snapshots.info(volume: parts[0], name: parts[1])) != nil {
-                            let got = try readImage(reopened, volume: parts[0], snapshot: parts[1])
+                            let got = try reopened.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                             if let bad = (0..<sectors).first(where: { got[$0] != bytes(deletedContent[$0], sector: $0) }) {
                                 failures.append("\(context) \(what): the snapshot being deleted changed at sector \(bad)")
                                 return failures
@@ -265,7 +239,7 @@ import Testing
                         }
                     }
                     for name in model.live.keys.sorted() {
-                        let got = try readImage(reopened, volume: name, snapshot: nil)
+                        let got = try reopened.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                         if let bad = (0..<sectors).first(where: { got[$0] != bytes(model.live[name]!.current[$0], sector: $0) }) {
                             failures.append(
                                 "\(context) \(what): \(name) sector \(bad) holds \(got[bad].prefix(4)), flushed value \(model.live[name]!.current[bad])")
@@ -274,12 +248,12 @@ import Testing
                         sectorsChecked += sectors
                     }
                     // The interrupted job resumes (or is dropped) at open; the pool stays consistent after it.
-                    waitForJobs(reopened)
+                    reopened.waitForJobs()
                     guard try verifyAll(reopened, afterCrash: true, what + ", after the reopened pool's jobs") else { return failures }
                 }
             default:
                 // Power cut between operations: what the disk kept must be a state the contract allows.
-                waitForJobs(pool)
+                pool.waitForJobs()
                 let image = media.crashImage(using: &random)
                 pool.simulateProcessDeath()
                 pool = try Pool(media: image, options: testOptions())
@@ -287,7 +261,7 @@ import Testing
                 cuts += 1
                 guard try verifyAll(pool, afterCrash: true, "power cut at step \(step)") else { return failures }
                 for name in model.live.keys.sorted() {
-                    let got = try readImage(pool, volume: name, snapshot: nil)
+                    let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                     for s in 0..<sectors {
                         guard let kept = model.live[name]!.allowed(s).first(where: { bytes($0, sector: s) == got[s] }) else {
                             failures.append(
@@ -301,7 +275,7 @@ import Testing
                 // Each snapshot holds one of its allowed values per sector (checked above): that one, forever.
                 for key in model.snapshots.keys.sorted() {
                     let parts = key.split(separator: "@").map(String.init)
-                    let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                    let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                     for s in 0..<sectors {
                         model.snapshots[key]!.current[s] =
                             model.snapshots[key]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? model.snapshots[key]!.current[s]
@@ -311,7 +285,7 @@ import Testing
                 model.flushedAll()
             }
         }
-        waitForJobs(pool)
+        pool.waitForJobs()
         _ = try verifyAll(pool, afterCrash: false, "final check")
         pool.close()
         print("soak: snapshot model \(context): \(Self.steps) steps, \(cuts + jobCuts) power cuts (\(jobCuts) during jobs), \(sectorsChecked) sectors checked, \(failures.count) failures")

@@ -52,34 +52,20 @@ import Testing
             live[name] = SectorModel(Array(repeating: 0, count: sectors))
         }
 
-        func readImage(_ pool: Pool, volume: String, snapshot: String?) throws -> [[UInt8]] {
-            let id = try pool.volumes.id(named: volume)
-            let epoch = try snapshot.map { try pool.snapshots.info(volume: volume, name: $0).epoch }
-            var buffer = [UInt8](repeating: 0xEE, count: sectors * sector)
-            _ = try buffer.withUnsafeMutableBytes { try pool.read(volumeID: id, snapshotEpoch: epoch, offset: 0, into: $0) }
-            return (0..<sectors).map { Array(buffer[($0 * sector)..<(($0 + 1) * sector)]) }
-        }
-
         func verifyAll(_ pool: Pool, afterRestart: Bool, _ what: String) throws -> Bool {
             for (key, image) in snapshots {
                 let parts = key.split(separator: "@").map(String.init)
-                let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
-                let allowed = { (s: Int) in afterRestart ? image.allowed(s) : [image.current[s]] }
-                if let bad = (0..<sectors).first(where: { s in !allowed(s).contains { bytes($0, sector: s) == got[s] } }) {
+                let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
+                if let bad = image.firstMismatch(in: got, afterCrash: afterRestart) {
                     failures.append("\(context) \(what): snapshot \(key) sector \(bad) changed")
                     return false
                 }
             }
             for (name, image) in live {
-                let got = try readImage(pool, volume: name, snapshot: nil)
-                for s in 0..<sectors {
-                    let ok = afterRestart
-                        ? image.allowed(s).contains { bytes($0, sector: s) == got[s] }
-                        : got[s] == bytes(image.current[s], sector: s)
-                    if !ok {
-                        failures.append("\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4))")
-                        return false
-                    }
+                let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
+                if let s = image.firstMismatch(in: got, afterCrash: afterRestart) {
+                    failures.append("\(context) \(what): volume \(name) sector \(s) holds \(got[s].prefix(4))")
+                    return false
                 }
             }
             let report = try pool.checker.check()
@@ -88,10 +74,6 @@ import Testing
                 return false
             }
             return true
-        }
-
-        func waitForJobs(_ pool: Pool) {
-            while pool.jobs.list().contains(where: { $0.state == .running }) { usleep(1000) }
         }
 
         for step in 0..<150 {
@@ -113,7 +95,7 @@ import Testing
             case 45..<55:
                 let mode: DiscardMode = Bool.random(using: &random) ? .trim : .zero
                 try pool.discard(volumeID: id, offset: UInt64(first * sector), length: UInt64(count * sector), mode: mode)
-                let after = try readImage(pool, volume: volume, snapshot: nil)
+                let after = try pool.sectorImage(volume: volume, snapshot: nil, sectors: sectors)
                 for s in first..<(first + count) where after[s] == bytes(0, sector: s) && live[volume]!.current[s] != 0 {
                     live[volume]!.set(s, 0, durably: false)
                 }
@@ -132,7 +114,7 @@ import Testing
                 let parts = key.split(separator: "@").map(String.init)
                 try pool.snapshots.delete(volume: parts[0], name: parts[1])
                 snapshots[key] = nil
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 78..<82:
                 guard live.count < 5, let key = snapshots.keys.sorted().randomElement(using: &random) else { continue }
                 serial += 1
@@ -150,10 +132,10 @@ import Testing
                 try pool.snapshots.rollback(volume: volume, to: parts[1], force: true)
                 for snapshot in newer { snapshots["\(volume)@\(snapshot.name)"] = nil }
                 live[volume] = snapshots[key]!
-                waitForJobs(pool)
+                pool.waitForJobs()
             case 85..<87:
                 try pool.dedup.start()
-                waitForJobs(pool)
+                pool.waitForJobs()
                 if let failed = pool.jobs.list().first(where: { $0.state == .failed }) {
                     failures.append("\(context): dedup failed at step \(step): \(failed.message ?? "")")
                     return failures
@@ -163,14 +145,14 @@ import Testing
             default:
                 // The process dies between operations (nothing more is committed) and the pool reopens
                 // from what RADOS holds.
-                waitForJobs(pool)
+                pool.waitForJobs()
                 pool.simulateProcessDeath()
                 media.ownership.release()
                 media = try RadosMedia(configuration, objectSize: 256 << 10)
                 pool = try Pool(media: media, options: options())
                 guard try verifyAll(pool, afterRestart: true, "restart at step \(step)") else { return failures }
                 for name in live.keys {
-                    let got = try readImage(pool, volume: name, snapshot: nil)
+                    let got = try pool.sectorImage(volume: name, snapshot: nil, sectors: sectors)
                     for s in 0..<sectors {
                         live[name]!.current[s] = live[name]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? 0
                     }
@@ -178,7 +160,7 @@ import Testing
                 }
                 for key in snapshots.keys {
                     let parts = key.split(separator: "@").map(String.init)
-                    let got = try readImage(pool, volume: parts[0], snapshot: parts[1])
+                    let got = try pool.sectorImage(volume: parts[0], snapshot: parts[1], sectors: sectors)
                     for s in 0..<sectors {
                         snapshots[key]!.current[s] =
                             snapshots[key]!.allowed(s).first { bytes($0, sector: s) == got[s] } ?? snapshots[key]!.current[s]
@@ -187,7 +169,7 @@ import Testing
                 }
             }
         }
-        waitForJobs(pool)
+        pool.waitForJobs()
         _ = try verifyAll(pool, afterRestart: false, "final check")
         pool.close()
         media.ownership.release()

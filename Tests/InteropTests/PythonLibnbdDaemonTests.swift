@@ -17,15 +17,7 @@ struct PythonLibnbdDaemonTests {
 
     @Test("option mode: opt_list shows every volume, opt_info, opt_list_meta_context, opt_go")
     func optionMode() async throws {
-        let script = """
-            import json, sys, nbd
-            h = nbd.NBD()
-            h.set_opt_mode(True)
-            h.connect_uri(sys.argv[1])
-            out = {}
-            names = []
-            h.opt_list(lambda name, desc: names.append([name, desc]) or 0)
-            out["list"] = sorted(names)
+        let script = LibnbdScript.optionModeList + """
             h.set_export_name("two")
             h.opt_info()
             out["info_size"] = h.get_size()
@@ -39,20 +31,8 @@ struct PythonLibnbdDaemonTests {
                     out["missing:" + missing] = 0
                 except nbd.Error as e:
                     out["missing:" + missing] = e.errnum
-            contexts = []
-            h.set_export_name("one")
-            h.opt_list_meta_context(lambda ctx: contexts.append(ctx) or 0)
-            out["contexts"] = contexts
-            h.add_meta_context("base:allocation")
-            h.opt_go()
-            out["size"] = h.get_size()
-            out["meta"] = h.can_meta_context("base:allocation")
-            out["structured"] = h.get_structured_replies_negotiated()
-            h.pwrite(b"\\x07" * 4096, 8192)
-            out["read"] = list(set(h.pread(4096, 8192)))
-            h.shutdown()
-            print(json.dumps(out))
-            """
+
+            """ + LibnbdScript.goWriteAndReadBack(export: "one")
         try await withDaemon { daemon in
             try await daemon.createVolume("one", "1M")
             try await daemon.createVolume("two", "3M")
@@ -79,14 +59,7 @@ struct PythonLibnbdDaemonTests {
         }
     }
 
-    static let strictOffScript = """
-        import json, sys, nbd
-        def attempt(out, name, fn):
-            try:
-                fn()
-                out[name] = 0
-            except nbd.Error as e:
-                out[name] = e.errnum
+    static let strictOffScript = LibnbdScript.attempt + """
         h = nbd.NBD()
         h.set_strict_mode(0)
         h.add_meta_context("base:allocation")

@@ -13,16 +13,12 @@ extension RawClient {
         try sendOption(extended ? .extendedHeaders : .structuredReply)
         let negotiated = try receiveOptionReplies()
         try check(negotiated.last?.type == .ack)
-        try sendOption(.setMetaContext, data: Self.metaContextData(export: export, queries: contexts))
+        try send(.setMetaContext(NBDMetaContextRequest(exportName: export, queries: contexts)))
         let selected = try receiveOptionReplies().compactMap { reply -> String? in
             guard reply.type == .metaContext else { return nil }
             return reply.data.getString(at: reply.data.readerIndex + 4, length: reply.data.readableBytes - 4)
         }
-        var go = ByteBuffer()
-        go.writeInteger(UInt32(export.utf8.count))
-        go.writeString(export)
-        go.writeInteger(UInt16(0))
-        try sendOption(.go, data: go)
+        try send(.go(NBDInfoRequest(exportName: export, requests: [])))
         let entered = try receiveOptionReplies()
         try check(entered.last?.type == .ack, "GO failed: \(entered.map(\.type))")
         return selected
@@ -30,7 +26,7 @@ extension RawClient {
 
     /// Context names listed for `queries`.
     func listContexts(export: String, queries: [String]) throws -> [String] {
-        try sendOption(.listMetaContext, data: Self.metaContextData(export: export, queries: queries))
+        try send(.listMetaContext(NBDMetaContextRequest(exportName: export, queries: queries)))
         return try receiveOptionReplies().compactMap { reply in
             reply.type == .metaContext
                 ? reply.data.getString(at: reply.data.readerIndex + 4, length: reply.data.readableBytes - 4) : nil

@@ -28,7 +28,7 @@ struct ExportAdapterTests {
             name: "d",
             size: 4096,
             capabilities: [.blockStatus],
-            blockSizes: NBDBlockSizes(minimum: 0, preferred: 4096, maximumPayload: .max),
+            blockSizes: NBDBlockSizeConstraints(minimum: 0, preferred: 4096, maximumPayload: .max),
             metaContexts: ["qemu:dirty-bitmap:x", "base:allocation"]
         )
         let description = NBDExportDescription(export: export, maximumPayload: 1 << 25)

@@ -13,7 +13,7 @@ struct LibnbdInteropTests {
             name: "disk",
             size: 8 << 20,
             description: "test disk",
-            blockSizes: NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 4 << 20)
+            blockSizes: NBDBlockSizeConstraints(minimum: 512, preferred: 4096, maximumPayload: 4 << 20)
         )
     }
 

@@ -19,15 +19,7 @@ struct PythonLibnbdTests {
     func optionMode() async throws {
         let disk = MemoryExport(name: "disk", size: 1 << 20, description: "first")
         let other = MemoryExport(name: "other", size: 2 << 20)
-        let script = """
-            import json, sys, nbd
-            h = nbd.NBD()
-            h.set_opt_mode(True)
-            h.connect_uri(sys.argv[1])
-            out = {}
-            names = []
-            h.opt_list(lambda name, desc: names.append([name, desc]) or 0)
-            out["list"] = sorted(names)
+        let script = LibnbdScript.optionModeList + """
             h.set_export_name("other")
             h.opt_info()
             out["info_size"] = h.get_size()
@@ -37,20 +29,8 @@ struct PythonLibnbdTests {
                 out["missing"] = 0
             except nbd.Error as e:
                 out["missing"] = e.errnum
-            contexts = []
-            h.set_export_name("disk")
-            h.opt_list_meta_context(lambda ctx: contexts.append(ctx) or 0)
-            out["contexts"] = contexts
-            h.add_meta_context("base:allocation")
-            h.opt_go()
-            out["size"] = h.get_size()
-            out["meta"] = h.can_meta_context("base:allocation")
-            out["structured"] = h.get_structured_replies_negotiated()
-            h.pwrite(b"\\x07" * 4096, 8192)
-            out["read"] = list(set(h.pread(4096, 8192)))
-            h.shutdown()
-            print(json.dumps(out))
-            """
+
+            """ + LibnbdScript.goWriteAndReadBack(export: "disk")
         try await withServer([disk, other]) { server, catalog in
             let out = try await Self.runScript(script, ["nbd://127.0.0.1:\(server.port)"])
             #expect(out["list"] as? [[String]] == [["disk", "first"], ["other", ""]], "\(out)")
@@ -65,14 +45,7 @@ struct PythonLibnbdTests {
         }
     }
 
-    static let strictOffScript = """
-        import json, sys, nbd
-        def attempt(out, name, fn):
-            try:
-                fn()
-                out[name] = 0
-            except nbd.Error as e:
-                out[name] = e.errnum
+    static let strictOffScript = LibnbdScript.attempt + """
         def connect(uri, structured=True, meta=True):
             h = nbd.NBD()
             h.set_strict_mode(0)
@@ -123,7 +96,7 @@ struct PythonLibnbdTests {
         let disk = MemoryExport(
             name: "disk",
             size: 4 << 20,
-            blockSizes: NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 1 << 20)
+            blockSizes: NBDBlockSizeConstraints(minimum: 512, preferred: 4096, maximumPayload: 1 << 20)
         )
         let readOnly = MemoryExport(name: "ro", size: 1 << 20, capabilities: [.readOnly])
         try await withServer([disk, readOnly]) { server, _ in

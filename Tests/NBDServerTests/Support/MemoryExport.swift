@@ -41,7 +41,7 @@ final class MemoryExport: NBDExport {
     let exportDescription: String?
     let size: UInt64
     let capabilities: NBDExportCapabilities
-    let blockSizes: NBDBlockSizes
+    let blockSizes: NBDBlockSizeConstraints
     let metaContexts: [String]
     fileprivate let state = Mutex(State())
 
@@ -50,7 +50,7 @@ final class MemoryExport: NBDExport {
         size: UInt64,
         description: String? = nil,
         capabilities: NBDExportCapabilities = MemoryExport.allCapabilities,
-        blockSizes: NBDBlockSizes = NBDBlockSizes(minimum: 1, preferred: 4096, maximumPayload: 32 * 1024 * 1024),
+        blockSizes: NBDBlockSizeConstraints = .init(minimum: 1, preferred: 4096, maximumPayload: 32 * 1024 * 1024),
         metaContexts: [String] = []
     ) {
         self.name = name

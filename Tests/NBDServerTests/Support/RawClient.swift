@@ -87,6 +87,14 @@ final class RawClient: @unchecked Sendable {
         try send(buffer)
     }
 
+    /// A well-formed option, written by the client's own encoder (`writeNBDOption`, which the protocol
+    /// tests check against the parser); `sendOption(_:data:)` stays for the malformed ones.
+    func send(_ option: NBDOption) throws {
+        var buffer = ByteBuffer()
+        buffer.writeNBDOption(option)
+        try send(buffer)
+    }
+
     /// One option reply: (option, type, data).
     func receiveOptionReply() throws -> (option: UInt32, type: NBDOptionReplyType, data: ByteBuffer) {
         var header = try receive(20)
@@ -120,28 +128,12 @@ final class RawClient: @unchecked Sendable {
             try check(replies.last?.type == .ack)
         }
         if metaContext && (structured || extended) {
-            try sendOption(.setMetaContext, data: Self.metaContextData(export: export, queries: ["base:allocation"]))
+            try send(.setMetaContext(NBDMetaContextRequest(exportName: export, queries: ["base:allocation"])))
             _ = try receiveOptionReplies()
         }
-        var go = ByteBuffer()
-        go.writeInteger(UInt32(export.utf8.count))
-        go.writeString(export)
-        go.writeInteger(UInt16(0))
-        try sendOption(.go, data: go)
+        try send(.go(NBDInfoRequest(exportName: export, requests: [])))
         let replies = try receiveOptionReplies()
         try check(replies.last?.type == .ack, "GO failed: \(replies.map(\.type))")
-    }
-
-    static func metaContextData(export: String, queries: [String]) -> ByteBuffer {
-        var data = ByteBuffer()
-        data.writeInteger(UInt32(export.utf8.count))
-        data.writeString(export)
-        data.writeInteger(UInt32(queries.count))
-        for query in queries {
-            data.writeInteger(UInt32(query.utf8.count))
-            data.writeString(query)
-        }
-        return data
     }
 
     func sendRequest(
@@ -154,12 +146,8 @@ final class RawClient: @unchecked Sendable {
         extended: Bool = false
     ) throws {
         var buffer = ByteBuffer()
-        buffer.writeInteger(extended ? NBDMagic.extendedRequest : NBDMagic.request)
-        buffer.writeInteger(flags.rawValue)
-        buffer.writeInteger(type.rawValue)
-        buffer.writeInteger(cookie)
-        buffer.writeInteger(offset)
-        if extended { buffer.writeInteger(length) } else { buffer.writeInteger(UInt32(length)) }
+        buffer.writeNBDRequestHeader(
+            type: type, flags: flags, cookie: cookie, offset: offset, length: length, extendedHeaders: extended)
         if let payload { buffer.writeImmutableBuffer(payload) }
         try send(buffer)
     }
