@@ -70,10 +70,14 @@ public final class SimulatedMedia: PoolMedia {
 
     /// What survives a power cut right now.
     public func crashImage(using random: inout some RandomNumberGenerator) -> SimulatedMedia {
+        // In name order: the generator's draws must not follow the dictionary's per-process hash order, or a
+        // printed seed would not replay the same crash.
         let images = files.withLock { files in
-            files.mapValues { file in
-                SimulatedStorageFile(path: file.path, durable: file.crashImage(using: &random))
+            var images: [String: SimulatedStorageFile] = [:]
+            for (name, file) in files.sorted(by: { $0.key < $1.key }) {
+                images[name] = SimulatedStorageFile(path: file.path, durable: file.crashImage(using: &random))
             }
+            return images
         }
         let metadata = SimulatedMetadataStore(store.durable.withLock { $0 })
         return SimulatedMedia(location: location, store: metadata, files: images)

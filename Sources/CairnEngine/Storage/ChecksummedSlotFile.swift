@@ -247,10 +247,74 @@ final class ChecksummedSlotFile: StorageFile {
         return method
     }
 
+    /// Cutting the file changes every block past the cut: each reads as zeros (or not at all) from now on,
+    /// and a slot there comes back later as a fresh slot. So their checksums go with them: a stale one
+    /// would fail the first read of that block, or a partial write into it, although nothing is damaged.
+    /// This is a change like any other, under a write intent on the regions whose checksums it clears, so a
+    /// crash before the next checksum sync recomputes them from whatever the disk kept. A cut inside a
+    /// block keeps that block's head: it is verified first, and its checksum becomes that of head + zeros.
+    func truncate(to length: UInt64) throws {
+        let end = try max(base.size(), sidecar { try checksums.blocksWithEntries() } * Self.block)
+        guard end > length else { return try base.truncate(to: length) }
+        let first = length / Self.block
+        let head = Int(length % Self.block)
+        let firstWhole = head == 0 ? first : first + 1
+        let endBlock = (end + Self.block - 1) / Self.block
+        // Only the regions that hold a checksum past the cut need one cleared (and an intent mark).
+        var regions: [UInt64] = head > 0 ? [length / ChecksumLayout.intentRegionSize] : []
+        let blocksPerRegion = ChecksumLayout.intentRegionSize / Self.block
+        var block = firstWhole
+        while block < endBlock {
+            let regionEnd = min(endBlock, (block / blocksPerRegion + 1) * blocksPerRegion)
+            let stored = try sidecar { try checksums.checksums(from: block, count: Int(regionEnd - block)) }
+            let region = block / blocksPerRegion
+            if stored.contains(where: { $0 != ChecksumLayout.unknown }) && regions.last != region {
+                regions.append(region)
+            }
+            block = regionEnd
+        }
+        var entered: [UInt64] = []
+        defer { for region in entered { checksums.endWrite(region...region) } }
+        for region in regions {
+            try sidecar { try checksums.beginWrite(region...region) }
+            entered.append(region)
+        }
+        try stripes.withLocks(at: first * Self.block, length: (endBlock - first) * Self.block) {
+            var headChecksum: UInt32?
+            if head > 0 {
+                let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(Self.block), alignment: 4096)
+                defer { whole.deallocate() }
+                try base.read(into: whole, at: first * Self.block)
+                let stored = try sidecar { try checksums.checksums(from: first, count: 1)[0] }
+                let computed = ChecksumLayout.checksum(UnsafeRawBufferPointer(whole))
+                if stored != ChecksumLayout.unknown && stored != computed {
+                    counters.mismatches.add(1, ordering: .relaxed)
+                    throw ChecksumMismatch(path: base.path, fileOffset: first * Self.block, stored: stored, computed: computed)
+                }
+                UnsafeMutableRawBufferPointer(rebasing: whole[head...]).initializeMemory(as: UInt8.self, repeating: 0)
+                headChecksum = ChecksumLayout.checksum(UnsafeRawBufferPointer(whole))
+            }
+            var failure: (any Error)?
+            do { try base.truncate(to: length) } catch { failure = error }
+            // After a failed cut the blocks may hold anything: unknown (the head block too) is always true.
+            if head > 0 {
+                try sidecar { try checksums.store(from: first, [failure == nil ? headChecksum! : ChecksumLayout.unknown]) }
+            }
+            for region in regions {
+                let from = max(firstWhole, region * blocksPerRegion)
+                let to = min(endBlock, (region + 1) * blocksPerRegion)
+                guard to > from else { continue }
+                try sidecar {
+                    try checksums.store(from: from, [UInt32](repeating: ChecksumLayout.unknown, count: Int(to - from)))
+                }
+            }
+            if let failure { throw failure }
+        }
+    }
+
     func sync() throws { try base.sync() }
     func preallocate(at offset: UInt64, length: UInt64) throws { try base.preallocate(at: offset, length: length) }
     func size() throws -> UInt64 { try base.size() }
-    func truncate(to length: UInt64) throws { try base.truncate(to: length) }
     func allocatedBytes() throws -> UInt64 { try base.allocatedBytes() }
     func nextData(from offset: UInt64) throws -> UInt64? { try base.nextData(from: offset) }
     func prefetch(at offset: UInt64, length: UInt64) { base.prefetch(at: offset, length: length) }
