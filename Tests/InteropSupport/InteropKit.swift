@@ -49,21 +49,20 @@ final class SpawnThread: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on the spawning thread and waits for it.
-    func run<Result>(_ body: () -> Result) -> Result {
-        withoutActuallyEscaping(body) { body in
-            let done = DispatchSemaphore(value: 0)
-            var result: Result?
-            condition.lock()
-            jobs.append {
-                result = body()
-                done.signal()
-            }
-            condition.signal()
-            condition.unlock()
-            done.wait()
-            return result!
+    /// Runs `body` (a spawn: its status) on the spawning thread and waits for it. Escaping, though it never
+    /// outlives the call: the spawning thread may still hold the job a moment after it signalled the caller.
+    func run(_ body: @escaping () -> Int32) -> Int32 {
+        var status: Int32 = 0  // written before `done` is signalled, read after
+        let done = DispatchSemaphore(value: 0)
+        condition.lock()
+        jobs.append {
+            status = body()
+            done.signal()
         }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return status
     }
 }
 

@@ -24,12 +24,13 @@ public final class TestDaemon: @unchecked Sendable {
     /// first ones can take a minute; three mean "broken", not "slow".
     static let startTimeout: Double = 180
 
-    /// Starts a daemon on a fresh data directory (or `dataDirectory`, to reopen a pool).
-    public init(dataDirectory: String? = nil, extraArguments: [String] = []) async throws {
+    /// Starts a daemon on a fresh data directory (or `dataDirectory`, to reopen a pool). Its log goes beside
+    /// the data directory, or to `logPath`: a test whose filesystem fails must keep the log elsewhere.
+    public init(dataDirectory: String? = nil, logPath: String? = nil, extraArguments: [String] = []) async throws {
         let directory = dataDirectory ?? Self.makeDataDirectory()
         self.dataDirectory = directory
-        self.logPath = directory + ".log"
-        (process, handle, nbdPort) = try await Self.launch(directory: directory, logPath: logPath, extra: extraArguments)
+        self.logPath = logPath ?? directory + ".log"
+        (process, handle, nbdPort) = try await Self.launch(directory: directory, logPath: self.logPath, extra: extraArguments)
     }
 
     /// A short path under /tmp: unix socket paths must stay under 108 bytes.

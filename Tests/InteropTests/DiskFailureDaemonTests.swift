@@ -29,7 +29,9 @@ struct DiskFailureDaemonTests {
         try #require(mount.status == 0, "loop mounts need root and /dev/loop*: \(mount)")
         defer { _ = try? FilesystemLimitsDaemonTests.runBlockingUnmount(mountPoint) }
 
-        let daemon = try await TestDaemon(dataDirectory: mountPoint + "/pool")
+        // The log stays off the failing filesystem: ext4 may turn read-only after the failed writeback and
+        // drop every later line, the one this test looks for among them.
+        let daemon = try await TestDaemon(dataDirectory: mountPoint + "/pool", logPath: scratch.file("daemon.log"))
         defer { Task { await daemon.destroy() } }
         try await daemon.cliOK(["volume", "create", "v", "1G"])
         _ = try await SnapshotDaemonTests.qemuIO(daemon, "v", ["write -P 0x41 0 4m", "flush"])
