@@ -12,16 +12,19 @@ final class VolumeLogicalUnit: ISCSILogicalUnit {
     let export: VolumeExport
     let locks: CompareAndWriteLocks
 
+    /// Stable for a volume (and per snapshot): the volume id and the snapshot's epoch.
+    let serial: String
+    let identifier: UInt64
+
     init(export: VolumeExport, locks: CompareAndWriteLocks) {
         self.export = export
         self.locks = locks
+        serial = "cairn-\(export.volumeID)" + (export.snapshotEpoch.map { "-\($0)" } ?? "")
+        identifier = Self.identifier(volumeID: export.volumeID, snapshotEpoch: export.snapshotEpoch)
     }
 
     var size: UInt64 { export.size }
     var readOnly: Bool { export.capabilities.contains(.readOnly) }
-    /// Stable for a volume (and per snapshot): the volume id and the snapshot's epoch.
-    var serial: String { "cairn-\(export.volumeID)" + (export.snapshotEpoch.map { "-\($0)" } ?? "") }
-    var identifier: UInt64 { Self.identifier(volumeID: export.volumeID, snapshotEpoch: export.snapshotEpoch) }
 
     /// The unit's NAA identifier: the volume id and the snapshot's epoch (EXTENDED COPY finds units by it).
     static func identifier(volumeID: UInt64, snapshotEpoch: UInt32?) -> UInt64 {

@@ -63,10 +63,10 @@ public struct SCSIUnitAttentions: Sendable, Equatable {
     /// reservations) and nothing it needed to hear about is hidden, only folded into one report.
     public static let maximumPending = 4
 
-    /// Nexuses remembered per unit. Above the server's 256 connections, so at the default connection
-    /// limit a nexus with a session is never forgotten; past it the one inactive longest is forgotten
-    /// (libiscsi picks a random ISID per context, so the set of nexuses seen since start only grows) and,
-    /// should it come back, gets POWER ON, RESET, OR BUS DEVICE RESET OCCURRED again.
+    /// Nexuses remembered per unit. Above the server's 256 connections: past it the nexus without a
+    /// session inactive longest is forgotten (libiscsi picks a random ISID per context, so the set of
+    /// nexuses seen since start only grows) and, should it come back, gets POWER ON, RESET, OR BUS DEVICE
+    /// RESET OCCURRED again. A nexus with a session is forgotten only when every remembered one has one.
     public static let maximumNexuses = 1024
 
     /// Which unit attention rule a command follows (SAM-5 §5.14).
@@ -102,12 +102,17 @@ public struct SCSIUnitAttentions: Sendable, Equatable {
         var pending: [SCSIUnitAttention]
         /// The event counter when the nexus last showed up (which nexus to forget first).
         var lastActive: UInt64
+        /// Its sessions logged in to the unit now.
+        var sessions = 0
     }
 
     private(set) var entries: [SCSINexus: Entry] = [:]
     private var events: UInt64 = 0
     /// The unit's capacity in bytes at the last event; nil before the first.
     public private(set) var capacity: UInt64?
+    /// Conditions queued since this value was made, for any nexus (wrapping): a caller that saw a nexus
+    /// with nothing pending knows nothing can be pending while this has not moved.
+    public private(set) var queued: UInt64 = 0
 
     public init() {}
 
@@ -124,6 +129,13 @@ public struct SCSIUnitAttentions: Sendable, Equatable {
     public mutating func arrived(_ nexus: SCSINexus, capacity: UInt64) {
         observe(capacity: capacity)
         touch(nexus)
+        entries[nexus]!.sessions += 1
+    }
+
+    /// A session of `nexus` that `arrived` ended.
+    public mutating func departed(_ nexus: SCSINexus) {
+        guard let sessions = entries[nexus]?.sessions, sessions > 0 else { return }
+        entries[nexus]!.sessions = sessions - 1
     }
 
     /// A command of class `kind` arrived from `nexus`; the unit's capacity is now `capacity` bytes.
@@ -151,6 +163,7 @@ public struct SCSIUnitAttentions: Sendable, Equatable {
             entry.pending.append(condition)
         }
         entries[nexus] = entry
+        queued &+= 1
     }
 
     /// Establishes `condition` for every nexus seen, but `excluded`.
@@ -170,12 +183,16 @@ public struct SCSIUnitAttentions: Sendable, Equatable {
             entries[nexus]!.lastActive = events
             return
         }
-        if entries.count >= Self.maximumNexuses,
-            let oldest = entries.min(by: { $0.value.lastActive < $1.value.lastActive })?.key
-        {
-            entries[oldest] = nil
+        if entries.count >= Self.maximumNexuses {
+            let older = { (a: (key: SCSINexus, value: Entry), b: (key: SCSINexus, value: Entry)) in
+                a.value.lastActive < b.value.lastActive
+            }
+            if let oldest = entries.filter({ $0.value.sessions == 0 }).min(by: older)?.key ?? entries.min(by: older)?.key {
+                entries[oldest] = nil
+            }
         }
         entries[nexus] = Entry(pending: [.powerOnOrReset], lastActive: events)
+        queued &+= 1
     }
 
     mutating func takeOldest(_ nexus: SCSINexus) -> SCSIUnitAttention? {

@@ -30,12 +30,16 @@ extension ISCSIConnectionHandler {
             complete(task, .sense(.logicalUnitNotSupported))
             return
         }
+        // The unit's size is read once per command (it takes the engine's lock): the unit attention check
+        // and every bound below see the same capacity.
+        let capacity = unit.size
+        let profile = Self.profile(of: unit, size: capacity)
         // A pending unit attention is reported before the CDB is even looked at (SAM-5 §5.14); REQUEST
         // SENSE takes it once its own CDB has been accepted, so a refused one clears nothing.
         let attentionClass = SCSIUnitAttentions.CommandClass(opcode: cdb[0])
         if let nexus, attentionClass != .requestSense,
             case .checkCondition(let sense) = reservations.unitAttentions.command(
-                opcode: cdb[0], from: nexus, unit: unit.identifier, capacity: unit.size)
+                opcode: cdb[0], from: nexus, unit: unit.identifier, capacity: capacity, clearance: &attentionClearance)
         {
             complete(task, .sense(sense))
             return
@@ -47,7 +51,7 @@ extension ISCSIConnectionHandler {
         }
         if let nexus, case .requestSense(let allocation) = command,
             case .senseData(let sense) = reservations.unitAttentions.command(
-                opcode: cdb[0], from: nexus, unit: unit.identifier, capacity: unit.size)
+                opcode: cdb[0], from: nexus, unit: unit.identifier, capacity: capacity, clearance: &attentionClearance)
         {
             let data = sense.fixedFormat
             let length = min(data.readableBytes, Int(allocation))
@@ -59,7 +63,6 @@ extension ISCSIConnectionHandler {
             complete(task, .reservationConflict)
             return
         }
-        let profile = Self.profile(of: unit)
         let outLength: UInt64
         do { outLength = try Self.dataOutLength(command, profile: profile) } catch {
             complete(task, .sense(error))
@@ -78,7 +81,7 @@ extension ISCSIConnectionHandler {
             }
         }
         guard outLength > 0 else {
-            run(task, command, unit: unit, data: nil)
+            run(task, command, unit: unit, profile: profile, data: nil)
             return
         }
         if parameters.immediateData == false && pdu.data.readableBytes > 0 {
@@ -88,14 +91,15 @@ extension ISCSIConnectionHandler {
         }
         let needed = UInt32(min(outLength, UInt64(task.expectedLength)))
         let pending = PendingWrite(
-            task: task, command: command, unit: unit, needed: needed, data: pdu.data,
+            task: task, command: command, unit: unit, profile: profile, needed: needed, data: pdu.data,
             unsolicitedOpen: !pdu.isFinal && !parameters.initialR2T)
         beginDataOut(pending, parameters: parameters)
     }
 
-    static func profile(of unit: any ISCSILogicalUnit) -> SCSIDeviceProfile {
+    /// `size`: the unit's size in bytes, when the caller has read it already.
+    static func profile(of unit: any ISCSILogicalUnit, size: UInt64? = nil) -> SCSIDeviceProfile {
         SCSIDeviceProfile(
-            blockCount: unit.size / 512, readOnly: unit.readOnly, serial: unit.serial, naaIdentifier: unit.identifier)
+            blockCount: (size ?? unit.size) / 512, readOnly: unit.readOnly, serial: unit.serial, naaIdentifier: unit.identifier)
     }
 
     /// Bytes of data-out the CDB says follow; checks made before any data is asked for.
@@ -144,14 +148,16 @@ extension ISCSIConnectionHandler {
     }
 
     /// Runs `command` in the logical unit and answers when it completes.
-    func run(_ task: SCSITask, _ command: SCSICommand, unit: any ISCSILogicalUnit, data: ByteBuffer?) {
+    func run(
+        _ task: SCSITask, _ command: SCSICommand, unit: any ISCSILogicalUnit, profile: SCSIDeviceProfile, data: ByteBuffer?
+    ) {
         guard let context else { return }
         let eventLoop = context.eventLoop
         runningTasks.insert(task.tag)
         if let data, data.readableBytes > 0 { metrics?.transferred(dataIn: 0, dataOut: UInt64(data.readableBytes)) }
         let future: EventLoopFuture<SCSIOutcome>
         do {
-            future = try perform(command, task: task, unit: unit, data: data, eventLoop: eventLoop)
+            future = try perform(command, task: task, unit: unit, profile: profile, data: data, eventLoop: eventLoop)
         } catch {
             future = eventLoop.makeSucceededFuture(.sense(error))
         }

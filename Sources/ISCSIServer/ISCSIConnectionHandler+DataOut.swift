@@ -17,6 +17,8 @@ struct PendingWrite {
     var task: SCSITask
     var command: SCSICommand
     var unit: any ISCSILogicalUnit
+    /// The unit as the command was checked against when it arrived.
+    var profile: SCSIDeviceProfile
     /// Bytes to collect before the command runs: the smaller of the CDB's and the initiator's lengths.
     var needed: UInt32
     var data: ByteBuffer
@@ -37,7 +39,7 @@ extension ISCSIConnectionHandler {
     func beginDataOut(_ pending: PendingWrite, parameters: ISCSISessionParameters) {
         var pending = pending
         if !pending.unsolicitedOpen && pending.data.readableBytes >= pending.needed {
-            run(pending.task, pending.command, unit: pending.unit, data: pending.data)
+            run(pending.task, pending.command, unit: pending.unit, profile: pending.profile, data: pending.data)
             return
         }
         if !pending.unsolicitedOpen { requestData(&pending, parameters: parameters) }
@@ -90,7 +92,7 @@ extension ISCSIConnectionHandler {
         if solicited { pending.transferTag = nil } else { pending.unsolicitedOpen = false }
         if pending.data.readableBytes >= pending.needed {
             pendingWrites.removeValue(forKey: pending.task.tag)
-            run(pending.task, pending.command, unit: pending.unit, data: pending.data)
+            run(pending.task, pending.command, unit: pending.unit, profile: pending.profile, data: pending.data)
         } else {
             if pending.transferTag == nil && !pending.unsolicitedOpen { requestData(&pending, parameters: parameters) }
             pendingWrites[pending.task.tag] = pending

@@ -8,9 +8,9 @@ extension ISCSIConnectionHandler {
     static let writeSamePiece: UInt64 = 1 << 20
 
     func perform(
-        _ command: SCSICommand, task: SCSITask, unit: any ISCSILogicalUnit, data: ByteBuffer?, eventLoop: any EventLoop
+        _ command: SCSICommand, task: SCSITask, unit: any ISCSILogicalUnit, profile: SCSIDeviceProfile, data: ByteBuffer?,
+        eventLoop: any EventLoop
     ) throws(SCSISense) -> EventLoopFuture<SCSIOutcome> {
-        let profile = Self.profile(of: unit)
         let block = UInt64(profile.blockSize)
         func done(_ outcome: SCSIOutcome) -> EventLoopFuture<SCSIOutcome> { eventLoop.makeSucceededFuture(outcome) }
         func parameterData(_ buffer: ByteBuffer, allocation: UInt32) -> EventLoopFuture<SCSIOutcome> {

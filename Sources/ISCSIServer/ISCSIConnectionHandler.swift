@@ -50,6 +50,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
     let reservations: ISCSIReservationTable
     /// This session's I_T nexus (normal sessions, once logged in).
     var nexus: SCSINexus?
+    /// When the nexus last had no unit attention pending (lets a command skip the table's lock).
+    var attentionClearance: ISCSIUnitAttentionTable.Clearance?
 
     init(
         initiator: ISCSIInitiatorInfo, portal: String, catalog: any ISCSITargetCatalog,
@@ -99,7 +101,10 @@ final class ISCSIConnectionHandler: ChannelInboundHandler {
     /// I_T nexus: a RESERVE it holds ends.
     func endSession() {
         if case .normal(_, let unit) = phase {
-            if let nexus { reservations.withUnit(unit.identifier) { $0.nexusLost(nexus) } }
+            if let nexus {
+                reservations.withUnit(unit.identifier) { $0.nexusLost(nexus) }
+                reservations.unitAttentions.departed(nexus, unit: unit.identifier)
+            }
             catalog.detach(unit, initiator: initiator)
         }
         phase = .closed

@@ -154,6 +154,26 @@ import Testing
         #expect(state.pending(for: nexuses[1]) == [.powerOnOrReset])
     }
 
+    @Test("A nexus with a session is forgotten last; once its sessions departed it is forgettable again")
+    func sessionsOutlastIdleNexuses() {
+        var state = Attentions()
+        state.arrived(Self.a, capacity: Self.size)
+        let nexuses = (1..<Attentions.maximumNexuses).map {
+            SCSINexus(initiatorName: "iqn.2026-12.test:n", isid: UInt64($0))
+        }
+        for nexus in nexuses {
+            state.arrived(nexus, capacity: Self.size)
+            state.departed(nexus)
+        }
+        // a is the oldest, but has its session: the oldest without one goes.
+        state.arrived(Self.b, capacity: Self.size)
+        #expect(state.knows(Self.a) && !state.knows(nexuses[0]) && state.knows(Self.b))
+        state.departed(Self.a)
+        state.departed(Self.a)  // one departure too many changes nothing
+        state.arrived(Self.c, capacity: Self.size)
+        #expect(!state.knows(Self.a) && state.knows(nexuses[1]) && state.knows(Self.c))
+    }
+
     @Test("Seeded event sequences from four nexuses agree with a reference model of the queues")
     func seededAgainstAModel() {
         let seed = TestSeed.make()
@@ -177,6 +197,16 @@ import Testing
             if model[nexus] == nil { model[nexus] = [.powerOnOrReset] }
         }
         for step in 0..<5000 {
+            // What a session's clearance relies on: while `queued` stands still, no empty queue fills.
+            let queuedBefore = state.queued
+            let emptyBefore = nexuses.filter { state.knows($0) && state.pending(for: $0).isEmpty }
+            defer {
+                if state.queued == queuedBefore {
+                    for nexus in emptyBefore {
+                        #expect(state.pending(for: nexus).isEmpty, "step \(step), seed \(seed): queued did not move")
+                    }
+                }
+            }
             let nexus = nexuses.randomElement(using: &random)!
             if Int.random(in: 0..<40, using: &random) == 0 { capacity += 512 }
             switch Int.random(in: 0..<6, using: &random) {
