@@ -32,5 +32,8 @@ func testOptions() -> PoolOptions {
     options.logger.logLevel = .warning
     // Small, so that checkpoints, waits for room and wrap-arounds happen within a test's few hundred commits.
     options.journalCapacity = 64 << 10
+    // A preempted test thread must not close the immediate path: whether a write is immediate depends
+    // only on the pool's state here.
+    options.immediateWriteStallLimit = .seconds(3600)
     return options
 }

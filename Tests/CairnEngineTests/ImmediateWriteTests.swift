@@ -93,6 +93,22 @@ import Testing
         #expect(pool.versions(volume: "v", chunk: 0) != before)
     }
 
+    @Test("an immediate write held up past the stall limit closes the path: the next one is refused, and counted")
+    func heldUpWriteClosesThePath() throws {
+        var options = testOptions()
+        options.immediateWriteStallLimit = .zero
+        let pool = try Pool(media: SimulatedMedia(), options: options)
+        let v = try pool.volumes.create(name: "v", size: 1 << 20).id
+        try writeBytes(pool, v, 0, pattern(1, 65536))
+        let write = { (seed: UInt8) in
+            try pattern(seed, 4096).withUnsafeBytes { try pool.writeIfImmediate(volumeID: v, offset: 4096, bytes: $0) }
+        }
+        #expect(try write(2))
+        #expect(try !write(3))
+        #expect(pool.status().immediateWrites == 1 && pool.status().immediateWritesThrottled == 1)
+        #expect(try readBytes(pool, v, 4096, 4096) == pattern(2, 4096))
+    }
+
     @Test("out of range and a failed pool are errors, as on the blocking path")
     func errors() throws {
         let v = try pool.volumes.create(name: "v", size: 1 << 20).id

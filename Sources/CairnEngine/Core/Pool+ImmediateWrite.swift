@@ -57,17 +57,22 @@ extension Pool {
 /// instead of sleeping again and again. Only wall time is measured: asking the kernel whether the
 /// thread slept (getrusage) cost 6 % of the event loop, so a write that was merely preempted closes the
 /// path too, which is why the pause is short.
-final class ImmediateWriteGate: Sendable {
+public final class ImmediateWriteGate: Sendable {
     /// An immediate write that took longer than this was held up (a page-cache write takes microseconds).
-    static let stallLimit: Duration = .milliseconds(2)
+    public static let defaultStallLimit: Duration = .milliseconds(2)
     /// How long writes stay off the immediate path after a held-up one: at most a few stalls a second
     /// reach the event loop while the kernel throttles.
     static let backoff: Duration = .milliseconds(250)
 
+    private let stallLimit: Duration
     private let reopensAt = Mutex<ContinuousClock.Instant?>(nil)
     /// Immediate writes done, and how many of them the kernel throttled (for tests and status).
     let written = Atomic<UInt64>(0)
     let throttled = Atomic<UInt64>(0)
+
+    init(stallLimit: Duration) {
+        self.stallLimit = stallLimit
+    }
 
     var isOpen: Bool {
         reopensAt.withLock { until in
@@ -80,7 +85,7 @@ final class ImmediateWriteGate: Sendable {
 
     func record(_ elapsed: Duration) {
         written.add(1, ordering: .relaxed)
-        guard elapsed > Self.stallLimit else { return }
+        guard elapsed > stallLimit else { return }
         throttled.add(1, ordering: .relaxed)
         reopensAt.withLock { $0 = ContinuousClock.now + Self.backoff }
     }
