@@ -253,32 +253,21 @@ final class VolumeExport: NBDExport {
     }
 
     func trim(offset: UInt64, length: UInt64, fua: Bool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let start = ContinuousClock.now
-        let pool = self.pool
-        let volumeID = self.volumeID
-        let replication = self.replication
-        let routing = backupRoute
-        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
-            try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: length)
+        hostChange(.trim, .trim(offset: offset, length: length), offset: offset, length: length, fua: fua, eventLoop: eventLoop) {
+            pool, volumeID, routing in
             try BackupRouting.discard(routing, offset: offset, length: length, mode: .trim, fua: fua) {
                 try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .trim, fua: fua)
             }
-        } }
-        return measured(.trim, since: start,
-            mirrored(.trim(offset: offset, length: length), fua: fua, eventLoop: eventLoop, local) ?? local())
+        }
     }
 
     /// Both forms are fast here (map changes, or fallocate(ZERO_RANGE)), so FAST_ZERO never fails.
     func writeZeroes(
         offset: UInt64, length: UInt64, punch: Bool, fast: Bool, fua: Bool, eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
-        let start = ContinuousClock.now
-        let pool = self.pool
-        let volumeID = self.volumeID
-        let replication = self.replication
-        let routing = backupRoute
-        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
-            try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: length)
+        let operation = MirrorOperation.writeZeroes(offset: offset, length: length, punch: punch)
+        return hostChange(.writeZeroes, operation, offset: offset, length: length, fua: fua, eventLoop: eventLoop) {
+            pool, volumeID, routing in
             if punch {
                 try BackupRouting.discard(routing, offset: offset, length: length, mode: .zero, fua: fua) {
                     try pool.discard(volumeID: volumeID, offset: offset, length: length, mode: .zero, fua: fua)
@@ -290,10 +279,25 @@ final class VolumeExport: NBDExport {
                 }
                 if owed { try pool.flush() }
             }
+        }
+    }
+
+    /// A host change without data (TRIM, WRITE_ZEROES): the mirror target's check, then `change` on the
+    /// I/O threads with the session's backup routing, mirrored when the volume has a mirror.
+    private func hostChange(
+        _ metric: ExportMetrics.Operation, _ operation: MirrorOperation, offset: UInt64, length: UInt64, fua: Bool,
+        eventLoop: any EventLoop, _ change: @escaping @Sendable (Pool, UInt64, BackupRouting?) throws -> Void
+    ) -> EventLoopFuture<Void> {
+        let start = ContinuousClock.now
+        let pool = self.pool
+        let volumeID = self.volumeID
+        let replication = self.replication
+        let routing = backupRoute
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+            try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: length)
+            try change(pool, volumeID, routing)
         } }
-        return measured(.writeZeroes, since: start,
-            mirrored(.writeZeroes(offset: offset, length: length, punch: punch), fua: fua, eventLoop: eventLoop, local)
-                ?? local())
+        return measured(metric, since: start, mirrored(operation, fua: fua, eventLoop: eventLoop, local) ?? local())
     }
 
     /// CACHE is a hint; the page cache already holds what was recently read or written.
