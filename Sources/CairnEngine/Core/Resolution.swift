@@ -88,3 +88,15 @@ extension PoolState {
         volumes[try volumeID(named: name)]!
     }
 }
+
+extension Pool {
+    /// A live volume's size (monitor held). Here rather than in `VolumeCatalog`: reached through another
+    /// object, `pool.state` is copied whole (every field retained and released) for one method call, and
+    /// iSCSI asks for the size on every command.
+    func liveVolumeSize(_ id: UInt64) throws -> UInt64 {
+        guard let volume = state.volumes[id], !volume.deleting else {
+            throw EngineError(.notFound, "the volume was deleted")
+        }
+        return volume.record.size
+    }
+}

@@ -212,7 +212,7 @@ public final class VolumeCatalog: Sendable {
 
     /// Current size of a volume (NBD export size at attach time).
     public func size(volumeID: UInt64) throws -> UInt64 {
-        try pool.monitor.withLock { try pool.state.liveVolume(volumeID).record.size }
+        try pool.monitor.withLock { try pool.liveVolumeSize(volumeID) }
     }
 
     /// Resolves a volume name to its id (stable across renames).
