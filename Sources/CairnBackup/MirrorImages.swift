@@ -20,7 +20,7 @@ protocol MirrorImages: AnyObject, Sendable {
     /// NBD `base:allocation` of image `side`: holes where that image stores nothing and reads zeros.
     /// Map lookups only. The first extent starts at `offset`; at most `maximumExtents` extents.
     func allocation(_ side: MirrorSide, offset: UInt64, length: UInt64, maximumExtents: Int) throws -> [AllocationExtent]
-    /// Seed 001's COPY_AND_WRITE on image `side`, with the same reach as `write`: on A the target chunk
+    /// COPY_AND_WRITE on image `side`, with the same reach as `write`: on A the target chunk
     /// A ends up with reaches B too, byte for byte (B's own source may differ); on B only B. Called with
     /// the source's range locks held shared and the target's exclusive. A bad argument changes nothing.
     func copyAndWrite(_ side: MirrorSide, _ command: CopyAndWrite, fua: Bool) throws

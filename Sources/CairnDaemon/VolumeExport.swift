@@ -282,22 +282,27 @@ final class VolumeExport: NBDExport {
         }
     }
 
-    /// A host change without data (TRIM, WRITE_ZEROES): the mirror target's check, then `change` on the
-    /// I/O threads with the session's backup routing, mirrored when the volume has a mirror.
+    /// A host change that is not a plain WRITE (TRIM, WRITE_ZEROES, COPY_AND_WRITE): the mirror target's
+    /// check, then `change` on the I/O threads with the session's backup routing, mirrored when the volume
+    /// has a mirror. `writing`: a range past the end is ENOSPC rather than EINVAL (`wireError`);
+    /// `payload`: bytes that crossed the wire, counted as written.
     private func hostChange(
         _ metric: ExportMetrics.Operation, _ operation: MirrorOperation, offset: UInt64, length: UInt64, fua: Bool,
-        eventLoop: any EventLoop, _ change: @escaping @Sendable (Pool, UInt64, BackupRouting?) throws -> Void
+        eventLoop: any EventLoop, writing: Bool = true, payload: UInt64? = nil,
+        _ change: @escaping @Sendable (Pool, UInt64, BackupRouting?) throws -> Void
     ) -> EventLoopFuture<Void> {
         let start = ContinuousClock.now
         let pool = self.pool
         let volumeID = self.volumeID
         let replication = self.replication
         let routing = backupRoute
-        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: true) {
+        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop, writing: writing) {
             try replication?.target.beforeHostWrite(volumeID: volumeID, offset: offset, length: length)
             try change(pool, volumeID, routing)
         } }
-        return measured(metric, since: start, mirrored(operation, fua: fua, eventLoop: eventLoop, local) ?? local())
+        let done = mirrored(operation, fua: fua, eventLoop: eventLoop, local) ?? local()
+        guard let payload else { return measured(metric, since: start, done) }
+        return measured(metric, since: start, bytes: metrics.bytesWritten, length: payload, done)
     }
 
     /// CACHE is a hint; the page cache already holds what was recently read or written.
@@ -364,32 +369,27 @@ final class VolumeExport: NBDExport {
         })
     }
 
-    /// Seed 001's COPY_AND_WRITE through the engine: only the buffer crossed the wire, the chunk is
+    /// COPY_AND_WRITE through the engine: only the buffer crossed the wire, the chunk is
     /// copied inside the pool, and the target chunk is left unshared (no further copy-on-write).
     func copyAndWrite(
         target: UInt64, source: UInt64, copySize: UInt32, buffer: ByteBuffer, bufferOffset: UInt32, fua: Bool,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
-        let start = ContinuousClock.now
-        let pool = self.pool
-        let volumeID = self.volumeID
-        let replication = self.replication
-        let routing = backupRoute
-        let local: @Sendable () -> EventLoopFuture<Void> = { self.run(on: eventLoop) {
-                try replication?.target.beforeHostWrite(volumeID: volumeID, offset: target, length: UInt64(copySize))
-                return try buffer.withUnsafeReadableBytes { bytes in
-                    let command = CopyAndWrite(
-                        source: source, target: target, copySize: copySize, buffer: bytes, bufferOffset: bufferOffset)
-                    // On a volume a backup splits, the session's image decides where the copy goes.
-                    try BackupRouting.copyAndWrite(routing, command, fua: fua) {
-                        try pool.copyAndWrite(
-                            volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
-                            bufferOffset: bufferOffset, fua: fua)
-                    }
+        hostChange(
+            .copyAndWrite, .localCopy(offset: target, length: UInt64(copySize)), offset: target, length: UInt64(copySize),
+            fua: fua, eventLoop: eventLoop, writing: false, payload: UInt64(buffer.readableBytes)
+        ) { pool, volumeID, routing in
+            try buffer.withUnsafeReadableBytes { bytes in
+                let command = CopyAndWrite(
+                    source: source, target: target, copySize: copySize, buffer: bytes, bufferOffset: bufferOffset)
+                // On a volume a backup splits, the session's image decides where the copy goes.
+                try BackupRouting.copyAndWrite(routing, command, fua: fua) {
+                    try pool.copyAndWrite(
+                        volumeID: volumeID, source: source, target: target, copySize: copySize, buffer: bytes,
+                        bufferOffset: bufferOffset, fua: fua)
                 }
-            } }
-        return measured(.copyAndWrite, since: start, bytes: metrics.bytesWritten, length: UInt64(buffer.readableBytes),
-            mirrored(.localCopy(offset: target, length: UInt64(copySize)), fua: fua, eventLoop: eventLoop, local) ?? local())
+            }
+        }
     }
 
     /// Largest range one dirty-bitmap answer covers; clients ask again from where it stopped.

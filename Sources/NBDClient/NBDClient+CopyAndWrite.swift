@@ -6,7 +6,7 @@ extension NBDClient {
     /// `copyOnWriteStatus`.
     public var supportsCopyAndWrite: Bool { session.metaContextID(of: NBDCopyOnWrite.contextName) != nil }
 
-    /// Seed 001's COPY_AND_WRITE (NBD_CMD_CAIRN_COPY_AND_WRITE, docs/NBD-EXTENSIONS.md): the `copySize`
+    /// COPY_AND_WRITE (NBD_CMD_CAIRN_COPY_AND_WRITE, docs/NBD-EXTENSIONS.md): the `copySize`
     /// bytes at `target` become a copy of those at `source` with `buffer` written `bufferOffset` bytes in.
     /// Only the buffer crosses the wire; the server copies the chunk itself, and afterwards reports the
     /// target unshared in `x-cairn:copy-on-write`. One round trip.

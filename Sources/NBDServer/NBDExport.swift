@@ -128,7 +128,7 @@ public protocol NBDExport: AnyObject, Sendable {
         maximumExtents: Int?,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<[NBDExtent]>
-    /// Seed 001's COPY_AND_WRITE (NBD_CMD_CAIRN_COPY_AND_WRITE): the `copySize` bytes at `target` become a
+    /// COPY_AND_WRITE (NBD_CMD_CAIRN_COPY_AND_WRITE): the `copySize` bytes at `target` become a
     /// copy of those at `source` with `buffer` written `bufferOffset` bytes in, the copy made without the
     /// data leaving the storage. Afterwards the target needs no further copy-on-write. The server has
     /// checked bounds, alignment and that the buffer fits the chunk; the export checks the copy size.

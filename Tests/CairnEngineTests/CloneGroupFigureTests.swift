@@ -42,9 +42,10 @@ func overlay(_ bytes: [UInt8], _ offset: Int, _ patch: [UInt8]) -> [UInt8] {
     return result
 }
 
-/// Seed 003's figures as tests: a protected restore with copy on demand (figs. 5–6), and the failure
-/// scenario (figs. 7–9) where recovery fills the restoring clone's delta map from the group's persistent
-/// delta map and brings back bits for extents the host wrote during the restore.
+/// The clone-group design's figures as tests (docs/ARCHITECTURE.md names the document): a protected
+/// restore with copy on demand (figs. 5–6), and the failure scenario (figs. 7–9) where recovery fills the
+/// restoring clone's delta map from the group's persistent delta map and brings back bits for extents the
+/// host wrote during the restore.
 @Suite struct CloneGroupFigureTests {
     static let extent = 64 << 10
     static let size = 16 * extent

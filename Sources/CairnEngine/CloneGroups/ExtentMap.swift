@@ -1,4 +1,4 @@
-/// One bit per extent of a volume. Seed 003 uses it for the **delta map** (extents in which a clone and
+/// One bit per extent of a volume. Clone groups use it for the **delta map** (extents in which a clone and
 /// its source differ) and for the **protected restore map** (extents the host wrote during a protected
 /// restore). Extents are numbered from 0 at the start of the volume; the last may be short.
 ///

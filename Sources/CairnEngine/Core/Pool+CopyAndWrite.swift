@@ -1,7 +1,7 @@
 import CairnIO
 
 extension Pool {
-    /// Seed 001's COPY_AND_WRITE: the chunk at `target` becomes a copy of the chunk at `source`, modified
+    /// COPY_AND_WRITE: the chunk at `target` becomes a copy of the chunk at `source`, modified
     /// by `buffer` placed `bufferOffset` bytes into it. Only the buffer crosses the interface; the copy
     /// happens inside the engine (reflink or `copy_file_range` where the platform allows), and the
     /// chunk's new version is born in the current epoch, so the map records that it needs no further
