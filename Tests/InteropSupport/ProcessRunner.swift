@@ -16,63 +16,18 @@ public struct ProcessResult: Sendable, CustomStringConvertible {
     public var description: String { "exit \(status)\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
 }
 
-/// Runs a program to completion (terminating it after `timeout` seconds) off the caller's thread.
-/// Output goes to temporary files, so a chatty child can never block on a full pipe.
+/// Runs a program to completion (stopping it after `timeout` seconds), as `runTool` does: spawned with a
+/// clean signal state, output in temporary files (a chatty child never blocks on a full pipe), and its
+/// exit awaited by polling, so no thread is held while it runs. (It used to block a dispatch worker in
+/// `Process.waitUntilExit` per running client, beside Foundation's own child-exit handling on the same
+/// pool; in one loaded run CLI calls then took up to a minute to reach the daemon.)
 public func runProcess(
     _ executable: String,
     _ arguments: [String],
     environment: [String: String]? = nil,
     timeout: Double = 60
 ) async throws -> ProcessResult {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            do {
-                continuation.resume(returning: try runBlocking(executable, arguments, environment, timeout))
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-    }
-}
-
-private func runBlocking(
-    _ executable: String,
-    _ arguments: [String],
-    _ environment: [String: String]?,
-    _ timeout: Double
-) throws -> ProcessResult {
-    let directory = FileManager.default.temporaryDirectory
-    let outURL = directory.appendingPathComponent("nbd-test-\(UUID().uuidString).out")
-    let errURL = directory.appendingPathComponent("nbd-test-\(UUID().uuidString).err")
-    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    defer {
-        try? FileManager.default.removeItem(at: outURL)
-        try? FileManager.default.removeItem(at: errURL)
-    }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let environment {
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    }
-    process.standardOutput = try FileHandle(forWritingTo: outURL)
-    process.standardError = try FileHandle(forWritingTo: errURL)
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    // SIGKILL: children of the test runner start with SIGTERM blocked, so terminate() would not stop a
-    // hung client.
-    let handle = ProcessHandle(pid: process.processIdentifier, executable: process.executableURL!.path)
-    defer { handle.close() }
-    let killer = DispatchWorkItem { if process.isRunning { handle.signal(SIGKILL) } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-    process.waitUntilExit()
-    killer.cancel()
-    return ProcessResult(
-        status: process.terminationStatus,
-        stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-        stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
-    )
+    try await runTool(executable, arguments, environment: environment, timeout: timeout)
 }
 
 /// Paths of the real clients the interop tests drive.

@@ -271,10 +271,12 @@ struct CLIDaemonTests {
                 Tools.fio,
                 [
                     "--name=hot", "--ioengine=nbd", "--uri=\(daemon.uri("hot"))", "--rw=randrw", "--bs=16k",
-                    "--size=32m", "--iodepth=32", "--time_based", "--runtime=60", "--output-format=terse",
+                    "--size=32m", "--iodepth=32", "--time_based", "--runtime=600", "--output-format=terse",
                 ])
             defer { fio.cleanUp() }
-            let busy = try await poll(timeout: 20) {
+            // fio runs until the deletion ends its session; its runtime and this deadline only stop a hang
+            // (each poll starts a CLI process, which a loaded machine can take seconds to do).
+            let busy = try await poll(timeout: 120) {
                 try await daemon.volume("hot").allocatedBytes > UInt64(MiB) || !fio.isRunning
             }
             try #require(busy && fio.isRunning, "fio did not start: \(fio.summary)")

@@ -20,12 +20,13 @@ struct ShutdownDaemonTests {
                 Tools.fio,
                 [
                     "--name=load", "--ioengine=nbd", "--uri=\(daemon.uri("sd"))", "--rw=randwrite", "--bs=64k",
-                    "--offset=8m", "--size=56m", "--iodepth=16", "--time_based", "--runtime=60",
+                    "--offset=8m", "--size=56m", "--iodepth=16", "--time_based", "--runtime=600",
                     "--output-format=terse",
                 ])
             defer { fio.cleanUp() }
-            // Let fio get going: wait until its session is attached and some data has landed.
-            let busy = try await poll(timeout: 20) {
+            // Let fio get going: wait until its session is attached and some data has landed. fio runs until
+            // the shutdown ends its session; its runtime and this deadline only stop a hang.
+            let busy = try await poll(timeout: 120) {
                 try await daemon.volume("sd").allocatedBytes > UInt64(2 * MiB + 8192) || !fio.isRunning
             }
             try #require(busy && fio.isRunning, "fio did not start: \(fio.summary)")
