@@ -9,8 +9,9 @@ import Synchronization
 /// keeps a `Clearance`: the table's generation and the unit's capacity when its nexus last had nothing
 /// pending. Everything that can queue a condition bumps the generation under the lock, so while both still
 /// match nothing can be pending and the command proceeds on one atomic load. A nexus on that path is not
-/// marked active, but one with a session is the last to be forgotten; should it be all the same, the next
-/// bump sends it through the lock, where it is new again and hears 29h/00h.
+/// marked active, but one with a session is the last to be forgotten; should it be all the same, the
+/// arrival that pushed it out bumped the generation, so its next command goes through the lock, where it
+/// is new again and hears 29h/00h (which covers whatever was meant for it meanwhile).
 public final class ISCSIUnitAttentionTable: Sendable {
     private let units = Mutex<[UInt64: SCSIUnitAttentions]>([:])
     /// Bumped under the lock whenever a unit queued a condition for some nexus.
