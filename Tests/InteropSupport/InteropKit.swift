@@ -267,7 +267,10 @@ public func allocatedBytes(atPath path: String) -> UInt64 {
 
 /// Runs a Python script with Debian's python3 (the one with libnbd), arguments after the script.
 public func runPython(_ script: String, _ arguments: [String], timeout: Double = 60) async throws -> ProcessResult {
-    try await runTool(Tools.python, ["-c", script] + arguments, timeout: timeout)
+    // Tests/python's helpers (libiscsi through ctypes) are importable from every script.
+    try await runTool(
+        Tools.python, ["-c", script] + arguments, environment: ["PYTHONPATH": Tools.packageRoot + "/Tests/python"],
+        timeout: timeout)
 }
 
 /// Extra tools the interop suites need beyond `Tools`.

@@ -10,53 +10,28 @@ struct ISCSIPersistentReservationDaemonTests {
     /// `reserve:KEY:TYPE`, `keys`, `reservation`, `caps`; prints one JSON object per action.
     static let client = #"""
         import ctypes, json, sys
-        lib = ctypes.CDLL("libiscsi.so.7")
-        lib.iscsi_create_context.restype = ctypes.c_void_p
-        lib.iscsi_create_context.argtypes = [ctypes.c_char_p]
-        for name in ("iscsi_set_targetname", "iscsi_full_connect_sync", "iscsi_set_session_type",
-                     "iscsi_persistent_reserve_out_sync", "iscsi_persistent_reserve_in_sync", "iscsi_get_error"):
-            getattr(lib, name).argtypes = None
-        lib.iscsi_persistent_reserve_out_sync.restype = ctypes.c_void_p
-        lib.iscsi_persistent_reserve_in_sync.restype = ctypes.c_void_p
-        lib.scsi_datain_unmarshall.restype = ctypes.c_void_p
-        lib.scsi_datain_unmarshall.argtypes = [ctypes.c_void_p]
-        lib.iscsi_get_error.restype = ctypes.c_char_p
-
-        class OutBasic(ctypes.Structure):
-            _fields_ = [("key", ctypes.c_uint64), ("sa_key", ctypes.c_uint64), ("spec_i_pt", ctypes.c_uint8),
-                        ("all_tg_pt", ctypes.c_uint8), ("aptpl", ctypes.c_uint8)]
+        from libiscsi_session import connect, lib, prout, task
 
         url, initiator, actions = sys.argv[1], sys.argv[2], sys.argv[3:]
-        portal, target, lun = url[len("iscsi://"):].split("/")
-        ctx = ctypes.c_void_p(lib.iscsi_create_context(initiator.encode()))
-        lib.iscsi_set_targetname(ctx, target.encode())
-        lib.iscsi_set_session_type(ctx, 2)
-        if lib.iscsi_full_connect_sync(ctx, portal.encode(), int(lun)) != 0:
-            sys.exit("login: " + lib.iscsi_get_error(ctx).decode())
+        ctx, lun = connect(url, initiator)
 
-        def status(task):
-            if not task:
-                sys.exit("no task: " + lib.iscsi_get_error(ctx).decode())
-            return ctypes.cast(task, ctypes.POINTER(ctypes.c_int))[0]
+        def status(pointer):
+            return task(ctx, pointer).status
 
         def prin(action):
-            task = ctypes.c_void_p(lib.iscsi_persistent_reserve_in_sync(ctx, int(lun), action, 4096))
-            if status(task) != 0:
-                sys.exit("PERSISTENT RESERVE IN %d: status %d" % (action, status(task)))
-            return ctypes.c_void_p(lib.scsi_datain_unmarshall(task)).value
+            pointer = lib.iscsi_persistent_reserve_in_sync(ctx, lun, action, 4096)
+            if status(pointer) != 0:
+                sys.exit("PERSISTENT RESERVE IN %d: status %d" % (action, status(pointer)))
+            return ctypes.c_void_p(lib.scsi_datain_unmarshall(pointer)).value
 
         for action in actions:
             verb, *args = action.split(":")
-            if verb == "register" or verb == "reserve":
-                params = OutBasic(0, 0, 0, 0, 0)
-                if verb == "register":
-                    params.sa_key, params.aptpl = int(args[0], 0), int(args[1])
-                    task = lib.iscsi_persistent_reserve_out_sync(ctx, int(lun), 6, 0, 0, ctypes.byref(params))
-                else:
-                    params.key = int(args[0], 0)
-                    task = lib.iscsi_persistent_reserve_out_sync(
-                        ctx, int(lun), 1, 0, int(args[1]), ctypes.byref(params))
-                print(json.dumps({"action": action, "status": status(ctypes.c_void_p(task))}))
+            if verb == "register":
+                pointer = prout(ctx, lun, 6, sa_key=int(args[0], 0), aptpl=int(args[1]))
+                print(json.dumps({"action": action, "status": status(pointer)}))
+            elif verb == "reserve":
+                pointer = prout(ctx, lun, 1, key=int(args[0], 0), kind=int(args[1]))
+                print(json.dumps({"action": action, "status": status(pointer)}))
             elif verb == "keys":
                 data = prin(0)
                 generation = ctypes.c_uint32.from_address(data).value

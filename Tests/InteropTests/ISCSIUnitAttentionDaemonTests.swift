@@ -14,58 +14,14 @@ struct ISCSIUnitAttentionDaemonTests {
     /// CAPACITY 16's block count). One JSON object per action.
     static let client = #"""
         import ctypes, json, subprocess, sys
-        lib = ctypes.CDLL("libiscsi.so.7")
-        lib.iscsi_create_context.restype = ctypes.c_void_p
-        lib.iscsi_create_context.argtypes = [ctypes.c_char_p]
-        for name in ("iscsi_set_targetname", "iscsi_full_connect_sync", "iscsi_set_session_type",
-                     "iscsi_testunitready_sync", "iscsi_readcapacity16_sync",
-                     "iscsi_persistent_reserve_out_sync", "iscsi_get_error"):
-            getattr(lib, name).argtypes = None
-        for name in ("iscsi_testunitready_sync", "iscsi_readcapacity16_sync", "iscsi_persistent_reserve_out_sync",
-                     "scsi_datain_unmarshall"):
-            getattr(lib, name).restype = ctypes.c_void_p
-        lib.scsi_datain_unmarshall.argtypes = [ctypes.c_void_p]
-        lib.iscsi_get_error.restype = ctypes.c_char_p
-
-        class Sense(ctypes.Structure):
-            _fields_ = [("error_type", ctypes.c_ubyte), ("key", ctypes.c_int), ("ascq", ctypes.c_int)]
-
-        class Task(ctypes.Structure):
-            _fields_ = [("status", ctypes.c_int), ("cdb_size", ctypes.c_int), ("xfer_dir", ctypes.c_int),
-                        ("expxferlen", ctypes.c_int), ("cdb", ctypes.c_ubyte * 16), ("residual_status", ctypes.c_int),
-                        ("residual", ctypes.c_size_t), ("sense", Sense)]
-
-        class OutBasic(ctypes.Structure):
-            _fields_ = [("key", ctypes.c_uint64), ("sa_key", ctypes.c_uint64), ("spec_i_pt", ctypes.c_uint8),
-                        ("all_tg_pt", ctypes.c_uint8), ("aptpl", ctypes.c_uint8)]
+        from libiscsi_session import connect, lib, prout, task
 
         url, first, second, actions = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-        portal, target, lun = url[len("iscsi://"):].split("/")
-        lun = int(lun)
-
-        def connect(initiator):
-            ctx = ctypes.c_void_p(lib.iscsi_create_context(initiator.encode()))
-            lib.iscsi_set_targetname(ctx, target.encode())
-            lib.iscsi_set_session_type(ctx, 2)
-            if lib.iscsi_full_connect_sync(ctx, portal.encode(), lun) != 0:
-                sys.exit("login: " + lib.iscsi_get_error(ctx).decode())
-            return ctx
-
-        sessions = {"a": connect(first), "b": connect(second)}
-
-        def task(ctx, pointer):
-            if not pointer:
-                sys.exit("no task: " + lib.iscsi_get_error(ctx).decode())
-            return ctypes.cast(pointer, ctypes.POINTER(Task)).contents
+        sessions = {"a": connect(url, first), "b": connect(url, second)}
 
         def result(action, t):
             return {"action": action, "status": t.status, "key": t.sense.key if t.status == 2 else 0,
                     "ascq": "%04x" % t.sense.ascq if t.status == 2 else ""}
-
-        def prout(ctx, service_action, key, sa_key, kind):
-            params = OutBasic(key, sa_key, 0, 0, 0)
-            return task(ctx, lib.iscsi_persistent_reserve_out_sync(ctx, lun, service_action, 0, kind,
-                                                                   ctypes.byref(params)))
 
         for action in actions:
             who, verb, *args = action.split(":")
@@ -73,17 +29,19 @@ struct ISCSIUnitAttentionDaemonTests {
                 done = subprocess.run(verb.split(" "), capture_output=True, text=True)
                 print(json.dumps({"action": action, "exit": done.returncode, "stderr": done.stderr[-400:]}))
                 continue
-            ctx = sessions[who]
+            ctx, lun = sessions[who]
             if verb == "tur":
                 print(json.dumps(result(action, task(ctx, lib.iscsi_testunitready_sync(ctx, lun)))))
-            elif verb == "register":
-                print(json.dumps(result(action, prout(ctx, 6, 0, int(args[0], 0), 0))))
-            elif verb == "reserve":
-                print(json.dumps(result(action, prout(ctx, 1, int(args[0], 0), 0, int(args[1])))))
-            elif verb == "preempt":
-                print(json.dumps(result(action, prout(ctx, 4, int(args[0], 0), int(args[1], 0), int(args[2])))))
-            elif verb == "clear":
-                print(json.dumps(result(action, prout(ctx, 3, int(args[0], 0), 0, 0))))
+            elif verb in ("register", "reserve", "preempt", "clear"):
+                if verb == "register":
+                    pointer = prout(ctx, lun, 6, sa_key=int(args[0], 0))
+                elif verb == "reserve":
+                    pointer = prout(ctx, lun, 1, key=int(args[0], 0), kind=int(args[1]))
+                elif verb == "preempt":
+                    pointer = prout(ctx, lun, 4, key=int(args[0], 0), sa_key=int(args[1], 0), kind=int(args[2]))
+                else:
+                    pointer = prout(ctx, lun, 3, key=int(args[0], 0))
+                print(json.dumps(result(action, task(ctx, pointer))))
             elif verb == "capacity":
                 pointer = lib.iscsi_readcapacity16_sync(ctx, lun)
                 t = task(ctx, pointer)
